@@ -1,0 +1,22 @@
+//! Compiles the `.proto` files without a system `protoc`: `protox` parses them
+//! into a descriptor set, `tonic-prost-build` generates code from that set, and
+//! the encoded set is kept for gRPC server reflection.
+
+use std::path::PathBuf;
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/kv.proto", "proto/admin.proto", "proto/raft.proto"];
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["proto"])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out_dir.join("raftkv_descriptor.bin"), descriptors.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .bytes(".raftkv.RaftPayload.data")
+        .bytes(".raftkv.SnapshotChunk.payload.chunk")
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! raftkv's wire protocol: the client (`KV`), admin (`Admin`) and node-to-node
+//! (`Raft`) gRPC services, generated from `proto/*.proto` at build time.
+
+/// Generated messages and service stubs, package `raftkv`.
+pub mod pb {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("raftkv");
+}
+
+/// The encoded file-descriptor set of every raftkv service, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/raftkv_descriptor.bin"));
+
+/// Health-service name that is SERVING only on the current leader.
+pub const LEADER_HEALTH_SERVICE: &str = "raftkv.Leader";
+
+/// Response-metadata key carrying the leader's node id on a not-leader answer.
+pub const LEADER_ID_METADATA: &str = "raftkv-leader-id";
+
+/// Response-metadata key carrying the leader's address on a not-leader answer.
+pub const LEADER_ADDR_METADATA: &str = "raftkv-leader-addr";
+
+/// Request-metadata key a node sets when it forwards a request to the leader,
+/// so that the receiver answers instead of forwarding again.
+pub const FORWARDED_METADATA: &str = "raftkv-forwarded";
