@@ -13,10 +13,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(files, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out_dir.join("raftkv_descriptor.bin"), descriptors.encode_to_vec())?;
+    std::fs::write(
+        out_dir.join("raftkv_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
     tonic_prost_build::configure()
         .bytes(".raftkv.RaftPayload.data")
-        .bytes(".raftkv.SnapshotChunk.payload.chunk")
+        .bytes(".raftkv.SnapshotChunk.chunk")
         .compile_fds(descriptors)?;
     Ok(())
 }

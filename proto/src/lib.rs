@@ -8,7 +8,8 @@ pub mod pb {
 }
 
 /// The encoded file-descriptor set of every raftkv service, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/raftkv_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/raftkv_descriptor.bin"));
 
 /// Health-service name that is SERVING only on the current leader.
 pub const LEADER_HEALTH_SERVICE: &str = "raftkv.Leader";

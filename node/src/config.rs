@@ -1,0 +1,133 @@
+//! Node settings: command-line flags (each also read from a `RAFTKV_*`
+//! environment variable) and their translation into openraft's `Config`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Settings of one raftkv node.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "raftkv-node",
+    version,
+    about = "One node of a raftkv cluster: a replicated key-value store on Raft.",
+    long_about = "One node of a raftkv cluster: a replicated key-value store on Raft.\n\n\
+        Start the first node with --bootstrap; add the others with `raft-admin add_voter` \
+        or start them with --join. Every flag can also be set through the environment \
+        variable shown next to it."
+)]
+pub struct NodeConfig {
+    /// This node's id: a positive integer, unique in the cluster.
+    #[arg(long, env = "RAFTKV_ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub id: u64,
+
+    /// Address to listen on for clients, operators and peers (one gRPC port).
+    /// Port 0 picks a free port.
+    #[arg(long, env = "RAFTKV_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Address the other nodes and clients reach this node at (host:port).
+    /// Defaults to the bound listen address; required when listening on 0.0.0.0.
+    #[arg(long, env = "RAFTKV_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// Directory holding this node's Raft log, vote, state machine and snapshots.
+    #[arg(long, env = "RAFTKV_DATA_DIR", default_value = "raftkv-data")]
+    pub data_dir: PathBuf,
+
+    /// Start a new single-node cluster with this node as its first member.
+    /// Harmless on a node that is already initialised (it is ignored).
+    #[arg(long, env = "RAFTKV_BOOTSTRAP")]
+    pub bootstrap: bool,
+
+    /// Ask a running cluster (any of these comma-separated host:port addresses)
+    /// to add this node as a voter, unless it is a member already.
+    #[arg(long, env = "RAFTKV_JOIN", value_delimiter = ',')]
+    pub join: Vec<String>,
+
+    /// Leader heartbeat interval, in milliseconds.
+    #[arg(long, env = "RAFTKV_HEARTBEAT_MS", default_value_t = 50)]
+    pub heartbeat_ms: u64,
+
+    /// Lower bound of the randomised election timeout, in milliseconds.
+    #[arg(long, env = "RAFTKV_ELECTION_TIMEOUT_MIN_MS", default_value_t = 150)]
+    pub election_timeout_min_ms: u64,
+
+    /// Upper bound of the randomised election timeout, in milliseconds.
+    #[arg(long, env = "RAFTKV_ELECTION_TIMEOUT_MAX_MS", default_value_t = 300)]
+    pub election_timeout_max_ms: u64,
+
+    /// Build a snapshot after this many log entries since the last one.
+    #[arg(long, env = "RAFTKV_SNAPSHOT_AFTER", default_value_t = 10_000)]
+    pub snapshot_after: u64,
+
+    /// Log entries to keep after a snapshot (lets lagging peers catch up
+    /// from the log instead of a full snapshot).
+    #[arg(long, env = "RAFTKV_SNAPSHOT_KEEP", default_value_t = 1_000)]
+    pub snapshot_keep: u64,
+
+    /// Page cache of the on-disk database, in MiB.
+    #[arg(long, env = "RAFTKV_CACHE_MB", default_value_t = 32)]
+    pub cache_mb: u64,
+
+    /// Largest accepted key, in bytes.
+    #[arg(long, env = "RAFTKV_MAX_KEY_BYTES", default_value_t = 4096)]
+    pub max_key_bytes: usize,
+
+    /// Largest accepted value, in bytes.
+    #[arg(long, env = "RAFTKV_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
+    pub max_value_bytes: usize,
+}
+
+impl NodeConfig {
+    /// The defaults for node `id` storing its data in `data_dir`, listening on
+    /// `listen`: the same values the command line gives when nothing else is set.
+    pub fn new(id: u64, listen: SocketAddr, data_dir: impl Into<PathBuf>) -> NodeConfig {
+        let mut config = NodeConfig::parse_from(["raftkv-node", "--id", &id.to_string()]);
+        config.listen = listen;
+        config.data_dir = data_dir.into();
+        config.advertise = None;
+        config.bootstrap = false;
+        config.join = Vec::new();
+        config
+    }
+
+    /// Largest gRPC message accepted or sent: a full value plus its key and
+    /// framing, or a batch of log entries.
+    pub fn max_message_bytes(&self) -> usize {
+        (self.max_value_bytes + self.max_key_bytes).max(4 << 20) + (64 << 10)
+    }
+
+    /// openraft's configuration for these settings, validated.
+    pub fn raft_config(&self) -> Result<openraft::Config, openraft::ConfigError> {
+        openraft::Config {
+            cluster_name: "raftkv".to_string(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_after.max(1)),
+            max_in_snapshot_log_to_keep: self.snapshot_keep,
+            // Keep AppendEntries batches well under the gRPC message limit.
+            max_payload_entries: 256,
+            // A partitioned node that cannot win does not bump its term and
+            // disturb the leader when it comes back.
+            enable_pre_vote: Some(true),
+            install_snapshot_timeout: 60_000,
+            ..Default::default()
+        }
+        .validate()
+    }
+}
+
+/// The address a node advertises: `--advertise`, or the bound address when
+/// that is reachable by others.
+pub fn advertise_address(config: &NodeConfig, bound: SocketAddr) -> Result<String, String> {
+    match &config.advertise {
+        Some(address) => Ok(address.clone()),
+        None if bound.ip().is_unspecified() => Err(format!(
+            "listening on {bound}, which peers cannot dial: set --advertise to this node's reachable host:port"
+        )),
+        None => Ok(bound.to_string()),
+    }
+}

@@ -1,0 +1,80 @@
+//! The errors a node answers requests with, and their one mapping to gRPC statuses.
+
+use raftkv_proto::LEADER_ADDR_METADATA;
+use raftkv_proto::LEADER_ID_METADATA;
+use tonic::Code;
+use tonic::Status;
+
+use crate::types::NodeId;
+
+/// Why a client or admin request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NodeError {
+    /// The request itself is wrong (empty key, oversized value, bad address, …).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request is valid but the cluster's state does not allow it
+    /// (removing the last voter, transferring to a learner, …).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A node id that is not in the cluster.
+    #[error("{0}")]
+    NotFound(String),
+    /// This node is not the leader; `leader` is the leader's id and address when known.
+    #[error("{}", not_leader_message(.leader))]
+    NotLeader { leader: Option<(NodeId, String)> },
+    /// The cluster cannot answer now (no quorum, shutting down); retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The operation did not finish in time; it may still take effect.
+    #[error("{0}")]
+    Timeout(String),
+    /// A write was proposed but its entry was dropped on a leader change: it
+    /// may or may not have been committed.
+    #[error("{0}")]
+    OutcomeUnknown(String),
+    /// Local storage failed.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+fn not_leader_message(leader: &Option<(NodeId, String)>) -> String {
+    match leader {
+        Some((id, address)) => format!("not the leader; the leader is node {id} at {address}"),
+        None => "no leader is known right now (election in progress?); retry shortly".to_string(),
+    }
+}
+
+impl From<std::io::Error> for NodeError {
+    fn from(e: std::io::Error) -> Self {
+        NodeError::Storage(e.to_string())
+    }
+}
+
+impl From<NodeError> for Status {
+    fn from(e: NodeError) -> Status {
+        let code = match &e {
+            NodeError::InvalidArgument(_) => Code::InvalidArgument,
+            NodeError::FailedPrecondition(_) => Code::FailedPrecondition,
+            NodeError::NotFound(_) => Code::NotFound,
+            NodeError::NotLeader { .. } | NodeError::Unavailable(_) => Code::Unavailable,
+            NodeError::Timeout(_) => Code::DeadlineExceeded,
+            NodeError::OutcomeUnknown(_) => Code::Unknown,
+            NodeError::Storage(_) => Code::Internal,
+        };
+        let mut status = Status::new(code, e.to_string());
+        if let NodeError::NotLeader {
+            leader: Some((id, address)),
+        } = &e
+        {
+            let metadata = status.metadata_mut();
+            if let Ok(value) = id.to_string().parse() {
+                metadata.insert(LEADER_ID_METADATA, value);
+            }
+            if let Ok(value) = address.parse() {
+                metadata.insert(LEADER_ADDR_METADATA, value);
+            }
+        }
+        status
+    }
+}

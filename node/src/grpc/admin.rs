@@ -1,0 +1,358 @@
+//! `raftkv.Admin`: cluster management and inspection. Changes run on the
+//! leader (a follower forwards them); inspection answers from this node.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::Instant as _;
+use openraft::RaftMetrics;
+use openraft::ServerState;
+use raftkv_proto::pb;
+use raftkv_proto::pb::admin_client::AdminClient;
+use raftkv_proto::pb::admin_server::Admin;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use super::forwarded;
+use super::route;
+use crate::error::NodeError;
+use crate::node::RaftNode;
+use crate::types::StoredMembership;
+use crate::types::TypeConfig;
+
+/// Transfer timeout when the request sets none.
+const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The admin API of one node.
+pub struct AdminService {
+    node: Arc<RaftNode>,
+}
+
+impl AdminService {
+    /// The service over `node`.
+    pub fn new(node: Arc<RaftNode>) -> AdminService {
+        AdminService { node }
+    }
+
+    /// The configuration and its index as a response to a membership change.
+    fn membership_response(&self, index: u64) -> Response<pb::MembershipResponse> {
+        let metrics = self.node.metrics();
+        Response::new(pb::MembershipResponse {
+            index,
+            configuration: Some(configuration(&metrics)),
+        })
+    }
+}
+
+fn suffrage(is_voter: bool) -> i32 {
+    if is_voter {
+        pb::Suffrage::Voter
+    } else {
+        pb::Suffrage::Learner
+    }
+    .into()
+}
+
+fn members(membership: &StoredMembership) -> Vec<pb::Member> {
+    let config = membership.membership();
+    let voters: BTreeSet<_> = config.voter_ids().collect();
+    config
+        .nodes()
+        .map(|(id, node)| pb::Member {
+            id: *id,
+            address: node.addr.clone(),
+            suffrage: suffrage(voters.contains(id)),
+        })
+        .collect()
+}
+
+/// The effective configuration in `metrics`.
+fn configuration(metrics: &RaftMetrics<TypeConfig>) -> pb::ClusterConfiguration {
+    let membership = &metrics.membership_config;
+    pb::ClusterConfiguration {
+        members: members(membership),
+        index: membership.log_id().as_ref().map_or(0, |l| l.index),
+        joint: membership.membership().get_joint_config().len() > 1,
+        committed: metrics.committed_membership_config.log_id() == membership.log_id(),
+    }
+}
+
+fn role(state: ServerState) -> pb::Role {
+    match state {
+        ServerState::Leader => pb::Role::Leader,
+        ServerState::Follower => pb::Role::Follower,
+        ServerState::Candidate => pb::Role::Candidate,
+        ServerState::Learner => pb::Role::Learner,
+        ServerState::Shutdown => pb::Role::Shutdown,
+    }
+}
+
+fn millis(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Everything `metrics` says about this node and, on the leader, its peers.
+fn status(node: &RaftNode, metrics: &RaftMetrics<TypeConfig>) -> pb::NodeStatus {
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<_> = membership.voter_ids().collect();
+    let peers = membership
+        .nodes()
+        .filter(|(id, _)| **id != node.id)
+        .map(|(id, peer)| pb::PeerStatus {
+            id: *id,
+            address: peer.addr.clone(),
+            suffrage: suffrage(voters.contains(id)),
+            matched_index: metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id).cloned().flatten())
+                .map(|l| l.index),
+            last_contact_ms: metrics
+                .heartbeat
+                .as_ref()
+                .and_then(|h| h.get(id).cloned().flatten())
+                .map(|at| millis(at.elapsed())),
+        })
+        .collect();
+    let leader_id = metrics.current_leader.unwrap_or(0);
+    let vote = metrics.vote.leader_id();
+    pb::NodeStatus {
+        id: node.id,
+        address: node.address.clone(),
+        role: role(metrics.state).into(),
+        term: metrics.current_term,
+        leader_id,
+        leader_address: membership
+            .get_node(&leader_id)
+            .map(|n| n.addr.clone())
+            .unwrap_or_default(),
+        last_log_index: metrics.last_log_index,
+        committed_index: metrics.local_committed.as_ref().map(|l| l.index),
+        applied_index: metrics.last_applied.as_ref().map(|l| l.index),
+        snapshot_index: metrics.snapshot.as_ref().map(|l| l.index),
+        purged_index: metrics.purged.as_ref().map(|l| l.index),
+        configuration: Some(configuration(metrics)),
+        peers,
+        last_quorum_ack_ms: metrics
+            .last_quorum_acked
+            .as_ref()
+            .map(|at| millis(at.elapsed())),
+        key_count: node.kv.key_count() as u64,
+        vote_term: vote.term,
+        voted_for: vote.node_id,
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    #[tracing::instrument(level = "info", skip_all)]
+    async fn initialize(
+        &self,
+        request: Request<pb::InitializeRequest>,
+    ) -> Result<Response<pb::ClusterConfiguration>, Status> {
+        let mut members = BTreeMap::new();
+        for member in request.into_inner().members {
+            if members.insert(member.id, member.address).is_some() {
+                return Err(NodeError::InvalidArgument(format!(
+                    "node {} is listed twice",
+                    member.id
+                ))
+                .into());
+            }
+        }
+        self.node.initialize(members).await?;
+        Ok(Response::new(configuration(&self.node.metrics())))
+    }
+
+    #[tracing::instrument(level = "info", skip_all)]
+    async fn add_learner(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        if let Some(leader) = route(&self.node, &request)? {
+            return AdminClient::new(leader)
+                .add_learner(forwarded(request))
+                .await;
+        }
+        let r = request.into_inner();
+        let index = self
+            .node
+            .add_learner(r.node_id, &r.address, r.previous_index)
+            .await?;
+        Ok(self.membership_response(index))
+    }
+
+    #[tracing::instrument(level = "info", skip_all)]
+    async fn add_voter(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        if let Some(leader) = route(&self.node, &request)? {
+            return AdminClient::new(leader).add_voter(forwarded(request)).await;
+        }
+        let r = request.into_inner();
+        let index = self
+            .node
+            .add_voter(r.node_id, &r.address, r.previous_index)
+            .await?;
+        Ok(self.membership_response(index))
+    }
+
+    #[tracing::instrument(level = "info", skip_all)]
+    async fn demote_voter(
+        &self,
+        request: Request<pb::NodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        if let Some(leader) = route(&self.node, &request)? {
+            return AdminClient::new(leader)
+                .demote_voter(forwarded(request))
+                .await;
+        }
+        let r = request.get_ref().clone();
+        match self.node.demote_voter(r.node_id, r.previous_index).await {
+            // This node handed leadership over first: let the new leader finish.
+            Err(NodeError::NotLeader {
+                leader: Some((_, address)),
+            }) => {
+                let channel = self.node.peers.get(&address).map_err(Status::internal)?;
+                AdminClient::new(channel)
+                    .demote_voter(forwarded(request))
+                    .await
+            }
+            result => Ok(self.membership_response(result?)),
+        }
+    }
+
+    #[tracing::instrument(level = "info", skip_all)]
+    async fn remove_node(
+        &self,
+        request: Request<pb::NodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        if let Some(leader) = route(&self.node, &request)? {
+            return AdminClient::new(leader)
+                .remove_node(forwarded(request))
+                .await;
+        }
+        let r = request.get_ref().clone();
+        match self.node.remove_node(r.node_id, r.previous_index).await {
+            Err(NodeError::NotLeader {
+                leader: Some((_, address)),
+            }) => {
+                let channel = self.node.peers.get(&address).map_err(Status::internal)?;
+                AdminClient::new(channel)
+                    .remove_node(forwarded(request))
+                    .await
+            }
+            result => Ok(self.membership_response(result?)),
+        }
+    }
+
+    #[tracing::instrument(level = "info", skip_all)]
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        if let Some(leader) = route(&self.node, &request)? {
+            return AdminClient::new(leader)
+                .transfer_leader(forwarded(request))
+                .await;
+        }
+        let r = request.into_inner();
+        let timeout = match r.timeout_ms {
+            0 => DEFAULT_TRANSFER_TIMEOUT,
+            ms => Duration::from_millis(ms),
+        };
+        let (leader_id, elapsed) = self.node.transfer_leader(r.node_id, timeout).await?;
+        let metrics = self.node.metrics();
+        let leader_address = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader_id)
+            .map(|n| n.addr.clone())
+            .unwrap_or_default();
+        Ok(Response::new(pb::TransferLeaderResponse {
+            leader_id,
+            leader_address,
+            term: metrics.current_term,
+            elapsed_ms: millis(elapsed),
+        }))
+    }
+
+    async fn get_configuration(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::ClusterConfiguration>, Status> {
+        Ok(Response::new(configuration(&self.node.metrics())))
+    }
+
+    async fn status(&self, _: Request<pb::Empty>) -> Result<Response<pb::NodeStatus>, Status> {
+        Ok(Response::new(status(&self.node, &self.node.metrics())))
+    }
+
+    #[tracing::instrument(level = "info", skip_all)]
+    async fn trigger_snapshot(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::SnapshotResponse>, Status> {
+        let index = self.node.trigger_snapshot().await?;
+        Ok(Response::new(pb::SnapshotResponse { index }))
+    }
+
+    async fn barrier(
+        &self,
+        request: Request<pb::Empty>,
+    ) -> Result<Response<pb::BarrierResponse>, Status> {
+        if let Some(leader) = route(&self.node, &request)? {
+            return AdminClient::new(leader).barrier(forwarded(request)).await;
+        }
+        let index = self.node.barrier().await?;
+        Ok(Response::new(pb::BarrierResponse { index }))
+    }
+
+    async fn verify_leader(
+        &self,
+        request: Request<pb::Empty>,
+    ) -> Result<Response<pb::VerifyLeaderResponse>, Status> {
+        if let Some(leader) = route(&self.node, &request)? {
+            return AdminClient::new(leader)
+                .verify_leader(forwarded(request))
+                .await;
+        }
+        self.node.read_fence(false).await?;
+        let metrics = self.node.metrics();
+        Ok(Response::new(pb::VerifyLeaderResponse {
+            leader_id: self.node.id,
+            term: metrics.current_term,
+        }))
+    }
+
+    async fn state_digest(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::StateDigestResponse>, Status> {
+        // Read applied index, then data, then the index again: equal means the
+        // digest matches that index exactly.
+        loop {
+            let before = self.node.kv.last_applied().map_err(NodeError::from)?;
+            let (digest, key_count) = self.node.kv.digest().map_err(NodeError::from)?;
+            let after = self.node.kv.last_applied().map_err(NodeError::from)?;
+            if before == after {
+                return Ok(Response::new(pb::StateDigestResponse {
+                    applied_index: after.map(|l| l.index),
+                    key_count,
+                    digest,
+                }));
+            }
+        }
+    }
+
+    #[tracing::instrument(level = "info", skip_all)]
+    async fn shutdown(&self, _: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
+        tracing::info!("shutdown requested through the admin API");
+        self.node.request_stop();
+        Ok(Response::new(pb::Empty {}))
+    }
+}

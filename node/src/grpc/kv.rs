@@ -1,0 +1,174 @@
+//! `raftkv.KV`: the client API. Writes and linearizable reads run on the
+//! leader (a follower forwards them); stale reads are served locally.
+
+use std::sync::Arc;
+
+use raftkv_proto::pb;
+use raftkv_proto::pb::kv_client::KvClient;
+use raftkv_proto::pb::kv_server::Kv;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use super::forwarded;
+use super::route;
+use crate::error::NodeError;
+use crate::node::RaftNode;
+use crate::types::Command;
+use crate::types::CommandResult;
+
+/// Pairs returned by a scan when the request sets no limit.
+const DEFAULT_SCAN_LIMIT: usize = 1000;
+/// Most pairs one scan returns.
+const MAX_SCAN_LIMIT: usize = 10_000;
+
+/// The client API of one node.
+pub struct KvService {
+    node: Arc<RaftNode>,
+}
+
+impl KvService {
+    /// The service over `node`.
+    pub fn new(node: Arc<RaftNode>) -> KvService {
+        KvService { node }
+    }
+}
+
+fn unexpected(result: &CommandResult) -> Status {
+    Status::internal(format!("unexpected state machine result {result:?}"))
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        if let Some(leader) = route(&self.node, &request)? {
+            return KvClient::new(leader).put(forwarded(request)).await;
+        }
+        let pb::PutRequest { key, value } = request.into_inner();
+        self.node.check_key(&key)?;
+        self.node.check_value(&value)?;
+        let (index, _) = self.node.write(Command::Put { key, value }).await?;
+        Ok(Response::new(pb::PutResponse { index }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let stale = request.get_ref().stale;
+        if !stale {
+            if let Some(leader) = route(&self.node, &request)? {
+                return KvClient::new(leader).get(forwarded(request)).await;
+            }
+        }
+        let request = request.into_inner();
+        self.node.check_key(&request.key)?;
+        self.node.read_fence(stale).await?;
+        let applied_index = self.node.applied_index();
+        let value = self.node.kv.get(&request.key).map_err(NodeError::from)?;
+        Ok(Response::new(pb::GetResponse {
+            found: value.is_some(),
+            value: value.unwrap_or_default(),
+            applied_index,
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        if let Some(leader) = route(&self.node, &request)? {
+            return KvClient::new(leader).delete(forwarded(request)).await;
+        }
+        let key = request.into_inner().key;
+        self.node.check_key(&key)?;
+        match self.node.write(Command::Delete { key }).await? {
+            (index, CommandResult::Deleted { existed }) => {
+                Ok(Response::new(pb::DeleteResponse { index, existed }))
+            }
+            (_, other) => Err(unexpected(&other)),
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn scan(
+        &self,
+        request: Request<pb::ScanRequest>,
+    ) -> Result<Response<pb::ScanResponse>, Status> {
+        let stale = request.get_ref().stale;
+        if !stale {
+            if let Some(leader) = route(&self.node, &request)? {
+                return KvClient::new(leader).scan(forwarded(request)).await;
+            }
+        }
+        let request = request.into_inner();
+        if request.prefix.len() > self.node.max_key_bytes
+            || request.start_after.len() > self.node.max_key_bytes
+        {
+            return Err(NodeError::InvalidArgument(format!(
+                "prefix and start_after may not be longer than a key ({} bytes)",
+                self.node.max_key_bytes
+            ))
+            .into());
+        }
+        let limit = match request.limit as usize {
+            0 => DEFAULT_SCAN_LIMIT,
+            n => n.min(MAX_SCAN_LIMIT),
+        };
+        self.node.read_fence(stale).await?;
+        let applied_index = self.node.applied_index();
+        let (pairs, more) = self
+            .node
+            .kv
+            .scan(&request.prefix, &request.start_after, limit)
+            .map_err(NodeError::from)?;
+        Ok(Response::new(pb::ScanResponse {
+            pairs: pairs
+                .into_iter()
+                .map(|(key, value)| pb::KeyValue { key, value })
+                .collect(),
+            more,
+            applied_index,
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn compare_and_swap(
+        &self,
+        request: Request<pb::CompareAndSwapRequest>,
+    ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
+        if let Some(leader) = route(&self.node, &request)? {
+            return KvClient::new(leader)
+                .compare_and_swap(forwarded(request))
+                .await;
+        }
+        let pb::CompareAndSwapRequest {
+            key,
+            expected_value,
+            new_value,
+        } = request.into_inner();
+        self.node.check_key(&key)?;
+        self.node.check_value(&new_value)?;
+        let command = Command::CompareAndSwap {
+            key,
+            expected: expected_value,
+            new_value,
+        };
+        match self.node.write(command).await? {
+            (index, CommandResult::Swapped { succeeded, current }) => {
+                Ok(Response::new(pb::CompareAndSwapResponse {
+                    succeeded,
+                    index,
+                    current_value: current,
+                }))
+            }
+            (_, other) => Err(unexpected(&other)),
+        }
+    }
+}

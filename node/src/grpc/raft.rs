@@ -1,0 +1,167 @@
+//! `raftkv.Raft`: inbound node-to-node RPCs, handed to openraft. Garbage on
+//! this service is answered with `INVALID_ARGUMENT`, never a panic.
+
+use futures::StreamExt;
+use raftkv_proto::pb;
+use raftkv_proto::pb::raft_server;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+use tonic::Streaming;
+
+use crate::codec::decode;
+use crate::codec::encode;
+use crate::types::Raft;
+use crate::types::Snapshot;
+use crate::types::SnapshotMeta;
+use crate::types::Vote;
+
+/// The Raft transport of one node.
+pub struct RaftService {
+    raft: Raft,
+    /// Largest snapshot accepted from a peer, in bytes.
+    max_snapshot_bytes: u64,
+}
+
+impl RaftService {
+    /// The service over `raft`.
+    pub fn new(raft: Raft, max_snapshot_bytes: u64) -> RaftService {
+        RaftService {
+            raft,
+            max_snapshot_bytes,
+        }
+    }
+}
+
+fn decode_request<T: serde::de::DeserializeOwned>(
+    request: Request<pb::RaftPayload>,
+) -> Result<T, Status> {
+    decode(&request.into_inner().data)
+        .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+}
+
+fn encode_response<T: serde::Serialize>(value: &T) -> Result<Response<pb::RaftPayload>, Status> {
+    let data = encode(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(pb::RaftPayload { data: data.into() }))
+}
+
+fn stopped(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("raft is stopping: {e}"))
+}
+
+#[tonic::async_trait]
+impl raft_server::Raft for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let response = self
+            .raft
+            .append_entries(decode_request(request)?)
+            .await
+            .map_err(stopped)?;
+        encode_response(&response)
+    }
+
+    async fn vote(
+        &self,
+        request: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let response = self
+            .raft
+            .vote(decode_request(request)?)
+            .await
+            .map_err(stopped)?;
+        encode_response(&response)
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let response = self
+            .raft
+            .pre_vote(decode_request(request)?)
+            .await
+            .map_err(stopped)?;
+        encode_response(&response)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let response = self
+            .raft
+            .handle_transfer_leader(decode_request(request)?)
+            .await
+            .map_err(stopped)?;
+        encode_response(&response)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let mut chunks = request.into_inner();
+        let header = match chunks.next().await {
+            Some(Ok(pb::SnapshotChunk {
+                payload: Some(pb::snapshot_chunk::Payload::Header(header)),
+            })) => header,
+            Some(Err(status)) => return Err(status),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a snapshot stream must start with its header",
+                ))
+            }
+        };
+        if header.size > self.max_snapshot_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "snapshot of {} bytes exceeds the limit of {} bytes",
+                header.size, self.max_snapshot_bytes
+            )));
+        }
+        let vote: Vote = decode(&header.vote)
+            .map_err(|e| Status::invalid_argument(format!("undecodable vote: {e}")))?;
+        let meta: SnapshotMeta = decode(&header.meta)
+            .map_err(|e| Status::invalid_argument(format!("undecodable snapshot metadata: {e}")))?;
+        let mut data = Vec::with_capacity(header.size as usize);
+        while let Some(chunk) = chunks.next().await {
+            match chunk?.payload {
+                Some(pb::snapshot_chunk::Payload::Chunk(bytes)) => {
+                    if (data.len() + bytes.len()) as u64 > header.size {
+                        return Err(Status::invalid_argument(
+                            "snapshot data is longer than its header says",
+                        ));
+                    }
+                    data.extend_from_slice(&bytes);
+                }
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "only data chunks may follow the snapshot header",
+                    ))
+                }
+            }
+        }
+        if data.len() as u64 != header.size {
+            return Err(Status::invalid_argument(format!(
+                "snapshot stream ended after {} of {} bytes",
+                data.len(),
+                header.size
+            )));
+        }
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot received");
+        let response = self
+            .raft
+            .install_full_snapshot(
+                vote,
+                Snapshot {
+                    meta,
+                    snapshot: data,
+                },
+            )
+            .await
+            .map_err(stopped)?;
+        encode_response(&response)
+    }
+}

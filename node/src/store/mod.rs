@@ -1,0 +1,50 @@
+//! The node's persistent state, all in one sled database under `--data-dir`:
+//! the Raft log and vote ([`LogStore`]) and the key-value state machine with
+//! its snapshots ([`StateMachineStore`]).
+
+mod disk;
+mod log_store;
+mod state_machine;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use disk::Disk;
+pub use log_store::LogStore;
+pub use state_machine::KvReader;
+pub use state_machine::StateMachineStore;
+
+/// Why the data directory could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// sled refused to open the database (corrupt, locked by another process, …).
+    #[error("cannot open the database in {dir}: {source}")]
+    Database { dir: String, source: sled::Error },
+    /// Reading or recovering stored state failed.
+    #[error("cannot read stored state in {dir}: {source}")]
+    Io { dir: String, source: std::io::Error },
+}
+
+/// Opens (or creates) the database in `dir` with a page cache of `cache_bytes`.
+pub fn open(dir: &Path, cache_bytes: u64) -> Result<(LogStore, StateMachineStore), OpenError> {
+    let io_err = |source| OpenError::Io {
+        dir: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io_err)?;
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(cache_bytes)
+        // sled also flushes on its own every 500 ms; raftkv's durability does not
+        // depend on it, every acknowledged write is synced by `Disk::sync`.
+        .flush_every_ms(Some(500))
+        .open()
+        .map_err(|source| OpenError::Database {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+    let disk = Arc::new(Disk::new(db.clone(), dir).map_err(io_err)?);
+    let log = LogStore::open(&db, disk.clone()).map_err(io_err)?;
+    let sm = StateMachineStore::open(&db, disk).map_err(io_err)?;
+    Ok((log, sm))
+}

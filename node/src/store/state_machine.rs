@@ -1,0 +1,482 @@
+//! The key-value state machine on sled, and its snapshots.
+//!
+//! Layout: tree `kv` holds the user's keys and values as they are; tree
+//! `sm_meta` holds `last_applied` and `membership`; tree `snapshot` holds the
+//! current snapshot's `meta` and `data`.
+//!
+//! Durability rules:
+//! - `apply`: the batch's key-value changes, `last_applied` and `membership`
+//!   are written in one sled transaction (all or nothing), not synced: the
+//!   synced Raft log can always replay them. Before a snapshot lets openraft
+//!   purge that log, the snapshot itself is synced.
+//! - `build_snapshot` / `install_snapshot`: the snapshot is synced before they
+//!   return. An install writes the snapshot first, then replaces the key-value
+//!   state; a crash in between is repaired when the store is opened (the stored
+//!   snapshot is newer than `last_applied`, so it is loaded again).
+//!
+//! Snapshot data format: a sequence of records `u32 key length (BE), key,
+//! u32 value length (BE), value`, in key order.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use futures::Stream;
+use futures::TryStreamExt;
+use openraft::storage::EntryResponder;
+use openraft::storage::RaftStateMachine;
+use openraft::EntryPayload;
+use openraft::OptionalSend;
+use openraft::RaftSnapshotBuilder;
+use sled::transaction::ConflictableTransactionError;
+use sled::transaction::TransactionError;
+use sled::transaction::TransactionalTree;
+use sled::Transactional;
+
+use super::Disk;
+use crate::codec::decode;
+use crate::codec::encode;
+use crate::types::Command;
+use crate::types::CommandResult;
+use crate::types::LogId;
+use crate::types::Snapshot;
+use crate::types::SnapshotMeta;
+use crate::types::StoredMembership;
+use crate::types::TypeConfig;
+
+const LAST_APPLIED: &[u8] = b"last_applied";
+const MEMBERSHIP: &[u8] = b"membership";
+const SNAPSHOT_META: &[u8] = b"meta";
+const SNAPSHOT_DATA: &[u8] = b"data";
+
+/// The state machine: applies committed entries, builds and installs snapshots.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    reader: KvReader,
+    /// The current snapshot (`meta`, `data`).
+    snapshot: sled::Tree,
+    disk: Arc<Disk>,
+    /// Serialises snapshot writes, so a slow build never replaces a newer install.
+    snapshot_lock: Arc<Mutex<()>>,
+}
+
+/// Read access to the applied key-value state, for the client API.
+#[derive(Clone)]
+pub struct KvReader {
+    /// user key → value.
+    kv: sled::Tree,
+    /// `last_applied` and `membership`.
+    meta: sled::Tree,
+}
+
+impl KvReader {
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        Ok(self
+            .kv
+            .get(key)
+            .map_err(io::Error::other)?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Up to `limit` pairs whose key starts with `prefix` and is greater than
+    /// `start_after`, in key order, and whether more would follow.
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: &[u8],
+        limit: usize,
+    ) -> io::Result<(Vec<(Vec<u8>, Vec<u8>)>, bool)> {
+        let mut pairs = Vec::new();
+        for item in self.kv.scan_prefix(prefix) {
+            let (key, value) = item.map_err(io::Error::other)?;
+            if !start_after.is_empty() && key.as_ref() <= start_after {
+                continue;
+            }
+            if pairs.len() == limit {
+                return Ok((pairs, true));
+            }
+            pairs.push((key.to_vec(), value.to_vec()));
+        }
+        Ok((pairs, false))
+    }
+
+    /// The log id of the last applied entry.
+    pub fn last_applied(&self) -> io::Result<Option<LogId>> {
+        read_last_applied(&self.meta)
+    }
+
+    /// The membership as of the last applied entry.
+    pub fn membership(&self) -> io::Result<StoredMembership> {
+        read_membership(&self.meta)
+    }
+
+    /// Number of keys (walks the whole tree).
+    pub fn key_count(&self) -> usize {
+        self.kv.len()
+    }
+
+    /// FNV-1a 64 over every key and value (each preceded by its length), in key
+    /// order, plus the key count: equal on two replicas iff their data is equal
+    /// (up to hash collisions).
+    pub fn digest(&self) -> io::Result<(u64, u64)> {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut hash = OFFSET;
+        let mut count = 0;
+        let mut feed = |bytes: &[u8]| {
+            for b in (bytes.len() as u64).to_be_bytes().iter().chain(bytes) {
+                hash ^= u64::from(*b);
+                hash = hash.wrapping_mul(PRIME);
+            }
+        };
+        for item in self.kv.iter() {
+            let (key, value) = item.map_err(io::Error::other)?;
+            feed(&key);
+            feed(&value);
+            count += 1;
+        }
+        Ok((hash, count))
+    }
+}
+
+fn read_last_applied(meta: &sled::Tree) -> io::Result<Option<LogId>> {
+    match meta.get(LAST_APPLIED).map_err(io::Error::other)? {
+        Some(bytes) => decode(&bytes),
+        None => Ok(None),
+    }
+}
+
+fn read_membership(meta: &sled::Tree) -> io::Result<StoredMembership> {
+    match meta.get(MEMBERSHIP).map_err(io::Error::other)? {
+        Some(bytes) => decode(&bytes),
+        None => Ok(StoredMembership::default()),
+    }
+}
+
+fn abort(e: io::Error) -> ConflictableTransactionError<io::Error> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn transaction_error(e: TransactionError<io::Error>) -> io::Error {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => io::Error::other(e),
+    }
+}
+
+/// Applies one command inside the apply transaction.
+fn apply_command(
+    kv: &TransactionalTree,
+    command: &Command,
+) -> Result<CommandResult, ConflictableTransactionError<io::Error>> {
+    Ok(match command {
+        Command::Put { key, value } => {
+            kv.insert(key.as_slice(), value.as_slice())?;
+            CommandResult::Done
+        }
+        Command::Delete { key } => CommandResult::Deleted {
+            existed: kv.remove(key.as_slice())?.is_some(),
+        },
+        Command::CompareAndSwap {
+            key,
+            expected,
+            new_value,
+        } => {
+            let current = kv.get(key.as_slice())?;
+            if current.as_deref() == expected.as_deref() {
+                kv.insert(key.as_slice(), new_value.as_slice())?;
+                CommandResult::Swapped {
+                    succeeded: true,
+                    current: None,
+                }
+            } else {
+                CommandResult::Swapped {
+                    succeeded: false,
+                    current: current.map(|v| v.to_vec()),
+                }
+            }
+        }
+    })
+}
+
+/// Encodes key-value pairs in the snapshot data format.
+fn encode_pairs(
+    pairs: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+) -> io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    for pair in pairs {
+        let (key, value) = pair.map_err(io::Error::other)?;
+        for part in [&key, &value] {
+            let len = u32::try_from(part.len()).map_err(io::Error::other)?;
+            data.extend_from_slice(&len.to_be_bytes());
+            data.extend_from_slice(part);
+        }
+    }
+    Ok(data)
+}
+
+/// Decodes the snapshot data format; malformed data is `InvalidData`.
+fn decode_pairs(mut data: &[u8]) -> io::Result<Vec<(&[u8], &[u8])>> {
+    fn take<'a>(data: &mut &'a [u8]) -> io::Result<&'a [u8]> {
+        let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed snapshot data");
+        let (len, rest) = data.split_first_chunk::<4>().ok_or_else(malformed)?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(malformed());
+        }
+        let (part, rest) = rest.split_at(len);
+        *data = rest;
+        Ok(part)
+    }
+    let mut pairs = Vec::new();
+    while !data.is_empty() {
+        let key = take(&mut data)?;
+        let value = take(&mut data)?;
+        pairs.push((key, value));
+    }
+    Ok(pairs)
+}
+
+impl StateMachineStore {
+    /// Opens the state-machine trees of `db`, finishing an interrupted snapshot install.
+    pub fn open(db: &sled::Db, disk: Arc<Disk>) -> io::Result<StateMachineStore> {
+        let open = |name: &str| db.open_tree(name).map_err(io::Error::other);
+        let store = StateMachineStore {
+            reader: KvReader {
+                kv: open("kv")?,
+                meta: open("sm_meta")?,
+            },
+            snapshot: open("snapshot")?,
+            disk,
+            snapshot_lock: Arc::new(Mutex::new(())),
+        };
+        if let Some(snapshot) = store.read_snapshot()? {
+            if snapshot.meta.last_log_id > store.reader.last_applied()? {
+                tracing::warn!(
+                    snapshot = ?snapshot.meta.last_log_id,
+                    "the state machine is older than the stored snapshot (interrupted install): reloading it"
+                );
+                store.load_snapshot(&snapshot.meta, &snapshot.snapshot)?;
+                store.disk.sync()?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// A read handle on the applied key-value state.
+    pub fn reader(&self) -> KvReader {
+        self.reader.clone()
+    }
+
+    fn read_snapshot(&self) -> io::Result<Option<Snapshot>> {
+        let meta = self.snapshot.get(SNAPSHOT_META).map_err(io::Error::other)?;
+        let data = self.snapshot.get(SNAPSHOT_DATA).map_err(io::Error::other)?;
+        match (meta, data) {
+            (Some(meta), Some(data)) => Ok(Some(Snapshot {
+                meta: decode(&meta)?,
+                snapshot: data.to_vec(),
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// Stores `meta` + `data` as the current snapshot (unless a newer one is
+    /// already stored) and syncs it.
+    fn store_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+        let _guard = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(stored) = self.snapshot.get(SNAPSHOT_META).map_err(io::Error::other)? {
+            let stored: SnapshotMeta = decode(&stored)?;
+            if stored.last_log_id > meta.last_log_id {
+                return Ok(());
+            }
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(SNAPSHOT_META, encode(meta)?);
+        batch.insert(SNAPSHOT_DATA, data);
+        self.snapshot.apply_batch(batch).map_err(io::Error::other)?;
+        self.disk.sync()
+    }
+
+    /// Replaces the key-value state, `last_applied` and `membership` with the
+    /// snapshot's, atomically.
+    fn load_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+        let pairs = decode_pairs(data)?;
+        let mut kv_batch = sled::Batch::default();
+        for key in self.reader.kv.iter().keys() {
+            kv_batch.remove(key.map_err(io::Error::other)?);
+        }
+        for (key, value) in &pairs {
+            kv_batch.insert(*key, *value);
+        }
+        let last_applied = encode(&meta.last_log_id)?;
+        let membership = encode(&meta.last_membership)?;
+        (&self.reader.kv, &self.reader.meta)
+            .transaction(|(kv, sm_meta)| {
+                kv.apply_batch(&kv_batch)?;
+                sm_meta.insert(LAST_APPLIED, last_applied.as_slice())?;
+                sm_meta.insert(MEMBERSHIP, membership.as_slice())?;
+                Ok(())
+            })
+            .map_err(transaction_error)
+    }
+}
+
+/// A consistent copy of the state taken on the state-machine task, encoded
+/// and stored by `build_snapshot` on another task.
+pub struct SnapshotBuilder {
+    store: StateMachineStore,
+    meta: SnapshotMeta,
+    data: io::Result<Vec<u8>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let data = std::mem::replace(&mut self.data, Ok(Vec::new()))?;
+        let store = self.store.clone();
+        let meta = self.meta.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            store.store_snapshot(&meta, &data)?;
+            Ok::<_, io::Error>(data)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        tracing::info!(last_log_id = ?self.meta.last_log_id, bytes = data.len(), "snapshot built");
+        Ok(Snapshot {
+            meta: self.meta.clone(),
+            snapshot: data,
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.reader.last_applied()?, self.reader.membership()?))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        while let Some(item) = entries.try_next().await? {
+            batch.push(item);
+        }
+        let Some((last, _)) = batch.last() else {
+            return Ok(());
+        };
+        let last_applied = encode(&Some(last.log_id.clone()))?;
+        let results = (&self.reader.kv, &self.reader.meta)
+            .transaction(|(kv, meta)| {
+                let mut results = Vec::with_capacity(batch.len());
+                for (entry, _) in &batch {
+                    let result = match &entry.payload {
+                        EntryPayload::Blank => CommandResult::Done,
+                        EntryPayload::Normal(command) => apply_command(kv, command)?,
+                        EntryPayload::Membership(membership) => {
+                            let stored = StoredMembership::new(
+                                Some(entry.log_id.clone()),
+                                membership.clone(),
+                            );
+                            meta.insert(MEMBERSHIP, encode(&stored).map_err(abort)?)?;
+                            CommandResult::Done
+                        }
+                    };
+                    results.push(result);
+                }
+                meta.insert(LAST_APPLIED, last_applied.as_slice())?;
+                Ok(results)
+            })
+            .map_err(transaction_error)?;
+        for ((_, responder), result) in batch.into_iter().zip(results) {
+            if let Some(responder) = responder {
+                responder.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    async fn try_create_snapshot_builder(&mut self, _force: bool) -> Option<SnapshotBuilder> {
+        Some(self.get_snapshot_builder().await)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        // Runs on the state-machine task between two applies, so the copy is
+        // consistent with `last_applied`; sled's iterators are not point-in-time.
+        let state = self.reader.last_applied().and_then(|last_applied| {
+            Ok((
+                last_applied,
+                self.reader.membership()?,
+                encode_pairs(self.reader.kv.iter())?,
+            ))
+        });
+        match state {
+            Ok((last_log_id, last_membership, data)) => SnapshotBuilder {
+                store: self.clone(),
+                meta: SnapshotMeta {
+                    last_log_id,
+                    last_membership,
+                },
+                data: Ok(data),
+            },
+            Err(e) => SnapshotBuilder {
+                store: self.clone(),
+                meta: SnapshotMeta::default(),
+                data: Err(e),
+            },
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        // Reject malformed data before anything is changed.
+        decode_pairs(&snapshot)?;
+        let store = self.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || {
+            store.store_snapshot(&meta, &snapshot)?;
+            store.load_snapshot(&meta, &snapshot)?;
+            store.disk.sync()?;
+            tracing::info!(last_log_id = ?meta.last_log_id, bytes = snapshot.len(), "snapshot installed");
+            Ok(())
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        self.read_snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_data_round_trips_and_rejects_garbage() {
+        let pairs = vec![
+            Ok((sled::IVec::from(&b"a"[..]), sled::IVec::from(&b"1"[..]))),
+            Ok((
+                sled::IVec::from(&b""[..]),
+                sled::IVec::from(&b"empty key"[..]),
+            )),
+        ];
+        let data = encode_pairs(pairs.into_iter()).unwrap();
+        let decoded = decode_pairs(&data).unwrap();
+        assert_eq!(
+            decoded,
+            vec![(&b"a"[..], &b"1"[..]), (&b""[..], &b"empty key"[..])]
+        );
+        assert!(decode_pairs(&data[..data.len() - 1]).is_err());
+        assert!(decode_pairs(&[0, 0, 0, 9, 1]).is_err());
+    }
+}
