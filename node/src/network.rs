@@ -38,6 +38,12 @@ use crate::types::Snapshot;
 use crate::types::TypeConfig;
 use crate::types::Vote;
 
+/// Shortest deadline given to an AppendEntries or TransferLeader call.
+/// openraft proposes the heartbeat interval (50 ms by default), which a
+/// follower syncing a large batch to a slow disk can exceed; timing out then
+/// only resends the same entries, so a longer wait is cheaper.
+const MIN_APPEND_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Size of one snapshot chunk on the wire.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
@@ -182,9 +188,11 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, option.hard_ttl(), |mut c, r| async move {
-            c.append_entries(r).await
-        })
+        self.call(
+            &rpc,
+            option.hard_ttl().max(MIN_APPEND_TIMEOUT),
+            |mut c, r| async move { c.append_entries(r).await },
+        )
         .await
     }
 
@@ -215,9 +223,11 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&req, option.hard_ttl(), |mut c, r| async move {
-            c.transfer_leader(r).await
-        })
+        self.call(
+            &req,
+            option.hard_ttl().max(MIN_APPEND_TIMEOUT),
+            |mut c, r| async move { c.transfer_leader(r).await },
+        )
         .await
     }
 

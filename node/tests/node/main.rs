@@ -1,4 +1,6 @@
-//! Integration tests of raftkv-node: storage conformance and real clusters on
-//! 127.0.0.1:0 with temporary data directories.
+//! Integration tests of raftkv-node: storage conformance and real clusters of
+//! `raftkv-node` processes on 127.0.0.1 with temporary data directories.
 
+mod support;
+mod test_cluster;
 mod test_storage;
