@@ -2,5 +2,6 @@
 //! `raftkv-node` processes on 127.0.0.1 with temporary data directories.
 
 mod support;
+mod test_bad_input;
 mod test_cluster;
 mod test_storage;

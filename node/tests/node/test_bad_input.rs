@@ -1,0 +1,299 @@
+//! Bad input gets a clear error with the right code and changes nothing.
+
+use std::io::Write;
+
+use raftkv_proto::pb;
+use tonic::Code;
+
+use crate::support::get;
+use crate::support::put;
+use crate::support::Cluster;
+use crate::support::TestNode;
+
+fn assert_code<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: Code,
+    what: &str,
+) -> String {
+    match result {
+        Ok(answer) => panic!("{what}: expected {code:?}, got success {answer:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "{what}: {}", status.message());
+            assert!(!status.message().is_empty(), "{what}: empty error message");
+            status.message().to_string()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_client_requests_are_rejected_without_effect() {
+    let mut cluster = Cluster::start(1, &[]).await;
+    let mut kv = cluster.node(1).kv().await;
+    put(&mut kv, "kept", "original").await;
+
+    let put_request = |key: Vec<u8>, value: Vec<u8>| pb::PutRequest { key, value };
+    let message = assert_code(
+        kv.put(put_request(vec![], b"v".to_vec())).await,
+        Code::InvalidArgument,
+        "empty key",
+    );
+    assert!(message.contains("empty"), "{message}");
+    let message = assert_code(
+        kv.put(put_request(vec![b'k'; 4097], b"v".to_vec())).await,
+        Code::InvalidArgument,
+        "long key",
+    );
+    assert!(
+        message.contains("4097") && message.contains("4096"),
+        "{message}"
+    );
+    let message = assert_code(
+        kv.put(put_request(b"kept".to_vec(), vec![0; (1 << 20) + 1]))
+            .await,
+        Code::InvalidArgument,
+        "big value",
+    );
+    assert!(message.contains("limit"), "{message}");
+    assert_code(
+        kv.get(pb::GetRequest {
+            key: vec![],
+            stale: false,
+        })
+        .await,
+        Code::InvalidArgument,
+        "get empty key",
+    );
+    assert_code(
+        kv.delete(pb::DeleteRequest { key: vec![] }).await,
+        Code::InvalidArgument,
+        "delete empty key",
+    );
+    assert_code(
+        kv.compare_and_swap(pb::CompareAndSwapRequest {
+            key: b"kept".to_vec(),
+            expected_value: Some(b"original".to_vec()),
+            new_value: vec![0; (1 << 20) + 1],
+        })
+        .await,
+        Code::InvalidArgument,
+        "cas with big value",
+    );
+    assert_code(
+        kv.scan(pb::ScanRequest {
+            prefix: vec![b'p'; 5000],
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "scan with long prefix",
+    );
+    assert_eq!(
+        get(&mut kv, "kept", false).await.as_deref(),
+        Some(&b"original"[..])
+    );
+    let status = cluster.node(1).status().await.expect("status");
+    assert_eq!(status.key_count, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_admin_requests_are_rejected_without_effect() {
+    let mut cluster = Cluster::start(1, &[]).await;
+    let mut admin = cluster.node(1).admin().await;
+    // Node 2 joins as a learner only.
+    let learner = TestNode::start(&cluster.dir, 2, "127.0.0.1:0", &[], &[]);
+    let learner_address = learner.address.clone();
+    cluster.nodes.push(learner);
+    admin
+        .add_learner(pb::AddNodeRequest {
+            node_id: 2,
+            address: learner_address.clone(),
+            previous_index: 0,
+        })
+        .await
+        .expect("add learner");
+    let before = admin
+        .get_configuration(pb::Empty {})
+        .await
+        .expect("config")
+        .into_inner();
+
+    let add = |node_id: u64, address: &str, previous_index: u64| pb::AddNodeRequest {
+        node_id,
+        address: address.to_string(),
+        previous_index,
+    };
+    assert_code(
+        admin.add_voter(add(3, "not-an-address", 0)).await,
+        Code::InvalidArgument,
+        "address without port",
+    );
+    assert_code(
+        admin.add_voter(add(3, "127.0.0.1:99999", 0)).await,
+        Code::InvalidArgument,
+        "port out of range",
+    );
+    assert_code(
+        admin.add_voter(add(3, "", 0)).await,
+        Code::InvalidArgument,
+        "empty address",
+    );
+    assert_code(
+        admin.add_voter(add(0, "127.0.0.1:1", 0)).await,
+        Code::InvalidArgument,
+        "node id 0",
+    );
+    let message = assert_code(
+        admin.add_voter(add(2, "127.0.0.1:1", 0)).await,
+        Code::FailedPrecondition,
+        "existing id, new address",
+    );
+    assert!(message.contains(&learner_address), "{message}");
+    assert_code(
+        admin.add_learner(add(3, &learner_address, 0)).await,
+        Code::FailedPrecondition,
+        "address of another node",
+    );
+    assert_code(
+        admin
+            .add_voter(add(3, "127.0.0.1:1", before.index + 100))
+            .await,
+        Code::FailedPrecondition,
+        "stale previous index",
+    );
+
+    let node = |node_id: u64| pb::NodeRequest {
+        node_id,
+        previous_index: 0,
+    };
+    assert_code(
+        admin.remove_node(node(42)).await,
+        Code::NotFound,
+        "remove unknown node",
+    );
+    assert_code(
+        admin.demote_voter(node(42)).await,
+        Code::NotFound,
+        "demote unknown node",
+    );
+    assert_code(
+        admin.demote_voter(node(2)).await,
+        Code::FailedPrecondition,
+        "demote a learner",
+    );
+    let message = assert_code(
+        admin.remove_node(node(1)).await,
+        Code::FailedPrecondition,
+        "remove last voter",
+    );
+    assert!(message.contains("last voter"), "{message}");
+    assert_code(
+        admin.demote_voter(node(1)).await,
+        Code::FailedPrecondition,
+        "demote last voter",
+    );
+
+    let transfer = |node_id: u64| pb::TransferLeaderRequest {
+        node_id,
+        timeout_ms: 2000,
+    };
+    assert_code(
+        admin.transfer_leader(transfer(42)).await,
+        Code::NotFound,
+        "transfer to unknown node",
+    );
+    let message = assert_code(
+        admin.transfer_leader(transfer(2)).await,
+        Code::FailedPrecondition,
+        "transfer to learner",
+    );
+    assert!(message.contains("learner"), "{message}");
+    assert_code(
+        admin.transfer_leader(transfer(0)).await,
+        Code::FailedPrecondition,
+        "transfer with no other voter",
+    );
+    assert_code(
+        admin
+            .initialize(pb::InitializeRequest { members: vec![] })
+            .await,
+        Code::FailedPrecondition,
+        "initialise twice",
+    );
+
+    let after = admin
+        .get_configuration(pb::Empty {})
+        .await
+        .expect("config")
+        .into_inner();
+    assert_eq!(
+        before, after,
+        "a rejected request changed the configuration"
+    );
+    assert_eq!(cluster.wait_for_leader().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_port_does_not_hurt_the_node() {
+    let mut cluster = Cluster::start(1, &[]).await;
+    let address = cluster.node(1).address.clone();
+
+    // Raw bytes that are not HTTP/2 at all.
+    for garbage in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0xff; 4096][..],
+        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00"[..],
+    ] {
+        let mut socket = std::net::TcpStream::connect(&address).expect("connect");
+        let _ = socket.write_all(garbage);
+    }
+
+    // Well-formed gRPC carrying undecodable Raft messages.
+    let mut raft = pb::raft_client::RaftClient::new(crate::support::channel(&address).await);
+    let garbage = || pb::RaftPayload {
+        data: vec![0xde, 0xad, 0xbe, 0xef, 7, 7, 7].into(),
+    };
+    assert_code(
+        raft.append_entries(garbage()).await,
+        Code::InvalidArgument,
+        "garbage append",
+    );
+    assert_code(
+        raft.vote(garbage()).await,
+        Code::InvalidArgument,
+        "garbage vote",
+    );
+    assert_code(
+        raft.transfer_leader(garbage()).await,
+        Code::InvalidArgument,
+        "garbage transfer",
+    );
+    let chunks = futures::stream::iter(vec![pb::SnapshotChunk {
+        payload: Some(pb::snapshot_chunk::Payload::Chunk(vec![1, 2, 3].into())),
+    }]);
+    assert_code(
+        raft.install_snapshot(chunks).await,
+        Code::InvalidArgument,
+        "snapshot without header",
+    );
+    let header = pb::SnapshotHeader {
+        vote: vec![1].into(),
+        meta: vec![2].into(),
+        size: 3,
+    };
+    let chunks = futures::stream::iter(vec![pb::SnapshotChunk {
+        payload: Some(pb::snapshot_chunk::Payload::Header(header)),
+    }]);
+    assert_code(
+        raft.install_snapshot(chunks).await,
+        Code::InvalidArgument,
+        "snapshot with garbage header",
+    );
+
+    assert!(cluster.node(1).is_running(), "the node died");
+    let mut kv = cluster.node(1).kv().await;
+    put(&mut kv, "still", "alive").await;
+    assert_eq!(
+        get(&mut kv, "still", false).await.as_deref(),
+        Some(&b"alive"[..])
+    );
+}
