@@ -234,7 +234,7 @@ impl RaftNode {
 
     fn membership_precondition(membership: &StoredMembership) -> Precondition<TypeConfig> {
         Precondition::LastMembershipLogId {
-            last_membership_log_id: membership.log_id().clone(),
+            last_membership_log_id: *membership.log_id(),
         }
     }
 

@@ -211,7 +211,7 @@ impl Admin for AdminService {
                 .demote_voter(forwarded(request))
                 .await;
         }
-        let r = request.get_ref().clone();
+        let r = *request.get_ref();
         match self.node.demote_voter(r.node_id, r.previous_index).await {
             // This node handed leadership over first: let the new leader finish.
             Err(NodeError::NotLeader {
@@ -236,7 +236,7 @@ impl Admin for AdminService {
                 .remove_node(forwarded(request))
                 .await;
         }
-        let r = request.get_ref().clone();
+        let r = *request.get_ref();
         match self.node.remove_node(r.node_id, r.previous_index).await {
             Err(NodeError::NotLeader {
                 leader: Some((_, address)),

@@ -161,7 +161,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged_log_id: Option<LogId> = self.read_meta(LAST_PURGED)?;
         let last_log_id = match self.inner.log.last().map_err(io::Error::other)? {
             Some((_, bytes)) => Some(decode::<Entry>(&bytes)?.log_id()),
-            None => last_purged_log_id.clone(),
+            None => last_purged_log_id,
         };
         Ok(LogState {
             last_purged_log_id,

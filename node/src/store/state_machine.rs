@@ -44,6 +44,9 @@ use crate::types::SnapshotMeta;
 use crate::types::StoredMembership;
 use crate::types::TypeConfig;
 
+/// Key-value pairs in key order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 const LAST_APPLIED: &[u8] = b"last_applied";
 const MEMBERSHIP: &[u8] = b"membership";
 const SNAPSHOT_META: &[u8] = b"meta";
@@ -86,7 +89,7 @@ impl KvReader {
         prefix: &[u8],
         start_after: &[u8],
         limit: usize,
-    ) -> io::Result<(Vec<(Vec<u8>, Vec<u8>)>, bool)> {
+    ) -> io::Result<(Pairs, bool)> {
         let mut pairs = Vec::new();
         for item in self.kv.scan_prefix(prefix) {
             let (key, value) = item.map_err(io::Error::other)?;
@@ -370,7 +373,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let Some((last, _)) = batch.last() else {
             return Ok(());
         };
-        let last_applied = encode(&Some(last.log_id.clone()))?;
+        let last_applied = encode(&Some(last.log_id))?;
         let results = (&self.reader.kv, &self.reader.meta)
             .transaction(|(kv, meta)| {
                 let mut results = Vec::with_capacity(batch.len());
@@ -379,10 +382,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         EntryPayload::Blank => CommandResult::Done,
                         EntryPayload::Normal(command) => apply_command(kv, command)?,
                         EntryPayload::Membership(membership) => {
-                            let stored = StoredMembership::new(
-                                Some(entry.log_id.clone()),
-                                membership.clone(),
-                            );
+                            let stored =
+                                StoredMembership::new(Some(entry.log_id), membership.clone());
                             meta.insert(MEMBERSHIP, encode(&stored).map_err(abort)?)?;
                             CommandResult::Done
                         }

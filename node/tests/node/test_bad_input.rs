@@ -276,8 +276,8 @@ async fn garbage_on_the_port_does_not_hurt_the_node() {
         "snapshot without header",
     );
     let header = pb::SnapshotHeader {
-        vote: vec![1].into(),
-        meta: vec![2].into(),
+        vote: vec![1],
+        meta: vec![2],
         size: 3,
     };
     let chunks = futures::stream::iter(vec![pb::SnapshotChunk {
