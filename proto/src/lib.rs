@@ -23,3 +23,5 @@ pub const LEADER_ADDR_METADATA: &str = "raftkv-leader-addr";
 /// Request-metadata key a node sets when it forwards a request to the leader,
 /// so that the receiver answers instead of forwarding again.
 pub const FORWARDED_METADATA: &str = "raftkv-forwarded";
+
+pub mod client;

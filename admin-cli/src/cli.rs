@@ -1,0 +1,157 @@
+//! The command line: global options and every command, named as in
+//! Hashicorp's raftadmin (snake_case) with kebab-case aliases.
+
+use std::time::Duration;
+
+use clap::Parser;
+use clap::Subcommand;
+
+/// Grow, shrink, steer and inspect a raftkv cluster.
+#[derive(Debug, Parser)]
+#[command(
+    name = "raft-admin",
+    version,
+    after_help = "Examples:\n  \
+        raft-admin 127.0.0.1:50051 add_voter 2 127.0.0.1:50052\n  \
+        raft-admin --leader multi:///127.0.0.1:50051,127.0.0.1:50052 leadership_transfer\n  \
+        raft-admin --endpoints 127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053 status"
+)]
+pub struct Cli {
+    /// The node to talk to (host:port). Changes are forwarded to the leader by the node itself.
+    #[arg(value_name = "ADDR")]
+    pub address: Option<String>,
+
+    /// Find the leader among these nodes and send the command there
+    /// (multi:///host:port,host:port,… or a plain comma-separated list).
+    #[arg(long, value_name = "multi:///A,B,…", conflicts_with = "endpoints")]
+    pub leader: Option<String>,
+
+    /// The cluster's nodes, comma-separated: same as --leader.
+    #[arg(long, value_name = "A,B,…")]
+    pub endpoints: Option<String>,
+
+    /// Give up on the command after this long (e.g. 500ms, 5s, 1m).
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Print read results as one JSON document.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every raft-admin command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add a voter: as a learner, wait until it has caught up, then promote it.
+    #[command(name = "add_voter", visible_alias = "add-voter")]
+    AddVoter {
+        /// The new node's id (a positive integer).
+        id: u64,
+        /// The new node's host:port.
+        address: String,
+        /// The configuration index the change expects (0 = any).
+        previous_index: Option<u64>,
+    },
+    /// Add a non-voting member (a learner) that receives the log.
+    #[command(name = "add_nonvoter", visible_alias = "add-nonvoter")]
+    AddNonvoter {
+        id: u64,
+        address: String,
+        previous_index: Option<u64>,
+    },
+    /// Turn a voter into a non-voting member.
+    #[command(name = "demote_voter", visible_alias = "demote-voter")]
+    DemoteVoter { id: u64, previous_index: Option<u64> },
+    /// Remove a node from the cluster (removing the leader moves leadership first).
+    #[command(name = "remove_server", visible_alias = "remove-server")]
+    RemoveServer { id: u64, previous_index: Option<u64> },
+    /// Move leadership to the most up-to-date other voter and wait for it.
+    #[command(name = "leadership_transfer", visible_alias = "leadership-transfer")]
+    LeadershipTransfer,
+    /// Move leadership to node ID and wait for it.
+    #[command(name = "leadership_transfer_to_server", visible_alias = "leadership-transfer-to-server")]
+    LeadershipTransferToServer {
+        id: u64,
+        /// If given, must match the node's address in the configuration.
+        address: Option<String>,
+    },
+    /// The cluster configuration: id, address and suffrage of every member.
+    #[command(name = "get_configuration", visible_alias = "get-configuration")]
+    GetConfiguration,
+    /// The node's role: Leader, Follower, Candidate, Learner.
+    State,
+    /// The current leader's id and address.
+    Leader,
+    /// The node's last log index.
+    #[command(name = "last_index", visible_alias = "last-index")]
+    LastIndex,
+    /// The node's last applied index.
+    #[command(name = "applied_index", visible_alias = "applied-index")]
+    AppliedIndex,
+    /// How long ago each peer last answered the leader.
+    #[command(name = "last_contact", visible_alias = "last-contact")]
+    LastContact,
+    /// Everything the node knows: term, indexes, snapshot, peers and their progress.
+    Stats,
+    /// Build a snapshot now and print the index it covers.
+    Snapshot,
+    /// Wait until everything committed so far is applied on the leader.
+    Barrier,
+    /// Confirm the leader still holds a quorum.
+    #[command(name = "verify_leader", visible_alias = "verify-leader")]
+    VerifyLeader,
+    /// Stop the node gracefully.
+    Shutdown,
+    /// One row per node: role, term, leader, indexes and lag behind the leader.
+    Status,
+    /// The status table, refreshed about twice a second until Ctrl-C.
+    Watch {
+        /// Stop after this many refreshes (0: run until interrupted).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+        /// Time between refreshes.
+        #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+        interval: Duration,
+    },
+    /// Write KEY = VALUE.
+    Put { key: String, value: String },
+    /// Read KEY (linearizable unless --stale).
+    Get {
+        key: String,
+        /// Read the node's local state without asking the leader.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Delete KEY.
+    Delete { key: String },
+    /// List keys starting with PREFIX.
+    Scan {
+        #[arg(default_value = "")]
+        prefix: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+/// Parses `250ms`, `5s`, `2m` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration (try 500ms, 5s, 1m)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s or m)")),
+    };
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(format!("{text:?}: a duration must be positive"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}

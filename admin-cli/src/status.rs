@@ -1,0 +1,214 @@
+//! `status` (one row per node, like `etcdctl endpoint status` plus lag) and
+//! `watch` (the same table, live, with role and term changes highlighted).
+
+use std::collections::BTreeMap;
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::time::Duration;
+use std::time::SystemTime;
+
+use raftkv_proto::client::role_name;
+use raftkv_proto::pb;
+use serde_json::json;
+
+use crate::configuration;
+use crate::Target;
+
+/// What one endpoint said.
+struct Row {
+    endpoint: String,
+    status: Result<pb::NodeStatus, String>,
+}
+
+/// The nodes to show: the given endpoints, or, for a single ADDR, every
+/// member of the configuration it knows.
+async fn endpoints(target: &mut Target) -> Vec<String> {
+    let mut endpoints = target.client.endpoints().to_vec();
+    if !target.follow_leader {
+        if let Ok(config) = configuration(target).await {
+            for member in config.members {
+                if !endpoints.contains(&member.address) {
+                    endpoints.push(member.address);
+                }
+            }
+        }
+    }
+    endpoints
+}
+
+async fn collect(target: &mut Target, endpoints: &[String]) -> Vec<Row> {
+    let mut asks = Vec::new();
+    for endpoint in endpoints {
+        let channel = target.client.channel(endpoint);
+        let timeout = target.timeout();
+        asks.push(async move {
+            let status = match channel {
+                Err(e) => Err(e.to_string()),
+                Ok(channel) => {
+                    let mut request = tonic::Request::new(pb::Empty {});
+                    request.set_timeout(timeout);
+                    let mut admin = pb::admin_client::AdminClient::new(channel);
+                    match tokio::time::timeout(timeout, admin.status(request)).await {
+                        Ok(Ok(answer)) => Ok(answer.into_inner()),
+                        Ok(Err(status)) => Err(raftkv_proto::client::describe_status(&status)),
+                        Err(_) => Err(format!("no answer within {timeout:?}")),
+                    }
+                }
+            };
+            Row { endpoint: endpoint.clone(), status }
+        });
+    }
+    futures::future::join_all(asks).await
+}
+
+/// How far `status` trails the leader's log, if a leader answered.
+fn lag(rows: &[Row], status: &pb::NodeStatus) -> Option<u64> {
+    let leader = rows.iter().filter_map(|r| r.status.as_ref().ok()).find(|s| s.role == pb::Role::Leader as i32)?;
+    Some(leader.last_log_index?.saturating_sub(status.last_log_index.unwrap_or(0)))
+}
+
+fn cell(value: Option<u64>) -> String {
+    value.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+fn rows_json(rows: &[Row]) -> serde_json::Value {
+    let endpoints: Vec<_> = rows
+        .iter()
+        .map(|row| match &row.status {
+            Ok(s) => json!({
+                "endpoint": row.endpoint,
+                "id": s.id,
+                "address": s.address,
+                "role": role_name(s.role),
+                "term": s.term,
+                "leader_id": s.leader_id,
+                "last_log_index": s.last_log_index,
+                "commit_index": s.committed_index,
+                "applied_index": s.applied_index,
+                "snapshot_index": s.snapshot_index,
+                "lag": lag(rows, s),
+                "error": null,
+            }),
+            Err(e) => json!({ "endpoint": row.endpoint, "error": e }),
+        })
+        .collect();
+    json!({ "endpoints": endpoints })
+}
+
+/// Renders the table; `changed` marks (by endpoint) rows whose role or term moved.
+fn table(rows: &[Row], changed: &BTreeMap<String, bool>, highlight: bool) -> String {
+    let mut out = format!(
+        "{:<22} {:>4} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6}  {}\n",
+        "ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "LAST", "COMMIT", "APPLIED", "SNAPSHOT", "LAG", "ERROR"
+    );
+    for row in rows {
+        let line = match &row.status {
+            Ok(s) => format!(
+                "{:<22} {:>4} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6}",
+                row.endpoint,
+                s.id,
+                role_name(s.role),
+                s.term,
+                if s.leader_id == 0 { "-".into() } else { s.leader_id.to_string() },
+                cell(s.last_log_index),
+                cell(s.committed_index),
+                cell(s.applied_index),
+                cell(s.snapshot_index),
+                cell(lag(rows, s)),
+            ),
+            Err(e) => format!("{:<22} {:>4} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6}  {e}", row.endpoint, "-", "-", "-", "-", "-", "-", "-", "-", "-"),
+        };
+        if changed.get(&row.endpoint).copied().unwrap_or(false) {
+            if highlight {
+                out.push_str(&format!("\x1b[1;7m{line}\x1b[0m\n"));
+            } else {
+                out.push_str(&format!("{line}  *changed*\n"));
+            }
+        } else {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+pub async fn status(target: &mut Target) -> anyhow::Result<()> {
+    let endpoints = endpoints(target).await;
+    let rows = collect(target, &endpoints).await;
+    if target.json {
+        println!("{}", rows_json(&rows));
+    } else {
+        print!("{}", table(&rows, &BTreeMap::new(), false));
+    }
+    let failed = rows.iter().filter(|r| r.status.is_err()).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} endpoints did not answer", rows.len());
+    }
+    Ok(())
+}
+
+fn clock() -> String {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs() % 86_400;
+    format!("{:02}:{:02}:{:02}.{:03}", secs / 3600, secs / 60 % 60, secs % 60, now.subsec_millis())
+}
+
+pub async fn watch(target: &mut Target, count: u64, interval: Duration) -> anyhow::Result<()> {
+    let endpoints = endpoints(target).await;
+    let terminal = std::io::stdout().is_terminal();
+    let mut previous: BTreeMap<String, (i32, u64)> = BTreeMap::new();
+    let mut events: VecDeque<String> = VecDeque::new();
+    let mut ticks = tokio::time::interval(interval);
+    let mut shown = 0;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+        let rows = collect(target, &endpoints).await;
+        let mut changed = BTreeMap::new();
+        for row in &rows {
+            let Ok(s) = &row.status else { continue };
+            let now = (s.role, s.term);
+            if let Some(before) = previous.insert(row.endpoint.clone(), now) {
+                if before != now {
+                    changed.insert(row.endpoint.clone(), true);
+                    events.push_back(format!(
+                        "{} node {}: {} → {} (term {} → {})",
+                        clock(),
+                        s.id,
+                        role_name(before.0),
+                        role_name(now.0),
+                        before.1,
+                        now.1
+                    ));
+                }
+            }
+        }
+        while events.len() > 10 {
+            events.pop_front();
+        }
+        if target.json {
+            println!("{}", json!({ "time": clock(), "status": rows_json(&rows), "events": events }));
+        } else {
+            if terminal {
+                print!("\x1b[2J\x1b[H");
+            }
+            println!("raft-admin watch  {}  (Ctrl-C to stop)\n", clock());
+            print!("{}", table(&rows, &changed, terminal));
+            if !events.is_empty() {
+                println!("\nchanges:");
+                for event in &events {
+                    println!("  {event}");
+                }
+            }
+            if !terminal {
+                println!();
+            }
+        }
+        shown += 1;
+        if count != 0 && shown >= count {
+            return Ok(());
+        }
+    }
+}
