@@ -64,15 +64,24 @@ pub enum Command {
     },
     /// Turn a voter into a non-voting member.
     #[command(name = "demote_voter", visible_alias = "demote-voter")]
-    DemoteVoter { id: u64, previous_index: Option<u64> },
+    DemoteVoter {
+        id: u64,
+        previous_index: Option<u64>,
+    },
     /// Remove a node from the cluster (removing the leader moves leadership first).
     #[command(name = "remove_server", visible_alias = "remove-server")]
-    RemoveServer { id: u64, previous_index: Option<u64> },
+    RemoveServer {
+        id: u64,
+        previous_index: Option<u64>,
+    },
     /// Move leadership to the most up-to-date other voter and wait for it.
     #[command(name = "leadership_transfer", visible_alias = "leadership-transfer")]
     LeadershipTransfer,
     /// Move leadership to node ID and wait for it.
-    #[command(name = "leadership_transfer_to_server", visible_alias = "leadership-transfer-to-server")]
+    #[command(
+        name = "leadership_transfer_to_server",
+        visible_alias = "leadership-transfer-to-server"
+    )]
     LeadershipTransferToServer {
         id: u64,
         /// If given, must match the node's address in the configuration.
@@ -143,7 +152,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         Some(at) => text.split_at(at),
         None => (text, "s"),
     };
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration (try 500ms, 5s, 1m)"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (try 500ms, 5s, 1m)"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,

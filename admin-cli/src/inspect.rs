@@ -18,7 +18,10 @@ use crate::Target;
 fn role_title(role: i32) -> String {
     let name = role_name(role);
     let mut chars = name.chars();
-    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 pub async fn get_configuration(target: &mut Target) -> anyhow::Result<()> {
@@ -37,13 +40,26 @@ pub async fn get_configuration(target: &mut Target) -> anyhow::Result<()> {
     }
     println!("{:<6} {:<24} SUFFRAGE", "ID", "ADDRESS");
     for member in &config.members {
-        println!("{:<6} {:<24} {}", member.id, member.address, suffrage_name(member.suffrage));
+        println!(
+            "{:<6} {:<24} {}",
+            member.id,
+            member.address,
+            suffrage_name(member.suffrage)
+        );
     }
     println!(
         "configuration index {}{}{}",
         config.index,
-        if config.committed { "" } else { " (not committed yet)" },
-        if config.joint { " (joint: a change is in progress)" } else { "" }
+        if config.committed {
+            ""
+        } else {
+            " (not committed yet)"
+        },
+        if config.joint {
+            " (joint: a change is in progress)"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
@@ -51,7 +67,11 @@ pub async fn get_configuration(target: &mut Target) -> anyhow::Result<()> {
 /// The status of the node the command addresses.
 async fn node_status(target: &mut Target) -> anyhow::Result<pb::NodeStatus> {
     let address = target.node_address().await?;
-    target.client.status(&address).await.with_context(|| format!("asking {address} for its status"))
+    target
+        .client
+        .status(&address)
+        .await
+        .with_context(|| format!("asking {address} for its status"))
 }
 
 fn optional(value: Option<u64>) -> String {
@@ -100,20 +120,32 @@ pub async fn node_fact(target: &mut Target, command: &Command) -> anyhow::Result
     let status = node_status(target).await?;
     let json = target.json;
     match command {
-        Command::State if json => println!("{}", json!({ "id": status.id, "state": role_title(status.role) })),
+        Command::State if json => println!(
+            "{}",
+            json!({ "id": status.id, "state": role_title(status.role) })
+        ),
         Command::State => println!("{}", role_title(status.role)),
         Command::Leader if status.leader_id == 0 => {
-            anyhow::bail!("node {} knows no leader right now (election in progress?)", status.id)
+            anyhow::bail!(
+                "node {} knows no leader right now (election in progress?)",
+                status.id
+            )
         }
         Command::Leader if json => println!(
             "{}",
             json!({ "leader_id": status.leader_id, "leader_address": status.leader_address, "term": status.term })
         ),
         Command::Leader => println!("{} {}", status.leader_id, status.leader_address),
-        Command::LastIndex if json => println!("{}", json!({ "last_index": status.last_log_index.unwrap_or(0) })),
+        Command::LastIndex if json => println!(
+            "{}",
+            json!({ "last_index": status.last_log_index.unwrap_or(0) })
+        ),
         Command::LastIndex => println!("{}", status.last_log_index.unwrap_or(0)),
         Command::AppliedIndex if json => {
-            println!("{}", json!({ "applied_index": status.applied_index.unwrap_or(0) }))
+            println!(
+                "{}",
+                json!({ "applied_index": status.applied_index.unwrap_or(0) })
+            )
         }
         Command::AppliedIndex => println!("{}", status.applied_index.unwrap_or(0)),
         Command::LastContact => {
@@ -151,20 +183,32 @@ fn print_stats(status: &pb::NodeStatus) {
     println!("address:            {}", status.address);
     println!("state:              {}", role_title(status.role));
     println!("term:               {}", status.term);
-    println!("leader:             {} {}", status.leader_id, status.leader_address);
-    println!("vote:               term {} for node {}", status.vote_term, status.voted_for);
+    println!(
+        "leader:             {} {}",
+        status.leader_id, status.leader_address
+    );
+    println!(
+        "vote:               term {} for node {}",
+        status.vote_term, status.voted_for
+    );
     println!("last_log_index:     {}", optional(status.last_log_index));
     println!("commit_index:       {}", optional(status.committed_index));
     println!("applied_index:      {}", optional(status.applied_index));
     println!("snapshot_index:     {}", optional(status.snapshot_index));
     println!("purged_index:       {}", optional(status.purged_index));
     println!("keys:               {}", status.key_count);
-    println!("configuration:      index {} ({} members)", config.index, config.members.len());
+    println!(
+        "configuration:      index {} ({} members)",
+        config.index,
+        config.members.len()
+    );
     if let Some(ms) = status.last_quorum_ack_ms {
         println!("quorum acked:       {ms} ms ago");
     }
     for peer in &status.peers {
-        let lag = peer.matched_index.and_then(|m| status.last_log_index.map(|l| l.saturating_sub(m)));
+        let lag = peer
+            .matched_index
+            .and_then(|m| status.last_log_index.map(|l| l.saturating_sub(m)));
         println!(
             "peer {:<4}           {} {} matched={} lag={} last_contact={}",
             peer.id,
@@ -172,7 +216,8 @@ fn print_stats(status: &pb::NodeStatus) {
             suffrage_name(peer.suffrage),
             optional(peer.matched_index),
             optional(lag),
-            peer.last_contact_ms.map_or_else(|| "-".to_string(), |ms| format!("{ms}ms"))
+            peer.last_contact_ms
+                .map_or_else(|| "-".to_string(), |ms| format!("{ms}ms"))
         );
     }
 }
@@ -185,12 +230,20 @@ where
 {
     let (address, channel) = target.node_channel().await?;
     let request = target.request(pb::Empty {});
-    let answer = call(AdminClient::new(channel), request).await.map_err(ClientError::Rpc);
-    Ok(answer.with_context(|| format!("node {address}"))?.into_inner())
+    let answer = call(AdminClient::new(channel), request)
+        .await
+        .map_err(ClientError::Rpc);
+    Ok(answer
+        .with_context(|| format!("node {address}"))?
+        .into_inner())
 }
 
 pub async fn snapshot(target: &mut Target) -> anyhow::Result<()> {
-    let answer = admin_call(target, |mut c, r| async move { c.trigger_snapshot(r).await }).await?;
+    let answer = admin_call(
+        target,
+        |mut c, r| async move { c.trigger_snapshot(r).await },
+    )
+    .await?;
     match (target.json, answer.index) {
         (true, index) => println!("{}", json!({ "snapshot_index": index })),
         (false, Some(index)) => println!("snapshot at index {index}"),
@@ -206,13 +259,21 @@ pub async fn barrier(target: &mut Target) -> anyhow::Result<()> {
         .on_leader(|channel| {
             let mut r = tonic::Request::new(pb::Empty {});
             r.set_timeout(timeout);
-            async move { AdminClient::new(channel).barrier(r).await.map(|a| a.into_inner()) }
+            async move {
+                AdminClient::new(channel)
+                    .barrier(r)
+                    .await
+                    .map(|a| a.into_inner())
+            }
         })
         .await?;
     if target.json {
         println!("{}", json!({ "index": answer.index }));
     } else {
-        println!("barrier reached: everything up to index {} is applied on the leader", answer.index);
+        println!(
+            "barrier reached: everything up to index {} is applied on the leader",
+            answer.index
+        );
     }
     Ok(())
 }
@@ -224,13 +285,24 @@ pub async fn verify_leader(target: &mut Target) -> anyhow::Result<()> {
         .on_leader(|channel| {
             let mut r = tonic::Request::new(pb::Empty {});
             r.set_timeout(timeout);
-            async move { AdminClient::new(channel).verify_leader(r).await.map(|a| a.into_inner()) }
+            async move {
+                AdminClient::new(channel)
+                    .verify_leader(r)
+                    .await
+                    .map(|a| a.into_inner())
+            }
         })
         .await?;
     if target.json {
-        println!("{}", json!({ "leader_id": answer.leader_id, "term": answer.term }));
+        println!(
+            "{}",
+            json!({ "leader_id": answer.leader_id, "term": answer.term })
+        );
     } else {
-        println!("node {} is the leader (term {}), confirmed by a quorum", answer.leader_id, answer.term);
+        println!(
+            "node {} is the leader (term {}), confirmed by a quorum",
+            answer.leader_id, answer.term
+        );
     }
     Ok(())
 }
@@ -238,7 +310,10 @@ pub async fn verify_leader(target: &mut Target) -> anyhow::Result<()> {
 pub async fn shutdown(target: &mut Target) -> anyhow::Result<()> {
     let (address, channel) = target.node_channel().await?;
     let request = target.request(pb::Empty {});
-    AdminClient::new(channel).shutdown(request).await.map_err(ClientError::Rpc)?;
+    AdminClient::new(channel)
+        .shutdown(request)
+        .await
+        .map_err(ClientError::Rpc)?;
     println!("node at {address} is shutting down");
     Ok(())
 }
@@ -259,7 +334,10 @@ where
 
 pub async fn put(target: &mut Target, key: String, value: String) -> anyhow::Result<()> {
     let timeout = target.timeout();
-    let request = pb::PutRequest { key: key.into_bytes(), value: value.into_bytes() };
+    let request = pb::PutRequest {
+        key: key.into_bytes(),
+        value: value.into_bytes(),
+    };
     let answer = kv_call(target, |mut c| {
         let mut r = tonic::Request::new(request.clone());
         r.set_timeout(timeout);
@@ -275,10 +353,17 @@ pub async fn put(target: &mut Target, key: String, value: String) -> anyhow::Res
 }
 
 pub async fn get(target: &mut Target, key: String, stale: bool) -> anyhow::Result<()> {
-    let request = pb::GetRequest { key: key.clone().into_bytes(), stale };
+    let request = pb::GetRequest {
+        key: key.clone().into_bytes(),
+        stale,
+    };
     let answer = if stale {
         let (_, channel) = target.node_channel().await?;
-        KvClient::new(channel).get(target.request(request)).await.map_err(ClientError::Rpc)?.into_inner()
+        KvClient::new(channel)
+            .get(target.request(request))
+            .await
+            .map_err(ClientError::Rpc)?
+            .into_inner()
     } else {
         let timeout = target.timeout();
         kv_call(target, |mut c| {
@@ -302,7 +387,9 @@ pub async fn get(target: &mut Target, key: String, stale: bool) -> anyhow::Resul
 
 pub async fn delete(target: &mut Target, key: String) -> anyhow::Result<()> {
     let timeout = target.timeout();
-    let request = pb::DeleteRequest { key: key.clone().into_bytes() };
+    let request = pb::DeleteRequest {
+        key: key.clone().into_bytes(),
+    };
     let answer = kv_call(target, |mut c| {
         let mut r = tonic::Request::new(request.clone());
         r.set_timeout(timeout);
@@ -310,7 +397,10 @@ pub async fn delete(target: &mut Target, key: String) -> anyhow::Result<()> {
     })
     .await?;
     if target.json {
-        println!("{}", json!({ "index": answer.index, "existed": answer.existed }));
+        println!(
+            "{}",
+            json!({ "index": answer.index, "existed": answer.existed })
+        );
     } else if answer.existed {
         println!("deleted {key:?} (index {})", answer.index);
     } else {
@@ -321,7 +411,11 @@ pub async fn delete(target: &mut Target, key: String) -> anyhow::Result<()> {
 
 pub async fn scan(target: &mut Target, prefix: String, limit: u32) -> anyhow::Result<()> {
     let timeout = target.timeout();
-    let request = pb::ScanRequest { prefix: prefix.into_bytes(), limit, ..Default::default() };
+    let request = pb::ScanRequest {
+        prefix: prefix.into_bytes(),
+        limit,
+        ..Default::default()
+    };
     let answer = kv_call(target, |mut c| {
         let mut r = tonic::Request::new(request.clone());
         r.set_timeout(timeout);
@@ -337,7 +431,11 @@ pub async fn scan(target: &mut Target, prefix: String, limit: u32) -> anyhow::Re
         println!("{}", json!({ "pairs": pairs, "more": answer.more }));
     } else {
         for pair in &answer.pairs {
-            println!("{}\t{}", String::from_utf8_lossy(&pair.key), String::from_utf8_lossy(&pair.value));
+            println!(
+                "{}\t{}",
+                String::from_utf8_lossy(&pair.key),
+                String::from_utf8_lossy(&pair.value)
+            );
         }
         if answer.more {
             println!("… more keys follow (raise --limit)");

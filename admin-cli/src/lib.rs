@@ -68,18 +68,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             client::check_address(address)?;
             (vec![address.clone()], false)
         }
-        (None, None, None) => bail!("say which node to talk to: give ADDR (host:port), or --leader/--endpoints"),
-        (_, _, Some(address)) => bail!("give either ADDR ({address}) or --leader/--endpoints, not both"),
+        (None, None, None) => {
+            bail!("say which node to talk to: give ADDR (host:port), or --leader/--endpoints")
+        }
+        (_, _, Some(address)) => {
+            bail!("give either ADDR ({address}) or --leader/--endpoints, not both")
+        }
     };
-    let mut target =
-        Target { client: ClusterClient::new(endpoints, cli.timeout)?, follow_leader, json: cli.json };
+    let mut target = Target {
+        client: ClusterClient::new(endpoints, cli.timeout)?,
+        follow_leader,
+        json: cli.json,
+    };
     match cli.command {
-        Command::AddVoter { id, address, previous_index } => {
-            membership::add_voter(&mut target, id, &address, previous_index.unwrap_or(0)).await
-        }
-        Command::AddNonvoter { id, address, previous_index } => {
-            membership::add_nonvoter(&mut target, id, &address, previous_index.unwrap_or(0)).await
-        }
+        Command::AddVoter {
+            id,
+            address,
+            previous_index,
+        } => membership::add_voter(&mut target, id, &address, previous_index.unwrap_or(0)).await,
+        Command::AddNonvoter {
+            id,
+            address,
+            previous_index,
+        } => membership::add_nonvoter(&mut target, id, &address, previous_index.unwrap_or(0)).await,
         Command::DemoteVoter { id, previous_index } => {
             membership::demote_voter(&mut target, id, previous_index.unwrap_or(0)).await
         }

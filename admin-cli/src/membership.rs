@@ -17,47 +17,94 @@ const MIN_CATCH_UP: Duration = Duration::from_secs(30);
 
 fn print_change(target: &Target, what: &str, answer: &pb::MembershipResponse, elapsed: Duration) {
     if target.json {
-        println!("{}", json!({ "result": what, "index": answer.index, "elapsed_ms": elapsed.as_millis() as u64 }));
+        println!(
+            "{}",
+            json!({ "result": what, "index": answer.index, "elapsed_ms": elapsed.as_millis() as u64 })
+        );
     } else {
-        println!("{what} (configuration index {}, {} ms)", answer.index, elapsed.as_millis());
+        println!(
+            "{what} (configuration index {}, {} ms)",
+            answer.index,
+            elapsed.as_millis()
+        );
     }
 }
 
-pub async fn add_nonvoter(target: &mut Target, id: u64, address: &str, previous_index: u64) -> anyhow::Result<()> {
+pub async fn add_nonvoter(
+    target: &mut Target,
+    id: u64,
+    address: &str,
+    previous_index: u64,
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    let request = pb::AddNodeRequest { node_id: id, address: address.to_string(), previous_index };
+    let request = pb::AddNodeRequest {
+        node_id: id,
+        address: address.to_string(),
+        previous_index,
+    };
     let timeout = target.timeout();
     let answer = target
         .client
         .on_leader(|channel| {
             let mut r = tonic::Request::new(request.clone());
             r.set_timeout(timeout);
-            async move { AdminClient::new(channel).add_learner(r).await.map(|a| a.into_inner()) }
+            async move {
+                AdminClient::new(channel)
+                    .add_learner(r)
+                    .await
+                    .map(|a| a.into_inner())
+            }
         })
         .await?;
-    print_change(target, &format!("node {id} at {address} is a non-voter"), &answer, started.elapsed());
+    print_change(
+        target,
+        &format!("node {id} at {address} is a non-voter"),
+        &answer,
+        started.elapsed(),
+    );
     Ok(())
 }
 
-pub async fn add_voter(target: &mut Target, id: u64, address: &str, previous_index: u64) -> anyhow::Result<()> {
+pub async fn add_voter(
+    target: &mut Target,
+    id: u64,
+    address: &str,
+    previous_index: u64,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let timeout = target.timeout();
-    let learner = pb::AddNodeRequest { node_id: id, address: address.to_string(), previous_index };
+    let learner = pb::AddNodeRequest {
+        node_id: id,
+        address: address.to_string(),
+        previous_index,
+    };
     let added = target
         .client
         .on_leader(|channel| {
             let mut r = tonic::Request::new(learner.clone());
             r.set_timeout(timeout);
-            async move { AdminClient::new(channel).add_learner(r).await.map(|a| a.into_inner()) }
+            async move {
+                AdminClient::new(channel)
+                    .add_learner(r)
+                    .await
+                    .map(|a| a.into_inner())
+            }
         })
         .await?;
     if !target.json {
-        println!("node {id} at {address} added as a learner (configuration index {})", added.index);
+        println!(
+            "node {id} at {address} added as a learner (configuration index {})",
+            added.index
+        );
     }
     follow_catch_up(target, id, started).await?;
     // Already caught up: the leader promotes at once. previous_index was
     // checked when the learner was added; the configuration has moved since.
-    let voter = pb::AddNodeRequest { node_id: id, address: address.to_string(), previous_index: 0 };
+    let voter = pb::AddNodeRequest {
+        node_id: id,
+        address: address.to_string(),
+        previous_index: 0,
+    };
     let promote_timeout = timeout.max(MIN_CATCH_UP);
     target.client.timeout = promote_timeout;
     let answer = target
@@ -65,11 +112,21 @@ pub async fn add_voter(target: &mut Target, id: u64, address: &str, previous_ind
         .on_leader(|channel| {
             let mut r = tonic::Request::new(voter.clone());
             r.set_timeout(promote_timeout);
-            async move { AdminClient::new(channel).add_voter(r).await.map(|a| a.into_inner()) }
+            async move {
+                AdminClient::new(channel)
+                    .add_voter(r)
+                    .await
+                    .map(|a| a.into_inner())
+            }
         })
         .await?;
     target.client.timeout = timeout;
-    print_change(target, &format!("node {id} at {address} is a voter"), &answer, started.elapsed());
+    print_change(
+        target,
+        &format!("node {id} at {address} is a voter"),
+        &answer,
+        started.elapsed(),
+    );
     Ok(())
 }
 
@@ -81,7 +138,11 @@ async fn follow_catch_up(target: &mut Target, id: u64, started: Instant) -> anyh
         let leader = target.client.find_leader().await?;
         let status = target.client.status(&leader).await?;
         let goal = status.last_log_index.unwrap_or(0);
-        let matched = status.peers.iter().find(|p| p.id == id).and_then(|p| p.matched_index);
+        let matched = status
+            .peers
+            .iter()
+            .find(|p| p.id == id)
+            .and_then(|p| p.matched_index);
         if let Some(matched) = matched {
             if matched >= goal {
                 if !target.json {
@@ -104,32 +165,62 @@ async fn follow_catch_up(target: &mut Target, id: u64, started: Instant) -> anyh
 pub async fn demote_voter(target: &mut Target, id: u64, previous_index: u64) -> anyhow::Result<()> {
     let started = Instant::now();
     let timeout = target.timeout();
-    let request = pb::NodeRequest { node_id: id, previous_index };
+    let request = pb::NodeRequest {
+        node_id: id,
+        previous_index,
+    };
     let answer = target
         .client
         .on_leader(|channel| {
             let mut r = tonic::Request::new(request);
             r.set_timeout(timeout);
-            async move { AdminClient::new(channel).demote_voter(r).await.map(|a| a.into_inner()) }
+            async move {
+                AdminClient::new(channel)
+                    .demote_voter(r)
+                    .await
+                    .map(|a| a.into_inner())
+            }
         })
         .await?;
-    print_change(target, &format!("node {id} is a non-voter"), &answer, started.elapsed());
+    print_change(
+        target,
+        &format!("node {id} is a non-voter"),
+        &answer,
+        started.elapsed(),
+    );
     Ok(())
 }
 
-pub async fn remove_server(target: &mut Target, id: u64, previous_index: u64) -> anyhow::Result<()> {
+pub async fn remove_server(
+    target: &mut Target,
+    id: u64,
+    previous_index: u64,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let timeout = target.timeout();
-    let request = pb::NodeRequest { node_id: id, previous_index };
+    let request = pb::NodeRequest {
+        node_id: id,
+        previous_index,
+    };
     let answer = target
         .client
         .on_leader(|channel| {
             let mut r = tonic::Request::new(request);
             r.set_timeout(timeout);
-            async move { AdminClient::new(channel).remove_node(r).await.map(|a| a.into_inner()) }
+            async move {
+                AdminClient::new(channel)
+                    .remove_node(r)
+                    .await
+                    .map(|a| a.into_inner())
+            }
         })
         .await?;
-    print_change(target, &format!("node {id} removed"), &answer, started.elapsed());
+    print_change(
+        target,
+        &format!("node {id} removed"),
+        &answer,
+        started.elapsed(),
+    );
     Ok(())
 }
 
@@ -141,21 +232,32 @@ pub async fn transfer(target: &mut Target, id: u64, address: Option<&str>) -> an
         match config.members.iter().find(|m| m.id == id) {
             None => bail!("node {id} is not in the cluster; see get_configuration"),
             Some(member) if member.address != address => {
-                bail!("node {id} is at {}, not {address}; check the id and address", member.address)
+                bail!(
+                    "node {id} is at {}, not {address}; check the id and address",
+                    member.address
+                )
             }
             Some(_) => {}
         }
     }
     let old_leader = target.client.find_leader().await.ok();
     let timeout = target.timeout();
-    let request = pb::TransferLeaderRequest { node_id: id, timeout_ms: timeout.as_millis() as u64 };
+    let request = pb::TransferLeaderRequest {
+        node_id: id,
+        timeout_ms: timeout.as_millis() as u64,
+    };
     let started = Instant::now();
     let answer = target
         .client
         .on_leader(|channel| {
             let mut r = tonic::Request::new(request);
             r.set_timeout(timeout);
-            async move { AdminClient::new(channel).transfer_leader(r).await.map(|a| a.into_inner()) }
+            async move {
+                AdminClient::new(channel)
+                    .transfer_leader(r)
+                    .await
+                    .map(|a| a.into_inner())
+            }
         })
         .await?;
     let round_trip = started.elapsed();

@@ -55,7 +55,10 @@ async fn collect(target: &mut Target, endpoints: &[String]) -> Vec<Row> {
                     }
                 }
             };
-            Row { endpoint: endpoint.clone(), status }
+            Row {
+                endpoint: endpoint.clone(),
+                status,
+            }
         });
     }
     futures::future::join_all(asks).await
@@ -63,8 +66,15 @@ async fn collect(target: &mut Target, endpoints: &[String]) -> Vec<Row> {
 
 /// How far `status` trails the leader's log, if a leader answered.
 fn lag(rows: &[Row], status: &pb::NodeStatus) -> Option<u64> {
-    let leader = rows.iter().filter_map(|r| r.status.as_ref().ok()).find(|s| s.role == pb::Role::Leader as i32)?;
-    Some(leader.last_log_index?.saturating_sub(status.last_log_index.unwrap_or(0)))
+    let leader = rows
+        .iter()
+        .filter_map(|r| r.status.as_ref().ok())
+        .find(|s| s.role == pb::Role::Leader as i32)?;
+    Some(
+        leader
+            .last_log_index?
+            .saturating_sub(status.last_log_index.unwrap_or(0)),
+    )
 }
 
 fn cell(value: Option<u64>) -> String {
@@ -99,7 +109,17 @@ fn rows_json(rows: &[Row]) -> serde_json::Value {
 fn table(rows: &[Row], changed: &BTreeMap<String, bool>, highlight: bool) -> String {
     let mut out = format!(
         "{:<22} {:>4} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6}  {}\n",
-        "ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "LAST", "COMMIT", "APPLIED", "SNAPSHOT", "LAG", "ERROR"
+        "ENDPOINT",
+        "ID",
+        "ROLE",
+        "TERM",
+        "LEADER",
+        "LAST",
+        "COMMIT",
+        "APPLIED",
+        "SNAPSHOT",
+        "LAG",
+        "ERROR"
     );
     for row in rows {
         let line = match &row.status {
@@ -109,14 +129,21 @@ fn table(rows: &[Row], changed: &BTreeMap<String, bool>, highlight: bool) -> Str
                 s.id,
                 role_name(s.role),
                 s.term,
-                if s.leader_id == 0 { "-".into() } else { s.leader_id.to_string() },
+                if s.leader_id == 0 {
+                    "-".into()
+                } else {
+                    s.leader_id.to_string()
+                },
                 cell(s.last_log_index),
                 cell(s.committed_index),
                 cell(s.applied_index),
                 cell(s.snapshot_index),
                 cell(lag(rows, s)),
             ),
-            Err(e) => format!("{:<22} {:>4} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6}  {e}", row.endpoint, "-", "-", "-", "-", "-", "-", "-", "-", "-"),
+            Err(e) => format!(
+                "{:<22} {:>4} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6}  {e}",
+                row.endpoint, "-", "-", "-", "-", "-", "-", "-", "-", "-"
+            ),
         };
         if changed.get(&row.endpoint).copied().unwrap_or(false) {
             if highlight {
@@ -148,9 +175,17 @@ pub async fn status(target: &mut Target) -> anyhow::Result<()> {
 }
 
 fn clock() -> String {
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = now.as_secs() % 86_400;
-    format!("{:02}:{:02}:{:02}.{:03}", secs / 3600, secs / 60 % 60, secs % 60, now.subsec_millis())
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        now.subsec_millis()
+    )
 }
 
 pub async fn watch(target: &mut Target, count: u64, interval: Duration) -> anyhow::Result<()> {
@@ -189,7 +224,10 @@ pub async fn watch(target: &mut Target, count: u64, interval: Duration) -> anyho
             events.pop_front();
         }
         if target.json {
-            println!("{}", json!({ "time": clock(), "status": rows_json(&rows), "events": events }));
+            println!(
+                "{}",
+                json!({ "time": clock(), "status": rows_json(&rows), "events": events })
+            );
         } else {
             if terminal {
                 print!("\x1b[2J\x1b[H");

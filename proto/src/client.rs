@@ -59,8 +59,12 @@ pub fn describe_status(status: &Status) -> String {
 /// Parses `multi:///a:1,b:2`, `a:1,b:2` or `a:1` into addresses.
 pub fn parse_endpoints(text: &str) -> Result<Vec<String>, ClientError> {
     let list = text.strip_prefix("multi:///").unwrap_or(text);
-    let endpoints: Vec<String> =
-        list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    let endpoints: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
     if endpoints.is_empty() {
         return Err(ClientError::NoEndpoints);
     }
@@ -83,8 +87,17 @@ pub fn check_address(address: &str) -> Result<(), ClientError> {
 /// The leader's id and address carried by a not-leader answer, if any.
 pub fn leader_hint(status: &Status) -> Option<(u64, String)> {
     let metadata = status.metadata();
-    let id = metadata.get(LEADER_ID_METADATA)?.to_str().ok()?.parse().ok()?;
-    let address = metadata.get(LEADER_ADDR_METADATA)?.to_str().ok()?.to_string();
+    let id = metadata
+        .get(LEADER_ID_METADATA)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    let address = metadata
+        .get(LEADER_ADDR_METADATA)?
+        .to_str()
+        .ok()?
+        .to_string();
     Some((id, address))
 }
 
@@ -116,7 +129,12 @@ impl ClusterClient {
         for endpoint in &endpoints {
             check_address(endpoint)?;
         }
-        Ok(ClusterClient { endpoints, channels: HashMap::new(), leader: None, timeout })
+        Ok(ClusterClient {
+            endpoints,
+            channels: HashMap::new(),
+            leader: None,
+            timeout,
+        })
     }
 
     /// The endpoints this client was given.
@@ -156,7 +174,8 @@ impl ClusterClient {
             asks.push(async move {
                 let mut request = tonic::Request::new(pb::Empty {});
                 request.set_timeout(timeout);
-                let answer = tokio::time::timeout(timeout, AdminClient::new(channel).status(request)).await;
+                let answer =
+                    tokio::time::timeout(timeout, AdminClient::new(channel).status(request)).await;
                 (address.clone(), answer)
             });
         }
@@ -183,7 +202,10 @@ impl ClusterClient {
             self.leader = Some(address.clone());
             return Ok(address);
         }
-        Err(ClientError::NoLeader { endpoints: endpoints.join(","), details: details.join("; ") })
+        Err(ClientError::NoLeader {
+            endpoints: endpoints.join(","),
+            details: details.join("; "),
+        })
     }
 
     /// Runs `call` on the leader, following redirects and leader changes
@@ -204,7 +226,10 @@ impl ClusterClient {
                     Ok(leader) => leader,
                     Err(e) => {
                         last_error = Some(e);
-                        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+                        tokio::time::sleep(
+                            pause.min(deadline.saturating_duration_since(Instant::now())),
+                        )
+                        .await;
                         pause = (pause * 2).min(Duration::from_millis(500));
                         continue;
                     }
@@ -217,7 +242,10 @@ impl ClusterClient {
                 Ok(Err(status)) if status.code() == Code::Unavailable => {
                     self.leader = leader_hint(&status).map(|(_, address)| address);
                     if self.leader.is_none() {
-                        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+                        tokio::time::sleep(
+                            pause.min(deadline.saturating_duration_since(Instant::now())),
+                        )
+                        .await;
                         pause = (pause * 2).min(Duration::from_millis(500));
                     }
                     last_error = Some(ClientError::Rpc(status));
@@ -248,12 +276,27 @@ mod tests {
 
     #[test]
     fn endpoint_lists_parse_in_every_form() {
-        assert_eq!(parse_endpoints("multi:///a:1,b:2").unwrap(), vec!["a:1", "b:2"]);
+        assert_eq!(
+            parse_endpoints("multi:///a:1,b:2").unwrap(),
+            vec!["a:1", "b:2"]
+        );
         assert_eq!(parse_endpoints("a:1, b:2").unwrap(), vec!["a:1", "b:2"]);
-        assert_eq!(parse_endpoints("127.0.0.1:50051").unwrap(), vec!["127.0.0.1:50051"]);
+        assert_eq!(
+            parse_endpoints("127.0.0.1:50051").unwrap(),
+            vec!["127.0.0.1:50051"]
+        );
         assert!(matches!(parse_endpoints(""), Err(ClientError::NoEndpoints)));
-        assert!(matches!(parse_endpoints("a"), Err(ClientError::BadEndpoint(_))));
-        assert!(matches!(parse_endpoints("a:99999"), Err(ClientError::BadEndpoint(_))));
-        assert!(matches!(parse_endpoints("http://a:1"), Err(ClientError::BadEndpoint(_))));
+        assert!(matches!(
+            parse_endpoints("a"),
+            Err(ClientError::BadEndpoint(_))
+        ));
+        assert!(matches!(
+            parse_endpoints("a:99999"),
+            Err(ClientError::BadEndpoint(_))
+        ));
+        assert!(matches!(
+            parse_endpoints("http://a:1"),
+            Err(ClientError::BadEndpoint(_))
+        ));
     }
 }

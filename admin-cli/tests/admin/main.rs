@@ -1,0 +1,5 @@
+//! Integration tests of raft-admin: the real binary against real nodes
+//! running in this process on 127.0.0.1:0 with temporary data directories.
+
+mod support;
+mod test_commands;

@@ -1,0 +1,302 @@
+//! Every raft-admin workflow an operator needs, and its refusals.
+
+use tempfile::TempDir;
+
+use crate::support::configuration;
+use crate::support::raft_admin;
+use crate::support::wait_until;
+use crate::support::TestNode;
+
+fn voter(id: u64, address: &str) -> (u64, String, String) {
+    (id, address.to_string(), "Voter".to_string())
+}
+
+/// Waits until node 1 (bootstrapped alone) leads.
+async fn wait_for_leader(address: &str) {
+    wait_until(&[address, "state"], "node 1 leads", |r| {
+        r.stdout.trim() == "Leader"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grow_steer_and_shrink_a_cluster() {
+    let dir = TempDir::new().expect("temp dir");
+    let n1 = TestNode::start(&dir, 1, true).await;
+    let n2 = TestNode::start(&dir, 2, false).await;
+    let n3 = TestNode::start(&dir, 3, false).await;
+    let n4 = TestNode::start(&dir, 4, false).await;
+    let a1 = n1.address.as_str();
+    wait_for_leader(a1).await;
+
+    let added = raft_admin(&[a1, "add_voter", "2", &n2.address]).await.ok();
+    assert!(added.stdout.contains("is a voter"), "{}", added.stdout);
+    raft_admin(&[a1, "add-voter", "3", &n3.address, "0"])
+        .await
+        .ok();
+    assert_eq!(
+        configuration(a1).await,
+        vec![voter(1, a1), voter(2, &n2.address), voter(3, &n3.address)]
+    );
+
+    // Leadership moves where it is told, and `leader` sees it.
+    let moved = raft_admin(&[a1, "leadership_transfer_to_server", "3", &n3.address])
+        .await
+        .ok();
+    assert!(moved.stdout.contains("node 3"), "{}", moved.stdout);
+    let leader = raft_admin(&[&n2.address, "leader", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(leader["leader_id"], 3);
+    assert_eq!(leader["leader_address"], n3.address.as_str());
+    let moved = raft_admin(&[a1, "leadership_transfer", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_ne!(moved["leader_id"], 3);
+
+    // A non-voter, then demotion and removal.
+    raft_admin(&[a1, "add_nonvoter", "4", &n4.address])
+        .await
+        .ok();
+    let config = configuration(a1).await;
+    assert!(
+        config.contains(&(4, n4.address.clone(), "Nonvoter".into())),
+        "{config:?}"
+    );
+    raft_admin(&[a1, "demote_voter", "2"]).await.ok();
+    let config = configuration(a1).await;
+    assert!(
+        config.contains(&(2, n2.address.clone(), "Nonvoter".into())),
+        "{config:?}"
+    );
+    raft_admin(&[a1, "remove_server", "4"]).await.ok();
+    raft_admin(&[a1, "remove-server", "2"]).await.ok();
+    assert_eq!(
+        configuration(a1)
+            .await
+            .iter()
+            .map(|m| m.0)
+            .collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+
+    // Reads and operations.
+    let status = raft_admin(&[
+        "--endpoints",
+        &format!("{a1},{}", n3.address),
+        "status",
+        "--json",
+    ])
+    .await
+    .ok()
+    .json();
+    let rows = status["endpoints"].as_array().expect("rows");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.iter().filter(|r| r["role"] == "leader").count(), 1);
+    for row in rows {
+        assert_eq!(row["lag"], 0, "{row}");
+    }
+    let stats = raft_admin(&[a1, "stats", "--json"]).await.ok().json();
+    assert_eq!(stats["id"], 1);
+    raft_admin(&[a1, "put", "k", "v"]).await.ok();
+    assert_eq!(
+        raft_admin(&[&n3.address, "get", "k"])
+            .await
+            .ok()
+            .stdout
+            .trim(),
+        "v"
+    );
+    let snapshot = raft_admin(&[a1, "snapshot", "--json"]).await.ok().json();
+    assert!(
+        snapshot["snapshot_index"].as_u64().unwrap_or(0) > 0,
+        "{snapshot}"
+    );
+    raft_admin(&[
+        "--leader",
+        &format!("multi:///{a1},{}", n3.address),
+        "barrier",
+    ])
+    .await
+    .ok();
+    raft_admin(&[
+        "--leader",
+        &format!("multi:///{a1},{}", n3.address),
+        "verify_leader",
+    ])
+    .await
+    .ok();
+    let last = raft_admin(&[a1, "last_index"]).await.ok();
+    let applied = raft_admin(&[a1, "applied_index"]).await.ok();
+    assert!(last.stdout.trim().parse::<u64>().expect("index") > 0);
+    assert!(applied.stdout.trim().parse::<u64>().expect("index") > 0);
+    raft_admin(&["--leader", a1, "last_contact"]).await.ok();
+    let watch = raft_admin(&[a1, "watch", "--count", "2", "--interval", "100ms"])
+        .await
+        .ok();
+    assert_eq!(
+        watch.stdout.matches("ENDPOINT").count(),
+        2,
+        "{}",
+        watch.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_is_found_when_the_first_endpoint_is_a_follower_or_down() {
+    let dir = TempDir::new().expect("temp dir");
+    let n1 = TestNode::start(&dir, 1, true).await;
+    let n2 = TestNode::start(&dir, 2, false).await;
+    let mut n3 = TestNode::start(&dir, 3, false).await;
+    wait_for_leader(&n1.address).await;
+    raft_admin(&[&n1.address, "add_voter", "2", &n2.address])
+        .await
+        .ok();
+    raft_admin(&[&n1.address, "add_voter", "3", &n3.address])
+        .await
+        .ok();
+    raft_admin(&[&n1.address, "leadership_transfer_to_server", "2"])
+        .await
+        .ok();
+
+    // Node 3 is a follower and listed first.
+    let list = format!("multi:///{},{},{}", n3.address, n1.address, n2.address);
+    let leader = raft_admin(&["--leader", &list, "leader", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(leader["leader_id"], 2);
+    let state = raft_admin(&["--leader", &list, "state"]).await.ok();
+    assert_eq!(state.stdout.trim(), "Leader");
+
+    // Node 3 is down and listed first: the command still reaches the leader.
+    n3.stop().await;
+    let plain = format!("{},{},{}", n3.address, n1.address, n2.address);
+    raft_admin(&["--endpoints", &plain, "put", "after", "stop"])
+        .await
+        .ok();
+    let status = raft_admin(&["--endpoints", &plain, "status", "--json"]).await;
+    assert_ne!(status.code, 0, "a node is down: status must say so");
+    let rows = status.json()["endpoints"].as_array().expect("rows").clone();
+    assert_eq!(rows.len(), 3);
+    assert!(rows[0]["error"].is_string(), "{:?}", rows[0]);
+    // Leadership moves away from node 2 while the command follows it.
+    raft_admin(&["--leader", &list, "leadership_transfer_to_server", "1"])
+        .await
+        .ok();
+    let leader = raft_admin(&["--leader", &list, "leader", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(leader["leader_id"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let dir = TempDir::new().expect("temp dir");
+    let n1 = TestNode::start(&dir, 1, true).await;
+    let n2 = TestNode::start(&dir, 2, false).await;
+    let a1 = n1.address.as_str();
+    wait_for_leader(a1).await;
+    raft_admin(&[a1, "add_nonvoter", "2", &n2.address])
+        .await
+        .ok();
+    let before = configuration(a1).await;
+
+    // Usage errors (clap): non-zero exit and a message naming the problem.
+    for (args, what) in [
+        (vec![a1, "frobnicate"], "unknown command"),
+        (vec![a1, "add_voter", "5"], "missing address"),
+        (vec![a1, "remove_server"], "missing id"),
+        (vec![a1, "remove_server", "two"], "non-numeric id"),
+        (
+            vec![a1, "demote_voter", "1", "2", "3"],
+            "too many arguments",
+        ),
+    ] {
+        let run = raft_admin(&args).await;
+        assert_ne!(run.code, 0, "{what}");
+        assert!(run.stderr.starts_with("error:"), "{what}: {}", run.stderr);
+    }
+
+    let refusals: Vec<(Vec<&str>, &str, &str)> = vec![
+        (
+            vec![a1, "add_voter", "5", "nonsense"],
+            "malformed address",
+            "host:port",
+        ),
+        (
+            vec![a1, "add_voter", "2", "127.0.0.1:1"],
+            "existing id, other address",
+            "already a member",
+        ),
+        (
+            vec!["not-an-endpoint", "state"],
+            "malformed endpoint",
+            "host:port",
+        ),
+        (
+            vec!["127.0.0.1:1", "state", "--timeout", "1s"],
+            "unreachable endpoint",
+            "127.0.0.1:1",
+        ),
+        (
+            vec![
+                "--leader",
+                "multi:///127.0.0.1:1",
+                "--timeout",
+                "1s",
+                "barrier",
+            ],
+            "no leader",
+            "127.0.0.1:1",
+        ),
+        (
+            vec![a1, "remove_server", "42"],
+            "unknown node",
+            "not in the cluster",
+        ),
+        (
+            vec![a1, "demote_voter", "42"],
+            "unknown node",
+            "not in the cluster",
+        ),
+        (vec![a1, "remove_server", "1"], "last voter", "last voter"),
+        (
+            vec![a1, "leadership_transfer_to_server", "2"],
+            "transfer to a learner",
+            "learner",
+        ),
+        (
+            vec![a1, "leadership_transfer_to_server", "42"],
+            "transfer to unknown id",
+            "not in the cluster",
+        ),
+        (
+            vec![a1, "leadership_transfer"],
+            "no other voter",
+            "no other voter",
+        ),
+        (
+            vec![a1, "add_voter", "3", "127.0.0.1:2", "999"],
+            "stale previous index",
+            "index",
+        ),
+        (vec![a1, "get", "missing-key"], "missing key", "not found"),
+    ];
+    for (args, what, needle) in refusals {
+        let run = raft_admin(&args).await.failed(what);
+        assert!(
+            run.stderr.contains(needle),
+            "{what}: {:?} lacks {needle:?}",
+            run.stderr
+        );
+    }
+    assert_eq!(
+        configuration(a1).await,
+        before,
+        "a refused command changed the configuration"
+    );
+}
