@@ -157,6 +157,23 @@ impl TestNode {
         AdminClient::new(channel(&self.address).await)
     }
 
+    /// Whether the health service reports `raftkv.Leader` as SERVING here
+    /// (`None`: the node does not answer).
+    pub async fn serves_leader_health(&self) -> Option<bool> {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        let channel = Channel::from_shared(format!("http://{}", self.address))
+            .ok()?
+            .connect()
+            .await
+            .ok()?;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: raftkv_proto::LEADER_HEALTH_SERVICE.into(),
+        };
+        let answer = health.check(request).await.ok()?.into_inner();
+        Some(answer.status == ServingStatus::Serving as i32)
+    }
+
     /// This node's status, or `None` if it does not answer.
     pub async fn status(&self) -> Option<pb::NodeStatus> {
         let mut admin = AdminClient::connect(format!("http://{}", self.address))
@@ -270,6 +287,27 @@ impl Cluster {
             }
         })
         .await
+    }
+
+    /// Waits until `raftkv.Leader` is SERVING on exactly one running node,
+    /// which also reports itself leader; returns its id.
+    pub async fn wait_for_single_serving_leader(&mut self) -> u64 {
+        let leader = self.wait_for_leader().await;
+        let running: Vec<&TestNode> = self.nodes.iter().filter(|n| n.child.is_some()).collect();
+        wait_for("raftkv.Leader is SERVING on the leader only", || {
+            let running = running.clone();
+            async move {
+                let mut serving = Vec::new();
+                for node in running {
+                    if node.serves_leader_health().await? {
+                        serving.push(node.id);
+                    }
+                }
+                (serving == vec![leader]).then_some(())
+            }
+        })
+        .await;
+        leader
     }
 
     /// Waits until every running node has applied at least `index`.

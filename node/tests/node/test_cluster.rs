@@ -182,7 +182,7 @@ async fn leadership_moves_to_the_chosen_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
     let mut cluster = Cluster::start(3, &[]).await;
-    let leader = cluster.wait_for_leader().await;
+    let leader = cluster.wait_for_single_serving_leader().await;
     let mut acknowledged = Vec::new();
     let mut kv = cluster.node(leader).kv().await;
     for i in 0..50 {
@@ -191,7 +191,7 @@ async fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
         acknowledged.push((key, i.to_string()));
     }
     cluster.node(leader).kill();
-    let new_leader = cluster.wait_for_leader().await;
+    let new_leader = cluster.wait_for_single_serving_leader().await;
     assert_ne!(new_leader, leader);
 
     let mut kv = cluster.node(new_leader).kv().await;
