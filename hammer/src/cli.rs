@@ -1,0 +1,131 @@
+//! hammer's command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use clap::Parser;
+
+/// Load a raftkv cluster: throughput, latency, errors and the cost of failovers.
+#[derive(Debug, Parser)]
+#[command(
+    name = "hammer",
+    version,
+    after_help = "Examples:\n  \
+        hammer --endpoints 127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053 --duration 30s\n  \
+        hammer --endpoints multi:///127.0.0.1:50051 --clients 64 --read-ratio 0.5 --verify --plot run.svg"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// What a load run does.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The cluster's nodes (host:port,host:port,… or multi:///…).
+    #[arg(
+        long,
+        default_value = "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053"
+    )]
+    pub endpoints: String,
+
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub clients: u64,
+
+    /// How long to run (e.g. 30s, 2m); ignored when --ops is given.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Stop after this many operations in total instead of after --duration.
+    #[arg(long)]
+    pub ops: Option<u64>,
+
+    /// Size of the key space.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keys: u64,
+
+    /// Bytes per written value.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+
+    /// Fraction of operations that are linearizable reads (0..1).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    pub read_ratio: f64,
+
+    /// Fraction of operations that are compare-and-swaps (0..1).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    pub cas_ratio: f64,
+
+    /// Open loop: start this many operations per second in total, on
+    /// schedule, and measure latency from the scheduled time. Without it each
+    /// client starts its next operation when the previous one ends.
+    #[arg(long)]
+    pub rate: Option<f64>,
+
+    /// Deadline of one call; an operation retries what is safe to retry
+    /// until this runs out.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Prefix of every key hammer writes.
+    #[arg(long, default_value = "hammer/")]
+    pub key_prefix: String,
+
+    /// What to load.
+    #[arg(long, default_value = "raftkv", value_parser = ["raftkv"])]
+    pub target: String,
+
+    /// At the end, read back every key and count acknowledged writes that were lost.
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Record every operation as a JSON line in FILE (for `hammer check`).
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
+
+    /// Draw throughput and p99 latency over time into FILE.svg.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+
+    /// Print the report as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Write gaps longer than this are listed as windows without writes.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub gap_threshold: Duration,
+}
+
+/// Parses `250ms`, `5s`, `2m` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (try 500ms, 5s, 1m)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s or m)")),
+    };
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(format!("{text:?}: a duration must be positive"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if !(0.0..=1.0).contains(&value) {
+        return Err(format!("{value} is not between 0 and 1"));
+    }
+    Ok(value)
+}

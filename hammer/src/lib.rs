@@ -1,0 +1,425 @@
+//! hammer: a load generator for raftkv that measures throughput, latency and
+//! the cost of failures.
+//!
+//! Clients send every operation straight to the leader, follow leader
+//! changes, and retry only what is safe to retry: reads, and writes rejected
+//! before they were proposed. A write whose outcome is unknown (a timeout, a
+//! connection lost after sending, a leader change after proposing) is
+//! recorded as unknown and the client moves on with a fresh value.
+
+mod cli;
+pub mod history;
+mod op;
+mod plot;
+mod raftkv;
+pub mod stats;
+pub mod verify;
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
+
+pub use cli::Cli;
+pub use cli::RunArgs;
+use history::Event;
+use history::HistoryWriter;
+use op::Op;
+use op::Outcome;
+use op::Reply;
+use raftkv::Cluster;
+use stats::Recorder;
+use stats::Report;
+use stats::VerifyReport;
+use tokio::sync::mpsc::UnboundedSender;
+use verify::Tracker;
+
+/// Runs hammer; the exit code says whether the run was sound.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let args = cli.run;
+    let report = load(&args).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    let lost = report
+        .verify
+        .as_ref()
+        .map_or(0, |v| v.lost_acknowledged_writes);
+    if lost > 0 {
+        eprintln!("error: {lost} acknowledged writes were lost");
+        return Ok(ExitCode::FAILURE);
+    }
+    if report.operations == 0 {
+        eprintln!("error: no operation succeeded");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A small, fast, seedable generator (xorshift64*): workload choices only.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn fraction(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// What every client shares.
+struct Shared {
+    args: RunArgs,
+    cluster: Cluster,
+    recorder: Mutex<Recorder>,
+    tracker: Option<Tracker>,
+    history: Option<UnboundedSender<Event>>,
+    start: Instant,
+    end: Instant,
+    /// Operations started, against `--ops`.
+    started: AtomicU64,
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs the load and builds the report.
+pub async fn load(args: &RunArgs) -> anyhow::Result<Report> {
+    let endpoints = raftkv_proto::client::parse_endpoints(&args.endpoints)?;
+    if args.read_ratio + args.cas_ratio > 1.0 {
+        anyhow::bail!("--read-ratio plus --cas-ratio must not exceed 1");
+    }
+    if let Some(rate) = args.rate {
+        if !(rate > 0.0 && rate.is_finite()) {
+            anyhow::bail!("--rate must be a positive number of operations per second");
+        }
+    }
+    if let Some(plot) = &args.plot {
+        if plot.extension().and_then(|e| e.to_str()) != Some("svg") {
+            anyhow::bail!(
+                "--plot writes SVG: name the file something.svg (got {})",
+                plot.display()
+            );
+        }
+    }
+    let cluster = Cluster::new(endpoints.clone(), args.timeout)?;
+    if cluster.leader().await.is_none() {
+        anyhow::bail!(
+            "no leader found among {}; is the cluster up?",
+            endpoints.join(",")
+        );
+    }
+    let history = args
+        .history
+        .as_deref()
+        .map(HistoryWriter::create)
+        .transpose()?;
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        args: args.clone(),
+        cluster,
+        recorder: Mutex::new(Recorder::default()),
+        tracker: args.verify.then(Tracker::default),
+        history: history.as_ref().map(HistoryWriter::sender),
+        start,
+        end: start + args.duration,
+        started: AtomicU64::new(0),
+    });
+    let progress = (std::io::stdout().is_terminal() && !args.json)
+        .then(|| tokio::spawn(show_progress(shared.clone())));
+    let clients: Vec<_> = (0..args.clients)
+        .map(|id| tokio::spawn(client(shared.clone(), id)))
+        .collect();
+    for client in clients {
+        client.await?;
+    }
+    let elapsed = start.elapsed();
+    if let Some(progress) = progress {
+        progress.abort();
+        eprint!("\r{:80}\r", "");
+    }
+    let mut report = shared
+        .recorder
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .report(elapsed, args.gap_threshold);
+    if let Some(tracker) = &shared.tracker {
+        report.verify = Some(verify_all(&shared, tracker).await);
+    }
+    drop(shared);
+    if let Some(history) = history {
+        history.finish().await?;
+    }
+    if let Some(plot) = &args.plot {
+        let title = format!(
+            "hammer: {} clients, {:.0} ops/s, longest write gap {:.0} ms",
+            args.clients, report.throughput, report.longest_write_gap_ms
+        );
+        plot::write_svg(&report, plot, &title)?;
+    }
+    Ok(report)
+}
+
+/// One line, rewritten each second: ops/s, p99, errors.
+async fn show_progress(shared: Arc<Shared>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let now = shared.start.elapsed();
+        let (total, rate, p99, errors) = shared
+            .recorder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .progress(now);
+        eprint!(
+            "\r[{:>4}s] {total} ops, {rate} ops/s, p99 {p99:.2} ms, errors {errors}   ",
+            now.as_secs()
+        );
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// One client: picks, schedules and runs operations until the run ends.
+async fn client(shared: Arc<Shared>, id: u64) {
+    let args = &shared.args;
+    let mut rng =
+        Rng(0x9e37_79b9_7f4a_7c15 ^ (id + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ nanos_now());
+    let interval = args
+        .rate
+        .map(|rate| Duration::from_secs_f64(args.clients as f64 / rate));
+    // Open loop: clients start evenly spread over one interval.
+    let mut next_at = shared.start
+        + interval.map_or(Duration::ZERO, |i| {
+            i.mul_f64(id as f64 / args.clients as f64)
+        });
+    // What this client last saw per key, to aim its compare-and-swaps.
+    let mut last_seen: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+    let op_budget = args.timeout * 5;
+    let mut sequence = 0u64;
+    loop {
+        let scheduled = match interval {
+            Some(interval) => {
+                tokio::time::sleep_until(next_at.into()).await;
+                let at = next_at;
+                next_at += interval;
+                at
+            }
+            None => Instant::now(),
+        };
+        if args.ops.is_none() && Instant::now() >= shared.end {
+            break;
+        }
+        if let Some(limit) = args.ops {
+            if shared.started.fetch_add(1, Ordering::Relaxed) >= limit {
+                break;
+            }
+        }
+        sequence += 1;
+        let key = format!("{}{:08}", args.key_prefix, rng.below(args.keys)).into_bytes();
+        let tag = format!("{id}-{sequence}");
+        let mut value = format!("{tag}:").into_bytes();
+        value.resize(args.value_size.max(value.len()), b'x');
+        let roll = rng.fraction();
+        let op = if roll < args.read_ratio {
+            Op::Get { key }
+        } else if roll < args.read_ratio + args.cas_ratio {
+            let expected = last_seen.get(&key).cloned().flatten();
+            Op::Cas {
+                key,
+                expected,
+                new_value: value,
+            }
+        } else {
+            Op::Put { key, value }
+        };
+
+        let invoke = Instant::now();
+        let outcome = shared
+            .cluster
+            .execute(&op, invoke + op_budget, |kind| {
+                shared
+                    .recorder
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retry(kind)
+            })
+            .await;
+        let complete = Instant::now();
+        record(
+            &shared, id, &op, &tag, &outcome, scheduled, invoke, complete,
+        );
+        match (&op, &outcome) {
+            (Op::Get { key }, Outcome::Ok(Reply::Read(found))) => {
+                last_seen.insert(key.clone(), found.clone());
+            }
+            (Op::Put { key, value }, Outcome::Ok(_)) => {
+                last_seen.insert(key.clone(), Some(value.clone()));
+            }
+            (
+                Op::Cas { key, new_value, .. },
+                Outcome::Ok(Reply::Swapped { succeeded, current }),
+            ) => {
+                last_seen.insert(
+                    key.clone(),
+                    if *succeeded {
+                        Some(new_value.clone())
+                    } else {
+                        current.clone()
+                    },
+                );
+            }
+            (op, Outcome::Unknown(_)) => {
+                last_seen.remove(op.key());
+            }
+            _ => {}
+        }
+    }
+}
+
+fn nanos_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Records one finished operation in the statistics, the verify tracker and the history.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    shared: &Shared,
+    client: u64,
+    op: &Op,
+    tag: &str,
+    outcome: &Outcome,
+    scheduled: Instant,
+    invoke: Instant,
+    complete: Instant,
+) {
+    let since_start = |t: Instant| t.saturating_duration_since(shared.start);
+    let wrote = matches!(
+        (op, outcome),
+        (Op::Put { .. }, Outcome::Ok(_))
+            | (
+                Op::Cas { .. },
+                Outcome::Ok(Reply::Swapped {
+                    succeeded: true,
+                    ..
+                })
+            )
+    );
+    {
+        let mut recorder = shared.recorder.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Outcome::Ok(_) => recorder.success(
+                op.kind(),
+                wrote,
+                complete - scheduled,
+                since_start(complete),
+            ),
+            Outcome::Fail(kind) => recorder.failure(kind, false, since_start(complete)),
+            Outcome::Unknown(kind) => recorder.failure(kind, true, since_start(complete)),
+        }
+    }
+    if let Some(tracker) = &shared.tracker {
+        let invoke_us = since_start(invoke).as_micros() as u64;
+        match outcome {
+            _ if wrote => tracker.acknowledged(
+                op.key(),
+                tag.to_string(),
+                invoke_us,
+                since_start(complete).as_micros() as u64,
+            ),
+            Outcome::Unknown(_) if op.is_write() => {
+                tracker.unknown(op.key(), tag.to_string(), invoke_us)
+            }
+            _ => {}
+        }
+    }
+    if let Some(history) = &shared.history {
+        let mut event = Event {
+            client,
+            kind: op.kind().to_string(),
+            key: text(op.key()),
+            value: None,
+            expected: None,
+            read: None,
+            succeeded: None,
+            invoke_ns: since_start(invoke).as_nanos() as u64,
+            complete_ns: since_start(complete).as_nanos() as u64,
+            outcome: match outcome {
+                Outcome::Ok(_) => "ok",
+                Outcome::Fail(_) => "fail",
+                Outcome::Unknown(_) => "unknown",
+            }
+            .to_string(),
+        };
+        match op {
+            Op::Put { value, .. } => event.value = Some(text(value)),
+            Op::Get { .. } => {}
+            Op::Cas {
+                expected,
+                new_value,
+                ..
+            } => {
+                event.value = Some(text(new_value));
+                event.expected = expected.as_deref().map(text);
+            }
+        }
+        match outcome {
+            Outcome::Ok(Reply::Read(found)) => event.read = found.as_deref().map(text),
+            Outcome::Ok(Reply::Swapped { succeeded, current }) => {
+                event.succeeded = Some(*succeeded);
+                event.read = current.as_deref().map(text);
+            }
+            _ => {}
+        }
+        let _ = history.send(event);
+    }
+}
+
+/// Reads back every written key (linearizable reads) and checks it.
+async fn verify_all(shared: &Shared, tracker: &Tracker) -> VerifyReport {
+    let keys = tracker.keys();
+    let mut lost = 0;
+    let mut examples = Vec::new();
+    for key in &keys {
+        let op = Op::Get { key: key.clone() };
+        let outcome = shared
+            .cluster
+            .execute(&op, Instant::now() + Duration::from_secs(30), |_| {})
+            .await;
+        let problem = match outcome {
+            Outcome::Ok(Reply::Read(stored)) => tracker.check(key, stored.as_deref()).err(),
+            other => Some(format!("{}: could not be read back ({other:?})", text(key))),
+        };
+        if let Some(problem) = problem {
+            lost += 1;
+            if examples.len() < 10 {
+                examples.push(problem);
+            }
+        }
+    }
+    VerifyReport {
+        keys_checked: keys.len() as u64,
+        lost_acknowledged_writes: lost,
+        examples,
+    }
+}
