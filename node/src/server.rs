@@ -12,6 +12,7 @@ use raftkv_proto::pb::admin_server::AdminServer;
 use raftkv_proto::pb::kv_server::KvServer;
 use raftkv_proto::pb::raft_server::RaftServer;
 use raftkv_proto::FILE_DESCRIPTOR_SET;
+use futures::TryStreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -121,8 +122,15 @@ pub async fn run(
         }
         tracing::info!("stopping");
     };
+    // The server's own `tcp_nodelay` applies only to listeners it binds: set it
+    // on every accepted connection, or small answers wait for delayed ACKs (~40 ms).
+    let incoming = TcpListenerStream::new(listener).map_ok(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::warn!(cause = %e, "cannot disable Nagle's algorithm on a connection");
+        }
+        stream
+    });
     let served = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(
             KvServer::new(KvService::new(node.clone()))
                 .max_decoding_message_size(max_message)
@@ -137,7 +145,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_requested)
+        .serve_with_incoming_shutdown(incoming, stop_requested)
         .await;
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(cause = %e, "raft did not shut down cleanly");

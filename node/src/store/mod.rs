@@ -35,6 +35,9 @@ pub fn open(dir: &Path, cache_bytes: u64) -> Result<(LogStore, StateMachineStore
     let db = sled::Config::new()
         .path(dir)
         .cache_capacity(cache_bytes)
+        // Favour write throughput over disk space: the log is purged after
+        // every snapshot anyway.
+        .mode(sled::Mode::HighThroughput)
         // sled also flushes on its own every 500 ms; raftkv's durability does not
         // depend on it, every acknowledged write is synced by `Disk::sync`.
         .flush_every_ms(Some(500))
