@@ -16,6 +16,9 @@ Commands:
              add the others as voters with raft-admin, wait until all are voters
   down       stop the nodes this script started (by their pid files)
   status     show each node's process and the cluster's status table
+  kill ID    kill -9 node ID (no chance to flush or say goodbye)
+  start ID   start node ID again from its data directory
+  leader     print the leader's id
 
 Options:
   --dir DIR         where node data, logs and pid files live (default ./data)
@@ -67,6 +70,37 @@ wait_until() {
   done
 }
 
+# start_node ID [FLAGS…]: starts node ID in the background, recording its pid and address.
+start_node() {
+  local i=$1; shift
+  local port=$((BASE_PORT + i - 1))
+  # shellcheck disable=SC2086
+  "$BIN/raftkv-node" --id "$i" --listen "127.0.0.1:$port" --data-dir "$DATA/node-$i" \
+    "$@" ${RAFTKV_NODE_FLAGS:-} >"$DATA/node-$i.out" 2>>"$DATA/node-$i.log" &
+  echo $! >"$DATA/node-$i.pid"
+  echo "127.0.0.1:$port" >"$DATA/node-$i.addr"
+}
+
+kill_node() {
+  local f="$DATA/node-$1.pid"
+  pid_alive "$f" || { echo "node $1 is not running" >&2; return 1; }
+  kill -KILL "$(cat "$f")"
+  wait "$(cat "$f")" 2>/dev/null || true
+  rm -f "$f"
+}
+
+restart_node() {
+  local f="$DATA/node-$1.pid"
+  [ -d "$DATA/node-$1" ] || { echo "node $1 has no data in $DATA" >&2; return 1; }
+  if pid_alive "$f"; then echo "node $1 is already running" >&2; return 1; fi
+  start_node "$1"
+  wait_until 30 "node $1 answers" "$BIN/raft-admin" "$(cat "$DATA/node-$1.addr")" --timeout 1s state
+}
+
+leader_id() {
+  "$BIN/raft-admin" --endpoints "$(addresses)" --timeout 2s leader | cut -d' ' -f1
+}
+
 up() {
   local n=${1:-3}
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "N must be a positive number, not '$n'" >&2; exit 2; }
@@ -78,13 +112,7 @@ up() {
   local fresh=1
   [ -d "$DATA/node-1" ] && fresh=0
   for i in $(seq 1 "$n"); do
-    local port=$((BASE_PORT + i - 1)) extra=()
-    [ "$i" = 1 ] && extra=(--bootstrap)
-    # shellcheck disable=SC2086
-    "$BIN/raftkv-node" --id "$i" --listen "127.0.0.1:$port" --data-dir "$DATA/node-$i" \
-      "${extra[@]}" ${RAFTKV_NODE_FLAGS:-} >"$DATA/node-$i.out" 2>"$DATA/node-$i.log" &
-    echo $! >"$DATA/node-$i.pid"
-    echo "127.0.0.1:$port" >"$DATA/node-$i.addr"
+    if [ "$i" = 1 ]; then start_node 1 --bootstrap; else start_node "$i"; fi
   done
   local first="127.0.0.1:$BASE_PORT"
   wait_until 30 "node 1 answers" "$BIN/raft-admin" "$first" --timeout 1s state
@@ -131,5 +159,8 @@ case "$command" in
   up) up "$@" ;;
   down) down ;;
   status) status ;;
+  kill) [ $# -eq 1 ] || { echo "kill needs a node id" >&2; exit 2; }; kill_node "$1" ;;
+  start) [ $# -eq 1 ] || { echo "start needs a node id" >&2; exit 2; }; restart_node "$1" ;;
+  leader) leader_id ;;
   *) echo "unknown command '$command'" >&2; usage >&2; exit 2 ;;
 esac

@@ -6,13 +6,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use raftkv_proto::pb;
 use raftkv_proto::pb::admin_client::AdminClient;
 use raftkv_proto::pb::admin_server::AdminServer;
 use raftkv_proto::pb::kv_server::KvServer;
 use raftkv_proto::pb::raft_server::RaftServer;
 use raftkv_proto::FILE_DESCRIPTOR_SET;
-use futures::TryStreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;

@@ -1,0 +1,6 @@
+//! Integration tests of hammer against real raftkv clusters: each node is a
+//! separate process (this test binary re-executed as a node, see
+//! `support::node_process`), so a node can be killed with SIGKILL.
+
+mod support;
+mod test_load;

@@ -1,0 +1,277 @@
+//! Real node processes for tests, without depending on the node binary being
+//! built: the test executable re-runs itself with `RAFTKV_TEST_NODE_ARGS`
+//! set, and the ignored test [`node_process`] turns that process into a node.
+
+use std::io::BufRead;
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+use clap::Parser;
+use raftkv_node::NodeConfig;
+use raftkv_proto::pb;
+use raftkv_proto::pb::admin_client::AdminClient;
+use tempfile::TempDir;
+
+/// How long an awaited condition may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+const NODE_ARGS: &str = "RAFTKV_TEST_NODE_ARGS";
+
+/// Not a test: the entry point of a node process started by [`TestNode`].
+/// It runs only when asked for explicitly (`--ignored --exact`).
+#[test]
+#[ignore = "entry point of node processes started by the tests"]
+fn node_process() {
+    let Ok(args) = std::env::var(NODE_ARGS) else {
+        return;
+    };
+    let config = NodeConfig::parse_from(std::iter::once("raftkv-node").chain(args.split('\u{1f}')));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .expect("bind");
+        println!(
+            "raftkv-node {} listening on {}",
+            config.id,
+            listener.local_addr().expect("address")
+        );
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        raftkv_node::run(listener, config, shutdown)
+            .await
+            .expect("node");
+    });
+    std::process::exit(0);
+}
+
+/// A node process.
+pub struct TestNode {
+    pub id: u64,
+    pub address: String,
+    data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    pub fn start(dir: &TempDir, id: u64, extra: &[&str]) -> TestNode {
+        let data_dir = dir.path().join(format!("node-{id}"));
+        let mut node = TestNode {
+            id,
+            address: String::new(),
+            data_dir,
+            child: None,
+        };
+        node.spawn("127.0.0.1:0", extra);
+        node
+    }
+
+    fn spawn(&mut self, listen: &str, extra: &[&str]) {
+        let mut args = vec![
+            "--id".to_string(),
+            self.id.to_string(),
+            "--listen".into(),
+            listen.into(),
+        ];
+        args.push("--data-dir".into());
+        args.push(self.data_dir.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut child = Command::new(std::env::current_exe().expect("test executable"))
+            .args([
+                "--ignored",
+                "--exact",
+                "support::node_process",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(NODE_ARGS, args.join("\u{1f}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start node process");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let address = loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("listening on") => {
+                    break line.rsplit(' ').next().unwrap_or_default().to_string()
+                }
+                Some(Ok(_)) => continue,
+                _ => panic!("node {} did not start", self.id),
+            }
+        };
+        self.address = address;
+        self.child = Some(child);
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        let address = self.address.clone();
+        self.spawn(&address, &[]);
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub async fn admin(&self) -> Option<AdminClient<tonic::transport::Channel>> {
+        AdminClient::connect(format!("http://{}", self.address))
+            .await
+            .ok()
+    }
+
+    pub async fn status(&self) -> Option<pb::NodeStatus> {
+        Some(
+            self.admin()
+                .await?
+                .status(pb::Empty {})
+                .await
+                .ok()?
+                .into_inner(),
+        )
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing after `PATIENCE`.
+pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    let mut ticks = tokio::time::interval(Duration::from_millis(25));
+    loop {
+        ticks.tick().await;
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {PATIENCE:?} waiting until {what}"
+        );
+    }
+}
+
+/// A cluster of node processes in one temporary directory.
+pub struct Cluster {
+    pub dir: TempDir,
+    pub nodes: Vec<TestNode>,
+}
+
+impl Cluster {
+    /// `size` voters: node 1 bootstraps, the others join through the admin API.
+    pub async fn start(size: u64) -> Cluster {
+        let dir = TempDir::new().expect("temp dir");
+        let mut nodes = vec![TestNode::start(&dir, 1, &["--bootstrap"])];
+        let mut cluster = Cluster {
+            dir,
+            nodes: Vec::new(),
+        };
+        cluster.nodes.append(&mut nodes);
+        cluster.wait_for_leader().await;
+        for id in 2..=size {
+            let node = TestNode::start(&cluster.dir, id, &[]);
+            let request = pb::AddNodeRequest {
+                node_id: id,
+                address: node.address.clone(),
+                previous_index: 0,
+            };
+            cluster.nodes.push(node);
+            let mut admin = cluster.nodes[0].admin().await.expect("admin of node 1");
+            admin.add_voter(request).await.expect("add voter");
+        }
+        cluster
+    }
+
+    /// host:port,host:port,…
+    pub fn endpoints(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.address.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut TestNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .expect("no such node")
+    }
+
+    /// Waits until a running node reports itself leader; returns its id.
+    pub async fn wait_for_leader(&self) -> u64 {
+        let running: Vec<&TestNode> = self.nodes.iter().filter(|n| n.is_running()).collect();
+        wait_for("a leader is elected", || {
+            let running = running.clone();
+            async move {
+                for node in running {
+                    let Some(status) = node.status().await else {
+                        continue;
+                    };
+                    if status.role == pb::Role::Leader as i32 && status.leader_id == node.id {
+                        return Some(node.id);
+                    }
+                }
+                None
+            }
+        })
+        .await
+    }
+
+    /// Waits until node `id` has applied more than `index` entries.
+    pub async fn wait_applied_beyond(&self, id: u64, index: u64) -> u64 {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("no such node");
+        wait_for(
+            &format!("node {id} applies beyond index {index}"),
+            || async move {
+                let applied = node.status().await?.applied_index?;
+                (applied > index).then_some(applied)
+            },
+        )
+        .await
+    }
+}
+
+impl Cluster {
+    /// Node `id`'s applied index (0 if none).
+    pub async fn node_status_applied(&self, id: u64) -> u64 {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("no such node");
+        node.status()
+            .await
+            .and_then(|s| s.applied_index)
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,194 @@
+//! hammer against real 3-node clusters: reports, verification, history, and
+//! runs through a leadership transfer and a leader crash.
+
+use std::path::Path;
+
+use clap::Parser;
+use hammer::history;
+use raftkv_proto::pb;
+
+use crate::support::Cluster;
+
+/// Runs the hammer binary; returns its exit code and stdout.
+async fn hammer_binary(args: Vec<String>) -> (i32, String, String) {
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hammer"))
+            .args(&args)
+            .output()
+            .expect("run hammer")
+    })
+    .await
+    .expect("join");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn args(list: &[&str]) -> hammer::RunArgs {
+    hammer::Cli::parse_from(std::iter::once("hammer").chain(list.iter().copied())).run
+}
+
+fn count_outcomes(path: &Path) -> (u64, u64, u64) {
+    let events = history::read(path).expect("history parses");
+    let count = |outcome: &str| events.iter().filter(|e| e.outcome == outcome).count() as u64;
+    (count("ok"), count("fail"), count("unknown"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_reports_throughput_and_loses_nothing() {
+    let cluster = Cluster::start(3).await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let history_file = dir.path().join("history.jsonl");
+    let plot = dir.path().join("run.svg");
+    let (code, stdout, stderr) = hammer_binary(
+        [
+            "--endpoints",
+            &cluster.endpoints(),
+            "--duration",
+            "2s",
+            "--clients",
+            "8",
+            "--keys",
+            "50",
+            "--read-ratio",
+            "0.3",
+            "--cas-ratio",
+            "0.2",
+            "--verify",
+            "--json",
+            "--history",
+            history_file.to_str().expect("path"),
+            "--plot",
+            plot.to_str().expect("path"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    assert_eq!(code, 0, "hammer failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("--json output parses");
+    assert!(report["throughput"].as_f64().expect("throughput") > 0.0);
+    for kind in ["put", "get", "cas"] {
+        assert!(
+            report["by_kind"][kind]["count"].as_u64().unwrap_or(0) > 0,
+            "no {kind}: {report}"
+        );
+        assert!(report["by_kind"][kind]["p99_ms"].as_f64().is_some());
+    }
+    assert_eq!(report["verify"]["lost_acknowledged_writes"], 0);
+    assert!(report["verify"]["keys_checked"].as_u64().expect("keys") > 0);
+    assert!(!report["timeline"].as_array().expect("timeline").is_empty());
+
+    let (ok, fail, unknown) = count_outcomes(&history_file);
+    let errors: u64 = report["errors"]
+        .as_object()
+        .expect("errors")
+        .values()
+        .map(|v| v.as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        ok,
+        report["operations"].as_u64().expect("operations"),
+        "history ok lines vs operations"
+    );
+    assert_eq!(fail + unknown, errors, "history failures vs errors");
+    assert_eq!(
+        unknown,
+        report["unknown_outcomes"].as_u64().expect("unknown")
+    );
+    let svg = std::fs::read_to_string(&plot).expect("plot written");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("polyline"),
+        "not an SVG chart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_through_a_leadership_transfer_loses_nothing_and_reports_the_gap() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let applied = cluster.node_status_applied(leader).await;
+    let run = args(&[
+        "--endpoints",
+        &cluster.endpoints(),
+        "--duration",
+        "4s",
+        "--clients",
+        "8",
+        "--verify",
+    ]);
+    let load = tokio::spawn(async move { hammer::load(&run).await });
+    // Transfer once the load is flowing.
+    cluster.wait_applied_beyond(leader, applied + 200).await;
+    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let moved = admin
+        .transfer_leader(pb::TransferLeaderRequest {
+            node_id: 0,
+            timeout_ms: 10_000,
+        })
+        .await
+        .expect("transfer")
+        .into_inner();
+    assert_ne!(moved.leader_id, leader);
+    let report = load.await.expect("join").expect("hammer run");
+    let verify = report.verify.as_ref().expect("verify ran");
+    assert_eq!(verify.lost_acknowledged_writes, 0, "{:?}", verify.examples);
+    assert!(report.longest_write_gap_ms > 0.0);
+    let after = report
+        .timeline
+        .iter()
+        .rev()
+        .skip(1)
+        .take(1)
+        .map(|p| p.writes)
+        .sum::<u64>();
+    assert!(
+        after > 0,
+        "no writes after the transfer: {:?}",
+        report.timeline
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_mid_run_records_unknown_outcomes_and_loses_nothing() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let applied = cluster.node_status_applied(leader).await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let history_file = dir.path().join("history.jsonl");
+    let run = args(&[
+        "--endpoints",
+        &cluster.endpoints(),
+        "--duration",
+        "5s",
+        "--clients",
+        "16",
+        "--verify",
+        "--history",
+        history_file.to_str().expect("path"),
+    ]);
+    let load = tokio::spawn(async move { hammer::load(&run).await });
+    cluster.wait_applied_beyond(leader, applied + 300).await;
+    cluster.node(leader).kill();
+    let report = load.await.expect("join").expect("hammer run");
+    let verify = report.verify.as_ref().expect("verify ran");
+    assert_eq!(verify.lost_acknowledged_writes, 0, "{:?}", verify.examples);
+    // Writes in flight when the leader died have an unknown outcome: recorded
+    // as such in the report and the history, never retried as failures.
+    let (ok, _, unknown) = count_outcomes(&history_file);
+    assert!(
+        report.unknown_outcomes > 0,
+        "no write was in flight? errors: {:?}",
+        report.errors
+    );
+    assert_eq!(unknown, report.unknown_outcomes);
+    assert_eq!(ok, report.operations);
+    assert!(
+        report.longest_write_gap_ms >= 100.0,
+        "a failover cannot be that fast: {}",
+        report.longest_write_gap_ms
+    );
+}
