@@ -104,14 +104,6 @@ impl NodeConfig {
         openraft::Config {
             cluster_name: "raftkv".to_string(),
             heartbeat_interval: self.heartbeat_ms,
-            // Under load, replication already proves liveness: skip heartbeats
-            // to followers that heard from the leader within one interval.
-            heartbeat_min_interval: Some(
-                self.heartbeat_ms.min(
-                    self.election_timeout_min_ms
-                        .saturating_sub(self.heartbeat_ms * 13 / 64 + self.heartbeat_ms + 1),
-                ),
-            ),
             election_timeout_min: self.election_timeout_min_ms,
             election_timeout_max: self.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_after.max(1)),
