@@ -213,7 +213,7 @@ impl Cluster {
                 last_retry = "no_leader";
                 on_retry(last_retry);
                 tokio::time::sleep(pause.min(remaining)).await;
-                pause = (pause * 2).min(Duration::from_millis(200));
+                pause = (pause * 2).min(Duration::from_millis(50));
                 continue;
             };
             match self
@@ -235,7 +235,7 @@ impl Cluster {
                         None => {
                             self.forget_leader(&leader);
                             tokio::time::sleep(pause.min(remaining)).await;
-                            pause = (pause * 2).min(Duration::from_millis(200));
+                            pause = (pause * 2).min(Duration::from_millis(50));
                         }
                     }
                 }
