@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use clap::Args;
 use clap::Parser;
+use clap::Subcommand;
 
 /// Load a raftkv cluster: throughput, latency, errors and the cost of failovers.
 #[derive(Debug, Parser)]
 #[command(
     name = "hammer",
     version,
+    args_conflicts_with_subcommands = true,
     after_help = "Examples:\n  \
         hammer --endpoints 127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053 --duration 30s\n  \
         hammer --endpoints multi:///127.0.0.1:50051 --clients 64 --read-ratio 0.5 --verify --plot run.svg"
@@ -18,6 +20,27 @@ use clap::Parser;
 pub struct Cli {
     #[command(flatten)]
     pub run: RunArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands besides the default load run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check that a --history file is linearizable (exit 0 only if it is).
+    Check {
+        /// The history file (JSON lines) written by `hammer --history`.
+        file: PathBuf,
+        /// Give up (verdict "unknown") after this long.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        time_limit: Duration,
+        /// Give up (verdict "unknown") after visiting this many search states.
+        #[arg(long, default_value_t = 10_000_000)]
+        state_limit: u64,
+        /// Print the verdict as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What a load run does.

@@ -7,6 +7,7 @@
 //! connection lost after sending, a leader change after proposing) is
 //! recorded as unknown and the client moves on with a fresh value.
 
+pub mod check;
 mod cli;
 pub mod history;
 mod op;
@@ -42,6 +43,22 @@ use verify::Tracker;
 
 /// Runs hammer; the exit code says whether the run was sound.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(cli::Command::Check {
+        file,
+        time_limit,
+        state_limit,
+        json,
+    }) = cli.command
+    {
+        return run_check(
+            &file,
+            check::Limits {
+                time: time_limit,
+                states: state_limit,
+            },
+            json,
+        );
+    }
     let args = cli.run;
     let report = load(&args).await?;
     if args.json {
@@ -62,6 +79,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `hammer check FILE`: exit 0 only for a linearizable history.
+fn run_check(
+    file: &std::path::Path,
+    limits: check::Limits,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let events = history::read(file)?;
+    let verdict = check::check(&events, limits);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&verdict)?);
+    } else {
+        match &verdict {
+            check::Verdict::Linearizable { keys, operations } => {
+                println!("linearizable ({operations} operations on {keys} keys)")
+            }
+            check::Verdict::NotLinearizable { key, operations } => {
+                println!("operations on key {key:?} that have no legal order:");
+                for op in operations {
+                    println!("  {}", serde_json::to_string(op)?);
+                }
+                println!("NOT linearizable: key {key:?}");
+            }
+            check::Verdict::Unknown { reason } => println!("unknown: {reason}"),
+        }
+    }
+    Ok(if matches!(verdict, check::Verdict::Linearizable { .. }) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// A small, fast, seedable generator (xorshift64*): workload choices only.

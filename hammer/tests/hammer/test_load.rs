@@ -99,6 +99,16 @@ async fn a_short_run_reports_throughput_and_loses_nothing() {
         unknown,
         report["unknown_outcomes"].as_u64().expect("unknown")
     );
+    let (code, verdict, _) = hammer_binary(vec![
+        "check".into(),
+        history_file.display().to_string(),
+        "--json".into(),
+    ])
+    .await;
+    assert_eq!(code, 0, "history not linearizable: {verdict}");
+    let verdict: serde_json::Value = serde_json::from_str(&verdict).expect("verdict JSON");
+    assert_eq!(verdict["verdict"], "linearizable");
+    assert_eq!(verdict["operations"], ok + unknown);
     let svg = std::fs::read_to_string(&plot).expect("plot written");
     assert!(
         svg.starts_with("<svg") && svg.contains("polyline"),
