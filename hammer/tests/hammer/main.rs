@@ -3,4 +3,5 @@
 //! `support::node_process`), so a node can be killed with SIGKILL.
 
 mod support;
+mod test_faults;
 mod test_load;

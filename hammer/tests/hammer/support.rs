@@ -275,3 +275,94 @@ impl Cluster {
             .unwrap_or(0)
     }
 }
+
+impl TestNode {
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` (e.g. "STOP", "CONT") to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("node is running");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+}
+
+impl Cluster {
+    /// Waits (at most `limit`) until a running node other than `not` leads; returns it.
+    pub async fn leader_within(&self, limit: Duration, not: Option<u64>) -> u64 {
+        let started = Instant::now();
+        let running: Vec<&TestNode> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running() && Some(n.id) != not)
+            .collect();
+        loop {
+            for node in &running {
+                if let Some(status) = node.status().await {
+                    if status.role == pb::Role::Leader as i32 && status.leader_id == node.id {
+                        return node.id;
+                    }
+                }
+            }
+            assert!(
+                started.elapsed() < limit,
+                "no leader within {limit:?} after the fault healed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until every running node has applied the same index, then
+    /// asserts that their key-value states are identical.
+    pub async fn assert_replicas_identical(&self) {
+        let running: Vec<&TestNode> = self.nodes.iter().filter(|n| n.is_running()).collect();
+        let leader = self.wait_for_leader().await;
+        let leader_node = self.nodes.iter().find(|n| n.id == leader).expect("leader");
+        let index = leader_node
+            .admin()
+            .await
+            .expect("admin")
+            .barrier(pb::Empty {})
+            .await
+            .expect("barrier")
+            .into_inner()
+            .index;
+        let mut digests = Vec::new();
+        for node in running {
+            wait_for(
+                &format!("node {} applies index {index}", node.id),
+                || async move { (node.status().await?.applied_index? >= index).then_some(()) },
+            )
+            .await;
+            let digest = wait_for(
+                &format!("node {} digest at a stable index", node.id),
+                || async move {
+                    let digest = node
+                        .admin()
+                        .await?
+                        .state_digest(pb::Empty {})
+                        .await
+                        .ok()?
+                        .into_inner();
+                    (digest.applied_index? >= index).then_some(digest)
+                },
+            )
+            .await;
+            digests.push((node.id, digest.digest, digest.key_count));
+        }
+        let first = digests[0];
+        for d in &digests {
+            assert_eq!(
+                (d.1, d.2),
+                (first.1, first.2),
+                "replicas differ: {digests:?}"
+            );
+        }
+    }
+}
