@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -65,9 +66,20 @@ pub fn endpoint(address: &str) -> Result<Endpoint, String> {
 #[derive(Clone, Default)]
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Source address of outgoing connections (the node's own listen
+    /// address when it names one), so peers and firewalls see who is talking.
+    local_ip: Option<IpAddr>,
 }
 
 impl PeerChannels {
+    /// Channels whose connections leave from `local_ip` (`None`: the system's choice).
+    pub fn new(local_ip: Option<IpAddr>) -> PeerChannels {
+        PeerChannels {
+            channels: Arc::default(),
+            local_ip,
+        }
+    }
+
     /// The channel to `address`, created on first use (no I/O happens here).
     pub fn get(&self, address: &str) -> Result<Channel, String> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
@@ -77,6 +89,7 @@ impl PeerChannels {
         let channel = endpoint(address)?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
+            .local_address(self.local_ip)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .connect_lazy();

@@ -75,7 +75,8 @@ pub async fn run(
             .map_err(|e| RunError::Raft(e.to_string()))??;
     let kv = state_machine.reader();
 
-    let peers = PeerChannels::default();
+    let local_ip = (!bound.ip().is_unspecified()).then(|| bound.ip());
+    let peers = PeerChannels::new(local_ip);
     let network = Network::new(peers.clone(), config.max_message_bytes());
     let raft = Raft::new(config.id, raft_config, network, log_store, state_machine)
         .await

@@ -180,17 +180,25 @@ impl ClusterClient {
             });
         }
         let mut details = Vec::new();
-        let mut hint = None;
+        let mut hint: Option<(u64, String)> = None;
+        // A deposed leader cut off from the others may still believe it leads:
+        // of several claims, the highest term wins.
+        let mut claim: Option<(u64, String)> = None;
         for (address, answer) in futures::future::join_all(asks).await {
             match answer {
                 Ok(Ok(status)) => {
                     let status = status.into_inner();
                     if status.role == pb::Role::Leader as i32 && status.leader_id == status.id {
-                        self.leader = Some(address.clone());
-                        return Ok(address);
+                        if claim.as_ref().is_none_or(|(term, _)| status.term > *term) {
+                            claim = Some((status.term, address.clone()));
+                        }
+                        continue;
                     }
-                    if status.leader_id != 0 && !status.leader_address.is_empty() {
-                        hint = Some(status.leader_address.clone());
+                    if status.leader_id != 0
+                        && !status.leader_address.is_empty()
+                        && hint.as_ref().is_none_or(|(term, _)| status.term > *term)
+                    {
+                        hint = Some((status.term, status.leader_address.clone()));
                     }
                     details.push(format!("{address} is a {}", role_name(status.role)));
                 }
@@ -198,7 +206,12 @@ impl ClusterClient {
                 Err(_) => details.push(format!("{address}: no answer within {:?}", self.timeout)),
             }
         }
-        if let Some(address) = hint {
+        let best = match (claim, hint) {
+            (Some(claim), Some(hint)) if hint.0 > claim.0 => Some(hint.1),
+            (Some(claim), _) => Some(claim.1),
+            (None, hint) => hint.map(|h| h.1),
+        };
+        if let Some(address) = best {
             self.leader = Some(address.clone());
             return Ok(address);
         }

@@ -5,3 +5,4 @@
 mod support;
 mod test_faults;
 mod test_load;
+mod test_partition;

@@ -65,6 +65,11 @@ pub struct TestNode {
 
 impl TestNode {
     pub fn start(dir: &TempDir, id: u64, extra: &[&str]) -> TestNode {
+        TestNode::start_at(dir, id, "127.0.0.1:0", extra)
+    }
+
+    /// Starts node `id` listening on `listen` (and connecting out from its IP).
+    pub fn start_at(dir: &TempDir, id: u64, listen: &str, extra: &[&str]) -> TestNode {
         let data_dir = dir.path().join(format!("node-{id}"));
         let mut node = TestNode {
             id,
@@ -72,7 +77,7 @@ impl TestNode {
             data_dir,
             child: None,
         };
-        node.spawn("127.0.0.1:0", extra);
+        node.spawn(listen, extra);
         node
     }
 

@@ -18,16 +18,16 @@ use crate::support::Cluster;
 use crate::support::TestNode;
 
 /// Bound on re-election after a healed fault (the requirement, not a benchmark).
-const LEADER_BACK: Duration = Duration::from_secs(5);
+pub const LEADER_BACK: Duration = Duration::from_secs(5);
 
-struct Load {
+pub struct Load {
     task: JoinHandle<anyhow::Result<Report>>,
     history: PathBuf,
     _dir: TempDir,
 }
 
 /// Starts hammer against `cluster` for `seconds`, recording a history.
-fn start_load(cluster: &Cluster, seconds: u64, extra: &[&str]) -> Load {
+pub fn start_load(cluster: &Cluster, seconds: u64, extra: &[&str]) -> Load {
     let dir = TempDir::new().expect("temp dir");
     let history = dir.path().join("history.jsonl");
     let duration = format!("{seconds}s");
@@ -61,7 +61,7 @@ fn start_load(cluster: &Cluster, seconds: u64, extra: &[&str]) -> Load {
 }
 
 /// Waits for the load to end and checks everything that must hold.
-async fn finish(load: Load, cluster: &Cluster) -> Report {
+pub async fn finish(load: Load, cluster: &Cluster) -> Report {
     let report = load.task.await.expect("join").expect("hammer run");
     let verify = report.verify.as_ref().expect("verify ran");
     assert_eq!(

@@ -1,0 +1,192 @@
+//! A network partition under load: the leader is cut off from the other two
+//! voters with nft rules, inside a network namespace this test creates (so no
+//! rule ever touches the host's own network), then the partition heals.
+//!
+//! Needs root, `ip` and `nft`; without them the test says it was skipped and why.
+
+use std::process::Command;
+use std::process::Stdio;
+
+use tempfile::TempDir;
+
+use crate::support::Cluster;
+use crate::support::TestNode;
+use crate::test_faults::finish;
+use crate::test_faults::start_load;
+use crate::test_faults::LEADER_BACK;
+
+const DRIVER: &str = "RAFTKV_TEST_PARTITION_DRIVER";
+const TABLE: &str = "raftkv_partition";
+
+fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn run(program: &str, args: &[&str]) {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Why the scenario cannot run here, if it cannot.
+fn missing_prerequisites() -> Option<String> {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if uid.as_deref() != Some("0") {
+        return Some("network namespaces and nft rules need root".into());
+    }
+    if !succeeds("nft", &["--version"]) {
+        return Some("the nft command is not installed (Debian package nftables)".into());
+    }
+    if !succeeds("ip", &["netns", "list"]) {
+        return Some("`ip netns` is not available (Debian package iproute2)".into());
+    }
+    None
+}
+
+/// Deletes the namespace however the test ends.
+struct Namespace(String);
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolate_the_leader_then_heal() {
+    if let Some(reason) = missing_prerequisites() {
+        println!("SKIPPED isolate_the_leader_then_heal: {reason}");
+        eprintln!("SKIPPED isolate_the_leader_then_heal: {reason}");
+        return;
+    }
+    let namespace = Namespace(format!("raftkv-test-{}", std::process::id()));
+    run("ip", &["netns", "add", &namespace.0]);
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &namespace.0,
+            "ip",
+            "link",
+            "set",
+            "lo",
+            "up",
+        ],
+    );
+    let exe = std::env::current_exe().expect("test executable");
+    let ns = namespace.0.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "test_partition::partition_driver",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(DRIVER, "1")
+            .output()
+            .expect("run the scenario in the namespace")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the partition scenario failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The scenario itself, run inside the namespace by `isolate_the_leader_then_heal`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the network namespace created by isolate_the_leader_then_heal"]
+async fn partition_driver() {
+    assert!(
+        std::env::var(DRIVER).is_ok(),
+        "run through isolate_the_leader_then_heal"
+    );
+    // Nodes on 127.0.0.2-4, each connecting out from its own address; the
+    // load comes from 127.0.0.1, which no rule touches.
+    let ip = |id: u64| format!("127.0.0.{}", id + 1);
+    let dir = TempDir::new().expect("temp dir");
+    let mut cluster = Cluster {
+        dir,
+        nodes: Vec::new(),
+    };
+    cluster.nodes.push(TestNode::start_at(
+        &cluster.dir,
+        1,
+        &format!("{}:0", ip(1)),
+        &["--bootstrap"],
+    ));
+    cluster.wait_for_leader().await;
+    for id in 2..=3 {
+        let node = TestNode::start_at(&cluster.dir, id, &format!("{}:0", ip(id)), &[]);
+        let request = raftkv_proto::pb::AddNodeRequest {
+            node_id: id,
+            address: node.address.clone(),
+            previous_index: 0,
+        };
+        cluster.nodes.push(node);
+        cluster.nodes[0]
+            .admin()
+            .await
+            .expect("admin")
+            .add_voter(request)
+            .await
+            .expect("add voter");
+    }
+
+    let load = start_load(&cluster, 8, &["--timeout", "1s"]);
+    let leader = cluster.wait_for_leader().await;
+    let applied = cluster.node_status_applied(leader).await;
+    cluster.wait_applied_beyond(leader, applied + 200).await;
+
+    run("nft", &["add", "table", "inet", TABLE]);
+    run(
+        "nft",
+        &[
+            "add", "chain", "inet", TABLE, "out", "{", "type", "filter", "hook", "output",
+            "priority", "0", ";", "}",
+        ],
+    );
+    for other in (1..=3).filter(|id| *id != leader) {
+        for (from, to) in [(ip(leader), ip(other)), (ip(other), ip(leader))] {
+            run(
+                "nft",
+                &[
+                    "add", "rule", "inet", TABLE, "out", "ip", "saddr", &from, "ip", "daddr", &to,
+                    "drop",
+                ],
+            );
+        }
+    }
+    let new_leader = cluster.leader_within(LEADER_BACK, Some(leader)).await;
+    let applied = cluster.node_status_applied(new_leader).await;
+    cluster.wait_applied_beyond(new_leader, applied + 100).await;
+
+    run("nft", &["delete", "table", "inet", TABLE]);
+    cluster.leader_within(LEADER_BACK, None).await;
+    let report = finish(load, &cluster).await;
+    assert!(report.longest_write_gap_ms > 0.0);
+}
