@@ -96,8 +96,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "hammer/")]
     pub key_prefix: String,
 
-    /// What to load.
-    #[arg(long, default_value = "raftkv", value_parser = ["raftkv"])]
+    /// What to load: a raftkv cluster, or etcd (v3 KV over gRPC) to compare with.
+    #[arg(long, default_value = "raftkv", value_parser = ["raftkv", "etcd"])]
     pub target: String,
 
     /// At the end, read back every key and count acknowledged writes that were lost.

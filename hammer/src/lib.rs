@@ -9,6 +9,7 @@
 
 pub mod check;
 mod cli;
+mod etcd;
 pub mod history;
 mod op;
 mod plot;
@@ -133,10 +134,31 @@ impl Rng {
     }
 }
 
+/// The system under load.
+enum Target {
+    Raftkv(Cluster),
+    Etcd(etcd::Etcd),
+}
+
+impl Target {
+    async fn execute(
+        &self,
+        client: u64,
+        op: &Op,
+        deadline: Instant,
+        on_retry: impl FnMut(&'static str),
+    ) -> Outcome {
+        match self {
+            Target::Raftkv(cluster) => cluster.execute(op, deadline, on_retry).await,
+            Target::Etcd(etcd) => etcd.execute(client, op, deadline, on_retry).await,
+        }
+    }
+}
+
 /// What every client shares.
 struct Shared {
     args: RunArgs,
-    cluster: Cluster,
+    target: Target,
     recorder: Mutex<Recorder>,
     tracker: Option<Tracker>,
     history: Option<UnboundedSender<Event>>,
@@ -169,13 +191,25 @@ pub async fn load(args: &RunArgs) -> anyhow::Result<Report> {
             );
         }
     }
-    let cluster = Cluster::new(endpoints.clone(), args.timeout)?;
-    if cluster.leader().await.is_none() {
-        anyhow::bail!(
-            "no leader found among {}; is the cluster up?",
-            endpoints.join(",")
-        );
-    }
+    let target = if args.target == "etcd" {
+        if args.cas_ratio > 0.0 {
+            anyhow::bail!("--cas-ratio is not supported with --target etcd");
+        }
+        let etcd = etcd::Etcd::new(&endpoints, args.timeout)?;
+        if !etcd.reachable().await {
+            anyhow::bail!("no etcd member answers at {}", endpoints.join(","));
+        }
+        Target::Etcd(etcd)
+    } else {
+        let cluster = Cluster::new(endpoints.clone(), args.timeout)?;
+        if cluster.leader().await.is_none() {
+            anyhow::bail!(
+                "no leader found among {}; is the cluster up?",
+                endpoints.join(",")
+            );
+        }
+        Target::Raftkv(cluster)
+    };
     let history = args
         .history
         .as_deref()
@@ -184,7 +218,7 @@ pub async fn load(args: &RunArgs) -> anyhow::Result<Report> {
     let start = Instant::now();
     let shared = Arc::new(Shared {
         args: args.clone(),
-        cluster,
+        target,
         recorder: Mutex::new(Recorder::default()),
         tracker: args.verify.then(Tracker::default),
         history: history.as_ref().map(HistoryWriter::sender),
@@ -303,8 +337,8 @@ async fn client(shared: Arc<Shared>, id: u64) {
 
         let invoke = Instant::now();
         let outcome = shared
-            .cluster
-            .execute(&op, invoke + op_budget, |kind| {
+            .target
+            .execute(id, &op, invoke + op_budget, |kind| {
                 shared
                     .recorder
                     .lock()
@@ -452,8 +486,8 @@ async fn verify_all(shared: &Shared, tracker: &Tracker) -> VerifyReport {
     for key in &keys {
         let op = Op::Get { key: key.clone() };
         let outcome = shared
-            .cluster
-            .execute(&op, Instant::now() + Duration::from_secs(30), |_| {})
+            .target
+            .execute(0, &op, Instant::now() + Duration::from_secs(30), |_| {})
             .await;
         let problem = match outcome {
             Outcome::Ok(Reply::Read(stored)) => tracker.check(key, stored.as_deref()).err(),
