@@ -136,7 +136,7 @@ impl Rng {
 
 /// The system under load.
 enum Target {
-    Raftkv(Cluster),
+    Raftkv(Box<Cluster>),
     Etcd(etcd::Etcd),
 }
 
@@ -208,7 +208,7 @@ pub async fn load(args: &RunArgs) -> anyhow::Result<Report> {
                 endpoints.join(",")
             );
         }
-        Target::Raftkv(cluster)
+        Target::Raftkv(Box::new(cluster))
     };
     let history = args
         .history
