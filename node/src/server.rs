@@ -56,6 +56,7 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
+    crate::failpoint::arm_from_env();
     let bound = listener
         .local_addr()
         .map_err(|e| RunError::Config(e.to_string()))?;

@@ -6,3 +6,4 @@ mod support;
 mod test_faults;
 mod test_load;
 mod test_partition;
+mod test_storage_faults;

@@ -68,6 +68,40 @@ impl TestNode {
         TestNode::start_at(dir, id, "127.0.0.1:0", extra)
     }
 
+    /// Starts node `id` with crash points armed (`FAILPOINTS`) for this run only.
+    pub fn start_with_crash_points(
+        dir: &TempDir,
+        id: u64,
+        extra: &[&str],
+        points: &str,
+    ) -> TestNode {
+        let data_dir = dir.path().join(format!("node-{id}"));
+        let mut node = TestNode {
+            id,
+            address: String::new(),
+            data_dir,
+            child: None,
+        };
+        node.spawn_with("127.0.0.1:0", extra, Some(points));
+        node
+    }
+
+    /// Waits until the process has exited by itself; returns whether it did in time.
+    pub async fn wait_exit(&mut self, limit: Duration) -> bool {
+        let started = Instant::now();
+        let mut ticks = tokio::time::interval(Duration::from_millis(20));
+        while started.elapsed() < limit {
+            ticks.tick().await;
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.child = None;
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// Starts node `id` listening on `listen` (and connecting out from its IP).
     pub fn start_at(dir: &TempDir, id: u64, listen: &str, extra: &[&str]) -> TestNode {
         let data_dir = dir.path().join(format!("node-{id}"));
@@ -82,6 +116,10 @@ impl TestNode {
     }
 
     fn spawn(&mut self, listen: &str, extra: &[&str]) {
+        self.spawn_with(listen, extra, None);
+    }
+
+    fn spawn_with(&mut self, listen: &str, extra: &[&str], crash_points: Option<&str>) {
         let mut args = vec![
             "--id".to_string(),
             self.id.to_string(),
@@ -101,6 +139,7 @@ impl TestNode {
                 "1",
             ])
             .env(NODE_ARGS, args.join("\u{1f}"))
+            .env("FAILPOINTS", crash_points.unwrap_or_default())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -298,6 +298,7 @@ impl StateMachineStore {
         batch.insert(SNAPSHOT_META, encode(meta)?);
         batch.insert(SNAPSHOT_DATA, data);
         self.snapshot.apply_batch(batch).map_err(io::Error::other)?;
+        crate::crash_point!("snapshot-store-before-sync");
         self.disk.sync()
     }
 
@@ -338,6 +339,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let data = std::mem::replace(&mut self.data, Ok(Vec::new()))?;
+        crate::crash_point!("snapshot-build-before-store");
         let store = self.store.clone();
         let meta = self.meta.clone();
         let data = tokio::task::spawn_blocking(move || {
@@ -444,6 +446,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || {
             store.store_snapshot(&meta, &snapshot)?;
+            crate::crash_point!("snapshot-install-before-load");
             store.load_snapshot(&meta, &snapshot)?;
             store.disk.sync()?;
             tracing::info!(last_log_id = ?meta.last_log_id, bytes = snapshot.len(), "snapshot installed");
