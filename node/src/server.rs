@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use openraft::type_config::async_runtime::WatchReceiver as _;
+
 use crate::config::advertise_address;
 use crate::config::NodeConfig;
 use crate::grpc::admin::AdminService;
@@ -117,10 +119,25 @@ pub async fn run(
         .map_err(|e| RunError::Config(e.to_string()))?;
 
     let max_message = config.max_message_bytes();
+    // Raft stops for good on a storage failure (disk full, I/O error): then
+    // the process must stop too, with the reason, so a supervisor restarts it
+    // once the cause is fixed; serving without Raft would only mislead.
+    let mut raft_metrics = raft.metrics();
+    let raft_failed = async move {
+        loop {
+            if raft_metrics.borrow_watched().running_state.is_err() {
+                return;
+            }
+            if raft_metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    };
     let stop_requested = async move {
         tokio::select! {
             () = shutdown => {}
             _ = stopped.wait_for(|stop| *stop) => {}
+            () = raft_failed => {}
         }
         tracing::info!("stopping");
     };
@@ -149,8 +166,13 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, stop_requested)
         .await;
+    let failure = raft.metrics().borrow_watched().running_state.clone();
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(cause = %e, "raft did not shut down cleanly");
+    }
+    if let Err(fatal) = failure {
+        tracing::error!(cause = %fatal, "raft stopped on an unrecoverable error");
+        return Err(RunError::Raft(format!("raft stopped: {fatal}")));
     }
     tracing::info!("node stopped");
     served.map_err(RunError::from)

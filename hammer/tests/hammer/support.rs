@@ -31,6 +31,11 @@ fn node_process() {
         return;
     };
     let config = NodeConfig::parse_from(std::iter::once("raftkv-node").chain(args.split('\u{1f}')));
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -60,6 +65,8 @@ pub struct TestNode {
     pub id: u64,
     pub address: String,
     data_dir: PathBuf,
+    /// Where the node's log (stderr) goes; `None` discards it.
+    log: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -80,9 +87,23 @@ impl TestNode {
             id,
             address: String::new(),
             data_dir,
+            log: None,
             child: None,
         };
         node.spawn_with("127.0.0.1:0", extra, Some(points));
+        node
+    }
+
+    /// Starts node `id` with its data in `data_dir` and its log in `log`.
+    pub fn start_logged(id: u64, data_dir: PathBuf, log: PathBuf, extra: &[&str]) -> TestNode {
+        let mut node = TestNode {
+            id,
+            address: String::new(),
+            data_dir,
+            log: Some(log),
+            child: None,
+        };
+        node.spawn("127.0.0.1:0", extra);
         node
     }
 
@@ -109,6 +130,7 @@ impl TestNode {
             id,
             address: String::new(),
             data_dir,
+            log: None,
             child: None,
         };
         node.spawn(listen, extra);
@@ -142,7 +164,16 @@ impl TestNode {
             .env("FAILPOINTS", crash_points.unwrap_or_default())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(match &self.log {
+                Some(path) => Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .expect("node log"),
+                ),
+                None => Stdio::null(),
+            })
             .spawn()
             .expect("start node process");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();

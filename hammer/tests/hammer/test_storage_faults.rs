@@ -124,3 +124,147 @@ async fn crash_while_installing_a_snapshot() {
     assert!(status.snapshot_index.unwrap_or(0) > 0, "{status:?}");
     finish(load, &cluster).await;
 }
+
+const DISK_DRIVER: &str = "RAFTKV_TEST_DISK_FULL_DRIVER";
+
+/// Why the disk-full scenario cannot run here, if it cannot.
+fn disk_full_prerequisites() -> Option<String> {
+    let uid = std::process::Command::new("id").arg("-u").output().ok();
+    if uid
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .as_deref()
+        != Some("0")
+    {
+        return Some("mounting a small tmpfs needs root".into());
+    }
+    let unshare = std::process::Command::new("unshare")
+        .arg("--version")
+        .output();
+    if !unshare.is_ok_and(|o| o.status.success()) {
+        return Some("the unshare command is not available (Debian package util-linux)".into());
+    }
+    None
+}
+
+/// Disk full on one node: its writes fail with a clear error and it stops;
+/// the other two carry on; once space is freed it restarts and catches up.
+/// The small disk is a tmpfs mounted in a private mount namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_on_one_node() {
+    if let Some(reason) = disk_full_prerequisites() {
+        println!("SKIPPED disk_full_on_one_node: {reason}");
+        eprintln!("SKIPPED disk_full_on_one_node: {reason}");
+        return;
+    }
+    let exe = std::env::current_exe().expect("test executable");
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private"])
+            .arg(exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "test_storage_faults::disk_full_driver",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(DISK_DRIVER, "1")
+            .output()
+            .expect("run the scenario in a mount namespace")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the disk-full scenario failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The scenario itself, run in a private mount namespace by `disk_full_on_one_node`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the mount namespace created by disk_full_on_one_node"]
+async fn disk_full_driver() {
+    use std::io::Write;
+
+    assert!(
+        std::env::var(DISK_DRIVER).is_ok(),
+        "run through disk_full_on_one_node"
+    );
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).expect("mount point");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "cannot mount a tmpfs");
+
+    let mut cluster = Cluster {
+        dir,
+        nodes: Vec::new(),
+    };
+    cluster
+        .nodes
+        .push(TestNode::start(&cluster.dir, 1, &["--bootstrap"]));
+    cluster.wait_for_leader().await;
+    let log = cluster.dir.path().join("node-3.log");
+    for id in 2..=3 {
+        let node = if id == 3 {
+            TestNode::start_logged(3, small.join("node-3"), log.clone(), &[])
+        } else {
+            TestNode::start(&cluster.dir, id, &[])
+        };
+        let request = pb::AddNodeRequest {
+            node_id: id,
+            address: node.address.clone(),
+            previous_index: 0,
+        };
+        cluster.nodes.push(node);
+        cluster.nodes[0]
+            .admin()
+            .await
+            .expect("admin")
+            .add_voter(request)
+            .await
+            .expect("add voter");
+    }
+    let load = start_load(&cluster, 8, &[]);
+    let leader = cluster.wait_for_leader().await;
+    let applied = cluster.node_status_applied(leader).await;
+    cluster.wait_applied_beyond(leader, applied + 200).await;
+
+    // Fill the small disk.
+    let filler = small.join("filler");
+    let mut file = std::fs::File::create(&filler).expect("filler");
+    let chunk = vec![0u8; 1 << 20];
+    while file
+        .write_all(&chunk)
+        .and_then(|()| file.sync_data())
+        .is_ok()
+    {}
+    drop(file);
+    assert!(
+        cluster.node(3).wait_exit(Duration::from_secs(30)).await,
+        "node 3 kept running on a full disk"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("No space left on device") || text.contains("os error 28"),
+        "node 3 did not say why it stopped:\n{text}"
+    );
+    // The other two keep a leader and keep writing.
+    let remaining = cluster
+        .leader_within(crate::test_faults::LEADER_BACK, Some(3))
+        .await;
+    let applied = cluster.node_status_applied(remaining).await;
+    cluster.wait_applied_beyond(remaining, applied + 100).await;
+
+    // Space is freed: node 3 restarts from its data and catches up.
+    std::fs::remove_file(&filler).expect("free space");
+    cluster.node(3).restart();
+    finish(load, &cluster).await;
+}
