@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::Subcommand;
+use raftkv_proto::client::parse_duration;
 
 /// Grow, shrink, steer and inspect a raftkv cluster.
 #[derive(Debug, Parser)]
@@ -143,26 +144,4 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
-}
-
-/// Parses `250ms`, `5s`, `2m` or a plain number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (try 500ms, 5s, 1m)"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s or m)")),
-    };
-    if !seconds.is_finite() || seconds <= 0.0 {
-        return Err(format!("{text:?}: a duration must be positive"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
 }

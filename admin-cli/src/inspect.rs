@@ -253,19 +253,8 @@ pub async fn snapshot(target: &mut Target) -> anyhow::Result<()> {
 }
 
 pub async fn barrier(target: &mut Target) -> anyhow::Result<()> {
-    let timeout = target.timeout();
     let answer = target
-        .client
-        .on_leader(|channel| {
-            let mut r = tonic::Request::new(pb::Empty {});
-            r.set_timeout(timeout);
-            async move {
-                AdminClient::new(channel)
-                    .barrier(r)
-                    .await
-                    .map(|a| a.into_inner())
-            }
-        })
+        .admin_on_leader(pb::Empty {}, |mut c, r| async move { c.barrier(r).await })
         .await?;
     if target.json {
         println!("{}", json!({ "index": answer.index }));
@@ -279,19 +268,11 @@ pub async fn barrier(target: &mut Target) -> anyhow::Result<()> {
 }
 
 pub async fn verify_leader(target: &mut Target) -> anyhow::Result<()> {
-    let timeout = target.timeout();
     let answer = target
-        .client
-        .on_leader(|channel| {
-            let mut r = tonic::Request::new(pb::Empty {});
-            r.set_timeout(timeout);
-            async move {
-                AdminClient::new(channel)
-                    .verify_leader(r)
-                    .await
-                    .map(|a| a.into_inner())
-            }
-        })
+        .admin_on_leader(
+            pb::Empty {},
+            |mut c, r| async move { c.verify_leader(r).await },
+        )
         .await?;
     if target.json {
         println!(

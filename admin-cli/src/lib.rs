@@ -19,6 +19,7 @@ pub use cli::Command;
 use raftkv_proto::client::ClusterClient;
 use raftkv_proto::client::{self};
 use raftkv_proto::pb;
+use raftkv_proto::pb::admin_client::AdminClient;
 use tonic::transport::Channel;
 
 /// Where commands go.
@@ -50,6 +51,31 @@ impl Target {
         let address = self.node_address().await?;
         let channel = self.client.channel(&address)?;
         Ok((address, channel))
+    }
+
+    /// Runs an admin call on the leader, following redirects and leader
+    /// changes, each attempt carrying the command's deadline.
+    async fn admin_on_leader<Req, Resp, F, Fut>(
+        &mut self,
+        request: Req,
+        call: F,
+    ) -> anyhow::Result<Resp>
+    where
+        Req: Clone,
+        F: Fn(AdminClient<Channel>, tonic::Request<Req>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let timeout = self.timeout();
+        let answer = self
+            .client
+            .on_leader(|channel| {
+                let mut attempt = tonic::Request::new(request.clone());
+                attempt.set_timeout(timeout);
+                let answer = call(AdminClient::new(channel), attempt);
+                async move { answer.await.map(tonic::Response::into_inner) }
+            })
+            .await?;
+        Ok(answer)
     }
 
     /// A request carrying the command's deadline.
@@ -128,7 +154,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn configuration(target: &mut Target) -> anyhow::Result<pb::ClusterConfiguration> {
     let (address, channel) = target.node_channel().await?;
     let request = target.request(pb::Empty {});
-    let answer = pb::admin_client::AdminClient::new(channel)
+    let answer = AdminClient::new(channel)
         .get_configuration(request)
         .await
         .map_err(client::ClientError::Rpc)

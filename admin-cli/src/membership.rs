@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::bail;
 use raftkv_proto::pb;
-use raftkv_proto::pb::admin_client::AdminClient;
+
 use serde_json::json;
 
 use crate::configuration;
@@ -42,19 +42,9 @@ pub async fn add_nonvoter(
         address: address.to_string(),
         previous_index,
     };
-    let timeout = target.timeout();
+
     let answer = target
-        .client
-        .on_leader(|channel| {
-            let mut r = tonic::Request::new(request.clone());
-            r.set_timeout(timeout);
-            async move {
-                AdminClient::new(channel)
-                    .add_learner(r)
-                    .await
-                    .map(|a| a.into_inner())
-            }
-        })
+        .admin_on_leader(request, |mut c, r| async move { c.add_learner(r).await })
         .await?;
     print_change(
         target,
@@ -79,17 +69,7 @@ pub async fn add_voter(
         previous_index,
     };
     let added = target
-        .client
-        .on_leader(|channel| {
-            let mut r = tonic::Request::new(learner.clone());
-            r.set_timeout(timeout);
-            async move {
-                AdminClient::new(channel)
-                    .add_learner(r)
-                    .await
-                    .map(|a| a.into_inner())
-            }
-        })
+        .admin_on_leader(learner, |mut c, r| async move { c.add_learner(r).await })
         .await?;
     if !target.json {
         println!(
@@ -108,17 +88,7 @@ pub async fn add_voter(
     let promote_timeout = timeout.max(MIN_CATCH_UP);
     target.client.timeout = promote_timeout;
     let answer = target
-        .client
-        .on_leader(|channel| {
-            let mut r = tonic::Request::new(voter.clone());
-            r.set_timeout(promote_timeout);
-            async move {
-                AdminClient::new(channel)
-                    .add_voter(r)
-                    .await
-                    .map(|a| a.into_inner())
-            }
-        })
+        .admin_on_leader(voter, |mut c, r| async move { c.add_voter(r).await })
         .await?;
     target.client.timeout = timeout;
     print_change(
@@ -164,23 +134,13 @@ async fn follow_catch_up(target: &mut Target, id: u64, started: Instant) -> anyh
 
 pub async fn demote_voter(target: &mut Target, id: u64, previous_index: u64) -> anyhow::Result<()> {
     let started = Instant::now();
-    let timeout = target.timeout();
+
     let request = pb::NodeRequest {
         node_id: id,
         previous_index,
     };
     let answer = target
-        .client
-        .on_leader(|channel| {
-            let mut r = tonic::Request::new(request);
-            r.set_timeout(timeout);
-            async move {
-                AdminClient::new(channel)
-                    .demote_voter(r)
-                    .await
-                    .map(|a| a.into_inner())
-            }
-        })
+        .admin_on_leader(request, |mut c, r| async move { c.demote_voter(r).await })
         .await?;
     print_change(
         target,
@@ -197,23 +157,13 @@ pub async fn remove_server(
     previous_index: u64,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let timeout = target.timeout();
+
     let request = pb::NodeRequest {
         node_id: id,
         previous_index,
     };
     let answer = target
-        .client
-        .on_leader(|channel| {
-            let mut r = tonic::Request::new(request);
-            r.set_timeout(timeout);
-            async move {
-                AdminClient::new(channel)
-                    .remove_node(r)
-                    .await
-                    .map(|a| a.into_inner())
-            }
-        })
+        .admin_on_leader(request, |mut c, r| async move { c.remove_node(r).await })
         .await?;
     print_change(
         target,
@@ -248,17 +198,10 @@ pub async fn transfer(target: &mut Target, id: u64, address: Option<&str>) -> an
     };
     let started = Instant::now();
     let answer = target
-        .client
-        .on_leader(|channel| {
-            let mut r = tonic::Request::new(request);
-            r.set_timeout(timeout);
-            async move {
-                AdminClient::new(channel)
-                    .transfer_leader(r)
-                    .await
-                    .map(|a| a.into_inner())
-            }
-        })
+        .admin_on_leader(
+            request,
+            |mut c, r| async move { c.transfer_leader(r).await },
+        )
         .await?;
     let round_trip = started.elapsed();
     if target.json {

@@ -146,9 +146,19 @@ pub async fn wait_until(args: &[&str], what: &str, accept: impl Fn(&Run) -> bool
 
 /// The configuration as `[(id, address, suffrage)]`, from `get_configuration --json`.
 pub async fn configuration(address: &str) -> Vec<(u64, String, String)> {
-    let run = raft_admin(&[address, "get_configuration", "--json"])
-        .await
-        .ok();
+    configuration_from(&[address]).await
+}
+
+/// The configuration as the leader among `multi:///…` sees it (a follower's
+/// view may trail a change that was just committed).
+pub async fn leader_configuration(endpoints: &str) -> Vec<(u64, String, String)> {
+    configuration_from(&["--leader", endpoints]).await
+}
+
+async fn configuration_from(target: &[&str]) -> Vec<(u64, String, String)> {
+    let mut args = target.to_vec();
+    args.extend(["get_configuration", "--json"]);
+    let run = raft_admin(&args).await.ok();
     run.json()["servers"]
         .as_array()
         .expect("servers")

@@ -3,6 +3,7 @@
 use tempfile::TempDir;
 
 use crate::support::configuration;
+use crate::support::leader_configuration;
 use crate::support::raft_admin;
 use crate::support::wait_until;
 use crate::support::TestNode;
@@ -39,6 +40,7 @@ async fn grow_steer_and_shrink_a_cluster() {
         vec![voter(1, a1), voter(2, &n2.address), voter(3, &n3.address)]
     );
 
+    let voters = format!("multi:///{a1},{},{}", n2.address, n3.address);
     // Leadership moves where it is told, and `leader` sees it.
     let moved = raft_admin(&[a1, "leadership_transfer_to_server", "3", &n3.address])
         .await
@@ -60,13 +62,13 @@ async fn grow_steer_and_shrink_a_cluster() {
     raft_admin(&[a1, "add_nonvoter", "4", &n4.address])
         .await
         .ok();
-    let config = configuration(a1).await;
+    let config = leader_configuration(&voters).await;
     assert!(
         config.contains(&(4, n4.address.clone(), "Nonvoter".into())),
         "{config:?}"
     );
     raft_admin(&[a1, "demote_voter", "2"]).await.ok();
-    let config = configuration(a1).await;
+    let config = leader_configuration(&voters).await;
     assert!(
         config.contains(&(2, n2.address.clone(), "Nonvoter".into())),
         "{config:?}"
@@ -74,7 +76,7 @@ async fn grow_steer_and_shrink_a_cluster() {
     raft_admin(&[a1, "remove_server", "4"]).await.ok();
     raft_admin(&[a1, "remove-server", "2"]).await.ok();
     assert_eq!(
-        configuration(a1)
+        leader_configuration(&voters)
             .await
             .iter()
             .map(|m| m.0)

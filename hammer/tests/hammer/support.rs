@@ -260,26 +260,42 @@ pub struct Cluster {
 impl Cluster {
     /// `size` voters: node 1 bootstraps, the others join through the admin API.
     pub async fn start(size: u64) -> Cluster {
+        Cluster::start_with(size, &[], None).await
+    }
+
+    /// `size` voters started with `flags`; node `crashing.0` (if any) also
+    /// with the crash points `crashing.1` armed for its first run.
+    pub async fn start_with(size: u64, flags: &[&str], crashing: Option<(u64, &str)>) -> Cluster {
         let dir = TempDir::new().expect("temp dir");
-        let mut nodes = vec![TestNode::start(&dir, 1, &["--bootstrap"])];
+        let mut first = flags.to_vec();
+        first.push("--bootstrap");
         let mut cluster = Cluster {
+            nodes: vec![TestNode::start(&dir, 1, &first)],
             dir,
-            nodes: Vec::new(),
         };
-        cluster.nodes.append(&mut nodes);
         cluster.wait_for_leader().await;
         for id in 2..=size {
-            let node = TestNode::start(&cluster.dir, id, &[]);
-            let request = pb::AddNodeRequest {
-                node_id: id,
-                address: node.address.clone(),
-                previous_index: 0,
+            let node = match crashing {
+                Some((crash_id, points)) if crash_id == id => {
+                    TestNode::start_with_crash_points(&cluster.dir, id, flags, points)
+                }
+                _ => TestNode::start(&cluster.dir, id, flags),
             };
-            cluster.nodes.push(node);
-            let mut admin = cluster.nodes[0].admin().await.expect("admin of node 1");
-            admin.add_voter(request).await.expect("add voter");
+            cluster.add_voter(node).await;
         }
         cluster
+    }
+
+    /// Adds the running `node` as a voter through node 1.
+    pub async fn add_voter(&mut self, node: TestNode) {
+        let request = pb::AddNodeRequest {
+            node_id: node.id,
+            address: node.address.clone(),
+            previous_index: 0,
+        };
+        self.nodes.push(node);
+        let mut admin = self.nodes[0].admin().await.expect("admin of node 1");
+        admin.add_voter(request).await.expect("add voter");
     }
 
     /// host:port,host:port,…

@@ -193,32 +193,8 @@ async fn remove_and_re_add_a_voter_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_a_snapshot_under_load() {
-    let dir = TempDir::new().expect("temp dir");
     let flags = ["--snapshot-after", "100", "--snapshot-keep", "10"];
-    let mut cluster = Cluster {
-        dir,
-        nodes: Vec::new(),
-    };
-    let mut first = flags.to_vec();
-    first.push("--bootstrap");
-    cluster.nodes.push(TestNode::start(&cluster.dir, 1, &first));
-    cluster.wait_for_leader().await;
-    for id in 2..=3 {
-        let node = TestNode::start(&cluster.dir, id, &flags);
-        let request = pb::AddNodeRequest {
-            node_id: id,
-            address: node.address.clone(),
-            previous_index: 0,
-        };
-        cluster.nodes.push(node);
-        cluster.nodes[0]
-            .admin()
-            .await
-            .expect("admin")
-            .add_voter(request)
-            .await
-            .expect("add voter");
-    }
+    let mut cluster = Cluster::start_with(3, &flags, None).await;
     let load = start_load(&cluster, 6, &[]);
     let leader = cluster.wait_for_leader().await;
     let applied = cluster.node_status_applied(leader).await;

@@ -15,39 +15,9 @@ use crate::test_faults::start_load;
 const SNAPSHOT_FLAGS: [&str; 4] = ["--snapshot-after", "100", "--snapshot-keep", "0"];
 
 /// A 3-voter cluster snapshotting every 100 entries; node `crashing` (if any)
-/// starts with `points` armed.
+/// starts with its crash points armed.
 async fn cluster_with(crashing: Option<(u64, &str)>) -> Cluster {
-    let dir = tempfile::TempDir::new().expect("temp dir");
-    let mut cluster = Cluster {
-        dir,
-        nodes: Vec::new(),
-    };
-    let mut first = SNAPSHOT_FLAGS.to_vec();
-    first.push("--bootstrap");
-    cluster.nodes.push(TestNode::start(&cluster.dir, 1, &first));
-    cluster.wait_for_leader().await;
-    for id in 2..=3 {
-        let node = match crashing {
-            Some((crash_id, points)) if crash_id == id => {
-                TestNode::start_with_crash_points(&cluster.dir, id, &SNAPSHOT_FLAGS, points)
-            }
-            _ => TestNode::start(&cluster.dir, id, &SNAPSHOT_FLAGS),
-        };
-        let request = pb::AddNodeRequest {
-            node_id: id,
-            address: node.address.clone(),
-            previous_index: 0,
-        };
-        cluster.nodes.push(node);
-        cluster.nodes[0]
-            .admin()
-            .await
-            .expect("admin")
-            .add_voter(request)
-            .await
-            .expect("add voter");
-    }
-    cluster
+    Cluster::start_with(3, &SNAPSHOT_FLAGS, crashing).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
