@@ -334,18 +334,37 @@ impl Admin for AdminService {
         _: Request<pb::Empty>,
     ) -> Result<Response<pb::StateDigestResponse>, Status> {
         // Read applied index, then data, then the index again: equal means the
-        // digest matches that index exactly.
-        loop {
-            let before = self.node.kv.last_applied().map_err(NodeError::from)?;
-            let (digest, key_count) = self.node.kv.digest().map_err(NodeError::from)?;
-            let after = self.node.kv.last_applied().map_err(NodeError::from)?;
-            if before == after {
-                return Ok(Response::new(pb::StateDigestResponse {
-                    applied_index: after.map(|l| l.index),
-                    key_count,
-                    digest,
-                }));
-            }
+        // digest matches that index exactly. Under steady writes that may never
+        // happen, so give up after a few attempts. The walk over every key runs
+        // off the async workers.
+        const ATTEMPTS: usize = 20;
+        let kv = self.node.kv.clone();
+        let digest = tokio::task::spawn_blocking(
+            move || -> std::io::Result<Option<pb::StateDigestResponse>> {
+                for _ in 0..ATTEMPTS {
+                    let before = kv.last_applied()?;
+                    let (digest, key_count) = kv.digest()?;
+                    if kv.last_applied()? == before {
+                        return Ok(Some(pb::StateDigestResponse {
+                            applied_index: before.map(|l| l.index),
+                            key_count,
+                            digest,
+                        }));
+                    }
+                }
+                Ok(None)
+            },
+        )
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(NodeError::from)?;
+        match digest {
+            Some(digest) => Ok(Response::new(digest)),
+            None => Err(NodeError::Unavailable(
+                "the state changed during every attempt to digest it; retry when writes pause"
+                    .into(),
+            )
+            .into()),
         }
     }
 
