@@ -23,6 +23,7 @@ use openraft::raft::TransferLeaderRequest;
 use openraft::raft::TransferLeaderResponse;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
+use openraft::RPCTypes;
 use openraft::RaftNetworkFactory;
 use openraft::RaftNetworkV2;
 use prost::bytes::Bytes;
@@ -162,9 +163,10 @@ impl PeerConnection {
             .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
     }
 
-    /// One unary call with `request` encoded, the answer decoded, within `ttl`.
+    /// One unary `action` call with `request` encoded, the answer decoded, within `ttl`.
     async fn call<Req, Resp, F, Fut>(
         &self,
+        action: RPCTypes,
         request: &Req,
         ttl: Duration,
         send: F,
@@ -182,7 +184,7 @@ impl PeerConnection {
             Ok(answer) => answer.map_err(|status| rpc_error(&status))?,
             Err(_) => {
                 return Err(RPCError::Timeout(Timeout {
-                    action: openraft::RPCTypes::AppendEntries,
+                    action,
                     id: 0,
                     target: self.target,
                     timeout: ttl,
@@ -202,6 +204,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(
+            RPCTypes::AppendEntries,
             &rpc,
             option.hard_ttl().max(MIN_APPEND_TIMEOUT),
             |mut c, r| async move { c.append_entries(r).await },
@@ -214,9 +217,12 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, option.hard_ttl(), |mut c, r| async move {
-            c.vote(r).await
-        })
+        self.call(
+            RPCTypes::Vote,
+            &rpc,
+            option.hard_ttl(),
+            |mut c, r| async move { c.vote(r).await },
+        )
         .await
     }
 
@@ -225,9 +231,12 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, option.hard_ttl(), |mut c, r| async move {
-            c.pre_vote(r).await
-        })
+        self.call(
+            RPCTypes::Vote,
+            &rpc,
+            option.hard_ttl(),
+            |mut c, r| async move { c.pre_vote(r).await },
+        )
         .await
     }
 
@@ -237,6 +246,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(
+            RPCTypes::TransferLeader,
             &req,
             option.hard_ttl().max(MIN_APPEND_TIMEOUT),
             |mut c, r| async move { c.transfer_leader(r).await },
@@ -280,7 +290,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             closed = cancel => Err(StreamingError::Closed(closed)),
             answer = send => match answer {
                 Err(_) => Err(StreamingError::Timeout(Timeout {
-                    action: openraft::RPCTypes::InstallSnapshot,
+                    action: RPCTypes::InstallSnapshot,
                     id: 0,
                     target: self.target,
                     timeout: ttl,

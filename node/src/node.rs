@@ -57,7 +57,7 @@ pub struct RaftNode {
     pub stop: watch::Sender<bool>,
 }
 
-/// Which members a configuration change may touch, and how.
+/// Whether an existing member votes.
 enum Suffrage {
     Voter,
     Learner,
