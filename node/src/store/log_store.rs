@@ -1,8 +1,13 @@
 //! The Raft log and vote on sled.
 //!
-//! Layout: tree `log` maps the big-endian log index to the encoded entry (so
-//! sled's key order is log order); tree `raft_meta` holds `vote`, `committed`
-//! and `last_purged`.
+//! Layout: the log is cut into segments of 16,384 entries, one sled tree
+//! each (`log-<segment>`), mapping the big-endian log index to the encoded
+//! entry (so key order is log order); tree `raft_meta` holds `vote`,
+//! `committed` and `last_purged`. Purging drops whole segment trees: sled 0.34
+//! keeps memory for every key removed one by one from the front of a tree (a
+//! queue-like workload it handles badly: RSS doubled under load), while a
+//! dropped tree is freed at once. Entries of a partly purged segment stay on
+//! disk until the whole segment goes, hidden by `last_purged`.
 //!
 //! Durability rules (what is on disk when a method returns):
 //! - `save_vote`: the vote is synced before it returns.
@@ -15,12 +20,14 @@
 //!   leaves entries that `last_purged` (written first) already hides; a lost
 //!   `committed` is re-learned from the leader.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::Bound;
 use std::ops::RangeBounds;
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::sync::Mutex;
 
 use openraft::entry::RaftEntry;
 use openraft::storage::IOFlushed;
@@ -41,6 +48,18 @@ const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
 
+/// log2 of the number of entries per segment tree.
+const SEGMENT_BITS: u32 = 14;
+const SEGMENT_PREFIX: &str = "log-";
+
+fn segment_of(index: u64) -> u64 {
+    index >> SEGMENT_BITS
+}
+
+fn segment_name(segment: u64) -> String {
+    format!("{SEGMENT_PREFIX}{segment:016x}")
+}
+
 /// Raft log storage; clones share the same trees (the clone is the log reader).
 #[derive(Clone)]
 pub struct LogStore {
@@ -48,8 +67,9 @@ pub struct LogStore {
 }
 
 struct Inner {
-    /// index (big-endian u64) → encoded [`Entry`].
-    log: sled::Tree,
+    db: sled::Db,
+    /// Open segment trees by segment number: index (big-endian u64) → encoded [`Entry`].
+    segments: Mutex<BTreeMap<u64, sled::Tree>>,
     /// vote, committed and last purged log id.
     meta: sled::Tree,
     disk: Arc<Disk>,
@@ -60,16 +80,28 @@ struct Inner {
 impl LogStore {
     /// Opens the log trees of `db` and starts the sync thread.
     pub fn open(db: &sled::Db, disk: Arc<Disk>) -> io::Result<LogStore> {
-        let log = db.open_tree("log").map_err(io::Error::other)?;
+        let mut segments = BTreeMap::new();
+        for name in db.tree_names() {
+            let Some(number) = std::str::from_utf8(&name)
+                .ok()
+                .and_then(|n| n.strip_prefix(SEGMENT_PREFIX))
+            else {
+                continue;
+            };
+            let number = u64::from_str_radix(number, 16).map_err(io::Error::other)?;
+            segments.insert(number, db.open_tree(&name).map_err(io::Error::other)?);
+        }
         let meta = db.open_tree("raft_meta").map_err(io::Error::other)?;
         let (pending_syncs, queue) = mpsc::channel();
         let sync_disk = disk.clone();
         std::thread::Builder::new()
             .name("raftkv-log-sync".into())
             .spawn(move || run_sync_thread(&sync_disk, &queue))?;
+        let segments = Mutex::new(segments);
         Ok(LogStore {
             inner: Arc::new(Inner {
-                log,
+                db: db.clone(),
+                segments,
                 meta,
                 disk,
                 pending_syncs,
@@ -92,13 +124,36 @@ impl LogStore {
         Ok(())
     }
 
-    /// Removes every entry whose index lies in `range`, in one sled batch.
-    fn remove_range(&self, range: impl RangeBounds<[u8; 8]>) -> io::Result<()> {
-        let mut batch = sled::Batch::default();
-        for key in self.inner.log.range(range).keys() {
-            batch.remove(key.map_err(io::Error::other)?);
+    fn segments(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, sled::Tree>> {
+        self.inner
+            .segments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tree of `segment`, created on first use.
+    fn segment_tree(&self, segment: u64) -> io::Result<sled::Tree> {
+        let mut segments = self.segments();
+        if let Some(tree) = segments.get(&segment) {
+            return Ok(tree.clone());
         }
-        self.inner.log.apply_batch(batch).map_err(io::Error::other)
+        let tree = self
+            .inner
+            .db
+            .open_tree(segment_name(segment))
+            .map_err(io::Error::other)?;
+        segments.insert(segment, tree.clone());
+        Ok(tree)
+    }
+
+    /// Drops the whole tree of `segment`.
+    fn drop_segment(&self, segment: u64) -> io::Result<()> {
+        self.segments().remove(&segment);
+        self.inner
+            .db
+            .drop_tree(segment_name(segment))
+            .map_err(io::Error::other)?;
+        Ok(())
     }
 }
 
@@ -140,13 +195,43 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let keys = (bound_key(range.start_bound()), bound_key(range.end_bound()));
-        self.inner
-            .log
-            .range(keys)
-            .values()
-            .map(|value| decode(&value.map_err(io::Error::other)?))
-            .collect()
+        // Entries at or below `last_purged` may linger in a partly purged segment.
+        let first_kept = self
+            .read_meta::<LogId>(LAST_PURGED)?
+            .map_or(0, |id| id.index() + 1);
+        let start = match range.start_bound() {
+            Bound::Included(i) => (*i).max(first_kept),
+            Bound::Excluded(i) => i.saturating_add(1).max(first_kept),
+            Bound::Unbounded => first_kept,
+        };
+        let end = range.end_bound().cloned();
+        let keys = (Bound::Included(index_key(start)), bound_key(end.as_ref()));
+        let last_segment = match end {
+            Bound::Included(i) => segment_of(i),
+            Bound::Excluded(0) => return Ok(Vec::new()),
+            Bound::Excluded(i) => segment_of(i - 1),
+            Bound::Unbounded => u64::MAX,
+        };
+        let empty = match end {
+            Bound::Included(i) => start > i,
+            Bound::Excluded(i) => start >= i,
+            Bound::Unbounded => false,
+        };
+        if empty {
+            return Ok(Vec::new());
+        }
+        let trees: Vec<sled::Tree> = self
+            .segments()
+            .range(segment_of(start)..=last_segment)
+            .map(|(_, t)| t.clone())
+            .collect();
+        let mut entries = Vec::new();
+        for tree in trees {
+            for value in tree.range(keys).values() {
+                entries.push(decode(&value.map_err(io::Error::other)?)?);
+            }
+        }
+        Ok(entries)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -159,10 +244,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id: Option<LogId> = self.read_meta(LAST_PURGED)?;
-        let last_log_id = match self.inner.log.last().map_err(io::Error::other)? {
-            Some((_, bytes)) => Some(decode::<Entry>(&bytes)?.log_id()),
-            None => last_purged_log_id,
-        };
+        let trees: Vec<sled::Tree> = self.segments().values().rev().cloned().collect();
+        let mut last_log_id = last_purged_log_id;
+        for tree in trees {
+            if let Some((_, bytes)) = tree.last().map_err(io::Error::other)? {
+                let id = decode::<Entry>(&bytes)?.log_id();
+                if Some(id) > last_purged_log_id {
+                    last_log_id = Some(id);
+                }
+                break;
+            }
+        }
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -198,16 +290,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        let mut batches: BTreeMap<u64, sled::Batch> = BTreeMap::new();
         for entry in entries {
+            let batch = batches.entry(segment_of(entry.index())).or_default();
             batch.insert(&index_key(entry.index()), encode(&entry)?);
         }
         // In sled now, so readable as soon as this returns (openraft relies on
-        // that); durable once the sync thread has run the callback.
-        self.inner
-            .log
-            .apply_batch(batch)
-            .map_err(io::Error::other)?;
+        // that); durable once the sync thread has run the callback. Segments
+        // are written in log order, so a crash leaves a prefix of the append.
+        for (segment, batch) in batches {
+            self.segment_tree(segment)?
+                .apply_batch(batch)
+                .map_err(io::Error::other)?;
+        }
         self.inner
             .pending_syncs
             .send(callback)
@@ -217,13 +312,122 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |id| id.index() + 1);
         tracing::debug!(from, "truncating the raft log");
-        self.remove_range(index_key(from)..)
+        let later: Vec<u64> = self
+            .segments()
+            .range(segment_of(from) + 1..)
+            .map(|(s, _)| *s)
+            .collect();
+        for segment in later {
+            self.drop_segment(segment)?;
+        }
+        let tree = self.segments().get(&segment_of(from)).cloned();
+        if let Some(tree) = tree {
+            let mut batch = sled::Batch::default();
+            for key in tree.range(index_key(from)..).keys() {
+                batch.remove(key.map_err(io::Error::other)?);
+            }
+            tree.apply_batch(batch).map_err(io::Error::other)?;
+        }
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         tracing::debug!(upto = log_id.index(), "purging the raft log");
-        // `last_purged` first: entries it covers are ignored even if their removal is lost.
+        // `last_purged` first: entries it covers are ignored from then on,
+        // whether or not their segment is gone yet.
         self.write_meta(LAST_PURGED, &log_id)?;
-        self.remove_range(..=index_key(log_id.index()))
+        let whole: Vec<u64> = self
+            .segments()
+            .range(..segment_of(log_id.index().saturating_add(1)))
+            .map(|(s, _)| *s)
+            .collect();
+        for segment in whole {
+            self.drop_segment(segment)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::blank_ent;
+    use openraft::testing::log_id;
+
+    use super::*;
+
+    fn indexes(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.index()).collect()
+    }
+
+    #[tokio::test]
+    async fn segments_are_read_across_boundaries_dropped_on_purge_and_cut_on_truncate() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (mut log, _sm) = crate::store::open(dir.path(), 1 << 20).unwrap();
+        let boundary = 1u64 << SEGMENT_BITS;
+        let first = boundary - 5;
+        let entries: Vec<Entry> = (first..boundary + 5)
+            .map(|i| blank_ent::<TypeConfig>(1, 1, i))
+            .collect();
+        log.append(entries, IOFlushed::noop()).await.unwrap();
+        assert_eq!(log.segments().len(), 2);
+        let all = log.try_get_log_entries(first..boundary + 5).await.unwrap();
+        assert_eq!(indexes(&all), (first..boundary + 5).collect::<Vec<_>>());
+        let across = log
+            .try_get_log_entries(boundary - 2..=boundary + 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            indexes(&across),
+            vec![boundary - 2, boundary - 1, boundary, boundary + 1]
+        );
+        assert!(log
+            .try_get_log_entries(boundary + 3..boundary + 1)
+            .await
+            .unwrap()
+            .is_empty());
+
+        // Purging into the second segment drops the first tree and hides the rest.
+        log.purge(log_id::<TypeConfig>(1, 1, boundary + 1))
+            .await
+            .unwrap();
+        assert_eq!(log.segments().keys().copied().collect::<Vec<_>>(), vec![1]);
+        let left = log.try_get_log_entries(0..).await.unwrap();
+        assert_eq!(
+            indexes(&left),
+            vec![boundary + 2, boundary + 3, boundary + 4]
+        );
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index()), Some(boundary + 4));
+        assert_eq!(
+            state.last_purged_log_id.map(|l| l.index()),
+            Some(boundary + 1)
+        );
+
+        // Truncating keeps the prefix; reopening finds the same state.
+        log.truncate_after(Some(log_id::<TypeConfig>(1, 1, boundary + 2)))
+            .await
+            .unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index()), Some(boundary + 2));
+        drop(log);
+        drop(_sm);
+        // The sync thread lets go of the database once it sees the store dropped.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (mut log, _sm) = loop {
+            match crate::store::open(dir.path(), 1 << 20) {
+                Ok(opened) => break opened,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert!(e.to_string().contains("lock"), "{e}");
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index()), Some(boundary + 2));
+        assert_eq!(
+            indexes(&log.try_get_log_entries(0..).await.unwrap()),
+            vec![boundary + 2]
+        );
     }
 }
