@@ -393,7 +393,9 @@ impl Cluster {
             .iter()
             .filter(|n| n.is_running() && Some(n.id) != not)
             .collect();
+        let mut ticks = tokio::time::interval(Duration::from_millis(20));
         loop {
+            ticks.tick().await;
             for node in &running {
                 if let Some(status) = node.status().await {
                     if status.role == pb::Role::Leader as i32 && status.leader_id == node.id {
@@ -405,7 +407,6 @@ impl Cluster {
                 started.elapsed() < limit,
                 "no leader within {limit:?} after the fault healed"
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
