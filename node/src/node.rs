@@ -238,6 +238,28 @@ impl RaftNode {
         }
     }
 
+    /// Proposes `change` on top of `membership` (refused if the configuration
+    /// moved meanwhile); returns the new configuration's log index.
+    async fn change_membership(
+        &self,
+        change: ChangeMembers<NodeId, Node>,
+        retain: bool,
+        membership: &StoredMembership,
+    ) -> Result<u64, NodeError> {
+        let response = self
+            .raft
+            .change_membership_if(change, retain, [Self::membership_precondition(membership)])
+            .await
+            .map_err(|e| self.write_error(e))?;
+        Ok(response.log_id.index)
+    }
+
+    fn last_voter(id: NodeId) -> NodeError {
+        NodeError::FailedPrecondition(format!(
+            "node {id} is the last voter; the cluster cannot work without one"
+        ))
+    }
+
     /// Makes the first configuration of a new cluster: `members`, or this node alone.
     pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<(), NodeError> {
         let members = if members.is_empty() {
@@ -323,17 +345,11 @@ impl RaftNode {
                 addr: address.to_string(),
             },
         )]);
-        let response = self
-            .raft
-            .change_membership_if(
-                ChangeMembers::AddNodes(nodes),
-                true,
-                [Self::membership_precondition(&membership)],
-            )
-            .await
-            .map_err(|e| self.write_error(e))?;
+        let index = self
+            .change_membership(ChangeMembers::AddNodes(nodes), true, &membership)
+            .await?;
         tracing::info!(node = id, %address, "learner added");
-        Ok(response.log_id.index)
+        Ok(index)
     }
 
     /// Adds node `id` as a voter: as a learner first, then, once it has caught
@@ -374,17 +390,15 @@ impl RaftNode {
                 Self::wait_error(&format!("node {id} did not catch up with the log"), e)
             })?;
         let membership = self.membership();
-        let response = self
-            .raft
-            .change_membership_if(
+        let index = self
+            .change_membership(
                 ChangeMembers::AddVoterIds(BTreeSet::from([id])),
                 false,
-                [Self::membership_precondition(&membership)],
+                &membership,
             )
-            .await
-            .map_err(|e| self.write_error(e))?;
+            .await?;
         tracing::info!(node = id, %address, "voter added");
-        Ok(response.log_id.index)
+        Ok(index)
     }
 
     /// Checks that `id` is a member; returns whether it is a voter and how many voters there are.
@@ -419,26 +433,22 @@ impl RaftNode {
             )));
         }
         if voters == 1 {
-            return Err(NodeError::FailedPrecondition(format!(
-                "node {id} is the last voter; the cluster cannot work without one"
-            )));
+            return Err(Self::last_voter(id));
         }
         if id == self.id {
             // Hand leadership over first, so the change is made by a leader that stays.
             self.transfer_leader(0, Duration::from_secs(5)).await?;
             return Err(self.not_leader());
         }
-        let response = self
-            .raft
-            .change_membership_if(
+        let index = self
+            .change_membership(
                 ChangeMembers::RemoveVoters(BTreeSet::from([id])),
                 true,
-                [Self::membership_precondition(&membership)],
+                &membership,
             )
-            .await
-            .map_err(|e| self.write_error(e))?;
+            .await?;
         tracing::info!(node = id, "voter demoted to learner");
-        Ok(response.log_id.index)
+        Ok(index)
     }
 
     /// Removes node `id` from the cluster. Removing the leader (this node)
@@ -450,9 +460,7 @@ impl RaftNode {
         Self::check_previous_index(&membership, previous_index)?;
         let (is_voter, voters) = Self::member_suffrage(&membership, id)?;
         if is_voter && voters == 1 {
-            return Err(NodeError::FailedPrecondition(format!(
-                "node {id} is the last voter; the cluster cannot work without one"
-            )));
+            return Err(Self::last_voter(id));
         }
         if id == self.id {
             self.transfer_leader(0, Duration::from_secs(5)).await?;
@@ -463,13 +471,9 @@ impl RaftNode {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        let response = self
-            .raft
-            .change_membership_if(change, false, [Self::membership_precondition(&membership)])
-            .await
-            .map_err(|e| self.write_error(e))?;
+        let index = self.change_membership(change, false, &membership).await?;
         tracing::info!(node = id, "node removed");
-        Ok(response.log_id.index)
+        Ok(index)
     }
 
     /// The voter (other than this node) with the most replicated log.

@@ -9,6 +9,8 @@ use std::process::Stdio;
 
 use tempfile::TempDir;
 
+use crate::support::is_root;
+use crate::support::run_isolated_driver;
 use crate::support::Cluster;
 use crate::support::TestNode;
 use crate::test_faults::finish;
@@ -41,12 +43,7 @@ fn run(program: &str, args: &[&str]) {
 
 /// Why the scenario cannot run here, if it cannot.
 fn missing_prerequisites() -> Option<String> {
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    if uid.as_deref() != Some("0") {
+    if !is_root() {
         return Some("network namespaces and nft rules need root".into());
     }
     if !succeeds("nft", &["--version"]) {
@@ -89,32 +86,10 @@ async fn isolate_the_leader_then_heal() {
             "up",
         ],
     );
-    let exe = std::env::current_exe().expect("test executable");
-    let ns = namespace.0.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "test_partition::partition_driver",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(DRIVER, "1")
-            .output()
-            .expect("run the scenario in the namespace")
-    })
-    .await
-    .expect("join");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "the partition scenario failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let wrapper = ["ip", "netns", "exec", &namespace.0]
+        .map(String::from)
+        .to_vec();
+    run_isolated_driver(wrapper, "test_partition::partition_driver", DRIVER).await;
 }
 
 /// The scenario itself, run inside the namespace by `isolate_the_leader_then_heal`.

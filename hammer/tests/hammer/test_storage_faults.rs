@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use raftkv_proto::pb;
 
+use crate::support::is_root;
+use crate::support::run_isolated_driver;
 use crate::support::Cluster;
 use crate::support::TestNode;
 use crate::test_faults::finish;
@@ -99,12 +101,7 @@ const DISK_DRIVER: &str = "RAFTKV_TEST_DISK_FULL_DRIVER";
 
 /// Why the disk-full scenario cannot run here, if it cannot.
 fn disk_full_prerequisites() -> Option<String> {
-    let uid = std::process::Command::new("id").arg("-u").output().ok();
-    if uid
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .as_deref()
-        != Some("0")
-    {
+    if !is_root() {
         return Some("mounting a small tmpfs needs root".into());
     }
     let unshare = std::process::Command::new("unshare")
@@ -126,31 +123,15 @@ async fn disk_full_on_one_node() {
         eprintln!("SKIPPED disk_full_on_one_node: {reason}");
         return;
     }
-    let exe = std::env::current_exe().expect("test executable");
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("unshare")
-            .args(["--mount", "--propagation", "private"])
-            .arg(exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "test_storage_faults::disk_full_driver",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(DISK_DRIVER, "1")
-            .output()
-            .expect("run the scenario in a mount namespace")
-    })
-    .await
-    .expect("join");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "the disk-full scenario failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let wrapper = ["unshare", "--mount", "--propagation", "private"]
+        .map(String::from)
+        .to_vec();
+    run_isolated_driver(
+        wrapper,
+        "test_storage_faults::disk_full_driver",
+        DISK_DRIVER,
+    )
+    .await;
 }
 
 /// The scenario itself, run in a private mount namespace by `disk_full_on_one_node`.

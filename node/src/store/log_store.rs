@@ -72,6 +72,9 @@ struct Inner {
     segments: Mutex<BTreeMap<u64, sled::Tree>>,
     /// vote, committed and last purged log id.
     meta: sled::Tree,
+    /// `last_purged` as stored in `meta`, kept in memory: every read of
+    /// entries (the replication hot path) needs it.
+    last_purged: Mutex<Option<LogId>>,
     disk: Arc<Disk>,
     /// Appends waiting for a sync, served in order by the sync thread.
     pending_syncs: mpsc::Sender<IOFlushed<TypeConfig>>,
@@ -92,6 +95,10 @@ impl LogStore {
             segments.insert(number, db.open_tree(&name).map_err(io::Error::other)?);
         }
         let meta = db.open_tree("raft_meta").map_err(io::Error::other)?;
+        let last_purged = match meta.get(LAST_PURGED).map_err(io::Error::other)? {
+            Some(bytes) => Some(decode(&bytes)?),
+            None => None,
+        };
         let (pending_syncs, queue) = mpsc::channel();
         let sync_disk = disk.clone();
         std::thread::Builder::new()
@@ -103,6 +110,7 @@ impl LogStore {
                 db: db.clone(),
                 segments,
                 meta,
+                last_purged: Mutex::new(last_purged),
                 disk,
                 pending_syncs,
             }),
@@ -127,6 +135,14 @@ impl LogStore {
     fn segments(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, sled::Tree>> {
         self.inner
             .segments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn last_purged(&self) -> Option<LogId> {
+        *self
+            .inner
+            .last_purged
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
@@ -196,9 +212,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         // Entries at or below `last_purged` may linger in a partly purged segment.
-        let first_kept = self
-            .read_meta::<LogId>(LAST_PURGED)?
-            .map_or(0, |id| id.index() + 1);
+        let first_kept = self.last_purged().map_or(0, |id| id.index() + 1);
         let start = match range.start_bound() {
             Bound::Included(i) => (*i).max(first_kept),
             Bound::Excluded(i) => i.saturating_add(1).max(first_kept),
@@ -243,7 +257,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged_log_id: Option<LogId> = self.read_meta(LAST_PURGED)?;
+        let last_purged_log_id = self.last_purged();
         let trees: Vec<sled::Tree> = self.segments().values().rev().cloned().collect();
         let mut last_log_id = last_purged_log_id;
         for tree in trees {
@@ -336,6 +350,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // `last_purged` first: entries it covers are ignored from then on,
         // whether or not their segment is gone yet.
         self.write_meta(LAST_PURGED, &log_id)?;
+        *self
+            .inner
+            .last_purged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(log_id);
         let whole: Vec<u64> = self
             .segments()
             .range(..segment_of(log_id.index().saturating_add(1)))
