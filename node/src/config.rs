@@ -3,8 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
+use raftkv_proto::client::parse_duration;
 
 /// Settings of one raftkv node.
 #[derive(Debug, Clone, Parser)]
@@ -41,10 +43,17 @@ pub struct NodeConfig {
     #[arg(long, env = "RAFTKV_BOOTSTRAP")]
     pub bootstrap: bool,
 
-    /// Ask a running cluster (any of these comma-separated host:port addresses)
-    /// to add this node as a voter, unless it is a member already.
+    /// Ask a running cluster (any of these comma-separated host:port addresses;
+    /// this node's own address is skipped) to add this node as a voter, unless
+    /// it is one already. Keeps asking until it is, or --join-timeout passes.
     #[arg(long, env = "RAFTKV_JOIN", value_delimiter = ',')]
     pub join: Vec<String>,
+
+    /// How long --join keeps asking the cluster before the node gives up and
+    /// exits with an error (e.g. 30s, 5m). Nodes booting together all join;
+    /// one whose cluster is not up yet keeps asking until then.
+    #[arg(long, env = "RAFTKV_JOIN_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub join_timeout: Duration,
 
     /// Leader heartbeat interval, in milliseconds.
     #[arg(long, env = "RAFTKV_HEARTBEAT_MS", default_value_t = 50)]

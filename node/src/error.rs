@@ -26,6 +26,11 @@ pub enum NodeError {
     /// The cluster cannot answer now (no quorum, shutting down); retrying later may work.
     #[error("{0}")]
     Unavailable(String),
+    /// The request conflicted with a concurrent change (another membership
+    /// change kept the configuration moving); nothing was changed and the
+    /// same request may be sent again.
+    #[error("{0}")]
+    Aborted(String),
     /// The operation did not finish in time; it may still take effect.
     #[error("{0}")]
     Timeout(String),
@@ -58,6 +63,7 @@ impl From<NodeError> for Status {
             NodeError::FailedPrecondition(_) => Code::FailedPrecondition,
             NodeError::NotFound(_) => Code::NotFound,
             NodeError::NotLeader { .. } | NodeError::Unavailable(_) => Code::Unavailable,
+            NodeError::Aborted(_) => Code::Aborted,
             NodeError::Timeout(_) => Code::DeadlineExceeded,
             NodeError::OutcomeUnknown(_) => Code::Unknown,
             NodeError::Storage(_) => Code::Internal,

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod failpoint;
 pub mod grpc;
+pub mod join;
 pub mod network;
 pub mod node;
 pub mod server;

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 use std::time::Instant;
 
+use openraft::errors::ChangeMembershipError;
 use openraft::errors::ClientWriteError;
 use openraft::errors::ForwardToLeader;
 use openraft::errors::LinearizableReadError;
@@ -34,6 +35,11 @@ use crate::types::TypeConfig;
 /// How long a new voter may take to catch up before `add_voter` gives up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long a membership change may wait for the previous one to be
+/// committed, and keep retrying one that raced with another, before it gives
+/// up with a retryable error.
+const MEMBERSHIP_SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// How long `trigger_snapshot` waits for the snapshot to be built.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -55,7 +61,16 @@ pub struct RaftNode {
     pub max_value_bytes: usize,
     /// Set to `true` to stop the node (the admin `Shutdown` call).
     pub stop: watch::Sender<bool>,
+    /// Held while this node proposes a membership change. openraft refuses a
+    /// change while another is uncommitted, and its compare-and-set guard
+    /// covers only the first of a voter change's two steps: changes that
+    /// arrive together (nodes booting with `--join` at once) must queue here.
+    pub membership_changes: tokio::sync::Mutex<()>,
 }
+
+/// One membership change planned against a configuration: what to change
+/// and whether removed voters stay as learners; `None` when there is nothing to do.
+type MembershipPlan = Option<(ChangeMembers<NodeId, Node>, bool)>;
 
 /// Whether an existing member votes.
 enum Suffrage {
@@ -115,10 +130,16 @@ impl RaftNode {
             RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => NodeError::OutcomeUnknown(format!(
                 "leadership changed while the write was in flight; it may or may not have been applied ({f})"
             )),
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                e @ (ChangeMembershipError::InProgress(_)
+                | ChangeMembershipError::UncommittedLeaderLog(_)),
+            )) => NodeError::Aborted(format!(
+                "another membership change or a new leader's first entry is not committed yet ({e}); retry"
+            )),
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
                 NodeError::FailedPrecondition(format!("membership change refused: {e}"))
             }
-            RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => NodeError::FailedPrecondition(
+            RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => NodeError::Aborted(
                 format!("the cluster configuration changed meanwhile ({e}); read it again and retry"),
             ),
             RaftError::Fatal(e) => NodeError::Unavailable(format!("the node is stopping: {e}")),
@@ -232,26 +253,111 @@ impl RaftNode {
         Ok(())
     }
 
-    fn membership_precondition(membership: &StoredMembership) -> Precondition<TypeConfig> {
-        Precondition::LastMembershipLogId {
-            last_membership_log_id: *membership.log_id(),
-        }
+    /// Whether `e` is a membership change refused only because another
+    /// change was in flight or had just landed: the same change may succeed
+    /// once that one is committed.
+    fn is_membership_race(e: &RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> bool {
+        matches!(
+            e,
+            RaftError::APIError(
+                ClientWriteError::PreconditionFailed(_)
+                    | ClientWriteError::ChangeMembershipError(
+                        ChangeMembershipError::InProgress(_)
+                            | ChangeMembershipError::UncommittedLeaderLog(_)
+                    )
+            )
+        )
     }
 
-    /// Proposes `change` on top of `membership` (refused if the configuration
-    /// moved meanwhile); returns the new configuration's log index.
+    /// The effective configuration, once it is committed (openraft refuses
+    /// a change while the previous one is not).
+    async fn settled_membership(&self, deadline: Instant) -> Result<StoredMembership, NodeError> {
+        let metrics = self
+            .raft
+            .wait(Some(deadline.saturating_duration_since(Instant::now())))
+            .metrics(
+                |m| m.membership_config.log_id() == m.committed_membership_config.log_id(),
+                "the configuration is committed",
+            )
+            .await
+            .map_err(|e| match e {
+                WaitError::Timeout(after, _) => NodeError::Aborted(format!(
+                    "the previous membership change is still not committed after {after:?}; retry"
+                )),
+                WaitError::ShuttingDown => {
+                    NodeError::Unavailable("the node is stopping".to_string())
+                }
+            })?;
+        Ok(metrics.membership_config.as_ref().clone())
+    }
+
+    /// Proposes the change `plan` makes to the current configuration, one
+    /// change at a time on this node; returns the new configuration's log
+    /// index (the current one if `plan` has nothing to do).
+    ///
+    /// `plan` is decided again on every attempt, against a committed
+    /// configuration read under the lock, so a change that raced with another
+    /// (refused by openraft's precondition or because one was in flight) is
+    /// retried on the configuration that won, until `MEMBERSHIP_SETTLE_TIMEOUT`.
+    /// A caller that pinned `previous_index` gets the refusal instead: it
+    /// asked for a compare-and-set.
     async fn change_membership(
         &self,
-        change: ChangeMembers<NodeId, Node>,
-        retain: bool,
-        membership: &StoredMembership,
+        previous_index: u64,
+        plan: impl Fn(&StoredMembership) -> Result<MembershipPlan, NodeError>,
     ) -> Result<u64, NodeError> {
-        let response = self
-            .raft
-            .change_membership_if(change, retain, [Self::membership_precondition(membership)])
-            .await
-            .map_err(|e| self.write_error(e))?;
-        Ok(response.log_id.index)
+        let _one_at_a_time = self.membership_changes.lock().await;
+        let deadline = Instant::now() + MEMBERSHIP_SETTLE_TIMEOUT;
+        loop {
+            self.require_leader()?;
+            let membership = self.settled_membership(deadline).await?;
+            let current = membership.log_id().as_ref().map_or(0, |l| l.index);
+            let finishing_joint = membership.membership().get_joint_config().len() > 1;
+            let (change, retain) = if finishing_joint {
+                // A voter change whose second step failed (leader change in
+                // between) left a committed joint configuration: finish it
+                // first, then plan on the result.
+                tracing::warn!(
+                    index = current,
+                    "finishing a joint configuration left by an interrupted change"
+                );
+                (ChangeMembers::AddVoterIds(BTreeSet::new()), true)
+            } else {
+                Self::check_previous_index(&membership, previous_index)?;
+                match plan(&membership)? {
+                    Some(planned) => planned,
+                    None => return Ok(current),
+                }
+            };
+            let description = format!("{change:?}");
+            let precondition = Precondition::LastMembershipLogId {
+                last_membership_log_id: *membership.log_id(),
+            };
+            match self
+                .raft
+                .change_membership_if(change, retain, [precondition])
+                .await
+            {
+                Ok(response) => {
+                    let index = response.log_id.index;
+                    tracing::info!(change = %description, index, "configuration changed");
+                    if !finishing_joint {
+                        return Ok(index);
+                    }
+                }
+                Err(e)
+                    if Self::is_membership_race(&e)
+                        && previous_index == 0
+                        && Instant::now() < deadline =>
+                {
+                    tracing::debug!(change = %description, cause = %e, "membership change raced with another; retrying");
+                    // The metrics that `settled_membership` reads may trail
+                    // the log by a moment: give them that moment.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(self.write_error(e)),
+            }
+        }
     }
 
     fn last_voter(id: NodeId) -> NodeError {
@@ -334,22 +440,17 @@ impl RaftNode {
         previous_index: u64,
     ) -> Result<u64, NodeError> {
         self.require_leader()?;
-        let membership = self.membership();
-        Self::check_previous_index(&membership, previous_index)?;
-        if Self::check_join(&membership, id, address)?.is_some() {
-            return Ok(membership.log_id().as_ref().map_or(0, |l| l.index));
-        }
-        let nodes = BTreeMap::from([(
-            id,
-            Node {
-                addr: address.to_string(),
-            },
-        )]);
-        let index = self
-            .change_membership(ChangeMembers::AddNodes(nodes), true, &membership)
-            .await?;
-        tracing::info!(node = id, %address, "learner added");
-        Ok(index)
+        self.change_membership(previous_index, |membership| {
+            Ok(Self::check_join(membership, id, address)?
+                .is_none()
+                .then(|| {
+                    let node = Node {
+                        addr: address.to_string(),
+                    };
+                    (ChangeMembers::AddNodes(BTreeMap::from([(id, node)])), true)
+                }))
+        })
+        .await
     }
 
     /// Adds node `id` as a voter: as a learner first, then, once it has caught
@@ -363,16 +464,12 @@ impl RaftNode {
         self.require_leader()?;
         let membership = self.membership();
         Self::check_previous_index(&membership, previous_index)?;
-        match Self::check_join(&membership, id, address)? {
-            Some(Suffrage::Voter) => {
-                return Ok(membership.log_id().as_ref().map_or(0, |l| l.index))
-            }
-            Some(Suffrage::Learner) => {}
-            None => {
-                self.add_learner(id, address, 0).await?;
-            }
+        if let Some(Suffrage::Voter) = Self::check_join(&membership, id, address)? {
+            return Ok(membership.log_id().as_ref().map_or(0, |l| l.index));
         }
-        // Caught up: the learner holds at least what the leader had when it joined.
+        self.add_learner(id, address, previous_index).await?;
+        // Caught up: the learner holds at least what the leader had when it
+        // joined. Several learners catch up at once; only the changes queue.
         let target = self.metrics().last_log_index.unwrap_or(0);
         self.raft
             .wait(Some(CATCH_UP_TIMEOUT))
@@ -389,16 +486,13 @@ impl RaftNode {
             .map_err(|e| {
                 Self::wait_error(&format!("node {id} did not catch up with the log"), e)
             })?;
-        let membership = self.membership();
-        let index = self
-            .change_membership(
-                ChangeMembers::AddVoterIds(BTreeSet::from([id])),
-                false,
-                &membership,
-            )
-            .await?;
-        tracing::info!(node = id, %address, "voter added");
-        Ok(index)
+        // previous_index was checked when the learner was added; the
+        // configuration may have moved since.
+        self.change_membership(0, |membership| {
+            let (is_voter, _) = Self::member_suffrage(membership, id)?;
+            Ok((!is_voter).then(|| (ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)))
+        })
+        .await
     }
 
     /// Checks that `id` is a member; returns whether it is a voter and how many voters there are.
@@ -423,57 +517,64 @@ impl RaftNode {
 
     /// Turns voter `id` into a learner.
     pub async fn demote_voter(&self, id: NodeId, previous_index: u64) -> Result<u64, NodeError> {
-        self.require_leader()?;
-        let membership = self.membership();
-        Self::check_previous_index(&membership, previous_index)?;
-        let (is_voter, voters) = Self::member_suffrage(&membership, id)?;
-        if !is_voter {
-            return Err(NodeError::FailedPrecondition(format!(
-                "node {id} is not a voter"
-            )));
-        }
-        if voters == 1 {
-            return Err(Self::last_voter(id));
-        }
-        if id == self.id {
-            // Hand leadership over first, so the change is made by a leader that stays.
-            self.transfer_leader(0, Duration::from_secs(5)).await?;
-            return Err(self.not_leader());
-        }
-        let index = self
-            .change_membership(
+        let plan = |membership: &StoredMembership| {
+            let (is_voter, voters) = Self::member_suffrage(membership, id)?;
+            if !is_voter {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "node {id} is not a voter"
+                )));
+            }
+            if voters == 1 {
+                return Err(Self::last_voter(id));
+            }
+            Ok(Some((
                 ChangeMembers::RemoveVoters(BTreeSet::from([id])),
                 true,
-                &membership,
-            )
+            )))
+        };
+        self.leave_office_if_changing_self(id, previous_index, &plan)
             .await?;
-        tracing::info!(node = id, "voter demoted to learner");
-        Ok(index)
+        self.change_membership(previous_index, plan).await
     }
 
     /// Removes node `id` from the cluster. Removing the leader (this node)
     /// transfers leadership first and answers `NotLeader` so the request is
     /// forwarded to the new leader.
     pub async fn remove_node(&self, id: NodeId, previous_index: u64) -> Result<u64, NodeError> {
+        let plan = |membership: &StoredMembership| {
+            let (is_voter, voters) = Self::member_suffrage(membership, id)?;
+            if is_voter && voters == 1 {
+                return Err(Self::last_voter(id));
+            }
+            Ok(Some(if is_voter {
+                (ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            } else {
+                (ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+            }))
+        };
+        self.leave_office_if_changing_self(id, previous_index, &plan)
+            .await?;
+        self.change_membership(previous_index, plan).await
+    }
+
+    /// Before this leader demotes or removes itself: checks the request, hands
+    /// leadership to another voter, and answers `NotLeader` so the change is
+    /// made by a leader that stays. Does nothing for another node's change.
+    async fn leave_office_if_changing_self(
+        &self,
+        id: NodeId,
+        previous_index: u64,
+        plan: &impl Fn(&StoredMembership) -> Result<MembershipPlan, NodeError>,
+    ) -> Result<(), NodeError> {
         self.require_leader()?;
+        if id != self.id {
+            return Ok(());
+        }
         let membership = self.membership();
         Self::check_previous_index(&membership, previous_index)?;
-        let (is_voter, voters) = Self::member_suffrage(&membership, id)?;
-        if is_voter && voters == 1 {
-            return Err(Self::last_voter(id));
-        }
-        if id == self.id {
-            self.transfer_leader(0, Duration::from_secs(5)).await?;
-            return Err(self.not_leader());
-        }
-        let change = if is_voter {
-            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-        } else {
-            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-        };
-        let index = self.change_membership(change, false, &membership).await?;
-        tracing::info!(node = id, "node removed");
-        Ok(index)
+        plan(&membership)?;
+        self.transfer_leader(0, Duration::from_secs(5)).await?;
+        Err(self.not_leader())
     }
 
     /// The voter (other than this node) with the most replicated log.

@@ -4,11 +4,8 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::TryStreamExt;
-use raftkv_proto::pb;
-use raftkv_proto::pb::admin_client::AdminClient;
 use raftkv_proto::pb::admin_server::AdminServer;
 use raftkv_proto::pb::kv_server::KvServer;
 use raftkv_proto::pb::raft_server::RaftServer;
@@ -25,6 +22,8 @@ use crate::grpc::admin::AdminService;
 use crate::grpc::health::track_leadership;
 use crate::grpc::kv::KvService;
 use crate::grpc::raft::RaftService;
+use crate::join::join;
+use crate::join::JoinError;
 use crate::network::Network;
 use crate::network::PeerChannels;
 use crate::node::RaftNode;
@@ -46,6 +45,10 @@ pub enum RunError {
     /// openraft refused to start.
     #[error("cannot start raft: {0}")]
     Raft(String),
+    /// `--join` gave up: the cluster refused this node or did not make it a
+    /// voter in time.
+    #[error("cannot join the cluster: {0}")]
+    Join(#[from] JoinError),
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -64,6 +67,10 @@ pub async fn run(
         .map_err(|e| RunError::Config(e.to_string()))?;
     let address = advertise_address(&config, bound).map_err(RunError::Config)?;
     crate::network::endpoint(&address).map_err(RunError::Config)?;
+    for peer in &config.join {
+        crate::network::endpoint(peer)
+            .map_err(|e| RunError::Config(format!("--join {peer}: {e}")))?;
+    }
     let raft_config = Arc::new(
         config
             .raft_config()
@@ -95,15 +102,25 @@ pub async fn run(
         max_key_bytes: config.max_key_bytes,
         max_value_bytes: config.max_value_bytes,
         stop,
+        membership_changes: tokio::sync::Mutex::new(()),
     });
     tracing::info!(id = config.id, %address, data_dir = %config.data_dir.display(), "node started");
 
     if config.bootstrap {
         bootstrap(&node).await;
     }
-    if !config.join.is_empty() {
-        tokio::spawn(join(node.clone(), config.join.clone()));
-    }
+    // A join that gives up stops the node (below) with the reason.
+    let (join_failed_tx, mut join_failed) = tokio::sync::oneshot::channel::<JoinError>();
+    let joining = (!config.join.is_empty()).then(|| {
+        let node = node.clone();
+        let (addresses, timeout) = (config.join.clone(), config.join_timeout);
+        tokio::spawn(async move {
+            if let Err(e) = join(&node, &addresses, timeout).await {
+                tracing::error!(cause = %e, "giving up joining the cluster; stopping");
+                let _ = join_failed_tx.send(e);
+            }
+        })
+    });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(track_leadership(raft.clone(), health_reporter));
@@ -133,11 +150,14 @@ pub async fn run(
             }
         }
     };
-    let stop_requested = async move {
+    let mut join_error = None;
+    let stop_requested = async {
         tokio::select! {
             () = shutdown => {}
             _ = stopped.wait_for(|stop| *stop) => {}
             () = raft_failed => {}
+            // Only a failure stops the node; a finished join drops the sender.
+            Ok(e) = &mut join_failed => join_error = Some(e),
         }
         tracing::info!("stopping");
     };
@@ -166,6 +186,9 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, stop_requested)
         .await;
+    if let Some(joining) = joining {
+        joining.abort();
+    }
     let failure = raft.metrics().borrow_watched().running_state.clone();
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(cause = %e, "raft did not shut down cleanly");
@@ -173,6 +196,9 @@ pub async fn run(
     if let Err(fatal) = failure {
         tracing::error!(cause = %fatal, "raft stopped on an unrecoverable error");
         return Err(RunError::Raft(format!("raft stopped: {fatal}")));
+    }
+    if let Some(e) = join_error {
+        return Err(RunError::Join(e));
     }
     tracing::info!("node stopped");
     served.map_err(RunError::from)
@@ -186,52 +212,5 @@ async fn bootstrap(node: &RaftNode) {
         Err(e) => {
             tracing::info!(cause = %e, "--bootstrap ignored: this node is already initialised")
         }
-    }
-}
-
-/// `--join`: asks the cluster at `addresses` to add this node as a voter,
-/// retrying (any node forwards to the leader) until it is a voter.
-async fn join(node: Arc<RaftNode>, addresses: Vec<String>) {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let is_voter = node
-            .membership()
-            .membership()
-            .voter_ids()
-            .any(|id| id == node.id);
-        if is_voter {
-            tracing::info!("this node is a voter of the cluster");
-            return;
-        }
-        for address in &addresses {
-            let Ok(channel) = node.peers.get(address) else {
-                tracing::error!(%address, "--join address is not host:port");
-                continue;
-            };
-            let mut request = tonic::Request::new(pb::AddNodeRequest {
-                node_id: node.id,
-                address: node.address.clone(),
-                previous_index: 0,
-            });
-            request.set_timeout(Duration::from_secs(130));
-            match AdminClient::new(channel).add_voter(request).await {
-                Ok(_) => {
-                    tracing::info!(via = %address, "joined the cluster as a voter");
-                    return;
-                }
-                Err(status) if status.code() == tonic::Code::FailedPrecondition => {
-                    tracing::error!(via = %address, cause = %status.message(), "the cluster refused to add this node");
-                    return;
-                }
-                Err(status) => {
-                    tracing::warn!(via = %address, cause = %status.message(), "join attempt failed; retrying")
-                }
-            }
-        }
-        if *node.stop.borrow() {
-            return;
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

@@ -42,6 +42,7 @@ pub fn describe_status(status: &Status) -> String {
     let code = match status.code() {
         Code::InvalidArgument => "invalid argument",
         Code::FailedPrecondition => "refused",
+        Code::Aborted => "conflict, nothing changed (retry)",
         Code::NotFound => "not found",
         Code::Unavailable => "unavailable",
         Code::DeadlineExceeded => "deadline exceeded",

@@ -21,6 +21,26 @@ async fn wait_for_leader(address: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn add_voter_from_two_terminals_at_once() {
+    let dir = TempDir::new().expect("temp dir");
+    let n1 = TestNode::start(&dir, 1, true).await;
+    let n2 = TestNode::start(&dir, 2, false).await;
+    let n3 = TestNode::start(&dir, 3, false).await;
+    let a1 = n1.address.as_str();
+    wait_for_leader(a1).await;
+
+    let add_two = [a1, "add_voter", "2", &n2.address];
+    let add_three = [a1, "add_voter", "3", &n3.address];
+    let (two, three) = tokio::join!(raft_admin(&add_two), raft_admin(&add_three));
+    two.ok();
+    three.ok();
+    assert_eq!(
+        leader_configuration(a1).await,
+        vec![voter(1, a1), voter(2, &n2.address), voter(3, &n3.address)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grow_steer_and_shrink_a_cluster() {
     let dir = TempDir::new().expect("temp dir");
     let n1 = TestNode::start(&dir, 1, true).await;

@@ -4,4 +4,5 @@
 mod support;
 mod test_bad_input;
 mod test_cluster;
+mod test_join;
 mod test_storage;

@@ -107,9 +107,14 @@ impl TestNode {
         self.child = Some(child);
     }
 
+    /// Everything the node has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The last lines of the node's log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
@@ -138,6 +143,18 @@ impl TestNode {
         self.child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits until the process exits by itself; returns its exit status.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("the node was started");
+        let status = wait_for(&format!("node {} exits", self.id), || {
+            let status = child.try_wait().expect("try_wait");
+            async move { status }
+        })
+        .await;
+        self.child = None;
+        status
     }
 
     /// Starts the node again on its previous address and data, with `extra` flags.
@@ -232,6 +249,16 @@ impl Cluster {
             cluster.add_voter(id).await;
         }
         cluster
+    }
+
+    /// A cluster of nodes started by hand in `dir` (the first one is asked for
+    /// the configuration).
+    pub fn adopt(dir: TempDir, nodes: Vec<TestNode>) -> Cluster {
+        Cluster {
+            dir,
+            nodes,
+            flags: Vec::new(),
+        }
     }
 
     /// Starts node `id` and adds it as a voter through the leader's admin API.

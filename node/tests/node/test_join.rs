@@ -1,0 +1,168 @@
+//! Joining a cluster: nodes booting together with `--join`, concurrent
+//! `add_voter` calls, a join that waits for its cluster to come up, and a
+//! join that gives up (the node exits with the reason instead of running on
+//! outside the cluster).
+
+use std::net::TcpListener;
+
+use raftkv_proto::pb;
+use raftkv_proto::pb::admin_client::AdminClient;
+use tonic::transport::Channel;
+
+use crate::support::wait_for;
+use crate::support::Cluster;
+use crate::support::TestNode;
+
+/// The voters of the committed configuration as `admin` (the leader) sees it.
+async fn committed_voters(admin: &mut AdminClient<Channel>) -> Option<Vec<u64>> {
+    let config = admin
+        .get_configuration(pb::Empty {})
+        .await
+        .ok()?
+        .into_inner();
+    let voters = config
+        .members
+        .iter()
+        .filter(|m| m.suffrage == pb::Suffrage::Voter as i32)
+        .map(|m| m.id)
+        .collect();
+    (config.committed && !config.joint).then_some(voters)
+}
+
+/// Waits until the committed configuration on node 1 has exactly `expected` voters.
+async fn wait_for_voters(cluster: &Cluster, expected: &[u64]) {
+    let admin = cluster.nodes[0].admin().await;
+    wait_for(&format!("the voters are {expected:?}"), || {
+        let mut admin = admin.clone();
+        async move { (committed_voters(&mut admin).await? == expected).then_some(()) }
+    })
+    .await;
+}
+
+/// A free port on 127.0.0.1 that nobody listens on (yet).
+fn unused_address() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_booting_together_all_become_voters() {
+    // Formation is racy by nature: repeat it so a lost race would show.
+    for round in 1..=3 {
+        let mut cluster = Cluster::start(1, &[]).await;
+        let seed = cluster.nodes[0].address.clone();
+        let joiners: Vec<TestNode> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (2..=5)
+                .map(|id| {
+                    let (dir, seed) = (&cluster.dir, &seed);
+                    scope.spawn(move || {
+                        TestNode::start(dir, id, "127.0.0.1:0", &["--join", seed], &[])
+                    })
+                })
+                .collect();
+            starts
+                .into_iter()
+                .map(|s| s.join().expect("start"))
+                .collect()
+        });
+        cluster.nodes.extend(joiners);
+        wait_for_voters(&cluster, &[1, 2, 3, 4, 5]).await;
+        for node in &mut cluster.nodes {
+            assert!(
+                node.is_running(),
+                "round {round}: node {} stopped; log:\n{}",
+                node.id,
+                node.log_tail()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_add_voter_calls_both_succeed() {
+    let mut cluster = Cluster::start(1, &[]).await;
+    let two = TestNode::start(&cluster.dir, 2, "127.0.0.1:0", &[], &[]);
+    let three = TestNode::start(&cluster.dir, 3, "127.0.0.1:0", &[], &[]);
+    let (address_2, address_3) = (two.address.clone(), three.address.clone());
+    cluster.nodes.extend([two, three]);
+    let mut first = cluster.nodes[0].admin().await;
+    let mut second = cluster.nodes[0].admin().await;
+    let (a, b) = tokio::join!(
+        first.add_voter(pb::AddNodeRequest {
+            node_id: 2,
+            address: address_2,
+            previous_index: 0,
+        }),
+        second.add_voter(pb::AddNodeRequest {
+            node_id: 3,
+            address: address_3,
+            previous_index: 0,
+        }),
+    );
+    a.expect("add voter 2");
+    b.expect("add voter 3");
+    wait_for_voters(&cluster, &[1, 2, 3]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_waits_for_its_cluster_to_come_up() {
+    let seed = unused_address();
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let mut joiner = TestNode::start(&dir, 2, "127.0.0.1:0", &["--join", &seed], &[]);
+    wait_for(
+        "the joiner has failed to reach the seed at least once",
+        || {
+            let log = joiner.log();
+            async move { log.contains("join attempt failed").then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        joiner.is_running(),
+        "the joiner gave up:\n{}",
+        joiner.log_tail()
+    );
+
+    let first = TestNode::start(&dir, 1, &seed, &[], &["--bootstrap"]);
+    let mut cluster = Cluster::adopt(dir, vec![first, joiner]);
+    cluster.wait_for_leader().await;
+    wait_for_voters(&cluster, &[1, 2]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_that_cannot_succeed_stops_the_node() {
+    // Nobody ever answers: the node gives up after --join-timeout.
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let nobody = unused_address();
+    let mut lonely = TestNode::start(
+        &dir,
+        2,
+        "127.0.0.1:0",
+        &["--join", &nobody, "--join-timeout", "1s"],
+        &[],
+    );
+    let status = lonely.wait_exit().await;
+    assert!(!status.success(), "a failed join must exit non-zero");
+    let log = lonely.log();
+    assert!(
+        log.contains("cannot join the cluster") && log.contains("--join-timeout"),
+        "the reason is logged:\n{log}"
+    );
+
+    // The cluster refuses for good (id 1 is a member at another address):
+    // the node stops at once, without waiting for the timeout.
+    let cluster = Cluster::start(1, &[]).await;
+    let seed = cluster.nodes[0].address.clone();
+    // The same id as node 1, but a data dir of its own.
+    let elsewhere = tempfile::TempDir::new().expect("temp dir");
+    let mut impostor = TestNode::start(&elsewhere, 1, "127.0.0.1:0", &["--join", &seed], &[]);
+    let status = impostor.wait_exit().await;
+    assert!(!status.success(), "a refused join must exit non-zero");
+    let log = impostor.log();
+    assert!(
+        log.contains("refused to add this node") && log.contains("already a member"),
+        "the refusal is logged:\n{log}"
+    );
+    let mut admin = cluster.nodes[0].admin().await;
+    assert_eq!(committed_voters(&mut admin).await, Some(vec![1]));
+}
