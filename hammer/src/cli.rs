@@ -42,6 +42,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the text report of a run from the JSON report it wrote (--json).
+    Report {
+        /// The JSON report (`hammer --json > report.json`).
+        file: PathBuf,
+    },
 }
 
 /// What a load run does.
@@ -117,9 +122,18 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Write gaps longer than this are listed as windows without writes.
+    /// Windows without a successful write at least this long are listed as
+    /// write gaps; the start of the run to the first write and the last
+    /// write to the end of the run count too.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub gap_threshold: Duration,
+
+    /// Exit 0 even if the run ended in an outage (the report still says so).
+    /// A run ends in an outage when its last --gap-threshold or more saw no
+    /// successful write while operations failed or were retried. A run in
+    /// which no operation succeeded at all still fails.
+    #[arg(long)]
+    pub allow_outage: bool,
 }
 
 fn parse_fraction(text: &str) -> Result<f64, String> {

@@ -44,42 +44,79 @@ use verify::Tracker;
 
 /// Runs hammer; the exit code says whether the run was sound.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Some(cli::Command::Check {
-        file,
-        time_limit,
-        state_limit,
-        json,
-    }) = cli.command
-    {
-        return run_check(
+    match cli.command {
+        Some(cli::Command::Check {
+            file,
+            time_limit,
+            state_limit,
+            json,
+        }) => run_check(
             &file,
             check::Limits {
                 time: time_limit,
                 states: state_limit,
             },
             json,
-        );
+        ),
+        Some(cli::Command::Report { file }) => {
+            print!("{}", read_report(&file)?.render());
+            Ok(ExitCode::SUCCESS)
+        }
+        None => run_load(&cli.run).await,
     }
-    let args = cli.run;
-    let report = load(&args).await?;
+}
+
+/// A load run: the report on stdout (text or JSON), the verdict as exit code.
+async fn run_load(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let report = load(args).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.render());
     }
+    Ok(verdict(&report, args))
+}
+
+/// Whether a finished run was sound, with the reason on stderr if not.
+fn verdict(report: &Report, args: &RunArgs) -> ExitCode {
+    let mut sound = true;
     let lost = report
         .verify
         .as_ref()
         .map_or(0, |v| v.lost_acknowledged_writes);
     if lost > 0 {
         eprintln!("error: {lost} acknowledged writes were lost");
-        return Ok(ExitCode::FAILURE);
+        sound = false;
     }
     if report.operations == 0 {
         eprintln!("error: no operation succeeded");
-        return Ok(ExitCode::FAILURE);
+        sound = false;
     }
-    Ok(ExitCode::SUCCESS)
+    if let Some(outage) = report.outage_summary() {
+        if args.allow_outage {
+            eprintln!("warning: the run ended in an outage: {outage}");
+        } else {
+            eprintln!("error: the run ended in an outage: {outage} (--allow-outage accepts this)");
+            sound = false;
+        }
+    }
+    if sound {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Reads a report that `hammer --json` wrote.
+pub fn read_report(file: &std::path::Path) -> anyhow::Result<Report> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a hammer report (the JSON that `hammer --json` prints): {e}",
+            file.display()
+        )
+    })
 }
 
 /// `hammer check FILE`: exit 0 only for a linearizable history.
@@ -202,9 +239,12 @@ pub async fn load(args: &RunArgs) -> anyhow::Result<Report> {
         Target::Etcd(etcd)
     } else {
         let cluster = Cluster::new(endpoints.clone(), args.timeout)?;
+        // No leader is an outage to measure, not a reason to stop: the run
+        // goes on and the report shows how long writes waited for one.
         if cluster.leader().await.is_none() {
-            anyhow::bail!(
-                "no leader found among {}; is the cluster up?",
+            eprintln!(
+                "warning: no leader found among {} (is the cluster up?); \
+                 running anyway, the wait for one counts as a write gap",
                 endpoints.join(",")
             );
         }
@@ -243,19 +283,34 @@ pub async fn load(args: &RunArgs) -> anyhow::Result<Report> {
         .recorder
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .report(elapsed, args.gap_threshold);
+        .report(elapsed, args.gap_threshold, args.read_ratio < 1.0);
+    if let Target::Raftkv(cluster) = &shared.target {
+        report.leader_changes = Some(cluster.leader_changes(start));
+    }
     if let Some(tracker) = &shared.tracker {
-        report.verify = Some(verify_all(&shared, tracker).await);
+        if report.ended_in_outage {
+            // Reading every key back would wait out each read's deadline.
+            report.verify_skipped =
+                Some("the run ended in an outage, so the written keys cannot be read back".into());
+        } else {
+            report.verify = Some(verify_all(&shared, tracker).await);
+        }
     }
     drop(shared);
     if let Some(history) = history {
         history.finish().await?;
     }
     if let Some(plot) = &args.plot {
-        let title = format!(
-            "hammer: {} clients, {:.0} ops/s, longest write gap {:.0} ms",
-            args.clients, report.throughput, report.longest_write_gap_ms
+        let mut title = format!(
+            "hammer: {} clients, {:.0} ops/s",
+            args.clients, report.throughput
         );
+        if let Some(longest) = report.longest_write_gap_ms {
+            title += &format!(", longest write gap {longest:.0} ms");
+        }
+        if report.ended_in_outage {
+            title += ", ENDED IN AN OUTAGE";
+        }
         plot::write_svg(&report, plot, &title)?;
     }
     Ok(report)
@@ -336,14 +391,20 @@ async fn client(shared: Arc<Shared>, id: u64) {
         };
 
         let invoke = Instant::now();
+        // A timed run ends on time: an operation still retrying at the end
+        // gets one more call timeout, not its whole budget.
+        let deadline = match args.ops {
+            None => (invoke + op_budget).min(shared.end + args.timeout),
+            Some(_) => invoke + op_budget,
+        };
         let outcome = shared
             .target
-            .execute(id, &op, invoke + op_budget, |kind| {
+            .execute(id, &op, deadline, |kind| {
                 shared
                     .recorder
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .retry(kind)
+                    .retry(kind, shared.start.elapsed())
             })
             .await;
         let complete = Instant::now();

@@ -67,10 +67,10 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptError {
     /// Rejected before it was proposed (not the leader, cannot connect): safe
-    /// to retry; the leader hint, if any.
+    /// to retry; the leader hint (node id and address), if any.
     Retry {
         kind: &'static str,
-        leader: Option<String>,
+        leader: Option<(u64, String)>,
     },
     /// Sent, but no answer says what happened.
     Unknown(&'static str),

@@ -1,7 +1,10 @@
 //! Running operations against a raftkv cluster: straight to the leader,
-//! following redirects, retrying only what is safe to retry.
+//! following redirects, retrying only what is safe to retry; and noting
+//! which node served operations when, so the report can show leader changes.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
@@ -18,6 +21,11 @@ use crate::op::AttemptError;
 use crate::op::Op;
 use crate::op::Outcome;
 use crate::op::Reply;
+use crate::stats::LeaderChange;
+
+/// How long to wait for a node's id (one status call per address, only to
+/// name leaders in the report): short, as clients wait for discovery meanwhile.
+const ID_LOOKUP: Duration = Duration::from_millis(500);
 
 /// Shared by every client of a run.
 pub struct Cluster {
@@ -27,8 +35,28 @@ pub struct Cluster {
     leader: Mutex<Option<String>>,
     /// Leader discovery, one at a time.
     discovery: tokio::sync::Mutex<ClusterClient>,
+    /// Discoveries finished so far. A client that waited while another asked
+    /// the nodes takes that answer instead of asking again: without a
+    /// leader, every client would otherwise queue for its own round of
+    /// status calls, and the run could not stop on time.
+    discoveries: AtomicU64,
+    /// Node ids by address, learned from redirects and status answers.
+    node_ids: Mutex<HashMap<String, u64>>,
+    /// Which node served operations, and each time that changed.
+    served: Mutex<ServedLog>,
     /// Deadline of one call.
     call_timeout: Duration,
+}
+
+/// Which node served operations over time.
+#[derive(Default)]
+struct ServedLog {
+    /// The node that served the latest operation counted.
+    current: Option<String>,
+    /// When `current` took over.
+    since: Option<Instant>,
+    /// Every take-over: when and which address.
+    changes: Vec<(Instant, String)>,
 }
 
 /// Classifies a failed call.
@@ -39,10 +67,10 @@ pub fn classify(status: &Status, op_is_write: bool) -> AttemptError {
         || message.contains("error trying to connect");
     match status.code() {
         Code::Unavailable => {
-            if let Some((_, address)) = leader_hint(status) {
+            if let Some(hint) = leader_hint(status) {
                 return AttemptError::Retry {
                     kind: "not_leader",
-                    leader: Some(address),
+                    leader: Some(hint),
                 };
             }
             if message.contains("no leader is known") || message.starts_with("not the leader") {
@@ -90,6 +118,9 @@ impl Cluster {
             channels: Mutex::new(HashMap::new()),
             leader: Mutex::new(None),
             discovery: tokio::sync::Mutex::new(discovery),
+            discoveries: AtomicU64::new(0),
+            node_ids: Mutex::new(HashMap::new()),
+            served: Mutex::new(ServedLog::default()),
             call_timeout,
         })
     }
@@ -120,14 +151,74 @@ impl Cluster {
         if let Some(leader) = self.current_leader() {
             return Some(leader);
         }
+        let before = self.discoveries.load(Ordering::Acquire);
         let mut discovery = self.discovery.lock().await;
-        // Another client may have found it while this one waited.
+        // Another client may have found it while this one waited, or asked
+        // and found none: its answer is as fresh as a new round would be.
         if let Some(leader) = self.current_leader() {
             return Some(leader);
         }
+        if self.discoveries.load(Ordering::Acquire) != before {
+            return None;
+        }
         let found = discovery.find_leader().await.ok();
         self.set_leader(found.clone());
+        self.discoveries.fetch_add(1, Ordering::Release);
+        if let Some(address) = &found {
+            let known = self
+                .node_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(address);
+            if !known {
+                // Discovery answers with an address only; the report names
+                // leaders by id. Once per address.
+                if let Ok(Ok(status)) =
+                    tokio::time::timeout(ID_LOOKUP, discovery.status(address)).await
+                {
+                    self.note_id(address, status.id);
+                }
+            }
+        }
         found
+    }
+
+    fn note_id(&self, address: &str, id: u64) {
+        self.node_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(address.to_string(), id);
+    }
+
+    /// Notes that `address` served an operation sent at `sent`. Only an
+    /// operation sent after the last change can signal another: the old
+    /// leader answering a call sent before a transfer is not a change back.
+    fn served_by(&self, address: &str, sent: Instant) {
+        let mut log = self.served.lock().unwrap_or_else(|e| e.into_inner());
+        if log.current.as_deref() == Some(address) || log.since.is_some_and(|since| sent < since) {
+            return;
+        }
+        let now = Instant::now();
+        log.current = Some(address.to_string());
+        log.since = Some(now);
+        log.changes.push((now, address.to_string()));
+    }
+
+    /// Every time a different node started serving operations (the first
+    /// being the leader at the start), relative to `start`.
+    pub fn leader_changes(&self, start: Instant) -> Vec<LeaderChange> {
+        let ids = self.node_ids.lock().unwrap_or_else(|e| e.into_inner());
+        self.served
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .changes
+            .iter()
+            .map(|(at, address)| LeaderChange {
+                at_s: at.saturating_duration_since(start).as_secs_f64(),
+                leader_id: ids.get(address).copied(),
+                address: address.clone(),
+            })
+            .collect()
     }
 
     /// One attempt of `op` at `address`.
@@ -209,18 +300,23 @@ impl Cluster {
             if remaining.is_zero() {
                 return Outcome::Fail(last_retry.to_string());
             }
-            let Some(leader) = self.leader().await else {
+            // Bounded: the run's end must not wait on discovery.
+            let Ok(Some(leader)) = tokio::time::timeout(remaining, self.leader()).await else {
                 last_retry = "no_leader";
                 on_retry(last_retry);
                 tokio::time::sleep(pause.min(remaining)).await;
                 pause = (pause * 2).min(Duration::from_millis(50));
                 continue;
             };
+            let sent = Instant::now();
             match self
                 .attempt(&leader, op, self.call_timeout.min(remaining))
                 .await
             {
-                Ok(reply) => return Outcome::Ok(reply),
+                Ok(reply) => {
+                    self.served_by(&leader, sent);
+                    return Outcome::Ok(reply);
+                }
                 Err(AttemptError::Fail(kind)) => return Outcome::Fail(kind.to_string()),
                 Err(AttemptError::Unknown(kind)) => {
                     // The leader may be gone: look again before the next operation.
@@ -231,7 +327,10 @@ impl Cluster {
                     last_retry = kind;
                     on_retry(kind);
                     match hint {
-                        Some(address) => self.set_leader(Some(address)),
+                        Some((id, address)) => {
+                            self.note_id(&address, id);
+                            self.set_leader(Some(address));
+                        }
                         None => {
                             self.forget_leader(&leader);
                             tokio::time::sleep(pause.min(remaining)).await;
@@ -255,6 +354,28 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_answer_from_the_old_leader_is_not_a_change_back() {
+        let cluster = Cluster::new(vec!["127.0.0.1:1".into()], Duration::from_secs(1)).unwrap();
+        let start = Instant::now();
+        let before_transfer = Instant::now();
+        cluster.served_by("127.0.0.1:1", before_transfer);
+        cluster.note_id("127.0.0.1:2", 2);
+        cluster.served_by("127.0.0.1:2", Instant::now());
+        // Sent to node 1 before node 2 took over, answered after.
+        cluster.served_by("127.0.0.1:1", before_transfer);
+        cluster.served_by("127.0.0.1:2", Instant::now());
+        let changes = cluster.leader_changes(start);
+        let seen: Vec<_> = changes
+            .iter()
+            .map(|c| (c.leader_id, c.address.as_str()))
+            .collect();
+        assert_eq!(seen, vec![(None, "127.0.0.1:1"), (Some(2), "127.0.0.1:2")]);
+        // A real change back, sent after the last change, counts.
+        cluster.served_by("127.0.0.1:1", Instant::now());
+        assert_eq!(cluster.leader_changes(start).len(), 3);
+    }
 
     #[test]
     fn failures_are_classified_by_what_they_say_about_the_write() {
@@ -291,7 +412,7 @@ mod tests {
             classify(&redirect, true),
             AttemptError::Retry {
                 kind: "not_leader",
-                leader: Some("127.0.0.1:2".into())
+                leader: Some((2, "127.0.0.1:2".into()))
             }
         );
         assert_eq!(

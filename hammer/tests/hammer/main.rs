@@ -5,5 +5,6 @@
 mod support;
 mod test_faults;
 mod test_load;
+mod test_outage;
 mod test_partition;
 mod test_storage_faults;

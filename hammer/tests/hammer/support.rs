@@ -459,6 +459,23 @@ impl Cluster {
     }
 }
 
+/// Runs the hammer binary with `args`; returns its exit code, stdout and stderr.
+pub async fn hammer_binary(args: Vec<String>) -> (i32, String, String) {
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_hammer"))
+            .args(&args)
+            .output()
+            .expect("run hammer")
+    })
+    .await
+    .expect("join");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// Whether the tests run as root (namespaces, nft rules and mounts need it).
 pub fn is_root() -> bool {
     Command::new("id")
