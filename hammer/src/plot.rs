@@ -139,7 +139,7 @@ fn key(out: &mut String, report: &Report) {
         report.gap_threshold_ms
     );
     let _ = writeln!(out, r#"<text x="{x}" y="{y}">{}</text>"#, escape(&gaps));
-    x += 7.0 * gaps.len() as f64 + 20.0;
+    x += text_width(&gaps) + 20.0;
     if report.leader_changes.is_some() {
         let _ = writeln!(
             out,
@@ -237,13 +237,15 @@ fn draw_panel(out: &mut String, panel: &Panel, frame: &Frame) {
                 r#"<text x="{legend_x:.1}" y="{:.1}" text-anchor="end" fill="{color}" font-weight="bold">{name}</text>"#,
                 panel.top + 14.0
             );
-            legend_x -= 8.0 * name.len() as f64 + 12.0;
+            legend_x -= text_width(name) + 20.0;
         }
     }
 }
 
-/// Shades every write gap across both panels, labelling the wide ones.
+/// Shades every write gap across both panels, each labelled with its length
+/// where the label does not run into the previous one.
 fn write_gaps(out: &mut String, report: &Report, frame: &Frame) {
+    let mut last_label_end = f64::NEG_INFINITY;
     for gap in &report.write_gaps {
         let end_s = gap.start_s + gap.length_ms / 1000.0;
         let start = frame.x(gap.start_s);
@@ -260,21 +262,30 @@ fn write_gaps(out: &mut String, report: &Report, frame: &Frame) {
             gap.length_ms,
             gap.start_s
         );
-        // The whole label if it fits, else just the length, else nothing
-        // (the tooltip still has it).
+        // The whole label inside the shading if it fits, else just the
+        // length (the tooltip has the rest).
         let length = format_duration_ms(gap.length_ms);
-        let label = [format!("no writes {length}"), length]
-            .into_iter()
-            .find(|label| width >= 7.0 * label.len() as f64 + 4.0);
-        if let Some(label) = label {
+        let full = format!("no writes {length}");
+        let label = if width >= text_width(&full) + 4.0 {
+            full
+        } else {
+            length
+        };
+        let middle = start + width / 2.0;
+        if middle - text_width(&label) / 2.0 > last_label_end + 4.0 {
+            last_label_end = middle + text_width(&label) / 2.0;
             let _ = writeln!(
                 out,
-                r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#a00">{label}</text>"##,
-                start + width / 2.0,
+                r##"<text x="{middle:.1}" y="{:.1}" text-anchor="middle" fill="#a00">{label}</text>"##,
                 TOP + PANEL - 8.0
             );
         }
     }
+}
+
+/// About how wide `text` is at the chart's font size.
+fn text_width(text: &str) -> f64 {
+    7.0 * text.chars().count() as f64
 }
 
 /// A dashed vertical line per leader change, its id above the panels;
@@ -290,7 +301,7 @@ fn leader_changes(out: &mut String, report: &Report, frame: &Frame) {
         let name = change
             .leader_id
             .map_or("leader ?".to_string(), |id| format!("leader {id}"));
-        let width = 7.0 * name.len() as f64;
+        let width = text_width(&name);
         let row = (0..ROWS.len())
             .find(|&row| row_ends[row] < x - width / 2.0 - 4.0)
             .unwrap_or(ROWS.len() - 1);
