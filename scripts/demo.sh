@@ -8,22 +8,26 @@ DURATION=30
 CLIENTS=16
 BASE_PORT=50151
 DATA=""
+OUT="$ROOT/demo-out"
 KEEP=0
 
 usage() {
   cat <<TXT
-Usage: scripts/demo.sh [--duration SECONDS] [--clients N] [--base-port PORT] [--dir DIR] [--keep]
+Usage: scripts/demo.sh [--duration SECONDS] [--clients N] [--base-port PORT] [--dir DIR] [--out DIR] [--keep]
 
 Builds release binaries, starts 3 nodes on 127.0.0.1:PORT.., bootstraps node 1,
 adds nodes 2 and 3 with raft-admin add_voter, runs hammer in the background,
 transfers leadership at 1/4 of the run and kill -9s (then restarts) the leader
-at 1/2, then prints hammer's report (with the windows without writes), a chart
-(demo.svg in the data dir) and raft-admin status, and stops everything it started.
+at 1/2, then prints hammer's report (with the windows without writes and the
+leader changes) and raft-admin status, and stops everything it started. The
+report (report.txt, report.json) and the chart (demo.svg) stay in the --out
+directory.
 
   --duration SECONDS  length of the load run (default 30)
   --clients N         hammer clients (default 16)
   --base-port PORT    port of node 1 (default 50151)
-  --dir DIR           data, logs, report (default: a new temporary directory)
+  --dir DIR           node data and logs (default: a new temporary directory)
+  --out DIR           report and chart (default: demo-out/ at the repo root)
   --keep              keep the data directory
 TXT
 }
@@ -34,6 +38,7 @@ while [ $# -gt 0 ]; do
     --clients) CLIENTS=$2; shift 2 ;;
     --base-port) BASE_PORT=$2; shift 2 ;;
     --dir) DATA=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -41,6 +46,10 @@ while [ $# -gt 0 ]; do
 done
 [[ "$DURATION" =~ ^[0-9]+$ ]] && [ "$DURATION" -ge 8 ] || { echo "--duration must be a whole number of seconds, at least 8" >&2; exit 2; }
 if [ -z "$DATA" ]; then DATA=$(mktemp -d /tmp/raftkv-demo.XXXXXX); else mkdir -p "$DATA"; fi
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+# Nothing from an earlier run may pass for this one's.
+rm -f "$OUT/report.json" "$OUT/report.txt" "$OUT/demo.svg"
 
 cluster() { "$ROOT/scripts/cluster.sh" --dir "$DATA" --base-port "$BASE_PORT" "$@"; }
 BIN="$ROOT/target/release"
@@ -48,7 +57,7 @@ HAMMER_PID=""
 cleanup() {
   [ -n "$HAMMER_PID" ] && kill "$HAMMER_PID" 2>/dev/null || true
   cluster down >/dev/null 2>&1 || true
-  if [ "$KEEP" = 0 ]; then rm -rf "$DATA"; else echo "data, logs and report kept in $DATA"; fi
+  if [ "$KEEP" = 0 ]; then rm -rf "$DATA"; else echo "node data and logs kept in $DATA"; fi
 }
 trap cleanup EXIT
 
@@ -61,7 +70,7 @@ ENDPOINTS=$(IFS=,; echo "127.0.0.1:$BASE_PORT,127.0.0.1:$((BASE_PORT + 1)),127.0
 
 echo "== hammer: $CLIENTS clients for ${DURATION}s (verify every acknowledged write at the end)"
 "$BIN/hammer" --endpoints "$ENDPOINTS" --clients "$CLIENTS" --duration "${DURATION}s" \
-  --verify --plot "$DATA/demo.svg" --json >"$DATA/report.json" 2>"$DATA/hammer.err" &
+  --verify --plot "$OUT/demo.svg" --json >"$OUT/report.json" 2>"$DATA/hammer.err" &
 HAMMER_PID=$!
 START=$SECONDS
 
@@ -86,21 +95,15 @@ HAMMER_PID=""
 
 echo
 echo "== hammer report"
-python3 - "$DATA/report.json" <<'PY' || cat "$DATA/report.json"
-import json, sys
-r = json.load(open(sys.argv[1]))
-print(f"{r['operations']} operations in {r['elapsed_s']:.1f}s: {r['throughput']:.0f} ops/s")
-for kind, k in r['by_kind'].items():
-    print(f"  {kind}: p50 {k['p50_ms']:.2f} ms  p90 {k['p90_ms']:.2f} ms  p99 {k['p99_ms']:.2f} ms  p99.9 {k['p999_ms']:.2f} ms  max {k['max_ms']:.2f} ms")
-print("errors:", r['errors'] or "none", " retries:", r['retries'] or "none", " unknown outcomes:", r['unknown_outcomes'])
-print(f"longest window with no successful write: {r['longest_write_gap_ms']:.0f} ms")
-for g in r['write_gaps']:
-    print(f"  no write for {g['length_ms']:.0f} ms from t={g['start_s']:.2f}s")
-print("per second (ops, p99 ms):", " ".join(f"{p['ops']}/{p['p99_ms']:.0f}" for p in r['timeline']))
-v = r.get('verify') or {}
-print(f"lost acknowledged writes: {v.get('lost_acknowledged_writes')} (of {v.get('keys_checked')} keys checked)")
-PY
-echo "chart: $DATA/demo.svg"
+# hammer renders its own JSON report: the same text it prints without --json.
+if "$BIN/hammer" report "$OUT/report.json" >"$OUT/report.txt"; then
+  cat "$OUT/report.txt"
+  echo
+  echo "report: $OUT/report.txt (JSON: $OUT/report.json)"
+  if [ -f "$OUT/demo.svg" ]; then echo "chart:  $OUT/demo.svg"; fi
+else
+  rm -f "$OUT/report.txt"
+fi
 echo
 echo "== raft-admin status"
 "$BIN/raft-admin" --endpoints "$ENDPOINTS" status || true
