@@ -304,17 +304,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batches: BTreeMap<u64, sled::Batch> = BTreeMap::new();
-        for entry in entries {
-            let batch = batches.entry(segment_of(entry.index())).or_default();
-            batch.insert(&index_key(entry.index()), encode(&entry)?);
-        }
+        // Plain inserts, in log order, never `apply_batch`: a sled batch takes
+        // sled's global write lock (and from then on every sled operation of
+        // the process goes through a real RwLock) and forces out its write
+        // buffer, waking every idle sled I/O thread, once per append.
+        // Atomicity is not needed: sled recovers a prefix of its operations,
+        // so a crash before the sync leaves a prefix of this append, which
+        // Raft treats like any unflushed tail (the callback never fired).
         // In sled now, so readable as soon as this returns (openraft relies on
-        // that); durable once the sync thread has run the callback. Segments
-        // are written in log order, so a crash leaves a prefix of the append.
-        for (segment, batch) in batches {
-            self.segment_tree(segment)?
-                .apply_batch(batch)
+        // that); durable once the sync thread has run the callback.
+        let mut tree: Option<(u64, sled::Tree)> = None;
+        for entry in entries {
+            let segment = segment_of(entry.index());
+            let tree = match &tree {
+                Some((s, t)) if *s == segment => t,
+                _ => &tree.insert((segment, self.segment_tree(segment)?)).1,
+            };
+            tree.insert(index_key(entry.index()), encode(&entry)?)
                 .map_err(io::Error::other)?;
         }
         self.inner
@@ -334,13 +340,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for segment in later {
             self.drop_segment(segment)?;
         }
+        // Removed last entry first, with plain removes (see `append` for why
+        // not a batch): whatever part of this a crash keeps, the log is still
+        // a prefix, never a log with a hole in it.
         let tree = self.segments().get(&segment_of(from)).cloned();
         if let Some(tree) = tree {
-            let mut batch = sled::Batch::default();
-            for key in tree.range(index_key(from)..).keys() {
-                batch.remove(key.map_err(io::Error::other)?);
+            let keys: Vec<sled::IVec> = tree
+                .range(index_key(from)..)
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(io::Error::other)?;
+            for key in keys.iter().rev() {
+                tree.remove(key).map_err(io::Error::other)?;
             }
-            tree.apply_batch(batch).map_err(io::Error::other)?;
         }
         Ok(())
     }
