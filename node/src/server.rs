@@ -84,6 +84,8 @@ pub async fn run(
             .await
             .map_err(|e| RunError::Raft(e.to_string()))??;
     let kv = state_machine.reader();
+    // Kept to mark the state machine clean once Raft has stopped.
+    let state_machine_on_stop = state_machine.clone();
 
     let local_ip = (!bound.ip().is_unspecified()).then(|| bound.ip());
     let peers = PeerChannels::new(local_ip);
@@ -192,6 +194,20 @@ pub async fn run(
     let failure = raft.metrics().borrow_watched().running_state.clone();
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(cause = %e, "raft did not shut down cleanly");
+    }
+    if failure.is_ok() {
+        // Lets the next start trust the state machine instead of rebuilding it.
+        let closed =
+            tokio::task::spawn_blocking(move || state_machine_on_stop.close_cleanly()).await;
+        match closed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(cause = %e, "could not mark the state machine clean; the next start rebuilds it")
+            }
+            Err(e) => {
+                tracing::warn!(cause = %e, "could not mark the state machine clean; the next start rebuilds it")
+            }
+        }
     }
     if let Err(fatal) = failure {
         tracing::error!(cause = %fatal, "raft stopped on an unrecoverable error");

@@ -1,18 +1,27 @@
 //! The key-value state machine on sled, and its snapshots.
 //!
 //! Layout: tree `kv` holds the user's keys and values as they are; tree
-//! `sm_meta` holds `last_applied` and `membership`; tree `snapshot` holds the
-//! current snapshot's `meta` and `data`.
+//! `sm_meta` holds `last_applied`, `membership` and the `clean` marker; tree
+//! `snapshot` holds the current snapshot (meta and data in one value, `current`).
 //!
 //! Durability rules:
-//! - `apply`: the batch's key-value changes, `last_applied` and `membership`
-//!   are written in one sled transaction (all or nothing), not synced: the
-//!   synced Raft log can always replay them. Before a snapshot lets openraft
-//!   purge that log, the snapshot itself is synced.
-//! - `build_snapshot` / `install_snapshot`: the snapshot is synced before they
-//!   return. An install writes the snapshot first, then replaces the key-value
-//!   state; a crash in between is repaired when the store is opened (the stored
-//!   snapshot is newer than `last_applied`, so it is loaded again).
+//! - `apply`: the batch's key-value changes, then `membership`, then
+//!   `last_applied`, written with plain sled inserts and not synced. No sled
+//!   batch or transaction: those take sled's global write lock (after which
+//!   every sled operation of the process goes through a real RwLock) and force
+//!   out its write buffer on every apply. So after a crash the trees may hold
+//!   part of a batch, which replaying the log over them would not repair (a
+//!   compare-and-swap replayed over a later state can decide differently).
+//! - Hence the trees are trusted only after a clean shutdown: `close_cleanly`
+//!   (graceful stop) syncs them with the `clean` marker; `open` removes the
+//!   marker, and without it rebuilds the state from the stored snapshot (or
+//!   from nothing), while openraft replays the synced Raft log from there. The
+//!   log holds everything after the snapshot: openraft purges only up to it.
+//! - `build_snapshot` / `install_snapshot`: the snapshot is stored in one sled
+//!   insert (meta and data together, so a crash keeps the old one or the new
+//!   one) and synced before they return, so before openraft purges the log it
+//!   covers. An install stores the snapshot, then replaces the key-value state;
+//!   a crash in between rebuilds from that snapshot at the next open.
 //!
 //! Snapshot data format: a sequence of records `u32 key length (BE), key,
 //! u32 value length (BE), value`, in key order.
@@ -20,6 +29,7 @@
 use std::io;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::MutexGuard;
 
 use futures::Stream;
 use futures::TryStreamExt;
@@ -28,10 +38,6 @@ use openraft::storage::RaftStateMachine;
 use openraft::EntryPayload;
 use openraft::OptionalSend;
 use openraft::RaftSnapshotBuilder;
-use sled::transaction::ConflictableTransactionError;
-use sled::transaction::TransactionError;
-use sled::transaction::TransactionalTree;
-use sled::Transactional;
 
 use super::Disk;
 use crate::codec::decode;
@@ -49,8 +55,12 @@ pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 const LAST_APPLIED: &[u8] = b"last_applied";
 const MEMBERSHIP: &[u8] = b"membership";
-const SNAPSHOT_META: &[u8] = b"meta";
-const SNAPSHOT_DATA: &[u8] = b"data";
+const CLEAN: &[u8] = b"clean";
+/// The snapshot: `u32 meta length (BE)`, meta, data.
+const SNAPSHOT: &[u8] = b"current";
+/// Where earlier versions kept the snapshot's meta and data, read if `current` is absent.
+const OLD_SNAPSHOT_META: &[u8] = b"meta";
+const OLD_SNAPSHOT_DATA: &[u8] = b"data";
 
 /// The state machine: applies committed entries, builds and installs snapshots.
 #[derive(Clone)]
@@ -61,6 +71,10 @@ pub struct StateMachineStore {
     disk: Arc<Disk>,
     /// Serialises snapshot writes, so a slow build never replaces a newer install.
     snapshot_lock: Arc<Mutex<()>>,
+    /// Held while the key-value state is written; `true` once the store is
+    /// closed for a clean shutdown, after which nothing may write it (the
+    /// `clean` marker would vouch for a half-written batch).
+    closed: Arc<Mutex<bool>>,
 }
 
 /// Read access to the applied key-value state, for the client API.
@@ -157,22 +171,8 @@ fn read_membership(meta: &sled::Tree) -> io::Result<StoredMembership> {
     }
 }
 
-fn abort(e: io::Error) -> ConflictableTransactionError<io::Error> {
-    ConflictableTransactionError::Abort(e)
-}
-
-fn transaction_error(e: TransactionError<io::Error>) -> io::Error {
-    match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => io::Error::other(e),
-    }
-}
-
-/// Applies one command inside the apply transaction.
-fn apply_command(
-    kv: &TransactionalTree,
-    command: &Command,
-) -> Result<CommandResult, ConflictableTransactionError<io::Error>> {
+/// Applies one command to `kv`.
+fn apply_command(kv: &sled::Tree, command: &Command) -> sled::Result<CommandResult> {
     Ok(match command {
         Command::Put { key, value } => {
             kv.insert(key.as_slice(), value.as_slice())?;
@@ -242,7 +242,9 @@ fn decode_pairs(mut data: &[u8]) -> io::Result<Vec<(&[u8], &[u8])>> {
 }
 
 impl StateMachineStore {
-    /// Opens the state-machine trees of `db`, finishing an interrupted snapshot install.
+    /// Opens the state-machine trees of `db`. Unless the node last stopped
+    /// cleanly, rebuilds the key-value state from the stored snapshot (see the
+    /// module's durability rules).
     pub fn open(db: &sled::Db, disk: Arc<Disk>) -> io::Result<StateMachineStore> {
         let open = |name: &str| db.open_tree(name).map_err(io::Error::other);
         let store = StateMachineStore {
@@ -253,18 +255,56 @@ impl StateMachineStore {
             snapshot: open("snapshot")?,
             disk,
             snapshot_lock: Arc::new(Mutex::new(())),
+            closed: Arc::new(Mutex::new(false)),
         };
-        if let Some(snapshot) = store.read_snapshot()? {
-            if snapshot.meta.last_log_id > store.reader.last_applied()? {
-                tracing::warn!(
-                    snapshot = ?snapshot.meta.last_log_id,
-                    "the state machine is older than the stored snapshot (interrupted install): reloading it"
-                );
-                store.load_snapshot(&snapshot.meta, &snapshot.snapshot)?;
-                store.disk.sync()?;
-            }
+        let meta = &store.reader.meta;
+        if meta.remove(CLEAN).map_err(io::Error::other)?.is_none() {
+            store.rebuild()?;
         }
+        store.disk.sync()?;
         Ok(store)
+    }
+
+    /// After a crash: the state of the stored snapshot, or the empty state.
+    fn rebuild(&self) -> io::Result<()> {
+        let snapshot = self.read_snapshot()?;
+        let applied = self.reader.last_applied()?;
+        let snapshot_index = snapshot.as_ref().and_then(|s| s.meta.last_log_id);
+        if applied.is_some() || snapshot.is_some() {
+            tracing::warn!(
+                applied = ?applied,
+                snapshot = ?snapshot_index,
+                "the node did not stop cleanly: rebuilding the key-value state from the snapshot; the log replays the rest"
+            );
+        }
+        let gate = self.write_gate()?;
+        match snapshot {
+            Some(snapshot) => self.load_snapshot(&gate, &snapshot.meta, &snapshot.snapshot),
+            None => self.load_snapshot(&gate, &SnapshotMeta::default(), &[]),
+        }
+    }
+
+    /// Permission to write the key-value state, refused once closed.
+    fn write_gate(&self) -> io::Result<MutexGuard<'_, bool>> {
+        let gate = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        if *gate {
+            return Err(io::Error::other(
+                "the state machine is closed: the node is stopping",
+            ));
+        }
+        Ok(gate)
+    }
+
+    /// On a graceful stop, after Raft has stopped: refuses every later write,
+    /// then syncs the state with the marker that lets the next `open` trust it.
+    pub fn close_cleanly(&self) -> io::Result<()> {
+        let mut gate = self.write_gate()?;
+        *gate = true;
+        self.reader
+            .meta
+            .insert(CLEAN, &[])
+            .map_err(io::Error::other)?;
+        self.disk.sync()
     }
 
     /// A read handle on the applied key-value state.
@@ -273,9 +313,22 @@ impl StateMachineStore {
     }
 
     fn read_snapshot(&self) -> io::Result<Option<Snapshot>> {
-        let meta = self.snapshot.get(SNAPSHOT_META).map_err(io::Error::other)?;
-        let data = self.snapshot.get(SNAPSHOT_DATA).map_err(io::Error::other)?;
-        match (meta, data) {
+        let get = |key| self.snapshot.get(key).map_err(io::Error::other);
+        if let Some(stored) = get(SNAPSHOT)? {
+            let malformed =
+                || io::Error::new(io::ErrorKind::InvalidData, "malformed stored snapshot");
+            let (len, rest) = stored.split_first_chunk::<4>().ok_or_else(malformed)?;
+            let len = u32::from_be_bytes(*len) as usize;
+            if rest.len() < len {
+                return Err(malformed());
+            }
+            let (meta, data) = rest.split_at(len);
+            return Ok(Some(Snapshot {
+                meta: decode(meta)?,
+                snapshot: data.to_vec(),
+            }));
+        }
+        match (get(OLD_SNAPSHOT_META)?, get(OLD_SNAPSHOT_DATA)?) {
             (Some(meta), Some(data)) => Ok(Some(Snapshot {
                 meta: decode(&meta)?,
                 snapshot: data.to_vec(),
@@ -288,41 +341,53 @@ impl StateMachineStore {
     /// already stored) and syncs it.
     fn store_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
         let _guard = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(stored) = self.snapshot.get(SNAPSHOT_META).map_err(io::Error::other)? {
-            let stored: SnapshotMeta = decode(&stored)?;
-            if stored.last_log_id > meta.last_log_id {
+        if let Some(stored) = self.read_snapshot()? {
+            if stored.meta.last_log_id > meta.last_log_id {
                 return Ok(());
             }
         }
-        let mut batch = sled::Batch::default();
-        batch.insert(SNAPSHOT_META, encode(meta)?);
-        batch.insert(SNAPSHOT_DATA, data);
-        self.snapshot.apply_batch(batch).map_err(io::Error::other)?;
+        let meta = encode(meta)?;
+        let mut value = Vec::with_capacity(4 + meta.len() + data.len());
+        value.extend_from_slice(
+            &u32::try_from(meta.len())
+                .map_err(io::Error::other)?
+                .to_be_bytes(),
+        );
+        value.extend_from_slice(&meta);
+        value.extend_from_slice(data);
+        // One insert: a crash keeps either the previous snapshot or this one.
+        self.snapshot
+            .insert(SNAPSHOT, value)
+            .map_err(io::Error::other)?;
+        for old in [OLD_SNAPSHOT_META, OLD_SNAPSHOT_DATA] {
+            self.snapshot.remove(old).map_err(io::Error::other)?;
+        }
         crate::crash_point!("snapshot-store-before-sync");
         self.disk.sync()
     }
 
     /// Replaces the key-value state, `last_applied` and `membership` with the
-    /// snapshot's, atomically.
-    fn load_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+    /// snapshot's (not atomically: a crash midway rebuilds at the next open).
+    fn load_snapshot(
+        &self,
+        _gate: &MutexGuard<'_, bool>,
+        meta: &SnapshotMeta,
+        data: &[u8],
+    ) -> io::Result<()> {
         let pairs = decode_pairs(data)?;
-        let mut kv_batch = sled::Batch::default();
-        for key in self.reader.kv.iter().keys() {
-            kv_batch.remove(key.map_err(io::Error::other)?);
-        }
+        let kv = &self.reader.kv;
+        kv.clear().map_err(io::Error::other)?;
         for (key, value) in &pairs {
-            kv_batch.insert(*key, *value);
+            kv.insert(*key, *value).map_err(io::Error::other)?;
         }
-        let last_applied = encode(&meta.last_log_id)?;
-        let membership = encode(&meta.last_membership)?;
-        (&self.reader.kv, &self.reader.meta)
-            .transaction(|(kv, sm_meta)| {
-                kv.apply_batch(&kv_batch)?;
-                sm_meta.insert(LAST_APPLIED, last_applied.as_slice())?;
-                sm_meta.insert(MEMBERSHIP, membership.as_slice())?;
-                Ok(())
-            })
-            .map_err(transaction_error)
+        let sm_meta = &self.reader.meta;
+        sm_meta
+            .insert(MEMBERSHIP, encode(&meta.last_membership)?)
+            .map_err(io::Error::other)?;
+        sm_meta
+            .insert(LAST_APPLIED, encode(&meta.last_log_id)?)
+            .map_err(io::Error::other)?;
+        Ok(())
     }
 }
 
@@ -376,26 +441,27 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(());
         };
         let last_applied = encode(&Some(last.log_id))?;
-        let results = (&self.reader.kv, &self.reader.meta)
-            .transaction(|(kv, meta)| {
-                let mut results = Vec::with_capacity(batch.len());
-                for (entry, _) in &batch {
-                    let result = match &entry.payload {
-                        EntryPayload::Blank => CommandResult::Done,
-                        EntryPayload::Normal(command) => apply_command(kv, command)?,
-                        EntryPayload::Membership(membership) => {
-                            let stored =
-                                StoredMembership::new(Some(entry.log_id), membership.clone());
-                            meta.insert(MEMBERSHIP, encode(&stored).map_err(abort)?)?;
-                            CommandResult::Done
-                        }
-                    };
-                    results.push(result);
+        let (kv, meta) = (&self.reader.kv, &self.reader.meta);
+        let gate = self.write_gate()?;
+        let mut results = Vec::with_capacity(batch.len());
+        for (entry, _) in &batch {
+            let result = match &entry.payload {
+                EntryPayload::Blank => CommandResult::Done,
+                EntryPayload::Normal(command) => {
+                    apply_command(kv, command).map_err(io::Error::other)?
                 }
-                meta.insert(LAST_APPLIED, last_applied.as_slice())?;
-                Ok(results)
-            })
-            .map_err(transaction_error)?;
+                EntryPayload::Membership(membership) => {
+                    let stored = StoredMembership::new(Some(entry.log_id), membership.clone());
+                    meta.insert(MEMBERSHIP, encode(&stored)?)
+                        .map_err(io::Error::other)?;
+                    CommandResult::Done
+                }
+            };
+            results.push(result);
+        }
+        meta.insert(LAST_APPLIED, last_applied)
+            .map_err(io::Error::other)?;
+        drop(gate);
         for ((_, responder), result) in batch.into_iter().zip(results) {
             if let Some(responder) = responder {
                 responder.send(result);
@@ -447,7 +513,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         tokio::task::spawn_blocking(move || {
             store.store_snapshot(&meta, &snapshot)?;
             crate::crash_point!("snapshot-install-before-load");
-            store.load_snapshot(&meta, &snapshot)?;
+            store.load_snapshot(&store.write_gate()?, &meta, &snapshot)?;
             store.disk.sync()?;
             tracing::info!(last_log_id = ?meta.last_log_id, bytes = snapshot.len(), "snapshot installed");
             Ok(())
@@ -482,5 +548,84 @@ mod tests {
         );
         assert!(decode_pairs(&data[..data.len() - 1]).is_err());
         assert!(decode_pairs(&[0, 0, 0, 9, 1]).is_err());
+    }
+
+    /// Opens the state machine alone in `dir` (retrying while a previous
+    /// handle's background threads still hold the database lock).
+    fn open_in(dir: &std::path::Path) -> StateMachineStore {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match sled::open(dir) {
+                Ok(db) => {
+                    let disk = Arc::new(Disk::new(db.clone(), dir).unwrap());
+                    return StateMachineStore::open(&db, disk).unwrap();
+                }
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert!(e.to_string().contains("lock"), "{e}");
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        }
+    }
+
+    fn keys(store: &StateMachineStore) -> Vec<Vec<u8>> {
+        store
+            .reader
+            .kv
+            .iter()
+            .keys()
+            .map(|k| k.unwrap().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn state_is_trusted_after_a_clean_stop_and_rebuilt_from_the_snapshot_after_a_crash() {
+        use openraft::testing::log_id;
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = open_in(dir.path());
+        let pairs = [Ok((
+            sled::IVec::from(&b"a"[..]),
+            sled::IVec::from(&b"1"[..]),
+        ))];
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id::<TypeConfig>(1, 1, 5)),
+            ..Default::default()
+        };
+        store
+            .store_snapshot(&meta, &encode_pairs(pairs.into_iter()).unwrap())
+            .unwrap();
+        // Applied after the snapshot, then a crash (no close_cleanly): part of a
+        // batch may be in the trees, so they are rebuilt from the snapshot.
+        store.reader.kv.insert(b"b", &b"2"[..]).unwrap();
+        store
+            .reader
+            .meta
+            .insert(
+                LAST_APPLIED,
+                encode(&Some(log_id::<TypeConfig>(1, 1, 7))).unwrap(),
+            )
+            .unwrap();
+        store.disk.sync().unwrap();
+        drop(store);
+        let store = open_in(dir.path());
+        assert_eq!(keys(&store), vec![b"a".to_vec()]);
+        assert_eq!(
+            store.reader.last_applied().unwrap().map(|l| l.index),
+            Some(5)
+        );
+
+        // A clean stop: the state is kept as it is, and nothing writes after it.
+        store.reader.kv.insert(b"c", &b"3"[..]).unwrap();
+        store.close_cleanly().unwrap();
+        assert!(store.write_gate().is_err(), "a closed store refuses writes");
+        drop(store);
+        let store = open_in(dir.path());
+        assert_eq!(keys(&store), vec![b"a".to_vec(), b"c".to_vec()]);
+
+        // The marker is used up by that open: the next crash rebuilds again.
+        drop(store);
+        let store = open_in(dir.path());
+        assert_eq!(keys(&store), vec![b"a".to_vec()]);
     }
 }
