@@ -1,5 +1,6 @@
 //! hammer's command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -46,6 +47,15 @@ pub enum Command {
     Report {
         /// The JSON report (`hammer --json > report.json`).
         file: PathBuf,
+    },
+    /// Serve etcd's KV.Put and KV.Range, answering at once and storing
+    /// nothing: `hammer --target etcd` against it measures the gRPC ceiling
+    /// (the client and one gRPC hop). Prints the bound address on stdout;
+    /// stops on SIGINT or SIGTERM.
+    NoopServer {
+        /// Address to listen on (port 0: any free port, printed on stdout).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
     },
 }
 

@@ -13,7 +13,7 @@ use crate::op::Op;
 use crate::op::Outcome;
 use crate::op::Reply;
 
-/// Generated etcd v3 KV client (the subset in `proto/etcd.proto`).
+/// Generated etcd v3 KV client and server (the subset in `proto/etcd.proto`).
 pub mod pb {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("etcdserverpb");

@@ -11,6 +11,7 @@ pub mod check;
 mod cli;
 mod etcd;
 pub mod history;
+mod noop_server;
 mod op;
 mod plot;
 mod raftkv;
@@ -62,7 +63,54 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", read_report(&file)?.render());
             Ok(ExitCode::SUCCESS)
         }
+        Some(cli::Command::NoopServer { listen }) => {
+            run_noop_server(listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         None => run_load(&cli.run).await,
+    }
+}
+
+/// `hammer noop-server`: binds `listen`, prints the bound address (the one
+/// line on stdout, for scripts), serves until SIGINT or SIGTERM.
+async fn run_noop_server(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    println!("{}", listener.local_addr()?);
+    // Scripts read the address while the server runs: it must not wait in a buffer.
+    std::io::stdout().flush()?;
+    noop_server::serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            eprintln!("warning: cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::signal;
+        use tokio::signal::unix::SignalKind;
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(e) => {
+                eprintln!("warning: cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
     }
 }
 

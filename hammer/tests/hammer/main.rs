@@ -1,10 +1,12 @@
-//! Integration tests of hammer against real raftkv clusters: each node is a
-//! separate process (this test binary re-executed as a node, see
-//! `support::node_process`), so a node can be killed with SIGKILL.
+//! Integration tests of hammer against real raftkv clusters (and against its
+//! own no-op etcd server): each node is a separate process (this test binary
+//! re-executed as a node, see `support::node_process`), so a node can be
+//! killed with SIGKILL.
 
 mod support;
 mod test_faults;
 mod test_load;
+mod test_noop_server;
 mod test_outage;
 mod test_partition;
 mod test_storage_faults;

@@ -1,0 +1,74 @@
+//! `hammer noop-server`: a gRPC server that answers etcd's `KV.Put` and
+//! `KV.Range` at once and stores nothing. Loaded with `hammer --target etcd`
+//! it measures the "gRPC ceiling": what hammer itself and one gRPC hop cost
+//! on this machine, so a store's figures can be read against the most that
+//! any server measured through hammer could reach here.
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use crate::etcd::pb;
+use crate::etcd::pb::kv_server::Kv;
+use crate::etcd::pb::kv_server::KvServer;
+
+/// The header of every answer. etcd sends one with each reply; a header of
+/// the same shape keeps the bytes on the wire close to what etcd sends.
+const HEADER: pb::ResponseHeader = pb::ResponseHeader {
+    cluster_id: 1,
+    member_id: 1,
+    revision: 1,
+    raft_term: 1,
+};
+
+/// Answers every call with an empty success and keeps nothing.
+#[derive(Debug, Default)]
+struct NoopKv;
+
+#[tonic::async_trait]
+impl Kv for NoopKv {
+    async fn range(
+        &self,
+        _request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        Ok(Response::new(pb::RangeResponse {
+            header: Some(HEADER),
+            ..Default::default()
+        }))
+    }
+
+    async fn put(
+        &self,
+        _request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        Ok(Response::new(pb::PutResponse {
+            header: Some(HEADER),
+        }))
+    }
+}
+
+/// Serves the no-op KV service on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    // As the node does: the server's own `tcp_nodelay` applies only to
+    // listeners it binds, and without it small answers wait for delayed ACKs
+    // (~40 ms), which would make the ceiling lower than the store it bounds.
+    let incoming = futures::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _peer)| {
+            if let Err(e) = stream.set_nodelay(true) {
+                eprintln!("warning: cannot disable Nagle's algorithm on a connection: {e}");
+            }
+            stream
+        });
+        Some((accepted, listener))
+    });
+    tonic::transport::Server::builder()
+        .add_service(KvServer::new(NoopKv))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
