@@ -6,6 +6,7 @@
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod failover;
 pub mod failpoint;
 pub mod grpc;
 pub mod join;

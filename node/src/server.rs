@@ -18,6 +18,9 @@ use openraft::type_config::async_runtime::WatchReceiver as _;
 
 use crate::config::advertise_address;
 use crate::config::NodeConfig;
+use crate::failover;
+use crate::failover::LeaderLink;
+use crate::failover::TrackedStream;
 use crate::grpc::admin::AdminService;
 use crate::grpc::health::track_leadership;
 use crate::grpc::kv::KvService;
@@ -165,11 +168,21 @@ pub async fn run(
     };
     // The server's own `tcp_nodelay` applies only to listeners it binds: set it
     // on every accepted connection, or small answers wait for delayed ACKs (~40 ms).
-    let incoming = TcpListenerStream::new(listener).map_ok(|stream| {
+    // Every accepted connection reports when it closes, so followers notice
+    // at once when their leader's connection dies (see `failover`).
+    let (closed_tx, closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let leader_link = Arc::new(LeaderLink::default());
+    tokio::spawn(failover::watch(
+        raft.clone(),
+        config.id,
+        leader_link.clone(),
+        closed_rx,
+    ));
+    let incoming = TcpListenerStream::new(listener).map_ok(move |stream| {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::warn!(cause = %e, "cannot disable Nagle's algorithm on a connection");
         }
-        stream
+        TrackedStream::new(stream, closed_tx.clone())
     });
     let served = tonic::transport::Server::builder()
         .add_service(
@@ -179,9 +192,13 @@ pub async fn run(
         )
         .add_service(AdminServer::new(AdminService::new(node.clone())))
         .add_service(
-            RaftServer::new(RaftService::new(raft.clone(), MAX_SNAPSHOT_BYTES))
-                .max_decoding_message_size(max_message)
-                .max_encoding_message_size(max_message),
+            RaftServer::new(RaftService::new(
+                raft.clone(),
+                MAX_SNAPSHOT_BYTES,
+                leader_link,
+            ))
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message),
         )
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -28,6 +28,9 @@ pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
 /// Vote of raftkv's type configuration.
 pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
 
+/// openraft's AppendEntries request for raftkv.
+pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
+
 /// A log entry of raftkv's type configuration.
 pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
 

@@ -9,8 +9,12 @@ use tonic::Response;
 use tonic::Status;
 use tonic::Streaming;
 
+use std::sync::Arc;
+
 use crate::codec::decode;
 use crate::codec::encode;
+use crate::failover::LeaderLink;
+use crate::types::AppendEntriesRequest;
 use crate::types::Raft;
 use crate::types::Snapshot;
 use crate::types::SnapshotMeta;
@@ -21,14 +25,17 @@ pub struct RaftService {
     raft: Raft,
     /// Largest snapshot accepted from a peer, in bytes.
     max_snapshot_bytes: u64,
+    /// Told which connection brings AppendEntries, for fast failover.
+    leader_link: Arc<LeaderLink>,
 }
 
 impl RaftService {
     /// The service over `raft`.
-    pub fn new(raft: Raft, max_snapshot_bytes: u64) -> RaftService {
+    pub fn new(raft: Raft, max_snapshot_bytes: u64, leader_link: Arc<LeaderLink>) -> RaftService {
         RaftService {
             raft,
             max_snapshot_bytes,
+            leader_link,
         }
     }
 }
@@ -55,11 +62,10 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
-        let response = self
-            .raft
-            .append_entries(decode_request(request)?)
-            .await
-            .map_err(stopped)?;
+        let peer = request.remote_addr();
+        let append: AppendEntriesRequest = decode_request(request)?;
+        self.leader_link.note_append(peer, &append.vote);
+        let response = self.raft.append_entries(append).await.map_err(stopped)?;
         encode_response(&response)
     }
 

@@ -193,6 +193,16 @@ async fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
     cluster.node(leader).kill();
     let new_leader = cluster.wait_for_single_serving_leader().await;
     assert_ne!(new_leader, leader);
+    // The survivors saw the dead leader's connection close and did not wait
+    // out its lease (the fast failover path).
+    for node in cluster.nodes.iter().filter(|n| n.id != leader) {
+        assert!(
+            node.log().contains("the leader's connection closed"),
+            "node {} did not notice its leader's connection closing:\n{}",
+            node.id,
+            node.log_tail()
+        );
+    }
 
     let mut kv = cluster.node(new_leader).kv().await;
     for i in 0..20 {
