@@ -1,137 +1,574 @@
 #!/usr/bin/env bash
-# A fixed benchmark matrix against a local 3-node raftkv cluster (and, with
-# --vs-etcd, against a local 3-member etcd), measured by the same client.
+# Benchmarks of a local 3-node raftkv cluster, all measured by hammer: the
+# full matrix (the default); raftkv against a local 3-member etcd and against
+# the gRPC ceiling, alternating within each round (--vs-etcd); the write gap
+# of a kill -9 of the leader and of a leadership transfer (--failover).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SECONDS_PER_CELL=10
+COMMAND_LINE="scripts/bench.sh$(printf ' %q' "$@")"
+SECONDS_PER_CELL=""
 CLIENTS_LIST="1 16 64 256"
 JSON=0
+KEEP=0
+MATRIX=0
 VS_ETCD=0
-BASE_PORT=50251
+FAILOVER=0
+ROUNDS=2
+FAILOVER_ROUNDS=5
+# Below the kernel's ephemeral port range (32768-60999 by default): a fixed
+# port inside it can be held by some outgoing connection when a server binds it.
+BASE_PORT=27251
 
 usage() {
   cat <<TXT
-Usage: scripts/bench.sh [--seconds N] [--clients "1 16 64 256"] [--json] [--vs-etcd]
+Usage: scripts/bench.sh [--matrix] [--vs-etcd] [--failover] [--seconds N] [--rounds N]
+                        [--failover-rounds N] [--clients "1 16 64 256"] [--json] [--keep]
 
-Runs hammer against a fresh local 3-node cluster for every cell of the matrix
-  clients: 1, 16, 64, 256   workload: write-only, 50/50 read/write, read-only
-with 256-byte values and linearizable reads, and prints one table (or, with
---json, one JSON document). Also reports each node's resident memory idle and
-after the run. With --vs-etcd it also starts a 3-member etcd on loopback
-(Debian's etcd-server; installed with apt-get when missing) and runs the same
-matrix against it through hammer --target etcd.
+Every figure comes from hammer (256-byte values, 10,000 keys, linearizable
+reads) against servers on loopback that share this machine's cores with it.
+Builds the release binaries first.
 
-  --seconds N     length of each cell (default 10)
-  --clients LIST  client counts (default "1 16 64 256")
-  --json          machine-readable output
-  --vs-etcd       compare with etcd
+  --matrix        the full matrix (the default when neither --vs-etcd nor
+                  --failover is given): a fresh 3-node raftkv cluster, for every
+                  client count write-only, 50/50 and read-only cells of 10 s;
+                  with --vs-etcd the same matrix runs against etcd afterwards
+  --vs-etcd       one table: raftkv, etcd (Debian's etcd-server, 3 members,
+                  default settings) and the gRPC ceiling (hammer noop-server:
+                  etcd's KV.Put/Range answered at once, nothing stored), with
+                  ratios. Rows: writes/s at 64 and at 1 client, linearizable
+                  reads/s at 64 clients, write p99 at 64 clients; the failover
+                  rows only with --failover too. Cells of 8 s, medians of
+                  --rounds rounds; within a round every measure runs against
+                  raftkv, etcd, the ceiling in turn (A/B/C, A/B/C)
+  --failover      kill -9 of the leader under load (16 clients, write-only),
+                  raftkv and etcd alternating, --failover-rounds rounds: the
+                  median and every value of hammer's longest write gap
+                  (--gap-threshold 10ms, default call timeout 2 s). A round
+                  counts only if the leader before differs from the leader
+                  after and the longest gap lies inside the run, begins at the
+                  kill (and, for raftkv, ends at the new leader's first write).
+                  The killed node is restarted and caught up between rounds.
+                  Also a leadership transfer per round (raftkv only): the write
+                  gap that ends at the new leader's first write ("< 10" when
+                  it is under the threshold)
+  --seconds N     length of each throughput cell (default 10 for the matrix,
+                  8 for --vs-etcd)
+  --rounds N      rounds of the --vs-etcd table (default 2)
+  --failover-rounds N  rounds of --failover (default 5)
+  --clients LIST  client counts of the matrix (default "1 16 64 256")
+  --json          one JSON document on stdout (progress on stderr)
+  --keep          keep the data directory: logs and every hammer report
+
+Also reports each raftkv node's resident memory idle and after the throughput
+runs. Needs python3, jq and, for --vs-etcd and --failover, etcd (etcd-server is
+installed with apt-get when missing).
 TXT
 }
 
+positive() { [[ "$2" =~ ^[1-9][0-9]*$ ]] || { echo "$1 needs a positive whole number, not '$2'" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --seconds) SECONDS_PER_CELL=$2; shift 2 ;;
-    --clients) CLIENTS_LIST=$2; shift 2 ;;
+    --seconds) positive "$1" "${2-}"; SECONDS_PER_CELL=$2; shift 2 ;;
+    --rounds) positive "$1" "${2-}"; ROUNDS=$2; shift 2 ;;
+    --failover-rounds) positive "$1" "${2-}"; FAILOVER_ROUNDS=$2; shift 2 ;;
+    --clients) CLIENTS_LIST=${2-}; shift 2 ;;
     --json) JSON=1; shift ;;
+    --keep) KEEP=1; shift ;;
+    --matrix) MATRIX=1; shift ;;
     --vs-etcd) VS_ETCD=1; shift ;;
+    --failover) FAILOVER=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
 done
+if [ "$VS_ETCD" = 0 ] && [ "$FAILOVER" = 0 ]; then MATRIX=1; fi
+MATRIX_SECONDS=${SECONDS_PER_CELL:-10}
+COMPARE_SECONDS=${SECONDS_PER_CELL:-8}
+NEED_ETCD=$(( VS_ETCD || FAILOVER ))
+
+log() { if [ "$JSON" = 1 ]; then echo "$@" >&2; else echo "$@"; fi; }
+need() { command -v "$1" >/dev/null || { echo "bench.sh needs $1 ($2)" >&2; exit 1; }; }
+need python3 "apt-get install python3"
+need jq "apt-get install jq"
+if [ "$NEED_ETCD" = 1 ]; then
+  if ! command -v etcd >/dev/null; then
+    log "installing etcd-server…"
+    apt-get install -y -q etcd-server >/dev/null
+  fi
+  need etcdctl "apt-get install etcd-client"
+fi
 
 DATA=$(mktemp -d /tmp/raftkv-bench.XXXXXX)
 BIN="$ROOT/target/release"
-ETCD_PIDS=()
+ETCD_PID=()    # by member number, 1-3
+NOOP_PID=""
+HAMMER_PID=""
+cluster() { "$ROOT/scripts/cluster.sh" --dir "$DATA/raftkv" --base-port "$BASE_PORT" "$@"; }
+# stop PID: SIGTERM, then SIGKILL if it is still there after 10 s (an etcd
+# leader spends a while handing over leadership before it exits).
+stop() {
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
 cleanup() {
-  "$ROOT/scripts/cluster.sh" --dir "$DATA/raftkv" --base-port "$BASE_PORT" down >/dev/null 2>&1 || true
-  for pid in "${ETCD_PIDS[@]+"${ETCD_PIDS[@]}"}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$DATA"
+  if [ -n "$HAMMER_PID" ]; then stop "$HAMMER_PID"; fi
+  if [ -n "$NOOP_PID" ]; then stop "$NOOP_PID"; fi
+  for pid in "${ETCD_PID[@]+"${ETCD_PID[@]}"}"; do stop "$pid"; done
+  cluster down >/dev/null 2>&1 || true
+  if [ "$KEEP" = 1 ]; then echo "data, logs and hammer reports kept in $DATA" >&2; else rm -rf "$DATA"; fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-log() { [ "$JSON" = 1 ] && echo "$@" >&2 || echo "$@"; }
+# wait_until SECONDS DESCRIPTION COMMAND...
+wait_until() {
+  local limit=$1 what=$2; shift 2
+  local deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then echo "timed out waiting until $what" >&2; exit 1; fi
+    sleep 0.2
+  done
+}
 
 log "building release binaries…"
 (cd "$ROOT" && cargo build --release -q -p raftkv-node -p raft-admin -p hammer)
 
 rss() { ps -o rss= -p "$1" 2>/dev/null | awk '{printf "%.1f", $1/1024}'; }
+node_rss() { local i sizes=(); for i in 1 2 3; do sizes+=("$(rss "$(cat "$DATA/raftkv/node-$i.pid")")"); done; echo "${sizes[*]}"; }
 
-# run_matrix TARGET ENDPOINTS: one JSON line per cell into $DATA/results.jsonl
+# hammer_cell OUT ARGS...: one hammer run whose JSON report goes to OUT; stops the script if it fails.
+hammer_cell() {
+  local out=$1; shift
+  "$BIN/hammer" "$@" --value-size 256 --keys 10000 --json >"$out" 2>"$out.err" \
+    || { echo "hammer $* failed:" >&2; cat "$out.err" >&2; exit 1; }
+}
+
+# --- raftkv -------------------------------------------------------------------
+
+log "starting a 3-node raftkv cluster…"
+cluster up 3 >/dev/null
+RAFTKV_ENDPOINTS="127.0.0.1:$BASE_PORT,127.0.0.1:$((BASE_PORT + 1)),127.0.0.1:$((BASE_PORT + 2))"
+
+# Three voters, every node answering and none behind the leader.
+raftkv_ready() {
+  "$BIN/raft-admin" --leader "multi:///$RAFTKV_ENDPOINTS" --timeout 2s --json get_configuration \
+    | jq -e '[.servers[] | select(.suffrage == "Voter")] | length == 3' >/dev/null || return 1
+  "$BIN/raft-admin" --endpoints "$RAFTKV_ENDPOINTS" --timeout 2s --json status \
+    | jq -e '[.endpoints[] | select(.error == null and .lag == 0)] | length == 3' >/dev/null
+}
+wait_until 60 "the raftkv cluster has 3 caught-up voters" raftkv_ready
+sleep 2
+IDLE_RSS=$(node_rss)
+
+# --- etcd and the gRPC ceiling -------------------------------------------------
+
+ETCD_CLUSTER=""
+for i in 1 2 3; do ETCD_CLUSTER+="e$i=http://127.0.0.1:$((BASE_PORT + 100 + i)),"; done
+ETCD_CLUSTER=${ETCD_CLUSTER%,}
+ETCD_ENDPOINTS="127.0.0.1:$((BASE_PORT + 111)),127.0.0.1:$((BASE_PORT + 112)),127.0.0.1:$((BASE_PORT + 113))"
+# start_etcd I: starts member I (again, from its data directory if it has one).
+start_etcd() {
+  local i=$1
+  etcd --name "e$i" --data-dir "$DATA/etcd-$i" \
+    --listen-client-urls "http://127.0.0.1:$((BASE_PORT + 110 + i))" \
+    --advertise-client-urls "http://127.0.0.1:$((BASE_PORT + 110 + i))" \
+    --listen-peer-urls "http://127.0.0.1:$((BASE_PORT + 100 + i))" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$((BASE_PORT + 100 + i))" \
+    --initial-cluster "$ETCD_CLUSTER" --initial-cluster-state new >>"$DATA/etcd-$i.log" 2>&1 &
+  ETCD_PID[i]=$!
+}
+etcdctl_on() { ETCDCTL_API=3 etcdctl --dial-timeout=1s --command-timeout=2s --endpoints="$1" "${@:2}"; }
+# etcd_leader ENDPOINTS: the member number of the leader, as the members that
+# answer see it (the member whose own id is the leader id it reports).
+etcd_leader() {
+  local endpoint
+  endpoint=$(etcdctl_on "$1" endpoint status -w json 2>/dev/null \
+    | jq -r '.[] | select(.Status.header.member_id == .Status.leader) | .Endpoint' | head -n 1) || true
+  if [ -n "$endpoint" ]; then echo $(( ${endpoint##*:} - BASE_PORT - 110 )); fi
+}
+# Three members, all answering, one leader they agree on, none behind.
+etcd_ready() {
+  etcdctl_on "$ETCD_ENDPOINTS" member list -w json | jq -e '.members | length == 3' >/dev/null || return 1
+  etcdctl_on "$ETCD_ENDPOINTS" endpoint status -w json | jq -e 'length == 3
+    and ([.[].Status.leader] | unique | length == 1) and .[0].Status.leader != 0
+    and ([.[].Status.raftAppliedIndex] | max - min <= 10)' >/dev/null
+}
+
+if [ "$NEED_ETCD" = 1 ]; then
+  log "starting a 3-member etcd on loopback…"
+  for i in 1 2 3; do start_etcd "$i"; done
+  wait_until 60 "etcd has 3 members and a leader" etcd_ready
+fi
+if [ "$VS_ETCD" = 1 ]; then
+  "$BIN/hammer" noop-server --listen 127.0.0.1:0 >"$DATA/noop.addr" 2>"$DATA/noop.err" &
+  NOOP_PID=$!
+  wait_until 10 "hammer noop-server prints its address" test -s "$DATA/noop.addr"
+  NOOP_ENDPOINT=$(head -n 1 "$DATA/noop.addr")
+fi
+
+# --- what ran -------------------------------------------------------------------
+
+# raftkv_default FLAG: the node's default for FLAG, from its --help.
+raftkv_default() {
+  "$BIN/raftkv-node" --help | awk -v flag="$1" '$1 == flag {found = 1}
+    found && /\[default:/ {gsub(/.*\[default: |\].*/, ""); print; exit}'
+}
+# etcd_default FLAG: etcd's default for FLAG, from its --help.
+etcd_default() { etcd --help 2>&1 | awk -v flag="$1" '$1 == flag {gsub(/\047/, "", $2); print $2; exit}'; }
+
+changed=$(git -C "$ROOT" status --porcelain -- node proto admin-cli hammer Cargo.toml Cargo.lock 2>/dev/null \
+  | awk '{print $2}' | cut -d/ -f1 | sort -u | paste -sd, -) || changed=""
+REVISION="commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+[ -n "$changed" ] && REVISION+=" with uncommitted changes in $changed"
+# Anything else that loads the machine makes every figure lower: say so.
+OTHERS=$(pgrep -a -f 'raftkv-node|etcd --name|hammer ' | grep -v -F "$DATA" | grep -v "^${NOOP_PID:-none} " \
+  | grep -c . || true)
+jq -n --arg command "$COMMAND_LINE" --arg cores "$(nproc)" \
+  --arg cpu "$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)" \
+  --arg memory "$(free -g | awk '/^Mem:/ {print $2 " GiB"}')" --arg kernel "$(uname -r)" \
+  --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" --arg others "$OTHERS" \
+  --arg raftkv "$REVISION" --arg hammer "$("$BIN/hammer" --version)" \
+  --arg etcd "$( [ "$NEED_ETCD" = 1 ] && etcd --version | sed -n 's/^etcd Version: *//p' || echo '')" \
+  --arg disk "$(df -T "$DATA" | awk 'NR == 2 {print $2}')" \
+  --arg raftkv_timing "heartbeat $(raftkv_default --heartbeat-ms) ms, election timeout $(raftkv_default \
+      --election-timeout-min-ms)-$(raftkv_default --election-timeout-max-ms) ms" \
+  --arg etcd_timing "$( [ "$NEED_ETCD" = 1 ] && echo "heartbeat $(etcd_default --heartbeat-interval) ms, \
+election timeout $(etcd_default --election-timeout) ms, pre-vote $(etcd_default --pre-vote)")" \
+  --arg raftkv_voters "$("$BIN/raft-admin" --leader "multi:///$RAFTKV_ENDPOINTS" --json get_configuration \
+      | jq -r '[.servers[] | select(.suffrage == "Voter") | .id] | map(tostring) | join(",")')" \
+  --arg etcd_members "$( [ "$NEED_ETCD" = 1 ] && etcdctl_on "$ETCD_ENDPOINTS" member list -w json \
+      | jq -r '[.members[].name] | sort | join(",")' || echo '')" \
+  '$ARGS.named' >"$DATA/meta.json"
+
+# --- the matrix -----------------------------------------------------------------
+
+# run_matrix TARGET ENDPOINTS: one JSON line per cell into $DATA/matrix.jsonl
 run_matrix() {
-  local target=$1 endpoints=$2 clients workload ratio
+  local target=$1 endpoints=$2 clients workload ratio report
   for clients in $CLIENTS_LIST; do
     for workload in write mixed read; do
       case $workload in write) ratio=0 ;; mixed) ratio=0.5 ;; read) ratio=1 ;; esac
       log "  $target: $clients clients, $workload…"
-      "$BIN/hammer" --target "$target" --endpoints "$endpoints" --clients "$clients" \
-        --duration "${SECONDS_PER_CELL}s" --value-size 256 --keys 10000 --read-ratio "$ratio" \
-        --json >"$DATA/cell.json" 2>"$DATA/cell.err" || { cat "$DATA/cell.err" >&2; exit 1; }
-      python3 - "$DATA/cell.json" "$target" "$clients" "$workload" >>"$DATA/results.jsonl" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-k = r["by_kind"]
-cell = {"target": sys.argv[2], "clients": int(sys.argv[3]), "workload": sys.argv[4],
-        "ops_per_s": round(r["throughput"]),
-        "write_ops_per_s": round(k.get("put", {}).get("throughput", 0)),
-        "read_ops_per_s": round(k.get("get", {}).get("throughput", 0)),
-        "write_p50_ms": k.get("put", {}).get("p50_ms"), "write_p99_ms": k.get("put", {}).get("p99_ms"),
-        "read_p50_ms": k.get("get", {}).get("p50_ms"), "read_p99_ms": k.get("get", {}).get("p99_ms"),
-        "errors": sum(r["errors"].values())}
-print(json.dumps(cell))
-PY
+      report="$DATA/matrix-$target-$clients-$workload.json"
+      hammer_cell "$report" --target "$target" --endpoints "$endpoints" --clients "$clients" \
+        --duration "${MATRIX_SECONDS}s" --read-ratio "$ratio"
+      jq -c --arg target "$target" --argjson clients "$clients" --arg workload "$workload" '.by_kind as $k
+        | {target: $target, clients: $clients, workload: $workload, ops_per_s: (.throughput | round),
+           write_ops_per_s: ($k.put.throughput // 0 | round), read_ops_per_s: ($k.get.throughput // 0 | round),
+           write_p50_ms: $k.put.p50_ms, write_p99_ms: $k.put.p99_ms,
+           read_p50_ms: $k.get.p50_ms, read_p99_ms: $k.get.p99_ms, errors: ([.errors[]] | add // 0)}' \
+        "$report" >>"$DATA/matrix.jsonl"
     done
   done
 }
 
-: >"$DATA/results.jsonl"
-log "starting a 3-node raftkv cluster…"
-"$ROOT/scripts/cluster.sh" --dir "$DATA/raftkv" --base-port "$BASE_PORT" up 3 >/dev/null
-RAFTKV_ENDPOINTS="127.0.0.1:$BASE_PORT,127.0.0.1:$((BASE_PORT + 1)),127.0.0.1:$((BASE_PORT + 2))"
-sleep 2
-IDLE_RSS=()
-for i in 1 2 3; do IDLE_RSS+=("$(rss "$(cat "$DATA/raftkv/node-$i.pid")")"); done
-run_matrix raftkv "$RAFTKV_ENDPOINTS"
-LOAD_RSS=()
-for i in 1 2 3; do LOAD_RSS+=("$(rss "$(cat "$DATA/raftkv/node-$i.pid")")"); done
-
-if [ "$VS_ETCD" = 1 ]; then
-  if ! command -v etcd >/dev/null; then
-    log "installing etcd-server…"
-    apt-get install -y -q etcd-server >/dev/null
-  fi
-  log "starting a 3-member etcd on loopback…"
-  CLUSTER=""
-  for i in 1 2 3; do CLUSTER+="e$i=http://127.0.0.1:$((BASE_PORT + 100 + i)),"; done
-  for i in 1 2 3; do
-    etcd --name "e$i" --data-dir "$DATA/etcd-$i" \
-      --listen-client-urls "http://127.0.0.1:$((BASE_PORT + 110 + i))" \
-      --advertise-client-urls "http://127.0.0.1:$((BASE_PORT + 110 + i))" \
-      --listen-peer-urls "http://127.0.0.1:$((BASE_PORT + 100 + i))" \
-      --initial-advertise-peer-urls "http://127.0.0.1:$((BASE_PORT + 100 + i))" \
-      --initial-cluster "${CLUSTER%,}" --initial-cluster-state new >"$DATA/etcd-$i.log" 2>&1 &
-    ETCD_PIDS+=($!)
-  done
-  ETCD_ENDPOINTS="127.0.0.1:$((BASE_PORT + 111)),127.0.0.1:$((BASE_PORT + 112)),127.0.0.1:$((BASE_PORT + 113))"
-  for _ in $(seq 1 100); do
-    "$BIN/hammer" --target etcd --endpoints "$ETCD_ENDPOINTS" --ops 1 --json >/dev/null 2>&1 && break
-    sleep 0.2
-  done
-  run_matrix etcd "$ETCD_ENDPOINTS"
+: >"$DATA/matrix.jsonl"
+: >"$DATA/compare.jsonl"
+: >"$DATA/failover.jsonl"
+if [ "$MATRIX" = 1 ]; then
+  log "matrix, ${MATRIX_SECONDS} s per cell:"
+  run_matrix raftkv "$RAFTKV_ENDPOINTS"
+  if [ "$VS_ETCD" = 1 ]; then run_matrix etcd "$ETCD_ENDPOINTS"; fi
 fi
 
-python3 - "$DATA/results.jsonl" "$JSON" "${IDLE_RSS[*]}" "${LOAD_RSS[*]}" "$(nproc)" <<'PY'
-import json, sys
-cells = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-idle, load = sys.argv[3].split(), sys.argv[4].split()
-memory = {"idle_rss_mb": [float(x) for x in idle], "after_load_rss_mb": [float(x) for x in load]}
-if sys.argv[2] == "1":
-    print(json.dumps({"cores": int(sys.argv[5]), "cells": cells, "raftkv_memory": memory}, indent=2))
+# --- raftkv, etcd and the ceiling, alternating ----------------------------------
+
+if [ "$VS_ETCD" = 1 ]; then
+  log "raftkv / etcd / gRPC ceiling, ${COMPARE_SECONDS} s per cell, rounds: $ROUNDS"
+  for round in $(seq 1 "$ROUNDS"); do
+    for measure in write-64 write-1 read-64; do
+      clients=${measure#*-}
+      ratio=0; [ "${measure%-*}" = read ] && ratio=1
+      for target in raftkv etcd ceiling; do
+        case $target in
+          raftkv) flags=(--endpoints "$RAFTKV_ENDPOINTS") ;;
+          etcd) flags=(--target etcd --endpoints "$ETCD_ENDPOINTS") ;;
+          # The ceiling stores nothing: a read there measures no read.
+          ceiling) [ "$ratio" = 1 ] && continue; flags=(--target etcd --endpoints "$NOOP_ENDPOINT") ;;
+        esac
+        log "  round $round/$ROUNDS: $target, ${measure%-*}-only, clients=$clients…"
+        report="$DATA/compare-$round-$measure-$target.json"
+        hammer_cell "$report" "${flags[@]}" --clients "$clients" --duration "${COMPARE_SECONDS}s" \
+          --read-ratio "$ratio"
+        jq -c --argjson round "$round" --arg measure "$measure" --arg target "$target" \
+          '{round: $round, measure: $measure, target: $target, writes_per_s: .by_kind.put.throughput,
+            reads_per_s: .by_kind.get.throughput, write_p99_ms: .by_kind.put.p99_ms,
+            errors: ([.errors[]] | add // 0)}' "$report" >>"$DATA/compare.jsonl"
+        # Lets what a run leaves behind (flushes, log purges) settle before the next one.
+        sleep 1
+      done
+    done
+  done
+fi
+if [ "$MATRIX" = 1 ] || [ "$VS_ETCD" = 1 ]; then LOAD_RSS=$(node_rss); LOAD_RSS_AFTER="the throughput runs"; fi
+
+# --- failover -------------------------------------------------------------------
+
+# The load of a failover round, and when the fault comes: late enough that the
+# run is steady, early enough that etcd (election timeout 1 s) is back well
+# before the end, so the gap lies inside the run. Gaps from 10 ms up are
+# listed, so the report names the longest one even when a failover is quick.
+FAILOVER_LOAD=(--clients 16 --read-ratio 0 --gap-threshold 10ms --allow-outage)
+KILL_RUN_S=6
+TRANSFER_RUN_S=4
+FAULT_AT_S=2
+
+# Checks a round's hammer report (the input) and prints one JSON line for failover.jsonl.
+# KIND kill|transfer, TARGET, ROUND, BEFORE (leader id), AFTER (leader id for
+# etcd; raftkv's comes from hammer's leader_changes), FAULT_S (seconds after
+# hammer was started), STATUS (hammer's exit code), TOOL_STATUS and TOOL_OUTPUT
+# (raft-admin's exit code and last line).
+read -r -d '' EVALUATE <<'JQ' || true
+def abs: if . < 0 then -. else . end;
+def node_id: .leader_id // ((.address | split(":") | .[1] | tonumber) - $base + 1);
+def ends_at($t): ((.start_s + .length_ms / 1000) - $t | abs) <= 0.05;
+(.leader_changes // []) as $changes
+| ($changes | map(select(node_id != $before)) | .[0]) as $change
+| (if $target == "raftkv" then ($change | if . == null then null else node_id end) else $after end) as $new
+| .longest_write_gap_ms as $longest
+| ([.write_gaps[] | select(.length_ms == $longest)] | .[0]) as $gap
+| ([.write_gaps[] | select(.edge == "" and $change != null and ends_at($change.at_s))]
+   | max_by(.length_ms)) as $change_gap
+| [ if $status != 0 then "hammer exited with \($status)" else empty end,
+    if $tool_status != 0 then "raft-admin leadership_transfer failed" else empty end,
+    if .ended_in_outage then "the run ended in an outage" else empty end,
+    if $before == null then "no leader before the fault" else empty end,
+    if $target == "raftkv" and ($changes[0] | if . == null then null else node_id end) != $before
+      then "hammer's first leader was not \($before)" else empty end,
+    if $new == null or $new == $before then "no other leader after the fault" else empty end,
+    if $kind == "kill" then
+      if $gap == null then "no write gap of \(.gap_threshold_ms) ms or more"
+      elif $gap.edge != "" then "the longest gap touches the \($gap.edge) of the run"
+      elif $gap.start_s < $fault_s - 1 or $gap.start_s > $fault_s + 0.5
+        then "the longest gap began at \($gap.start_s) s, the kill came at ~\($fault_s) s"
+      elif $target == "raftkv" and $change != null and ($gap | ends_at($change.at_s) | not)
+        then "the longest gap did not end at the new leader's first write"
+      else empty end
+    else empty end
+  ] as $problems
+| { kind: $kind, target: $target, round: $round, leader_before: $before, leader_after: $new,
+    fault_at_s: $fault_s, longest_gap_ms: $longest, longest_gap_start_s: $gap.start_s,
+    gap_ms: (if $kind == "kill" then $longest else $change_gap.length_ms end),
+    threshold_ms: .gap_threshold_ms, tool_output: $tool_output,
+    leaders_seen: [$changes[] | {at_s: (.at_s * 1000 | round / 1000), id: node_id}],
+    valid: ($problems | length == 0), problems: $problems }
+JQ
+
+# record_round KIND TARGET ROUND BEFORE AFTER FAULT_MS STATUS TOOL_STATUS TOOL_OUTPUT
+record_round() {
+  local report="$DATA/failover-$3-$1-$2.json"
+  if ! jq -e .by_kind "$report" >/dev/null 2>&1; then
+    jq -nc --arg kind "$1" --arg target "$2" --argjson round "$3" --arg why "$(tail -n 1 "$report.err")" \
+      '{kind: $kind, target: $target, round: $round, valid: false, problems: ["hammer failed: \($why)"]}' \
+      >>"$DATA/failover.jsonl"
+    return
+  fi
+  jq -c --arg kind "$1" --arg target "$2" --argjson round "$3" --argjson before "${4:-null}" \
+    --argjson after "${5:-null}" --argjson fault_s "$(awk -v ms="$6" 'BEGIN {print ms / 1000}')" \
+    --argjson status "$7" --argjson tool_status "$8" --arg tool_output "$9" --argjson base "$BASE_PORT" \
+    "$EVALUATE" "$report" >>"$DATA/failover.jsonl"
+}
+
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+
+# start_load REPORT TARGET SECONDS [HAMMER FLAGS…]: hammer in the background,
+# its JSON report into REPORT; sets HAMMER_PID and STARTED_MS.
+start_load() {
+  local report=$1 target=$2 seconds=$3; shift 3
+  local endpoints=$RAFTKV_ENDPOINTS
+  [ "$target" = etcd ] && endpoints=$ETCD_ENDPOINTS
+  STARTED_MS=$(now_ms)
+  "$BIN/hammer" --target "$target" --endpoints "$endpoints" "${FAILOVER_LOAD[@]}" --duration "${seconds}s" \
+    --value-size 256 --keys 10000 --json "$@" >"$report" 2>"$report.err" &
+  HAMMER_PID=$!
+}
+# finish_load: waits for hammer; sets LOAD_STATUS to its exit code.
+finish_load() {
+  LOAD_STATUS=0
+  wait "$HAMMER_PID" || LOAD_STATUS=$?
+  HAMMER_PID=""
+}
+
+kill_round() {
+  local target=$1 round=$2 before after="" fault_ms
+  if [ "$target" = raftkv ]; then
+    wait_until 60 "the raftkv cluster has 3 caught-up voters" raftkv_ready
+    before=$(cluster leader)
+  else
+    wait_until 60 "etcd has 3 caught-up members" etcd_ready
+    before=$(etcd_leader "$ETCD_ENDPOINTS")
+    if [ -z "$before" ]; then
+      jq -nc --argjson round "$round" '{kind: "kill", target: "etcd", round: $round, valid: false,
+        problems: ["no etcd member said it leads"]}' >>"$DATA/failover.jsonl"
+      return
+    fi
+  fi
+  start_load "$DATA/failover-$round-kill-$target.json" "$target" "$KILL_RUN_S"
+  sleep "$FAULT_AT_S"
+  fault_ms=$(( $(now_ms) - STARTED_MS ))
+  if [ "$target" = raftkv ]; then
+    cluster kill "$before"
+  else
+    kill -KILL "${ETCD_PID[before]}"
+    wait "${ETCD_PID[before]}" 2>/dev/null || true
+  fi
+  finish_load
+  if [ "$target" = raftkv ]; then
+    cluster start "$before" >/dev/null
+  else
+    local alive=() i
+    for i in 1 2 3; do [ "$i" != "$before" ] && alive+=("127.0.0.1:$((BASE_PORT + 110 + i))"); done
+    after=$(etcd_leader "$(IFS=,; echo "${alive[*]}")")
+    start_etcd "$before"
+  fi
+  record_round kill "$target" "$round" "$before" "$after" "$fault_ms" "$LOAD_STATUS" 0 ""
+}
+
+transfer_round() {
+  local round=$1 before fault_ms tool_status=0
+  wait_until 60 "the raftkv cluster has 3 caught-up voters" raftkv_ready
+  before=$(cluster leader)
+  start_load "$DATA/failover-$round-transfer-raftkv.json" raftkv "$TRANSFER_RUN_S"
+  sleep "$FAULT_AT_S"
+  fault_ms=$(( $(now_ms) - STARTED_MS ))
+  "$BIN/raft-admin" --leader "multi:///$RAFTKV_ENDPOINTS" leadership_transfer >"$DATA/transfer.out" 2>&1 \
+    || tool_status=$?
+  finish_load
+  record_round transfer raftkv "$round" "$before" "" "$fault_ms" "$LOAD_STATUS" "$tool_status" \
+    "$(tail -n 1 "$DATA/transfer.out")"
+}
+
+if [ "$FAILOVER" = 1 ]; then
+  log "failover: kill -9 of the leader (raftkv, etcd) and a leadership transfer (raftkv), rounds: $FAILOVER_ROUNDS"
+  for round in $(seq 1 "$FAILOVER_ROUNDS"); do
+    for target in raftkv etcd; do
+      kill_round "$target" "$round"
+      log "  round $round/$FAILOVER_ROUNDS: kill the $target leader: $(tail -n 1 "$DATA/failover.jsonl" \
+        | jq -r '"\(.leader_before) -> \(.leader_after), longest gap \(.gap_ms) ms" + (if .valid then "" else " INVALID: " + (.problems | join("; ")) end)')"
+    done
+    transfer_round "$round"
+    log "  round $round/$FAILOVER_ROUNDS: transfer raftkv leadership: $(tail -n 1 "$DATA/failover.jsonl" \
+      | jq -r '"\(.leader_before) -> \(.leader_after), gap \(.gap_ms // "< \(.threshold_ms)") ms" + (if .valid then "" else " INVALID: " + (.problems | join("; ")) end)')"
+  done
+fi
+
+if [ -z "${LOAD_RSS-}" ]; then LOAD_RSS=$(node_rss); LOAD_RSS_AFTER="the failover rounds (killed nodes restarted)"; fi
+
+# --- the report -----------------------------------------------------------------
+
+python3 - "$DATA" "$JSON" "$IDLE_RSS" "$LOAD_RSS" "$LOAD_RSS_AFTER" <<'PY'
+import json, statistics, sys
+data, as_json, idle, load = sys.argv[1], sys.argv[2] == "1", sys.argv[3].split(), sys.argv[4].split()
+lines = lambda name: [json.loads(l) for l in open(f"{data}/{name}") if l.strip()]
+meta, matrix, compare, failover = json.load(open(f"{data}/meta.json")), lines("matrix.jsonl"), lines("compare.jsonl"), lines("failover.jsonl")
+memory = {"idle_rss_mb": [float(x) for x in idle], "after_load_rss_mb": [float(x) for x in load], "after": sys.argv[5]}
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+def bounded_median(gaps, threshold=10):
+    """The median of transfer gaps, where None is a gap under the threshold
+    (hammer does not list those): a number, or "< 10" / "≤ N" when it rests
+    on gaps known only to be under the threshold."""
+    if not gaps:
+        return None
+    high = statistics.median([threshold if g is None else g for g in gaps])
+    low = statistics.median([0 if g is None else g for g in gaps])
+    if high == low:
+        return high
+    return f"< {threshold}" if high == threshold else f"≤ {high:.0f}"
+
+# The table's throughput and latency rows: (label, measure, field of compare.jsonl).
+ROWS = [("writes/s, 64 clients", "write-64", "writes_per_s"), ("writes/s, 1 client", "write-1", "writes_per_s"),
+        ("linearizable reads/s, 64 clients", "read-64", "reads_per_s"), ("write p99 ms, 64 clients", "write-64", "write_p99_ms")]
+table = []
+if compare:
+    for label, measure, field in ROWS:
+        cells = {t: [c[field] for c in compare if c["measure"] == measure and c["target"] == t] for t in ("raftkv", "etcd", "ceiling")}
+        table.append({"measure": label, **{t: median(v) for t, v in cells.items()}, "rounds": cells})
+kills = {t: [r for r in failover if r["kind"] == "kill" and r["target"] == t] for t in ("raftkv", "etcd")}
+transfers = [r for r in failover if r["kind"] == "transfer"]
+if failover:
+    rounds = max(r["round"] for r in failover)
+    table.append({"measure": "failover: longest write gap ms, kill -9 of the leader, 16 clients",
+                  **{t: median([r["gap_ms"] for r in kills[t] if r["valid"]]) for t in kills}, "ceiling": None,
+                  "valid_rounds": {t: sum(r["valid"] for r in kills[t]) for t in kills}, "rounds": rounds})
+    gaps = [r["gap_ms"] for r in transfers if r["valid"]]
+    table.append({"measure": "leadership transfer: write gap ms, 16 clients", "raftkv": bounded_median(gaps),
+                  "etcd": None, "ceiling": None, "valid_rounds": {"raftkv": len(gaps)}, "rounds": rounds})
+
+if as_json:
+    print(json.dumps({"cores": int(meta["cores"]), "run": meta, "cells": matrix, "comparison": table,
+                      "failover_rounds": failover, "raftkv_memory": memory}, indent=2))
     sys.exit()
-def f(v): return "-" if v is None else f"{v:.2f}"
-print(f"\n{'target':<7} {'clients':>7} {'workload':<8} {'ops/s':>8} {'writes/s':>9} {'reads/s':>8} {'w p50':>7} {'w p99':>7} {'r p50':>7} {'r p99':>7} {'errors':>6}")
-for c in cells:
-    print(f"{c['target']:<7} {c['clients']:>7} {c['workload']:<8} {c['ops_per_s']:>8} {c['write_ops_per_s']:>9} {c['read_ops_per_s']:>8} "
-          f"{f(c['write_p50_ms']):>7} {f(c['write_p99_ms']):>7} {f(c['read_p50_ms']):>7} {f(c['read_p99_ms']):>7} {c['errors']:>6}")
-print(f"\nraftkv node RSS: idle {', '.join(idle)} MB; after the matrix {', '.join(load)} MB ({sys.argv[5]} cores)")
+
+print(f"\ncommand: {meta['command']}")
+print(f"machine: {meta['cores']} cores ({meta['cpu']}), {meta['memory']}, Linux {meta['kernel']}; load average "
+      f"{meta['load']} before measuring; {meta['others']} other raftkv/etcd/hammer processes running; data on {meta['disk']}")
+print(f"raftkv:  {meta['raftkv']}, release build; 3 nodes on loopback (voters {meta['raftkv_voters']}), "
+      f"node defaults ({meta['raftkv_timing']})")
+if meta["etcd"]:
+    print(f"etcd:    {meta['etcd']} (Debian etcd-server), 3 members on loopback ({meta['etcd_members']}), "
+          f"defaults ({meta['etcd_timing']}); hammer spreads clients over all members")
+    print("ceiling: hammer noop-server: etcd's KV.Put/Range answered at once, nothing stored, TCP_NODELAY")
+print(f"client:  {meta['hammer']}, 256-byte values, 10,000 keys, linearizable reads, call timeout 2 s; "
+      "same machine as the servers")
+
+def f(v, digits=0):
+    return "–" if v is None else v if isinstance(v, str) else f"{v:,.{digits}f}"
+
+if matrix:
+    g = lambda v: "-" if v is None else f"{v:.2f}"
+    print(f"\n{'target':<7} {'clients':>7} {'workload':<8} {'ops/s':>8} {'writes/s':>9} {'reads/s':>8} {'w p50':>7} {'w p99':>7} {'r p50':>7} {'r p99':>7} {'errors':>6}")
+    for c in matrix:
+        print(f"{c['target']:<7} {c['clients']:>7} {c['workload']:<8} {c['ops_per_s']:>8} {c['write_ops_per_s']:>9} {c['read_ops_per_s']:>8} "
+              f"{g(c['write_p50_ms']):>7} {g(c['write_p99_ms']):>7} {g(c['read_p50_ms']):>7} {g(c['read_p99_ms']):>7} {c['errors']:>6}")
+
+if table:
+    ratio = lambda a, b: "–" if a is None or not b or isinstance(a, str) else f"{a / b:.2f}"
+    print("\n| measure | raftkv | etcd | gRPC ceiling | raftkv/etcd | raftkv/ceiling |\n|---|---:|---:|---:|---:|---:|")
+    for row in table:
+        digits = 1 if "p99" in row["measure"] else 0
+        print(f"| {row['measure']} | {f(row['raftkv'], digits)} | {f(row['etcd'], digits)} | {f(row['ceiling'], digits)} "
+              f"| {ratio(row['raftkv'], row['etcd'])} | {ratio(row['raftkv'], row['ceiling'])} |")
+    if compare:
+        print(f"\nmedians over rounds: {max(c['round'] for c in compare)}; every round: raftkv, etcd, ceiling in turn for each measure. Each round's values:")
+        for row in table:
+            if "writes/s" in row["measure"] or "reads/s" in row["measure"] or "p99" in row["measure"]:
+                digits = 1 if "p99" in row["measure"] else 0
+                print(f"  {row['measure']}: " + "; ".join(f"{t} {', '.join(f(v, digits) for v in vs)}" for t, vs in row["rounds"].items() if vs))
+        errors = sum(c["errors"] for c in compare)
+        print(f"  errors in these cells: {errors}")
+
+if failover:
+    print("\nfailover rounds (leader before -> after; gap in ms; * = not counted):")
+    for r in failover:
+        gap = r.get("gap_ms")
+        gap = f"< {r['threshold_ms']:.0f}" if gap is None and r["valid"] else f(gap)
+        what = "kill -9 of the leader" if r["kind"] == "kill" else "leadership transfer"
+        mark = " " if r["valid"] else "*"
+        line = f" {mark}round {r['round']} {r['target']:<6} {what:<22} {r.get('leader_before')} -> {r.get('leader_after')}: {gap:>6}"
+        if r["kind"] == "transfer":
+            line += f"  (longest gap of the run {f(r.get('longest_gap_ms'))}; raft-admin: {r.get('tool_output')})"
+        if not r["valid"]:
+            seen = ", ".join(f"{c['id']} at {c['at_s']} s" for c in r.get("leaders_seen", []))
+            line += "  NOT COUNTED: " + "; ".join(r["problems"]) + (f" (hammer saw leaders {seen})" if seen else "")
+        print(line)
+    for t, rs in kills.items():
+        values = sorted(r["gap_ms"] for r in rs if r["valid"])
+        print(f"kill -9 of the {t} leader: median {f(median(values))} ms over {len(values)} valid of {len(rs)} rounds; all: {', '.join(f(v) for v in values)}")
+    at_deadline = [r for r in kills["etcd"] if r["valid"] and 2000 <= r["gap_ms"] < 2050]
+    if at_deadline:
+        print(f"  {len(at_deadline)} of the etcd gaps end at hammer's 2 s call timeout: a write sent to an etcd follower "
+              "while there is no leader waits for the client's deadline even after a new leader is elected, so those "
+              "gaps measure the client's timeout rather than etcd's election")
+    gaps = [r["gap_ms"] for r in transfers if r["valid"]]
+    shown = ", ".join("< 10" if g is None else f(g) for g in sorted(gaps, key=lambda g: g or 0))
+    print(f"raftkv leadership transfer: median {f(bounded_median(gaps))} ms over {len(gaps)} valid of {len(transfers)} rounds; all: {shown}")
+
+print(f"\nraftkv node RSS: idle {', '.join(idle)} MB; after {sys.argv[5]} {', '.join(load)} MB")
 PY
