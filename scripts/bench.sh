@@ -6,6 +6,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 COMMAND_LINE="scripts/bench.sh$(printf ' %q' "$@")"
 SECONDS_PER_CELL=""
 CLIENTS_LIST="1 16 64 256"
@@ -123,16 +125,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# wait_until SECONDS DESCRIPTION COMMAND...
-wait_until() {
-  local limit=$1 what=$2; shift 2
-  local deadline=$((SECONDS + limit))
-  until "$@" >/dev/null 2>&1; do
-    if [ $SECONDS -ge $deadline ]; then echo "timed out waiting until $what" >&2; exit 1; fi
-    sleep 0.2
-  done
-}
-
 log "building release binaries…"
 (cd "$ROOT" && cargo build --release -q -p raftkv-node -p raft-admin -p hammer)
 
@@ -159,7 +151,7 @@ raftkv_ready() {
   "$BIN/raft-admin" --endpoints "$RAFTKV_ENDPOINTS" --timeout 2s --json status \
     | jq -e '[.endpoints[] | select(.error == null and .lag == 0)] | length == 3' >/dev/null
 }
-wait_until 60 "the raftkv cluster has 3 caught-up voters" raftkv_ready
+wait_until 60 "the raftkv cluster has 3 caught-up voters" raftkv_ready || exit 1
 sleep 2
 IDLE_RSS=$(node_rss)
 
@@ -200,12 +192,12 @@ etcd_ready() {
 if [ "$NEED_ETCD" = 1 ]; then
   log "starting a 3-member etcd on loopback…"
   for i in 1 2 3; do start_etcd "$i"; done
-  wait_until 60 "etcd has 3 members and a leader" etcd_ready
+  wait_until 60 "etcd has 3 members and a leader" etcd_ready || exit 1
 fi
 if [ "$VS_ETCD" = 1 ]; then
   "$BIN/hammer" noop-server --listen 127.0.0.1:0 >"$DATA/noop.addr" 2>"$DATA/noop.err" &
   NOOP_PID=$!
-  wait_until 10 "hammer noop-server prints its address" test -s "$DATA/noop.addr"
+  wait_until 10 "hammer noop-server prints its address" test -s "$DATA/noop.addr" || exit 1
   NOOP_ENDPOINT=$(head -n 1 "$DATA/noop.addr")
 fi
 
@@ -395,10 +387,10 @@ finish_load() {
 kill_round() {
   local target=$1 round=$2 before after="" fault_ms
   if [ "$target" = raftkv ]; then
-    wait_until 60 "the raftkv cluster has 3 caught-up voters" raftkv_ready
+    wait_until 60 "the raftkv cluster has 3 caught-up voters" raftkv_ready || exit 1
     before=$(cluster leader)
   else
-    wait_until 60 "etcd has 3 caught-up members" etcd_ready
+    wait_until 60 "etcd has 3 caught-up members" etcd_ready || exit 1
     before=$(etcd_leader "$ETCD_ENDPOINTS")
     if [ -z "$before" ]; then
       jq -nc --argjson round "$round" '{kind: "kill", target: "etcd", round: $round, valid: false,
@@ -429,7 +421,7 @@ kill_round() {
 
 transfer_round() {
   local round=$1 before fault_ms tool_status=0
-  wait_until 60 "the raftkv cluster has 3 caught-up voters" raftkv_ready
+  wait_until 60 "the raftkv cluster has 3 caught-up voters" raftkv_ready || exit 1
   before=$(cluster leader)
   start_load "$DATA/failover-$round-transfer-raftkv.json" raftkv "$TRANSFER_RUN_S"
   sleep "$FAULT_AT_S"

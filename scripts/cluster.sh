@@ -3,6 +3,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 DATA=${RAFTKV_CLUSTER_DIR:-./data}
 BASE_PORT=${RAFTKV_BASE_PORT:-50051}
 PROFILE=${RAFTKV_PROFILE:-release}
@@ -60,16 +62,6 @@ addresses() {
   (IFS=,; echo "${list[*]}")
 }
 
-# wait_until SECONDS DESCRIPTION COMMAND...
-wait_until() {
-  local limit=$1 what=$2; shift 2
-  local deadline=$((SECONDS + limit))
-  until "$@" >/dev/null 2>&1; do
-    if [ $SECONDS -ge $deadline ]; then echo "timed out waiting until $what" >&2; return 1; fi
-    sleep 0.2
-  done
-}
-
 # start_node ID [FLAGS…]: starts node ID in the background, recording its pid and address.
 start_node() {
   local i=$1; shift
@@ -94,7 +86,7 @@ restart_node() {
   [ -d "$DATA/node-$1" ] || { echo "node $1 has no data in $DATA" >&2; return 1; }
   if pid_alive "$f"; then echo "node $1 is already running" >&2; return 1; fi
   start_node "$1"
-  wait_until 30 "node $1 answers" "$BIN/raft-admin" "$(cat "$DATA/node-$1.addr")" --timeout 1s state
+  wait_until 30 "node $1 answers" "$BIN/raft-admin" "$(cat "$DATA/node-$1.addr")" --timeout 1s state || exit 1
 }
 
 leader_id() {
@@ -115,8 +107,8 @@ up() {
     if [ "$i" = 1 ]; then start_node 1 --bootstrap; else start_node "$i"; fi
   done
   local first="127.0.0.1:$BASE_PORT"
-  wait_until 30 "node 1 answers" "$BIN/raft-admin" "$first" --timeout 1s state
-  wait_until 30 "a leader is elected" "$BIN/raft-admin" --endpoints "$(addresses)" --timeout 1s leader
+  wait_until 30 "node 1 answers" "$BIN/raft-admin" "$first" --timeout 1s state || exit 1
+  wait_until 30 "a leader is elected" "$BIN/raft-admin" --endpoints "$(addresses)" --timeout 1s leader || exit 1
   for i in $(seq 2 "$n"); do
     local address="127.0.0.1:$((BASE_PORT + i - 1))"
     if [ $fresh = 1 ] || ! "$BIN/raft-admin" "$first" get_configuration | grep -q "^$i "; then
