@@ -316,6 +316,39 @@ impl Cluster {
         .await
     }
 
+    /// Waits until every running node names the same leader in the same term
+    /// and that node reports itself leader; returns its id. Stricter than
+    /// [`Cluster::wait_for_leader`]: right after a restart a node may briefly
+    /// resume leading an old term until a newer term reaches it.
+    pub async fn wait_for_agreed_leader(&mut self) -> u64 {
+        let addresses: Vec<String> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.is_running().then(|| n.address.clone()))
+            .collect();
+        wait_for("the running nodes agree on one leader", || {
+            let addresses = addresses.clone();
+            async move {
+                let mut seen = Vec::new();
+                for address in addresses {
+                    let mut admin = AdminClient::connect(format!("http://{address}"))
+                        .await
+                        .ok()?;
+                    let status = admin.status(pb::Empty {}).await.ok()?.into_inner();
+                    seen.push((status.id, status.role, status.leader_id, status.term));
+                }
+                let (_, _, leader, term) = *seen.first()?;
+                let agreed = leader != 0
+                    && seen.iter().all(|s| s.2 == leader && s.3 == term)
+                    && seen
+                        .iter()
+                        .any(|s| s.0 == leader && s.1 == pb::Role::Leader as i32);
+                agreed.then_some(leader)
+            }
+        })
+        .await
+    }
+
     /// Waits until `raftkv.Leader` is SERVING on exactly one running node,
     /// which also reports itself leader; returns its id.
     pub async fn wait_for_single_serving_leader(&mut self) -> u64 {

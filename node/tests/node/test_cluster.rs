@@ -269,7 +269,10 @@ async fn full_restart_recovers_everything_and_bootstrap_is_harmless() {
     cluster.node(1).restart(&["--bootstrap"]);
     cluster.node(2).restart(&[]);
     cluster.node(3).restart(&["--bootstrap"]);
-    let leader = cluster.wait_for_leader().await;
+    // Node 1's clean stop closed its connections, so nodes 2 and 3 may have
+    // elected one of them in a newer term before they were killed: node 1 can
+    // resume its old term for a moment after the restart. Read once all agree.
+    let leader = cluster.wait_for_agreed_leader().await;
     let mut kv = cluster.node(leader).kv().await;
     for i in 0..30 {
         assert_eq!(
