@@ -130,18 +130,17 @@ impl RaftNode {
             RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => NodeError::OutcomeUnknown(format!(
                 "leadership changed while the write was in flight; it may or may not have been applied ({f})"
             )),
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(
-                e @ (ChangeMembershipError::InProgress(_)
-                | ChangeMembershipError::UncommittedLeaderLog(_)),
-            )) => NodeError::Aborted(format!(
-                "another membership change or a new leader's first entry is not committed yet ({e}); retry"
-            )),
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                NodeError::FailedPrecondition(format!("membership change refused: {e}"))
+            e @ RaftError::APIError(
+                ClientWriteError::ChangeMembershipError(_) | ClientWriteError::PreconditionFailed(_),
+            ) => {
+                if Self::is_membership_race(&e) {
+                    NodeError::Aborted(format!(
+                        "the membership change raced with another ({e}); read the configuration again and retry"
+                    ))
+                } else {
+                    NodeError::FailedPrecondition(format!("membership change refused: {e}"))
+                }
             }
-            RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => NodeError::Aborted(
-                format!("the cluster configuration changed meanwhile ({e}); read it again and retry"),
-            ),
             RaftError::Fatal(e) => NodeError::Unavailable(format!("the node is stopping: {e}")),
         }
     }
