@@ -267,9 +267,9 @@ impl StateMachineStore {
 
     /// After a crash: the state of the stored snapshot, or the empty state.
     fn rebuild(&self) -> io::Result<()> {
-        let snapshot = self.read_snapshot()?;
+        let snapshot = self.stored_snapshot()?;
         let applied = self.reader.last_applied()?;
-        let snapshot_index = snapshot.as_ref().and_then(|s| s.meta.last_log_id);
+        let snapshot_index = snapshot.as_ref().and_then(|(meta, _)| meta.last_log_id);
         if applied.is_some() || snapshot.is_some() {
             tracing::warn!(
                 applied = ?applied,
@@ -279,7 +279,7 @@ impl StateMachineStore {
         }
         let gate = self.write_gate()?;
         match snapshot {
-            Some(snapshot) => self.load_snapshot(&gate, &snapshot.meta, &snapshot.snapshot),
+            Some((meta, data)) => self.load_snapshot(&gate, &meta, &data),
             None => self.load_snapshot(&gate, &SnapshotMeta::default(), &[]),
         }
     }
@@ -313,6 +313,14 @@ impl StateMachineStore {
     }
 
     fn read_snapshot(&self) -> io::Result<Option<Snapshot>> {
+        Ok(self.stored_snapshot()?.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: data.to_vec(),
+        }))
+    }
+
+    /// The stored snapshot's meta, and its data as sled holds it (not copied).
+    fn stored_snapshot(&self) -> io::Result<Option<(SnapshotMeta, sled::IVec)>> {
         let get = |key| self.snapshot.get(key).map_err(io::Error::other);
         if let Some(stored) = get(SNAPSHOT)? {
             let malformed =
@@ -322,17 +330,13 @@ impl StateMachineStore {
             if rest.len() < len {
                 return Err(malformed());
             }
-            let (meta, data) = rest.split_at(len);
-            return Ok(Some(Snapshot {
-                meta: decode(meta)?,
-                snapshot: data.to_vec(),
-            }));
+            let meta = decode(&rest[..len])?;
+            let data_start = 4 + len;
+            let data = stored.subslice(data_start, stored.len() - data_start);
+            return Ok(Some((meta, data)));
         }
         match (get(OLD_SNAPSHOT_META)?, get(OLD_SNAPSHOT_DATA)?) {
-            (Some(meta), Some(data)) => Ok(Some(Snapshot {
-                meta: decode(&meta)?,
-                snapshot: data.to_vec(),
-            })),
+            (Some(meta), Some(data)) => Ok(Some((decode(&meta)?, data))),
             _ => Ok(None),
         }
     }
@@ -341,8 +345,8 @@ impl StateMachineStore {
     /// already stored) and syncs it.
     fn store_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
         let _guard = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(stored) = self.read_snapshot()? {
-            if stored.meta.last_log_id > meta.last_log_id {
+        if let Some((stored, _)) = self.stored_snapshot()? {
+            if stored.last_log_id > meta.last_log_id {
                 return Ok(());
             }
         }
