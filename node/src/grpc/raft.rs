@@ -1,6 +1,10 @@
 //! `raftkv.Raft`: inbound node-to-node RPCs, handed to openraft. Garbage on
 //! this service is answered with `INVALID_ARGUMENT`, never a panic.
 
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use futures::Stream;
 use futures::StreamExt;
 use raftkv_proto::pb;
 use raftkv_proto::pb::raft_server;
@@ -56,8 +60,54 @@ fn stopped(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("raft is stopping: {e}"))
 }
 
+/// The answers of one `StreamAppend` call.
+type AppendResults = Pin<Box<dyn Stream<Item = Result<pb::RaftPayload, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
+    type StreamAppendStream = AppendResults;
+
+    /// openraft's pipelined receiver: each request goes to Raft as soon as it
+    /// arrives, its result comes back in request order. An undecodable request
+    /// ends the input; the results of the requests before it are still sent,
+    /// then the call ends with `INVALID_ARGUMENT`.
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<pb::RaftPayload>>,
+    ) -> Result<Response<AppendResults>, Status> {
+        let peer = request.remote_addr();
+        let leader_link = self.leader_link.clone();
+        let failure: Arc<Mutex<Option<Status>>> = Arc::default();
+        let input_failure = failure.clone();
+        let input = request.into_inner().scan((), move |_, message| {
+            let decoded = message.and_then(|payload| {
+                decode::<AppendEntriesRequest>(&payload.data)
+                    .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+            });
+            match decoded {
+                Ok(append) => {
+                    leader_link.note_append(peer, &append.vote);
+                    std::future::ready(Some(append))
+                }
+                Err(status) => {
+                    *input_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+                    std::future::ready(None)
+                }
+            }
+        });
+        let results = self.raft.stream_append(input).map(|result| match result {
+            Ok(result) => encode(&result)
+                .map(|data| pb::RaftPayload { data: data.into() })
+                .map_err(|e| Status::internal(e.to_string())),
+            Err(fatal) => Err(stopped(fatal)),
+        });
+        let failure = futures::stream::once(async move {
+            failure.lock().unwrap_or_else(|e| e.into_inner()).take()
+        })
+        .filter_map(|status| async move { status.map(Err) });
+        Ok(Response::new(Box::pin(results.chain(failure))))
+    }
+
     async fn append_entries(
         &self,
         request: Request<pb::RaftPayload>,

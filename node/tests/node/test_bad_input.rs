@@ -257,6 +257,17 @@ async fn garbage_on_the_port_does_not_hurt_the_node() {
         Code::InvalidArgument,
         "garbage append",
     );
+    // The pipelined form: the stream opens, then ends with the code.
+    let mut answers = raft
+        .stream_append(futures::stream::iter(vec![garbage()]))
+        .await
+        .expect("a StreamAppend call opens")
+        .into_inner();
+    assert_code(
+        answers.message().await,
+        Code::InvalidArgument,
+        "garbage stream append",
+    );
     assert_code(
         raft.vote(garbage()).await,
         Code::InvalidArgument,
