@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::Subcommand;
-use raftkv_proto::client::parse_duration;
+use raftkv_client::parse_duration;
 
 /// Grow, shrink, steer and inspect a raftkv cluster.
 #[derive(Debug, Parser)]

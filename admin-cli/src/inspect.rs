@@ -3,8 +3,8 @@
 //! key-value shortcuts (put, get, delete, scan).
 
 use anyhow::Context;
-use raftkv_proto::client::role_name;
-use raftkv_proto::client::ClientError;
+use raftkv_client::role_name;
+use raftkv_client::ClientError;
 use raftkv_proto::pb;
 use raftkv_proto::pb::admin_client::AdminClient;
 use raftkv_proto::pb::kv_client::KvClient;

@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 use std::time::SystemTime;
 
-use raftkv_proto::client::role_name;
+use raftkv_client::role_name;
 use raftkv_proto::pb;
 use serde_json::json;
 
@@ -50,7 +50,7 @@ async fn collect(target: &mut Target, endpoints: &[String]) -> Vec<Row> {
                     let mut admin = pb::admin_client::AdminClient::new(channel);
                     match tokio::time::timeout(timeout, admin.status(request)).await {
                         Ok(Ok(answer)) => Ok(answer.into_inner()),
-                        Ok(Err(status)) => Err(raftkv_proto::client::describe_status(&status)),
+                        Ok(Err(status)) => Err(raftkv_client::describe_status(&status)),
                         Err(_) => Err(format!("no answer within {timeout:?}")),
                     }
                 }

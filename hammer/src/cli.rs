@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use clap::Parser;
 use clap::Subcommand;
-use raftkv_proto::client::parse_duration;
+use raftkv_client::parse_duration;
 
 /// Load a raftkv cluster: throughput, latency, errors and the cost of failovers.
 #[derive(Debug, Parser)]

@@ -27,9 +27,13 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn new(endpoints: &[String], call_timeout: Duration) -> anyhow::Result<Etcd> {
+        let cache = raftkv_client::Channels::new(raftkv_client::ChannelOptions {
+            connect_timeout: call_timeout.min(Duration::from_secs(3)),
+            ..raftkv_client::ChannelOptions::default()
+        });
         let channels = endpoints
             .iter()
-            .map(|e| raftkv_proto::client::connect_lazy(e, call_timeout))
+            .map(|e| cache.get(e))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Etcd {
             channels,
@@ -91,8 +95,7 @@ impl Etcd {
             match result {
                 Ok(reply) => return Outcome::Ok(reply),
                 Err(status) => {
-                    let refused = status.message().contains("tcp connect error")
-                        || status.message().contains("error trying to connect");
+                    let refused = raftkv_client::never_sent(&status);
                     if !op.is_write() || refused {
                         on_retry(if refused { "connect" } else { "unavailable" });
                         member = (member + 1) % self.channels.len();

@@ -259,7 +259,7 @@ fn text(bytes: &[u8]) -> String {
 
 /// Runs the load and builds the report.
 pub async fn load(args: &RunArgs) -> anyhow::Result<Report> {
-    let endpoints = raftkv_proto::client::parse_endpoints(&args.endpoints)?;
+    let endpoints = raftkv_client::parse_endpoints(&args.endpoints)?;
     if args.read_ratio + args.cas_ratio > 1.0 {
         anyhow::bail!("--read-ratio plus --cas-ratio must not exceed 1");
     }

@@ -62,18 +62,3 @@ pub enum Outcome {
     /// sending, leader change after proposing); the kind of error.
     Unknown(String),
 }
-
-/// What one failed attempt means for the operation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AttemptError {
-    /// Rejected before it was proposed (not the leader, cannot connect): safe
-    /// to retry; the leader hint (node id and address), if any.
-    Retry {
-        kind: &'static str,
-        leader: Option<(u64, String)>,
-    },
-    /// Sent, but no answer says what happened.
-    Unknown(&'static str),
-    /// Refused for good (bad argument, …).
-    Fail(&'static str),
-}

@@ -9,15 +9,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
-use raftkv_proto::client::leader_hint;
-use raftkv_proto::client::ClusterClient;
+use raftkv_client::ChannelOptions;
+use raftkv_client::Channels;
+use raftkv_client::ClusterClient;
+use raftkv_client::Failure;
 use raftkv_proto::pb;
 use raftkv_proto::pb::kv_client::KvClient;
 use tonic::transport::Channel;
-use tonic::Code;
-use tonic::Status;
 
-use crate::op::AttemptError;
 use crate::op::Op;
 use crate::op::Outcome;
 use crate::op::Reply;
@@ -29,8 +28,9 @@ const ID_LOOKUP: Duration = Duration::from_millis(500);
 
 /// Shared by every client of a run.
 pub struct Cluster {
-    /// One channel per node address (HTTP/2 multiplexes every client's calls).
-    channels: Mutex<HashMap<String, Channel>>,
+    /// One channel per node address (HTTP/2 multiplexes every client's
+    /// calls), shared with leader discovery.
+    channels: Channels,
     /// Where calls go now.
     leader: Mutex<Option<String>>,
     /// Leader discovery, one at a time.
@@ -59,63 +59,15 @@ struct ServedLog {
     changes: Vec<(Instant, String)>,
 }
 
-/// Classifies a failed call.
-pub fn classify(status: &Status, op_is_write: bool) -> AttemptError {
-    let message = status.message();
-    let not_sent = message.contains("tcp connect error")
-        || message.contains("Connection refused")
-        || message.contains("error trying to connect");
-    match status.code() {
-        Code::Unavailable => {
-            if let Some(hint) = leader_hint(status) {
-                return AttemptError::Retry {
-                    kind: "not_leader",
-                    leader: Some(hint),
-                };
-            }
-            if message.contains("no leader is known") || message.starts_with("not the leader") {
-                return AttemptError::Retry {
-                    kind: "no_leader",
-                    leader: None,
-                };
-            }
-            if not_sent {
-                return AttemptError::Retry {
-                    kind: "connect",
-                    leader: None,
-                };
-            }
-            if !op_is_write {
-                return AttemptError::Retry {
-                    kind: "unavailable",
-                    leader: None,
-                };
-            }
-            AttemptError::Unknown("unavailable")
-        }
-        Code::InvalidArgument => AttemptError::Fail("invalid_argument"),
-        Code::FailedPrecondition => AttemptError::Fail("failed_precondition"),
-        Code::NotFound => AttemptError::Fail("not_found"),
-        Code::ResourceExhausted => AttemptError::Fail("resource_exhausted"),
-        _ if !op_is_write => AttemptError::Retry {
-            kind: "read_error",
-            leader: None,
-        },
-        Code::DeadlineExceeded | Code::Cancelled => AttemptError::Unknown("timeout"),
-        Code::Unknown => AttemptError::Unknown("outcome_unknown"),
-        _ if not_sent => AttemptError::Retry {
-            kind: "connect",
-            leader: None,
-        },
-        _ => AttemptError::Unknown("transport"),
-    }
-}
-
 impl Cluster {
     pub fn new(endpoints: Vec<String>, call_timeout: Duration) -> anyhow::Result<Cluster> {
-        let discovery = ClusterClient::new(endpoints, call_timeout)?;
+        let channels = Channels::new(ChannelOptions {
+            connect_timeout: call_timeout.min(Duration::from_secs(3)),
+            ..ChannelOptions::default()
+        });
+        let discovery = ClusterClient::with_channels(endpoints, call_timeout, channels.clone())?;
         Ok(Cluster {
-            channels: Mutex::new(HashMap::new()),
+            channels,
             leader: Mutex::new(None),
             discovery: tokio::sync::Mutex::new(discovery),
             discoveries: AtomicU64::new(0),
@@ -126,13 +78,7 @@ impl Cluster {
     }
 
     fn channel(&self, address: &str) -> anyhow::Result<Channel> {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = channels.get(address) {
-            return Ok(channel.clone());
-        }
-        let channel = raftkv_proto::client::connect_lazy(address, self.call_timeout)?;
-        channels.insert(address.to_string(), channel.clone());
-        Ok(channel)
+        Ok(self.channels.get(address)?)
     }
 
     fn current_leader(&self) -> Option<String> {
@@ -222,15 +168,10 @@ impl Cluster {
     }
 
     /// One attempt of `op` at `address`.
-    async fn attempt(
-        &self,
-        address: &str,
-        op: &Op,
-        timeout: Duration,
-    ) -> Result<Reply, AttemptError> {
+    async fn attempt(&self, address: &str, op: &Op, timeout: Duration) -> Result<Reply, Failure> {
         let channel = self
             .channel(address)
-            .map_err(|_| AttemptError::Fail("bad_endpoint"))?;
+            .map_err(|_| Failure::Failed("bad_endpoint"))?;
         let mut kv = KvClient::new(channel);
         let call = async {
             match op {
@@ -276,9 +217,9 @@ impl Cluster {
         };
         match tokio::time::timeout(timeout, call).await {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(status)) => Err(classify(&status, op.is_write())),
-            Err(_) if op.is_write() => Err(AttemptError::Unknown("timeout")),
-            Err(_) => Err(AttemptError::Retry {
+            Ok(Err(status)) => Err(Failure::of(&status, !op.is_write())),
+            Err(_) if op.is_write() => Err(Failure::Unknown("timeout")),
+            Err(_) => Err(Failure::Retry {
                 kind: "timeout",
                 leader: None,
             }),
@@ -317,13 +258,13 @@ impl Cluster {
                     self.served_by(&leader, sent);
                     return Outcome::Ok(reply);
                 }
-                Err(AttemptError::Fail(kind)) => return Outcome::Fail(kind.to_string()),
-                Err(AttemptError::Unknown(kind)) => {
+                Err(Failure::Failed(kind)) => return Outcome::Fail(kind.to_string()),
+                Err(Failure::Unknown(kind)) => {
                     // The leader may be gone: look again before the next operation.
                     self.forget_leader(&leader);
                     return Outcome::Unknown(kind.to_string());
                 }
-                Err(AttemptError::Retry { kind, leader: hint }) => {
+                Err(Failure::Retry { kind, leader: hint }) => {
                     last_retry = kind;
                     on_retry(kind);
                     match hint {
@@ -375,68 +316,5 @@ mod tests {
         // A real change back, sent after the last change, counts.
         cluster.served_by("127.0.0.1:1", Instant::now());
         assert_eq!(cluster.leader_changes(start).len(), 3);
-    }
-
-    #[test]
-    fn failures_are_classified_by_what_they_say_about_the_write() {
-        let refused = Status::unavailable(
-            "error trying to connect: tcp connect error: Connection refused (os error 111)",
-        );
-        assert_eq!(
-            classify(&refused, true),
-            AttemptError::Retry {
-                kind: "connect",
-                leader: None
-            }
-        );
-        let no_leader = Status::unavailable(
-            "no leader is known right now (election in progress?); retry shortly",
-        );
-        assert_eq!(
-            classify(&no_leader, true),
-            AttemptError::Retry {
-                kind: "no_leader",
-                leader: None
-            }
-        );
-        let mut redirect =
-            Status::unavailable("not the leader; the leader is node 2 at 127.0.0.1:2");
-        redirect
-            .metadata_mut()
-            .insert(raftkv_proto::LEADER_ID_METADATA, "2".parse().unwrap());
-        redirect.metadata_mut().insert(
-            raftkv_proto::LEADER_ADDR_METADATA,
-            "127.0.0.1:2".parse().unwrap(),
-        );
-        assert_eq!(
-            classify(&redirect, true),
-            AttemptError::Retry {
-                kind: "not_leader",
-                leader: Some((2, "127.0.0.1:2".into()))
-            }
-        );
-        assert_eq!(
-            classify(&Status::deadline_exceeded("late"), true),
-            AttemptError::Unknown("timeout")
-        );
-        assert_eq!(
-            classify(&Status::unknown("discarded"), true),
-            AttemptError::Unknown("outcome_unknown")
-        );
-        assert_eq!(
-            classify(&Status::unavailable("connection reset"), true),
-            AttemptError::Unknown("unavailable")
-        );
-        assert_eq!(
-            classify(&Status::unavailable("connection reset"), false),
-            AttemptError::Retry {
-                kind: "unavailable",
-                leader: None
-            }
-        );
-        assert_eq!(
-            classify(&Status::invalid_argument("empty key"), true),
-            AttemptError::Fail("invalid_argument")
-        );
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use raftkv_proto::client::parse_duration;
+use raftkv_client::parse_duration;
 
 /// Settings of one raftkv node.
 #[derive(Debug, Clone, Parser)]

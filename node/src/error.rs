@@ -2,6 +2,8 @@
 
 use raftkv_proto::LEADER_ADDR_METADATA;
 use raftkv_proto::LEADER_ID_METADATA;
+use raftkv_proto::REASON_METADATA;
+use raftkv_proto::REASON_NOT_LEADER;
 use tonic::Code;
 use tonic::Status;
 
@@ -69,6 +71,12 @@ impl From<NodeError> for Status {
             NodeError::Storage(_) => Code::Internal,
         };
         let mut status = Status::new(code, e.to_string());
+        if let NodeError::NotLeader { .. } = &e {
+            status.metadata_mut().insert(
+                REASON_METADATA,
+                tonic::metadata::MetadataValue::from_static(REASON_NOT_LEADER),
+            );
+        }
         if let NodeError::NotLeader {
             leader: Some((id, address)),
         } = &e

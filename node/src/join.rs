@@ -12,17 +12,17 @@
 use std::time::Duration;
 use std::time::Instant;
 
+use raftkv_client::Backoff;
 use raftkv_proto::pb;
 use raftkv_proto::pb::admin_client::AdminClient;
 use tonic::Code;
 
 use crate::node::RaftNode;
 
-/// First pause between two rounds of asking.
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-
-/// Longest pause between two rounds of asking.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Pauses between two rounds of asking: 0.2 s doubling up to 5 s.
+fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(5))
+}
 
 /// Deadline of one request: the leader may wait up to two minutes for this
 /// node to catch up before promoting it.
@@ -80,7 +80,7 @@ fn addresses_to_ask(node: &RaftNode, join: &[String]) -> Vec<String> {
 /// to add `node` as a voter until it is one, or fails after `timeout`.
 pub async fn join(node: &RaftNode, join: &[String], timeout: Duration) -> Result<(), JoinError> {
     let started = Instant::now();
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = backoff();
     let mut last = String::from("no answer yet");
     loop {
         if is_voter(node) {
@@ -131,7 +131,6 @@ pub async fn join(node: &RaftNode, join: &[String], timeout: Duration) -> Result
                 last,
             });
         }
-        tokio::time::sleep(backoff.min(remaining)).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        backoff.wait(tokio::time::Instant::now() + remaining).await;
     }
 }

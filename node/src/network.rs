@@ -1,10 +1,8 @@
 //! Outgoing Raft traffic: openraft's network traits over the `raftkv.Raft`
-//! gRPC service, with one cached channel per peer.
+//! gRPC service, on the node's one channel cache (shared with forwarding).
 
-use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::future::Future;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -34,12 +32,12 @@ use openraft::RPCTypes;
 use openraft::RaftNetworkFactory;
 use openraft::RaftNetworkV2;
 use prost::bytes::Bytes;
+use raftkv_client::Channels;
 use raftkv_proto::pb;
 use raftkv_proto::pb::raft_client::RaftClient;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tonic::transport::Channel;
-use tonic::transport::Endpoint;
 
 use crate::codec::decode;
 use crate::codec::encode;
@@ -66,67 +64,17 @@ const PIPELINE_DEPTH: usize = 2;
 /// Size of one snapshot chunk on the wire.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
-/// Checks that `address` is a `host:port` a channel can be built for.
-pub fn endpoint(address: &str) -> Result<Endpoint, String> {
-    let (host, port) = address
-        .rsplit_once(':')
-        .ok_or_else(|| format!("address {address:?} is not host:port"))?;
-    if host.is_empty() || port.parse::<u16>().is_err() || address.contains('/') {
-        return Err(format!("address {address:?} is not host:port"));
-    }
-    Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| format!("address {address:?} is not usable: {e}"))
-}
-
-/// One lazily connected gRPC channel per peer address, reused by Raft
-/// replication and by request forwarding. A tonic `Channel` reconnects on its
-/// own after a failure, so an entry never needs replacing.
-#[derive(Clone, Default)]
-pub struct PeerChannels {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
-    /// Source address of outgoing connections (the node's own listen
-    /// address when it names one), so peers and firewalls see who is talking.
-    local_ip: Option<IpAddr>,
-}
-
-impl PeerChannels {
-    /// Channels whose connections leave from `local_ip` (`None`: the system's choice).
-    pub fn new(local_ip: Option<IpAddr>) -> PeerChannels {
-        PeerChannels {
-            channels: Arc::default(),
-            local_ip,
-        }
-    }
-
-    /// The channel to `address`, created on first use (no I/O happens here).
-    pub fn get(&self, address: &str) -> Result<Channel, String> {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = channels.get(address) {
-            return Ok(channel.clone());
-        }
-        let channel = endpoint(address)?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .local_address(self.local_ip)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        channels.insert(address.to_string(), channel.clone());
-        Ok(channel)
-    }
-}
-
 /// Creates a [`PeerConnection`] for each replication target.
 #[derive(Clone)]
 pub struct Network {
-    channels: PeerChannels,
+    channels: Channels,
     /// Largest gRPC message a peer may send us (AppendEntries batches, answers).
     max_message_bytes: usize,
 }
 
 impl Network {
     /// A network sharing `channels` with the rest of the node.
-    pub fn new(channels: PeerChannels, max_message_bytes: usize) -> Network {
+    pub fn new(channels: Channels, max_message_bytes: usize) -> Network {
         Network {
             channels,
             max_message_bytes,
@@ -138,11 +86,15 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerConnection {
-        let client = self.channels.get(&node.addr).map(|channel| {
-            RaftClient::new(channel)
-                .max_decoding_message_size(self.max_message_bytes)
-                .max_encoding_message_size(self.max_message_bytes)
-        });
+        let client = self
+            .channels
+            .get(&node.addr)
+            .map_err(|e| e.to_string())
+            .map(|channel| {
+                RaftClient::new(channel)
+                    .max_decoding_message_size(self.max_message_bytes)
+                    .max_encoding_message_size(self.max_message_bytes)
+            });
         PeerConnection {
             target,
             address: node.addr.clone(),

@@ -18,11 +18,10 @@ use openraft::Precondition;
 use openraft::RaftMetrics;
 use openraft::ReadPolicy;
 use openraft::ServerState;
+use raftkv_client::Channels;
 use tokio::sync::watch;
 
 use crate::error::NodeError;
-use crate::network::endpoint;
-use crate::network::PeerChannels;
 use crate::store::KvReader;
 use crate::types::Command;
 use crate::types::CommandResult;
@@ -54,7 +53,7 @@ pub struct RaftNode {
     /// Reads of the applied key-value state.
     pub kv: KvReader,
     /// Cached channels to peers, for forwarding requests to the leader.
-    pub peers: PeerChannels,
+    pub peers: Channels,
     /// Largest accepted key.
     pub max_key_bytes: usize,
     /// Largest accepted value.
@@ -399,7 +398,8 @@ impl RaftNode {
                 "node id 0 is reserved; use a positive id".into(),
             ));
         }
-        endpoint(address).map_err(NodeError::InvalidArgument)?;
+        raftkv_client::check_address(address)
+            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
         Ok(())
     }
 

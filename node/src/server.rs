@@ -4,8 +4,11 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::TryStreamExt;
+use raftkv_client::ChannelOptions;
+use raftkv_client::Channels;
 use raftkv_proto::pb::admin_server::AdminServer;
 use raftkv_proto::pb::kv_server::KvServer;
 use raftkv_proto::pb::raft_server::RaftServer;
@@ -28,7 +31,6 @@ use crate::grpc::raft::RaftService;
 use crate::join::join;
 use crate::join::JoinError;
 use crate::network::Network;
-use crate::network::PeerChannels;
 use crate::node::RaftNode;
 use crate::store;
 use crate::types::Raft;
@@ -69,9 +71,9 @@ pub async fn run(
         .local_addr()
         .map_err(|e| RunError::Config(e.to_string()))?;
     let address = advertise_address(&config, bound).map_err(RunError::Config)?;
-    crate::network::endpoint(&address).map_err(RunError::Config)?;
+    raftkv_client::check_address(&address).map_err(|e| RunError::Config(e.to_string()))?;
     for peer in &config.join {
-        crate::network::endpoint(peer)
+        raftkv_client::check_address(peer)
             .map_err(|e| RunError::Config(format!("--join {peer}: {e}")))?;
     }
     let raft_config = Arc::new(
@@ -91,7 +93,11 @@ pub async fn run(
     let state_machine_on_stop = state_machine.clone();
 
     let local_ip = (!bound.ip().is_unspecified()).then(|| bound.ip());
-    let peers = PeerChannels::new(local_ip);
+    let peers = Channels::new(ChannelOptions {
+        connect_timeout: Duration::from_secs(1),
+        local_ip,
+        keep_alive: Some((Duration::from_secs(10), Duration::from_secs(5))),
+    });
     let network = Network::new(peers.clone(), config.max_message_bytes());
     let raft = Raft::new(config.id, raft_config, network, log_store, state_machine)
         .await

@@ -20,8 +20,16 @@ pub const LEADER_ID_METADATA: &str = "raftkv-leader-id";
 /// Response-metadata key carrying the leader's address on a not-leader answer.
 pub const LEADER_ADDR_METADATA: &str = "raftkv-leader-addr";
 
+/// Response-metadata key naming why a call failed, where the status code
+/// alone does not say what the caller may do next. Clients decide on it (and
+/// on the code), never on the message.
+pub const REASON_METADATA: &str = "raftkv-reason";
+
+/// [`REASON_METADATA`] value: this node does not lead and did nothing; the
+/// leader's id and address follow in [`LEADER_ID_METADATA`] and
+/// [`LEADER_ADDR_METADATA`] when known. Safe to send again to the leader.
+pub const REASON_NOT_LEADER: &str = "not-leader";
+
 /// Request-metadata key a node sets when it forwards a request to the leader,
 /// so that the receiver answers instead of forwarding again.
 pub const FORWARDED_METADATA: &str = "raftkv-forwarded";
-
-pub mod client;

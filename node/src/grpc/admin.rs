@@ -217,7 +217,11 @@ impl Admin for AdminService {
             Err(NodeError::NotLeader {
                 leader: Some((_, address)),
             }) => {
-                let channel = self.node.peers.get(&address).map_err(Status::internal)?;
+                let channel = self
+                    .node
+                    .peers
+                    .get(&address)
+                    .map_err(|e| Status::internal(e.to_string()))?;
                 AdminClient::new(channel)
                     .demote_voter(forwarded(request))
                     .await
@@ -241,7 +245,11 @@ impl Admin for AdminService {
             Err(NodeError::NotLeader {
                 leader: Some((_, address)),
             }) => {
-                let channel = self.node.peers.get(&address).map_err(Status::internal)?;
+                let channel = self
+                    .node
+                    .peers
+                    .get(&address)
+                    .map_err(|e| Status::internal(e.to_string()))?;
                 AdminClient::new(channel)
                     .remove_node(forwarded(request))
                     .await

@@ -33,7 +33,10 @@ pub(crate) fn route<T>(node: &RaftNode, request: &Request<T>) -> Result<Option<C
     match leader {
         Some((id, address)) if !request.metadata().contains_key(FORWARDED_METADATA) => {
             tracing::debug!(leader = id, %address, "forwarding to the leader");
-            node.peers.get(&address).map(Some).map_err(Status::internal)
+            node.peers
+                .get(&address)
+                .map(Some)
+                .map_err(|e| Status::internal(e.to_string()))
         }
         leader => Err(NodeError::NotLeader { leader }.into()),
     }

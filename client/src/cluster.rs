@@ -1,0 +1,193 @@
+//! A client of a whole cluster: finds the leader among the endpoints it was
+//! given and sends calls there, following redirects and leader changes.
+
+use std::future::Future;
+use std::time::Duration;
+
+use raftkv_proto::pb;
+use raftkv_proto::pb::admin_client::AdminClient;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tonic::Code;
+use tonic::Status;
+
+use crate::check_address;
+use crate::leader_hint;
+use crate::role_name;
+use crate::Backoff;
+use crate::ChannelOptions;
+use crate::Channels;
+use crate::ClientError;
+
+/// Pauses between rounds of leader discovery, and after a redirect that
+/// named no leader (an election is under way).
+fn discovery_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(50), Duration::from_millis(500))
+}
+
+/// Clients to a set of nodes, remembering which one leads.
+pub struct ClusterClient {
+    endpoints: Vec<String>,
+    channels: Channels,
+    leader: Option<String>,
+    /// Budget of one operation, leader discovery and redirects included.
+    pub timeout: Duration,
+}
+
+impl ClusterClient {
+    /// A client for `endpoints` (no connection is made yet).
+    pub fn new(endpoints: Vec<String>, timeout: Duration) -> Result<ClusterClient, ClientError> {
+        let channels = Channels::new(ChannelOptions {
+            connect_timeout: timeout.min(Duration::from_secs(3)),
+            ..ChannelOptions::default()
+        });
+        ClusterClient::with_channels(endpoints, timeout, channels)
+    }
+
+    /// A client for `endpoints` that takes its channels from `channels`.
+    pub fn with_channels(
+        endpoints: Vec<String>,
+        timeout: Duration,
+        channels: Channels,
+    ) -> Result<ClusterClient, ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::NoEndpoints);
+        }
+        for endpoint in &endpoints {
+            check_address(endpoint)?;
+        }
+        Ok(ClusterClient {
+            endpoints,
+            channels,
+            leader: None,
+            timeout,
+        })
+    }
+
+    /// The endpoints this client was given.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The cached channel to `address`.
+    pub fn channel(&self, address: &str) -> Result<Channel, ClientError> {
+        self.channels.get(address)
+    }
+
+    /// The status of the node at `address`, within the timeout.
+    pub async fn status(&self, address: &str) -> Result<pb::NodeStatus, ClientError> {
+        let channel = self.channel(address)?;
+        with_timeout(self.timeout, |timeout| async move {
+            let mut request = tonic::Request::new(pb::Empty {});
+            request.set_timeout(timeout);
+            AdminClient::new(channel).status(request).await
+        })
+        .await
+    }
+
+    /// Asks every endpoint (concurrently) who leads; returns the leader's address.
+    pub async fn find_leader(&mut self) -> Result<String, ClientError> {
+        let endpoints = self.endpoints.clone();
+        let this = &*self;
+        let asks = endpoints.iter().map(|address| async move {
+            let answer = this.status(address).await;
+            (address, answer)
+        });
+        let answers = futures::future::join_all(asks).await;
+        let mut details = Vec::new();
+        let mut hint: Option<(u64, String)> = None;
+        // A deposed leader cut off from the others may still believe it leads:
+        // of several claims, the highest term wins.
+        let mut claim: Option<(u64, String)> = None;
+        for (address, answer) in answers {
+            match answer {
+                Ok(status) => {
+                    if status.role == pb::Role::Leader as i32 && status.leader_id == status.id {
+                        if claim.as_ref().is_none_or(|(term, _)| status.term > *term) {
+                            claim = Some((status.term, address.clone()));
+                        }
+                        continue;
+                    }
+                    if status.leader_id != 0
+                        && !status.leader_address.is_empty()
+                        && hint.as_ref().is_none_or(|(term, _)| status.term > *term)
+                    {
+                        hint = Some((status.term, status.leader_address.clone()));
+                    }
+                    details.push(format!("{address} is a {}", role_name(status.role)));
+                }
+                Err(ClientError::Timeout(_)) => {
+                    details.push(format!("{address}: no answer within {:?}", self.timeout))
+                }
+                Err(e) => details.push(format!("{address}: {e}")),
+            }
+        }
+        let best = match (claim, hint) {
+            (Some(claim), Some(hint)) if hint.0 > claim.0 => Some(hint.1),
+            (Some(claim), _) => Some(claim.1),
+            (None, hint) => hint.map(|h| h.1),
+        };
+        if let Some(address) = best {
+            self.leader = Some(address.clone());
+            return Ok(address);
+        }
+        Err(ClientError::NoLeader {
+            endpoints: endpoints.join(","),
+            details: details.join("; "),
+        })
+    }
+
+    /// Runs `call` on the leader, following redirects and leader changes
+    /// until it succeeds, fails for another reason, or the timeout passes.
+    /// Only use it for calls that are safe to repeat after `UNAVAILABLE`.
+    pub async fn on_leader<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let mut last_error = None;
+        let mut backoff = discovery_backoff();
+        while Instant::now() < deadline {
+            let leader = match self.leader.clone() {
+                Some(leader) => leader,
+                None => match self.find_leader().await {
+                    Ok(leader) => leader,
+                    Err(e) => {
+                        last_error = Some(e);
+                        backoff.wait(deadline).await;
+                        continue;
+                    }
+                },
+            };
+            let channel = self.channel(&leader)?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, call(channel)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(status)) if status.code() == Code::Unavailable => {
+                    self.leader = leader_hint(&status).map(|(_, address)| address);
+                    if self.leader.is_none() {
+                        backoff.wait(deadline).await;
+                    }
+                    last_error = Some(ClientError::Rpc(status));
+                }
+                Ok(Err(status)) => return Err(ClientError::Rpc(status)),
+                Err(_) => return Err(ClientError::Timeout(self.timeout)),
+            }
+        }
+        Err(last_error.unwrap_or(ClientError::Timeout(self.timeout)))
+    }
+}
+
+/// Runs one call (given its deadline) and gives up on it after `timeout`.
+pub async fn with_timeout<T, F, Fut>(timeout: Duration, call: F) -> Result<T, ClientError>
+where
+    F: FnOnce(Duration) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    match tokio::time::timeout(timeout, call(timeout)).await {
+        Ok(Ok(answer)) => Ok(answer.into_inner()),
+        Ok(Err(status)) => Err(ClientError::Rpc(status)),
+        Err(_) => Err(ClientError::Timeout(timeout)),
+    }
+}
