@@ -6,7 +6,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 DATA=${RAFTKV_CLUSTER_DIR:-./data}
-BASE_PORT=${RAFTKV_BASE_PORT:-50051}
+# Below the kernel's ephemeral port range (32768-60999 by default), where an
+# outgoing connection can hold a port before a node binds it; clear of the
+# other scripts' defaults (demo.sh 27151, bench.sh 27251, chaos.sh 27451).
+BASE_PORT=${RAFTKV_BASE_PORT:-27051}
 PROFILE=${RAFTKV_PROFILE:-release}
 
 usage() {
@@ -15,16 +18,25 @@ Usage: scripts/cluster.sh [--dir DIR] [--base-port PORT] [--debug] COMMAND
 
 Commands:
   up [N]     build, start N nodes (default 3) on 127.0.0.1:PORT.., bootstrap node 1,
-             add the others as voters with raft-admin, wait until all are voters
+             add the others as voters with raft-admin, wait until all are voters;
+             if a node does not come up, stops the nodes this up started and fails
   down       stop the nodes this script started (by their pid files)
   status     show each node's process and the cluster's status table
   kill ID    kill -9 node ID (no chance to flush or say goodbye)
   start ID   start node ID again from its data directory
   leader     print the leader's id
 
+After starting a node, up and start wait until it prints the address it
+bound ("listening on ADDR" in DIR/node-ID.out) and record that address in
+DIR/node-ID.addr, used from then on. A node that exits instead (its port is
+taken, its data directory is locked) fails the command with the error from its
+log (DIR/node-ID.log). Signals go only to a process that is still the node its
+pid file names: a raftkv-node with --data-dir DIR/node-ID (/proc/PID/cmdline);
+a pid file naming anything else is reported and left alone.
+
 Options:
   --dir DIR         where node data, logs and pid files live (default ./data)
-  --base-port PORT  port of node 1; node i listens on PORT+i-1 (default 50051)
+  --base-port PORT  port of node 1; node i listens on PORT+i-1 (default 27051)
   --debug           use debug binaries instead of release
   -h, --help        this help
 
@@ -54,7 +66,9 @@ build() {
   (cd "$ROOT" && cargo build "${flag[@]}" -q -p raftkv-node -p raft-admin)
 }
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid_alive ID: node ID runs (its pid file names this cluster's raftkv-node ID).
+pid_alive() { node_pid "$DATA" "$1" >/dev/null; }
+node_gone() { ! pid_alive "$1"; }
 
 addresses() {
   local list=() f
@@ -62,30 +76,68 @@ addresses() {
   (IFS=,; echo "${list[*]}")
 }
 
-# start_node ID [FLAGS…]: starts node ID in the background, recording its pid and address.
+# why_stopped LOG OFFSET: what a node wrote to LOG from byte OFFSET on: its
+# error and causes if it reported one (not the backtrace), else its last lines.
+why_stopped() {
+  tail -c +"$(($2 + 1))" "$1" | awk '
+    /^Error: / {error = ""; keep = 1}
+    /^Stack backtrace:/ {keep = 0}
+    keep && NF {error = error "  " $0 "\n"}
+    {last[NR % 5] = $0} END {
+      if (error != "") {printf "%s", error}
+      else for (i = NR - 4; i <= NR; i++) if (i > 0) print "  " last[i % 5]
+    }'
+  echo "  (log: $1)"
+}
+
+# start_node ID [FLAGS…]: starts node ID in the background, records its pid,
+# waits until it prints the address it bound and records that address. Fails
+# with the end of its log if the node exits first or prints nothing for 30 s.
 start_node() {
   local i=$1; shift
-  local port=$((BASE_PORT + i - 1))
+  local port=$((BASE_PORT + i - 1)) pid address="" status=0 log_size=0
+  [ -f "$DATA/node-$i.log" ] && log_size=$(wc -c <"$DATA/node-$i.log")
   # shellcheck disable=SC2086
   "$BIN/raftkv-node" --id "$i" --listen "127.0.0.1:$port" --data-dir "$DATA/node-$i" \
     "$@" ${RAFTKV_NODE_FLAGS:-} >"$DATA/node-$i.out" 2>>"$DATA/node-$i.log" &
-  echo $! >"$DATA/node-$i.pid"
-  echo "127.0.0.1:$port" >"$DATA/node-$i.addr"
+  pid=$!
+  echo "$pid" >"$DATA/node-$i.pid"
+  local deadline=$((SECONDS + 30))
+  while true; do
+    address=$(sed -n 's/^raftkv-node .* listening on //p' "$DATA/node-$i.out" | head -n 1)
+    [ -n "$address" ] && break
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid" || status=$?
+      rm -f "$DATA/node-$i.pid"
+      echo "node $i exited (status $status) instead of listening on 127.0.0.1:$port:" >&2
+      why_stopped "$DATA/node-$i.log" "$log_size" >&2
+      return 1
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      kill -KILL "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+      rm -f "$DATA/node-$i.pid"
+      echo "node $i printed no listening address within 30 s (stopped it):" >&2
+      why_stopped "$DATA/node-$i.log" "$log_size" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "$address" >"$DATA/node-$i.addr"
 }
 
 kill_node() {
-  local f="$DATA/node-$1.pid"
-  pid_alive "$f" || { echo "node $1 is not running" >&2; return 1; }
-  kill -KILL "$(cat "$f")"
-  wait "$(cat "$f")" 2>/dev/null || true
-  rm -f "$f"
+  local pid
+  pid=$(node_pid "$DATA" "$1") || { echo "node $1 is not running" >&2; return 1; }
+  kill -KILL "$pid"
+  wait_until 10 "node $1 (pid $pid) is gone" node_gone "$1" || return 1
+  rm -f "$DATA/node-$1.pid"
 }
 
 restart_node() {
-  local f="$DATA/node-$1.pid"
   [ -d "$DATA/node-$1" ] || { echo "node $1 has no data in $DATA" >&2; return 1; }
-  if pid_alive "$f"; then echo "node $1 is already running" >&2; return 1; fi
-  start_node "$1"
+  if pid_alive "$1"; then echo "node $1 is already running" >&2; return 1; fi
+  start_node "$1" || exit 1
   wait_until 30 "node $1 answers" "$BIN/raft-admin" "$(cat "$DATA/node-$1.addr")" --timeout 1s state || exit 1
 }
 
@@ -97,22 +149,30 @@ up() {
   local n=${1:-3}
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "N must be a positive number, not '$n'" >&2; exit 2; }
   mkdir -p "$DATA"
+  local f id
   for f in "$DATA"/node-*.pid; do
-    if pid_alive "$f"; then echo "a cluster is already running from $DATA (scripts/cluster.sh down first)" >&2; exit 1; fi
+    [ -f "$f" ] || continue
+    id=$(basename "$f" .pid); id=${id#node-}
+    if pid_alive "$id"; then echo "a cluster is already running from $DATA (scripts/cluster.sh down first)" >&2; exit 1; fi
   done
   build
+  # From here on every node running from $DATA is one this up started.
+  failed() { echo "cluster up failed; $(down)" >&2; exit 1; }
   local fresh=1
   [ -d "$DATA/node-1" ] && fresh=0
   for i in $(seq 1 "$n"); do
-    if [ "$i" = 1 ]; then start_node 1 --bootstrap; else start_node "$i"; fi
+    if [ "$i" = 1 ]; then start_node 1 --bootstrap || failed; else start_node "$i" || failed; fi
   done
-  local first="127.0.0.1:$BASE_PORT"
-  wait_until 30 "node 1 answers" "$BIN/raft-admin" "$first" --timeout 1s state || exit 1
-  wait_until 30 "a leader is elected" "$BIN/raft-admin" --endpoints "$(addresses)" --timeout 1s leader || exit 1
+  local first
+  first=$(cat "$DATA/node-1.addr")
+  wait_until 30 "node 1 answers" "$BIN/raft-admin" "$first" --timeout 1s state || failed
+  wait_until 30 "a leader is elected" "$BIN/raft-admin" --endpoints "$(addresses)" --timeout 1s leader || failed
   for i in $(seq 2 "$n"); do
-    local address="127.0.0.1:$((BASE_PORT + i - 1))"
-    if [ $fresh = 1 ] || ! "$BIN/raft-admin" "$first" get_configuration | grep -q "^$i "; then
-      "$BIN/raft-admin" --endpoints "$(addresses)" --timeout 30s add_voter "$i" "$address"
+    local address
+    address=$(cat "$DATA/node-$i.addr")
+    # grep reads it all: with -q it could close the pipe on raft-admin mid-output (pipefail).
+    if [ $fresh = 1 ] || ! "$BIN/raft-admin" "$first" get_configuration | grep "^$i " >/dev/null; then
+      "$BIN/raft-admin" --endpoints "$(addresses)" --timeout 30s add_voter "$i" "$address" || failed
     fi
   done
   "$BIN/raft-admin" --endpoints "$(addresses)" status
@@ -120,16 +180,20 @@ up() {
 }
 
 down() {
-  local stopped=0 f pid
+  local stopped=0 f id pid other
   for f in "$DATA"/node-*.pid; do
     [ -f "$f" ] || continue
-    pid=$(cat "$f")
+    id=$(basename "$f" .pid); id=${id#node-}
     # Only stop a process that is still the node we started.
-    if kill -0 "$pid" 2>/dev/null && grep -q raftkv-node "/proc/$pid/cmdline" 2>/dev/null; then
-      kill -TERM "$pid"
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+    if pid=$(node_pid "$DATA" "$id"); then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do pid_alive "$id" || break; sleep 0.1; done
+      if pid_alive "$id"; then kill -KILL "$pid" 2>/dev/null || true; fi
       stopped=$((stopped + 1))
+    else
+      pid=$(cat "$f" 2>/dev/null) || pid=""
+      other=$(process_command "$pid")
+      [ -z "$other" ] || echo "$f names pid $pid, now \`$other\`, not node $id of $DATA: left alone" >&2
     fi
     rm -f "$f"
   done
@@ -141,7 +205,7 @@ status() {
   for f in "$DATA"/node-*.pid; do
     [ -f "$f" ] || { echo "no cluster started from $DATA"; return 1; }
     id=$(basename "$f" .pid)
-    if pid_alive "$f"; then echo "$id: running (pid $(cat "$f")) at $(cat "$DATA/$id.addr")";
+    if pid_alive "${id#node-}"; then echo "$id: running (pid $(cat "$f")) at $(cat "$DATA/$id.addr")";
     else echo "$id: not running"; fi
   done
   [ -x "$BIN/raft-admin" ] && "$BIN/raft-admin" --endpoints "$(addresses)" status
