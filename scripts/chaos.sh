@@ -6,10 +6,14 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 DURATION=60
 INTERVAL=5
 CLIENTS=16
-BASE_PORT=50351
+# Below the kernel's ephemeral port range (32768-60999 by default), clear of
+# cluster.sh (27051), demo.sh (27151) and bench.sh (27251, etcd 27352-27364).
+BASE_PORT=27451
 DATA=""
 KEEP=0
 
@@ -17,19 +21,33 @@ usage() {
   cat <<TXT
 Usage: scripts/chaos.sh [--duration SECONDS] [--interval SECONDS] [--clients N] [--long] [--dir DIR] [--keep]
 
-Starts a 3-node cluster, runs hammer (--verify --history) and injects one fault
-every INTERVAL seconds: kill -9 of the leader or of a random node (restarted
-two seconds later), SIGSTOP of the leader for longer than the election timeout,
-or a leadership transfer. At the end: each fault with the longest window
-without a successful write that followed it, lost acknowledged writes, and the
-linearizability verdict of the history (hammer check).
+Starts a 3-node cluster on 127.0.0.1:$BASE_PORT-$((BASE_PORT + 2)), runs hammer (--verify --history)
+and injects one fault every INTERVAL seconds: kill -9 of the leader or of a
+random node (restarted two seconds later), SIGSTOP of the leader for longer
+than the election timeout, or a leadership transfer. At the end: each fault
+with the longest window without a successful write that followed it, lost
+acknowledged writes, and the linearizability verdict of the history (hammer
+check).
+
+A restart that fails (the node exits, e.g. its port is taken, or does not
+answer in 30 s) does not end the run: it is reported and counted, and the node
+is started again at each following interval instead of a new fault until it is
+back. The summary lists every failed restart and any node still down.
 
   --duration SECONDS  length of the run (default 60)
   --interval SECONDS  time between faults (default 5)
   --clients N         hammer clients (default 16)
   --long              30 minutes, a fault every 30 s (at least 50 faults)
-  --dir DIR           data, logs, history and report (default: a new temporary directory)
-  --keep              keep the data directory
+  --dir DIR           data, logs, history and report (default: a new temporary
+                      directory, removed at the end unless --keep). A DIR you
+                      name is never removed: it must be new, empty, or hold an
+                      earlier chaos.sh run (marker file .raftkv-chaos), whose
+                      files this run replaces; any other DIR is refused
+  --keep              keep the temporary data directory
+
+Exit status: 0 when hammer passed and every restart succeeded; 1 when hammer
+reported a failure; 3 when hammer passed but a restart failed; 2 for bad
+arguments or a --dir that is refused.
 TXT
 }
 
@@ -47,23 +65,37 @@ while [ $# -gt 0 ]; do
 done
 [[ "$DURATION" =~ ^[0-9]+$ && "$INTERVAL" =~ ^[0-9]+$ && "$INTERVAL" -ge 3 && "$DURATION" -gt "$INTERVAL" ]] \
   || { echo "--duration and --interval are whole seconds, interval >= 3, duration > interval" >&2; exit 2; }
-if [ -z "$DATA" ]; then DATA=$(mktemp -d /tmp/raftkv-chaos.XXXXXX); else mkdir -p "$DATA"; fi
+# Only a directory this script created is ever removed.
+CREATED=0
+if [ -z "$DATA" ]; then
+  DATA=$(mktemp -d /tmp/raftkv-chaos.XXXXXX)
+  CREATED=1
+else
+  claim_dir "$DATA" chaos 'node-*' history.jsonl report.json hammer.err faults.tsv restarts.tsv || exit 2
+  DATA=$(cd "$DATA" && pwd)
+fi
 
 cluster() { "$ROOT/scripts/cluster.sh" --dir "$DATA" --base-port "$BASE_PORT" "$@"; }
 BIN="$ROOT/target/release"
 HAMMER_PID=""
 STOPPED_PID=""
+STOPPED_NODE=""
 cleanup() {
-  [ -n "$STOPPED_PID" ] && kill -CONT "$STOPPED_PID" 2>/dev/null || true
+  if [ -n "$STOPPED_PID" ] && is_raftkv_node "$STOPPED_PID" "$DATA/node-$STOPPED_NODE"; then
+    kill -CONT "$STOPPED_PID" 2>/dev/null || true
+  fi
+  # hammer is this shell's child, not yet waited for: its pid cannot have been reused.
   [ -n "$HAMMER_PID" ] && kill "$HAMMER_PID" 2>/dev/null || true
   cluster down >/dev/null 2>&1 || true
-  if [ "$KEEP" = 0 ]; then rm -rf "$DATA"; else echo "data, logs, history and report kept in $DATA"; fi
+  if [ "$CREATED" = 1 ] && [ "$KEEP" = 0 ]; then rm -rf "$DATA"
+  else echo "data, logs, history and report kept in $DATA"; fi
 }
 trap cleanup EXIT
 
 (cd "$ROOT" && cargo build --release -q -p raftkv-node -p raft-admin -p hammer)
 cluster up 3 >/dev/null
-ENDPOINTS="127.0.0.1:$BASE_PORT,127.0.0.1:$((BASE_PORT + 1)),127.0.0.1:$((BASE_PORT + 2))"
+# The addresses the nodes printed when they bound their ports.
+ENDPOINTS=$(cat "$DATA/node-1.addr" "$DATA/node-2.addr" "$DATA/node-3.addr" | paste -sd, -)
 echo "cluster up at $ENDPOINTS; hammer for ${DURATION}s with a fault every ${INTERVAL}s"
 
 "$BIN/hammer" --endpoints "$ENDPOINTS" --clients "$CLIENTS" --duration "${DURATION}s" --keys 10000 \
@@ -71,24 +103,67 @@ echo "cluster up at $ENDPOINTS; hammer for ${DURATION}s with a fault every ${INT
 HAMMER_PID=$!
 START=$(date +%s.%N)
 : >"$DATA/faults.tsv"
+: >"$DATA/restarts.tsv"
 now() { python3 -c "import time; print(f'{time.time() - $START:.2f}')"; }
 
+RESTART_FAILURES=0
+DOWN=""  # nodes whose restart failed, " 1 3 ": started again at each interval
+# restart NODE: starts NODE again; if that fails, reports and counts it, and
+# marks NODE down so that the next intervals retry it.
+restart() {
+  local t out
+  t=$(now)
+  if out=$(cluster start "$1" 2>&1); then
+    DOWN=${DOWN// $1 / }
+    return 0
+  fi
+  RESTART_FAILURES=$((RESTART_FAILURES + 1))
+  [[ "$DOWN" == *" $1 "* ]] || DOWN="${DOWN:- }$1 "
+  out=$(echo "$out" | { grep -v '^ *(log: ' || true; } | sed 's/^ *//' | paste -sd' ' - | cut -c1-300)
+  printf '%s\tnode %s\t%s\n' "$t" "$1" "$out" >>"$DATA/restarts.tsv"
+  echo "  $t s: restart of node $1 failed (will retry): $out" >&2
+  return 1
+}
 restart_when_down() {  # node id
   sleep 2
-  cluster start "$1" >/dev/null 2>&1 || echo "warning: node $1 did not come back" >&2
+  restart "$1" || true
+}
+# fault_failed KIND NODE: a fault that could not be injected; a node found not
+# running is marked down, to be started again.
+fault_failed() {
+  echo "$(now)	$1-failed	node $2" >>"$DATA/faults.tsv"
+  if ! node_pid "$DATA" "$2" >/dev/null && [[ "$DOWN" != *" $2 "* ]]; then DOWN="${DOWN:- }$2 "; fi
 }
 
 while true; do
   sleep "$INTERVAL"
   python3 -c "import sys; sys.exit(0 if $(now) + 3 < $DURATION else 1)" || break
+  if [ -n "${DOWN// /}" ]; then
+    # A node is down after a failed restart: start it again instead of a new fault.
+    for node in $DOWN; do restart "$node" || true; done
+    if [ -n "${DOWN// /}" ]; then detail="node(s)${DOWN% } still down after a failed restart"
+    else detail="a node restarted on retry"; fi
+    echo "$(now)	skipped	$detail" >>"$DATA/faults.tsv"
+    echo "  $(tail -n 1 "$DATA/faults.tsv")"
+    continue
+  fi
   leader=$(cluster leader 2>/dev/null || true)
   [ -n "$leader" ] || { echo "$(now)	no-leader	-" >>"$DATA/faults.tsv"; continue; }
   case $((RANDOM % 4)) in
-    0) t=$(now); cluster kill "$leader"; echo "$t	kill-leader	node $leader" >>"$DATA/faults.tsv"; restart_when_down "$leader" ;;
-    1) victim=$((RANDOM % 3 + 1)); t=$(now); cluster kill "$victim"
-       echo "$t	kill-node	node $victim$([ "$victim" = "$leader" ] && echo ' (leader)')" >>"$DATA/faults.tsv"; restart_when_down "$victim" ;;
-    2) STOPPED_PID=$(cat "$DATA/node-$leader.pid"); t=$(now); kill -STOP "$STOPPED_PID"
-       echo "$t	pause-leader	node $leader for 1s" >>"$DATA/faults.tsv"; sleep 1; kill -CONT "$STOPPED_PID"; STOPPED_PID="" ;;
+    0) t=$(now)
+       if cluster kill "$leader"; then
+         echo "$t	kill-leader	node $leader" >>"$DATA/faults.tsv"; restart_when_down "$leader"
+       else fault_failed kill "$leader"; fi ;;
+    1) victim=$((RANDOM % 3 + 1)); t=$(now)
+       if cluster kill "$victim"; then
+         echo "$t	kill-node	node $victim$([ "$victim" = "$leader" ] && echo ' (leader)')" >>"$DATA/faults.tsv"
+         restart_when_down "$victim"
+       else fault_failed kill "$victim"; fi ;;
+    2) if STOPPED_PID=$(node_pid "$DATA" "$leader"); then
+         STOPPED_NODE=$leader; t=$(now); kill -STOP "$STOPPED_PID"
+         echo "$t	pause-leader	node $leader for 1s" >>"$DATA/faults.tsv"; sleep 1
+         kill -CONT "$STOPPED_PID"; STOPPED_PID=""
+       else STOPPED_PID=""; fault_failed pause "$leader"; fi ;;
     3) t=$(now); "$BIN/raft-admin" --leader "multi:///$ENDPOINTS" leadership_transfer >/dev/null 2>&1 || true
        echo "$t	transfer	from node $leader" >>"$DATA/faults.tsv" ;;
   esac
@@ -104,21 +179,27 @@ if "$BIN/hammer" check --help >/dev/null 2>&1; then
   CHECK=$("$BIN/hammer" check "$DATA/history.jsonl" 2>&1 | tail -n 1) || true
 fi
 
-python3 - "$DATA/report.json" "$DATA/faults.tsv" "$CHECK" <<'PY'
+python3 - "$DATA/report.json" "$DATA/faults.tsv" "$CHECK" "$DATA/restarts.tsv" "$DOWN" <<'PY'
 import json, sys, statistics
 r = json.load(open(sys.argv[1]))
 faults = [l.rstrip("\n").split("\t") for l in open(sys.argv[2]) if l.strip()]
+restarts = [l.rstrip("\n").split("\t") for l in open(sys.argv[4]) if l.strip()]
+down = sys.argv[5].split()
+# Rows that are no fault: an interval without a leader, or without a fault
+# because a node was down, or a fault that could not be injected.
+not_faults = lambda kind: kind in ("no-leader", "skipped") or kind.endswith("-failed")
 gaps = r["write_gaps"]
 print(f"\n{'fault':<14} {'t (s)':>7} {'window (ms)':>12}  detail")
 windows = []
 for t, kind, detail in faults:
     t = float(t)
     near = [g["length_ms"] for g in gaps if t - 0.5 <= g["start_s"] <= t + 2.5]
-    w = max(near) if near else None
-    if w is not None and kind != "no-leader":
+    w = max(near) if near and not not_faults(kind) else None
+    if w is not None:
         windows.append(w)
     print(f"{kind:<14} {t:>7.2f} {('-' if w is None else f'{w:.0f}'):>12}  {detail}")
-print(f"\nfaults: {len(faults)}; windows over {len(windows)} faults with a gap >= threshold")
+injected = sum(not not_faults(kind) for _, kind, _ in faults)
+print(f"\nfaults: {injected} ({len(faults) - injected} intervals without one); windows over {len(windows)} faults with a gap >= threshold")
 if windows:
     q = sorted(windows)
     print(f"unavailability p50 {statistics.median(q):.0f} ms, p99 {q[min(len(q)-1, int(len(q)*0.99))]:.0f} ms, max {q[-1]:.0f} ms")
@@ -126,5 +207,12 @@ print(f"operations {r['operations']}, {r['throughput']:.0f} ops/s, unknown outco
 v = r.get("verify") or {}
 print(f"lost acknowledged writes: {v.get('lost_acknowledged_writes')}")
 print(f"linearizability: {sys.argv[3]}")
+print(f"failed restarts: {len(restarts)}" + (f"; still down at the end: node(s) {', '.join(down)}" if down else ""))
+for t, node, why in restarts:
+    print(f"  {float(t):>7.2f} s  {node}: {why}")
 PY
 [ "$HAMMER_STATUS" = 0 ] || { echo "hammer reported a failure:" >&2; cat "$DATA/hammer.err" >&2; exit 1; }
+if [ "$RESTART_FAILURES" -gt 0 ]; then
+  echo "$RESTART_FAILURES restart(s) failed during the run (listed above)" >&2
+  exit 3
+fi
