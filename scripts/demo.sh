@@ -4,9 +4,13 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 DURATION=30
 CLIENTS=16
-BASE_PORT=50151
+# Below the kernel's ephemeral port range (32768-60999 by default), clear of
+# cluster.sh (27051), bench.sh (27251, etcd 27352-27364) and chaos.sh (27451).
+BASE_PORT=27151
 DATA=""
 OUT="$ROOT/demo-out"
 KEEP=0
@@ -25,10 +29,18 @@ directory.
 
   --duration SECONDS  length of the load run (default 30)
   --clients N         hammer clients (default 16)
-  --base-port PORT    port of node 1 (default 50151)
-  --dir DIR           node data and logs (default: a new temporary directory)
-  --out DIR           report and chart (default: demo-out/ at the repo root)
-  --keep              keep the data directory
+  --base-port PORT    port of node 1 (default 27151)
+  --dir DIR           node data and logs (default: a new temporary directory,
+                      removed at the end unless --keep). A DIR you name is
+                      never removed: it must be new, empty, or hold an earlier
+                      demo.sh run (marker file .raftkv-demo), whose files this
+                      run replaces; any other DIR is refused
+  --out DIR           report and chart (default: demo-out/ at the repo root);
+                      only its report.json, report.txt and demo.svg are replaced
+  --keep              keep the temporary data directory
+
+If the restart of the killed leader fails, the demo goes on without it (two
+nodes keep the quorum), says so, and exits with status 1 after the report.
 TXT
 }
 
@@ -45,7 +57,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 [[ "$DURATION" =~ ^[0-9]+$ ]] && [ "$DURATION" -ge 8 ] || { echo "--duration must be a whole number of seconds, at least 8" >&2; exit 2; }
-if [ -z "$DATA" ]; then DATA=$(mktemp -d /tmp/raftkv-demo.XXXXXX); else mkdir -p "$DATA"; fi
+# Only a directory this script created is ever removed.
+CREATED=0
+if [ -z "$DATA" ]; then
+  DATA=$(mktemp -d /tmp/raftkv-demo.XXXXXX)
+  CREATED=1
+else
+  claim_dir "$DATA" demo 'node-*' hammer.err || exit 2
+  DATA=$(cd "$DATA" && pwd)
+fi
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 # Nothing from an earlier run may pass for this one's.
@@ -55,9 +75,10 @@ cluster() { "$ROOT/scripts/cluster.sh" --dir "$DATA" --base-port "$BASE_PORT" "$
 BIN="$ROOT/target/release"
 HAMMER_PID=""
 cleanup() {
+  # hammer is this shell's child, not yet waited for: its pid cannot have been reused.
   [ -n "$HAMMER_PID" ] && kill "$HAMMER_PID" 2>/dev/null || true
   cluster down >/dev/null 2>&1 || true
-  if [ "$KEEP" = 0 ]; then rm -rf "$DATA"; else echo "node data and logs kept in $DATA"; fi
+  if [ "$CREATED" = 1 ] && [ "$KEEP" = 0 ]; then rm -rf "$DATA"; else echo "node data and logs kept in $DATA"; fi
 }
 trap cleanup EXIT
 
@@ -66,7 +87,8 @@ echo "== building release binaries"
 
 echo "== starting 3 nodes, bootstrapping node 1, adding 2 and 3 as voters"
 cluster up 3
-ENDPOINTS=$(IFS=,; echo "127.0.0.1:$BASE_PORT,127.0.0.1:$((BASE_PORT + 1)),127.0.0.1:$((BASE_PORT + 2))")
+# The addresses the nodes printed when they bound their ports.
+ENDPOINTS=$(cat "$DATA/node-1.addr" "$DATA/node-2.addr" "$DATA/node-3.addr" | paste -sd, -)
 
 echo "== hammer: $CLIENTS clients for ${DURATION}s (verify every acknowledged write at the end)"
 "$BIN/hammer" --endpoints "$ENDPOINTS" --clients "$CLIENTS" --duration "${DURATION}s" \
@@ -84,7 +106,8 @@ echo "== t=$((SECONDS - START))s: kill -9 the leader (node $LEADER)"
 cluster kill "$LEADER"
 sleep 2
 echo "== t=$((SECONDS - START))s: restart node $LEADER"
-cluster start "$LEADER"
+RESTART_FAILED=0
+cluster start "$LEADER" || { RESTART_FAILED=1; echo "== node $LEADER did not come back: the run goes on with two nodes" >&2; }
 
 echo "== waiting for hammer to finish"
 set +e
@@ -110,5 +133,9 @@ echo "== raft-admin status"
 if [ "$HAMMER_STATUS" != 0 ]; then
   echo "hammer failed (exit $HAMMER_STATUS):" >&2
   cat "$DATA/hammer.err" >&2
+  exit 1
+fi
+if [ "$RESTART_FAILED" = 1 ]; then
+  echo "the restart of node $LEADER failed (why: above)" >&2
   exit 1
 fi
