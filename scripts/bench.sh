@@ -107,18 +107,24 @@ ETCD_PID=()    # by member number, 1-3
 NOOP_PID=""
 HAMMER_PID=""
 cluster() { "$ROOT/scripts/cluster.sh" --dir "$DATA/raftkv" --base-port "$BASE_PORT" "$@"; }
-# stop PID: SIGTERM, then SIGKILL if it is still there after 10 s (an etcd
-# leader spends a while handing over leadership before it exits).
+# stop PID PROGRAM [ARG...]: SIGTERM, then SIGKILL if it is still there after
+# 10 s (an etcd leader spends a while handing over leadership before it exits).
+# Signals PID only while it is still PROGRAM with those ARGs (is_process in
+# lib.sh), never a process that took over the pid of one that exited.
 stop() {
-  kill "$1" 2>/dev/null || return 0
-  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
+  local pid=$1; shift
+  if is_process "$pid" "$@"; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do is_process "$pid" "$@" || break; sleep 0.1; done
+    if is_process "$pid" "$@"; then kill -KILL "$pid" 2>/dev/null || true; fi
+    wait "$pid" 2>/dev/null || true
+  fi
 }
 cleanup() {
-  if [ -n "$HAMMER_PID" ]; then stop "$HAMMER_PID"; fi
-  if [ -n "$NOOP_PID" ]; then stop "$NOOP_PID"; fi
-  for pid in "${ETCD_PID[@]+"${ETCD_PID[@]}"}"; do stop "$pid"; done
+  local i
+  if [ -n "$HAMMER_PID" ]; then stop "$HAMMER_PID" hammer; fi
+  if [ -n "$NOOP_PID" ]; then stop "$NOOP_PID" hammer noop-server; fi
+  for i in "${!ETCD_PID[@]}"; do stop "${ETCD_PID[i]}" etcd --data-dir "$DATA/etcd-$i"; done
   cluster down >/dev/null 2>&1 || true
   if [ "$KEEP" = 1 ]; then echo "data, logs and hammer reports kept in $DATA" >&2; else rm -rf "$DATA"; fi
 }
@@ -130,6 +136,18 @@ log "building release binaries…"
 
 rss() { ps -o rss= -p "$1" 2>/dev/null | awk '{printf "%.1f", $1/1024}'; }
 node_rss() { local i sizes=(); for i in 1 2 3; do sizes+=("$(rss "$(cat "$DATA/raftkv/node-$i.pid")")"); done; echo "${sizes[*]}"; }
+# rss_settled: no node's resident memory moves by 100 kB or more (the 0.1 MB
+# the report shows) over one second.
+rss_settled() {
+  local i pid before=() after=()
+  for i in 1 2 3; do pid=$(cat "$DATA/raftkv/node-$i.pid"); before+=("$(ps -o rss= -p "$pid")"); done
+  sleep 1
+  for i in 1 2 3; do pid=$(cat "$DATA/raftkv/node-$i.pid"); after+=("$(ps -o rss= -p "$pid")"); done
+  for i in 0 1 2; do
+    [ -n "${before[i]// /}" ] && [ -n "${after[i]// /}" ] || return 1
+    [ $(( after[i] - before[i] )) -lt 100 ] && [ $(( before[i] - after[i] )) -lt 100 ] || return 1
+  done
+}
 
 # hammer_cell OUT ARGS...: one hammer run whose JSON report goes to OUT; stops the script if it fails.
 hammer_cell() {
@@ -142,7 +160,8 @@ hammer_cell() {
 
 log "starting a 3-node raftkv cluster…"
 cluster up 3 >/dev/null
-RAFTKV_ENDPOINTS="127.0.0.1:$BASE_PORT,127.0.0.1:$((BASE_PORT + 1)),127.0.0.1:$((BASE_PORT + 2))"
+# The addresses the nodes printed when they bound their ports.
+RAFTKV_ENDPOINTS=$(cat "$DATA/raftkv/node-1.addr" "$DATA/raftkv/node-2.addr" "$DATA/raftkv/node-3.addr" | paste -sd, -)
 
 # Three voters, every node answering and none behind the leader.
 raftkv_ready() {
@@ -152,7 +171,8 @@ raftkv_ready() {
     | jq -e '[.endpoints[] | select(.error == null and .lag == 0)] | length == 3' >/dev/null
 }
 wait_until 60 "the raftkv cluster has 3 caught-up voters" raftkv_ready || exit 1
-sleep 2
+# Idle memory once start-up allocations are over: a bounded wait for it to settle.
+wait_until 20 "the raftkv nodes' memory settles" rss_settled || log "measuring the idle RSS anyway"
 IDLE_RSS=$(node_rss)
 
 # --- etcd and the gRPC ceiling -------------------------------------------------
@@ -404,7 +424,12 @@ kill_round() {
   if [ "$target" = raftkv ]; then
     cluster kill "$before"
   else
-    kill -KILL "${ETCD_PID[before]}"
+    # Only the member this script started: the pid of one that died may be reused.
+    if is_process "${ETCD_PID[before]}" etcd --data-dir "$DATA/etcd-$before"; then
+      kill -KILL "${ETCD_PID[before]}"
+    else
+      log "  etcd member $before had exited before the kill"
+    fi
     wait "${ETCD_PID[before]}" 2>/dev/null || true
   fi
   finish_load
