@@ -7,7 +7,9 @@
 //! keeps memory for every key removed one by one from the front of a tree (a
 //! queue-like workload it handles badly: RSS doubled under load), while a
 //! dropped tree is freed at once. Entries of a partly purged segment stay on
-//! disk until the whole segment goes, hidden by `last_purged`.
+//! disk until the whole segment goes, hidden by `last_purged`. The newest
+//! entries are also kept in memory ([`RecentEntries`]): they are read back
+//! at once, for replication and to be applied.
 //!
 //! Durability rules (what is on disk when a method returns):
 //! - `save_vote`: the vote is synced before it returns.
@@ -36,6 +38,7 @@ use openraft::LogState;
 use openraft::OptionalSend;
 use openraft::RaftLogReader;
 
+use super::recent::RecentEntries;
 use super::Disk;
 use crate::codec::decode;
 use crate::codec::encode;
@@ -76,6 +79,8 @@ struct Inner {
     /// entries (the replication hot path) needs it.
     last_purged: Mutex<Option<LogId>>,
     disk: Arc<Disk>,
+    /// A copy of the log's newest entries, which are read back at once.
+    recent: Mutex<RecentEntries>,
     /// Appends waiting for a sync, served in order by the sync thread.
     pending_syncs: mpsc::Sender<IOFlushed<TypeConfig>>,
 }
@@ -112,6 +117,7 @@ impl LogStore {
                 meta,
                 last_purged: Mutex::new(last_purged),
                 disk,
+                recent: Mutex::default(),
                 pending_syncs,
             }),
         })
@@ -145,6 +151,10 @@ impl LogStore {
             .last_purged
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries> {
+        self.inner.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The tree of `segment`, created on first use.
@@ -234,6 +244,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if empty {
             return Ok(Vec::new());
         }
+        let end_exclusive = match end {
+            Bound::Included(i) => i.checked_add(1),
+            Bound::Excluded(i) => Some(i),
+            Bound::Unbounded => None,
+        };
+        if let Some(entries) = end_exclusive.and_then(|end| self.recent().get(start, end)) {
+            return Ok(entries);
+        }
         let trees: Vec<sled::Tree> = self
             .segments()
             .range(segment_of(start)..=last_segment)
@@ -314,6 +332,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // In sled now, so readable as soon as this returns (openraft relies on
         // that); durable once the sync thread has run the callback.
         let mut tree: Option<(u64, sled::Tree)> = None;
+        let mut written = Vec::new();
         for entry in entries {
             let segment = segment_of(entry.index());
             let tree = match &tree {
@@ -322,7 +341,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             };
             tree.insert(index_key(entry.index()), encode(&entry)?)
                 .map_err(io::Error::other)?;
+            written.push(entry);
         }
+        let mut recent = self.recent();
+        for entry in written {
+            recent.push(entry);
+        }
+        drop(recent);
         self.inner
             .pending_syncs
             .send(callback)
@@ -332,6 +357,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |id| id.index() + 1);
         tracing::debug!(from, "truncating the raft log");
+        self.recent().truncate_from(from);
         let later: Vec<u64> = self
             .segments()
             .range(segment_of(from) + 1..)
@@ -367,6 +393,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .last_purged
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(log_id);
+        self.recent().purge_upto(log_id.index());
         let whole: Vec<u64> = self
             .segments()
             .range(..segment_of(log_id.index().saturating_add(1)))

@@ -4,6 +4,7 @@
 
 mod disk;
 mod log_store;
+mod recent;
 mod state_machine;
 
 use std::path::Path;
