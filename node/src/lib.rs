@@ -3,6 +3,7 @@
 //! [`run`] serves the client, admin and Raft gRPC services on an already
 //! bound listener until a shutdown future resolves.
 
+pub mod allocator;
 pub mod codec;
 pub mod config;
 pub mod error;
