@@ -41,8 +41,8 @@ use tokio::sync::mpsc;
 use tonic::transport::server::Connected;
 use tonic::transport::server::TcpConnectInfo;
 
+use crate::node::Raft;
 use crate::types::NodeId;
-use crate::types::Raft;
 use crate::types::Vote;
 
 /// How long a follower lets the followers ranked before it (by id) try

@@ -31,9 +31,9 @@ use crate::grpc::raft::RaftService;
 use crate::join::join;
 use crate::join::JoinError;
 use crate::network::Network;
+use crate::node::Raft;
 use crate::node::RaftNode;
 use crate::store;
-use crate::types::Raft;
 
 /// Largest snapshot a node accepts from a peer.
 const MAX_SNAPSHOT_BYTES: u64 = 4 << 30;

@@ -1,9 +1,11 @@
 //! The Raft type configuration and the commands the state machine applies.
+//!
+//! This module sits at the bottom of the crate: storage, network and node all
+//! name these types, so it depends on nothing else in the crate. The `Raft`
+//! handle, which needs the storage types, lives above both in [`crate::node`].
 
 use serde::Deserialize;
 use serde::Serialize;
-
-use crate::store::StateMachineStore;
 
 /// Node ids are plain integers chosen by the operator (`--id`).
 pub type NodeId = u64;
@@ -15,9 +17,6 @@ openraft::declare_raft_types!(
         D = Command,
         R = CommandResult,
 );
-
-/// The Raft handle of a raftkv node.
-pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
 
 /// A node's address as recorded in the membership.
 pub type Node = openraft::BasicNode;

@@ -10,7 +10,7 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::grpc::kv::KvService;
-use crate::types::Raft;
+use crate::node::Raft;
 
 /// Keeps `raftkv.Leader` in step with this node's role until Raft stops.
 pub async fn track_leadership(raft: Raft, reporter: HealthReporter) {

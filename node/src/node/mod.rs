@@ -23,13 +23,18 @@ use tokio::sync::watch;
 
 use crate::error::NodeError;
 use crate::store::KvReader;
+use crate::store::StateMachineStore;
 use crate::types::Command;
 use crate::types::CommandResult;
 use crate::types::Node;
 use crate::types::NodeId;
-use crate::types::Raft;
 use crate::types::StoredMembership;
 use crate::types::TypeConfig;
+
+/// The Raft handle of a raftkv node: the type configuration over the sled
+/// state machine. Defined here, above both `types` and `store`, so neither
+/// has to name the other.
+pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
 
 /// How long a new voter may take to catch up before `add_voter` gives up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
