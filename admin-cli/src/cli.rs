@@ -35,7 +35,7 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// Print read results as one JSON document.
+    /// Print the result as one JSON document (watch: one per refresh).
     #[arg(long, global = true)]
     pub json: bool,
 
@@ -46,7 +46,11 @@ pub struct Cli {
 /// Every raft-admin command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Add a voter: as a learner, wait until it has caught up, then promote it.
+    /// Add a voter: the leader adds it as a learner, waits until it has caught up, then
+    /// promotes it.
+    ///
+    /// Waits at least 150 s for the leader's answer, whatever --timeout says: catching up
+    /// may take the leader up to two minutes. Finding the leader takes at most --timeout.
     #[command(name = "add_voter", visible_alias = "add-voter")]
     AddVoter {
         /// The new node's id (a positive integer).
@@ -59,20 +63,27 @@ pub enum Command {
     /// Add a non-voting member (a learner) that receives the log.
     #[command(name = "add_nonvoter", visible_alias = "add-nonvoter")]
     AddNonvoter {
+        /// The new node's id (a positive integer).
         id: u64,
+        /// The new node's host:port.
         address: String,
+        /// The configuration index the change expects (0 = any).
         previous_index: Option<u64>,
     },
     /// Turn a voter into a non-voting member.
     #[command(name = "demote_voter", visible_alias = "demote-voter")]
     DemoteVoter {
+        /// The voter's id.
         id: u64,
+        /// The configuration index the change expects (0 = any).
         previous_index: Option<u64>,
     },
     /// Remove a node from the cluster (removing the leader moves leadership first).
     #[command(name = "remove_server", visible_alias = "remove-server")]
     RemoveServer {
+        /// The node's id.
         id: u64,
+        /// The configuration index the change expects (0 = any).
         previous_index: Option<u64>,
     },
     /// Move leadership to the most up-to-date other voter and wait for it.
@@ -84,6 +95,7 @@ pub enum Command {
         visible_alias = "leadership-transfer-to-server"
     )]
     LeadershipTransferToServer {
+        /// The voter that is to lead.
         id: u64,
         /// If given, must match the node's address in the configuration.
         address: Option<String>,
@@ -117,7 +129,7 @@ pub enum Command {
     Shutdown,
     /// One row per node: role, term, leader, indexes and lag behind the leader.
     Status,
-    /// The status table, refreshed about twice a second until Ctrl-C.
+    /// The status table, refreshed every --interval (twice a second by default) until Ctrl-C.
     Watch {
         /// Stop after this many refreshes (0: run until interrupted).
         #[arg(long, default_value_t = 0)]
@@ -127,20 +139,31 @@ pub enum Command {
         interval: Duration,
     },
     /// Write KEY = VALUE.
-    Put { key: String, value: String },
+    Put {
+        /// The key (UTF-8 text).
+        key: String,
+        /// The value (UTF-8 text).
+        value: String,
+    },
     /// Read KEY (linearizable unless --stale).
     Get {
+        /// The key (UTF-8 text).
         key: String,
         /// Read the node's local state without asking the leader.
         #[arg(long)]
         stale: bool,
     },
     /// Delete KEY.
-    Delete { key: String },
+    Delete {
+        /// The key (UTF-8 text).
+        key: String,
+    },
     /// List keys starting with PREFIX.
     Scan {
+        /// The prefix (empty: every key).
         #[arg(default_value = "")]
         prefix: String,
+        /// List at most this many keys.
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
