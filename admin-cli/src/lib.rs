@@ -4,87 +4,29 @@
 //! leads (`--leader multi:///…` / `--endpoints …`). Changes always reach the
 //! leader: a follower forwards them, and the leader-aware client follows
 //! redirects and leader changes until `--timeout`.
+//!
+//! Read in request order: `cli` (the flags), [`run`] here (which node,
+//! which command), `target` (how a call gets there), then one module per
+//! command family: `membership`, `leadership`, `configuration`,
+//! `node_status`, `operations`, `status`, `kv`.
 
 mod cli;
-mod inspect;
+mod configuration;
+mod kv;
+mod leadership;
 mod membership;
+mod node_status;
+mod operations;
 mod status;
-
-use std::time::Duration;
+mod target;
 
 use anyhow::bail;
-use anyhow::Context;
 pub use cli::Cli;
 pub use cli::Command;
 use raftkv_client::ClusterClient;
 use raftkv_client::{self as client};
-use raftkv_proto::pb;
-use raftkv_proto::pb::admin_client::AdminClient;
-use tonic::transport::Channel;
 
-/// Where commands go.
-pub struct Target {
-    /// The nodes given on the command line.
-    pub client: ClusterClient,
-    /// `--leader`/`--endpoints`: send node-level commands to the leader.
-    pub follow_leader: bool,
-    /// Print JSON.
-    pub json: bool,
-}
-
-impl Target {
-    fn timeout(&self) -> Duration {
-        self.client.timeout
-    }
-
-    /// The address node-level commands go to: the given node, or the leader.
-    async fn node_address(&mut self) -> anyhow::Result<String> {
-        if self.follow_leader {
-            Ok(self.client.find_leader().await?)
-        } else {
-            Ok(self.client.endpoints()[0].clone())
-        }
-    }
-
-    /// A channel to the node node-level commands go to.
-    async fn node_channel(&mut self) -> anyhow::Result<(String, Channel)> {
-        let address = self.node_address().await?;
-        let channel = self.client.channel(&address)?;
-        Ok((address, channel))
-    }
-
-    /// Runs an admin call on the leader, following redirects and leader
-    /// changes, each attempt carrying the command's deadline.
-    async fn admin_on_leader<Req, Resp, F, Fut>(
-        &mut self,
-        request: Req,
-        call: F,
-    ) -> anyhow::Result<Resp>
-    where
-        Req: Clone,
-        F: Fn(AdminClient<Channel>, tonic::Request<Req>) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
-    {
-        let timeout = self.timeout();
-        let answer = self
-            .client
-            .on_leader(|channel| {
-                let mut attempt = tonic::Request::new(request.clone());
-                attempt.set_timeout(timeout);
-                let answer = call(AdminClient::new(channel), attempt);
-                async move { answer.await.map(tonic::Response::into_inner) }
-            })
-            .await?;
-        Ok(answer)
-    }
-
-    /// A request carrying the command's deadline.
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.set_timeout(self.timeout());
-        request
-    }
-}
+use crate::target::Target;
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -106,67 +48,48 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         follow_leader,
         json: cli.json,
     };
+    let target = &mut target;
     match cli.command {
         Command::AddVoter {
             id,
             address,
             previous_index,
-        } => membership::add_voter(&mut target, id, &address, previous_index.unwrap_or(0)).await,
+        } => membership::add_voter(target, id, &address, previous_index.unwrap_or(0)).await,
         Command::AddNonvoter {
             id,
             address,
             previous_index,
-        } => membership::add_nonvoter(&mut target, id, &address, previous_index.unwrap_or(0)).await,
+        } => membership::add_nonvoter(target, id, &address, previous_index.unwrap_or(0)).await,
         Command::DemoteVoter { id, previous_index } => {
-            membership::demote_voter(&mut target, id, previous_index.unwrap_or(0)).await
+            membership::demote_voter(target, id, previous_index.unwrap_or(0)).await
         }
         Command::RemoveServer { id, previous_index } => {
-            membership::remove_server(&mut target, id, previous_index.unwrap_or(0)).await
+            membership::remove_server(target, id, previous_index.unwrap_or(0)).await
         }
-        Command::LeadershipTransfer => membership::transfer(&mut target, 0, None).await,
+        Command::LeadershipTransfer => leadership::transfer(target, 0, None).await,
         Command::LeadershipTransferToServer { id, address } => {
+            // 0 means "any voter" on the wire; here it can only be a typo.
             if id == 0 {
                 bail!("node id 0 is not valid; give the id of a voter");
             }
-            membership::transfer(&mut target, id, address.as_deref()).await
+            leadership::transfer(target, id, address.as_deref()).await
         }
-        Command::GetConfiguration => inspect::get_configuration(&mut target).await,
+        Command::VerifyLeader => leadership::verify_leader(target).await,
+        Command::GetConfiguration => configuration::get_configuration(target).await,
         Command::State
         | Command::Leader
         | Command::LastIndex
         | Command::AppliedIndex
         | Command::LastContact
-        | Command::Stats => inspect::node_fact(&mut target, &cli.command).await,
-        Command::Snapshot => inspect::snapshot(&mut target).await,
-        Command::Barrier => inspect::barrier(&mut target).await,
-        Command::VerifyLeader => inspect::verify_leader(&mut target).await,
-        Command::Shutdown => inspect::shutdown(&mut target).await,
-        Command::Status => status::status(&mut target).await,
-        Command::Watch { count, interval } => status::watch(&mut target, count, interval).await,
-        Command::Put { key, value } => inspect::put(&mut target, key, value).await,
-        Command::Get { key, stale } => inspect::get(&mut target, key, stale).await,
-        Command::Delete { key } => inspect::delete(&mut target, key).await,
-        Command::Scan { prefix, limit } => inspect::scan(&mut target, prefix, limit).await,
-    }
-}
-
-/// The configuration as seen by `target`'s node (or the leader).
-async fn configuration(target: &mut Target) -> anyhow::Result<pb::ClusterConfiguration> {
-    let (address, channel) = target.node_channel().await?;
-    let request = target.request(pb::Empty {});
-    let answer = AdminClient::new(channel)
-        .get_configuration(request)
-        .await
-        .map_err(client::ClientError::Rpc)
-        .with_context(|| format!("reading the configuration from {address}"))?;
-    Ok(answer.into_inner())
-}
-
-/// A suffrage's name.
-fn suffrage_name(suffrage: i32) -> &'static str {
-    match pb::Suffrage::try_from(suffrage) {
-        Ok(pb::Suffrage::Voter) => "Voter",
-        Ok(pb::Suffrage::Learner) => "Nonvoter",
-        _ => "Unknown",
+        | Command::Stats => node_status::node_fact(target, &cli.command).await,
+        Command::Snapshot => operations::snapshot(target).await,
+        Command::Barrier => operations::barrier(target).await,
+        Command::Shutdown => operations::shutdown(target).await,
+        Command::Status => status::status(target).await,
+        Command::Watch { count, interval } => status::watch(target, count, interval).await,
+        Command::Put { key, value } => kv::put(target, key, value).await,
+        Command::Get { key, stale } => kv::get(target, key, stale).await,
+        Command::Delete { key } => kv::delete(target, key).await,
+        Command::Scan { prefix, limit } => kv::scan(target, prefix, limit).await,
     }
 }

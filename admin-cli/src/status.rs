@@ -8,15 +8,18 @@ use std::time::Duration;
 use std::time::SystemTime;
 
 use raftkv_client::role_name;
+use raftkv_client::ClientError;
 use raftkv_proto::pb;
 use serde_json::json;
 
-use crate::configuration;
-use crate::Target;
+use crate::configuration::configuration;
+use crate::target::Target;
 
 /// What one endpoint said.
 struct Row {
+    /// The address as given (or as the configuration lists it).
     endpoint: String,
+    /// Its status, or why it gave none.
     status: Result<pb::NodeStatus, String>,
 }
 
@@ -36,31 +39,19 @@ async fn endpoints(target: &mut Target) -> Vec<String> {
     endpoints
 }
 
-async fn collect(target: &mut Target, endpoints: &[String]) -> Vec<Row> {
-    let mut asks = Vec::new();
-    for endpoint in endpoints {
-        let channel = target.client.channel(endpoint);
-        let timeout = target.timeout();
-        asks.push(async move {
-            let status = match channel {
-                Err(e) => Err(e.to_string()),
-                Ok(channel) => {
-                    let mut request = tonic::Request::new(pb::Empty {});
-                    request.set_timeout(timeout);
-                    let mut admin = pb::admin_client::AdminClient::new(channel);
-                    match tokio::time::timeout(timeout, admin.status(request)).await {
-                        Ok(Ok(answer)) => Ok(answer.into_inner()),
-                        Ok(Err(status)) => Err(raftkv_client::describe_status(&status)),
-                        Err(_) => Err(format!("no answer within {timeout:?}")),
-                    }
-                }
-            };
-            Row {
-                endpoint: endpoint.clone(),
-                status,
-            }
+/// Asks every endpoint for its status at once, each within `--timeout`; a
+/// node that does not answer becomes a row with the reason.
+async fn collect(target: &Target, endpoints: &[String]) -> Vec<Row> {
+    let asks = endpoints.iter().map(|endpoint| async move {
+        let status = target.client.status(endpoint).await.map_err(|e| match e {
+            ClientError::Timeout(timeout) => format!("no answer within {timeout:?}"),
+            e => e.to_string(),
         });
-    }
+        Row {
+            endpoint: endpoint.clone(),
+            status,
+        }
+    });
     futures::future::join_all(asks).await
 }
 
@@ -77,10 +68,12 @@ fn lag(rows: &[Row], status: &pb::NodeStatus) -> Option<u64> {
     )
 }
 
+/// A table cell for an index that may not exist yet.
 fn cell(value: Option<u64>) -> String {
     value.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
+/// The rows as `status --json` prints them; `role` in the words of `role_name`.
 fn rows_json(rows: &[Row]) -> serde_json::Value {
     let endpoints: Vec<_> = rows
         .iter()
@@ -159,6 +152,8 @@ fn table(rows: &[Row], changed: &BTreeMap<String, bool>, highlight: bool) -> Str
     out
 }
 
+/// status: the table once; fails if any endpoint did not answer, so a
+/// script notices a node that is down.
 pub async fn status(target: &mut Target) -> anyhow::Result<()> {
     let endpoints = endpoints(target).await;
     let rows = collect(target, &endpoints).await;
@@ -174,6 +169,7 @@ pub async fn status(target: &mut Target) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The wall-clock time of day (UTC), to date watch's refreshes and events.
 fn clock() -> String {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -188,6 +184,8 @@ fn clock() -> String {
     )
 }
 
+/// watch: the table every `interval` (`count` times, or until Ctrl-C),
+/// with the last ten role and term changes below it.
 pub async fn watch(target: &mut Target, count: u64, interval: Duration) -> anyhow::Result<()> {
     let endpoints = endpoints(target).await;
     let terminal = std::io::stdout().is_terminal();

@@ -1,0 +1,60 @@
+//! Operations on a node or on the log: `snapshot` (build one now on the
+//! addressed node), `barrier` (wait until the leader has applied what is
+//! committed) and `shutdown` (stop the addressed node gracefully).
+
+use raftkv_proto::pb;
+use raftkv_proto::pb::admin_client::AdminClient;
+use serde_json::json;
+
+use crate::target::Target;
+
+/// snapshot.
+pub async fn snapshot(target: &mut Target) -> anyhow::Result<()> {
+    let answer = target
+        .on_node("node", pb::Empty {}, |channel, request| async move {
+            AdminClient::new(channel).trigger_snapshot(request).await
+        })
+        .await?;
+    match (target.json, answer.index) {
+        (true, index) => println!("{}", json!({ "snapshot_index": index })),
+        (false, Some(index)) => println!("snapshot at index {index}"),
+        (false, None) => println!("nothing to snapshot yet (no entry applied)"),
+    }
+    Ok(())
+}
+
+/// barrier: always on the leader, the only node whose applied index says
+/// what the cluster has committed.
+pub async fn barrier(target: &mut Target) -> anyhow::Result<()> {
+    let answer = target
+        .on_leader(pb::Empty {}, |channel, request| async move {
+            AdminClient::new(channel).barrier(request).await
+        })
+        .await?;
+    if target.json {
+        println!("{}", json!({ "index": answer.index }));
+    } else {
+        println!(
+            "barrier reached: everything up to index {} is applied on the leader",
+            answer.index
+        );
+    }
+    Ok(())
+}
+
+/// shutdown.
+pub async fn shutdown(target: &mut Target) -> anyhow::Result<()> {
+    let address = target.node_address().await?;
+    // The address is resolved once: with --leader, the node that stops is
+    // the one this line names, even if leadership moves meanwhile.
+    target
+        .on_address(
+            &address,
+            "node",
+            pb::Empty {},
+            |channel, request| async move { AdminClient::new(channel).shutdown(request).await },
+        )
+        .await?;
+    println!("node at {address} is shutting down");
+    Ok(())
+}
