@@ -1,6 +1,10 @@
 //! What one node says about itself: `state`, `leader`, `last_index`,
 //! `applied_index`, `last_contact` and `stats`, all answered from one
 //! Admin.Status call to the addressed node (or the leader).
+//!
+//! JSON names a node's role `"role"`, in the lowercase words of `status`
+//! (`raftkv_client::role_name`), so scripts read every command alike; the
+//! text output keeps raftadmin's capitalised names (`Leader`).
 
 use anyhow::bail;
 use anyhow::Context;
@@ -50,7 +54,7 @@ fn status_json(status: &pb::NodeStatus) -> serde_json::Value {
     json!({
         "id": status.id,
         "address": status.address,
-        "state": role_title(status.role),
+        "role": role_name(status.role),
         "term": status.term,
         "leader_id": status.leader_id,
         "leader_address": status.leader_address,
@@ -81,7 +85,7 @@ pub async fn node_fact(target: &mut Target, command: &Command) -> anyhow::Result
     match command {
         Command::State if json => println!(
             "{}",
-            json!({ "id": status.id, "state": role_title(status.role) })
+            json!({ "id": status.id, "role": role_name(status.role) })
         ),
         Command::State => println!("{}", role_title(status.role)),
         Command::Leader if status.leader_id == 0 => {
