@@ -52,24 +52,17 @@ fn is_final(code: Code) -> bool {
     )
 }
 
-fn is_voter(node: &RaftNode) -> bool {
-    node.membership()
-        .membership()
-        .voter_ids()
-        .any(|id| id == node.id)
-}
-
 /// Where to ask this round: the leader first once this node knows it (it is
 /// a learner by then), then the `--join` addresses, never this node itself.
 fn addresses_to_ask(node: &RaftNode, join: &[String]) -> Vec<String> {
     let mut addresses: Vec<String> = node
         .leader()
-        .filter(|(id, _)| *id != node.id)
+        .filter(|(id, _)| *id != node.id())
         .map(|(_, address)| address)
         .into_iter()
         .collect();
     for address in join {
-        if *address != node.address && !addresses.contains(address) {
+        if address != node.address() && !addresses.contains(address) {
             addresses.push(address.clone());
         }
     }
@@ -83,7 +76,7 @@ pub async fn join(node: &RaftNode, join: &[String], timeout: Duration) -> Result
     let mut backoff = backoff();
     let mut last = String::from("no answer yet");
     loop {
-        if is_voter(node) {
+        if node.is_voter() {
             tracing::info!("this node is a voter of the cluster");
             return Ok(());
         }
@@ -92,7 +85,7 @@ pub async fn join(node: &RaftNode, join: &[String], timeout: Duration) -> Result
             if remaining.is_zero() {
                 break;
             }
-            let channel = match node.peers.get(&address) {
+            let channel = match node.channel_to(&address) {
                 Ok(channel) => channel,
                 Err(e) => {
                     return Err(JoinError::Refused {
@@ -102,8 +95,9 @@ pub async fn join(node: &RaftNode, join: &[String], timeout: Duration) -> Result
                 }
             };
             let mut request = tonic::Request::new(pb::AddNodeRequest {
-                node_id: node.id,
-                address: node.address.clone(),
+                node_id: node.id(),
+                address: node.address().to_string(),
+                // Any configuration: a join must get in whatever else changes.
                 previous_index: 0,
             });
             request.set_timeout(remaining.min(REQUEST_TIMEOUT));

@@ -14,7 +14,6 @@ use raftkv_proto::pb::kv_server::KvServer;
 use raftkv_proto::pb::raft_server::RaftServer;
 use raftkv_proto::FILE_DESCRIPTOR_SET;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use openraft::type_config::async_runtime::WatchReceiver as _;
@@ -31,6 +30,7 @@ use crate::grpc::raft::RaftService;
 use crate::join::join;
 use crate::join::JoinError;
 use crate::network::Network;
+use crate::node::KvLimits;
 use crate::node::Raft;
 use crate::node::RaftNode;
 use crate::store;
@@ -103,18 +103,19 @@ pub async fn run(
         .await
         .map_err(|e| RunError::Raft(e.to_string()))?;
 
-    let (stop, mut stopped) = watch::channel(false);
-    let node = Arc::new(RaftNode {
-        id: config.id,
-        address: address.clone(),
-        raft: raft.clone(),
-        kv,
-        peers,
+    let limits = KvLimits {
         max_key_bytes: config.max_key_bytes,
         max_value_bytes: config.max_value_bytes,
-        stop,
-        membership_changes: tokio::sync::Mutex::new(()),
-    });
+    };
+    let node = Arc::new(RaftNode::new(
+        config.id,
+        address.clone(),
+        raft.clone(),
+        kv,
+        peers,
+        limits,
+    ));
+    let mut stopped = node.stop_requests();
     tracing::info!(id = config.id, %address, data_dir = %config.data_dir.display(), "node started");
 
     if config.bootstrap {
@@ -247,7 +248,7 @@ pub async fn run(
 /// initialised (then it is a no-op, logged).
 async fn bootstrap(node: &RaftNode) {
     match node.initialize(BTreeMap::new()).await {
-        Ok(()) => tracing::info!(id = node.id, "bootstrapped a new cluster"),
+        Ok(()) => tracing::info!(id = node.id(), "bootstrapped a new cluster"),
         Err(e) => {
             tracing::info!(cause = %e, "--bootstrap ignored: this node is already initialised")
         }

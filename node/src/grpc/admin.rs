@@ -19,7 +19,9 @@ use tonic::Status;
 use super::forwarded;
 use super::route;
 use crate::error::NodeError;
+use crate::node::Consistency;
 use crate::node::RaftNode;
+use crate::types::NodeId;
 use crate::types::StoredMembership;
 use crate::types::TypeConfig;
 
@@ -45,6 +47,17 @@ impl AdminService {
             configuration: Some(configuration(&metrics)),
         })
     }
+}
+
+/// The wire's `previous_index` as the node's precondition: 0 means the
+/// request expects no particular configuration.
+fn expected_index(previous_index: u64) -> Option<u64> {
+    (previous_index != 0).then_some(previous_index)
+}
+
+/// The wire's transfer target: 0 means any voter (the most up-to-date one).
+fn transfer_target(node_id: NodeId) -> Option<NodeId> {
+    (node_id != 0).then_some(node_id)
 }
 
 fn suffrage(is_voter: bool) -> i32 {
@@ -100,7 +113,7 @@ fn status(node: &RaftNode, metrics: &RaftMetrics<TypeConfig>) -> pb::NodeStatus 
     let voters: BTreeSet<_> = membership.voter_ids().collect();
     let peers = membership
         .nodes()
-        .filter(|(id, _)| **id != node.id)
+        .filter(|(id, _)| **id != node.id())
         .map(|(id, peer)| pb::PeerStatus {
             id: *id,
             address: peer.addr.clone(),
@@ -120,8 +133,8 @@ fn status(node: &RaftNode, metrics: &RaftMetrics<TypeConfig>) -> pb::NodeStatus 
     let leader_id = metrics.current_leader.unwrap_or(0);
     let vote = metrics.vote.leader_id();
     pb::NodeStatus {
-        id: node.id,
-        address: node.address.clone(),
+        id: node.id(),
+        address: node.address().to_string(),
         role: role(metrics.state).into(),
         term: metrics.current_term,
         leader_id,
@@ -140,7 +153,7 @@ fn status(node: &RaftNode, metrics: &RaftMetrics<TypeConfig>) -> pb::NodeStatus 
             .last_quorum_acked
             .as_ref()
             .map(|at| millis(at.elapsed())),
-        key_count: node.kv.key_count() as u64,
+        key_count: node.key_count() as u64,
         vote_term: vote.term,
         voted_for: vote.node_id,
     }
@@ -180,7 +193,7 @@ impl Admin for AdminService {
         let r = request.into_inner();
         let index = self
             .node
-            .add_learner(r.node_id, &r.address, r.previous_index)
+            .add_learner(r.node_id, &r.address, expected_index(r.previous_index))
             .await?;
         Ok(self.membership_response(index))
     }
@@ -196,7 +209,7 @@ impl Admin for AdminService {
         let r = request.into_inner();
         let index = self
             .node
-            .add_voter(r.node_id, &r.address, r.previous_index)
+            .add_voter(r.node_id, &r.address, expected_index(r.previous_index))
             .await?;
         Ok(self.membership_response(index))
     }
@@ -212,15 +225,18 @@ impl Admin for AdminService {
                 .await;
         }
         let r = *request.get_ref();
-        match self.node.demote_voter(r.node_id, r.previous_index).await {
+        match self
+            .node
+            .demote_voter(r.node_id, expected_index(r.previous_index))
+            .await
+        {
             // This node handed leadership over first: let the new leader finish.
             Err(NodeError::NotLeader {
                 leader: Some((_, address)),
             }) => {
                 let channel = self
                     .node
-                    .peers
-                    .get(&address)
+                    .channel_to(&address)
                     .map_err(|e| Status::internal(e.to_string()))?;
                 AdminClient::new(channel)
                     .demote_voter(forwarded(request))
@@ -241,14 +257,17 @@ impl Admin for AdminService {
                 .await;
         }
         let r = *request.get_ref();
-        match self.node.remove_node(r.node_id, r.previous_index).await {
+        match self
+            .node
+            .remove_node(r.node_id, expected_index(r.previous_index))
+            .await
+        {
             Err(NodeError::NotLeader {
                 leader: Some((_, address)),
             }) => {
                 let channel = self
                     .node
-                    .peers
-                    .get(&address)
+                    .channel_to(&address)
                     .map_err(|e| Status::internal(e.to_string()))?;
                 AdminClient::new(channel)
                     .remove_node(forwarded(request))
@@ -273,7 +292,10 @@ impl Admin for AdminService {
             0 => DEFAULT_TRANSFER_TIMEOUT,
             ms => Duration::from_millis(ms),
         };
-        let (leader_id, elapsed) = self.node.transfer_leader(r.node_id, timeout).await?;
+        let (leader_id, elapsed) = self
+            .node
+            .transfer_leader(transfer_target(r.node_id), timeout)
+            .await?;
         let metrics = self.node.metrics();
         let leader_address = metrics
             .membership_config
@@ -329,10 +351,10 @@ impl Admin for AdminService {
                 .verify_leader(forwarded(request))
                 .await;
         }
-        self.node.read_fence(false).await?;
+        self.node.read_fence(Consistency::Linearizable).await?;
         let metrics = self.node.metrics();
         Ok(Response::new(pb::VerifyLeaderResponse {
-            leader_id: self.node.id,
+            leader_id: self.node.id(),
             term: metrics.current_term,
         }))
     }
@@ -341,33 +363,18 @@ impl Admin for AdminService {
         &self,
         _: Request<pb::Empty>,
     ) -> Result<Response<pb::StateDigestResponse>, Status> {
-        // Read applied index, then data, then the index again: equal means the
-        // digest matches that index exactly. Under steady writes that may never
-        // happen, so give up after a few attempts. The walk over every key runs
-        // off the async workers.
-        const ATTEMPTS: usize = 20;
-        let kv = self.node.kv.clone();
-        let digest = tokio::task::spawn_blocking(
-            move || -> std::io::Result<Option<pb::StateDigestResponse>> {
-                for _ in 0..ATTEMPTS {
-                    let before = kv.last_applied()?;
-                    let (digest, key_count) = kv.digest()?;
-                    if kv.last_applied()? == before {
-                        return Ok(Some(pb::StateDigestResponse {
-                            applied_index: before.map(|l| l.index),
-                            key_count,
-                            digest,
-                        }));
-                    }
-                }
-                Ok(None)
-            },
-        )
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(NodeError::from)?;
+        // The walk over every key runs off the async workers.
+        let node = self.node.clone();
+        let digest = tokio::task::spawn_blocking(move || node.state_digest())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(NodeError::from)?;
         match digest {
-            Some(digest) => Ok(Response::new(digest)),
+            Some(digest) => Ok(Response::new(pb::StateDigestResponse {
+                applied_index: digest.applied_index,
+                key_count: digest.key_count,
+                digest: digest.digest,
+            })),
             None => Err(NodeError::Unavailable(
                 "the state changed during every attempt to digest it; retry when writes pause"
                     .into(),

@@ -12,7 +12,7 @@ use tonic::Status;
 
 use super::forwarded;
 use super::route;
-use crate::error::NodeError;
+use crate::node::Consistency;
 use crate::node::RaftNode;
 use crate::types::Command;
 use crate::types::CommandResult;
@@ -31,6 +31,15 @@ impl KvService {
     /// The service over `node`.
     pub fn new(node: Arc<RaftNode>) -> KvService {
         KvService { node }
+    }
+}
+
+/// The wire's `stale` flag as the node's read consistency.
+fn consistency(stale: bool) -> Consistency {
+    if stale {
+        Consistency::Stale
+    } else {
+        Consistency::Linearizable
     }
 }
 
@@ -60,17 +69,15 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let stale = request.get_ref().stale;
-        if !stale {
+        let consistency = consistency(request.get_ref().stale);
+        // A stale read is served by whichever node it reached.
+        if consistency == Consistency::Linearizable {
             if let Some(leader) = route(&self.node, &request)? {
                 return KvClient::new(leader).get(forwarded(request)).await;
             }
         }
         let request = request.into_inner();
-        self.node.check_key(&request.key)?;
-        self.node.read_fence(stale).await?;
-        let applied_index = self.node.applied_index();
-        let value = self.node.kv.get(&request.key).map_err(NodeError::from)?;
+        let (value, applied_index) = self.node.get(&request.key, consistency).await?;
         Ok(Response::new(pb::GetResponse {
             found: value.is_some(),
             value: value.unwrap_or_default(),
@@ -101,40 +108,29 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
-        let stale = request.get_ref().stale;
-        if !stale {
+        let consistency = consistency(request.get_ref().stale);
+        if consistency == Consistency::Linearizable {
             if let Some(leader) = route(&self.node, &request)? {
                 return KvClient::new(leader).scan(forwarded(request)).await;
             }
         }
         let request = request.into_inner();
-        if request.prefix.len() > self.node.max_key_bytes
-            || request.start_after.len() > self.node.max_key_bytes
-        {
-            return Err(NodeError::InvalidArgument(format!(
-                "prefix and start_after may not be longer than a key ({} bytes)",
-                self.node.max_key_bytes
-            ))
-            .into());
-        }
         let limit = match request.limit as usize {
             0 => DEFAULT_SCAN_LIMIT,
             n => n.min(MAX_SCAN_LIMIT),
         };
-        self.node.read_fence(stale).await?;
-        let applied_index = self.node.applied_index();
-        let (pairs, more) = self
+        let page = self
             .node
-            .kv
-            .scan(&request.prefix, &request.start_after, limit)
-            .map_err(NodeError::from)?;
+            .scan(&request.prefix, &request.start_after, limit, consistency)
+            .await?;
         Ok(Response::new(pb::ScanResponse {
-            pairs: pairs
+            pairs: page
+                .pairs
                 .into_iter()
                 .map(|(key, value)| pb::KeyValue { key, value })
                 .collect(),
-            more,
-            applied_index,
+            more: page.more,
+            applied_index: page.applied_index,
         }))
     }
 

@@ -7,7 +7,6 @@ pub mod health;
 pub mod kv;
 pub mod raft;
 
-use openraft::type_config::async_runtime::WatchReceiver as _;
 use std::time::Duration;
 
 use raftkv_proto::FORWARDED_METADATA;
@@ -26,15 +25,14 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 /// that was already forwarded once is never forwarded again: it gets
 /// `UNAVAILABLE` with the leader hint instead, so a stale view cannot loop.
 pub(crate) fn route<T>(node: &RaftNode, request: &Request<T>) -> Result<Option<Channel>, Status> {
-    if node.raft.metrics().borrow_watched().current_leader == Some(node.id) {
+    if node.names_itself_leader() {
         return Ok(None);
     }
-    let leader = node.leader().filter(|(id, _)| *id != node.id);
+    let leader = node.leader().filter(|(id, _)| *id != node.id());
     match leader {
         Some((id, address)) if !request.metadata().contains_key(FORWARDED_METADATA) => {
             tracing::debug!(leader = id, %address, "forwarding to the leader");
-            node.peers
-                .get(&address)
+            node.channel_to(&address)
                 .map(Some)
                 .map_err(|e| Status::internal(e.to_string()))
         }

@@ -1,0 +1,184 @@
+//! Client reads and writes on the node: the size limits a request must
+//! respect, proposing a command through the log, and the read fence that
+//! makes a read linearizable unless the caller asked for a stale one.
+//!
+//! Validation lives here rather than in the gRPC handlers so every way into
+//! the node (client API, forwarded requests) enforces the same limits.
+
+use openraft::ReadPolicy;
+
+use super::RaftNode;
+use crate::error::NodeError;
+use crate::types::Command;
+use crate::types::CommandResult;
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read began: leadership is
+    /// confirmed with a quorum and the state machine has caught up with the
+    /// commit index (openraft's read index). Served only by the leader.
+    Linearizable,
+    /// Whatever this node has applied, however far behind the leader; the
+    /// answer's applied index says how far.
+    Stale,
+}
+
+/// The largest key and value the node accepts, so one request cannot bloat
+/// the log, every replica and every snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvLimits {
+    /// Largest accepted key (`--max-key-bytes`).
+    pub max_key_bytes: usize,
+    /// Largest accepted value (`--max-value-bytes`).
+    pub max_value_bytes: usize,
+}
+
+/// One page of a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanPage {
+    /// The pairs found, in key order.
+    pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Whether more pairs follow the last one.
+    pub more: bool,
+    /// The applied index the page reflects.
+    pub applied_index: u64,
+}
+
+/// A fingerprint of the whole applied state, to compare replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateDigest {
+    /// The last applied index the digest matches exactly.
+    pub applied_index: Option<u64>,
+    /// How many keys there are.
+    pub key_count: u64,
+    /// FNV-1a 64 over every key and value (see `KvReader::digest`).
+    pub digest: u64,
+}
+
+impl RaftNode {
+    /// Rejects an empty or oversized key.
+    pub fn check_key(&self, key: &[u8]) -> Result<(), NodeError> {
+        if key.is_empty() {
+            return Err(NodeError::InvalidArgument(
+                "the key is empty; keys need at least one byte".into(),
+            ));
+        }
+        if key.len() > self.limits.max_key_bytes {
+            return Err(NodeError::InvalidArgument(format!(
+                "the key is {} bytes; the limit is {} (--max-key-bytes)",
+                key.len(),
+                self.limits.max_key_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Rejects an oversized value.
+    pub fn check_value(&self, value: &[u8]) -> Result<(), NodeError> {
+        if value.len() > self.limits.max_value_bytes {
+            return Err(NodeError::InvalidArgument(format!(
+                "the value is {} bytes; the limit is {} (--max-value-bytes)",
+                value.len(),
+                self.limits.max_value_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Proposes `command`; returns once it is committed and applied, with its
+    /// log index and result.
+    pub async fn write(&self, command: Command) -> Result<(u64, CommandResult), NodeError> {
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok((response.log_id.index, response.data)),
+            Err(e) => Err(self.write_error(e)),
+        }
+    }
+
+    /// For a [`Consistency::Linearizable`] read: confirms leadership with a
+    /// quorum and waits until the state machine has applied everything
+    /// committed before this call (openraft's read index). A stale read needs
+    /// nothing.
+    pub async fn read_fence(&self, consistency: Consistency) -> Result<(), NodeError> {
+        if consistency == Consistency::Stale {
+            return Ok(());
+        }
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.read_error(e)),
+        }
+    }
+
+    /// The value of `key` (if any) and the applied index it reflects.
+    pub async fn get(
+        &self,
+        key: &[u8],
+        consistency: Consistency,
+    ) -> Result<(Option<Vec<u8>>, u64), NodeError> {
+        self.check_key(key)?;
+        self.read_fence(consistency).await?;
+        // Read the index before the value: the value is at least that recent.
+        let applied_index = self.applied_index();
+        let value = self.kv.get(key)?;
+        Ok((value, applied_index))
+    }
+
+    /// Up to `limit` pairs whose key starts with `prefix` and is greater than
+    /// `start_after` (empty: from the first), in key order.
+    pub async fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: &[u8],
+        limit: usize,
+        consistency: Consistency,
+    ) -> Result<ScanPage, NodeError> {
+        let max_key_bytes = self.limits.max_key_bytes;
+        if prefix.len() > max_key_bytes || start_after.len() > max_key_bytes {
+            return Err(NodeError::InvalidArgument(format!(
+                "prefix and start_after may not be longer than a key ({max_key_bytes} bytes)"
+            )));
+        }
+        self.read_fence(consistency).await?;
+        let applied_index = self.applied_index();
+        let (pairs, more) = self.kv.scan(prefix, start_after, limit)?;
+        Ok(ScanPage {
+            pairs,
+            more,
+            applied_index,
+        })
+    }
+
+    /// Waits until everything committed so far is applied on the leader; returns that index.
+    pub async fn barrier(&self) -> Result<u64, NodeError> {
+        self.require_leader()?;
+        self.read_fence(Consistency::Linearizable).await?;
+        Ok(self.applied_index())
+    }
+
+    /// How many keys the applied state holds (walks the whole tree).
+    pub fn key_count(&self) -> usize {
+        self.kv.key_count()
+    }
+
+    /// A digest of the applied state that matches one applied index exactly,
+    /// or `None` if writes kept landing during every attempt. Walks every
+    /// key: call it off the async workers.
+    pub fn state_digest(&self) -> std::io::Result<Option<StateDigest>> {
+        // Read the applied index, then the data, then the index again: equal
+        // means the digest matches that index exactly. Under steady writes
+        // that may never happen, so give up after a few attempts.
+        const ATTEMPTS: usize = 20;
+        for _ in 0..ATTEMPTS {
+            let before = self.kv.last_applied()?;
+            let (digest, key_count) = self.kv.digest()?;
+            if self.kv.last_applied()? == before {
+                return Ok(Some(StateDigest {
+                    applied_index: before.map(|l| l.index),
+                    key_count,
+                    digest,
+                }));
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,387 @@
+//! Who is in the cluster: making the first configuration, adding learners
+//! and voters, demoting and removing members.
+//!
+//! Every change goes through [`RaftNode::change_membership`], which queues
+//! changes on this node, finishes a joint configuration an interrupted change
+//! left behind, and plans each change again after a race instead of failing
+//! it: nodes that boot with `--join` at the same moment all get in.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use std::time::Instant;
+
+use openraft::metrics::WaitError;
+use openraft::ChangeMembers;
+use openraft::Precondition;
+
+use super::errors::is_membership_race;
+use super::errors::wait_error;
+use super::RaftNode;
+use crate::error::NodeError;
+use crate::types::Node;
+use crate::types::NodeId;
+use crate::types::StoredMembership;
+
+/// How long a new voter may take to catch up before `add_voter` gives up.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a membership change may wait for the previous one to be
+/// committed, and keep retrying one that raced with another, before it gives
+/// up with a retryable error.
+const MEMBERSHIP_SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a leader that demotes or removes itself waits for another voter
+/// to take over before the change is made there.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One membership change planned against a configuration: what to change
+/// and whether removed voters stay as learners; `None` when there is nothing to do.
+type MembershipPlan = Option<(ChangeMembers<NodeId, Node>, bool)>;
+
+/// Whether an existing member votes.
+enum Suffrage {
+    Voter,
+    Learner,
+}
+
+/// The log index of `membership` (0 before the first configuration).
+fn index_of(membership: &StoredMembership) -> u64 {
+    membership.log_id().as_ref().map_or(0, |l| l.index)
+}
+
+/// Fails if the caller expected the configuration at `previous_index` and it
+/// is elsewhere: the caller asked for a compare-and-set.
+fn check_previous_index(
+    membership: &StoredMembership,
+    previous_index: Option<u64>,
+) -> Result<(), NodeError> {
+    let current = index_of(membership);
+    match previous_index {
+        Some(expected) if expected != current => Err(NodeError::FailedPrecondition(format!(
+            "the configuration is at index {current}, not {expected} as the request expected; \
+             read it again (get_configuration) and retry"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn last_voter(id: NodeId) -> NodeError {
+    NodeError::FailedPrecondition(format!(
+        "node {id} is the last voter; the cluster cannot work without one"
+    ))
+}
+
+/// Rejects the reserved id 0 and an unusable address.
+fn check_new_member(id: NodeId, address: &str) -> Result<(), NodeError> {
+    if id == 0 {
+        return Err(NodeError::InvalidArgument(
+            "node id 0 is reserved; use a positive id".into(),
+        ));
+    }
+    raftkv_client::check_address(address).map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+    Ok(())
+}
+
+/// Checks that node `id` at `address` can join: a new id at an unused
+/// address, or the very same member again. Returns whether it is already
+/// a member (and a voter).
+fn check_join(
+    membership: &StoredMembership,
+    id: NodeId,
+    address: &str,
+) -> Result<Option<Suffrage>, NodeError> {
+    check_new_member(id, address)?;
+    let config = membership.membership();
+    for (other, node) in config.nodes() {
+        if *other != id && node.addr == address {
+            return Err(NodeError::FailedPrecondition(format!(
+                "address {address} already belongs to node {other}; remove that node first"
+            )));
+        }
+    }
+    match config.get_node(&id) {
+        None => Ok(None),
+        Some(node) if node.addr != address => Err(NodeError::FailedPrecondition(format!(
+            "node {id} is already a member at {}; remove it first to change its address",
+            node.addr
+        ))),
+        Some(_) if config.voter_ids().any(|v| v == id) => Ok(Some(Suffrage::Voter)),
+        Some(_) => Ok(Some(Suffrage::Learner)),
+    }
+}
+
+/// Checks that `id` is a member; returns whether it is a voter and how many voters there are.
+pub(super) fn member_suffrage(
+    membership: &StoredMembership,
+    id: NodeId,
+) -> Result<(bool, usize), NodeError> {
+    let config = membership.membership();
+    if config.get_node(&id).is_none() {
+        return Err(NodeError::NotFound(format!(
+            "node {id} is not in the cluster (members: {})",
+            config
+                .nodes()
+                .map(|(id, _)| id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let voters = config.voter_ids().count();
+    Ok((config.voter_ids().any(|v| v == id), voters))
+}
+
+impl RaftNode {
+    /// Makes the first configuration of a new cluster: `members`, or this node alone.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<(), NodeError> {
+        let members = if members.is_empty() {
+            BTreeMap::from([(self.id, self.address.clone())])
+        } else {
+            members
+        };
+        let mut nodes = BTreeMap::new();
+        for (id, address) in members {
+            check_new_member(id, &address)?;
+            nodes.insert(id, Node { addr: address });
+        }
+        if self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| NodeError::Unavailable(e.to_string()))?
+        {
+            return Err(NodeError::FailedPrecondition(
+                "this node is already initialised (it is, or was, part of a cluster)".into(),
+            ));
+        }
+        self.raft
+            .initialize(nodes)
+            .await
+            .map_err(|e| NodeError::FailedPrecondition(e.to_string()))
+    }
+
+    /// Adds node `id` at `address` as a learner (a no-op if it is a member
+    /// already). With `previous_index`, only if the configuration is still at
+    /// that index.
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        address: &str,
+        previous_index: Option<u64>,
+    ) -> Result<u64, NodeError> {
+        self.require_leader()?;
+        self.change_membership(previous_index, |membership| {
+            Ok(check_join(membership, id, address)?.is_none().then(|| {
+                let node = Node {
+                    addr: address.to_string(),
+                };
+                (ChangeMembers::AddNodes(BTreeMap::from([(id, node)])), true)
+            }))
+        })
+        .await
+    }
+
+    /// Adds node `id` as a voter: as a learner first, then, once it has caught
+    /// up with the log, promoted. A no-op for an existing voter. With
+    /// `previous_index`, only if the configuration is still at that index.
+    pub async fn add_voter(
+        &self,
+        id: NodeId,
+        address: &str,
+        previous_index: Option<u64>,
+    ) -> Result<u64, NodeError> {
+        self.require_leader()?;
+        let membership = self.membership();
+        check_previous_index(&membership, previous_index)?;
+        if let Some(Suffrage::Voter) = check_join(&membership, id, address)? {
+            return Ok(index_of(&membership));
+        }
+        self.add_learner(id, address, previous_index).await?;
+        // Caught up: the learner holds at least what the leader had when it
+        // joined. Several learners catch up at once; only the changes queue.
+        let target = self.metrics().last_log_index.unwrap_or(0);
+        self.raft
+            .wait(Some(CATCH_UP_TIMEOUT))
+            .metrics(
+                |m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).cloned().flatten())
+                        .is_some_and(|matched| matched.index >= target)
+                },
+                format!("node {id} catches up to index {target}"),
+            )
+            .await
+            .map_err(|e| wait_error(&format!("node {id} did not catch up with the log"), e))?;
+        // previous_index was checked when the learner was added; the
+        // configuration may have moved since.
+        self.change_membership(None, |membership| {
+            let (is_voter, _) = member_suffrage(membership, id)?;
+            Ok((!is_voter).then(|| (ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)))
+        })
+        .await
+    }
+
+    /// Turns voter `id` into a learner. With `previous_index`, only if the
+    /// configuration is still at that index.
+    pub async fn demote_voter(
+        &self,
+        id: NodeId,
+        previous_index: Option<u64>,
+    ) -> Result<u64, NodeError> {
+        let plan = |membership: &StoredMembership| {
+            let (is_voter, voters) = member_suffrage(membership, id)?;
+            if !is_voter {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "node {id} is not a voter"
+                )));
+            }
+            if voters == 1 {
+                return Err(last_voter(id));
+            }
+            Ok(Some((
+                ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+                true,
+            )))
+        };
+        self.leave_office_if_changing_self(id, previous_index, &plan)
+            .await?;
+        self.change_membership(previous_index, plan).await
+    }
+
+    /// Removes node `id` from the cluster. Removing the leader (this node)
+    /// transfers leadership first and answers `NotLeader` so the request is
+    /// forwarded to the new leader. With `previous_index`, only if the
+    /// configuration is still at that index.
+    pub async fn remove_node(
+        &self,
+        id: NodeId,
+        previous_index: Option<u64>,
+    ) -> Result<u64, NodeError> {
+        let plan = |membership: &StoredMembership| {
+            let (is_voter, voters) = member_suffrage(membership, id)?;
+            if is_voter && voters == 1 {
+                return Err(last_voter(id));
+            }
+            Ok(Some(if is_voter {
+                (ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            } else {
+                (ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+            }))
+        };
+        self.leave_office_if_changing_self(id, previous_index, &plan)
+            .await?;
+        self.change_membership(previous_index, plan).await
+    }
+
+    /// Before this leader demotes or removes itself: checks the request, hands
+    /// leadership to another voter, and answers `NotLeader` so the change is
+    /// made by a leader that stays. Does nothing for another node's change.
+    async fn leave_office_if_changing_self(
+        &self,
+        id: NodeId,
+        previous_index: Option<u64>,
+        plan: &impl Fn(&StoredMembership) -> Result<MembershipPlan, NodeError>,
+    ) -> Result<(), NodeError> {
+        self.require_leader()?;
+        if id != self.id {
+            return Ok(());
+        }
+        let membership = self.membership();
+        check_previous_index(&membership, previous_index)?;
+        plan(&membership)?;
+        self.transfer_leader(None, HANDOVER_TIMEOUT).await?;
+        Err(self.not_leader())
+    }
+
+    /// The effective configuration, once it is committed (openraft refuses
+    /// a change while the previous one is not).
+    async fn settled_membership(&self, deadline: Instant) -> Result<StoredMembership, NodeError> {
+        let metrics = self
+            .raft
+            .wait(Some(deadline.saturating_duration_since(Instant::now())))
+            .metrics(
+                |m| m.membership_config.log_id() == m.committed_membership_config.log_id(),
+                "the configuration is committed",
+            )
+            .await
+            .map_err(|e| match e {
+                WaitError::Timeout(after, _) => NodeError::Aborted(format!(
+                    "the previous membership change is still not committed after {after:?}; retry"
+                )),
+                WaitError::ShuttingDown => {
+                    NodeError::Unavailable("the node is stopping".to_string())
+                }
+            })?;
+        Ok(metrics.membership_config.as_ref().clone())
+    }
+
+    /// Proposes the change `plan` makes to the current configuration, one
+    /// change at a time on this node; returns the new configuration's log
+    /// index (the current one if `plan` has nothing to do).
+    ///
+    /// `plan` is decided again on every attempt, against a committed
+    /// configuration read under the lock, so a change that raced with another
+    /// (refused by openraft's precondition or because one was in flight) is
+    /// retried on the configuration that won, until `MEMBERSHIP_SETTLE_TIMEOUT`.
+    /// A caller that pinned `previous_index` gets the refusal instead: it
+    /// asked for a compare-and-set.
+    async fn change_membership(
+        &self,
+        previous_index: Option<u64>,
+        plan: impl Fn(&StoredMembership) -> Result<MembershipPlan, NodeError>,
+    ) -> Result<u64, NodeError> {
+        let _one_at_a_time = self.membership_changes.lock().await;
+        let deadline = Instant::now() + MEMBERSHIP_SETTLE_TIMEOUT;
+        loop {
+            self.require_leader()?;
+            let membership = self.settled_membership(deadline).await?;
+            let current = index_of(&membership);
+            let finishing_joint = membership.membership().get_joint_config().len() > 1;
+            let (change, retain) = if finishing_joint {
+                // A voter change whose second step failed (leader change in
+                // between) left a committed joint configuration: finish it
+                // first, then plan on the result.
+                tracing::warn!(
+                    index = current,
+                    "finishing a joint configuration left by an interrupted change"
+                );
+                (ChangeMembers::AddVoterIds(BTreeSet::new()), true)
+            } else {
+                check_previous_index(&membership, previous_index)?;
+                match plan(&membership)? {
+                    Some(planned) => planned,
+                    None => return Ok(current),
+                }
+            };
+            let description = format!("{change:?}");
+            let precondition = Precondition::LastMembershipLogId {
+                last_membership_log_id: *membership.log_id(),
+            };
+            match self
+                .raft
+                .change_membership_if(change, retain, [precondition])
+                .await
+            {
+                Ok(response) => {
+                    let index = response.log_id.index;
+                    tracing::info!(change = %description, index, "configuration changed");
+                    if !finishing_joint {
+                        return Ok(index);
+                    }
+                }
+                Err(e)
+                    if is_membership_race(&e)
+                        && previous_index.is_none()
+                        && Instant::now() < deadline =>
+                {
+                    tracing::debug!(change = %description, cause = %e, "membership change raced with another; retrying");
+                    // The metrics that `settled_membership` reads may trail
+                    // the log by a moment: give them that moment.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(self.write_error(e)),
+            }
+        }
+    }
+}
