@@ -10,7 +10,7 @@
 //! its copy of that leader's lease, as it would if the leader had asked it to
 //! hand leadership over (openraft's transfer-leader message), and campaigns
 //! with a pre-vote: the lowest-id other voter at once, the others after a head
-//! start each ([`HEAD_START`] times their rank, so two rarely campaign at
+//! start each (`HEAD_START` times their rank, so two rarely campaign at
 //! once), and only while no new leader is known. A later one wins when the
 //! first one's log is behind (entries in flight when the leader died).
 //!

@@ -2,6 +2,21 @@
 //!
 //! [`run`] serves the client, admin and Raft gRPC services on an already
 //! bound listener until a shutdown future resolves.
+//!
+//! The modules, in the order a request meets them:
+//! - [`config`]: flags → [`NodeConfig`] → openraft's `Config`;
+//! - [`server`]: opens storage, starts Raft, serves every service, stops cleanly;
+//! - [`grpc`]: the services; each handler decodes the request, forwards it to
+//!   the leader if it must run there, and calls the node;
+//! - [`node`]: what a node does (reads and writes, membership, leadership),
+//!   with openraft's errors translated into [`error::NodeError`];
+//! - [`error`]: that error, and its one mapping to a gRPC status;
+//! - [`store`], [`network`]: openraft's storage (sled) and transport (gRPC);
+//! - [`types`]: the Raft type configuration and the replicated commands,
+//!   depending on nothing else in the crate.
+//!
+//! Beside that path: [`join`] (`--join`), [`failover`] (campaigning as soon as
+//! the leader's connection closes), [`codec`], [`failpoint`], [`allocator`].
 
 pub mod allocator;
 pub mod codec;
