@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
+use raftkv_client::Backoff;
 use raftkv_client::ChannelOptions;
 use raftkv_client::Channels;
 use raftkv_client::ClusterClient;
@@ -234,7 +235,9 @@ impl Cluster {
         deadline: Instant,
         mut on_retry: impl FnMut(&'static str),
     ) -> Outcome {
-        let mut pause = Duration::from_millis(10);
+        // Short pauses: a client waits out an election, and the report
+        // measures how long that took, to within a pause.
+        let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(50));
         let mut last_retry = "timeout";
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -245,8 +248,7 @@ impl Cluster {
             let Ok(Some(leader)) = tokio::time::timeout(remaining, self.leader()).await else {
                 last_retry = "no_leader";
                 on_retry(last_retry);
-                tokio::time::sleep(pause.min(remaining)).await;
-                pause = (pause * 2).min(Duration::from_millis(50));
+                backoff.wait(deadline.into()).await;
                 continue;
             };
             let sent = Instant::now();
@@ -274,8 +276,7 @@ impl Cluster {
                         }
                         None => {
                             self.forget_leader(&leader);
-                            tokio::time::sleep(pause.min(remaining)).await;
-                            pause = (pause * 2).min(Duration::from_millis(50));
+                            backoff.wait(deadline.into()).await;
                         }
                     }
                 }
