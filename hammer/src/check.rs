@@ -15,12 +15,17 @@
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::collections::HashSet;
+use std::path::Path;
+use std::process::ExitCode;
 use std::time::Duration;
 use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::history;
+use crate::history::Call;
 use crate::history::Event;
+use crate::history::Outcome;
 
 /// What the checker concluded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,6 +100,35 @@ enum KeyResult {
     Bounded(String),
 }
 
+/// `hammer check FILE`: prints the verdict (text or JSON); exit 0 only for a
+/// linearizable history.
+pub(crate) fn run(file: &Path, limits: Limits, json: bool) -> anyhow::Result<ExitCode> {
+    let events = history::read(file)?;
+    let verdict = check(&events, limits);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&verdict)?);
+    } else {
+        match &verdict {
+            Verdict::Linearizable { keys, operations } => {
+                println!("linearizable ({operations} operations on {keys} keys)")
+            }
+            Verdict::NotLinearizable { key, operations } => {
+                println!("operations on key {key:?} that have no legal order:");
+                for op in operations {
+                    println!("  {}", serde_json::to_string(op)?);
+                }
+                println!("NOT linearizable: key {key:?}");
+            }
+            Verdict::Unknown { reason } => println!("unknown: {reason}"),
+        }
+    }
+    Ok(if matches!(verdict, Verdict::Linearizable { .. }) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// Checks a whole history.
 pub fn check(events: &[Event], limits: Limits) -> Verdict {
     let started = Instant::now();
@@ -111,24 +145,29 @@ pub fn check(events: &[Event], limits: Limits) -> Verdict {
         let mut ops = Vec::new();
         let mut kept = Vec::new();
         for event in key_events {
-            let unknown = event.outcome == "unknown";
-            if event.outcome == "fail" || (unknown && event.kind == "get") {
+            let unknown = event.outcome == Outcome::Unknown;
+            if event.outcome == Outcome::Fail || (unknown && matches!(event.call, Call::Get { .. }))
+            {
                 continue;
             }
-            let step = match event.kind.as_str() {
-                "put" => Step::Put {
-                    value: intern(event.value.as_deref()),
+            let step = match &event.call {
+                Call::Put { value } => Step::Put {
+                    value: intern(Some(value)),
                 },
-                "get" => Step::Get {
-                    read: intern(event.read.as_deref()),
+                Call::Get { read } => Step::Get {
+                    read: intern(read.as_deref()),
                 },
-                "cas" => Step::Cas {
-                    expected: intern(event.expected.as_deref()),
-                    new_value: intern(event.value.as_deref()),
-                    succeeded: if unknown { None } else { event.succeeded },
-                    read: intern(event.read.as_deref()),
+                Call::Cas {
+                    value,
+                    expected,
+                    succeeded,
+                    read,
+                } => Step::Cas {
+                    expected: intern(expected.as_deref()),
+                    new_value: intern(Some(value)),
+                    succeeded: if unknown { None } else { *succeeded },
+                    read: intern(read.as_deref()),
                 },
-                _ => continue,
             };
             ops.push(Operation {
                 step,
@@ -310,34 +349,29 @@ fn search(ops: &[Operation], deadline: Instant, states_left: &mut u64) -> KeyRes
 mod tests {
     use super::*;
 
-    fn event(
-        client: u64,
-        kind: &str,
-        value: Option<&str>,
-        read: Option<&str>,
-        at: (u64, u64),
-        outcome: &str,
-    ) -> Event {
+    fn event(client: u64, call: Call, at: (u64, u64), outcome: Outcome) -> Event {
         Event {
             client,
-            kind: kind.into(),
             key: "k".into(),
-            value: value.map(String::from),
-            expected: None,
-            read: read.map(String::from),
-            succeeded: None,
+            call,
             invoke_ns: at.0,
             complete_ns: at.1,
-            outcome: outcome.into(),
+            outcome,
         }
     }
 
     fn put(client: u64, value: &str, at: (u64, u64)) -> Event {
-        event(client, "put", Some(value), None, at, "ok")
+        let call = Call::Put {
+            value: value.into(),
+        };
+        event(client, call, at, Outcome::Ok)
     }
 
     fn get(client: u64, read: Option<&str>, at: (u64, u64)) -> Event {
-        event(client, "get", None, read, at, "ok")
+        let call = Call::Get {
+            read: read.map(String::from),
+        };
+        event(client, call, at, Outcome::Ok)
     }
 
     fn cas(
@@ -348,10 +382,13 @@ mod tests {
         read: Option<&str>,
         at: (u64, u64),
     ) -> Event {
-        let mut e = event(client, "cas", Some(new), read, at, "ok");
-        e.expected = expected.map(String::from);
-        e.succeeded = Some(succeeded);
-        e
+        let call = Call::Cas {
+            value: new.into(),
+            expected: expected.map(String::from),
+            succeeded: Some(succeeded),
+            read: read.map(String::from),
+        };
+        event(client, call, at, Outcome::Ok)
     }
 
     const LIMITS: Limits = Limits {
@@ -430,7 +467,7 @@ mod tests {
     #[test]
     fn unknown_writes_may_or_may_not_take_effect_and_failures_never_do() {
         let mut lost = put(1, "b", (2, 3));
-        lost.outcome = "unknown".into();
+        lost.outcome = Outcome::Unknown;
         // Seen later...
         let history = vec![
             put(1, "a", (0, 1)),
@@ -450,7 +487,7 @@ mod tests {
         assert!(matches!(verdict(&history), Verdict::NotLinearizable { .. }));
         // A failed write never shows.
         let mut failed = put(1, "b", (2, 3));
-        failed.outcome = "fail".into();
+        failed.outcome = Outcome::Fail;
         let history = vec![put(1, "a", (0, 1)), failed, get(2, Some("b"), (10, 11))];
         assert!(matches!(verdict(&history), Verdict::NotLinearizable { .. }));
     }

@@ -51,7 +51,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             time_limit,
             state_limit,
             json,
-        }) => run_check(
+        }) => check::run(
             &file,
             check::Limits {
                 time: time_limit,
@@ -60,7 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         ),
         Some(cli::Command::Report { file }) => {
-            print!("{}", read_report(&file)?.render());
+            print!("{}", Report::read(&file)?.render());
             Ok(ExitCode::SUCCESS)
         }
         Some(cli::Command::NoopServer { listen }) => {
@@ -153,50 +153,6 @@ fn verdict(report: &Report, args: &RunArgs) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
-}
-
-/// Reads a report that `hammer --json` wrote.
-pub fn read_report(file: &std::path::Path) -> anyhow::Result<Report> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-    serde_json::from_str(&text).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is not a hammer report (the JSON that `hammer --json` prints): {e}",
-            file.display()
-        )
-    })
-}
-
-/// `hammer check FILE`: exit 0 only for a linearizable history.
-fn run_check(
-    file: &std::path::Path,
-    limits: check::Limits,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let events = history::read(file)?;
-    let verdict = check::check(&events, limits);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&verdict)?);
-    } else {
-        match &verdict {
-            check::Verdict::Linearizable { keys, operations } => {
-                println!("linearizable ({operations} operations on {keys} keys)")
-            }
-            check::Verdict::NotLinearizable { key, operations } => {
-                println!("operations on key {key:?} that have no legal order:");
-                for op in operations {
-                    println!("  {}", serde_json::to_string(op)?);
-                }
-                println!("NOT linearizable: key {key:?}");
-            }
-            check::Verdict::Unknown { reason } => println!("unknown: {reason}"),
-        }
-    }
-    Ok(if matches!(verdict, check::Verdict::Linearizable { .. }) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 /// A small, fast, seedable generator (xorshift64*): workload choices only.
@@ -546,43 +502,13 @@ fn record(
         }
     }
     if let Some(history) = &shared.history {
-        let mut event = Event {
+        let event = Event::of(
             client,
-            kind: op.kind().to_string(),
-            key: text(op.key()),
-            value: None,
-            expected: None,
-            read: None,
-            succeeded: None,
-            invoke_ns: since_start(invoke).as_nanos() as u64,
-            complete_ns: since_start(complete).as_nanos() as u64,
-            outcome: match outcome {
-                Outcome::Ok(_) => "ok",
-                Outcome::Fail(_) => "fail",
-                Outcome::Unknown(_) => "unknown",
-            }
-            .to_string(),
-        };
-        match op {
-            Op::Put { value, .. } => event.value = Some(text(value)),
-            Op::Get { .. } => {}
-            Op::Cas {
-                expected,
-                new_value,
-                ..
-            } => {
-                event.value = Some(text(new_value));
-                event.expected = expected.as_deref().map(text);
-            }
-        }
-        match outcome {
-            Outcome::Ok(Reply::Read(found)) => event.read = found.as_deref().map(text),
-            Outcome::Ok(Reply::Swapped { succeeded, current }) => {
-                event.succeeded = Some(*succeeded);
-                event.read = current.as_deref().map(text);
-            }
-            _ => {}
-        }
+            op,
+            outcome,
+            since_start(invoke).as_nanos() as u64,
+            since_start(complete).as_nanos() as u64,
+        );
         let _ = history.send(event);
     }
 }

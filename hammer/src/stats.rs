@@ -9,6 +9,7 @@
 //! healthy.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -345,6 +346,18 @@ pub struct Report {
 }
 
 impl Report {
+    /// Reads a report that `hammer --json` wrote.
+    pub fn read(file: &Path) -> anyhow::Result<Report> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+        serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a hammer report (the JSON that `hammer --json` prints): {e}",
+                file.display()
+            )
+        })
+    }
+
     /// The report for people: what `hammer` prints without `--json`, and
     /// what `hammer report` prints from a saved JSON report.
     pub fn render(&self) -> String {
