@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use clap::Parser;
 use clap::Subcommand;
+use clap::ValueEnum;
 use raftkv_client::parse_duration;
 
 /// Load a raftkv cluster: throughput, latency, errors and the cost of failovers.
@@ -113,8 +114,8 @@ pub struct RunArgs {
     pub key_prefix: String,
 
     /// What to load: a raftkv cluster, or etcd (v3 KV over gRPC) to compare with.
-    #[arg(long, default_value = "raftkv", value_parser = ["raftkv", "etcd"])]
-    pub target: String,
+    #[arg(long, value_enum, default_value_t = Target::Raftkv)]
+    pub target: Target,
 
     /// At the end, read back every key and count acknowledged writes that were lost.
     #[arg(long)]
@@ -146,6 +147,16 @@ pub struct RunArgs {
     pub allow_outage: bool,
 }
 
+/// The kind of system `--target` loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    /// A raftkv cluster: calls go to the leader and follow it.
+    Raftkv,
+    /// etcd's v3 KV API (or `hammer noop-server`); no compare-and-swap.
+    Etcd,
+}
+
+/// A number between 0 and 1, for the `--…-ratio` flags.
 fn parse_fraction(text: &str) -> Result<f64, String> {
     let value: f64 = text
         .parse()

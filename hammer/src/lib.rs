@@ -31,6 +31,7 @@ use std::time::Instant;
 
 pub use cli::Cli;
 pub use cli::RunArgs;
+pub use cli::Target;
 use history::Event;
 use history::HistoryWriter;
 use op::Op;
@@ -176,12 +177,12 @@ impl Rng {
 }
 
 /// The system under load.
-enum Target {
+enum SystemUnderLoad {
     Raftkv(Box<Cluster>),
     Etcd(etcd::Etcd),
 }
 
-impl Target {
+impl SystemUnderLoad {
     async fn execute(
         &self,
         client: u64,
@@ -190,8 +191,8 @@ impl Target {
         on_retry: impl FnMut(&'static str),
     ) -> Outcome {
         match self {
-            Target::Raftkv(cluster) => cluster.execute(op, deadline, on_retry).await,
-            Target::Etcd(etcd) => etcd.execute(client, op, deadline, on_retry).await,
+            SystemUnderLoad::Raftkv(cluster) => cluster.execute(op, deadline, on_retry).await,
+            SystemUnderLoad::Etcd(etcd) => etcd.execute(client, op, deadline, on_retry).await,
         }
     }
 }
@@ -199,7 +200,7 @@ impl Target {
 /// What every client shares.
 struct Shared {
     args: RunArgs,
-    target: Target,
+    target: SystemUnderLoad,
     recorder: Mutex<Recorder>,
     tracker: Option<Tracker>,
     history: Option<UnboundedSender<Event>>,
@@ -232,7 +233,7 @@ pub async fn load(args: &RunArgs) -> anyhow::Result<Report> {
             );
         }
     }
-    let target = if args.target == "etcd" {
+    let target = if args.target == Target::Etcd {
         if args.cas_ratio > 0.0 {
             anyhow::bail!("--cas-ratio is not supported with --target etcd");
         }
@@ -240,7 +241,7 @@ pub async fn load(args: &RunArgs) -> anyhow::Result<Report> {
         if !etcd.reachable().await {
             anyhow::bail!("no etcd member answers at {}", endpoints.join(","));
         }
-        Target::Etcd(etcd)
+        SystemUnderLoad::Etcd(etcd)
     } else {
         let cluster = Cluster::new(endpoints.clone(), args.timeout)?;
         // No leader is an outage to measure, not a reason to stop: the run
@@ -252,7 +253,7 @@ pub async fn load(args: &RunArgs) -> anyhow::Result<Report> {
                 endpoints.join(",")
             );
         }
-        Target::Raftkv(Box::new(cluster))
+        SystemUnderLoad::Raftkv(Box::new(cluster))
     };
     let history = args
         .history
@@ -288,7 +289,7 @@ pub async fn load(args: &RunArgs) -> anyhow::Result<Report> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .report(elapsed, args.gap_threshold, args.read_ratio < 1.0);
-    if let Target::Raftkv(cluster) = &shared.target {
+    if let SystemUnderLoad::Raftkv(cluster) = &shared.target {
         report.leader_changes = Some(cluster.leader_changes(start));
     }
     if let Some(tracker) = &shared.tracker {
