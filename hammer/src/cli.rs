@@ -117,6 +117,11 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Target::Raftkv)]
     pub target: Target,
 
+    /// Seed of the workload's choices (keys, operations), so a run's choices
+    /// can be repeated; default: from the clock. The report states the seed used.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
     /// At the end, read back every key and count acknowledged writes that were lost.
     #[arg(long)]
     pub verify: bool,

@@ -156,26 +156,6 @@ fn verdict(report: &Report, args: &RunArgs) -> ExitCode {
     }
 }
 
-/// A small, fast, seedable generator (xorshift64*): workload choices only.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn fraction(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// The system under load.
 enum SystemUnderLoad {
     Raftkv(Box<Cluster>),
@@ -260,6 +240,7 @@ pub async fn load(args: &RunArgs) -> anyhow::Result<Report> {
         .as_deref()
         .map(HistoryWriter::create)
         .transpose()?;
+    let seed = args.seed.unwrap_or_else(seed_from_clock);
     let start = Instant::now();
     let shared = Arc::new(Shared {
         args: args.clone(),
@@ -273,8 +254,10 @@ pub async fn load(args: &RunArgs) -> anyhow::Result<Report> {
     });
     let progress = (std::io::stdout().is_terminal() && !args.json)
         .then(|| tokio::spawn(show_progress(shared.clone())));
+    // One seed per client, drawn in client order from the run's seed.
+    let mut seeds = fastrand::Rng::with_seed(seed);
     let clients: Vec<_> = (0..args.clients)
-        .map(|id| tokio::spawn(client(shared.clone(), id)))
+        .map(|id| tokio::spawn(client(shared.clone(), id, seeds.u64(..))))
         .collect();
     for client in clients {
         client.await?;
@@ -289,6 +272,7 @@ pub async fn load(args: &RunArgs) -> anyhow::Result<Report> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .report(elapsed, args.gap_threshold, args.read_ratio < 1.0);
+    report.seed = Some(seed);
     if let SystemUnderLoad::Raftkv(cluster) = &shared.target {
         report.leader_changes = Some(cluster.leader_changes(start));
     }
@@ -342,10 +326,9 @@ async fn show_progress(shared: Arc<Shared>) {
 }
 
 /// One client: picks, schedules and runs operations until the run ends.
-async fn client(shared: Arc<Shared>, id: u64) {
+async fn client(shared: Arc<Shared>, id: u64, seed: u64) {
     let args = &shared.args;
-    let mut rng =
-        Rng(0x9e37_79b9_7f4a_7c15 ^ (id + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ nanos_now());
+    let mut rng = fastrand::Rng::with_seed(seed);
     let interval = args
         .rate
         .map(|rate| Duration::from_secs_f64(args.clients as f64 / rate));
@@ -377,11 +360,11 @@ async fn client(shared: Arc<Shared>, id: u64) {
             }
         }
         sequence += 1;
-        let key = format!("{}{:08}", args.key_prefix, rng.below(args.keys)).into_bytes();
+        let key = format!("{}{:08}", args.key_prefix, rng.u64(..args.keys)).into_bytes();
         let tag = format!("{id}-{sequence}");
         let mut value = format!("{tag}:").into_bytes();
         value.resize(args.value_size.max(value.len()), b'x');
-        let roll = rng.fraction();
+        let roll = rng.f64();
         let op = if roll < args.read_ratio {
             Op::Get { key }
         } else if roll < args.read_ratio + args.cas_ratio {
@@ -444,10 +427,11 @@ async fn client(shared: Arc<Shared>, id: u64) {
     }
 }
 
-fn nanos_now() -> u64 {
+/// A seed for a run without `--seed`: from the clock, so runs differ.
+fn seed_from_clock() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+        .map_or(0, |since| since.as_nanos() as u64)
 }
 
 /// Records one finished operation in the statistics, the verify tracker and the history.

@@ -176,6 +176,7 @@ impl Recorder {
             elapsed_s: elapsed.as_secs_f64(),
             operations: total,
             throughput: total as f64 / seconds,
+            seed: None,
             by_kind,
             errors: self.errors.clone(),
             retries: self.retries.clone(),
@@ -318,6 +319,11 @@ pub struct Report {
     /// Successful operations.
     pub operations: u64,
     pub throughput: f64,
+    /// The seed of the workload's choices (`--seed`, or drawn from the
+    /// clock): `--seed` with it makes the same choices again. `None` in
+    /// reports of older hammers, which did not state it.
+    #[serde(default)]
+    pub seed: Option<u64>,
     pub by_kind: BTreeMap<String, KindReport>,
     pub errors: BTreeMap<String, u64>,
     pub retries: BTreeMap<String, u64>,
@@ -368,6 +374,9 @@ impl Report {
         );
         if let Some(outage) = self.outage_summary() {
             out += &format!("ENDED IN AN OUTAGE: {outage}\n");
+        }
+        if let Some(seed) = self.seed {
+            out += &format!("workload seed {seed} (--seed {seed} makes the same choices)\n");
         }
         out += "\n";
         out += &format!(
