@@ -5,6 +5,8 @@
 //! any server measured through hammer could reach here.
 
 use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 use tonic::Request;
@@ -14,6 +16,49 @@ use tonic::Status;
 use crate::etcd::pb;
 use crate::etcd::pb::kv_server::Kv;
 use crate::etcd::pb::kv_server::KvServer;
+
+/// `hammer noop-server`: binds `listen`, prints the bound address (the one
+/// line on stdout, for scripts), serves until SIGINT or SIGTERM.
+pub(crate) async fn run(listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    println!("{}", listener.local_addr()?);
+    // Scripts read the address while the server runs: it must not wait in a buffer.
+    std::io::stdout().flush()?;
+    serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            eprintln!("warning: cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::signal;
+        use tokio::signal::unix::SignalKind;
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(e) => {
+                eprintln!("warning: cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
 
 /// The header of every answer. etcd sends one with each reply; a header of
 /// the same shape keeps the bytes on the wire close to what etcd sends.

@@ -10,6 +10,17 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
+
+use crate::op::Op;
+use crate::op::Outcome;
+use crate::op::Reply;
+use crate::stats::VerifyReport;
+use crate::target::SystemUnderLoad;
+
+/// How long reading back one key may take, retries included.
+const READ_BACK: Duration = Duration::from_secs(30);
 
 /// A write that may be the key's last.
 #[derive(Debug, Clone)]
@@ -104,6 +115,38 @@ impl Tracker {
                 }
             }
         }
+    }
+}
+
+/// Reads back every written key (linearizable reads, one at a time) and
+/// checks each against `tracker`.
+pub(crate) async fn read_back(target: &SystemUnderLoad, tracker: &Tracker) -> VerifyReport {
+    let keys = tracker.keys();
+    let mut lost = 0;
+    let mut examples = Vec::new();
+    for key in &keys {
+        let op = Op::Get { key: key.clone() };
+        let outcome = target
+            .execute(0, &op, Instant::now() + READ_BACK, |_| {})
+            .await;
+        let problem = match outcome {
+            Outcome::Ok(Reply::Read(stored)) => tracker.check(key, stored.as_deref()).err(),
+            other => Some(format!(
+                "{}: could not be read back ({other:?})",
+                String::from_utf8_lossy(key)
+            )),
+        };
+        if let Some(problem) = problem {
+            lost += 1;
+            if examples.len() < 10 {
+                examples.push(problem);
+            }
+        }
+    }
+    VerifyReport {
+        keys_checked: keys.len() as u64,
+        lost_acknowledged_writes: lost,
+        examples,
     }
 }
 
