@@ -1,0 +1,356 @@
+//! One `raftkv-node` process: how to start it ([`NodeSpec`]), and the
+//! running node ([`TestNode`]) with its address, data, log and clients.
+
+use std::io::BufRead;
+use std::io::BufReader;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::ExitStatus;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use raftkv_client::ChannelOptions;
+use raftkv_client::Channels;
+use raftkv_proto::pb;
+use raftkv_proto::pb::admin_client::AdminClient;
+use raftkv_proto::pb::kv_client::KvClient;
+use tonic::transport::Channel;
+
+use crate::node_binary;
+use crate::poll_within;
+use crate::wait_for;
+
+/// Longest wait for a status answer: a node that is paused (SIGSTOP) accepts
+/// connections but never answers.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest gRPC message the test clients send or accept (the node's limit
+/// for a value is 1 MiB; tests send bigger ones to see them refused).
+const MAX_MESSAGE_BYTES: usize = 8 << 20;
+
+/// How to start one node. By default: on `127.0.0.1:0`, data in
+/// `<dir>/node-<id>`, log in `<dir>/node-<id>.log`, no extra flags.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    id: u64,
+    listen: String,
+    data_dir: PathBuf,
+    log: PathBuf,
+    /// Flags for every start, restarts included.
+    flags: Vec<String>,
+    /// Flags for the first start only.
+    once: Vec<String>,
+    /// `FAILPOINTS` for the first start only.
+    crash_points: Option<String>,
+}
+
+impl NodeSpec {
+    /// Node `id` with its data and log under `dir`.
+    pub fn new(dir: &Path, id: u64) -> NodeSpec {
+        NodeSpec {
+            id,
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.join(format!("node-{id}")),
+            log: dir.join(format!("node-{id}.log")),
+            flags: Vec::new(),
+            once: Vec::new(),
+            crash_points: None,
+        }
+    }
+
+    /// Listens on `address` (`ip:0` for a port the OS picks); the node also
+    /// connects out from that IP.
+    pub fn listen(mut self, address: &str) -> NodeSpec {
+        self.listen = address.to_string();
+        self
+    }
+
+    /// Keeps the node's data in `path` instead.
+    pub fn data_dir(mut self, path: impl Into<PathBuf>) -> NodeSpec {
+        self.data_dir = path.into();
+        self
+    }
+
+    /// Adds `flags` to every start of the node, restarts included.
+    pub fn flags<S: AsRef<str>>(mut self, flags: &[S]) -> NodeSpec {
+        self.flags
+            .extend(flags.iter().map(|f| f.as_ref().to_string()));
+        self
+    }
+
+    /// Adds `flags` to the first start only (e.g. `--bootstrap`).
+    pub fn once(mut self, flags: &[&str]) -> NodeSpec {
+        self.once.extend(flags.iter().map(|f| f.to_string()));
+        self
+    }
+
+    /// Arms crash points (`FAILPOINTS`, e.g. `name=return`) for the first
+    /// start only; needs a binary built with the node's `failpoints` feature.
+    pub fn crash_points(mut self, points: &str) -> NodeSpec {
+        self.crash_points = Some(points.to_string());
+        self
+    }
+
+    /// Starts the node and waits until it prints the address it listens on.
+    pub fn start(self) -> TestNode {
+        let mut node = TestNode {
+            id: self.id,
+            address: String::new(),
+            data_dir: self.data_dir,
+            log: self.log,
+            flags: self.flags,
+            child: Mutex::new(None),
+            channels: Channels::default(),
+        };
+        node.spawn(&self.listen, &self.once, self.crash_points.as_deref());
+        node
+    }
+}
+
+/// One `raftkv-node` process (killed on drop).
+pub struct TestNode {
+    pub id: u64,
+    /// host:port it listens on and advertises, kept across restarts.
+    pub address: String,
+    pub data_dir: PathBuf,
+    /// Where the node's log (stderr) goes, appended across restarts.
+    log: PathBuf,
+    /// Flags beyond id/listen/data-dir, reused on restart.
+    flags: Vec<String>,
+    /// The running process; behind a lock so that whether it still runs can
+    /// be asked through a shared reference.
+    child: Mutex<Option<Child>>,
+    /// Channels to this process; replaced on every start, so that no client
+    /// ever holds a connection to a previous process.
+    channels: Channels,
+}
+
+impl TestNode {
+    /// Node `id` with its data and log under `dir`, started with `flags`.
+    pub fn start(dir: &Path, id: u64, flags: &[&str]) -> TestNode {
+        NodeSpec::new(dir, id).flags(flags).start()
+    }
+
+    fn spawn(&mut self, listen: &str, extra: &[String], crash_points: Option<&str>) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|e| panic!("node log {}: {e}", self.log.display()));
+        let mut command = Command::new(node_binary());
+        command
+            .args(["--id", &self.id.to_string(), "--listen", listen])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.flags)
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .env_remove("FAILPOINTS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        // The node reads every flag from RAFTKV_* too: none may leak in from
+        // the environment the tests run in.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("RAFTKV_") {
+                command.env_remove(name);
+            }
+        }
+        if let Some(points) = crash_points {
+            command.env("FAILPOINTS", points);
+        }
+        let mut child = command.spawn().unwrap_or_else(|e| {
+            panic!("cannot start {}: {e}", node_binary().display());
+        });
+        // The node's one line on stdout: "raftkv-node <id> listening on <address>".
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let address = loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("listening on") => {
+                    break line
+                        .trim()
+                        .rsplit(' ')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                }
+                Some(Ok(_)) => continue,
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("node {} did not start; log:\n{}", self.id, self.log_tail());
+                }
+            }
+        };
+        assert!(!address.is_empty(), "node {} printed no address", self.id);
+        self.address = address;
+        self.channels = Channels::new(ChannelOptions {
+            connect_timeout: Duration::from_secs(5),
+            ..ChannelOptions::default()
+        });
+        *self.child.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(child);
+    }
+
+    fn child(&mut self) -> &mut Option<Child> {
+        self.child.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Everything the node has logged so far (all its runs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last lines of the node's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// `kill -9`: no chance to flush or say goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the process to exit; returns whether it
+    /// exited successfully (a clean stop).
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child().take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        let child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` (e.g. "STOP", "CONT") to the running process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("node is running");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&self) -> bool {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The exit status if the process has exited by itself (then it is no
+    /// longer this node's process).
+    fn exited(&mut self) -> Option<ExitStatus> {
+        let child = self.child();
+        let status = child.as_mut()?.try_wait().expect("try_wait")?;
+        *child = None;
+        Some(status)
+    }
+
+    /// Waits until the process exits by itself, failing after
+    /// [`PATIENCE`](crate::PATIENCE);
+    /// returns its exit status.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        assert!(self.child().is_some(), "node {} is not running", self.id);
+        let what = format!("node {} exits", self.id);
+        wait_for(&what, || std::future::ready(self.exited())).await
+    }
+
+    /// Whether the process exits by itself within `limit`.
+    pub async fn exits_within(&mut self, limit: Duration) -> bool {
+        poll_within(limit, || std::future::ready(self.exited()))
+            .await
+            .is_some()
+    }
+
+    /// Starts the node again on its address and data, with its flags.
+    pub fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    /// Starts the node again on its address and data, with its flags and,
+    /// for this start only, `extra`.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        assert!(!self.is_running(), "restart of running node {}", self.id);
+        *self.child() = None;
+        let address = self.address.clone();
+        let extra: Vec<String> = extra.iter().map(|f| f.to_string()).collect();
+        self.spawn(&address, &extra, None);
+    }
+
+    /// A channel to this process (connected on first use, then reused).
+    pub fn channel(&self) -> Channel {
+        self.channels.get(&self.address).expect("node address")
+    }
+
+    /// A KV client, accepting messages up to 8 MiB.
+    pub fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(self.channel())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// An admin client.
+    pub fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel())
+    }
+
+    /// This node's status, or `None` if it does not answer (in time).
+    pub async fn status(&self) -> Option<pb::NodeStatus> {
+        let mut admin = self.admin();
+        let answer = tokio::time::timeout(STATUS_TIMEOUT, admin.status(pb::Empty {}))
+            .await
+            .ok()?;
+        answer.ok().map(|r| r.into_inner())
+    }
+
+    /// Whether the health service reports `raftkv.Leader` as SERVING here
+    /// (`None`: the node does not answer).
+    pub async fn serves_leader_health(&self) -> Option<bool> {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::health_client::HealthClient;
+        let mut health = HealthClient::new(self.channel());
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: raftkv_proto::LEADER_HEALTH_SERVICE.into(),
+        };
+        let answer = tokio::time::timeout(STATUS_TIMEOUT, health.check(request))
+            .await
+            .ok()?
+            .ok()?
+            .into_inner();
+        Some(answer.status == ServingStatus::Serving as i32)
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl std::fmt::Debug for TestNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestNode")
+            .field("id", &self.id)
+            .field("address", &self.address)
+            .field("data_dir", &self.data_dir)
+            .field("pid", &self.pid())
+            .finish()
+    }
+}
