@@ -1,5 +1,6 @@
 //! Integration tests of raftkv-node: storage conformance and real clusters of
-//! `raftkv-node` processes on 127.0.0.1 with temporary data directories.
+//! `raftkv-node` processes (started through `raftkv_testkit`) on 127.0.0.1
+//! with temporary data directories.
 
 mod support;
 mod test_bad_input;

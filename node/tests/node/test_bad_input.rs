@@ -3,12 +3,11 @@
 use std::io::Write;
 
 use raftkv_proto::pb;
+use raftkv_testkit::TestCluster;
 use tonic::Code;
 
 use crate::support::get;
 use crate::support::put;
-use crate::support::Cluster;
-use crate::support::TestNode;
 
 fn assert_code<T: std::fmt::Debug>(
     result: Result<T, tonic::Status>,
@@ -27,8 +26,8 @@ fn assert_code<T: std::fmt::Debug>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_client_requests_are_rejected_without_effect() {
-    let mut cluster = Cluster::start(1, &[]).await;
-    let mut kv = cluster.node(1).kv().await;
+    let mut cluster = TestCluster::start(1).await;
+    let mut kv = cluster.node(1).kv();
     put(&mut kv, "kept", "original").await;
 
     let put_request = |key: Vec<u8>, value: Vec<u8>| pb::PutRequest { key, value };
@@ -97,12 +96,10 @@ async fn bad_client_requests_are_rejected_without_effect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_admin_requests_are_rejected_without_effect() {
-    let mut cluster = Cluster::start(1, &[]).await;
-    let mut admin = cluster.node(1).admin().await;
+    let mut cluster = TestCluster::start(1).await;
+    let mut admin = cluster.node(1).admin();
     // Node 2 joins as a learner only.
-    let learner = TestNode::start(&cluster.dir, 2, "127.0.0.1:0", &[], &[]);
-    let learner_address = learner.address.clone();
-    cluster.nodes.push(learner);
+    let learner_address = cluster.start_node(cluster.node_spec(2)).address.clone();
     admin
         .add_learner(pb::AddNodeRequest {
             node_id: 2,
@@ -234,7 +231,7 @@ async fn bad_admin_requests_are_rejected_without_effect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_port_does_not_hurt_the_node() {
-    let mut cluster = Cluster::start(1, &[]).await;
+    let mut cluster = TestCluster::start(1).await;
     let address = cluster.node(1).address.clone();
 
     // Raw bytes that are not HTTP/2 at all.
@@ -248,7 +245,7 @@ async fn garbage_on_the_port_does_not_hurt_the_node() {
     }
 
     // Well-formed gRPC carrying undecodable Raft messages.
-    let mut raft = pb::raft_client::RaftClient::new(crate::support::channel(&address).await);
+    let mut raft = pb::raft_client::RaftClient::new(cluster.node(1).channel());
     let garbage = || pb::RaftPayload {
         data: vec![0xde, 0xad, 0xbe, 0xef, 7, 7, 7].into(),
     };
@@ -301,7 +298,7 @@ async fn garbage_on_the_port_does_not_hurt_the_node() {
     );
 
     assert!(cluster.node(1).is_running(), "the node died");
-    let mut kv = cluster.node(1).kv().await;
+    let mut kv = cluster.node(1).kv();
     put(&mut kv, "still", "alive").await;
     assert_eq!(
         get(&mut kv, "still", false).await.as_deref(),

@@ -4,27 +4,19 @@
 use std::collections::BTreeMap;
 
 use raftkv_proto::pb;
+use raftkv_testkit::wait_for;
+use raftkv_testkit::TestCluster;
 
 use crate::support::get;
 use crate::support::put;
-use crate::support::wait_for;
-use crate::support::Cluster;
-use crate::support::TestNode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_and_followers_forward() {
-    let mut cluster = Cluster::start(2, &[]).await;
+    let mut cluster = TestCluster::start(2).await;
     // The third node joins by itself with --join.
     let address_of_1 = cluster.nodes[0].address.clone();
-    let joiner = TestNode::start(
-        &cluster.dir,
-        3,
-        "127.0.0.1:0",
-        &["--join", &address_of_1],
-        &[],
-    );
-    cluster.nodes.push(joiner);
-    let admin = cluster.nodes[0].admin().await;
+    cluster.start_node(cluster.node_spec(3).flags(&["--join", &address_of_1]));
+    let admin = cluster.nodes[0].admin();
     let voters = wait_for("node 3 joins as a voter", || {
         let mut admin = admin.clone();
         async move {
@@ -46,12 +38,12 @@ async fn three_nodes_replicate_and_followers_forward() {
     assert_eq!(voters, vec![1, 2, 3]);
 
     let leader = cluster.wait_for_leader().await;
-    let mut on_leader = cluster.node(leader).kv().await;
+    let mut on_leader = cluster.node(leader).kv();
     let index = put(&mut on_leader, "color", "blue").await;
     assert!(index > 0);
     cluster.wait_applied(index).await;
     for node in &cluster.nodes {
-        let mut kv = node.kv().await;
+        let mut kv = node.kv();
         assert_eq!(
             get(&mut kv, "color", true).await.as_deref(),
             Some(&b"blue"[..]),
@@ -72,7 +64,7 @@ async fn three_nodes_replicate_and_followers_forward() {
         .iter()
         .find(|n| n.id != leader)
         .expect("follower");
-    let mut on_follower = follower.kv().await;
+    let mut on_follower = follower.kv();
     put(&mut on_follower, "shape", "round").await;
     let deleted = on_follower
         .delete(pb::DeleteRequest {
@@ -128,7 +120,6 @@ async fn three_nodes_replicate_and_followers_forward() {
     for node in &cluster.nodes {
         let digest = node
             .admin()
-            .await
             .state_digest(pb::Empty {})
             .await
             .expect("digest")
@@ -141,11 +132,11 @@ async fn three_nodes_replicate_and_followers_forward() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_moves_to_the_chosen_node() {
-    let mut cluster = Cluster::start(3, &[]).await;
+    let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
     let target = if leader == 3 { 2 } else { 3 };
     // Sent to any node: followers forward it to the leader.
-    let mut admin = cluster.node(target).admin().await;
+    let mut admin = cluster.node(target).admin();
     let moved = admin
         .transfer_leader(pb::TransferLeaderRequest {
             node_id: target,
@@ -158,10 +149,10 @@ async fn leadership_moves_to_the_chosen_node() {
     assert_eq!(moved.leader_address, cluster.node(target).address);
     assert_eq!(cluster.wait_for_leader().await, target);
 
-    let mut kv = cluster.node(leader).kv().await;
+    let mut kv = cluster.node(leader).kv();
     let index = put(&mut kv, "after-transfer", "yes").await;
     cluster.wait_applied(index).await;
-    let mut on_target = cluster.node(target).kv().await;
+    let mut on_target = cluster.node(target).kv();
     assert_eq!(
         get(&mut on_target, "after-transfer", true).await.as_deref(),
         Some(&b"yes"[..])
@@ -181,10 +172,10 @@ async fn leadership_moves_to_the_chosen_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
-    let mut cluster = Cluster::start(3, &[]).await;
+    let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_single_serving_leader().await;
     let mut acknowledged = Vec::new();
-    let mut kv = cluster.node(leader).kv().await;
+    let mut kv = cluster.node(leader).kv();
     for i in 0..50 {
         let key = format!("before-{i}");
         put(&mut kv, &key, &i.to_string()).await;
@@ -204,7 +195,7 @@ async fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
         );
     }
 
-    let mut kv = cluster.node(new_leader).kv().await;
+    let mut kv = cluster.node(new_leader).kv();
     for i in 0..20 {
         let key = format!("after-{i}");
         put(&mut kv, &key, &i.to_string()).await;
@@ -219,7 +210,7 @@ async fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
     }
 
     // The old leader comes back as a follower and catches up.
-    cluster.node(leader).restart(&[]);
+    cluster.node(leader).restart();
     let index = kv
         .put(pb::PutRequest {
             key: "last".into(),
@@ -230,7 +221,7 @@ async fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
         .into_inner()
         .index;
     cluster.wait_applied(index).await;
-    let mut old = cluster.node(leader).kv().await;
+    let mut old = cluster.node(leader).kv();
     for (key, value) in &acknowledged {
         assert_eq!(
             get(&mut old, key, true).await.as_deref(),
@@ -242,16 +233,15 @@ async fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_restart_recovers_everything_and_bootstrap_is_harmless() {
-    let mut cluster = Cluster::start(3, &[]).await;
+    let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
-    let mut kv = cluster.node(leader).kv().await;
+    let mut kv = cluster.node(leader).kv();
     for i in 0..30 {
         put(&mut kv, &format!("k{i}"), &format!("v{i}")).await;
     }
     let before = cluster
         .node(leader)
         .admin()
-        .await
         .get_configuration(pb::Empty {})
         .await
         .expect("config")
@@ -266,14 +256,14 @@ async fn full_restart_recovers_everything_and_bootstrap_is_harmless() {
     cluster.node(2).kill();
     cluster.node(3).kill();
 
-    cluster.node(1).restart(&["--bootstrap"]);
-    cluster.node(2).restart(&[]);
-    cluster.node(3).restart(&["--bootstrap"]);
+    cluster.node(1).restart_with(&["--bootstrap"]);
+    cluster.node(2).restart();
+    cluster.node(3).restart_with(&["--bootstrap"]);
     // Node 1's clean stop closed its connections, so nodes 2 and 3 may have
     // elected one of them in a newer term before they were killed: node 1 can
     // resume its old term for a moment after the restart. Read once all agree.
     let leader = cluster.wait_for_agreed_leader().await;
-    let mut kv = cluster.node(leader).kv().await;
+    let mut kv = cluster.node(leader).kv();
     for i in 0..30 {
         assert_eq!(
             get(&mut kv, &format!("k{i}"), false).await,
@@ -283,7 +273,6 @@ async fn full_restart_recovers_everything_and_bootstrap_is_harmless() {
     let after = cluster
         .node(leader)
         .admin()
-        .await
         .get_configuration(pb::Empty {})
         .await
         .expect("config")
@@ -305,24 +294,18 @@ async fn full_restart_recovers_everything_and_bootstrap_is_harmless() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_node_catches_up_from_a_snapshot() {
     let flags = ["--snapshot-after", "50", "--snapshot-keep", "0"];
-    let mut cluster = Cluster::start(3, &flags).await;
+    let mut cluster = TestCluster::builder().flags(&flags).start(3).await;
     let leader = cluster.wait_for_leader().await;
-    let mut kv = cluster.node(leader).kv().await;
+    let mut kv = cluster.node(leader).kv();
     let mut index = 0;
     for i in 0..300 {
         index = put(&mut kv, &format!("key-{i:03}"), &format!("value-{i}")).await;
     }
     // The leader's log no longer starts at 1: a newcomer needs the snapshot.
-    let address = cluster.node(leader).address.clone();
-    wait_for("the leader compacts its log", || {
-        let address = address.clone();
-        async move {
-            let mut admin = pb::admin_client::AdminClient::connect(format!("http://{address}"))
-                .await
-                .ok()?;
-            let status = admin.status(pb::Empty {}).await.ok()?.into_inner();
-            (status.purged_index.unwrap_or(0) > 0).then_some(())
-        }
+    let leader_node = &*cluster.node(leader);
+    wait_for("the leader compacts its log", || async move {
+        let status = leader_node.status().await?;
+        (status.purged_index.unwrap_or(0) > 0).then_some(())
     })
     .await;
 
@@ -333,7 +316,7 @@ async fn a_new_node_catches_up_from_a_snapshot() {
         status.snapshot_index.unwrap_or(0) > 0,
         "node 4 did not install a snapshot: {status:?}"
     );
-    let mut on_new = cluster.node(4).kv().await;
+    let mut on_new = cluster.node(4).kv();
     for i in [0, 150, 299] {
         assert_eq!(
             get(&mut on_new, &format!("key-{i:03}"), true).await,
@@ -356,7 +339,6 @@ async fn a_new_node_catches_up_from_a_snapshot() {
     let snapshot = cluster
         .node(4)
         .admin()
-        .await
         .trigger_snapshot(pb::Empty {})
         .await
         .expect("snapshot")

@@ -7,11 +7,10 @@ use std::net::TcpListener;
 
 use raftkv_proto::pb;
 use raftkv_proto::pb::admin_client::AdminClient;
+use raftkv_testkit::wait_for;
+use raftkv_testkit::TestCluster;
+use raftkv_testkit::TestNode;
 use tonic::transport::Channel;
-
-use crate::support::wait_for;
-use crate::support::Cluster;
-use crate::support::TestNode;
 
 /// The voters of the committed configuration as `admin` (the leader) sees it.
 async fn committed_voters(admin: &mut AdminClient<Channel>) -> Option<Vec<u64>> {
@@ -30,8 +29,8 @@ async fn committed_voters(admin: &mut AdminClient<Channel>) -> Option<Vec<u64>> 
 }
 
 /// Waits until the committed configuration on node 1 has exactly `expected` voters.
-async fn wait_for_voters(cluster: &Cluster, expected: &[u64]) {
-    let admin = cluster.nodes[0].admin().await;
+async fn wait_for_voters(cluster: &TestCluster, expected: &[u64]) {
+    let admin = cluster.nodes[0].admin();
     wait_for(&format!("the voters are {expected:?}"), || {
         let mut admin = admin.clone();
         async move { (committed_voters(&mut admin).await? == expected).then_some(()) }
@@ -49,15 +48,13 @@ fn unused_address() -> String {
 async fn nodes_booting_together_all_become_voters() {
     // Formation is racy by nature: repeat it so a lost race would show.
     for round in 1..=3 {
-        let mut cluster = Cluster::start(1, &[]).await;
+        let mut cluster = TestCluster::start(1).await;
         let seed = cluster.nodes[0].address.clone();
         let joiners: Vec<TestNode> = std::thread::scope(|scope| {
             let starts: Vec<_> = (2..=5)
                 .map(|id| {
-                    let (dir, seed) = (&cluster.dir, &seed);
-                    scope.spawn(move || {
-                        TestNode::start(dir, id, "127.0.0.1:0", &["--join", seed], &[])
-                    })
+                    let spec = cluster.node_spec(id).flags(&["--join", &seed]);
+                    scope.spawn(move || spec.start())
                 })
                 .collect();
             starts
@@ -80,13 +77,11 @@ async fn nodes_booting_together_all_become_voters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_add_voter_calls_both_succeed() {
-    let mut cluster = Cluster::start(1, &[]).await;
-    let two = TestNode::start(&cluster.dir, 2, "127.0.0.1:0", &[], &[]);
-    let three = TestNode::start(&cluster.dir, 3, "127.0.0.1:0", &[], &[]);
-    let (address_2, address_3) = (two.address.clone(), three.address.clone());
-    cluster.nodes.extend([two, three]);
-    let mut first = cluster.nodes[0].admin().await;
-    let mut second = cluster.nodes[0].admin().await;
+    let mut cluster = TestCluster::start(1).await;
+    let address_2 = cluster.start_node(cluster.node_spec(2)).address.clone();
+    let address_3 = cluster.start_node(cluster.node_spec(3)).address.clone();
+    let mut first = cluster.nodes[0].admin();
+    let mut second = cluster.nodes[0].admin();
     let (a, b) = tokio::join!(
         first.add_voter(pb::AddNodeRequest {
             node_id: 2,
@@ -107,8 +102,8 @@ async fn concurrent_add_voter_calls_both_succeed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_node_waits_for_its_cluster_to_come_up() {
     let seed = unused_address();
-    let dir = tempfile::TempDir::new().expect("temp dir");
-    let mut joiner = TestNode::start(&dir, 2, "127.0.0.1:0", &["--join", &seed], &[]);
+    let mut cluster = TestCluster::new();
+    let joiner = cluster.start_node(cluster.node_spec(2).flags(&["--join", &seed]));
     wait_for(
         "the joiner has failed to reach the seed at least once",
         || {
@@ -123,8 +118,7 @@ async fn a_joining_node_waits_for_its_cluster_to_come_up() {
         joiner.log_tail()
     );
 
-    let first = TestNode::start(&dir, 1, &seed, &[], &["--bootstrap"]);
-    let mut cluster = Cluster::adopt(dir, vec![first, joiner]);
+    cluster.start_node(cluster.node_spec(1).listen(&seed).once(&["--bootstrap"]));
     cluster.wait_for_leader().await;
     wait_for_voters(&cluster, &[1, 2]).await;
 }
@@ -134,13 +128,7 @@ async fn a_join_that_cannot_succeed_stops_the_node() {
     // Nobody ever answers: the node gives up after --join-timeout.
     let dir = tempfile::TempDir::new().expect("temp dir");
     let nobody = unused_address();
-    let mut lonely = TestNode::start(
-        &dir,
-        2,
-        "127.0.0.1:0",
-        &["--join", &nobody, "--join-timeout", "1s"],
-        &[],
-    );
+    let mut lonely = TestNode::start(dir.path(), 2, &["--join", &nobody, "--join-timeout", "1s"]);
     let status = lonely.wait_exit().await;
     assert!(!status.success(), "a failed join must exit non-zero");
     let log = lonely.log();
@@ -151,11 +139,11 @@ async fn a_join_that_cannot_succeed_stops_the_node() {
 
     // The cluster refuses for good (id 1 is a member at another address):
     // the node stops at once, without waiting for the timeout.
-    let cluster = Cluster::start(1, &[]).await;
+    let cluster = TestCluster::start(1).await;
     let seed = cluster.nodes[0].address.clone();
     // The same id as node 1, but a data dir of its own.
     let elsewhere = tempfile::TempDir::new().expect("temp dir");
-    let mut impostor = TestNode::start(&elsewhere, 1, "127.0.0.1:0", &["--join", &seed], &[]);
+    let mut impostor = TestNode::start(elsewhere.path(), 1, &["--join", &seed]);
     let status = impostor.wait_exit().await;
     assert!(!status.success(), "a refused join must exit non-zero");
     let log = impostor.log();
@@ -163,6 +151,6 @@ async fn a_join_that_cannot_succeed_stops_the_node() {
         log.contains("refused to add this node") && log.contains("already a member"),
         "the refusal is logged:\n{log}"
     );
-    let mut admin = cluster.nodes[0].admin().await;
+    let mut admin = cluster.nodes[0].admin();
     assert_eq!(committed_voters(&mut admin).await, Some(vec![1]));
 }
