@@ -1,7 +1,9 @@
-//! Where a command goes and how it gets there: every call raft-admin makes
-//! passes through one of the two helpers here, so each carries the command's
-//! deadline and only the leader-aware [`ClusterClient`] decides about retries
-//! and redirects.
+//! Where a command goes and how it gets there. Every call raft-admin makes
+//! passes through the helpers here, either once to one node
+//! ([`Target::on_node`], [`Target::on_address`]) or to the leader
+//! ([`Target::on_leader`], [`Target::on_leader_patiently`]), so each carries
+//! the command's deadline and only the leader-aware [`ClusterClient`] decides
+//! about retries and redirects.
 
 use std::future::Future;
 use std::time::Duration;
