@@ -323,6 +323,16 @@ impl Drop for TestCluster {
         for node in &mut self.nodes {
             node.kill();
         }
+        // A failed test loses the directory: show what the nodes said first.
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                eprintln!(
+                    "--- the last lines node {} logged ---\n{}",
+                    node.id,
+                    node.log_tail()
+                );
+            }
+        }
     }
 }
 

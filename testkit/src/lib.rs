@@ -26,6 +26,7 @@ pub use cluster::ClusterBuilder;
 pub use cluster::TestCluster;
 pub use node::NodeSpec;
 pub use node::TestNode;
+pub use node::CLEAN_STOP;
 pub use program::run_program;
 pub use program::Run;
 pub use wait::poll_within;

@@ -11,6 +11,7 @@ use std::process::ExitStatus;
 use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
+use std::time::Instant;
 
 use raftkv_client::ChannelOptions;
 use raftkv_client::Channels;
@@ -26,6 +27,9 @@ use crate::wait_for;
 /// Longest wait for a status answer: a node that is paused (SIGSTOP) accepts
 /// connections but never answers.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest a clean stop (SIGTERM until exit) may take.
+pub const CLEAN_STOP: Duration = Duration::from_secs(10);
 
 /// Largest gRPC message the test clients send or accept (the node's limit
 /// for a value is 1 MiB; tests send bigger ones to see them refused).
@@ -180,8 +184,12 @@ impl TestNode {
                 Some(Ok(_)) => continue,
                 _ => {
                     let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("node {} did not start; log:\n{}", self.id, self.log_tail());
+                    let status = child.wait();
+                    panic!(
+                        "node {} did not start ({status:?}); log:\n{}",
+                        self.id,
+                        self.log_tail()
+                    );
                 }
             }
         };
@@ -219,7 +227,8 @@ impl TestNode {
     }
 
     /// SIGTERM, then waits for the process to exit; returns whether it
-    /// exited successfully (a clean stop).
+    /// exited successfully within [`CLEAN_STOP`] (a clean stop). A process
+    /// still running then is killed, and the stop was not clean.
     pub fn stop(&mut self) -> bool {
         let Some(mut child) = self.child().take() else {
             return true;
@@ -227,7 +236,17 @@ impl TestNode {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        child.wait().map(|s| s.success()).unwrap_or(false)
+        let deadline = Instant::now() + CLEAN_STOP;
+        while Instant::now() < deadline {
+            match child.try_wait() {
+                Ok(Some(status)) => return status.success(),
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(_) => break,
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     /// The process id, while running.
