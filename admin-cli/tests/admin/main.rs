@@ -1,5 +1,6 @@
-//! Integration tests of raft-admin: the real binary against real nodes
-//! running in this process on 127.0.0.1:0 with temporary data directories.
+//! Integration tests of raft-admin: the real binary against real
+//! `raftkv-node` processes (started through `raftkv_testkit`) on
+//! 127.0.0.1:0 with temporary data directories.
 
 mod support;
 mod test_commands;

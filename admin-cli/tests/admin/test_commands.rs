@@ -1,12 +1,12 @@
 //! Every raft-admin workflow an operator needs, and its refusals.
 
+use raftkv_testkit::TestNode;
 use tempfile::TempDir;
 
 use crate::support::configuration;
 use crate::support::leader_configuration;
 use crate::support::raft_admin;
 use crate::support::wait_until;
-use crate::support::TestNode;
 
 fn voter(id: u64, address: &str) -> (u64, String, String) {
     (id, address.to_string(), "Voter".to_string())
@@ -23,9 +23,9 @@ async fn wait_for_leader(address: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn add_voter_from_two_terminals_at_once() {
     let dir = TempDir::new().expect("temp dir");
-    let n1 = TestNode::start(&dir, 1, true).await;
-    let n2 = TestNode::start(&dir, 2, false).await;
-    let n3 = TestNode::start(&dir, 3, false).await;
+    let n1 = TestNode::start(dir.path(), 1, &["--bootstrap"]);
+    let n2 = TestNode::start(dir.path(), 2, &[]);
+    let n3 = TestNode::start(dir.path(), 3, &[]);
     let a1 = n1.address.as_str();
     wait_for_leader(a1).await;
 
@@ -43,10 +43,10 @@ async fn add_voter_from_two_terminals_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grow_steer_and_shrink_a_cluster() {
     let dir = TempDir::new().expect("temp dir");
-    let n1 = TestNode::start(&dir, 1, true).await;
-    let n2 = TestNode::start(&dir, 2, false).await;
-    let n3 = TestNode::start(&dir, 3, false).await;
-    let n4 = TestNode::start(&dir, 4, false).await;
+    let n1 = TestNode::start(dir.path(), 1, &["--bootstrap"]);
+    let n2 = TestNode::start(dir.path(), 2, &[]);
+    let n3 = TestNode::start(dir.path(), 3, &[]);
+    let n4 = TestNode::start(dir.path(), 4, &[]);
     let a1 = n1.address.as_str();
     wait_for_leader(a1).await;
 
@@ -169,9 +169,9 @@ async fn grow_steer_and_shrink_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_is_found_when_the_first_endpoint_is_a_follower_or_down() {
     let dir = TempDir::new().expect("temp dir");
-    let n1 = TestNode::start(&dir, 1, true).await;
-    let n2 = TestNode::start(&dir, 2, false).await;
-    let mut n3 = TestNode::start(&dir, 3, false).await;
+    let n1 = TestNode::start(dir.path(), 1, &["--bootstrap"]);
+    let n2 = TestNode::start(dir.path(), 2, &[]);
+    let mut n3 = TestNode::start(dir.path(), 3, &[]);
     wait_for_leader(&n1.address).await;
     raft_admin(&[&n1.address, "add_voter", "2", &n2.address])
         .await
@@ -194,7 +194,7 @@ async fn leader_is_found_when_the_first_endpoint_is_a_follower_or_down() {
     assert_eq!(state.stdout.trim(), "Leader");
 
     // Node 3 is down and listed first: the command still reaches the leader.
-    n3.stop().await;
+    n3.stop();
     let plain = format!("{},{},{}", n3.address, n1.address, n2.address);
     raft_admin(&["--endpoints", &plain, "put", "after", "stop"])
         .await
@@ -218,8 +218,8 @@ async fn leader_is_found_when_the_first_endpoint_is_a_follower_or_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_is_refused_and_changes_nothing() {
     let dir = TempDir::new().expect("temp dir");
-    let n1 = TestNode::start(&dir, 1, true).await;
-    let n2 = TestNode::start(&dir, 2, false).await;
+    let n1 = TestNode::start(dir.path(), 1, &["--bootstrap"]);
+    let n2 = TestNode::start(dir.path(), 2, &[]);
     let a1 = n1.address.as_str();
     wait_for_leader(a1).await;
     raft_admin(&[a1, "add_nonvoter", "2", &n2.address])
