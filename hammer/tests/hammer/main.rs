@@ -1,7 +1,6 @@
 //! Integration tests of hammer against real raftkv clusters (and against its
-//! own no-op etcd server): each node is a separate process (this test binary
-//! re-executed as a node, see `support::node_process`), so a node can be
-//! killed with SIGKILL.
+//! own no-op etcd server): each node is a `raftkv-node` process started
+//! through `raftkv_testkit`, so a node can be killed with SIGKILL.
 
 mod support;
 mod test_faults;

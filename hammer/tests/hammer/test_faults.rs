@@ -11,11 +11,10 @@ use hammer::check;
 use hammer::history;
 use hammer::stats::Report;
 use raftkv_proto::pb;
+use raftkv_testkit::TestCluster;
+use raftkv_testkit::TestNode;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
-
-use crate::support::Cluster;
-use crate::support::TestNode;
 
 /// Bound on re-election after a healed fault (the requirement, not a benchmark).
 pub const LEADER_BACK: Duration = Duration::from_secs(5);
@@ -27,7 +26,7 @@ pub struct Load {
 }
 
 /// Starts hammer against `cluster` for `seconds`, recording a history.
-pub fn start_load(cluster: &Cluster, seconds: u64, extra: &[&str]) -> Load {
+pub fn start_load(cluster: &TestCluster, seconds: u64, extra: &[&str]) -> Load {
     let dir = TempDir::new().expect("temp dir");
     let history = dir.path().join("history.jsonl");
     let duration = format!("{seconds}s");
@@ -61,7 +60,7 @@ pub fn start_load(cluster: &Cluster, seconds: u64, extra: &[&str]) -> Load {
 }
 
 /// Waits for the load to end and checks everything that must hold.
-pub async fn finish(load: Load, cluster: &Cluster) -> Report {
+pub async fn finish(load: Load, cluster: &TestCluster) -> Report {
     let report = load.task.await.expect("join").expect("hammer run");
     let verify = report.verify.as_ref().expect("verify ran");
     assert_eq!(
@@ -88,10 +87,10 @@ pub async fn finish(load: Load, cluster: &Cluster) -> Report {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_the_leader_under_load() {
-    let mut cluster = Cluster::start(3).await;
+    let mut cluster = TestCluster::start(3).await;
     let load = start_load(&cluster, 5, &[]);
     let leader = cluster.wait_for_leader().await;
-    let applied = cluster.node_status_applied(leader).await;
+    let applied = cluster.applied_index(leader).await;
     cluster.wait_applied_beyond(leader, applied + 200).await;
     cluster.node(leader).kill();
     cluster.leader_within(LEADER_BACK, Some(leader)).await;
@@ -101,10 +100,10 @@ async fn kill_the_leader_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_the_leader_longer_than_the_election_timeout() {
-    let cluster = Cluster::start(3).await;
+    let cluster = TestCluster::start(3).await;
     let load = start_load(&cluster, 5, &[]);
     let leader = cluster.wait_for_leader().await;
-    let applied = cluster.node_status_applied(leader).await;
+    let applied = cluster.applied_index(leader).await;
     cluster.wait_applied_beyond(leader, applied + 200).await;
     let paused = cluster
         .nodes
@@ -120,10 +119,10 @@ async fn pause_the_leader_longer_than_the_election_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_and_restart_the_whole_cluster() {
-    let mut cluster = Cluster::start(3).await;
+    let mut cluster = TestCluster::start(3).await;
     let load = start_load(&cluster, 6, &["--timeout", "4s"]);
     let leader = cluster.wait_for_leader().await;
-    let applied = cluster.node_status_applied(leader).await;
+    let applied = cluster.applied_index(leader).await;
     cluster.wait_applied_beyond(leader, applied + 200).await;
     for id in 1..=3 {
         cluster.node(id).kill();
@@ -137,9 +136,9 @@ async fn crash_and_restart_the_whole_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_and_restart_a_single_node_cluster() {
-    let mut cluster = Cluster::start(1).await;
+    let mut cluster = TestCluster::start(1).await;
     let load = start_load(&cluster, 4, &["--timeout", "4s"]);
-    let applied = cluster.node_status_applied(1).await;
+    let applied = cluster.applied_index(1).await;
     cluster.wait_applied_beyond(1, applied + 200).await;
     cluster.node(1).kill();
     cluster.node(1).restart();
@@ -149,13 +148,13 @@ async fn crash_and_restart_a_single_node_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_and_re_add_a_voter_under_load() {
-    let mut cluster = Cluster::start(3).await;
+    let mut cluster = TestCluster::start(3).await;
     let load = start_load(&cluster, 6, &[]);
     let leader = cluster.wait_for_leader().await;
-    let applied = cluster.node_status_applied(leader).await;
+    let applied = cluster.applied_index(leader).await;
     cluster.wait_applied_beyond(leader, applied + 200).await;
     let victim = if leader == 3 { 2 } else { 3 };
-    let mut admin = cluster.node(leader).admin().await.expect("admin");
+    let mut admin = cluster.node(leader).admin();
     admin
         .remove_node(pb::NodeRequest {
             node_id: victim,
@@ -166,7 +165,7 @@ async fn remove_and_re_add_a_voter_under_load() {
     // Its old state is stale by now: start it afresh and add it back.
     cluster.node(victim).kill();
     let dir = TempDir::new().expect("temp dir");
-    let mut fresh = TestNode::start(&dir, victim, &[]);
+    let mut fresh = TestNode::start(dir.path(), victim, &[]);
     let request = pb::AddNodeRequest {
         node_id: victim,
         address: fresh.address.clone(),
@@ -194,20 +193,19 @@ async fn remove_and_re_add_a_voter_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_a_snapshot_under_load() {
     let flags = ["--snapshot-after", "100", "--snapshot-keep", "10"];
-    let mut cluster = Cluster::start_with(3, &flags, None).await;
+    let mut cluster = TestCluster::builder().flags(&flags).start(3).await;
     let load = start_load(&cluster, 6, &[]);
     let leader = cluster.wait_for_leader().await;
-    let applied = cluster.node_status_applied(leader).await;
+    let applied = cluster.applied_index(leader).await;
     cluster.wait_applied_beyond(leader, applied + 500).await;
     // Node 4 joins after the log was compacted: it must take a snapshot while writes go on.
-    let node = TestNode::start(&cluster.dir, 4, &flags);
+    let node = cluster.start_node(cluster.node_spec(4));
     let request = pb::AddNodeRequest {
         node_id: 4,
         address: node.address.clone(),
         previous_index: 0,
     };
-    cluster.nodes.push(node);
-    let mut admin = cluster.node(leader).admin().await.expect("admin");
+    let mut admin = cluster.node(leader).admin();
     admin.add_voter(request).await.expect("add voter 4");
     let status = cluster.node(4).status().await.expect("status");
     assert!(

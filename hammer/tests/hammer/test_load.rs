@@ -6,9 +6,9 @@ use std::path::Path;
 use clap::Parser;
 use hammer::history;
 use raftkv_proto::pb;
+use raftkv_testkit::TestCluster;
 
 use crate::support::hammer_binary;
-use crate::support::Cluster;
 
 fn args(list: &[&str]) -> hammer::RunArgs {
     hammer::Cli::parse_from(std::iter::once("hammer").chain(list.iter().copied())).run
@@ -22,7 +22,7 @@ fn count_outcomes(path: &Path) -> (u64, u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_run_reports_throughput_and_loses_nothing() {
-    let cluster = Cluster::start(3).await;
+    let cluster = TestCluster::start(3).await;
     let dir = tempfile::TempDir::new().expect("temp dir");
     let history_file = dir.path().join("history.jsonl");
     let plot = dir.path().join("run.svg");
@@ -102,9 +102,9 @@ async fn a_short_run_reports_throughput_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_through_a_leadership_transfer_loses_nothing_and_reports_the_gap() {
-    let cluster = Cluster::start(3).await;
+    let cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
-    let applied = cluster.node_status_applied(leader).await;
+    let applied = cluster.applied_index(leader).await;
     let run = args(&[
         "--endpoints",
         &cluster.endpoints(),
@@ -117,7 +117,7 @@ async fn a_run_through_a_leadership_transfer_loses_nothing_and_reports_the_gap()
     let load = tokio::spawn(async move { hammer::load(&run).await });
     // Transfer once the load is flowing.
     cluster.wait_applied_beyond(leader, applied + 200).await;
-    let mut admin = cluster.nodes[0].admin().await.expect("admin");
+    let mut admin = cluster.nodes[0].admin();
     let moved = admin
         .transfer_leader(pb::TransferLeaderRequest {
             node_id: 0,
@@ -158,9 +158,9 @@ async fn a_run_through_a_leadership_transfer_loses_nothing_and_reports_the_gap()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_mid_run_records_unknown_outcomes_and_loses_nothing() {
-    let mut cluster = Cluster::start(3).await;
+    let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
-    let applied = cluster.node_status_applied(leader).await;
+    let applied = cluster.applied_index(leader).await;
     let dir = tempfile::TempDir::new().expect("temp dir");
     let history_file = dir.path().join("history.jsonl");
     let run = args(&[

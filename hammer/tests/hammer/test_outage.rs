@@ -10,11 +10,11 @@ use std::time::Instant;
 use clap::Parser;
 use hammer::stats::GapEdge;
 use hammer::stats::Report;
+use raftkv_testkit::TestCluster;
+use raftkv_testkit::TestNode;
 use tempfile::TempDir;
 
 use crate::support::hammer_binary;
-use crate::support::Cluster;
-use crate::support::TestNode;
 
 /// Length of the runs that lose their quorum.
 const RUN: Duration = Duration::from_secs(10);
@@ -25,9 +25,9 @@ fn strings(list: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_quorum_for_good_ends_the_run_in_an_outage() {
-    let mut cluster = Cluster::start(3).await;
+    let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
-    let applied = cluster.node_status_applied(leader).await;
+    let applied = cluster.applied_index(leader).await;
     let endpoints = cluster.endpoints();
     let run = |prefix: &str, flag: &str| {
         strings(&[
@@ -111,7 +111,9 @@ async fn losing_the_quorum_for_good_ends_the_run_in_an_outage() {
 async fn a_cluster_that_never_had_a_leader_is_one_gap_from_the_start() {
     let dir = TempDir::new().expect("temp dir");
     // Without --bootstrap nodes wait to be added to a cluster: nobody leads.
-    let nodes: Vec<TestNode> = (1..=3).map(|id| TestNode::start(&dir, id, &[])).collect();
+    let nodes: Vec<TestNode> = (1..=3)
+        .map(|id| TestNode::start(dir.path(), id, &[]))
+        .collect();
     let endpoints = nodes
         .iter()
         .map(|n| n.address.clone())

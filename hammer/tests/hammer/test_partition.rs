@@ -7,12 +7,10 @@
 use std::process::Command;
 use std::process::Stdio;
 
-use tempfile::TempDir;
+use raftkv_testkit::TestCluster;
 
 use crate::support::is_root;
 use crate::support::run_isolated_driver;
-use crate::support::Cluster;
-use crate::support::TestNode;
 use crate::test_faults::finish;
 use crate::test_faults::start_load;
 use crate::test_faults::LEADER_BACK;
@@ -103,38 +101,18 @@ async fn partition_driver() {
     // Nodes on 127.0.0.2-4, each connecting out from its own address; the
     // load comes from 127.0.0.1, which no rule touches.
     let ip = |id: u64| format!("127.0.0.{}", id + 1);
-    let dir = TempDir::new().expect("temp dir");
-    let mut cluster = Cluster {
-        dir,
-        nodes: Vec::new(),
-    };
-    cluster.nodes.push(TestNode::start_at(
-        &cluster.dir,
-        1,
-        &format!("{}:0", ip(1)),
-        &["--bootstrap"],
-    ));
-    cluster.wait_for_leader().await;
+    let mut cluster = TestCluster::new();
+    cluster
+        .bootstrap(cluster.node_spec(1).listen(&format!("{}:0", ip(1))))
+        .await;
     for id in 2..=3 {
-        let node = TestNode::start_at(&cluster.dir, id, &format!("{}:0", ip(id)), &[]);
-        let request = raftkv_proto::pb::AddNodeRequest {
-            node_id: id,
-            address: node.address.clone(),
-            previous_index: 0,
-        };
-        cluster.nodes.push(node);
-        cluster.nodes[0]
-            .admin()
-            .await
-            .expect("admin")
-            .add_voter(request)
-            .await
-            .expect("add voter");
+        let spec = cluster.node_spec(id).listen(&format!("{}:0", ip(id)));
+        cluster.add_voter_from(spec).await;
     }
 
     let load = start_load(&cluster, 8, &["--timeout", "1s"]);
     let leader = cluster.wait_for_leader().await;
-    let applied = cluster.node_status_applied(leader).await;
+    let applied = cluster.applied_index(leader).await;
     cluster.wait_applied_beyond(leader, applied + 200).await;
 
     run("nft", &["add", "table", "inet", TABLE]);
@@ -157,7 +135,7 @@ async fn partition_driver() {
         }
     }
     let new_leader = cluster.leader_within(LEADER_BACK, Some(leader)).await;
-    let applied = cluster.node_status_applied(new_leader).await;
+    let applied = cluster.applied_index(new_leader).await;
     cluster.wait_applied_beyond(new_leader, applied + 100).await;
 
     run("nft", &["delete", "table", "inet", TABLE]);

@@ -6,11 +6,10 @@
 use std::time::Duration;
 
 use raftkv_proto::pb;
+use raftkv_testkit::TestCluster;
 
 use crate::support::is_root;
 use crate::support::run_isolated_driver;
-use crate::support::Cluster;
-use crate::support::TestNode;
 use crate::test_faults::finish;
 use crate::test_faults::start_load;
 
@@ -18,8 +17,14 @@ const SNAPSHOT_FLAGS: [&str; 4] = ["--snapshot-after", "100", "--snapshot-keep",
 
 /// A 3-voter cluster snapshotting every 100 entries; node `crashing` (if any)
 /// starts with its crash points armed.
-async fn cluster_with(crashing: Option<(u64, &str)>) -> Cluster {
-    Cluster::start_with(3, &SNAPSHOT_FLAGS, crashing).await
+async fn cluster_with(crashing: Option<(u64, &str)>) -> TestCluster {
+    let builder = TestCluster::builder().flags(&SNAPSHOT_FLAGS);
+    match crashing {
+        Some((id, points)) => builder.crash_points(id, points),
+        None => builder,
+    }
+    .start(3)
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,7 +33,7 @@ async fn crash_while_building_a_snapshot() {
     let mut cluster = cluster_with(Some((2, "snapshot-store-before-sync=return"))).await;
     let load = start_load(&cluster, 6, &[]);
     assert!(
-        cluster.node(2).wait_exit(Duration::from_secs(30)).await,
+        cluster.node(2).exits_within(Duration::from_secs(30)).await,
         "node 2 never reached its crash point"
     );
     cluster.node(2).restart();
@@ -40,13 +45,13 @@ async fn crash_while_building_a_snapshot() {
     assert_eq!(status.id, 2);
     finish(load, &cluster).await;
     // Building a snapshot works again after the crash.
-    let mut admin = cluster.node(2).admin().await.expect("admin");
+    let mut admin = cluster.node(2).admin();
     let snapshot = admin
         .trigger_snapshot(pb::Empty {})
         .await
         .expect("snapshot after the restart")
         .into_inner();
-    let applied = cluster.node_status_applied(2).await;
+    let applied = cluster.applied_index(2).await;
     assert!(
         snapshot.index.unwrap_or(0) >= applied,
         "{snapshot:?} vs applied {applied}"
@@ -58,19 +63,15 @@ async fn crash_while_installing_a_snapshot() {
     let mut cluster = cluster_with(None).await;
     let load = start_load(&cluster, 6, &[]);
     let leader = cluster.wait_for_leader().await;
-    let applied = cluster.node_status_applied(leader).await;
+    let applied = cluster.applied_index(leader).await;
     cluster.wait_applied_beyond(leader, applied + 500).await;
     // Node 4 joins after compaction, receives a snapshot, and dies after
     // storing it but before loading it into its state machine.
-    let node = TestNode::start_with_crash_points(
-        &cluster.dir,
-        4,
-        &SNAPSHOT_FLAGS,
-        "snapshot-install-before-load=return",
-    );
-    let address = node.address.clone();
-    cluster.nodes.push(node);
-    let mut admin = cluster.node(leader).admin().await.expect("admin");
+    let spec = cluster
+        .node_spec(4)
+        .crash_points("snapshot-install-before-load=return");
+    let address = cluster.start_node(spec).address.clone();
+    let mut admin = cluster.node(leader).admin();
     admin
         .add_learner(pb::AddNodeRequest {
             node_id: 4,
@@ -80,7 +81,7 @@ async fn crash_while_installing_a_snapshot() {
         .await
         .expect("add learner");
     assert!(
-        cluster.node(4).wait_exit(Duration::from_secs(30)).await,
+        cluster.node(4).exits_within(Duration::from_secs(30)).await,
         "node 4 never reached its crash point"
     );
     cluster.node(4).restart();
@@ -144,8 +145,8 @@ async fn disk_full_driver() {
         std::env::var(DISK_DRIVER).is_ok(),
         "run through disk_full_on_one_node"
     );
-    let dir = tempfile::TempDir::new().expect("temp dir");
-    let small = dir.path().join("small");
+    let mut cluster = TestCluster::new();
+    let small = cluster.dir().join("small");
     std::fs::create_dir(&small).expect("mount point");
     let mounted = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
@@ -154,38 +155,14 @@ async fn disk_full_driver() {
         .expect("mount");
     assert!(mounted.success(), "cannot mount a tmpfs");
 
-    let mut cluster = Cluster {
-        dir,
-        nodes: Vec::new(),
-    };
-    cluster
-        .nodes
-        .push(TestNode::start(&cluster.dir, 1, &["--bootstrap"]));
-    cluster.wait_for_leader().await;
-    let log = cluster.dir.path().join("node-3.log");
-    for id in 2..=3 {
-        let node = if id == 3 {
-            TestNode::start_logged(3, small.join("node-3"), log.clone(), &[])
-        } else {
-            TestNode::start(&cluster.dir, id, &[])
-        };
-        let request = pb::AddNodeRequest {
-            node_id: id,
-            address: node.address.clone(),
-            previous_index: 0,
-        };
-        cluster.nodes.push(node);
-        cluster.nodes[0]
-            .admin()
-            .await
-            .expect("admin")
-            .add_voter(request)
-            .await
-            .expect("add voter");
-    }
+    cluster.bootstrap(cluster.node_spec(1)).await;
+    cluster.add_voter(2).await;
+    // Node 3 keeps its data on the small disk, its log elsewhere.
+    let spec = cluster.node_spec(3).data_dir(small.join("node-3"));
+    cluster.add_voter_from(spec).await;
     let load = start_load(&cluster, 8, &[]);
     let leader = cluster.wait_for_leader().await;
-    let applied = cluster.node_status_applied(leader).await;
+    let applied = cluster.applied_index(leader).await;
     cluster.wait_applied_beyond(leader, applied + 200).await;
 
     // Fill the small disk.
@@ -199,10 +176,10 @@ async fn disk_full_driver() {
     {}
     drop(file);
     assert!(
-        cluster.node(3).wait_exit(Duration::from_secs(30)).await,
+        cluster.node(3).exits_within(Duration::from_secs(30)).await,
         "node 3 kept running on a full disk"
     );
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = cluster.node(3).log();
     assert!(
         text.contains("No space left on device") || text.contains("os error 28"),
         "node 3 did not say why it stopped:\n{text}"
@@ -211,7 +188,7 @@ async fn disk_full_driver() {
     let remaining = cluster
         .leader_within(crate::test_faults::LEADER_BACK, Some(3))
         .await;
-    let applied = cluster.node_status_applied(remaining).await;
+    let applied = cluster.applied_index(remaining).await;
     cluster.wait_applied_beyond(remaining, applied + 100).await;
 
     // Space is freed: node 3 restarts from its data and catches up.
