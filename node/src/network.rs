@@ -258,15 +258,21 @@ impl PeerConnection {
                 }
             },
         );
+        // The request half ends when the answers are done with (stream ended,
+        // failed or dropped by openraft): otherwise it would stay open, and
+        // the follower's server, which waits for every call to end before it
+        // stops, could not stop.
+        let (answers_gone, requests_end) = tokio::sync::oneshot::channel::<()>();
+        let requests = requests.take_until(requests_end);
         let mut client = self.client()?;
         let answers = match tokio::time::timeout(ttl, client.stream_append(requests)).await {
             Ok(answers) => answers.map_err(|status| rpc_error(&status))?.into_inner(),
             Err(_) => return Err(timeout()),
         };
-        let results = stream::unfold(Some(answers), move |answers| {
+        let results = stream::unfold(Some((answers, answers_gone)), move |state| {
             let in_flight = in_flight.clone();
             async move {
-                let mut answers = answers?;
+                let (mut answers, answers_gone) = state?;
                 loop {
                     let deadline = in_flight.oldest().map(|sent| sent + ttl);
                     let answer = tokio::select! {
@@ -280,7 +286,7 @@ impl PeerConnection {
                         Ok(Some(payload)) => {
                             in_flight.pop();
                             match decode(&payload.data) {
-                                Ok(result) => Some((Ok(result), Some(answers))),
+                                Ok(result) => Some((Ok(result), Some((answers, answers_gone)))),
                                 Err(e) => Some((Err(decode_error(&e)), None)),
                             }
                         }

@@ -163,6 +163,7 @@ pub async fn run(
         }
     };
     let mut join_error = None;
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let stop_requested = async {
         tokio::select! {
             () = shutdown => {}
@@ -172,6 +173,8 @@ pub async fn run(
             Ok(e) = &mut join_failed => join_error = Some(e),
         }
         tracing::info!("stopping");
+        // Ends the long-lived peer streams, which graceful shutdown waits for.
+        stopping_tx.send_replace(true);
     };
     // The server's own `tcp_nodelay` applies only to listeners it binds: set it
     // on every accepted connection, or small answers wait for delayed ACKs (~40 ms).
@@ -203,6 +206,7 @@ pub async fn run(
                 raft.clone(),
                 MAX_SNAPSHOT_BYTES,
                 leader_link,
+                stopping_rx,
             ))
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message),

@@ -8,6 +8,7 @@ use futures::Stream;
 use futures::StreamExt;
 use raftkv_proto::pb;
 use raftkv_proto::pb::raft_server;
+use tokio::sync::watch;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
@@ -31,15 +32,26 @@ pub struct RaftService {
     max_snapshot_bytes: u64,
     /// Told which connection brings AppendEntries, for fast failover.
     leader_link: Arc<LeaderLink>,
+    /// Turns true when the node stops. A `StreamAppend` call lasts as long
+    /// as its leader keeps it open, and the server's graceful shutdown waits
+    /// for every call to end: without this a stopping node (SIGTERM, a failed
+    /// disk) stayed up as long as its leader was connected.
+    stopping: watch::Receiver<bool>,
 }
 
 impl RaftService {
-    /// The service over `raft`.
-    pub fn new(raft: Raft, max_snapshot_bytes: u64, leader_link: Arc<LeaderLink>) -> RaftService {
+    /// The service over `raft`; its streams end once `stopping` turns true.
+    pub fn new(
+        raft: Raft,
+        max_snapshot_bytes: u64,
+        leader_link: Arc<LeaderLink>,
+        stopping: watch::Receiver<bool>,
+    ) -> RaftService {
         RaftService {
             raft,
             max_snapshot_bytes,
             leader_link,
+            stopping,
         }
     }
 }
@@ -105,7 +117,14 @@ impl raft_server::Raft for RaftService {
             failure.lock().unwrap_or_else(|e| e.into_inner()).take()
         })
         .filter_map(|status| async move { status.map(Err) });
-        Ok(Response::new(Box::pin(results.chain(failure))))
+        let mut stopping = self.stopping.clone();
+        let stopped = async move {
+            // An error means the node dropped the sender: it is stopping too.
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        Ok(Response::new(Box::pin(
+            results.chain(failure).take_until(stopped),
+        )))
     }
 
     async fn append_entries(
