@@ -137,15 +137,12 @@ impl KvReader {
     /// order, plus the key count: equal on two replicas iff their data is equal
     /// (up to hash collisions).
     pub fn digest(&self) -> io::Result<(u64, u64)> {
-        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-        const PRIME: u64 = 0x0000_0100_0000_01b3;
-        let mut hash = OFFSET;
+        use std::hash::Hasher;
+        let mut hash = fnv::FnvHasher::default();
         let mut count = 0;
         let mut feed = |bytes: &[u8]| {
-            for b in (bytes.len() as u64).to_be_bytes().iter().chain(bytes) {
-                hash ^= u64::from(*b);
-                hash = hash.wrapping_mul(PRIME);
-            }
+            hash.write(&(bytes.len() as u64).to_be_bytes());
+            hash.write(bytes);
         };
         for item in self.kv.iter() {
             let (key, value) = item.map_err(io::Error::other)?;
@@ -153,7 +150,7 @@ impl KvReader {
             feed(&value);
             count += 1;
         }
-        Ok((hash, count))
+        Ok((hash.finish(), count))
     }
 }
 
@@ -559,6 +556,24 @@ mod tests {
         );
         assert!(decode_pairs(&data[..data.len() - 1]).is_err());
         assert!(decode_pairs(&[0, 0, 0, 9, 1]).is_err());
+    }
+
+    #[test]
+    fn the_digest_is_fnv_1a_over_lengths_and_bytes_in_key_order() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let sm = open_in(dir.path());
+        assert_eq!(sm.reader.digest().unwrap(), (0xcbf2_9ce4_8422_2325, 0));
+        sm.reader.kv.insert(b"b", &b"22"[..]).unwrap();
+        sm.reader.kv.insert(b"a", &b"1"[..]).unwrap();
+        // FNV-1a 64 by hand: offset basis, then xor and multiply per byte.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in [&b"a"[..], b"1", b"b", b"22"] {
+            for byte in (part.len() as u64).to_be_bytes().iter().chain(part) {
+                hash ^= u64::from(*byte);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        assert_eq!(sm.reader.digest().unwrap(), (hash, 2));
     }
 
     /// Opens the state machine alone in `dir` (retrying while a previous
