@@ -25,17 +25,19 @@ pub fn parse_endpoints(text: &str) -> Result<Vec<String>, ClientError> {
 
 /// Checks that `address` is `host:port`.
 pub fn check_address(address: &str) -> Result<(), ClientError> {
-    endpoint(address).map(|_| ())
+    endpoint(address, false).map(|_| ())
 }
 
-/// The (plain-text HTTP/2) endpoint of the node at `address`, once checked.
-pub fn endpoint(address: &str) -> Result<Endpoint, ClientError> {
+/// The endpoint of the node at `address`, once checked: `https` when the
+/// connection uses TLS, plain-text HTTP/2 otherwise.
+pub fn endpoint(address: &str, tls: bool) -> Result<Endpoint, ClientError> {
     let bad = || ClientError::BadEndpoint(address.to_string());
     let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
     if host.is_empty() || address.contains('/') || port.parse::<u16>().is_err() {
         return Err(bad());
     }
-    Endpoint::from_shared(format!("http://{address}")).map_err(|_| bad())
+    let scheme = if tls { "https" } else { "http" };
+    Endpoint::from_shared(format!("{scheme}://{address}")).map_err(|_| bad())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! One lazily connected gRPC channel per node address, shared by every call
 //! to that node: HTTP/2 multiplexes them, and a tonic `Channel` reconnects on
-//! its own after a failure, so an entry never needs replacing.
+//! its own after a failure, so an entry never needs replacing, except when
+//! the TLS settings change (see [`Channels::set_tls`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,6 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tonic::transport::Channel;
+use tonic::transport::ClientTlsConfig;
 
 use crate::address::endpoint;
 use crate::ClientError;
@@ -24,6 +26,8 @@ pub struct ChannelOptions {
     /// (`None`: no pings). A node uses them to notice a peer that vanished
     /// without closing its connection.
     pub keep_alive: Option<(Duration, Duration)>,
+    /// Mutual TLS on every connection (`None`: plain-text HTTP/2).
+    pub tls: Option<ClientTlsConfig>,
 }
 
 impl Default for ChannelOptions {
@@ -32,6 +36,7 @@ impl Default for ChannelOptions {
             connect_timeout: Duration::from_secs(3),
             local_ip: None,
             keep_alive: None,
+            tls: None,
         }
     }
 }
@@ -39,7 +44,12 @@ impl Default for ChannelOptions {
 /// The channel cache; clones share it.
 #[derive(Clone, Default)]
 pub struct Channels {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    inner: Arc<Mutex<Cache>>,
+}
+
+#[derive(Default)]
+struct Cache {
+    channels: HashMap<String, Channel>,
     options: ChannelOptions,
 }
 
@@ -47,28 +57,45 @@ impl Channels {
     /// An empty cache whose channels connect with `options`.
     pub fn new(options: ChannelOptions) -> Channels {
         Channels {
-            channels: Arc::default(),
-            options,
+            inner: Arc::new(Mutex::new(Cache {
+                channels: HashMap::new(),
+                options,
+            })),
         }
     }
 
     /// The channel to `address`, created on first use (no I/O happens here).
     pub fn get(&self, address: &str) -> Result<Channel, ClientError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = channels.get(address) {
+        let mut cache = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = cache.channels.get(address) {
             return Ok(channel.clone());
         }
-        let mut endpoint = endpoint(address)?
-            .connect_timeout(self.options.connect_timeout)
+        let options = &cache.options;
+        let mut endpoint = endpoint(address, options.tls.is_some())?
+            .connect_timeout(options.connect_timeout)
             .tcp_nodelay(true)
-            .local_address(self.options.local_ip);
-        if let Some((interval, timeout)) = self.options.keep_alive {
+            .local_address(options.local_ip);
+        if let Some((interval, timeout)) = options.keep_alive {
             endpoint = endpoint
                 .http2_keep_alive_interval(interval)
                 .keep_alive_timeout(timeout);
         }
+        if let Some(tls) = &options.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| ClientError::Tls(format!("{address}: {e}")))?;
+        }
         let channel = endpoint.connect_lazy();
-        channels.insert(address.to_string(), channel.clone());
+        cache.channels.insert(address.to_string(), channel.clone());
         Ok(channel)
+    }
+
+    /// Connects with `tls` from now on: every cached channel is forgotten,
+    /// so the next call to each address opens a connection with the new
+    /// settings, while calls under way finish on the channels they hold.
+    pub fn set_tls(&self, tls: Option<ClientTlsConfig>) {
+        let mut cache = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        cache.options.tls = tls;
+        cache.channels.clear();
     }
 }

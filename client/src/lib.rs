@@ -7,15 +7,23 @@
 //! - [`Failure`]: what a failed call means for its caller (retry, where;
 //!   outcome unknown; failed for good), decided from the status code and the
 //!   `raftkv-reason` metadata, never from a message's wording;
-//! - [`ClusterClient`]: leader discovery and following.
+//! - [`ClusterClient`]: leader discovery and following;
+//! - [`TlsFiles`]: the CA, certificate and key of a mutual-TLS client; with
+//!   the `cli` feature, [`cli::TlsArgs`], the flags naming them; with the
+//!   `certs` feature, [`certs`], making a CA and certificates.
 
 pub mod address;
 mod backoff;
+#[cfg(feature = "certs")]
+pub mod certs;
 mod channels;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod cluster;
 mod describe;
 mod duration;
 mod failure;
+mod tls;
 
 pub use address::check_address;
 pub use address::parse_endpoints;
@@ -29,6 +37,9 @@ pub use duration::parse_duration;
 pub use failure::leader_hint;
 pub use failure::never_sent;
 pub use failure::Failure;
+pub use tls::read_certificates;
+pub use tls::read_key;
+pub use tls::TlsFiles;
 
 use std::time::Duration;
 
@@ -47,6 +58,9 @@ pub enum ClientError {
     /// The request failed with this status.
     #[error("{}", describe_status(.0))]
     Rpc(tonic::Status),
+    /// TLS settings are missing or unreadable (which file, and why).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The request did not complete in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),

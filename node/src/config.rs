@@ -87,6 +87,59 @@ pub struct NodeConfig {
     /// Largest accepted value, in bytes.
     #[arg(long, env = "RAFTKV_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
     pub max_value_bytes: usize,
+
+    /// This node's certificate (PEM), signed by --tls-ca. With --tls-key and
+    /// --tls-ca the node serves only mutual TLS: every caller (client,
+    /// operator or peer) must present a certificate signed by that CA, and
+    /// the node presents this one when it dials its peers. It needs both the
+    /// serverAuth and clientAuth usages and the advertised address among its
+    /// subject alternative names. Reloaded on SIGHUP.
+    #[arg(long, env = "RAFTKV_TLS_CERT", value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "RAFTKV_TLS_KEY", value_name = "FILE", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+
+    /// The CA certificate(s) (PEM) that callers' and peers' certificates must chain to.
+    #[arg(long, env = "RAFTKV_TLS_CA", value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+
+    /// With TLS: the certificate common name of the cluster's nodes. It may
+    /// call raftkv.Raft, and everything else.
+    #[arg(
+        long,
+        env = "RAFTKV_PEER_CN",
+        default_value = "node",
+        value_name = "NAME"
+    )]
+    pub peer_cn: String,
+
+    /// With TLS: the certificate common names (comma-separated) of operators.
+    /// They may call raftkv.Admin and raftkv.KV; any other certificate from
+    /// the CA may call raftkv.KV only.
+    #[arg(
+        long,
+        env = "RAFTKV_ADMIN_CN",
+        default_value = "admin",
+        value_delimiter = ',',
+        value_name = "NAMES"
+    )]
+    pub admin_cn: Vec<String>,
+
+    /// Connections served at once (handshakes included); more are closed
+    /// as they arrive.
+    #[arg(long, env = "RAFTKV_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Concurrent calls (HTTP/2 streams) on one connection.
+    #[arg(long, env = "RAFTKV_MAX_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams: u32,
+
+    /// Close a connection that has had no call in flight for this long
+    /// (e.g. 30s, 5m).
+    #[arg(long, env = "RAFTKV_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -100,6 +153,27 @@ impl NodeConfig {
         config.bootstrap = false;
         config.join = Vec::new();
         config
+    }
+
+    /// The TLS files, if TLS is on (clap makes sure all three are given).
+    pub fn tls_files(&self) -> Option<raftkv_client::TlsFiles> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(raftkv_client::TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+                server_name: None,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Which certificate names give which role.
+    pub fn role_policy(&self) -> crate::security::RolePolicy {
+        crate::security::RolePolicy {
+            node: self.peer_cn.clone(),
+            admins: self.admin_cn.clone(),
+        }
     }
 
     /// Largest gRPC message accepted or sent: a full value plus its key and

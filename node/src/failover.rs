@@ -22,24 +22,15 @@
 //! hold the lease and refuse the pre-vote, so no term is bumped.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::task::Context;
-use std::task::Poll;
 
 use openraft::raft::TransferLeaderRequest;
 use openraft::type_config::async_runtime::WatchReceiver as _;
 use openraft::ServerState;
 use std::time::Duration;
-use tokio::io::AsyncRead;
-use tokio::io::AsyncWrite;
-use tokio::io::ReadBuf;
-use tokio::net::TcpStream;
 
 use tokio::sync::mpsc;
-use tonic::transport::server::Connected;
-use tonic::transport::server::TcpConnectInfo;
 
 use crate::node::Raft;
 use crate::types::NodeId;
@@ -72,87 +63,10 @@ impl LeaderLink {
     }
 }
 
-/// An accepted connection that reports its peer address when it closes.
-#[derive(Debug)]
-pub struct TrackedStream {
-    inner: TcpStream,
-    peer: Option<SocketAddr>,
-    closed: mpsc::UnboundedSender<SocketAddr>,
-}
-
-impl TrackedStream {
-    /// Wraps `inner`; its peer address goes to `closed` when it is dropped.
-    pub fn new(inner: TcpStream, closed: mpsc::UnboundedSender<SocketAddr>) -> TrackedStream {
-        let peer = inner.peer_addr().ok();
-        TrackedStream {
-            inner,
-            peer,
-            closed,
-        }
-    }
-}
-
-impl Drop for TrackedStream {
-    fn drop(&mut self) {
-        if let Some(peer) = self.peer {
-            // The watcher is gone once the node stops: nothing to tell then.
-            let _ = self.closed.send(peer);
-        }
-    }
-}
-
-impl AsyncRead for TrackedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TrackedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-impl Connected for TrackedStream {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.inner.connect_info()
-    }
-}
-
 /// Watches closed connections; when the one carrying the current leader's
 /// AppendEntries closes while this node follows that leader, drops that
 /// leader's lease and campaigns (see the module documentation). Ends when every
-/// [`TrackedStream`] sender is gone.
+/// sender is gone (each accepted [`Connection`](crate::connection::Connection) holds one).
 pub async fn watch(
     raft: Raft,
     id: NodeId,

@@ -6,6 +6,10 @@
 //! The modules, in the order a request meets them:
 //! - [`config`]: flags → [`NodeConfig`] → openraft's `Config`;
 //! - [`server`]: opens storage, starts Raft, serves every service, stops cleanly;
+//! - [`connection`]: accepted connections, bounded, TLS-handshaken, each
+//!   with who is at its other end;
+//! - [`security`]: TLS material (reloaded on SIGHUP) and the role a
+//!   certificate gives, checked before a call runs;
 //! - [`grpc`]: the services; each handler decodes the request, forwards it to
 //!   the leader if it must run there, and calls the node;
 //! - [`node`]: what a node does (reads and writes, membership, leadership),
@@ -21,6 +25,7 @@
 pub mod allocator;
 pub mod codec;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod failover;
 pub mod failpoint;
@@ -28,6 +33,7 @@ pub mod grpc;
 pub mod join;
 pub mod network;
 pub mod node;
+pub mod security;
 pub mod server;
 pub mod store;
 pub mod types;

@@ -6,7 +6,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use raftkv_client::ChannelOptions;
 use raftkv_client::Channels;
 use raftkv_proto::pb::admin_server::AdminServer;
@@ -14,15 +13,18 @@ use raftkv_proto::pb::kv_server::KvServer;
 use raftkv_proto::pb::raft_server::RaftServer;
 use raftkv_proto::FILE_DESCRIPTOR_SET;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 
 use openraft::type_config::async_runtime::WatchReceiver as _;
 
 use crate::config::advertise_address;
 use crate::config::NodeConfig;
+use crate::connection;
+use crate::connection::Acceptor;
+use crate::connection::ConnectionLimits;
+use crate::connection::TrackCalls;
 use crate::failover;
 use crate::failover::LeaderLink;
-use crate::failover::TrackedStream;
 use crate::grpc::admin::AdminService;
 use crate::grpc::health::track_leadership;
 use crate::grpc::kv::KvService;
@@ -33,10 +35,22 @@ use crate::network::Network;
 use crate::node::KvLimits;
 use crate::node::Raft;
 use crate::node::RaftNode;
+use crate::security::Authorize;
+use crate::security::Role;
+use crate::security::Tls;
+use crate::security::TlsError;
 use crate::store;
 
 /// Largest snapshot a node accepts from a peer.
 const MAX_SNAPSHOT_BYTES: u64 = 4 << 30;
+
+/// Longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP/2 pings to callers, and how long an answer may take: a caller that
+/// vanished without closing its connection is dropped within both.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +58,9 @@ pub enum RunError {
     /// A flag is invalid (timings, addresses).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The TLS files could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     /// The data directory could not be opened.
     #[error(transparent)]
     Storage(#[from] store::OpenError),
@@ -92,12 +109,36 @@ pub async fn run(
     // Kept to mark the state machine clean once Raft has stopped.
     let state_machine_on_stop = state_machine.clone();
 
+    let (tls, peer_tls) = match config.tls_files() {
+        Some(files) => {
+            let (tls, client, loaded) = Tls::load(files)?;
+            tracing::info!(
+                common_name = ?loaded.common_name,
+                authorities = loaded.authorities,
+                "mutual TLS on: every caller needs a certificate from the CA"
+            );
+            (Some(Arc::new(tls)), Some(client))
+        }
+        None => {
+            if !bound.ip().is_loopback() {
+                tracing::warn!(
+                    listen = %bound,
+                    "serving without TLS on a non-loopback address: anyone who reaches it can \
+                     read and write every key and change the cluster (set --tls-cert, --tls-key, --tls-ca)"
+                );
+            }
+            (None, None)
+        }
+    };
+
     let local_ip = (!bound.ip().is_unspecified()).then(|| bound.ip());
     let peers = Channels::new(ChannelOptions {
         connect_timeout: Duration::from_secs(1),
         local_ip,
         keep_alive: Some((Duration::from_secs(10), Duration::from_secs(5))),
+        tls: peer_tls,
     });
+    let reloading = tokio::spawn(reload_on_hangup(tls.clone(), peers.clone()));
     let network = Network::new(peers.clone(), config.max_message_bytes());
     let raft = Raft::new(config.id, raft_config, network, log_store, state_machine)
         .await
@@ -176,8 +217,6 @@ pub async fn run(
         // Ends the long-lived peer streams, which graceful shutdown waits for.
         stopping_tx.send_replace(true);
     };
-    // The server's own `tcp_nodelay` applies only to listeners it binds: set it
-    // on every accepted connection, or small answers wait for delayed ACKs (~40 ms).
     // Every accepted connection reports when it closes, so followers notice
     // at once when their leader's connection dies (see `failover`).
     let (closed_tx, closed_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -188,29 +227,47 @@ pub async fn run(
         leader_link.clone(),
         closed_rx,
     ));
-    let incoming = TcpListenerStream::new(listener).map_ok(move |stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::warn!(cause = %e, "cannot disable Nagle's algorithm on a connection");
-        }
-        TrackedStream::new(stream, closed_tx.clone())
-    });
+    let policy = config.role_policy();
+    let incoming = connection::incoming(
+        listener,
+        Acceptor {
+            tls,
+            policy: policy.clone(),
+            limits: ConnectionLimits {
+                max_connections: config.max_connections as usize,
+                handshake_timeout: HANDSHAKE_TIMEOUT,
+                idle_timeout: config.idle_timeout,
+            },
+            closed: closed_tx,
+        },
+    );
+    let admin = InterceptedService::new(
+        AdminServer::new(AdminService::new(node.clone())),
+        Authorize::new("raftkv.Admin", Role::Admin, policy.clone()),
+    );
+    let raft_service = InterceptedService::new(
+        RaftServer::new(RaftService::new(
+            raft.clone(),
+            MAX_SNAPSHOT_BYTES,
+            leader_link,
+            stopping_rx,
+        ))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message),
+        Authorize::new("raftkv.Raft", Role::Node, policy),
+    );
     let served = tonic::transport::Server::builder()
+        .max_concurrent_streams(config.max_streams)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .layer(TrackCalls)
         .add_service(
             KvServer::new(KvService::new(node.clone()))
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
         )
-        .add_service(AdminServer::new(AdminService::new(node.clone())))
-        .add_service(
-            RaftServer::new(RaftService::new(
-                raft.clone(),
-                MAX_SNAPSHOT_BYTES,
-                leader_link,
-                stopping_rx,
-            ))
-            .max_decoding_message_size(max_message)
-            .max_encoding_message_size(max_message),
-        )
+        .add_service(admin)
+        .add_service(raft_service)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -219,6 +276,7 @@ pub async fn run(
     if let Some(joining) = joining {
         joining.abort();
     }
+    reloading.abort();
     let failure = raft.metrics().borrow_watched().running_state.clone();
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(cause = %e, "raft did not shut down cleanly");
@@ -255,6 +313,38 @@ async fn bootstrap(node: &RaftNode) {
         Ok(()) => tracing::info!(id = node.id(), "bootstrapped a new cluster"),
         Err(e) => {
             tracing::info!(cause = %e, "--bootstrap ignored: this node is already initialised")
+        }
+    }
+}
+
+/// On every SIGHUP, loads the TLS files again: new connections, accepted
+/// and dialled, use them; a failed load is logged and changes nothing.
+async fn reload_on_hangup(tls: Option<Arc<Tls>>, peers: Channels) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(e) => {
+            tracing::warn!(cause = %e, "cannot listen for SIGHUP: certificates reload only on a restart");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        let Some(tls) = &tls else {
+            tracing::info!("SIGHUP: TLS is off, nothing to reload");
+            continue;
+        };
+        match tls.reload() {
+            Ok((client, loaded)) => {
+                peers.set_tls(Some(client));
+                tracing::info!(
+                    common_name = ?loaded.common_name,
+                    authorities = loaded.authorities,
+                    "SIGHUP: reloaded the TLS certificate, key and CA; new connections use them"
+                );
+            }
+            Err(e) => tracing::error!(
+                cause = %e,
+                "SIGHUP: cannot reload the TLS files; keeping the ones loaded before"
+            ),
         }
     }
 }

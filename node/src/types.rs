@@ -30,6 +30,12 @@ pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
 /// openraft's AppendEntries request for raftkv.
 pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
 
+/// openraft's vote and pre-vote request for raftkv.
+pub type VoteRequest = openraft::raft::VoteRequest<TypeConfig>;
+
+/// openraft's leadership hand-over message for raftkv.
+pub type TransferLeaderRequest = openraft::raft::TransferLeaderRequest<TypeConfig>;
+
 /// A log entry of raftkv's type configuration.
 pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
 

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod health;
 pub mod kv;
 pub mod raft;
+pub mod raft_guard;
 
 use std::time::Duration;
 

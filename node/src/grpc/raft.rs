@@ -1,5 +1,7 @@
-//! `raftkv.Raft`: inbound node-to-node RPCs, handed to openraft. Garbage on
-//! this service is answered with `INVALID_ARGUMENT`, never a panic.
+//! `raftkv.Raft`: inbound node-to-node RPCs, handed to openraft once decoded
+//! and checked ([`raft_guard`](super::raft_guard)). Garbage and forged
+//! messages on this service are answered with `INVALID_ARGUMENT`, never a
+//! panic.
 
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -18,12 +20,18 @@ use std::sync::Arc;
 
 use crate::codec::decode;
 use crate::codec::encode;
+use crate::connection::PeerInfo;
 use crate::failover::LeaderLink;
+use crate::grpc::raft_guard;
+use crate::grpc::raft_guard::Local;
 use crate::node::Raft;
+use crate::store::check_snapshot_data;
 use crate::types::AppendEntriesRequest;
 use crate::types::Snapshot;
 use crate::types::SnapshotMeta;
+use crate::types::TransferLeaderRequest;
 use crate::types::Vote;
+use crate::types::VoteRequest;
 
 /// The Raft transport of one node.
 pub struct RaftService {
@@ -54,6 +62,14 @@ impl RaftService {
             stopping,
         }
     }
+}
+
+/// The address of the peer a request came from.
+fn peer_of<T>(request: &Request<T>) -> Option<std::net::SocketAddr> {
+    request
+        .extensions()
+        .get::<PeerInfo>()
+        .and_then(|peer| peer.remote)
 }
 
 fn decode_request<T: serde::de::DeserializeOwned>(
@@ -87,14 +103,18 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<Streaming<pb::RaftPayload>>,
     ) -> Result<Response<AppendResults>, Status> {
-        let peer = request.remote_addr();
+        let peer = peer_of(&request);
         let leader_link = self.leader_link.clone();
         let failure: Arc<Mutex<Option<Status>>> = Arc::default();
         let input_failure = failure.clone();
+        let raft = self.raft.clone();
         let input = request.into_inner().scan((), move |_, message| {
             let decoded = message.and_then(|payload| {
-                decode::<AppendEntriesRequest>(&payload.data)
-                    .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+                let append = decode::<AppendEntriesRequest>(&payload.data).map_err(|e| {
+                    Status::invalid_argument(format!("undecodable raft message: {e}"))
+                })?;
+                raft_guard::check_append(&append, &Local::of(&raft))?;
+                Ok(append)
             });
             match decoded {
                 Ok(append) => {
@@ -131,8 +151,9 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
-        let peer = request.remote_addr();
+        let peer = peer_of(&request);
         let append: AppendEntriesRequest = decode_request(request)?;
+        raft_guard::check_append(&append, &Local::of(&self.raft))?;
         self.leader_link.note_append(peer, &append.vote);
         let response = self.raft.append_entries(append).await.map_err(stopped)?;
         encode_response(&response)
@@ -142,11 +163,13 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
-        let response = self
-            .raft
-            .vote(decode_request(request)?)
-            .await
-            .map_err(stopped)?;
+        let vote: VoteRequest = decode_request(request)?;
+        raft_guard::check_vote_request(
+            &vote.vote,
+            vote.last_log_id.as_ref(),
+            &Local::of(&self.raft),
+        )?;
+        let response = self.raft.vote(vote).await.map_err(stopped)?;
         encode_response(&response)
     }
 
@@ -154,11 +177,13 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
-        let response = self
-            .raft
-            .pre_vote(decode_request(request)?)
-            .await
-            .map_err(stopped)?;
+        let vote: VoteRequest = decode_request(request)?;
+        raft_guard::check_vote_request(
+            &vote.vote,
+            vote.last_log_id.as_ref(),
+            &Local::of(&self.raft),
+        )?;
+        let response = self.raft.pre_vote(vote).await.map_err(stopped)?;
         encode_response(&response)
     }
 
@@ -166,9 +191,15 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
+        let transfer: TransferLeaderRequest = decode_request(request)?;
+        raft_guard::check_transfer(
+            transfer.from_leader(),
+            transfer.last_log_id(),
+            &Local::of(&self.raft),
+        )?;
         let response = self
             .raft
-            .handle_transfer_leader(decode_request(request)?)
+            .handle_transfer_leader(transfer)
             .await
             .map_err(stopped)?;
         encode_response(&response)
@@ -200,6 +231,7 @@ impl raft_server::Raft for RaftService {
             .map_err(|e| Status::invalid_argument(format!("undecodable vote: {e}")))?;
         let meta: SnapshotMeta = decode(&header.meta)
             .map_err(|e| Status::invalid_argument(format!("undecodable snapshot metadata: {e}")))?;
+        raft_guard::check_snapshot(&vote, &meta, &Local::of(&self.raft))?;
         let mut data = Vec::with_capacity(header.size as usize);
         while let Some(chunk) = chunks.next().await {
             match chunk?.payload {
@@ -225,6 +257,9 @@ impl raft_server::Raft for RaftService {
                 header.size
             )));
         }
+        // Data the state machine cannot load would stop Raft for good.
+        check_snapshot_data(&data)
+            .map_err(|e| Status::invalid_argument(format!("refused snapshot: {e}")))?;
         tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot received");
         let response = self
             .raft

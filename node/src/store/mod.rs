@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 pub use disk::Disk;
 pub use log_store::LogStore;
+pub use state_machine::check_snapshot_data;
 pub use state_machine::KvReader;
 pub use state_machine::StateMachineStore;
 

@@ -216,7 +216,15 @@ fn encode_pairs(
     Ok(data)
 }
 
-/// Decodes the snapshot data format; malformed data is `InvalidData`.
+/// Checks that `data` is snapshot data this state machine can load: whole
+/// records with keys in strictly increasing order, as [`encode_pairs`]
+/// writes them. Returns the number of keys.
+pub fn check_snapshot_data(data: &[u8]) -> io::Result<usize> {
+    decode_pairs(data).map(|pairs| pairs.len())
+}
+
+/// Decodes the snapshot data format; malformed data (a cut record, keys out
+/// of order or repeated) is `InvalidData`.
 fn decode_pairs(mut data: &[u8]) -> io::Result<Vec<(&[u8], &[u8])>> {
     fn take<'a>(data: &mut &'a [u8]) -> io::Result<&'a [u8]> {
         let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed snapshot data");
@@ -229,10 +237,16 @@ fn decode_pairs(mut data: &[u8]) -> io::Result<Vec<(&[u8], &[u8])>> {
         *data = rest;
         Ok(part)
     }
-    let mut pairs = Vec::new();
+    let mut pairs: Vec<(&[u8], &[u8])> = Vec::new();
     while !data.is_empty() {
         let key = take(&mut data)?;
         let value = take(&mut data)?;
+        if pairs.last().is_some_and(|(previous, _)| *previous >= key) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "snapshot keys out of order",
+            ));
+        }
         pairs.push((key, value));
     }
     Ok(pairs)
