@@ -1,10 +1,12 @@
 //! The command line: global options and every command, named as in
 //! Hashicorp's raftadmin (snake_case) with kebab-case aliases.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use clap::Subcommand;
+use raftkv_client::cli::TlsArgs;
 use raftkv_client::parse_duration;
 
 /// Grow, shrink, steer and inspect a raftkv cluster.
@@ -38,6 +40,9 @@ pub struct Cli {
     /// Print the result as one JSON document (watch: one per refresh).
     #[arg(long, global = true)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     #[command(subcommand)]
     pub command: Command,
@@ -138,6 +143,10 @@ pub enum Command {
         #[arg(long, default_value = "500ms", value_parser = parse_duration)]
         interval: Duration,
     },
+    /// Make certificates for a cluster: a CA, then one certificate per node,
+    /// operator or client (no node address is needed).
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Write KEY = VALUE.
     Put {
         /// The key (UTF-8 text).
@@ -166,5 +175,59 @@ pub enum Command {
         /// List at most this many keys.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+    },
+}
+
+/// `raft-admin certs …`: a CA and the certificates it signs, written as
+/// `<DIR>/<NAME>.crt` and `<DIR>/<NAME>.key` (keys readable by their owner
+/// only). Existing files are never overwritten.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Make a new CA: DIR/ca.crt (give it to every node and client) and
+    /// DIR/ca.key (keep it safe: it signs new certificates).
+    Ca {
+        /// Where to write the files.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "raftkv CA")]
+        cn: String,
+        /// Days of validity.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Make a certificate signed by the CA. Its common name is its role:
+    /// `node` for cluster members (add --ip/--dns for every address the node
+    /// is reached at), `admin` for operators, any other name for clients.
+    #[command(after_help = "Examples:\n  \
+        raft-admin certs ca\n  \
+        raft-admin certs issue --cn node --name node1 --ip 10.0.0.5\n  \
+        raft-admin certs issue --cn admin\n  \
+        raft-admin certs issue --cn sensor-17")]
+    Issue {
+        /// The certificate's common name (its role).
+        #[arg(long)]
+        cn: String,
+        /// An IP address the holder is reached at (repeat for more).
+        #[arg(long = "ip", value_name = "IP")]
+        ips: Vec<std::net::IpAddr>,
+        /// A DNS name the holder is reached at (repeat for more).
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// File name (without extension) to write; default: the common name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Where to write the files (and where the CA is, by default).
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// The CA certificate (default: DIR/ca.crt).
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+        /// The CA key (default: DIR/ca.key).
+        #[arg(long)]
+        ca_key: Option<PathBuf>,
+        /// Days of validity.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
     },
 }

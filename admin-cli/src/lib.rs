@@ -10,6 +10,7 @@
 //! command family: `membership`, `leadership`, `configuration`,
 //! `node_status`, `operations`, `status`, `kv`.
 
+mod certs;
 mod cli;
 mod configuration;
 mod kv;
@@ -30,6 +31,9 @@ use crate::target::Target;
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Certs(command) = cli.command {
+        return certs::run(command);
+    }
     let (endpoints, follow_leader) = match (&cli.leader, &cli.endpoints, &cli.address) {
         (Some(list), _, None) | (_, Some(list), None) => (client::parse_endpoints(list)?, true),
         (None, None, Some(address)) => {
@@ -44,7 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
     let mut target = Target {
-        client: ClusterClient::new(endpoints, cli.timeout)?,
+        client: ClusterClient::new(endpoints, cli.timeout, cli.tls.load()?)?,
         follow_leader,
         json: cli.json,
     };
@@ -91,5 +95,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get { key, stale } => kv::get(target, key, stale).await,
         Command::Delete { key } => kv::delete(target, key).await,
         Command::Scan { prefix, limit } => kv::scan(target, prefix, limit).await,
+        Command::Certs(_) => unreachable!("handled before any connection"),
     }
 }

@@ -13,23 +13,42 @@ use crate::TlsFiles;
 pub struct TlsArgs {
     /// CA certificate (PEM) that signed the nodes' certificates. With --cert
     /// and --key, every connection uses mutual TLS.
-    #[arg(long, global = true, env = "RAFTKV_CACERT", value_name = "FILE")]
+    #[arg(
+        id = "tls_cacert",
+        long = "cacert",
+        global = true,
+        env = "RAFTKV_CACERT",
+        value_name = "FILE"
+    )]
     pub cacert: Option<PathBuf>,
 
     /// This client's certificate (PEM), signed by the cluster's CA. Its
     /// common name decides what it may do: the admin name (default `admin`)
     /// for raftkv.Admin, any other for raftkv.KV only.
-    #[arg(long, global = true, env = "RAFTKV_CERT", value_name = "FILE")]
+    #[arg(
+        id = "tls_cert",
+        long = "cert",
+        global = true,
+        env = "RAFTKV_CERT",
+        value_name = "FILE"
+    )]
     pub cert: Option<PathBuf>,
 
     /// The private key (PEM) of --cert.
-    #[arg(long, global = true, env = "RAFTKV_KEY", value_name = "FILE")]
+    #[arg(
+        id = "tls_key",
+        long = "key",
+        global = true,
+        env = "RAFTKV_KEY",
+        value_name = "FILE"
+    )]
     pub key: Option<PathBuf>,
 
     /// Name to verify on the nodes' certificates when the addresses dialled
     /// are not among their subject alternative names.
     #[arg(
-        long,
+        id = "tls_server_name",
+        long = "tls-server-name",
         global = true,
         env = "RAFTKV_TLS_SERVER_NAME",
         value_name = "NAME"

@@ -8,6 +8,7 @@ use raftkv_proto::pb;
 use raftkv_proto::pb::admin_client::AdminClient;
 use tokio::time::Instant;
 use tonic::transport::Channel;
+use tonic::transport::ClientTlsConfig;
 use tonic::Code;
 use tonic::Status;
 
@@ -35,10 +36,16 @@ pub struct ClusterClient {
 }
 
 impl ClusterClient {
-    /// A client for `endpoints` (no connection is made yet).
-    pub fn new(endpoints: Vec<String>, timeout: Duration) -> Result<ClusterClient, ClientError> {
+    /// A client for `endpoints` (no connection is made yet), over mutual
+    /// TLS when `tls` is given.
+    pub fn new(
+        endpoints: Vec<String>,
+        timeout: Duration,
+        tls: Option<ClientTlsConfig>,
+    ) -> Result<ClusterClient, ClientError> {
         let channels = Channels::new(ChannelOptions {
             connect_timeout: timeout.min(Duration::from_secs(3)),
+            tls,
             ..ChannelOptions::default()
         });
         ClusterClient::with_channels(endpoints, timeout, channels)
@@ -85,7 +92,27 @@ impl ClusterClient {
         .await
     }
 
-    /// Asks every endpoint (concurrently) who leads; returns the leader's address.
+    /// Whether the node at `address` reports `raftkv.Leader` as SERVING on
+    /// its health service, which every authenticated caller may ask.
+    pub async fn serves_leader_health(&self, address: &str) -> Result<bool, ClientError> {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::health_client::HealthClient;
+        let channel = self.channel(address)?;
+        let answer = with_timeout(self.timeout, |timeout| async move {
+            let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+                service: raftkv_proto::LEADER_HEALTH_SERVICE.into(),
+            });
+            request.set_timeout(timeout);
+            HealthClient::new(channel).check(request).await
+        })
+        .await?;
+        Ok(answer.status == ServingStatus::Serving as i32)
+    }
+
+    /// Asks every endpoint (concurrently) who leads; returns the leader's
+    /// address. Callers that may not read a node's status (a certificate
+    /// for raftkv.KV only) find the leader among the endpoints through the
+    /// health service instead.
     pub async fn find_leader(&mut self) -> Result<String, ClientError> {
         let endpoints = self.endpoints.clone();
         let this = &*self;
@@ -99,6 +126,9 @@ impl ClusterClient {
         // A deposed leader cut off from the others may still believe it leads:
         // of several claims, the highest term wins.
         let mut claim: Option<(u64, String)> = None;
+        // Nodes whose status this client may not read (a key-value-only
+        // certificate): asked through the health service instead.
+        let mut restricted = Vec::new();
         for (address, answer) in answers {
             match answer {
                 Ok(status) => {
@@ -119,7 +149,22 @@ impl ClusterClient {
                 Err(ClientError::Timeout(_)) => {
                     details.push(format!("{address}: no answer within {:?}", self.timeout))
                 }
+                Err(ClientError::Rpc(status)) if status.code() == Code::PermissionDenied => {
+                    restricted.push(address)
+                }
                 Err(e) => details.push(format!("{address}: {e}")),
+            }
+        }
+        if claim.is_none() && hint.is_none() {
+            for address in restricted {
+                match self.serves_leader_health(address).await {
+                    Ok(true) => {
+                        claim = Some((0, address.clone()));
+                        break;
+                    }
+                    Ok(false) => details.push(format!("{address} does not lead")),
+                    Err(e) => details.push(format!("{address}: {e}")),
+                }
             }
         }
         let best = match (claim, hint) {

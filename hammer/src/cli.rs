@@ -8,6 +8,7 @@ use clap::Args;
 use clap::Parser;
 use clap::Subcommand;
 use clap::ValueEnum;
+use raftkv_client::cli::TlsArgs;
 use raftkv_client::parse_duration;
 
 /// Load a raftkv cluster: throughput, latency, errors and the cost of failovers.
@@ -108,6 +109,9 @@ pub struct RunArgs {
     /// until this runs out.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Prefix of every key hammer writes.
     #[arg(long, default_value = "hammer/")]

@@ -26,9 +26,14 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    pub fn new(endpoints: &[String], call_timeout: Duration) -> anyhow::Result<Etcd> {
+    pub fn new(
+        endpoints: &[String],
+        call_timeout: Duration,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> anyhow::Result<Etcd> {
         let cache = raftkv_client::Channels::new(raftkv_client::ChannelOptions {
             connect_timeout: call_timeout.min(Duration::from_secs(3)),
+            tls,
             ..raftkv_client::ChannelOptions::default()
         });
         let channels = endpoints

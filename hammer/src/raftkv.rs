@@ -61,9 +61,14 @@ struct ServedLog {
 }
 
 impl Cluster {
-    pub fn new(endpoints: Vec<String>, call_timeout: Duration) -> anyhow::Result<Cluster> {
+    pub fn new(
+        endpoints: Vec<String>,
+        call_timeout: Duration,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> anyhow::Result<Cluster> {
         let channels = Channels::new(ChannelOptions {
             connect_timeout: call_timeout.min(Duration::from_secs(3)),
+            tls,
             ..ChannelOptions::default()
         });
         let discovery = ClusterClient::with_channels(endpoints, call_timeout, channels.clone())?;
@@ -299,7 +304,8 @@ mod tests {
 
     #[test]
     fn a_late_answer_from_the_old_leader_is_not_a_change_back() {
-        let cluster = Cluster::new(vec!["127.0.0.1:1".into()], Duration::from_secs(1)).unwrap();
+        let cluster =
+            Cluster::new(vec!["127.0.0.1:1".into()], Duration::from_secs(1), None).unwrap();
         let start = Instant::now();
         let before_transfer = Instant::now();
         cluster.served_by("127.0.0.1:1", before_transfer);

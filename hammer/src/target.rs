@@ -28,14 +28,14 @@ impl SystemUnderLoad {
                 if args.cas_ratio > 0.0 {
                     anyhow::bail!("--cas-ratio is not supported with --target etcd");
                 }
-                let etcd = Etcd::new(endpoints, args.timeout)?;
+                let etcd = Etcd::new(endpoints, args.timeout, args.tls.load()?)?;
                 if !etcd.reachable().await {
                     anyhow::bail!("no etcd member answers at {}", endpoints.join(","));
                 }
                 Ok(SystemUnderLoad::Etcd(etcd))
             }
             Target::Raftkv => {
-                let cluster = Cluster::new(endpoints.to_vec(), args.timeout)?;
+                let cluster = Cluster::new(endpoints.to_vec(), args.timeout, args.tls.load()?)?;
                 // No leader is an outage to measure, not a reason to stop: the run
                 // goes on and the report shows how long writes waited for one.
                 if cluster.leader().await.is_none() {
