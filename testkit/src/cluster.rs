@@ -16,6 +16,8 @@ use crate::TestNode;
 #[derive(Debug, Default)]
 pub struct ClusterBuilder {
     flags: Vec<String>,
+    /// The test's own clients' TLS settings, when the nodes serve TLS.
+    client_tls: Option<tonic::transport::ClientTlsConfig>,
     /// Node id and the crash points armed for its first start.
     crash_points: Option<(u64, String)>,
 }
@@ -24,6 +26,14 @@ impl ClusterBuilder {
     /// Starts every node (and every node added later) with `flags`.
     pub fn flags(mut self, flags: &[&str]) -> ClusterBuilder {
         self.flags.extend(flags.iter().map(|f| f.to_string()));
+        self
+    }
+
+    /// Every node serves mutual TLS with `certs`' `node` certificate, which
+    /// the test's own clients present too.
+    pub fn tls(mut self, certs: &crate::TestCerts) -> ClusterBuilder {
+        self.flags.extend(certs.node_flags("node"));
+        self.client_tls = Some(certs.client("node"));
         self
     }
 
@@ -40,6 +50,7 @@ impl ClusterBuilder {
             nodes: Vec::new(),
             dir: TempDir::new().expect("temp dir"),
             flags: self.flags,
+            client_tls: self.client_tls.clone(),
         };
         let spec = |cluster: &TestCluster, id: u64| {
             let spec = cluster.node_spec(id);
@@ -65,6 +76,8 @@ pub struct TestCluster {
     dir: TempDir,
     /// Flags every node of this cluster starts with.
     flags: Vec<String>,
+    /// How the test's own clients connect to every node.
+    client_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl TestCluster {
@@ -74,6 +87,7 @@ impl TestCluster {
             nodes: Vec::new(),
             dir: TempDir::new().expect("temp dir"),
             flags: Vec::new(),
+            client_tls: None,
         }
     }
 
@@ -94,7 +108,9 @@ impl TestCluster {
 
     /// How to start node `id` here: in this cluster's directory, with its flags.
     pub fn node_spec(&self, id: u64) -> NodeSpec {
-        NodeSpec::new(self.dir(), id).flags(&self.flags)
+        NodeSpec::new(self.dir(), id)
+            .flags(&self.flags)
+            .client_tls(self.client_tls.clone())
     }
 
     /// Starts a node as `spec` says and keeps it with the others; it joins

@@ -8,13 +8,16 @@
 //!   the OS picks, its data directory and its log file; kill -9, SIGTERM,
 //!   signals, restart on the same address and data, gRPC clients.
 //! - [`wait_for`] and [`PATIENCE`]: the one way to wait on a condition.
-//! - [`run_program`] and [`Run`]: run a command-line program to completion.
+//! - [`run_program`] and [`Run`]: run a command-line program to completion;
+//! - [`TestCerts`]: a CA of the test's own and certificates it signs, for
+//!   clusters that serve mutual TLS.
 //!
 //! Nodes are processes of the `raftkv-node` binary (see [`node_binary`]), so
 //! tests depend on the node's flags, its one stdout line and its gRPC API,
 //! never on its internals; a node can be killed like a power cut would.
 
 mod binary;
+mod certs;
 mod cluster;
 mod node;
 mod program;
@@ -22,6 +25,7 @@ mod wait;
 
 pub use binary::node_binary;
 pub use binary::NODE_BINARY_ENV;
+pub use certs::TestCerts;
 pub use cluster::ClusterBuilder;
 pub use cluster::TestCluster;
 pub use node::NodeSpec;

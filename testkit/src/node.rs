@@ -19,6 +19,7 @@ use raftkv_proto::pb;
 use raftkv_proto::pb::admin_client::AdminClient;
 use raftkv_proto::pb::kv_client::KvClient;
 use tonic::transport::Channel;
+use tonic::transport::ClientTlsConfig;
 
 use crate::node_binary;
 use crate::poll_within;
@@ -49,6 +50,8 @@ pub struct NodeSpec {
     once: Vec<String>,
     /// `FAILPOINTS` for the first start only.
     crash_points: Option<String>,
+    /// How the test's own clients connect (TLS with this identity, or plain).
+    client_tls: Option<ClientTlsConfig>,
 }
 
 impl NodeSpec {
@@ -62,7 +65,22 @@ impl NodeSpec {
             flags: Vec::new(),
             once: Vec::new(),
             crash_points: None,
+            client_tls: None,
         }
+    }
+
+    /// Serves mutual TLS with `certs`' `node` certificate; the test's own
+    /// clients connect with it too (the node role may call everything).
+    pub fn tls(self, certs: &crate::TestCerts) -> NodeSpec {
+        let mut spec = self.flags(&certs.node_flags("node"));
+        spec.client_tls = Some(certs.client("node"));
+        spec
+    }
+
+    /// The test's own clients connect with `tls` (`None`: plain text).
+    pub fn client_tls(mut self, tls: Option<ClientTlsConfig>) -> NodeSpec {
+        self.client_tls = tls;
+        self
     }
 
     /// Listens on `address` (`ip:0` for a port the OS picks); the node also
@@ -108,6 +126,7 @@ impl NodeSpec {
             flags: self.flags,
             child: Mutex::new(None),
             channels: Channels::default(),
+            client_tls: self.client_tls,
         };
         node.spawn(&self.listen, &self.once, self.crash_points.as_deref());
         node
@@ -130,6 +149,8 @@ pub struct TestNode {
     /// Channels to this process; replaced on every start, so that no client
     /// ever holds a connection to a previous process.
     channels: Channels,
+    /// How those channels connect.
+    client_tls: Option<ClientTlsConfig>,
 }
 
 impl TestNode {
@@ -197,6 +218,7 @@ impl TestNode {
         self.address = address;
         self.channels = Channels::new(ChannelOptions {
             connect_timeout: Duration::from_secs(5),
+            tls: self.client_tls.clone(),
             ..ChannelOptions::default()
         });
         *self.child.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(child);
@@ -316,6 +338,18 @@ impl TestNode {
     /// A channel to this process (connected on first use, then reused).
     pub fn channel(&self) -> Channel {
         self.channels.get(&self.address).expect("node address")
+    }
+
+    /// A new channel to this process connecting with `tls` (`None`: plain
+    /// text), for calls as another identity than the test's own.
+    pub fn channel_as(&self, tls: Option<ClientTlsConfig>) -> Channel {
+        Channels::new(ChannelOptions {
+            connect_timeout: Duration::from_secs(5),
+            tls,
+            ..ChannelOptions::default()
+        })
+        .get(&self.address)
+        .expect("node address")
     }
 
     /// A KV client, accepting messages up to 8 MiB.

@@ -7,3 +7,4 @@ mod test_bad_input;
 mod test_cluster;
 mod test_join;
 mod test_storage;
+mod test_tls;

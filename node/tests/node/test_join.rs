@@ -6,37 +6,12 @@
 use std::net::TcpListener;
 
 use raftkv_proto::pb;
-use raftkv_proto::pb::admin_client::AdminClient;
 use raftkv_testkit::wait_for;
 use raftkv_testkit::TestCluster;
 use raftkv_testkit::TestNode;
-use tonic::transport::Channel;
 
-/// The voters of the committed configuration as `admin` (the leader) sees it.
-async fn committed_voters(admin: &mut AdminClient<Channel>) -> Option<Vec<u64>> {
-    let config = admin
-        .get_configuration(pb::Empty {})
-        .await
-        .ok()?
-        .into_inner();
-    let voters = config
-        .members
-        .iter()
-        .filter(|m| m.suffrage == pb::Suffrage::Voter as i32)
-        .map(|m| m.id)
-        .collect();
-    (config.committed && !config.joint).then_some(voters)
-}
-
-/// Waits until the committed configuration on node 1 has exactly `expected` voters.
-async fn wait_for_voters(cluster: &TestCluster, expected: &[u64]) {
-    let admin = cluster.nodes[0].admin();
-    wait_for(&format!("the voters are {expected:?}"), || {
-        let mut admin = admin.clone();
-        async move { (committed_voters(&mut admin).await? == expected).then_some(()) }
-    })
-    .await;
-}
+use crate::support::committed_voters;
+use crate::support::wait_for_voters;
 
 /// A free port on 127.0.0.1 that nobody listens on (yet).
 fn unused_address() -> String {
