@@ -305,3 +305,150 @@ async fn garbage_on_the_port_does_not_hurt_the_node() {
         Some(&b"alive"[..])
     );
 }
+
+/// A log id of raftkv's types: `index` as proposed by `leader` in `term`.
+fn log_id(term: u64, leader: u64, index: u64) -> raftkv_node::types::LogId {
+    use openraft::vote::RaftLeaderId;
+    raftkv_node::types::LogId {
+        leader_id: openraft::vote::leader_id_adv::LeaderId::new(term, leader),
+        index,
+    }
+}
+
+fn payload<T: serde::Serialize>(message: &T) -> pb::RaftPayload {
+    pb::RaftPayload {
+        data: raftkv_node::codec::encode(message).expect("encode").into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_raft_messages_are_refused_and_the_node_keeps_leading() {
+    use raftkv_node::types::AppendEntriesRequest;
+    use raftkv_node::types::Entry;
+    use raftkv_node::types::SnapshotMeta;
+    use raftkv_node::types::StoredMembership;
+    use raftkv_node::types::Vote;
+    use raftkv_node::types::VoteRequest;
+
+    let mut cluster = TestCluster::start(1).await;
+    let node = cluster.node(1);
+    let before = node.status().await.expect("status");
+    let mut raft = pb::raft_client::RaftClient::new(node.channel());
+    let term = before.term + 5;
+    let leader = Vote::new_committed(term, 9);
+
+    // Entries with a gap, going back to an older term, at absurd indexes.
+    let entry = |id| Entry {
+        log_id: id,
+        payload: openraft::EntryPayload::Blank,
+    };
+    let appends = [
+        AppendEntriesRequest {
+            vote: leader,
+            prev_log_id: None,
+            entries: vec![entry(log_id(term, 9, 5))],
+            leader_commit: None,
+        },
+        AppendEntriesRequest {
+            vote: leader,
+            prev_log_id: Some(log_id(term, 9, 1)),
+            entries: vec![entry(log_id(term - 1, 9, 2))],
+            leader_commit: None,
+        },
+        AppendEntriesRequest {
+            vote: leader,
+            prev_log_id: Some(log_id(term, 9, u64::MAX - 1)),
+            entries: vec![entry(log_id(term, 9, u64::MAX))],
+            leader_commit: Some(log_id(term, 9, u64::MAX)),
+        },
+    ];
+    for append in &appends {
+        let message = assert_code(
+            raft.append_entries(payload(append)).await,
+            Code::InvalidArgument,
+            "forged append",
+        );
+        assert!(message.contains("refused raft message"), "{message}");
+        let mut answers = raft
+            .stream_append(futures::stream::iter(vec![payload(append)]))
+            .await
+            .expect("a StreamAppend call opens")
+            .into_inner();
+        assert_code(
+            answers.message().await,
+            Code::InvalidArgument,
+            "forged stream append",
+        );
+    }
+    // Votes already granted, or with a term that overflows.
+    for vote in [
+        VoteRequest::new(Vote::new_committed(term, 9), None),
+        VoteRequest::new(Vote::new(u64::MAX, 9), None),
+    ] {
+        assert_code(
+            raft.vote(payload(&vote)).await,
+            Code::InvalidArgument,
+            "forged vote",
+        );
+        assert_code(
+            raft.pre_vote(payload(&vote)).await,
+            Code::InvalidArgument,
+            "forged pre-vote",
+        );
+    }
+
+    // Snapshots: garbage data under a valid header, no last log id, and a
+    // membership from after the snapshot's last entry.
+    let membership = openraft::Membership::new(
+        vec![[9].into()],
+        std::collections::BTreeMap::from([(9, openraft::BasicNode::new("127.0.0.1:1"))]),
+    )
+    .expect("membership");
+    let meta = |last: Option<_>, membership_at| SnapshotMeta {
+        last_log_id: last,
+        last_membership: StoredMembership::new(Some(membership_at), membership.clone()),
+    };
+    let snapshots = [
+        (
+            meta(Some(log_id(term, 9, 100)), log_id(term, 9, 1)),
+            vec![0, 0, 0, 9, 1],
+        ),
+        (meta(None, log_id(term, 9, 1)), Vec::new()),
+        (
+            meta(Some(log_id(term, 9, 100)), log_id(term, 9, 200)),
+            Vec::new(),
+        ),
+    ];
+    for (meta, data) in snapshots {
+        let header = pb::SnapshotHeader {
+            vote: raftkv_node::codec::encode(&leader).expect("encode").into(),
+            meta: raftkv_node::codec::encode(&meta).expect("encode").into(),
+            size: data.len() as u64,
+        };
+        let mut chunks = vec![pb::SnapshotChunk {
+            payload: Some(pb::snapshot_chunk::Payload::Header(header)),
+        }];
+        if !data.is_empty() {
+            chunks.push(pb::SnapshotChunk {
+                payload: Some(pb::snapshot_chunk::Payload::Chunk(data.into())),
+            });
+        }
+        let message = assert_code(
+            raft.install_snapshot(futures::stream::iter(chunks)).await,
+            Code::InvalidArgument,
+            "forged snapshot",
+        );
+        assert!(message.contains("refused"), "{message}");
+    }
+
+    // Nothing reached Raft: same leader, same term, still serving.
+    assert!(node.is_running(), "the node died");
+    let after = node.status().await.expect("status");
+    assert_eq!((after.role, after.term), (before.role, before.term));
+    let mut kv = node.kv();
+    put(&mut kv, "after", "forgery").await;
+    assert_eq!(
+        get(&mut kv, "after", true).await.as_deref(),
+        Some(&b"forgery"[..])
+    );
+}
