@@ -4,3 +4,4 @@
 
 mod support;
 mod test_commands;
+mod test_tls;

@@ -9,3 +9,4 @@ mod test_noop_server;
 mod test_outage;
 mod test_partition;
 mod test_storage_faults;
+mod test_tls;

@@ -1,0 +1,106 @@
+//! raft-admin over mutual TLS, with certificates it made itself.
+
+use std::os::unix::fs::PermissionsExt;
+
+use raftkv_testkit::wait_for;
+use raftkv_testkit::NodeSpec;
+
+use crate::support::raft_admin;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_from_raft_admin_secure_a_node_and_decide_what_it_may_do() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let certs = dir.path().join("certs");
+    let certs_dir = certs.to_str().expect("path");
+    raft_admin(&["certs", "ca", "--dir", certs_dir]).await.ok();
+    for cn in ["node", "admin", "bob"] {
+        let mut args = vec!["certs", "issue", "--cn", cn, "--dir", certs_dir];
+        if cn == "node" {
+            args.extend(["--ip", "127.0.0.1"]);
+        }
+        let run = raft_admin(&args).await.ok();
+        assert!(run.stdout.contains(&format!("{cn}.crt")), "{}", run.stdout);
+        let mode = std::fs::metadata(certs.join(format!("{cn}.key")))
+            .expect("key written")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{cn}.key is readable by others");
+    }
+    // Nothing is overwritten.
+    let again = raft_admin(&["certs", "issue", "--cn", "bob", "--dir", certs_dir])
+        .await
+        .failed("re-issuing over an existing certificate");
+    assert!(again.stderr.contains("exists"), "{}", again.stderr);
+
+    let file = |name: &str| certs.join(name).display().to_string();
+    let node_tls = raftkv_client::TlsFiles {
+        ca: certs.join("ca.crt"),
+        cert: certs.join("node.crt"),
+        key: certs.join("node.key"),
+        server_name: None,
+    };
+    let node = NodeSpec::new(dir.path(), 1)
+        .flags(&[
+            "--tls-cert",
+            &file("node.crt"),
+            "--tls-key",
+            &file("node.key"),
+            "--tls-ca",
+            &file("ca.crt"),
+        ])
+        .once(&["--bootstrap"])
+        .client_tls(Some(node_tls.load().expect("node TLS")))
+        .start();
+    wait_for("the node leads", || async {
+        let status = node.status().await?;
+        (status.leader_id == 1).then_some(())
+    })
+    .await;
+
+    let (ca, address) = (file("ca.crt"), node.address.clone());
+    let as_who = |who: &str| {
+        vec![
+            "--cacert".to_string(),
+            ca.clone(),
+            "--cert".to_string(),
+            file(&format!("{who}.crt")),
+            "--key".to_string(),
+            file(&format!("{who}.key")),
+            address.clone(),
+        ]
+    };
+    let with = |who: &str, command: &[&str]| {
+        let mut args = as_who(who);
+        args.extend(command.iter().map(|s| s.to_string()));
+        args
+    };
+    let run = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        raft_admin(&args).await
+    };
+    let status = run(with("admin", &["status", "--json"])).await.ok();
+    assert_eq!(
+        status.json()["endpoints"][0]["role"],
+        "leader",
+        "{}",
+        status.stdout
+    );
+    run(with("bob", &["put", "colour", "blue"])).await.ok();
+    let read = run(with("bob", &["get", "colour"])).await.ok();
+    assert_eq!(read.stdout.trim(), "blue");
+    let refused = run(with("bob", &["add_voter", "2", "127.0.0.1:1"]))
+        .await
+        .failed("a client certificate adding a voter");
+    assert!(
+        refused.stderr.contains("permission denied"),
+        "{}",
+        refused.stderr
+    );
+    raft_admin(&[&address, "status"])
+        .await
+        .failed("plain text against a TLS node");
+    let half = raft_admin(&["--cacert", &ca, &address, "status"])
+        .await
+        .failed("--cacert without --cert and --key");
+    assert!(half.stderr.contains("--cert"), "{}", half.stderr);
+}
