@@ -452,3 +452,53 @@ async fn forged_raft_messages_are_refused_and_the_node_keeps_leading() {
         Some(&b"forgery"[..])
     );
 }
+
+/// Reads from `socket` until the node closes it; whether it did within `limit`.
+fn closed_within(socket: &mut std::net::TcpStream, limit: std::time::Duration) -> bool {
+    use std::io::Read;
+    socket.set_read_timeout(Some(limit)).expect("read timeout");
+    let mut buffer = [0; 1024];
+    loop {
+        match socket.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_bounded_in_number_and_idle_time() {
+    let mut cluster = TestCluster::builder()
+        .flags(&["--max-connections", "3", "--idle-timeout", "1s"])
+        .start(1)
+        .await;
+    let address = cluster.node(1).address.clone();
+    // The test's own channel is one connection; two more fill the node.
+    put(&mut cluster.node(1).kv(), "one", "1").await;
+    let mut held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&address).expect("connect"))
+        .collect();
+    let mut extra = std::net::TcpStream::connect(&address).expect("connect");
+    assert!(
+        closed_within(&mut extra, raftkv_testkit::PATIENCE),
+        "a connection beyond --max-connections stayed open"
+    );
+    // Connections that never make a call are closed once idle.
+    for socket in &mut held {
+        assert!(
+            closed_within(socket, raftkv_testkit::PATIENCE),
+            "an idle connection stayed open"
+        );
+    }
+    // With their places free again, a new client is served.
+    let channel = cluster.node(1).channel_as(None);
+    let mut kv = pb::kv_client::KvClient::new(channel);
+    put(&mut kv, "two", "2").await;
+    assert!(cluster.node(1).log().contains("too many connections"));
+}

@@ -304,3 +304,19 @@ async fn certificates_made_by_openssl_work() {
         Some(&b"openssl"[..])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_tls_on_a_non_loopback_address_warns() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = raftkv_testkit::NodeSpec::new(dir.path(), 1)
+        .listen("0.0.0.0:0")
+        .flags(&["--advertise", "127.0.0.1:1"])
+        .start();
+    wait_for("the warning is logged", || async {
+        node.log().contains("serving without TLS").then_some(())
+    })
+    .await;
+    // On loopback it does not warn.
+    let cluster = TestCluster::start(1).await;
+    assert!(!cluster.nodes[0].log().contains("serving without TLS"));
+}
