@@ -92,7 +92,7 @@ fn directory_string(tag: u8, text: &[u8]) -> Option<String> {
         0x0c | 0x13 | 0x16 => String::from_utf8(text.to_vec()).ok(),
         // BMPString: UTF-16, big-endian.
         0x1e => {
-            if text.len() % 2 != 0 {
+            if !text.len().is_multiple_of(2) {
                 return None;
             }
             let units: Vec<u16> = text

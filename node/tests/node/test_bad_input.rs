@@ -421,8 +421,8 @@ async fn forged_raft_messages_are_refused_and_the_node_keeps_leading() {
     ];
     for (meta, data) in snapshots {
         let header = pb::SnapshotHeader {
-            vote: raftkv_node::codec::encode(&leader).expect("encode").into(),
-            meta: raftkv_node::codec::encode(&meta).expect("encode").into(),
+            vote: raftkv_node::codec::encode(&leader).expect("encode"),
+            meta: raftkv_node::codec::encode(&meta).expect("encode"),
             size: data.len() as u64,
         };
         let mut chunks = vec![pb::SnapshotChunk {
