@@ -34,8 +34,15 @@ log (DIR/node-ID.log). Signals go only to a process that is still the node its
 pid file names: a raftkv-node with --data-dir DIR/node-ID (/proc/PID/cmdline);
 a pid file naming anything else is reported and left alone.
 
+With --tls, up makes a CA and certificates in DIR/certs (raft-admin certs:
+ca, node for 127.0.0.1, admin) unless they exist, and every node serves
+mutual TLS with them; the script's own raft-admin calls present the admin
+certificate. A cluster made with --tls stays TLS for every later command
+(DIR/tls marks it).
+
 Options:
   --dir DIR         where node data, logs and pid files live (default ./data)
+  --tls             (up) serve mutual TLS with certificates in DIR/certs
   --base-port PORT  port of node 1; node i listens on PORT+i-1 (default 27051)
   --debug           use debug binaries instead of release
   -h, --help        this help
@@ -45,12 +52,14 @@ RAFTKV_NODE_FLAGS (extra flags for every node).
 TXT
 }
 
+TLS=0
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --dir) DATA=$2; shift 2 ;;
     --base-port) BASE_PORT=$2; shift 2 ;;
     --debug) PROFILE=debug; shift ;;
+    --tls) TLS=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) args+=("$1"); shift ;;
   esac
@@ -64,6 +73,29 @@ build() {
   local flag=()
   [ "$PROFILE" = release ] && flag=(--release)
   (cd "$ROOT" && cargo build "${flag[@]}" -q -p raftkv-node -p raft-admin)
+}
+
+# use_tls: every node this script starts serves mutual TLS with DIR/certs,
+# and every raft-admin it runs presents the admin certificate (both read
+# their RAFTKV_* environment variables).
+use_tls() {
+  local c="$DATA/certs"
+  export RAFTKV_TLS_CERT="$c/node.crt" RAFTKV_TLS_KEY="$c/node.key" RAFTKV_TLS_CA="$c/ca.crt"
+  export RAFTKV_CACERT="$c/ca.crt" RAFTKV_CERT="$c/admin.crt" RAFTKV_KEY="$c/admin.key"
+}
+[ -f "$DATA/tls" ] && use_tls
+
+# make_certs: a CA, a node certificate for 127.0.0.1 and an admin one in
+# DIR/certs, unless the CA is there already.
+make_certs() {
+  local c="$DATA/certs"
+  if [ ! -f "$c/ca.crt" ]; then
+    "$BIN/raft-admin" certs ca --dir "$c"
+    "$BIN/raft-admin" certs issue --cn node --ip 127.0.0.1 --dns localhost --dir "$c"
+    "$BIN/raft-admin" certs issue --cn admin --dir "$c"
+  fi
+  touch "$DATA/tls"
+  use_tls
 }
 
 # pid_alive ID: node ID runs (its pid file names this cluster's raftkv-node ID).
@@ -156,6 +188,7 @@ up() {
     if pid_alive "$id"; then echo "a cluster is already running from $DATA (scripts/cluster.sh down first)" >&2; exit 1; fi
   done
   build
+  if [ "$TLS" = 1 ]; then make_certs; fi
   # From here on every node running from $DATA is one this up started.
   failed() { echo "cluster up failed; $(down)" >&2; exit 1; }
   local fresh=1
@@ -177,6 +210,9 @@ up() {
   done
   "$BIN/raft-admin" --endpoints "$(addresses)" status
   echo "cluster of $n up: endpoints $(addresses) (data, logs and pids in $DATA)"
+  if [ -f "$DATA/tls" ]; then
+    echo "mutual TLS: CA $DATA/certs/ca.crt, admin certificate $DATA/certs/admin.crt"
+  fi
 }
 
 down() {

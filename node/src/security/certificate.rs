@@ -167,7 +167,12 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+        // RAFTKV_FUZZ_CASES: a long run (scripts/fuzz.sh).
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("RAFTKV_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(4096),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
 
         /// Any bytes at all: an answer or `None`, never a panic.
         #[test]
