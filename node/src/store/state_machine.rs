@@ -555,21 +555,24 @@ mod tests {
 
     #[test]
     fn snapshot_data_round_trips_and_rejects_garbage() {
-        let pairs = vec![
-            Ok((sled::IVec::from(&b"a"[..]), sled::IVec::from(&b"1"[..]))),
-            Ok((
-                sled::IVec::from(&b""[..]),
-                sled::IVec::from(&b"empty key"[..]),
-            )),
-        ];
+        let pair = |key: &[u8], value: &[u8]| Ok((sled::IVec::from(key), sled::IVec::from(value)));
+        // In key order, as a tree iterates.
+        let pairs = vec![pair(b"", b"empty key"), pair(b"a", b"1")];
         let data = encode_pairs(pairs.into_iter()).unwrap();
         let decoded = decode_pairs(&data).unwrap();
         assert_eq!(
             decoded,
-            vec![(&b"a"[..], &b"1"[..]), (&b""[..], &b"empty key"[..])]
+            vec![(&b""[..], &b"empty key"[..]), (&b"a"[..], &b"1"[..])]
         );
+        assert_eq!(check_snapshot_data(&data).unwrap(), 2);
         assert!(decode_pairs(&data[..data.len() - 1]).is_err());
         assert!(decode_pairs(&[0, 0, 0, 9, 1]).is_err());
+        // Keys out of order or repeated: not data a node wrote.
+        for keys in [[&b"b"[..], b"a"], [b"a", b"a"]] {
+            let pairs = keys.iter().map(|key| pair(key, b"v"));
+            let data = encode_pairs(pairs).unwrap();
+            assert!(check_snapshot_data(&data).is_err(), "{keys:?} accepted");
+        }
     }
 
     #[test]
