@@ -16,6 +16,7 @@ KEEP=0
 MATRIX=0
 VS_ETCD=0
 FAILOVER=0
+TLS=0
 ROUNDS=2
 FAILOVER_ROUNDS=5
 # Below the kernel's ephemeral port range (32768-60999 by default): a fixed
@@ -25,7 +26,7 @@ BASE_PORT=27251
 usage() {
   cat <<TXT
 Usage: scripts/bench.sh [--matrix] [--vs-etcd] [--failover] [--seconds N] [--rounds N]
-                        [--failover-rounds N] [--clients "1 16 64 256"] [--json] [--keep]
+                        [--failover-rounds N] [--clients "1 16 64 256"] [--tls] [--json] [--keep]
 
 Every figure comes from hammer (256-byte values, 10,000 keys, linearizable
 reads) against servers on loopback that share this machine's cores with it.
@@ -59,6 +60,9 @@ Builds the release binaries first.
   --rounds N      rounds of the --vs-etcd table (default 2)
   --failover-rounds N  rounds of --failover (default 5)
   --clients LIST  client counts of the matrix (default "1 16 64 256")
+  --tls           the raftkv cluster serves mutual TLS (cluster.sh up --tls);
+                  hammer and raft-admin present the admin certificate. etcd
+                  and the ceiling stay plain text
   --json          one JSON document on stdout (progress on stderr)
   --keep          keep the data directory: logs and every hammer report
 
@@ -77,6 +81,7 @@ while [ $# -gt 0 ]; do
     --clients) CLIENTS_LIST=${2-}; shift 2 ;;
     --json) JSON=1; shift ;;
     --keep) KEEP=1; shift ;;
+    --tls) TLS=1; shift ;;
     --matrix) MATRIX=1; shift ;;
     --vs-etcd) VS_ETCD=1; shift ;;
     --failover) FAILOVER=1; shift ;;
@@ -107,6 +112,13 @@ ETCD_PID=()    # by member number, 1-3
 NOOP_PID=""
 HAMMER_PID=""
 cluster() { "$ROOT/scripts/cluster.sh" --dir "$DATA/raftkv" --base-port "$BASE_PORT" "$@"; }
+# With --tls, what hammer and raft-admin present to the raftkv nodes.
+TLS_FLAGS=()
+if [ "$TLS" = 1 ]; then
+  TLS_FLAGS=(--cacert "$DATA/raftkv/certs/ca.crt" --cert "$DATA/raftkv/certs/admin.crt"
+    --key "$DATA/raftkv/certs/admin.key")
+fi
+admin() { "$BIN/raft-admin" "${TLS_FLAGS[@]}" "$@"; }
 # stop PID PROGRAM [ARG...]: SIGTERM, then SIGKILL if it is still there after
 # 10 s (an etcd leader spends a while handing over leadership before it exits).
 # Signals PID only while it is still PROGRAM with those ARGs (is_process in
@@ -159,15 +171,15 @@ hammer_cell() {
 # --- raftkv -------------------------------------------------------------------
 
 log "starting a 3-node raftkv cluster…"
-cluster up 3 >/dev/null
+if [ "$TLS" = 1 ]; then cluster up 3 --tls >/dev/null; else cluster up 3 >/dev/null; fi
 # The addresses the nodes printed when they bound their ports.
 RAFTKV_ENDPOINTS=$(cat "$DATA/raftkv/node-1.addr" "$DATA/raftkv/node-2.addr" "$DATA/raftkv/node-3.addr" | paste -sd, -)
 
 # Three voters, every node answering and none behind the leader.
 raftkv_ready() {
-  "$BIN/raft-admin" --leader "multi:///$RAFTKV_ENDPOINTS" --timeout 2s --json get_configuration \
+  admin --leader "multi:///$RAFTKV_ENDPOINTS" --timeout 2s --json get_configuration \
     | jq -e '[.servers[] | select(.suffrage == "Voter")] | length == 3' >/dev/null || return 1
-  "$BIN/raft-admin" --endpoints "$RAFTKV_ENDPOINTS" --timeout 2s --json status \
+  admin --endpoints "$RAFTKV_ENDPOINTS" --timeout 2s --json status \
     | jq -e '[.endpoints[] | select(.error == null and .lag == 0)] | length == 3' >/dev/null
 }
 wait_until 60 "the raftkv cluster has 3 caught-up voters" raftkv_ready || exit 1
@@ -249,7 +261,7 @@ jq -n --arg command "$COMMAND_LINE" --arg cores "$(nproc)" \
       --election-timeout-min-ms)-$(raftkv_default --election-timeout-max-ms) ms" \
   --arg etcd_timing "$( [ "$NEED_ETCD" = 1 ] && echo "heartbeat $(etcd_default --heartbeat-interval) ms, \
 election timeout $(etcd_default --election-timeout) ms, pre-vote $(etcd_default --pre-vote)")" \
-  --arg raftkv_voters "$("$BIN/raft-admin" --leader "multi:///$RAFTKV_ENDPOINTS" --json get_configuration \
+  --arg raftkv_voters "$(admin --leader "multi:///$RAFTKV_ENDPOINTS" --json get_configuration \
       | jq -r '[.servers[] | select(.suffrage == "Voter") | .id] | map(tostring) | join(",")')" \
   --arg etcd_members "$( [ "$NEED_ETCD" = 1 ] && etcdctl_on "$ETCD_ENDPOINTS" member list -w json \
       | jq -r '[.members[].name] | sort | join(",")' || echo '')" \
@@ -265,8 +277,10 @@ run_matrix() {
       case $workload in write) ratio=0 ;; mixed) ratio=0.5 ;; read) ratio=1 ;; esac
       log "  $target: $clients clients, $workload…"
       report="$DATA/matrix-$target-$clients-$workload.json"
+      local tls=()
+      [ "$target" = raftkv ] && tls=("${TLS_FLAGS[@]}")
       hammer_cell "$report" --target "$target" --endpoints "$endpoints" --clients "$clients" \
-        --duration "${MATRIX_SECONDS}s" --read-ratio "$ratio"
+        --duration "${MATRIX_SECONDS}s" --read-ratio "$ratio" "${tls[@]}"
       jq -c --arg target "$target" --argjson clients "$clients" --arg workload "$workload" '.by_kind as $k
         | {target: $target, clients: $clients, workload: $workload, ops_per_s: (.throughput | round),
            write_ops_per_s: ($k.put.throughput // 0 | round), read_ops_per_s: ($k.get.throughput // 0 | round),
@@ -296,7 +310,7 @@ if [ "$VS_ETCD" = 1 ]; then
       ratio=0; [ "${measure%-*}" = read ] && ratio=1
       for target in raftkv etcd ceiling; do
         case $target in
-          raftkv) flags=(--endpoints "$RAFTKV_ENDPOINTS") ;;
+          raftkv) flags=(--endpoints "$RAFTKV_ENDPOINTS" "${TLS_FLAGS[@]}") ;;
           etcd) flags=(--target etcd --endpoints "$ETCD_ENDPOINTS") ;;
           # The ceiling stores nothing: a read there measures no read.
           ceiling) [ "$ratio" = 1 ] && continue; flags=(--target etcd --endpoints "$NOOP_ENDPOINT") ;;
@@ -390,11 +404,11 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 # its JSON report into REPORT; sets HAMMER_PID and STARTED_MS.
 start_load() {
   local report=$1 target=$2 seconds=$3; shift 3
-  local endpoints=$RAFTKV_ENDPOINTS
-  [ "$target" = etcd ] && endpoints=$ETCD_ENDPOINTS
+  local endpoints=$RAFTKV_ENDPOINTS tls=("${TLS_FLAGS[@]}")
+  [ "$target" = etcd ] && endpoints=$ETCD_ENDPOINTS && tls=()
   STARTED_MS=$(now_ms)
   "$BIN/hammer" --target "$target" --endpoints "$endpoints" "${FAILOVER_LOAD[@]}" --duration "${seconds}s" \
-    --value-size 256 --keys 10000 --json "$@" >"$report" 2>"$report.err" &
+    --value-size 256 --keys 10000 --json "${tls[@]}" "$@" >"$report" 2>"$report.err" &
   HAMMER_PID=$!
 }
 # finish_load: waits for hammer; sets LOAD_STATUS to its exit code.
@@ -451,7 +465,7 @@ transfer_round() {
   start_load "$DATA/failover-$round-transfer-raftkv.json" raftkv "$TRANSFER_RUN_S"
   sleep "$FAULT_AT_S"
   fault_ms=$(( $(now_ms) - STARTED_MS ))
-  "$BIN/raft-admin" --leader "multi:///$RAFTKV_ENDPOINTS" leadership_transfer >"$DATA/transfer.out" 2>&1 \
+  admin --leader "multi:///$RAFTKV_ENDPOINTS" leadership_transfer >"$DATA/transfer.out" 2>&1 \
     || tool_status=$?
   finish_load
   record_round transfer raftkv "$round" "$before" "" "$fault_ms" "$LOAD_STATUS" "$tool_status" \
