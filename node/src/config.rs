@@ -129,7 +129,7 @@ pub struct NodeConfig {
 
     /// Connections served at once (handshakes included); more are closed
     /// as they arrive.
-    #[arg(long, env = "RAFTKV_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "RAFTKV_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
     /// Concurrent calls (HTTP/2 streams) on one connection.

@@ -235,10 +235,13 @@ impl Connected for Connection {
     }
 }
 
-/// Where accepted connections go, and how they are vetted.
+/// How accepted connections are vetted, and who hears of them closing.
 pub struct Acceptor {
+    /// The TLS material to handshake with (`None`: plain text).
     pub tls: Option<Arc<Tls>>,
+    /// Which certificate names give which role.
     pub policy: RolePolicy,
+    /// Bounds on connections.
     pub limits: ConnectionLimits,
     /// Told the peer address of every connection that closes.
     pub closed: mpsc::UnboundedSender<SocketAddr>,
