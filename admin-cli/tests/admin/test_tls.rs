@@ -104,3 +104,57 @@ async fn certificates_from_raft_admin_secure_a_node_and_decide_what_it_may_do() 
         .failed("--cacert without --cert and --key");
     assert!(half.stderr.contains("--cert"), "{}", half.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_server_name_verifies_a_node_by_a_name_it_is_not_dialled_by() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let certs = dir.path().join("certs");
+    let certs_dir = certs.to_str().expect("path");
+    raft_admin(&["certs", "ca", "--dir", certs_dir]).await.ok();
+    // The node's certificate names it, not the address it is dialled at.
+    raft_admin(&[
+        "certs",
+        "issue",
+        "--cn",
+        "node",
+        "--dns",
+        "gateway.raftkv",
+        "--dir",
+        certs_dir,
+    ])
+    .await
+    .ok();
+    raft_admin(&["certs", "issue", "--cn", "admin", "--dir", certs_dir])
+        .await
+        .ok();
+    let file = |name: &str| certs.join(name).display().to_string();
+    let node = NodeSpec::new(dir.path(), 1)
+        .flags(&[
+            "--tls-cert",
+            &file("node.crt"),
+            "--tls-key",
+            &file("node.key"),
+            "--tls-ca",
+            &file("ca.crt"),
+        ])
+        .start();
+    let (ca, cert, key) = (file("ca.crt"), file("admin.crt"), file("admin.key"));
+    let tls = ["--cacert", &ca, "--cert", &cert, "--key", &key];
+    let mut named = tls.to_vec();
+    named.extend([
+        "--tls-server-name",
+        "gateway.raftkv",
+        &node.address,
+        "state",
+    ]);
+    wait_for("the node answers by its certificate's name", || async {
+        let run = raft_admin(&named).await;
+        (run.code == 0).then_some(())
+    })
+    .await;
+    let mut unnamed = tls.to_vec();
+    unnamed.extend([node.address.as_str(), "state"]);
+    raft_admin(&unnamed)
+        .await
+        .failed("a node whose certificate does not name the address dialled");
+}

@@ -441,6 +441,29 @@ async fn forged_raft_messages_are_refused_and_the_node_keeps_leading() {
         assert!(message.contains("refused"), "{message}");
     }
 
+    // Chunks longer or shorter than the header says.
+    for (size, chunk) in [(3u64, vec![0u8; 10]), (10, vec![0; 3])] {
+        let header = pb::SnapshotHeader {
+            vote: raftkv_node::codec::encode(&leader).expect("encode"),
+            meta: raftkv_node::codec::encode(&meta(Some(log_id(term, 9, 100)), log_id(term, 9, 1)))
+                .expect("encode"),
+            size,
+        };
+        let chunks = vec![
+            pb::SnapshotChunk {
+                payload: Some(pb::snapshot_chunk::Payload::Header(header)),
+            },
+            pb::SnapshotChunk {
+                payload: Some(pb::snapshot_chunk::Payload::Chunk(chunk.into())),
+            },
+        ];
+        assert_code(
+            raft.install_snapshot(futures::stream::iter(chunks)).await,
+            Code::InvalidArgument,
+            "snapshot chunks that disagree with the header",
+        );
+    }
+
     // Nothing reached Raft: same leader, same term, still serving.
     assert!(node.is_running(), "the node died");
     let after = node.status().await.expect("status");
