@@ -62,8 +62,9 @@ pub struct ConnectionLimits {
 pub struct PeerInfo {
     /// The peer's address.
     pub remote: Option<SocketAddr>,
-    /// Who the peer's certificate says it is (`None` without TLS).
-    pub identity: Option<Identity>,
+    /// Who the peer's certificate says it is (`None` without TLS); shared,
+    /// as every request carries a copy of this.
+    pub identity: Option<Arc<Identity>>,
     activity: Arc<Activity>,
 }
 
@@ -338,7 +339,7 @@ async fn vet(
             tracing::debug!(peer = %remote, ?common_name, %role, "TLS connection");
             (
                 Io::Tls(Box::new(stream)),
-                Some(Identity { common_name, role }),
+                Some(Arc::new(Identity { common_name, role })),
             )
         }
     };
