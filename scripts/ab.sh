@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# A/B write throughput of raftkv builds: for each round and client count,
+# one fresh 3-node cluster per variant, the variants in turn (A/B/C, A/B/C),
+# all loaded by this tree's hammer. Prints one line per cell, then the
+# median of each variant and its ratio to the first.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+ROUNDS=3
+SECONDS_PER_CELL=8
+CLIENTS_LIST="64 1"
+BASE_PORT=27351
+
+usage() {
+  cat <<TXT
+Usage: scripts/ab.sh [--rounds N] [--seconds N] [--clients "64 1"] VARIANT...
+
+A VARIANT is LABEL=DIR (the directory holding that build's raftkv-node) or
+LABEL=DIR+tls (the same build serving mutual TLS, with certificates made by
+this tree's raft-admin). Write-only hammer cells, 256-byte values, 10,000
+keys. Builds this tree's release binaries first (hammer, raft-admin).
+
+Example, the working tree against an older build:
+  git worktree add /tmp/before HEAD~3
+  (cd /tmp/before && cargo build --release -p raftkv-node)
+  scripts/ab.sh before=/tmp/before/target/release now=target/release tls=target/release+tls
+TXT
+}
+
+positive() { [[ "$2" =~ ^[1-9][0-9]*$ ]] || { echo "$1 needs a positive whole number, not '$2'" >&2; exit 2; }; }
+variants=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) positive "$1" "${2-}"; ROUNDS=$2; shift 2 ;;
+    --seconds) positive "$1" "${2-}"; SECONDS_PER_CELL=$2; shift 2 ;;
+    --clients) CLIENTS_LIST=${2-}; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *=*) variants+=("$1"); shift ;;
+    *) echo "unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+[ ${#variants[@]} -ge 1 ] || { usage >&2; exit 2; }
+for v in "${variants[@]}"; do
+  dir=${v#*=}; dir=${dir%+tls}
+  [ -x "$dir/raftkv-node" ] || { echo "no raftkv-node in $dir (variant $v)" >&2; exit 2; }
+done
+
+(cd "$ROOT" && cargo build --release -q -p hammer -p raft-admin)
+BIN="$ROOT/target/release"
+WORK=$(mktemp -d /tmp/raftkv-ab.XXXXXX)
+PIDS=()
+down() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+}
+trap 'down; rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM
+
+C="$WORK/certs"
+"$BIN/raft-admin" certs ca --dir "$C" >/dev/null
+"$BIN/raft-admin" certs issue --cn node --ip 127.0.0.1 --dir "$C" >/dev/null
+"$BIN/raft-admin" certs issue --cn admin --dir "$C" >/dev/null
+NODE_TLS=(--tls-cert "$C/node.crt" --tls-key "$C/node.key" --tls-ca "$C/ca.crt")
+CLIENT_TLS=(--cacert "$C/ca.crt" --cert "$C/admin.crt" --key "$C/admin.key")
+ENDPOINTS="127.0.0.1:$BASE_PORT,127.0.0.1:$((BASE_PORT + 1)),127.0.0.1:$((BASE_PORT + 2))"
+
+# up DIR DATA TLS: a 3-node cluster of DIR's raftkv-node with three voters.
+up() {
+  local dir=$1 data=$2 tls=$3 i node_tls=() client=()
+  if [ "$tls" = 1 ]; then node_tls=("${NODE_TLS[@]}"); client=("${CLIENT_TLS[@]}"); fi
+  for i in 1 2 3; do
+    local first=()
+    [ "$i" = 1 ] && first=(--bootstrap)
+    "$dir/raftkv-node" --id "$i" --listen "127.0.0.1:$((BASE_PORT + i - 1))" --data-dir "$data/node-$i" \
+      "${first[@]}" "${node_tls[@]}" >"$data/node-$i.out" 2>"$data/node-$i.log" &
+    PIDS+=($!)
+  done
+  wait_until 30 "node 1 leads" "$BIN/raft-admin" "${client[@]}" "127.0.0.1:$BASE_PORT" --timeout 1s leader
+  for i in 2 3; do
+    "$BIN/raft-admin" "${client[@]}" "127.0.0.1:$BASE_PORT" --timeout 60s \
+      add_voter "$i" "127.0.0.1:$((BASE_PORT + i - 1))" >/dev/null
+  done
+  local voters
+  voters=$("$BIN/raft-admin" "${client[@]}" --leader "multi:///$ENDPOINTS" --json get_configuration \
+    | jq '[.servers[] | select(.suffrage == "Voter")] | length')
+  [ "$voters" = 3 ] || { echo "the cluster has $voters voters, not 3" >&2; exit 1; }
+}
+
+echo "round label clients writes_per_s write_p99_ms"
+: >"$WORK/cells"
+for round in $(seq 1 "$ROUNDS"); do
+  for clients in $CLIENTS_LIST; do
+    for v in "${variants[@]}"; do
+      label=${v%%=*} dir=${v#*=} tls=0
+      if [ "${dir%+tls}" != "$dir" ]; then tls=1; dir=${dir%+tls}; fi
+      data="$WORK/$round-$label-$clients"
+      mkdir -p "$data"
+      up "$dir" "$data" "$tls"
+      client=()
+      [ "$tls" = 1 ] && client=("${CLIENT_TLS[@]}")
+      "$BIN/hammer" --endpoints "$ENDPOINTS" "${client[@]}" --clients "$clients" \
+        --duration "${SECONDS_PER_CELL}s" --read-ratio 0 --value-size 256 --keys 10000 --json \
+        >"$data/report.json" 2>"$data/hammer.err" \
+        || { echo "hammer failed on $label:" >&2; cat "$data/hammer.err" >&2; exit 1; }
+      line="$round $label $clients $(jq -r '"\(.by_kind.put.throughput | round) \(.by_kind.put.p99_ms)"' "$data/report.json")"
+      echo "$line" | tee -a "$WORK/cells"
+      down
+      rm -rf "$data"
+    done
+  done
+done
+
+echo
+echo "medians over $ROUNDS rounds (ratio to ${variants[0]%%=*}):"
+for clients in $CLIENTS_LIST; do
+  awk -v c="$clients" -v first="${variants[0]%%=*}" '
+    $3 == c { n[$2]++; v[$2, n[$2]] = $4; if (!($2 in seen)) { seen[$2] = 1; order[++k] = $2 } }
+    function median(l,   i, j, t, a, m) {
+      m = n[l]; for (i = 1; i <= m; i++) a[i] = v[l, i]
+      for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+    }
+    END {
+      base = median(first)
+      for (i = 1; i <= k; i++) printf "  %3d clients  %-10s %8.0f writes/s  %.2fx\n", c, order[i], median(order[i]), median(order[i]) / base
+    }' "$WORK/cells"
+done
