@@ -36,7 +36,7 @@ trap 'rm -f "$log"' EXIT
 # shown, its verdict kept.
 run() {
   local what=$1 target=$2 filter=$3; shift 3
-  if ! cargo test --release -q -p raftkv-node "$target" -- "$filter" --nocapture "$@" >"$log" 2>&1; then
+  if ! cargo test --release -q -p raftkv-node "$target" -- "$filter" --nocapture --test-threads 1 "$@" >"$log" 2>&1; then
     cat "$log" >&2
     echo "fuzzing $what failed: an input panicked (shown above, shrunk)" >&2
     exit 1

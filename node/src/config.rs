@@ -136,6 +136,12 @@ pub struct NodeConfig {
     #[arg(long, env = "RAFTKV_MAX_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams: u32,
 
+    /// Serve Prometheus metrics (/metrics), liveness (/healthz) and
+    /// readiness (/readyz) over plain HTTP on this address (port 0 picks
+    /// one). Off by default.
+    #[arg(long, env = "RAFTKV_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Close a connection that has had no call in flight for this long
     /// (e.g. 30s, 5m).
     #[arg(long, env = "RAFTKV_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]

@@ -360,7 +360,7 @@ async fn vet(
 
 /// A layer over every service that counts each connection's calls in
 /// flight, from the request until its response body is done, for the idle
-/// timeout.
+/// timeout; and every call's status code and latency, for the metrics.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TrackCalls;
 
@@ -378,12 +378,55 @@ pub struct CallTracker<S> {
     inner: S,
 }
 
-/// Ends a call when dropped, with the response body that owns it.
-struct CallGuard(Arc<Activity>);
+/// Ends a call when dropped, with the response body that owns it: the
+/// connection's count of calls in flight, and the call's metrics.
+struct CallGuard {
+    activity: Option<Arc<Activity>>,
+    started: std::time::Instant,
+    /// `/service/method`.
+    path: http::uri::PathAndQuery,
+    /// The grpc-status seen, in the headers or the trailers.
+    code: Option<tonic::Code>,
+}
+
+impl CallGuard {
+    /// Notes the grpc-status in `headers`, if any.
+    fn note(&mut self, headers: &http::HeaderMap) {
+        if let Some(status) = headers.get("grpc-status") {
+            self.code = Some(tonic::Code::from_bytes(status.as_bytes()));
+        }
+    }
+}
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        self.0.end();
+        if let Some(activity) = &self.activity {
+            activity.end();
+        }
+        let path = self.path.path().trim_start_matches('/');
+        let (service, method) = path.split_once('/').unwrap_or((path, ""));
+        let code = match self.code {
+            Some(tonic::Code::Ok) => "OK".to_string(),
+            Some(code) => format!("{code:?}"),
+            // The response ended without a status: the caller went away.
+            None => "Cancelled".to_string(),
+        };
+        let metrics = crate::metrics::global();
+        metrics
+            .grpc_requests
+            .get_or_create(&crate::metrics::CallLabels {
+                service: service.to_string(),
+                method: method.to_string(),
+                code,
+            })
+            .inc();
+        metrics
+            .grpc_latency
+            .get_or_create(&crate::metrics::MethodLabels {
+                service: service.to_string(),
+                method: method.to_string(),
+            })
+            .observe(self.started.elapsed().as_secs_f64());
     }
 }
 
@@ -403,17 +446,31 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let guard = request.extensions().get::<PeerInfo>().map(|peer| {
+        let activity = request.extensions().get::<PeerInfo>().map(|peer| {
             peer.activity.begin();
-            CallGuard(peer.activity.clone())
+            peer.activity.clone()
         });
+        let mut guard = CallGuard {
+            activity,
+            started: std::time::Instant::now(),
+            path: request
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            code: None,
+        };
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
+            // An error without a body carries its status in the headers.
+            guard.note(response.headers());
             Ok(response.map(|body| {
+                // The closure owns the guard: the call ends with the body.
                 tonic::body::Body::new(body.map_frame(move |frame| {
-                    // The closure owns the guard: the call ends with the body.
-                    let _guard = &guard;
+                    if let Some(trailers) = frame.trailers_ref() {
+                        guard.note(trailers);
+                    }
                     frame
                 }))
             }))

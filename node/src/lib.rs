@@ -19,7 +19,7 @@
 //! - [`types`]: the Raft type configuration and the replicated commands,
 //!   depending on nothing else in the crate.
 //!
-//! Beside that path: [`join`] (`--join`), [`failover`] (campaigning as soon as
+//! Beside that path: [`metrics`] (Prometheus, `/healthz`, `/readyz`), [`join`] (`--join`), [`failover`] (campaigning as soon as
 //! the leader's connection closes), [`codec`], [`failpoint`], [`allocator`].
 
 pub mod allocator;
@@ -31,6 +31,7 @@ pub mod failover;
 pub mod failpoint;
 pub mod grpc;
 pub mod join;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod security;

@@ -20,13 +20,28 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    // The one line on stdout: scripts and tests read the bound address from it.
+    let metrics = match config.metrics_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {address}"))?;
+            // Before the line below, which scripts and tests wait for.
+            println!(
+                "raftkv-node {} serving metrics on {}",
+                config.id,
+                listener.local_addr()?
+            );
+            Some(listener)
+        }
+        None => None,
+    };
+    // Scripts and tests read the bound address from this line.
     println!(
         "raftkv-node {} listening on {}",
         config.id,
         listener.local_addr()?
     );
-    raftkv_node::run(listener, config, shutdown_signal()).await?;
+    raftkv_node::run(listener, metrics, config, shutdown_signal()).await?;
     Ok(())
 }
 

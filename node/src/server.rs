@@ -76,10 +76,12 @@ pub enum RunError {
     Serve(#[from] tonic::transport::Error),
 }
 
-/// Runs a node on `listener` until `shutdown` resolves or the admin API asks
-/// it to stop; then stops serving and shuts Raft down.
+/// Runs a node on `listener` (and its metrics endpoint on `metrics`, if
+/// given) until `shutdown` resolves or the admin API asks it to stop; then
+/// stops serving and shuts Raft down.
 pub async fn run(
     listener: TcpListener,
+    metrics: Option<TcpListener>,
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
@@ -106,6 +108,7 @@ pub async fn run(
             .await
             .map_err(|e| RunError::Raft(e.to_string()))??;
     let kv = state_machine.reader();
+    let database = state_machine.database();
     // Kept to mark the state machine clean once Raft has stopped.
     let state_machine_on_stop = state_machine.clone();
 
@@ -175,6 +178,16 @@ pub async fn run(
         })
     });
 
+    tokio::spawn(crate::metrics::count_leader_changes(raft.clone()));
+    let metrics_endpoint = metrics.map(|listener| {
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            crate::metrics::Endpoint {
+                raft: raft.clone(),
+                db: database,
+            },
+        ))
+    });
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(track_leadership(raft.clone(), health_reporter));
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -277,6 +290,9 @@ pub async fn run(
         joining.abort();
     }
     reloading.abort();
+    if let Some(endpoint) = metrics_endpoint {
+        endpoint.abort();
+    }
     let failure = raft.metrics().borrow_watched().running_state.clone();
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(cause = %e, "raft did not shut down cleanly");

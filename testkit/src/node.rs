@@ -121,6 +121,7 @@ impl NodeSpec {
         let mut node = TestNode {
             id: self.id,
             address: String::new(),
+            metrics_address: None,
             data_dir: self.data_dir,
             log: self.log,
             flags: self.flags,
@@ -138,6 +139,8 @@ pub struct TestNode {
     pub id: u64,
     /// host:port it listens on and advertises, kept across restarts.
     pub address: String,
+    /// host:port of its metrics endpoint, if started with `--metrics-listen`.
+    pub metrics_address: Option<String>,
     pub data_dir: PathBuf,
     /// Where the node's log (stderr) goes, appended across restarts.
     log: PathBuf,
@@ -190,18 +193,22 @@ impl TestNode {
         let mut child = command.spawn().unwrap_or_else(|e| {
             panic!("cannot start {}: {e}", node_binary().display());
         });
-        // The node's one line on stdout: "raftkv-node <id> listening on <address>".
+        // The node's line on stdout: "raftkv-node <id> listening on <address>",
+        // after "… serving metrics on <address>" with --metrics-listen.
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let last_word = |line: &str| {
+            line.trim()
+                .rsplit(' ')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        };
         let address = loop {
             match lines.next() {
-                Some(Ok(line)) if line.contains("listening on") => {
-                    break line
-                        .trim()
-                        .rsplit(' ')
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
+                Some(Ok(line)) if line.contains("serving metrics on") => {
+                    self.metrics_address = Some(last_word(&line));
                 }
+                Some(Ok(line)) if line.contains("listening on") => break last_word(&line),
                 Some(Ok(_)) => continue,
                 _ => {
                     let _ = child.kill();
@@ -333,6 +340,26 @@ impl TestNode {
         let address = self.address.clone();
         let extra: Vec<String> = extra.iter().map(|f| f.to_string()).collect();
         self.spawn(&address, &extra, None);
+    }
+
+    /// `GET path` on the node's metrics endpoint: the status code and body
+    /// (`None`: no endpoint, or it does not answer).
+    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        use std::io::Read;
+        use std::io::Write;
+        let address = self.metrics_address.as_ref()?;
+        let mut socket = std::net::TcpStream::connect(address).ok()?;
+        socket.set_read_timeout(Some(STATUS_TIMEOUT)).ok()?;
+        write!(
+            socket,
+            "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = String::new();
+        socket.read_to_string(&mut response).ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        let status = head.split(' ').nth(1)?.parse().ok()?;
+        Some((status, body.to_string()))
     }
 
     /// A channel to this process (connected on first use, then reused).

@@ -89,9 +89,16 @@ impl RaftNode {
     /// Proposes `command`; returns once it is committed and applied, with its
     /// log index and result.
     pub async fn write(&self, command: Command) -> Result<(u64, CommandResult), NodeError> {
+        let metrics = crate::metrics::global();
         match self.raft.client_write(command).await {
-            Ok(response) => Ok((response.log_id.index, response.data)),
-            Err(e) => Err(self.write_error(e)),
+            Ok(response) => {
+                metrics.proposals_committed.inc();
+                Ok((response.log_id.index, response.data))
+            }
+            Err(e) => {
+                metrics.proposals_failed.inc();
+                Err(self.write_error(e))
+            }
         }
     }
 

@@ -45,6 +45,13 @@ impl Disk {
     /// Expensive (one or more `fdatasync`s): callers batch, one sync per group
     /// of writes, never one per entry.
     pub fn sync(&self) -> io::Result<()> {
+        let started = std::time::Instant::now();
+        let result = self.sync_all_written();
+        crate::metrics::observe_since(&crate::metrics::global().fsync, started);
+        result
+    }
+
+    fn sync_all_written(&self) -> io::Result<()> {
         let mut synced_blob = self.synced_blob.lock().unwrap_or_else(|e| e.into_inner());
         self.db.flush().map_err(io::Error::other)?;
         self.db_file.sync_data()?;

@@ -331,6 +331,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Raft treats like any unflushed tail (the callback never fired).
         // In sled now, so readable as soon as this returns (openraft relies on
         // that); durable once the sync thread has run the callback.
+        let started = std::time::Instant::now();
         let mut tree: Option<(u64, sled::Tree)> = None;
         let mut written = Vec::new();
         for entry in entries {
@@ -343,6 +344,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(io::Error::other)?;
             written.push(entry);
         }
+        crate::metrics::observe_since(&crate::metrics::global().log_append, started);
         let mut recent = self.recent();
         for entry in written {
             recent.push(entry);

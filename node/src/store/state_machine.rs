@@ -253,6 +253,11 @@ fn decode_pairs(mut data: &[u8]) -> io::Result<Vec<(&[u8], &[u8])>> {
 }
 
 impl StateMachineStore {
+    /// The database the state machine lives in (for its size on disk).
+    pub fn database(&self) -> sled::Db {
+        self.disk.db().clone()
+    }
+
     /// Opens the state-machine trees of `db`. Unless the node last stopped
     /// cleanly, rebuilds the key-value state from the stored snapshot (see the
     /// module's durability rules).
@@ -426,6 +431,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let data = std::mem::replace(&mut self.data, Ok(Vec::new()))?;
+        let started = std::time::Instant::now();
         crate::crash_point!("snapshot-build-before-store");
         let store = self.store.clone();
         let meta = self.meta.clone();
@@ -435,6 +441,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await
         .map_err(io::Error::other)??;
+        let metrics = crate::metrics::global();
+        crate::metrics::observe_since(&metrics.snapshot_build, started);
+        metrics.snapshot_bytes.set(data.len() as i64);
         tracing::info!(last_log_id = ?self.meta.last_log_id, bytes = data.len(), "snapshot built");
         Ok(Snapshot {
             meta: self.meta.clone(),
@@ -462,6 +471,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let Some((last, _)) = batch.last() else {
             return Ok(());
         };
+        crate::metrics::global()
+            .entries_applied
+            .inc_by(batch.len() as u64);
         let last_applied = encode(&Some(last.log_id))?;
         let (kv, meta) = (&self.reader.kv, &self.reader.meta);
         let gate = self.write_gate()?;
@@ -532,11 +544,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         decode_pairs(&snapshot)?;
         let store = self.clone();
         let meta = meta.clone();
+        let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || {
             store.store_snapshot(&meta, &snapshot)?;
             crate::crash_point!("snapshot-install-before-load");
             store.load_snapshot(&store.write_gate()?, &meta, &snapshot)?;
             store.disk.sync()?;
+            let metrics = crate::metrics::global();
+            crate::metrics::observe_since(&metrics.snapshot_install, started);
+            metrics.snapshot_bytes.set(snapshot.len() as i64);
             tracing::info!(last_log_id = ?meta.last_log_id, bytes = snapshot.len(), "snapshot installed");
             Ok(())
         })

@@ -7,5 +7,6 @@ mod test_bad_input;
 mod test_cluster;
 mod test_fuzz;
 mod test_join;
+mod test_metrics;
 mod test_storage;
 mod test_tls;

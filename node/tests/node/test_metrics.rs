@@ -1,0 +1,136 @@
+//! The metrics endpoint: Prometheus text that parses, with the families an
+//! operator needs and values that follow what the cluster did; liveness and
+//! readiness.
+
+use std::collections::HashMap;
+
+use raftkv_proto::pb;
+use raftkv_testkit::wait_for;
+use raftkv_testkit::NodeSpec;
+use raftkv_testkit::TestCluster;
+use raftkv_testkit::TestNode;
+
+use crate::support::put;
+
+/// One scrape: every sample as `name{labels}` → value. Panics on a line
+/// that is not Prometheus text format.
+fn scrape(node: &TestNode) -> HashMap<String, f64> {
+    let (status, body) = node
+        .http_get("/metrics")
+        .expect("the metrics endpoint answers");
+    assert_eq!(status, 200, "{body}");
+    let mut samples = HashMap::new();
+    for line in body.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            assert!(
+                line.is_empty()
+                    || line.starts_with("# HELP ")
+                    || line.starts_with("# TYPE ")
+                    || line.starts_with("# UNIT ")
+                    || line == "# EOF",
+                "not Prometheus text: {line:?}"
+            );
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line:?}"));
+        let name = series.split('{').next().unwrap_or_default();
+        assert!(
+            name.starts_with("raftkv_")
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad metric name in {line:?}"
+        );
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}
+
+fn sample(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("no {series} among {:?}", samples.keys().collect::<Vec<_>>()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_the_cluster_and_readiness_tells_members_apart() {
+    let mut cluster = TestCluster::builder()
+        .flags(&["--metrics-listen", "127.0.0.1:0"])
+        .start(3)
+        .await;
+    let leader = cluster.wait_for_leader().await;
+    let writes = 20;
+    for i in 0..writes {
+        put(&mut cluster.node(leader).kv(), &format!("k{i}"), "v").await;
+    }
+    cluster
+        .node(leader)
+        .admin()
+        .trigger_snapshot(pb::Empty {})
+        .await
+        .expect("snapshot");
+    let status = cluster.node(leader).status().await.expect("status");
+    cluster
+        .wait_applied(status.applied_index.unwrap_or(0))
+        .await;
+
+    let on_leader = wait_for("the leader's snapshot shows in its metrics", || {
+        let samples = scrape(cluster.node(leader));
+        async move {
+            (samples.get("raftkv_snapshot_build_seconds_count").copied() >= Some(1.0))
+                .then_some(samples)
+        }
+    })
+    .await;
+    assert_eq!(sample(&on_leader, "raftkv_is_leader"), 1.0);
+    assert_eq!(sample(&on_leader, "raftkv_has_leader"), 1.0);
+    assert_eq!(sample(&on_leader, "raftkv_term"), status.term as f64);
+    assert!(sample(&on_leader, "raftkv_leader_changes_total") >= 1.0);
+    assert!(sample(&on_leader, "raftkv_proposals_committed_total") >= writes as f64);
+    assert!(sample(&on_leader, "raftkv_entries_applied_total") >= writes as f64);
+    assert!(sample(&on_leader, "raftkv_applied_index") >= writes as f64);
+    assert!(sample(&on_leader, "raftkv_committed_index") >= writes as f64);
+    assert!(sample(&on_leader, "raftkv_log_append_seconds_count") >= 1.0);
+    assert!(sample(&on_leader, "raftkv_fsync_seconds_count") >= 1.0);
+    assert!(sample(&on_leader, "raftkv_snapshot_bytes") > 0.0);
+    assert!(sample(&on_leader, "raftkv_db_bytes") > 0.0);
+    let puts = r#"raftkv_grpc_requests_total{service="raftkv.KV",method="Put",code="OK"}"#;
+    assert!(sample(&on_leader, puts) >= writes as f64);
+    assert!(
+        sample(
+            &on_leader,
+            r#"raftkv_grpc_request_seconds_count{service="raftkv.KV",method="Put"}"#
+        ) >= writes as f64
+    );
+    for follower in cluster.nodes.iter().filter(|n| n.id != leader) {
+        // The leader tracks each follower's lag; a follower does not lead.
+        let lag = format!(
+            r#"raftkv_replication_lag_entries{{peer="{}"}}"#,
+            follower.id
+        );
+        assert!(sample(&on_leader, &lag) >= 0.0);
+        let samples = scrape(follower);
+        assert_eq!(sample(&samples, "raftkv_is_leader"), 0.0);
+        assert_eq!(sample(&samples, "raftkv_has_leader"), 1.0);
+        assert!(sample(&samples, "raftkv_entries_applied_total") >= writes as f64);
+        assert!(!samples
+            .keys()
+            .any(|k| k.starts_with("raftkv_replication_lag_entries")));
+    }
+
+    // Alive and ready everywhere; a node outside any cluster is alive, not ready.
+    for node in &cluster.nodes {
+        assert_eq!(node.http_get("/healthz").map(|r| r.0), Some(200));
+        assert_eq!(node.http_get("/readyz").map(|r| r.0), Some(200));
+    }
+    let loner = cluster
+        .start_node(NodeSpec::new(cluster.dir(), 9).flags(&["--metrics-listen", "127.0.0.1:0"]));
+    assert_eq!(loner.http_get("/healthz").map(|r| r.0), Some(200));
+    let (code, why) = loner.http_get("/readyz").expect("readyz answers");
+    assert_eq!(code, 503, "{why}");
+    assert!(why.contains("not a member"), "{why}");
+    assert_eq!(loner.http_get("/nothing").map(|r| r.0), Some(404));
+}
