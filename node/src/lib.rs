@@ -19,7 +19,8 @@
 //! - [`types`]: the Raft type configuration and the replicated commands,
 //!   depending on nothing else in the crate.
 //!
-//! Beside that path: [`metrics`] (Prometheus, `/healthz`, `/readyz`), [`join`] (`--join`), [`failover`] (campaigning as soon as
+//! Beside that path: [`metrics`] (Prometheus, `/healthz`, `/readyz`),
+//! [`systemd`] (readiness for `Type=notify`), [`join`] (`--join`), [`failover`] (campaigning as soon as
 //! the leader's connection closes), [`codec`], [`failpoint`], [`allocator`].
 
 pub mod allocator;
@@ -37,6 +38,7 @@ pub mod node;
 pub mod security;
 pub mod server;
 pub mod store;
+pub mod systemd;
 pub mod types;
 
 pub use config::NodeConfig;

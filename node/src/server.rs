@@ -227,6 +227,7 @@ pub async fn run(
             Ok(e) = &mut join_failed => join_error = Some(e),
         }
         tracing::info!("stopping");
+        crate::systemd::stopping();
         // Ends the long-lived peer streams, which graceful shutdown waits for.
         stopping_tx.send_replace(true);
     };
@@ -269,7 +270,7 @@ pub async fn run(
         .max_encoding_message_size(max_message),
         Authorize::new("raftkv.Raft", Role::Node, policy),
     );
-    let served = tonic::transport::Server::builder()
+    let serving = tonic::transport::Server::builder()
         .max_concurrent_streams(config.max_streams)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
@@ -284,8 +285,10 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming, stop_requested)
-        .await;
+        .serve_with_incoming_shutdown(incoming, stop_requested);
+    // The listener is bound and Raft runs: connections are served from here on.
+    crate::systemd::ready(&address);
+    let served = serving.await;
     if let Some(joining) = joining {
         joining.abort();
     }

@@ -50,6 +50,8 @@ pub struct NodeSpec {
     once: Vec<String>,
     /// `FAILPOINTS` for the first start only.
     crash_points: Option<String>,
+    /// Environment variables for every start (beyond the cleaned one).
+    env: Vec<(String, String)>,
     /// How the test's own clients connect (TLS with this identity, or plain).
     client_tls: Option<ClientTlsConfig>,
 }
@@ -65,8 +67,15 @@ impl NodeSpec {
             flags: Vec::new(),
             once: Vec::new(),
             crash_points: None,
+            env: Vec::new(),
             client_tls: None,
         }
+    }
+
+    /// Sets the environment variable `key` to `value` for every start.
+    pub fn env(mut self, key: &str, value: &str) -> NodeSpec {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// Serves mutual TLS with `certs`' `node` certificate; the test's own
@@ -125,6 +134,7 @@ impl NodeSpec {
             data_dir: self.data_dir,
             log: self.log,
             flags: self.flags,
+            env: self.env,
             child: Mutex::new(None),
             channels: Channels::default(),
             client_tls: self.client_tls,
@@ -146,6 +156,8 @@ pub struct TestNode {
     log: PathBuf,
     /// Flags beyond id/listen/data-dir, reused on restart.
     flags: Vec<String>,
+    /// Environment variables, reused on restart.
+    env: Vec<(String, String)>,
     /// The running process; behind a lock so that whether it still runs can
     /// be asked through a shared reference.
     child: Mutex<Option<Child>>,
@@ -190,6 +202,8 @@ impl TestNode {
         if let Some(points) = crash_points {
             command.env("FAILPOINTS", points);
         }
+        command.env_remove("NOTIFY_SOCKET");
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut child = command.spawn().unwrap_or_else(|e| {
             panic!("cannot start {}: {e}", node_binary().display());
         });

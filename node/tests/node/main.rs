@@ -8,5 +8,6 @@ mod test_cluster;
 mod test_fuzz;
 mod test_join;
 mod test_metrics;
+mod test_service;
 mod test_storage;
 mod test_tls;
