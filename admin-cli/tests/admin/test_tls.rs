@@ -7,6 +7,19 @@ use raftkv_testkit::NodeSpec;
 
 use crate::support::raft_admin;
 
+/// The node flags serving with `certs/node.crt` under `certs/ca.crt`.
+fn node_tls_flags(certs: &std::path::Path) -> Vec<String> {
+    let file = |name: &str| certs.join(name).display().to_string();
+    vec![
+        "--tls-cert".into(),
+        file("node.crt"),
+        "--tls-key".into(),
+        file("node.key"),
+        "--tls-ca".into(),
+        file("ca.crt"),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_from_raft_admin_secure_a_node_and_decide_what_it_may_do() {
     let dir = tempfile::TempDir::new().expect("temp dir");
@@ -40,14 +53,7 @@ async fn certificates_from_raft_admin_secure_a_node_and_decide_what_it_may_do() 
         server_name: None,
     };
     let node = NodeSpec::new(dir.path(), 1)
-        .flags(&[
-            "--tls-cert",
-            &file("node.crt"),
-            "--tls-key",
-            &file("node.key"),
-            "--tls-ca",
-            &file("ca.crt"),
-        ])
+        .flags(&node_tls_flags(&certs))
         .once(&["--bootstrap"])
         .client_tls(Some(node_tls.load().expect("node TLS")))
         .start();
@@ -129,14 +135,7 @@ async fn tls_server_name_verifies_a_node_by_a_name_it_is_not_dialled_by() {
         .ok();
     let file = |name: &str| certs.join(name).display().to_string();
     let node = NodeSpec::new(dir.path(), 1)
-        .flags(&[
-            "--tls-cert",
-            &file("node.crt"),
-            "--tls-key",
-            &file("node.key"),
-            "--tls-ca",
-            &file("ca.crt"),
-        ])
+        .flags(&node_tls_flags(&certs))
         .start();
     let (ca, cert, key) = (file("ca.crt"), file("admin.crt"), file("admin.key"));
     let tls = ["--cacert", &ca, "--cert", &cert, "--key", &key];

@@ -72,6 +72,19 @@ fn peer_of<T>(request: &Request<T>) -> Option<std::net::SocketAddr> {
         .and_then(|peer| peer.remote)
 }
 
+impl RaftService {
+    /// A vote or pre-vote request, decoded and checked.
+    fn vote_request(&self, request: Request<pb::RaftPayload>) -> Result<VoteRequest, Status> {
+        let vote: VoteRequest = decode_request(request)?;
+        raft_guard::check_vote_request(
+            &vote.vote,
+            vote.last_log_id.as_ref(),
+            &Local::of(&self.raft),
+        )?;
+        Ok(vote)
+    }
+}
+
 fn decode_request<T: serde::de::DeserializeOwned>(
     request: Request<pb::RaftPayload>,
 ) -> Result<T, Status> {
@@ -163,12 +176,7 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
-        let vote: VoteRequest = decode_request(request)?;
-        raft_guard::check_vote_request(
-            &vote.vote,
-            vote.last_log_id.as_ref(),
-            &Local::of(&self.raft),
-        )?;
+        let vote = self.vote_request(request)?;
         let response = self.raft.vote(vote).await.map_err(stopped)?;
         encode_response(&response)
     }
@@ -177,12 +185,7 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
-        let vote: VoteRequest = decode_request(request)?;
-        raft_guard::check_vote_request(
-            &vote.vote,
-            vote.last_log_id.as_ref(),
-            &Local::of(&self.raft),
-        )?;
+        let vote = self.vote_request(request)?;
         let response = self.raft.pre_vote(vote).await.map_err(stopped)?;
         encode_response(&response)
     }
