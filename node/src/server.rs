@@ -101,17 +101,7 @@ pub async fn run(
             .map_err(|e| RunError::Config(e.to_string()))?,
     );
 
-    let data_dir = config.data_dir.clone();
-    let cache_bytes = config.cache_mb << 20;
-    let (log_store, state_machine) =
-        tokio::task::spawn_blocking(move || store::open(&data_dir, cache_bytes))
-            .await
-            .map_err(|e| RunError::Raft(e.to_string()))??;
-    let kv = state_machine.reader();
-    let database = state_machine.database();
-    // Kept to mark the state machine clean once Raft has stopped.
-    let state_machine_on_stop = state_machine.clone();
-
+    // Broken TLS files stop the node before its storage is opened.
     let (tls, peer_tls) = match config.tls_files() {
         Some(files) => {
             let (tls, client, loaded) = Tls::load(files)?;
@@ -133,6 +123,17 @@ pub async fn run(
             (None, None)
         }
     };
+
+    let data_dir = config.data_dir.clone();
+    let cache_bytes = config.cache_mb << 20;
+    let (log_store, state_machine) =
+        tokio::task::spawn_blocking(move || store::open(&data_dir, cache_bytes))
+            .await
+            .map_err(|e| RunError::Raft(e.to_string()))??;
+    let kv = state_machine.reader();
+    let database = state_machine.database();
+    // Kept to mark the state machine clean once Raft has stopped.
+    let state_machine_on_stop = state_machine.clone();
 
     let local_ip = (!bound.ip().is_unspecified()).then(|| bound.ip());
     let peers = Channels::new(ChannelOptions {
