@@ -43,6 +43,15 @@ pub struct NodeConfig {
     #[arg(long, env = "RAFTKV_BOOTSTRAP")]
     pub bootstrap: bool,
 
+    /// Recover from a permanent loss of quorum: keep every entry in this
+    /// node's log (committed, or possibly so) and restart it as the only
+    /// voter of its cluster; add the others back afresh (empty data
+    /// directories). Writes that reached only the lost nodes are gone. Use
+    /// it on one survivor only (the most up to date), once, when the others
+    /// are gone for good; what was kept is logged.
+    #[arg(long, env = "RAFTKV_FORCE_NEW_CLUSTER", conflicts_with_all = ["bootstrap", "join"])]
+    pub force_new_cluster: bool,
+
     /// Ask a running cluster (any of these comma-separated host:port addresses;
     /// this node's own address is skipped) to add this node as a voter, unless
     /// it is one already. Keeps asking until it is, or --join-timeout passes.

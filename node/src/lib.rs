@@ -20,7 +20,8 @@
 //!   depending on nothing else in the crate.
 //!
 //! Beside that path: [`metrics`] (Prometheus, `/healthz`, `/readyz`),
-//! [`systemd`] (readiness for `Type=notify`), [`join`] (`--join`), [`failover`] (campaigning as soon as
+//! [`systemd`] (readiness for `Type=notify`), [`recovery`]
+//! (`--force-new-cluster`), [`join`] (`--join`), [`failover`] (campaigning as soon as
 //! the leader's connection closes), [`codec`], [`failpoint`], [`allocator`].
 
 pub mod allocator;
@@ -35,6 +36,7 @@ pub mod join;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod recovery;
 pub mod security;
 pub mod server;
 pub mod store;

@@ -71,6 +71,9 @@ pub enum RunError {
     /// voter in time.
     #[error("cannot join the cluster: {0}")]
     Join(#[from] JoinError),
+    /// `--force-new-cluster` failed.
+    #[error("cannot force a new cluster: {0}")]
+    Recovery(#[from] crate::recovery::RecoveryError),
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -144,6 +147,17 @@ pub async fn run(
     });
     let reloading = tokio::spawn(reload_on_hangup(tls.clone(), peers.clone()));
     let network = Network::new(peers.clone(), config.max_message_bytes());
+    if config.force_new_cluster {
+        crate::recovery::force_new_cluster(
+            config.id,
+            &address,
+            raft_config.clone(),
+            network.clone(),
+            &log_store,
+            &state_machine,
+        )
+        .await?;
+    }
     let raft = Raft::new(config.id, raft_config, network, log_store, state_machine)
         .await
         .map_err(|e| RunError::Raft(e.to_string()))?;

@@ -123,6 +123,12 @@ impl LogStore {
         })
     }
 
+    /// Blocks until everything written so far is on stable storage (see
+    /// [`Disk::sync`]).
+    pub fn sync(&self) -> io::Result<()> {
+        self.inner.disk.sync()
+    }
+
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
         match self.inner.meta.get(key).map_err(io::Error::other)? {
             Some(bytes) => Ok(Some(decode(&bytes)?)),

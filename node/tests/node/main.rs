@@ -8,6 +8,7 @@ mod test_cluster;
 mod test_fuzz;
 mod test_join;
 mod test_metrics;
+mod test_recovery;
 mod test_service;
 mod test_storage;
 mod test_tls;

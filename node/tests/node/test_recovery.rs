@@ -1,0 +1,88 @@
+//! `--force-new-cluster`: a survivor of a permanent quorum loss comes back
+//! as the only voter with every acknowledged write, and the cluster grows
+//! again from it.
+
+use raftkv_testkit::TestCluster;
+
+use crate::support::committed_voters;
+use crate::support::get;
+use crate::support::put;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_survivor_of_a_lost_quorum_keeps_every_acknowledged_write() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let keys = 40;
+    for i in 0..keys {
+        put(
+            &mut cluster.node(leader).kv(),
+            &format!("key-{i}"),
+            &format!("value-{i}"),
+        )
+        .await;
+    }
+    // Power lost everywhere; two nodes are destroyed for good.
+    for node in &mut cluster.nodes {
+        node.kill();
+    }
+    // The leader survives: every acknowledged write is in its log (a
+    // follower may lack the newest ones, which a majority without it took).
+    let survivor = leader;
+    let lost: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != survivor).collect();
+    for id in &lost {
+        let dir = cluster.node(*id).data_dir.clone();
+        std::fs::remove_dir_all(&dir).expect("destroy a node's data");
+    }
+    cluster
+        .node(survivor)
+        .restart_with(&["--force-new-cluster"]);
+    assert_eq!(cluster.wait_for_leader().await, survivor);
+    let log = cluster.node(survivor).log();
+    assert!(log.contains("FORCED A NEW CLUSTER"), "{log}");
+    let mut admin = cluster.node(survivor).admin();
+    assert_eq!(committed_voters(&mut admin).await, Some(vec![survivor]));
+    let mut kv = cluster.node(survivor).kv();
+    for i in 0..keys {
+        let value = get(&mut kv, &format!("key-{i}"), false).await;
+        assert_eq!(
+            value.as_deref(),
+            Some(format!("value-{i}").as_bytes()),
+            "key-{i} was acknowledged and is lost"
+        );
+    }
+    put(&mut kv, "after", "recovery").await;
+
+    // A fresh node is added back; the replicas agree.
+    cluster.nodes.retain(|n| n.id == survivor);
+    let fresh = raftkv_proto::pb::AddNodeRequest {
+        node_id: 4,
+        address: cluster.start_node(cluster.node_spec(4)).address.clone(),
+        previous_index: 0,
+    };
+    cluster
+        .node(survivor)
+        .admin()
+        .add_voter(fresh)
+        .await
+        .expect("add the fresh node");
+    let mut voters = vec![survivor, 4];
+    voters.sort_unstable();
+    let admin = cluster.node(survivor).admin();
+    raftkv_testkit::wait_for("the fresh node is a voter", || {
+        let mut admin = admin.clone();
+        let voters = voters.clone();
+        async move { (committed_voters(&mut admin).await? == voters).then_some(()) }
+    })
+    .await;
+    cluster.assert_replicas_identical().await;
+
+    // A later restart without the flag keeps it all.
+    assert!(cluster.node(survivor).stop());
+    cluster.node(survivor).restart();
+    cluster.wait_for_leader().await;
+    let mut kv = cluster.node(survivor).kv();
+    assert_eq!(
+        get(&mut kv, "after", false).await.as_deref(),
+        Some(&b"recovery"[..])
+    );
+}
