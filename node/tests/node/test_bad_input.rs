@@ -108,11 +108,20 @@ async fn bad_admin_requests_are_rejected_without_effect() {
         })
         .await
         .expect("add learner");
-    let before = admin
-        .get_configuration(pb::Empty {})
-        .await
-        .expect("config")
-        .into_inner();
+    // The leader reports the new configuration committed a moment after
+    // answering: compare from then on.
+    let before = raftkv_testkit::wait_for("the learner's configuration is committed", || {
+        let mut admin = admin.clone();
+        async move {
+            let config = admin
+                .get_configuration(pb::Empty {})
+                .await
+                .ok()?
+                .into_inner();
+            config.committed.then_some(config)
+        }
+    })
+    .await;
 
     let add = |node_id: u64, address: &str, previous_index: u64| pb::AddNodeRequest {
         node_id,
