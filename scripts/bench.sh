@@ -261,6 +261,7 @@ jq -n --arg command "$COMMAND_LINE" --arg cores "$(nproc)" \
       --election-timeout-min-ms)-$(raftkv_default --election-timeout-max-ms) ms" \
   --arg etcd_timing "$( [ "$NEED_ETCD" = 1 ] && echo "heartbeat $(etcd_default --heartbeat-interval) ms, \
 election timeout $(etcd_default --election-timeout) ms, pre-vote $(etcd_default --pre-vote)")" \
+  --arg tls "$([ "$TLS" = 1 ] && echo "mutual TLS" || echo "plain text")" \
   --arg raftkv_voters "$(admin --leader "multi:///$RAFTKV_ENDPOINTS" --json get_configuration \
       | jq -r '[.servers[] | select(.suffrage == "Voter") | .id] | map(tostring) | join(",")')" \
   --arg etcd_members "$( [ "$NEED_ETCD" = 1 ] && etcdctl_on "$ETCD_ENDPOINTS" member list -w json \
@@ -540,7 +541,7 @@ if as_json:
 print(f"\ncommand: {meta['command']}")
 print(f"machine: {meta['cores']} cores ({meta['cpu']}), {meta['memory']}, Linux {meta['kernel']}; load average "
       f"{meta['load']} before measuring; {meta['others']} other raftkv/etcd/hammer processes running; data on {meta['disk']}")
-print(f"raftkv:  {meta['raftkv']}, release build; 3 nodes on loopback (voters {meta['raftkv_voters']}), "
+print(f"raftkv:  {meta['raftkv']}, release build; 3 nodes on loopback ({meta['tls']}, voters {meta['raftkv_voters']}), "
       f"node defaults ({meta['raftkv_timing']})")
 if meta["etcd"]:
     print(f"etcd:    {meta['etcd']} (Debian etcd-server), 3 members on loopback ({meta['etcd_members']}), "
