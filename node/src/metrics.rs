@@ -272,17 +272,22 @@ pub fn observe_since(histogram: &Histogram, started: std::time::Instant) {
     histogram.observe(started.elapsed().as_secs_f64());
 }
 
-/// Counts leader changes as openraft reports them, until Raft stops.
+/// Counts leader changes as openraft reports them, until Raft stops. The
+/// first leader this node learns of counts too, even if it was known before
+/// this task ran (a bootstrapped node may lead already).
 pub async fn count_leader_changes(raft: Raft) {
     let mut watched = raft.metrics();
-    let mut leader = watched.borrow_watched().current_leader;
-    while watched.changed().await.is_ok() {
+    let mut leader = None;
+    loop {
         let now = watched.borrow_watched().current_leader;
         if now != leader {
             if now.is_some() {
                 global().leader_changes.inc();
             }
             leader = now;
+        }
+        if watched.changed().await.is_err() {
+            return;
         }
     }
 }
