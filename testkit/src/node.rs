@@ -36,6 +36,15 @@ pub const CLEAN_STOP: Duration = Duration::from_secs(10);
 /// for a value is 1 MiB; tests send bigger ones to see them refused).
 const MAX_MESSAGE_BYTES: usize = 8 << 20;
 
+/// A channel cache for the test's own calls, connecting with `tls`.
+fn test_channels(tls: Option<ClientTlsConfig>) -> Channels {
+    Channels::new(ChannelOptions {
+        connect_timeout: Duration::from_secs(5),
+        tls,
+        ..ChannelOptions::default()
+    })
+}
+
 /// How to start one node. By default: on `127.0.0.1:0`, data in
 /// `<dir>/node-<id>`, log in `<dir>/node-<id>.log`, no extra flags.
 #[derive(Debug, Clone)]
@@ -237,11 +246,7 @@ impl TestNode {
         };
         assert!(!address.is_empty(), "node {} printed no address", self.id);
         self.address = address;
-        self.channels = Channels::new(ChannelOptions {
-            connect_timeout: Duration::from_secs(5),
-            tls: self.client_tls.clone(),
-            ..ChannelOptions::default()
-        });
+        self.channels = test_channels(self.client_tls.clone());
         *self.child.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(child);
     }
 
@@ -384,13 +389,7 @@ impl TestNode {
     /// A new channel to this process connecting with `tls` (`None`: plain
     /// text), for calls as another identity than the test's own.
     pub fn channel_as(&self, tls: Option<ClientTlsConfig>) -> Channel {
-        Channels::new(ChannelOptions {
-            connect_timeout: Duration::from_secs(5),
-            tls,
-            ..ChannelOptions::default()
-        })
-        .get(&self.address)
-        .expect("node address")
+        test_channels(tls).get(&self.address).expect("node address")
     }
 
     /// A KV client, accepting messages up to 8 MiB.

@@ -324,6 +324,30 @@ fn log_id(term: u64, leader: u64, index: u64) -> raftkv_node::types::LogId {
     }
 }
 
+/// An InstallSnapshot stream: a header saying `size` bytes, then `data`
+/// as one chunk (none if empty).
+fn snapshot_chunks(
+    vote: &raftkv_node::types::Vote,
+    meta: &raftkv_node::types::SnapshotMeta,
+    size: u64,
+    data: Vec<u8>,
+) -> Vec<pb::SnapshotChunk> {
+    let header = pb::SnapshotHeader {
+        vote: raftkv_node::codec::encode(vote).expect("encode"),
+        meta: raftkv_node::codec::encode(meta).expect("encode"),
+        size,
+    };
+    let mut chunks = vec![pb::SnapshotChunk {
+        payload: Some(pb::snapshot_chunk::Payload::Header(header)),
+    }];
+    if !data.is_empty() {
+        chunks.push(pb::SnapshotChunk {
+            payload: Some(pb::snapshot_chunk::Payload::Chunk(data.into())),
+        });
+    }
+    chunks
+}
+
 fn payload<T: serde::Serialize>(message: &T) -> pb::RaftPayload {
     pb::RaftPayload {
         data: raftkv_node::codec::encode(message).expect("encode").into(),
@@ -429,19 +453,7 @@ async fn forged_raft_messages_are_refused_and_the_node_keeps_leading() {
         ),
     ];
     for (meta, data) in snapshots {
-        let header = pb::SnapshotHeader {
-            vote: raftkv_node::codec::encode(&leader).expect("encode"),
-            meta: raftkv_node::codec::encode(&meta).expect("encode"),
-            size: data.len() as u64,
-        };
-        let mut chunks = vec![pb::SnapshotChunk {
-            payload: Some(pb::snapshot_chunk::Payload::Header(header)),
-        }];
-        if !data.is_empty() {
-            chunks.push(pb::SnapshotChunk {
-                payload: Some(pb::snapshot_chunk::Payload::Chunk(data.into())),
-            });
-        }
+        let chunks = snapshot_chunks(&leader, &meta, data.len() as u64, data);
         let message = assert_code(
             raft.install_snapshot(futures::stream::iter(chunks)).await,
             Code::InvalidArgument,
@@ -452,20 +464,8 @@ async fn forged_raft_messages_are_refused_and_the_node_keeps_leading() {
 
     // Chunks longer or shorter than the header says.
     for (size, chunk) in [(3u64, vec![0u8; 10]), (10, vec![0; 3])] {
-        let header = pb::SnapshotHeader {
-            vote: raftkv_node::codec::encode(&leader).expect("encode"),
-            meta: raftkv_node::codec::encode(&meta(Some(log_id(term, 9, 100)), log_id(term, 9, 1)))
-                .expect("encode"),
-            size,
-        };
-        let chunks = vec![
-            pb::SnapshotChunk {
-                payload: Some(pb::snapshot_chunk::Payload::Header(header)),
-            },
-            pb::SnapshotChunk {
-                payload: Some(pb::snapshot_chunk::Payload::Chunk(chunk.into())),
-            },
-        ];
+        let valid = meta(Some(log_id(term, 9, 100)), log_id(term, 9, 1));
+        let chunks = snapshot_chunks(&leader, &valid, size, chunk);
         assert_code(
             raft.install_snapshot(futures::stream::iter(chunks)).await,
             Code::InvalidArgument,

@@ -7,6 +7,7 @@ use raftkv_testkit::TestCluster;
 use crate::support::committed_voters;
 use crate::support::get;
 use crate::support::put;
+use crate::support::wait_for_voters;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_survivor_of_a_lost_quorum_keeps_every_acknowledged_write() {
@@ -54,26 +55,10 @@ async fn a_survivor_of_a_lost_quorum_keeps_every_acknowledged_write() {
 
     // A fresh node is added back; the replicas agree.
     cluster.nodes.retain(|n| n.id == survivor);
-    let fresh = raftkv_proto::pb::AddNodeRequest {
-        node_id: 4,
-        address: cluster.start_node(cluster.node_spec(4)).address.clone(),
-        previous_index: 0,
-    };
-    cluster
-        .node(survivor)
-        .admin()
-        .add_voter(fresh)
-        .await
-        .expect("add the fresh node");
+    cluster.add_voter(4).await;
     let mut voters = vec![survivor, 4];
     voters.sort_unstable();
-    let admin = cluster.node(survivor).admin();
-    raftkv_testkit::wait_for("the fresh node is a voter", || {
-        let mut admin = admin.clone();
-        let voters = voters.clone();
-        async move { (committed_voters(&mut admin).await? == voters).then_some(()) }
-    })
-    .await;
+    wait_for_voters(&cluster, &voters).await;
     cluster.assert_replicas_identical().await;
 
     // A later restart without the flag keeps it all.
