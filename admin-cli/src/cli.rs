@@ -132,6 +132,20 @@ pub enum Command {
     VerifyLeader,
     /// Stop the node gracefully.
     Shutdown,
+    /// Write a consistent copy of every key, taken on the leader, to FILE
+    /// (restore it with `raftkv-node restore`).
+    ///
+    /// The leader confirms it leads, builds a snapshot that includes every write
+    /// committed before the call and streams it; FILE gets a header (index, term,
+    /// membership) and a SHA-256 checksum of the whole file. FILE must not exist.
+    /// Waits at least 5 minutes for the leader, whatever --timeout says.
+    #[command(after_help = "Example:\n  \
+        raft-admin --leader multi:///127.0.0.1:50051,127.0.0.1:50052 backup raftkv.backup\n  \
+        raftkv-node restore --from raftkv.backup --data-dir data1 --id 1 --advertise 127.0.0.1:50051")]
+    Backup {
+        /// The file to write.
+        file: PathBuf,
+    },
     /// One row per node: role, term, leader, indexes and lag behind the leader.
     Status,
     /// The status table, refreshed every --interval (twice a second by default) until Ctrl-C.

@@ -8,8 +8,9 @@
 //! Read in request order: `cli` (the flags), [`run`] here (which node,
 //! which command), `target` (how a call gets there), then one module per
 //! command family: `membership`, `leadership`, `configuration`,
-//! `node_status`, `operations`, `status`, `kv`.
+//! `node_status`, `operations`, `backup`, `status`, `kv`.
 
+mod backup;
 mod certs;
 mod cli;
 mod configuration;
@@ -89,6 +90,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshot => operations::snapshot(target).await,
         Command::Barrier => operations::barrier(target).await,
         Command::Shutdown => operations::shutdown(target).await,
+        Command::Backup { file } => backup::backup(target, &file).await,
         Command::Status => status::status(target).await,
         Command::Watch { count, interval } => status::watch(target, count, interval).await,
         Command::Put { key, value } => kv::put(target, key, value).await,

@@ -10,10 +10,13 @@
 //! - [`ClusterClient`]: leader discovery and following;
 //! - [`TlsFiles`]: the CA, certificate and key of a mutual-TLS client; with
 //!   the `cli` feature, [`cli::TlsArgs`], the flags naming them; with the
-//!   `certs` feature, [`certs`], making a CA and certificates.
+//!   `certs` feature, [`certs`], making a CA and certificates;
+//! - with the `backup` feature, [`backup`]: the backup file format.
 
 pub mod address;
 mod backoff;
+#[cfg(feature = "backup")]
+pub mod backup;
 #[cfg(feature = "certs")]
 pub mod certs;
 mod channels;

@@ -17,7 +17,10 @@ use raftkv_client::parse_duration;
     long_about = "One node of a raftkv cluster: a replicated key-value store on Raft.\n\n\
         Start the first node with --bootstrap; add the others with `raft-admin add_voter` \
         or start them with --join. Every flag can also be set through the environment \
-        variable shown next to it."
+        variable shown next to it.",
+    after_help = "Restoring a backup: `raftkv-node restore --from FILE --data-dir DIR --id N \
+        --advertise ADDR` makes DIR from a backup written by `raft-admin backup` (see \
+        `raftkv-node restore --help`)."
 )]
 pub struct NodeConfig {
     /// This node's id: a positive integer, unique in the cluster.

@@ -21,7 +21,8 @@
 //!
 //! Beside that path: [`metrics`] (Prometheus, `/healthz`, `/readyz`),
 //! [`systemd`] (readiness for `Type=notify`), [`recovery`]
-//! (`--force-new-cluster`), [`join`] (`--join`), [`failover`] (campaigning as soon as
+//! (`--force-new-cluster`), [`restore`] (`raftkv-node restore`, a data
+//! directory from a backup), [`join`] (`--join`), [`failover`] (campaigning as soon as
 //! the leader's connection closes), [`codec`], [`failpoint`], [`allocator`].
 
 pub mod allocator;
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod recovery;
+pub mod restore;
 pub mod security;
 pub mod server;
 pub mod store;

@@ -1,13 +1,35 @@
 //! `raftkv-node`: parse flags, start logging, bind the listener, run the node
-//! until SIGINT or SIGTERM.
+//! until SIGINT or SIGTERM. `raftkv-node restore …` makes a data directory
+//! from a backup instead.
 
 use anyhow::Context;
 use clap::Parser;
+use raftkv_node::restore::RestoreArgs;
 use raftkv_node::NodeConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = NodeConfig::parse();
+    // `restore` is a step before a node runs, not a mode of it: it has its
+    // own flags, and the node's required ones do not apply.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|arg| arg == "restore") {
+        args.remove(1);
+        let restore = RestoreArgs::parse_from(args);
+        init_logging();
+        if let Err(e) = restore_backup(&restore).await {
+            // One clear line, as raft-admin prints its errors.
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
+    let config = NodeConfig::parse_from(args);
+    init_logging();
+    raftkv_node::allocator::return_large_blocks_to_the_system();
+    run_node(config).await
+}
+
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -16,7 +38,32 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    raftkv_node::allocator::return_large_blocks_to_the_system();
+}
+
+/// `raftkv-node restore`.
+async fn restore_backup(args: &RestoreArgs) -> anyhow::Result<()> {
+    let restored = raftkv_node::restore::restore(args)
+        .await
+        .context("restore failed; nothing was created")?;
+    println!(
+        "restored {} keys (index {}, term {}) into {}: a new cluster whose only voter is node {} at {}",
+        restored.key_count,
+        restored.index,
+        restored.term,
+        restored.data_dir.display(),
+        args.id,
+        args.advertise
+    );
+    println!(
+        "start it with: raftkv-node --id {} --advertise {} --data-dir {} (and --listen)",
+        args.id,
+        args.advertise,
+        restored.data_dir.display()
+    );
+    Ok(())
+}
+
+async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -35,40 +82,39 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
+    let shutdown = shutdown_signal()?;
     // Scripts and tests read the bound address from this line.
     println!(
         "raftkv-node {} listening on {}",
         config.id,
         listener.local_addr()?
     );
-    raftkv_node::run(listener, metrics, config, shutdown_signal()).await?;
+    raftkv_node::run(listener, metrics, config, shutdown).await?;
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(cause = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled: a signal that arrives as soon
+/// as the node has printed its address (scripts and tests stop nodes that
+/// fast) must stop it cleanly, not kill it.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::signal;
+    use tokio::signal::unix::SignalKind;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(cause = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
+    })
+}
+
+/// Resolves on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

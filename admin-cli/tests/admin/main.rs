@@ -3,5 +3,6 @@
 //! 127.0.0.1:0 with temporary data directories.
 
 mod support;
+mod test_backup;
 mod test_commands;
 mod test_tls;

@@ -19,11 +19,19 @@ use tonic::Status;
 use super::forwarded;
 use super::route;
 use crate::error::NodeError;
+use crate::node::BackupSnapshot;
 use crate::node::Consistency;
 use crate::node::RaftNode;
 use crate::types::NodeId;
 use crate::types::StoredMembership;
 use crate::types::TypeConfig;
+
+/// Data bytes per message of a backup stream.
+const BACKUP_CHUNK_BYTES: usize = 1 << 20;
+
+/// The messages of `Backup`.
+pub type BackupStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
 
 /// Transfer timeout when the request sets none.
 const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -383,10 +391,75 @@ impl Admin for AdminService {
         }
     }
 
+    type BackupStream = BackupStream;
+
+    #[tracing::instrument(level = "info", skip_all)]
+    async fn backup(
+        &self,
+        request: Request<pb::Empty>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        if let Some(leader) = route(&self.node, &request)? {
+            let stream = AdminClient::new(leader)
+                .backup(forwarded(request))
+                .await?
+                .into_inner();
+            return Ok(Response::new(Box::pin(stream)));
+        }
+        let backup = self.node.backup().await?;
+        Ok(Response::new(backup_stream(self.node.id(), backup)?))
+    }
+
     #[tracing::instrument(level = "info", skip_all)]
     async fn shutdown(&self, _: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
         tracing::info!("shutdown requested through the admin API");
         self.node.request_stop();
         Ok(Response::new(pb::Empty {}))
     }
+}
+
+/// `backup` as the messages of a backup stream: header, data, checksum.
+fn backup_stream(source: NodeId, backup: BackupSnapshot) -> Result<BackupStream, Status> {
+    use pb::backup_chunk::Part;
+    let last = backup.meta.last_log_id.ok_or_else(|| {
+        Status::failed_precondition("nothing to back up yet: no entry has been applied")
+    })?;
+    let membership = &backup.meta.last_membership;
+    let configuration = pb::ClusterConfiguration {
+        members: members(membership),
+        index: membership.log_id().as_ref().map_or(0, |l| l.index),
+        joint: membership.membership().get_joint_config().len() > 1,
+        // Everything a snapshot holds is committed.
+        committed: true,
+    };
+    let created_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, millis);
+    let header = pb::BackupHeader {
+        index: last.index,
+        term: last.leader_id.term,
+        leader_id: last.leader_id.node_id,
+        configuration: Some(configuration),
+        key_count: backup.key_count as u64,
+        data_bytes: backup.data.len() as u64,
+        created_unix_ms,
+        source_node_id: source,
+    };
+    tracing::info!(
+        index = last.index,
+        keys = backup.key_count,
+        bytes = backup.data.len(),
+        "streaming a backup"
+    );
+    let sum = raftkv_client::backup::sha256(&backup.data);
+    let data = std::sync::Arc::new(backup.data);
+    let pieces = (0..data.len().div_ceil(BACKUP_CHUNK_BYTES)).map(move |n| {
+        let start = n * BACKUP_CHUNK_BYTES;
+        let end = data.len().min(start + BACKUP_CHUNK_BYTES);
+        Part::Data(data[start..end].to_vec())
+    });
+    let parts = std::iter::once(Part::Header(header))
+        .chain(pieces)
+        .chain(std::iter::once(Part::DataSha256(sum.to_vec())))
+        .map(|part| Ok(pb::BackupChunk { part: Some(part) }));
+    Ok(Box::pin(futures::stream::iter(parts)))
 }

@@ -8,7 +8,7 @@
 //! - `membership`: initialising a cluster and changing its members, one
 //!   change at a time;
 //! - `leadership`: handing leadership to another voter;
-//! - `snapshot`: building a snapshot on request;
+//! - `snapshot`: building a snapshot on request, and the copy a backup takes;
 //! - `errors`: how openraft's errors become a [`NodeError`].
 
 mod errors;
@@ -21,6 +21,7 @@ pub use kv::Consistency;
 pub use kv::KvLimits;
 pub use kv::ScanPage;
 pub use kv::StateDigest;
+pub use snapshot::BackupSnapshot;
 
 use openraft::type_config::async_runtime::WatchReceiver as _;
 use openraft::RaftMetrics;

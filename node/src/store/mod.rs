@@ -20,10 +20,10 @@ pub use state_machine::StateMachineStore;
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// sled refused to open the database (corrupt, locked by another process, …).
-    #[error("cannot open the database in {dir}: {source}")]
+    #[error("cannot open the database in {dir}")]
     Database { dir: String, source: sled::Error },
     /// Reading or recovering stored state failed.
-    #[error("cannot read stored state in {dir}: {source}")]
+    #[error("cannot read stored state in {dir}")]
     Io { dir: String, source: std::io::Error },
 }
 
