@@ -10,7 +10,8 @@
 //! - [`wait_for`] and [`PATIENCE`]: the one way to wait on a condition.
 //! - [`run_program`] and [`Run`]: run a command-line program to completion;
 //! - [`TestCerts`]: a CA of the test's own and certificates it signs, for
-//!   clusters that serve mutual TLS.
+//!   clusters that serve mutual TLS;
+//! - [`MemoryCgroup`]: a memory limit to run a node under.
 //!
 //! Nodes are processes of the `raftkv-node` binary (see [`node_binary`]), so
 //! tests depend on the node's flags, its one stdout line and its gRPC API,
@@ -18,6 +19,7 @@
 
 mod binary;
 mod certs;
+mod cgroup;
 mod cluster;
 mod node;
 mod program;
@@ -26,6 +28,7 @@ mod wait;
 pub use binary::node_binary;
 pub use binary::NODE_BINARY_ENV;
 pub use certs::TestCerts;
+pub use cgroup::MemoryCgroup;
 pub use cluster::ClusterBuilder;
 pub use cluster::TestCluster;
 pub use node::NodeSpec;

@@ -5,6 +5,7 @@
 mod support;
 mod test_faults;
 mod test_load;
+mod test_memory;
 mod test_noop_server;
 mod test_outage;
 mod test_partition;
