@@ -154,6 +154,15 @@ pub struct NodeConfig {
     #[arg(long, env = "RAFTKV_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Changes kept for watchers that resume or start in the past (entries of
+    /// the log with changes); a watch from before them must rescan.
+    #[arg(long, env = "RAFTKV_WATCH_HISTORY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch_history: u64,
+
+    /// At most this many MiB of keys and values in the watch history.
+    #[arg(long, env = "RAFTKV_WATCH_HISTORY_MB", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub watch_history_mb: u64,
+
     /// Close a connection that has had no call in flight for this long
     /// (e.g. 30s, 5m).
     #[arg(long, env = "RAFTKV_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]

@@ -16,6 +16,7 @@
 //!   with openraft's errors translated into [`error::NodeError`];
 //! - [`error`]: that error, and its one mapping to a gRPC status;
 //! - [`store`], [`network`]: openraft's storage (sled) and transport (gRPC);
+//! - [`watch`]: the window of applied changes that `Watch` streams read;
 //! - [`types`]: the Raft type configuration and the replicated commands,
 //!   depending on nothing else in the crate.
 //!
@@ -44,6 +45,7 @@ pub mod server;
 pub mod store;
 pub mod systemd;
 pub mod types;
+pub mod watch;
 
 pub use config::NodeConfig;
 pub use server::run;

@@ -29,6 +29,7 @@ use crate::grpc::admin::AdminService;
 use crate::grpc::health::track_leadership;
 use crate::grpc::kv::KvService;
 use crate::grpc::raft::RaftService;
+use crate::grpc::watch::Watches;
 use crate::join::join;
 use crate::join::JoinError;
 use crate::network::Network;
@@ -134,6 +135,11 @@ pub async fn run(
             .await
             .map_err(|e| RunError::Raft(e.to_string()))??;
     let kv = state_machine.reader();
+    let watch_hub = state_machine.watch_hub();
+    watch_hub.set_limits(crate::watch::WatchLimits {
+        entries: usize::try_from(config.watch_history).unwrap_or(usize::MAX),
+        bytes: usize::try_from(config.watch_history_mb << 20).unwrap_or(usize::MAX),
+    });
     let database = state_machine.database();
     // Kept to mark the state machine clean once Raft has stopped.
     let state_machine_on_stop = state_machine.clone();
@@ -279,7 +285,7 @@ pub async fn run(
             raft.clone(),
             MAX_SNAPSHOT_BYTES,
             leader_link,
-            stopping_rx,
+            stopping_rx.clone(),
         ))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message),
@@ -291,9 +297,15 @@ pub async fn run(
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(TrackCalls)
         .add_service(
-            KvServer::new(KvService::new(node.clone()))
-                .max_decoding_message_size(max_message)
-                .max_encoding_message_size(max_message),
+            KvServer::new(KvService::new(
+                node.clone(),
+                Watches {
+                    hub: watch_hub,
+                    stopping: stopping_rx.clone(),
+                },
+            ))
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message),
         )
         .add_service(admin)
         .add_service(raft_service)

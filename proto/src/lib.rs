@@ -30,6 +30,14 @@ pub const REASON_METADATA: &str = "raftkv-reason";
 /// [`LEADER_ADDR_METADATA`] when known. Safe to send again to the leader.
 pub const REASON_NOT_LEADER: &str = "not-leader";
 
+/// On a `Watch` that ended with OUT_OF_RANGE or RESOURCE_EXHAUSTED: the
+/// oldest start index the node still serves.
+pub const OLDEST_INDEX_METADATA: &str = "raftkv-oldest-index";
+
+/// On a `Watch` ended with RESOURCE_EXHAUSTED (the watcher fell behind): the
+/// index to resume from (rescan first if it is before the oldest served).
+pub const RESUME_INDEX_METADATA: &str = "raftkv-resume-index";
+
 /// Request-metadata key a node sets when it forwards a request to the leader,
 /// so that the receiver answers instead of forwarding again.
 pub const FORWARDED_METADATA: &str = "raftkv-forwarded";

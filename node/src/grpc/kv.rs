@@ -12,6 +12,8 @@ use tonic::Status;
 
 use super::forwarded;
 use super::route;
+use super::watch::WatchStream;
+use super::watch::Watches;
 use crate::node::Consistency;
 use crate::node::RaftNode;
 use crate::types::Command;
@@ -25,12 +27,13 @@ const MAX_SCAN_LIMIT: usize = 10_000;
 /// The client API of one node.
 pub struct KvService {
     node: Arc<RaftNode>,
+    watches: Watches,
 }
 
 impl KvService {
-    /// The service over `node`.
-    pub fn new(node: Arc<RaftNode>) -> KvService {
-        KvService { node }
+    /// The service over `node`, whose applied changes `watches` streams.
+    pub fn new(node: Arc<RaftNode>, watches: Watches) -> KvService {
+        KvService { node, watches }
     }
 }
 
@@ -166,5 +169,16 @@ impl Kv for KvService {
             }
             (_, other) => Err(unexpected(&other)),
         }
+    }
+
+    type WatchStream = WatchStream;
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let stream = super::watch::start(&self.watches, request.into_inner())?;
+        Ok(Response::new(stream))
     }
 }

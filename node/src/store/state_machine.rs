@@ -49,6 +49,10 @@ use crate::types::Snapshot;
 use crate::types::SnapshotMeta;
 use crate::types::StoredMembership;
 use crate::types::TypeConfig;
+use crate::watch::Applied;
+use crate::watch::Change;
+use crate::watch::WatchHub;
+use crate::watch::WatchLimits;
 
 /// Key-value pairs in key order.
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -75,6 +79,8 @@ pub struct StateMachineStore {
     /// closed for a clean shutdown, after which nothing may write it (the
     /// `clean` marker would vouch for a half-written batch).
     closed: Arc<Mutex<bool>>,
+    /// Where applied changes go for watchers.
+    watch: Arc<WatchHub>,
 }
 
 /// Read access to the applied key-value state, for the client API.
@@ -169,15 +175,31 @@ fn read_membership(meta: &sled::Tree) -> io::Result<StoredMembership> {
 }
 
 /// Applies one command to `kv`.
-fn apply_command(kv: &sled::Tree, command: &Command) -> sled::Result<CommandResult> {
+fn apply_command(
+    kv: &sled::Tree,
+    command: &Command,
+    changes: &mut Vec<Change>,
+) -> sled::Result<CommandResult> {
     Ok(match command {
         Command::Put { key, value } => {
             kv.insert(key.as_slice(), value.as_slice())?;
+            changes.push(Change {
+                key: key.clone(),
+                value: Some(value.clone()),
+            });
             CommandResult::Done
         }
-        Command::Delete { key } => CommandResult::Deleted {
-            existed: kv.remove(key.as_slice())?.is_some(),
-        },
+        Command::Delete { key } => {
+            let existed = kv.remove(key.as_slice())?.is_some();
+            // Deleting a missing key changes nothing: no event.
+            if existed {
+                changes.push(Change {
+                    key: key.clone(),
+                    value: None,
+                });
+            }
+            CommandResult::Deleted { existed }
+        }
         Command::CompareAndSwap {
             key,
             expected,
@@ -186,6 +208,10 @@ fn apply_command(kv: &sled::Tree, command: &Command) -> sled::Result<CommandResu
             let current = kv.get(key.as_slice())?;
             if current.as_deref() == expected.as_deref() {
                 kv.insert(key.as_slice(), new_value.as_slice())?;
+                changes.push(Change {
+                    key: key.clone(),
+                    value: Some(new_value.clone()),
+                });
                 CommandResult::Swapped {
                     succeeded: true,
                     current: None,
@@ -272,12 +298,17 @@ impl StateMachineStore {
             disk,
             snapshot_lock: Arc::new(Mutex::new(())),
             closed: Arc::new(Mutex::new(false)),
+            watch: Arc::new(WatchHub::new(0, WatchLimits::DEFAULT)),
         };
         let meta = &store.reader.meta;
         if meta.remove(CLEAN).map_err(io::Error::other)?.is_none() {
             store.rebuild()?;
         }
         store.disk.sync()?;
+        // Watchers are served from the state as it is now.
+        store
+            .watch
+            .reset(store.reader.last_applied()?.map_or(0, |l| l.index));
         Ok(store)
     }
 
@@ -321,6 +352,11 @@ impl StateMachineStore {
             .insert(CLEAN, &[])
             .map_err(io::Error::other)?;
         self.disk.sync()
+    }
+
+    /// The window of applied changes watchers read.
+    pub fn watch_hub(&self) -> Arc<WatchHub> {
+        self.watch.clone()
     }
 
     /// A read handle on the applied key-value state.
@@ -478,11 +514,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let (kv, meta) = (&self.reader.kv, &self.reader.meta);
         let gate = self.write_gate()?;
         let mut results = Vec::with_capacity(batch.len());
+        let mut changed = Vec::new();
         for (entry, _) in &batch {
             let result = match &entry.payload {
                 EntryPayload::Blank => CommandResult::Done,
                 EntryPayload::Normal(command) => {
-                    apply_command(kv, command).map_err(io::Error::other)?
+                    let mut changes = Vec::new();
+                    let result =
+                        apply_command(kv, command, &mut changes).map_err(io::Error::other)?;
+                    if !changes.is_empty() {
+                        changed.push(Applied {
+                            index: entry.log_id.index,
+                            changes,
+                        });
+                    }
+                    result
                 }
                 EntryPayload::Membership(membership) => {
                     let stored = StoredMembership::new(Some(entry.log_id), membership.clone());
@@ -496,6 +542,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta.insert(LAST_APPLIED, last_applied)
             .map_err(io::Error::other)?;
         drop(gate);
+        // Before the writers hear back: a client that saw its write applied
+        // at `i` and watches from `i` sees it.
+        self.watch.record(changed, last.log_id.index);
         for ((_, responder), result) in batch.into_iter().zip(results) {
             if let Some(responder) = responder {
                 responder.send(result);
@@ -550,6 +599,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             crate::crash_point!("snapshot-install-before-load");
             store.load_snapshot(&store.write_gate()?, &meta, &snapshot)?;
             store.disk.sync()?;
+            // The changes between the old state and this one are unknown.
+            store
+                .watch
+                .reset(meta.last_log_id.map_or(0, |l| l.index));
             let metrics = crate::metrics::global();
             crate::metrics::observe_since(&metrics.snapshot_install, started);
             metrics.snapshot_bytes.set(snapshot.len() as i64);

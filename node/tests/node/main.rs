@@ -12,3 +12,4 @@ mod test_recovery;
 mod test_service;
 mod test_storage;
 mod test_tls;
+mod test_watch;

@@ -1,0 +1,245 @@
+//! `KV/Watch`: every change under a prefix, in log order, from a start index
+//! on, from any node; resumable across a leader kill without gaps or
+//! duplicates; bounded history and bounded slow watchers.
+
+use raftkv_proto::pb;
+use raftkv_proto::pb::kv_client::KvClient;
+use raftkv_proto::OLDEST_INDEX_METADATA;
+use raftkv_proto::RESUME_INDEX_METADATA;
+use raftkv_testkit::TestCluster;
+use raftkv_testkit::PATIENCE;
+use tonic::transport::Channel;
+use tonic::Code;
+use tonic::Streaming;
+
+/// One change as the test expects it: (index, key, value; `None` = delete).
+type Seen = (u64, String, Option<String>);
+
+async fn watch(
+    kv: &mut KvClient<Channel>,
+    prefix: &str,
+    start: u64,
+) -> Result<Streaming<pb::WatchResponse>, tonic::Status> {
+    kv.watch(pb::WatchRequest {
+        prefix: prefix.into(),
+        start_index: start,
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+fn seen(event: &pb::Event) -> Seen {
+    let key = String::from_utf8(event.key.clone()).unwrap();
+    let value = (event.kind == pb::EventKind::Put as i32)
+        .then(|| String::from_utf8(event.value.clone()).unwrap());
+    (event.index, key, value)
+}
+
+/// Reads `stream` until `count` events arrived; returns them and the last
+/// resume index.
+async fn collect(stream: &mut Streaming<pb::WatchResponse>, count: usize) -> (Vec<Seen>, u64) {
+    let mut events = Vec::new();
+    let mut resume = 0;
+    while events.len() < count {
+        let message = tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .expect("an event in time")
+            .expect("the stream goes on")
+            .expect("not ended");
+        assert!(message.resume_index > resume, "resume index moves forward");
+        resume = message.resume_index;
+        for event in &message.events {
+            assert!(
+                event.index < resume,
+                "{event:?} at or after resume {resume}"
+            );
+        }
+        events.extend(message.events.iter().map(seen));
+    }
+    (events, resume)
+}
+
+async fn put(kv: &mut KvClient<Channel>, key: &str, value: &str) -> Seen {
+    let index = kv
+        .put(pb::PutRequest {
+            key: key.into(),
+            value: value.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e}"))
+        .into_inner()
+        .index;
+    (index, key.to_string(), Some(value.to_string()))
+}
+
+async fn delete(kv: &mut KvClient<Channel>, key: &str) -> Seen {
+    let index = kv
+        .delete(pb::DeleteRequest { key: key.into() })
+        .await
+        .unwrap_or_else(|e| panic!("delete {key}: {e}"))
+        .into_inner()
+        .index;
+    (index, key.to_string(), None)
+}
+
+fn metadata_index(status: &tonic::Status, key: &str) -> u64 {
+    status
+        .metadata()
+        .get(key)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {status:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_streams_every_change_under_the_prefix_in_log_order() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = cluster.nodes.iter().find(|n| n.id != leader).unwrap().id;
+    let mut writer = cluster.node(leader).kv();
+    let mut expected = vec![put(&mut writer, "cfg/a", "1").await];
+    let first = expected[0].0;
+    put(&mut writer, "other/x", "not watched").await;
+    expected.push(put(&mut writer, "cfg/b", "2").await);
+    // A delete of a missing key changes nothing, so it is no event.
+    writer
+        .delete(pb::DeleteRequest {
+            key: "cfg/none".into(),
+        })
+        .await
+        .unwrap();
+
+    // From the past: what was written since `first`, then live.
+    let mut stream = watch(&mut cluster.node(follower).kv(), "cfg/", first)
+        .await
+        .unwrap();
+    // From now: only what comes after.
+    let mut live = watch(&mut cluster.node(follower).kv(), "cfg/", 0)
+        .await
+        .unwrap();
+    expected.push(put(&mut writer, "cfg/a", "3").await);
+    expected.push(delete(&mut writer, "cfg/b").await);
+    put(&mut writer, "cfh", "outside the prefix").await;
+    expected.push(put(&mut writer, "cfg/c", "4").await);
+    let (events, _) = collect(&mut stream, expected.len()).await;
+    assert_eq!(events, expected);
+    let (events, resume) = collect(&mut live, 3).await;
+    assert_eq!(events, expected[2..]);
+
+    // An open watch does not hold up a graceful stop; it is told where to resume.
+    assert!(
+        cluster.node(follower).stop(),
+        "clean stop with a watch open"
+    );
+    let status = loop {
+        match live.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    if status.code() == Code::Unavailable && status.metadata().contains_key(RESUME_INDEX_METADATA) {
+        assert!(metadata_index(&status, RESUME_INDEX_METADATA) >= resume);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumes_on_another_node_after_the_leader_dies_without_gaps_or_duplicates() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let mut writer = cluster.node(leader).kv();
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        expected.push(put(&mut writer, &format!("k/{i}"), &format!("v{i}")).await);
+    }
+    // Watch on the leader, read part of it, and lose the leader.
+    let mut stream = watch(&mut cluster.node(leader).kv(), "k/", expected[0].0)
+        .await
+        .unwrap();
+    let (mut events, resume) = collect(&mut stream, 5).await;
+    cluster.node(leader).kill();
+    let next = cluster.wait_for_leader().await;
+    assert_ne!(next, leader);
+    let mut writer = cluster.node(next).kv();
+    for i in 20..30 {
+        expected.push(put(&mut writer, &format!("k/{i}"), &format!("v{i}")).await);
+    }
+    // The old stream ends; resuming elsewhere from its resume index misses
+    // nothing and repeats nothing.
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the dead leader's stream ends");
+    assert!(!matches!(ended, Ok(Some(_))));
+    let survivor = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id != leader && n.id != next)
+        .unwrap()
+        .id;
+    let mut resumed = watch(&mut cluster.node(survivor).kv(), "k/", resume)
+        .await
+        .unwrap();
+    let (rest, _) = collect(&mut resumed, expected.len() - events.len()).await;
+    events.extend(rest);
+    assert_eq!(events, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_bounded_and_a_slow_watcher_is_ended_with_where_to_resume() {
+    let cluster = TestCluster::builder()
+        .flags(&["--watch-history", "10"])
+        .start(1)
+        .await;
+    cluster.wait_for_leader().await;
+    let mut kv = cluster.nodes[0].kv();
+    let mut written = Vec::new();
+    for i in 0..30 {
+        written.push(put(&mut kv, &format!("h/{i}"), "x").await);
+    }
+    // The first writes are out of the window: OUT_OF_RANGE with the oldest index.
+    let status = watch(&mut kv, "h/", written[0].0).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    let oldest = metadata_index(&status, OLDEST_INDEX_METADATA);
+    assert_eq!(oldest, written[20].0, "ten entries are kept");
+    let mut stream = watch(&mut kv, "h/", oldest).await.unwrap();
+    let (events, _) = collect(&mut stream, 10).await;
+    assert_eq!(events, written[20..]);
+
+    // A watcher that reads nothing while big values go by: flow control
+    // stops its stream, the window overtakes it, and it is ended.
+    let mut slow = watch(&mut kv, "big/", 0).await.unwrap();
+    let value = "v".repeat(256 << 10);
+    for i in 0..40 {
+        put(&mut kv, &format!("big/{i}"), &value).await;
+    }
+    let mut received = 0;
+    let mut resume_seen = 0;
+    let status = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match slow.message().await {
+                Ok(Some(message)) => {
+                    received += message.events.len();
+                    resume_seen = message.resume_index;
+                }
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the slow watcher is ended");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        received < 40,
+        "all {received} events arrived: the watcher was not slow"
+    );
+    assert_eq!(metadata_index(&status, RESUME_INDEX_METADATA), resume_seen);
+    assert!(metadata_index(&status, OLDEST_INDEX_METADATA) > resume_seen);
+}
