@@ -157,6 +157,24 @@ pub enum Command {
         #[arg(long, default_value = "500ms", value_parser = parse_duration)]
         interval: Duration,
     },
+    /// Print every change to keys under PREFIX as it is applied: `INDEX PUT KEY VALUE` or
+    /// `INDEX DELETE KEY` (one JSON document per change with --json).
+    ///
+    /// Runs until interrupted (or --count changes). Watches the node named (or the first
+    /// of --endpoints that answers), from its applied state; if it goes away, resumes on the
+    /// next node from the last index printed, missing nothing and repeating nothing.
+    #[command(name = "watch_keys", visible_alias = "watch-keys")]
+    WatchKeys {
+        /// Only keys starting with this (empty: every key).
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Start at this log index (changes from it on, then live); 0: from now.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Stop after this many changes (0: run until interrupted).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
     /// Make certificates for a cluster: a CA, then one certificate per node,
     /// operator or client (no node address is needed).
     #[command(subcommand)]

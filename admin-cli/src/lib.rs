@@ -8,7 +8,7 @@
 //! Read in request order: `cli` (the flags), [`run`] here (which node,
 //! which command), `target` (how a call gets there), then one module per
 //! command family: `membership`, `leadership`, `configuration`,
-//! `node_status`, `operations`, `backup`, `status`, `kv`.
+//! `node_status`, `operations`, `backup`, `status`, `kv`, `watch_keys`.
 
 mod backup;
 mod certs;
@@ -21,6 +21,7 @@ mod node_status;
 mod operations;
 mod status;
 mod target;
+mod watch_keys;
 
 use anyhow::bail;
 pub use cli::Cli;
@@ -97,6 +98,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get { key, stale } => kv::get(target, key, stale).await,
         Command::Delete { key } => kv::delete(target, key).await,
         Command::Scan { prefix, limit } => kv::scan(target, prefix, limit).await,
+        Command::WatchKeys {
+            prefix,
+            from,
+            count,
+        } => watch_keys::watch_keys(target, prefix, from, count).await,
         Command::Certs(_) => unreachable!("handled before any connection"),
     }
 }

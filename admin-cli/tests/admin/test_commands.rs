@@ -1,5 +1,6 @@
 //! Every raft-admin workflow an operator needs, and its refusals.
 
+use raftkv_testkit::TestCluster;
 use raftkv_testkit::TestNode;
 use tempfile::TempDir;
 
@@ -321,4 +322,85 @@ async fn bad_input_is_refused_and_changes_nothing() {
         before,
         "a refused command changed the configuration"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_keys_prints_changes_under_a_prefix_and_refuses_a_start_it_cannot_serve() {
+    let cluster = TestCluster::builder()
+        .flags(&["--watch-history", "5"])
+        .start(3)
+        .await;
+    let endpoints = cluster.endpoints();
+    let mut indexes = Vec::new();
+    for (key, value) in [("cfg/a", "1"), ("other", "x"), ("cfg/b", "2")] {
+        let run = raft_admin(&["--leader", &endpoints, "put", key, value, "--json"])
+            .await
+            .ok();
+        indexes.push(run.json()["index"].as_u64().expect("index"));
+    }
+    let run = raft_admin(&["--leader", &endpoints, "delete", "cfg/a", "--json"])
+        .await
+        .ok();
+    let deleted_at = run.json()["index"].as_u64().expect("index");
+    let from = indexes[0].to_string();
+    let run = raft_admin(&[
+        "--endpoints",
+        &endpoints,
+        "watch_keys",
+        "cfg/",
+        "--from",
+        &from,
+        "--count",
+        "3",
+        "--json",
+    ])
+    .await
+    .ok();
+    let events: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON document per line"))
+        .collect();
+    let summary: Vec<(u64, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["index"].as_u64().unwrap(),
+                e["kind"].as_str().unwrap(),
+                e["key"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (indexes[0], "put", "cfg/a"),
+            (indexes[2], "put", "cfg/b"),
+            (deleted_at, "delete", "cfg/a"),
+        ]
+    );
+    let address = cluster.nodes[0].address.clone();
+    let run = raft_admin(&[
+        &address,
+        "watch_keys",
+        "cfg/",
+        "--from",
+        &from,
+        "--count",
+        "1",
+    ])
+    .await
+    .ok();
+    assert_eq!(run.stdout.trim(), format!("{} PUT cfg/a 1", indexes[0]));
+
+    // Past the five entries kept: refused, with the oldest index kept.
+    for i in 0..10 {
+        raft_admin(&["--leader", &endpoints, "put", &format!("more/{i}"), "x"])
+            .await
+            .ok();
+    }
+    let run = raft_admin(&[&address, "watch_keys", "cfg/", "--from", &from])
+        .await
+        .failed("watch from before the history");
+    assert!(run.stderr.contains("oldest kept"), "{}", run.stderr);
 }
