@@ -61,6 +61,52 @@ pub enum Command {
         expected: Option<Vec<u8>>,
         new_value: Vec<u8>,
     },
+    /// If every comparison holds, run `success`, else `failure` (added after
+    /// the others: older log entries decode unchanged).
+    Txn {
+        compares: Vec<Compare>,
+        success: Vec<TxnOp>,
+        failure: Vec<TxnOp>,
+    },
+}
+
+/// One comparison of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    pub key: Vec<u8>,
+    pub check: Check,
+}
+
+/// What a comparison checks about its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Check {
+    /// The key holds exactly this value.
+    Value(Vec<u8>),
+    /// The key is present (`true`) or absent (`false`).
+    Exists(bool),
+    /// The key was last written at this log index (0: it is absent).
+    ModifiedIndex(u64),
+}
+
+/// One operation of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOp {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Delete { key: Vec<u8> },
+    Get { key: Vec<u8> },
+}
+
+/// What one transaction operation produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOpResult {
+    Put,
+    Deleted {
+        existed: bool,
+    },
+    /// The value and the index that last wrote it, if present.
+    Got {
+        found: Option<(Vec<u8>, u64)>,
+    },
 }
 
 /// What applying a [`Command`] (or a blank or membership entry) produced.
@@ -76,6 +122,12 @@ pub enum CommandResult {
         succeeded: bool,
         current: Option<Vec<u8>>,
     },
+    /// A transaction: whether its comparisons held, and one result per
+    /// operation of the branch that ran.
+    Txn {
+        succeeded: bool,
+        results: Vec<TxnOpResult>,
+    },
 }
 
 /// Short form for logs: the kind of command and the key's size, never the data.
@@ -87,6 +139,17 @@ impl std::fmt::Display for Command {
             }
             Command::Delete { key } => write!(f, "delete({}B key)", key.len()),
             Command::CompareAndSwap { key, .. } => write!(f, "cas({}B key)", key.len()),
+            Command::Txn {
+                compares,
+                success,
+                failure,
+            } => write!(
+                f,
+                "txn({} compares, {}+{} ops)",
+                compares.len(),
+                success.len(),
+                failure.len()
+            ),
         }
     }
 }

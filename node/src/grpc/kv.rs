@@ -81,10 +81,12 @@ impl Kv for KvService {
         }
         let request = request.into_inner();
         let (value, applied_index) = self.node.get(&request.key, consistency).await?;
+        let (value, modified_index) = value.map_or((None, 0), |(v, m)| (Some(v), m));
         Ok(Response::new(pb::GetResponse {
             found: value.is_some(),
             value: value.unwrap_or_default(),
             applied_index,
+            modified_index,
         }))
     }
 
@@ -167,6 +169,23 @@ impl Kv for KvService {
                     current_value: current,
                 }))
             }
+            (_, other) => Err(unexpected(&other)),
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
+        if let Some(leader) = route(&self.node, &request)? {
+            return KvClient::new(leader).txn(forwarded(request)).await;
+        }
+        let command = super::txn::command(&self.node, request.into_inner())?;
+        match self.node.write(command).await? {
+            (index, CommandResult::Txn { succeeded, results }) => Ok(Response::new(
+                super::txn::response(index, succeeded, results),
+            )),
             (_, other) => Err(unexpected(&other)),
         }
     }

@@ -7,6 +7,7 @@ pub mod health;
 pub mod kv;
 pub mod raft;
 pub mod raft_guard;
+pub mod txn;
 pub mod watch;
 
 use std::time::Duration;

@@ -121,7 +121,7 @@ impl RaftNode {
         &self,
         key: &[u8],
         consistency: Consistency,
-    ) -> Result<(Option<Vec<u8>>, u64), NodeError> {
+    ) -> Result<(Option<(Vec<u8>, u64)>, u64), NodeError> {
         self.check_key(key)?;
         self.read_fence(consistency).await?;
         // Read the index before the value: the value is at least that recent.

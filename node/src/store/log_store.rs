@@ -483,7 +483,8 @@ mod tests {
             match crate::store::open(dir.path(), 1 << 20) {
                 Ok(opened) => break opened,
                 Err(e) if std::time::Instant::now() < deadline => {
-                    assert!(e.to_string().contains("lock"), "{e}");
+                    let cause = std::error::Error::source(&e).map(ToString::to_string);
+                    assert!(cause.is_some_and(|c| c.contains("lock")), "{e:?}");
                     tokio::task::yield_now().await;
                 }
                 Err(e) => panic!("reopen: {e}"),

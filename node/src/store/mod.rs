@@ -5,6 +5,7 @@
 mod disk;
 mod log_store;
 mod recent;
+pub mod record;
 mod state_machine;
 
 use std::path::Path;

@@ -12,8 +12,10 @@ use std::collections::VecDeque;
 use openraft::entry::RaftEntry;
 use openraft::EntryPayload;
 
+use crate::types::Check;
 use crate::types::Command;
 use crate::types::Entry;
+use crate::types::TxnOp;
 
 /// Most entries kept.
 const MAX_ENTRIES: usize = 4096;
@@ -33,6 +35,24 @@ fn size_of(entry: &Entry) -> usize {
                 expected,
                 new_value,
             }) => key.len() + expected.as_ref().map_or(0, Vec::len) + new_value.len(),
+            EntryPayload::Normal(Command::Txn {
+                compares,
+                success,
+                failure,
+            }) => {
+                let compares = compares.iter().map(|c| {
+                    c.key.len()
+                        + match &c.check {
+                            Check::Value(value) => value.len(),
+                            Check::Exists(_) | Check::ModifiedIndex(_) => 8,
+                        }
+                });
+                let ops = success.iter().chain(failure).map(|op| match op {
+                    TxnOp::Put { key, value } => key.len() + value.len(),
+                    TxnOp::Delete { key } | TxnOp::Get { key } => key.len(),
+                });
+                compares.chain(ops).map(|bytes| bytes + 16).sum()
+            }
             EntryPayload::Blank | EntryPayload::Membership(_) => 0,
         }
 }

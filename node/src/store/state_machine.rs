@@ -1,7 +1,8 @@
 //! The key-value state machine on sled, and its snapshots.
 //!
-//! Layout: tree `kv` holds the user's keys and values as they are; tree
-//! `sm_meta` holds `last_applied`, `membership` and the `clean` marker; tree
+//! Layout: tree `kv` holds the user's keys, each value behind a header (the
+//! index that last wrote it, its lease: see `record`); tree `sm_meta` holds
+//! `last_applied`, `membership`, the `clean` marker and `kv_format`; tree
 //! `snapshot` holds the current snapshot (meta and data in one value, `current`).
 //!
 //! Durability rules:
@@ -23,8 +24,11 @@
 //!   covers. An install stores the snapshot, then replaces the key-value state;
 //!   a crash in between rebuilds from that snapshot at the next open.
 //!
-//! Snapshot data format: a sequence of records `u32 key length (BE), key,
-//! u32 value length (BE), value`, in key order.
+//! Snapshot data format: [`SNAPSHOT_V2`], then a sequence of records `u32 key
+//! length (BE), key, u32 value length (BE), stored value` (header included),
+//! in key order. Data without the marker is the first format, whose values
+//! had no header: loading it gives every key the snapshot's index as the
+//! index that last wrote it.
 
 use std::io;
 use std::sync::Arc;
@@ -39,20 +43,28 @@ use openraft::EntryPayload;
 use openraft::OptionalSend;
 use openraft::RaftSnapshotBuilder;
 
+use super::record;
 use super::Disk;
 use crate::codec::decode;
 use crate::codec::encode;
+use crate::types::Check;
 use crate::types::Command;
 use crate::types::CommandResult;
+use crate::types::Compare;
 use crate::types::LogId;
 use crate::types::Snapshot;
 use crate::types::SnapshotMeta;
 use crate::types::StoredMembership;
+use crate::types::TxnOp;
+use crate::types::TxnOpResult;
 use crate::types::TypeConfig;
 use crate::watch::Applied;
 use crate::watch::Change;
 use crate::watch::WatchHub;
 use crate::watch::WatchLimits;
+
+/// Records of snapshot data: (key, value) borrowed from it, in key order.
+type Records<'a> = Vec<(&'a [u8], &'a [u8])>;
 
 /// Key-value pairs in key order.
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -60,6 +72,11 @@ pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 const LAST_APPLIED: &[u8] = b"last_applied";
 const MEMBERSHIP: &[u8] = b"membership";
 const CLEAN: &[u8] = b"clean";
+/// Present once every value in `kv` has a header (older versions stored bare values).
+const KV_FORMAT: &[u8] = b"kv_format";
+/// The first bytes of snapshot data whose values carry their header: a key
+/// length no key can have, then the format number.
+const SNAPSHOT_V2: &[u8] = &[0xff, 0xff, 0xff, 0xff, 2];
 /// The snapshot: `u32 meta length (BE)`, meta, data.
 const SNAPSHOT: &[u8] = b"current";
 /// Where earlier versions kept the snapshot's meta and data, read if `current` is absent.
@@ -93,13 +110,13 @@ pub struct KvReader {
 }
 
 impl KvReader {
-    /// The value of `key`, if present.
-    pub fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
-        Ok(self
-            .kv
-            .get(key)
-            .map_err(io::Error::other)?
-            .map(|v| v.to_vec()))
+    /// The value of `key` and the index that last wrote it, if present.
+    pub fn get(&self, key: &[u8]) -> io::Result<Option<(Vec<u8>, u64)>> {
+        let Some(stored) = self.kv.get(key).map_err(io::Error::other)? else {
+            return Ok(None);
+        };
+        let record = record::decode(&stored)?;
+        Ok(Some((record.value.to_vec(), record.modified)))
     }
 
     /// Up to `limit` pairs whose key starts with `prefix` and is greater than
@@ -119,7 +136,7 @@ impl KvReader {
             if pairs.len() == limit {
                 return Ok((pairs, true));
             }
-            pairs.push((key.to_vec(), value.to_vec()));
+            pairs.push((key.to_vec(), record::decode(&value)?.value.to_vec()));
         }
         Ok((pairs, false))
     }
@@ -151,9 +168,9 @@ impl KvReader {
             hash.write(bytes);
         };
         for item in self.kv.iter() {
-            let (key, value) = item.map_err(io::Error::other)?;
+            let (key, stored) = item.map_err(io::Error::other)?;
             feed(&key);
-            feed(&value);
+            feed(record::decode(&stored)?.value);
             count += 1;
         }
         Ok((hash.finish(), count))
@@ -178,11 +195,14 @@ fn read_membership(meta: &sled::Tree) -> io::Result<StoredMembership> {
 fn apply_command(
     kv: &sled::Tree,
     command: &Command,
+    index: u64,
     changes: &mut Vec<Change>,
-) -> sled::Result<CommandResult> {
+) -> io::Result<CommandResult> {
+    let sled = io::Error::other;
     Ok(match command {
         Command::Put { key, value } => {
-            kv.insert(key.as_slice(), value.as_slice())?;
+            kv.insert(key.as_slice(), record::encode(index, 0, value))
+                .map_err(sled)?;
             changes.push(Change {
                 key: key.clone(),
                 value: Some(value.clone()),
@@ -190,7 +210,7 @@ fn apply_command(
             CommandResult::Done
         }
         Command::Delete { key } => {
-            let existed = kv.remove(key.as_slice())?.is_some();
+            let existed = kv.remove(key.as_slice()).map_err(sled)?.is_some();
             // Deleting a missing key changes nothing: no event.
             if existed {
                 changes.push(Change {
@@ -205,9 +225,11 @@ fn apply_command(
             expected,
             new_value,
         } => {
-            let current = kv.get(key.as_slice())?;
-            if current.as_deref() == expected.as_deref() {
-                kv.insert(key.as_slice(), new_value.as_slice())?;
+            let stored = kv.get(key.as_slice()).map_err(sled)?;
+            let current = stored.as_deref().map(record::decode).transpose()?;
+            if current.map(|r| r.value) == expected.as_deref() {
+                kv.insert(key.as_slice(), record::encode(index, 0, new_value))
+                    .map_err(sled)?;
                 changes.push(Change {
                     key: key.clone(),
                     value: Some(new_value.clone()),
@@ -219,18 +241,88 @@ fn apply_command(
             } else {
                 CommandResult::Swapped {
                     succeeded: false,
-                    current: current.map(|v| v.to_vec()),
+                    current: current.map(|r| r.value.to_vec()),
                 }
             }
         }
+        Command::Txn {
+            compares,
+            success,
+            failure,
+        } => apply_txn(kv, compares, success, failure, index, changes)?,
     })
+}
+
+/// Applies a transaction: every comparison against the state before it,
+/// then one branch's operations in order, all at `index`.
+fn apply_txn(
+    kv: &sled::Tree,
+    compares: &[Compare],
+    success: &[TxnOp],
+    failure: &[TxnOp],
+    index: u64,
+    changes: &mut Vec<Change>,
+) -> io::Result<CommandResult> {
+    let sled = io::Error::other;
+    let mut succeeded = true;
+    for compare in compares {
+        let stored = kv.get(&compare.key).map_err(sled)?;
+        let current = stored.as_deref().map(record::decode).transpose()?;
+        let holds = match (&compare.check, current) {
+            (Check::Value(expected), current) => {
+                current.is_some_and(|r| r.value == expected.as_slice())
+            }
+            (Check::Exists(exists), current) => current.is_some() == *exists,
+            (Check::ModifiedIndex(0), current) => current.is_none(),
+            (Check::ModifiedIndex(at), current) => current.is_some_and(|r| r.modified == *at),
+        };
+        if !holds {
+            succeeded = false;
+            break;
+        }
+    }
+    let ops = if succeeded { success } else { failure };
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        results.push(match op {
+            TxnOp::Put { key, value } => {
+                kv.insert(key.as_slice(), record::encode(index, 0, value))
+                    .map_err(sled)?;
+                changes.push(Change {
+                    key: key.clone(),
+                    value: Some(value.clone()),
+                });
+                TxnOpResult::Put
+            }
+            TxnOp::Delete { key } => {
+                let existed = kv.remove(key.as_slice()).map_err(sled)?.is_some();
+                if existed {
+                    changes.push(Change {
+                        key: key.clone(),
+                        value: None,
+                    });
+                }
+                TxnOpResult::Deleted { existed }
+            }
+            TxnOp::Get { key } => {
+                let stored = kv.get(key.as_slice()).map_err(sled)?;
+                let found = stored
+                    .as_deref()
+                    .map(record::decode)
+                    .transpose()?
+                    .map(|r| (r.value.to_vec(), r.modified));
+                TxnOpResult::Got { found }
+            }
+        });
+    }
+    Ok(CommandResult::Txn { succeeded, results })
 }
 
 /// Encodes key-value pairs in the snapshot data format.
 fn encode_pairs(
     pairs: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
 ) -> io::Result<Vec<u8>> {
-    let mut data = Vec::new();
+    let mut data = SNAPSHOT_V2.to_vec();
     for pair in pairs {
         let (key, value) = pair.map_err(io::Error::other)?;
         for part in [&key, &value] {
@@ -243,15 +335,30 @@ fn encode_pairs(
 }
 
 /// Checks that `data` is snapshot data this state machine can load: whole
-/// records with keys in strictly increasing order, as [`encode_pairs`]
-/// writes them. Returns the number of keys.
+/// records with keys in strictly increasing order and well-formed stored
+/// values, as [`encode_pairs`] writes them. Returns the number of keys.
 pub fn check_snapshot_data(data: &[u8]) -> io::Result<usize> {
-    decode_pairs(data).map(|pairs| pairs.len())
+    decode_pairs(data).map(|(_, pairs)| pairs.len())
 }
 
-/// Decodes the snapshot data format; malformed data (a cut record, keys out
-/// of order or repeated) is `InvalidData`.
-fn decode_pairs(mut data: &[u8]) -> io::Result<Vec<(&[u8], &[u8])>> {
+/// Decodes the snapshot data format: whether the values carry their header
+/// (the current format), and the pairs. Malformed data (a cut record, keys
+/// out of order or repeated, a bad header) is `InvalidData`.
+fn decode_pairs(data: &[u8]) -> io::Result<(bool, Records<'_>)> {
+    match data.strip_prefix(SNAPSHOT_V2) {
+        Some(records) => {
+            let pairs = decode_records(records)?;
+            for (_, stored) in &pairs {
+                record::decode(stored)?;
+            }
+            Ok((true, pairs))
+        }
+        None => Ok((false, decode_records(data)?)),
+    }
+}
+
+/// The `key, value` records of snapshot data, checked for order.
+fn decode_records(mut data: &[u8]) -> io::Result<Records<'_>> {
     fn take<'a>(data: &mut &'a [u8]) -> io::Result<&'a [u8]> {
         let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed snapshot data");
         let (len, rest) = data.split_first_chunk::<4>().ok_or_else(malformed)?;
@@ -302,14 +409,39 @@ impl StateMachineStore {
         };
         let meta = &store.reader.meta;
         if meta.remove(CLEAN).map_err(io::Error::other)?.is_none() {
+            // Values loaded from a snapshot get their header on the way in.
             store.rebuild()?;
+        } else if meta.get(KV_FORMAT).map_err(io::Error::other)?.is_none() {
+            store.add_headers()?;
         }
+        meta.insert(KV_FORMAT, &[1]).map_err(io::Error::other)?;
         store.disk.sync()?;
         // Watchers are served from the state as it is now.
         store
             .watch
             .reset(store.reader.last_applied()?.map_or(0, |l| l.index));
         Ok(store)
+    }
+
+    /// Gives every bare value (written by a version before headers) a header,
+    /// with the last applied index as the index that wrote it. A crash midway
+    /// is repaired by the next open, which then rebuilds from the snapshot
+    /// (the `clean` marker is gone).
+    fn add_headers(&self) -> io::Result<()> {
+        let index = self.reader.last_applied()?.map_or(0, |l| l.index);
+        let kv = &self.reader.kv;
+        let mut count = 0;
+        for item in kv.iter() {
+            let (key, value) = item.map_err(io::Error::other)?;
+            kv.insert(key, record::encode(index, 0, &value))
+                .map_err(io::Error::other)?;
+            count += 1;
+        }
+        tracing::info!(
+            keys = count,
+            "stored values converted to the current format"
+        );
+        Ok(())
     }
 
     /// After a crash: the state of the stored snapshot, or the empty state.
@@ -437,11 +569,17 @@ impl StateMachineStore {
         meta: &SnapshotMeta,
         data: &[u8],
     ) -> io::Result<()> {
-        let pairs = decode_pairs(data)?;
+        let (with_headers, pairs) = decode_pairs(data)?;
         let kv = &self.reader.kv;
         kv.clear().map_err(io::Error::other)?;
+        let index = meta.last_log_id.map_or(0, |l| l.index);
         for (key, value) in &pairs {
-            kv.insert(*key, *value).map_err(io::Error::other)?;
+            if with_headers {
+                kv.insert(*key, *value)
+            } else {
+                kv.insert(*key, record::encode(index, 0, value))
+            }
+            .map_err(io::Error::other)?;
         }
         let sm_meta = &self.reader.meta;
         sm_meta
@@ -520,8 +658,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Blank => CommandResult::Done,
                 EntryPayload::Normal(command) => {
                     let mut changes = Vec::new();
-                    let result =
-                        apply_command(kv, command, &mut changes).map_err(io::Error::other)?;
+                    let result = apply_command(kv, command, entry.log_id.index, &mut changes)?;
                     if !changes.is_empty() {
                         changed.push(Applied {
                             index: entry.log_id.index,
@@ -624,18 +761,23 @@ mod tests {
 
     #[test]
     fn snapshot_data_round_trips_and_rejects_garbage() {
-        let pair = |key: &[u8], value: &[u8]| Ok((sled::IVec::from(key), sled::IVec::from(value)));
+        let stored = |value: &[u8]| record::encode(3, 0, value);
+        let pair =
+            |key: &[u8], value: &[u8]| Ok((sled::IVec::from(key), sled::IVec::from(stored(value))));
         // In key order, as a tree iterates.
         let pairs = vec![pair(b"", b"empty key"), pair(b"a", b"1")];
         let data = encode_pairs(pairs.into_iter()).unwrap();
-        let decoded = decode_pairs(&data).unwrap();
-        assert_eq!(
-            decoded,
-            vec![(&b""[..], &b"empty key"[..]), (&b"a"[..], &b"1"[..])]
-        );
+        assert!(data.starts_with(SNAPSHOT_V2));
+        let (empty, one) = (stored(b"empty key"), stored(b"1"));
+        let (with_headers, decoded) = decode_pairs(&data).unwrap();
+        assert!(with_headers);
+        assert_eq!(decoded, vec![(&b""[..], &empty[..]), (&b"a"[..], &one[..])]);
         assert_eq!(check_snapshot_data(&data).unwrap(), 2);
         assert!(decode_pairs(&data[..data.len() - 1]).is_err());
         assert!(decode_pairs(&[0, 0, 0, 9, 1]).is_err());
+        // A value without its header is not data a node wrote in this format.
+        let bare = [SNAPSHOT_V2, &[0, 0, 0, 1, b'k', 0, 0, 0, 1, b'v']].concat();
+        assert!(check_snapshot_data(&bare).is_err());
         // Keys out of order or repeated: not data a node wrote.
         for keys in [[&b"b"[..], b"a"], [b"a", b"a"]] {
             let pairs = keys.iter().map(|key| pair(key, b"v"));
@@ -645,12 +787,37 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_data_of_the_first_format_loads_with_the_snapshot_index() {
+        // Records of bare values, no marker: what earlier versions wrote.
+        let data = [&[0, 0, 0, 1, b'k', 0, 0, 0, 2][..], b"v1"].concat();
+        let (with_headers, pairs) = decode_pairs(&data).unwrap();
+        assert!(!with_headers);
+        assert_eq!(pairs, vec![(&b"k"[..], &b"v1"[..])]);
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = open_in(dir.path());
+        let meta = SnapshotMeta {
+            last_log_id: Some(openraft::testing::log_id::<TypeConfig>(2, 1, 40)),
+            ..Default::default()
+        };
+        store
+            .load_snapshot(&store.write_gate().unwrap(), &meta, &data)
+            .unwrap();
+        assert_eq!(store.reader.get(b"k").unwrap(), Some((b"v1".to_vec(), 40)));
+    }
+
+    #[test]
     fn the_digest_is_fnv_1a_over_lengths_and_bytes_in_key_order() {
         let dir = tempfile::TempDir::new().unwrap();
         let sm = open_in(dir.path());
         assert_eq!(sm.reader.digest().unwrap(), (0xcbf2_9ce4_8422_2325, 0));
-        sm.reader.kv.insert(b"b", &b"22"[..]).unwrap();
-        sm.reader.kv.insert(b"a", &b"1"[..]).unwrap();
+        sm.reader
+            .kv
+            .insert(b"b", record::encode(5, 0, b"22"))
+            .unwrap();
+        sm.reader
+            .kv
+            .insert(b"a", record::encode(6, 0, b"1"))
+            .unwrap();
         // FNV-1a 64 by hand: offset basis, then xor and multiply per byte.
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         for part in [&b"a"[..], b"1", b"b", b"22"] {
@@ -698,7 +865,7 @@ mod tests {
         let store = open_in(dir.path());
         let pairs = [Ok((
             sled::IVec::from(&b"a"[..]),
-            sled::IVec::from(&b"1"[..]),
+            sled::IVec::from(record::encode(4, 0, b"1")),
         ))];
         let meta = SnapshotMeta {
             last_log_id: Some(log_id::<TypeConfig>(1, 1, 5)),
@@ -709,7 +876,11 @@ mod tests {
             .unwrap();
         // Applied after the snapshot, then a crash (no close_cleanly): part of a
         // batch may be in the trees, so they are rebuilt from the snapshot.
-        store.reader.kv.insert(b"b", &b"2"[..]).unwrap();
+        store
+            .reader
+            .kv
+            .insert(b"b", record::encode(6, 0, b"2"))
+            .unwrap();
         store
             .reader
             .meta
@@ -728,7 +899,11 @@ mod tests {
         );
 
         // A clean stop: the state is kept as it is, and nothing writes after it.
-        store.reader.kv.insert(b"c", &b"3"[..]).unwrap();
+        store
+            .reader
+            .kv
+            .insert(b"c", record::encode(8, 0, b"3"))
+            .unwrap();
         store.close_cleanly().unwrap();
         assert!(store.write_gate().is_err(), "a closed store refuses writes");
         drop(store);

@@ -12,4 +12,5 @@ mod test_recovery;
 mod test_service;
 mod test_storage;
 mod test_tls;
+mod test_txn;
 mod test_watch;

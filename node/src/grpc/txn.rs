@@ -1,0 +1,135 @@
+//! `KV/Txn` on the wire: the request checked and turned into a
+//! [`Command::Txn`], and its result turned back into a response. A request
+//! that breaks a limit is refused whole, before anything is proposed.
+
+use raftkv_proto::pb;
+use tonic::Status;
+
+use crate::error::NodeError;
+use crate::node::RaftNode;
+use crate::types::Check;
+use crate::types::Command;
+use crate::types::Compare;
+use crate::types::TxnOp;
+use crate::types::TxnOpResult;
+
+/// Most comparisons, and most operations per branch, in one transaction.
+pub const MAX_TXN_ITEMS: usize = 128;
+
+fn invalid(message: String) -> Status {
+    NodeError::InvalidArgument(message).into()
+}
+
+/// The command of `request`, or why it is refused.
+pub fn command(node: &RaftNode, request: pb::TxnRequest) -> Result<Command, Status> {
+    let pb::TxnRequest {
+        compares,
+        success,
+        failure,
+    } = request;
+    for (what, len) in [
+        ("comparisons", compares.len()),
+        ("success operations", success.len()),
+        ("failure operations", failure.len()),
+    ] {
+        if len > MAX_TXN_ITEMS {
+            return Err(invalid(format!(
+                "the transaction has {len} {what}; the limit is {MAX_TXN_ITEMS}"
+            )));
+        }
+    }
+    let compares = compares
+        .into_iter()
+        .enumerate()
+        .map(|(n, compare)| {
+            node.check_key(&compare.key)
+                .map_err(|e| invalid(format!("comparison {n}: {e}")))?;
+            let check = match compare.check {
+                Some(pb::compare::Check::Value(value)) => Check::Value(value),
+                Some(pb::compare::Check::Exists(exists)) => Check::Exists(exists),
+                Some(pb::compare::Check::ModifiedIndex(index)) => Check::ModifiedIndex(index),
+                None => {
+                    return Err(invalid(format!(
+                        "comparison {n} checks nothing: set value, exists or modified_index"
+                    )))
+                }
+            };
+            Ok(Compare {
+                key: compare.key,
+                check,
+            })
+        })
+        .collect::<Result<_, Status>>()?;
+    let ops = |branch: &str, ops: Vec<pb::TxnOp>| {
+        ops.into_iter()
+            .enumerate()
+            .map(|(n, op)| {
+                let at = |e: NodeError| invalid(format!("{branch} operation {n}: {e}"));
+                Ok(match op.op {
+                    Some(pb::txn_op::Op::Put(put)) => {
+                        node.check_key(&put.key).map_err(at)?;
+                        node.check_value(&put.value).map_err(at)?;
+                        TxnOp::Put {
+                            key: put.key,
+                            value: put.value,
+                        }
+                    }
+                    Some(pb::txn_op::Op::Delete(delete)) => {
+                        node.check_key(&delete.key).map_err(at)?;
+                        TxnOp::Delete { key: delete.key }
+                    }
+                    Some(pb::txn_op::Op::Get(get)) => {
+                        node.check_key(&get.key).map_err(at)?;
+                        if get.stale {
+                            return Err(invalid(format!(
+                                "{branch} operation {n}: a get inside a transaction is never stale"
+                            )));
+                        }
+                        TxnOp::Get { key: get.key }
+                    }
+                    None => {
+                        return Err(invalid(format!(
+                            "{branch} operation {n} is empty: set put, delete or get"
+                        )))
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()
+    };
+    Ok(Command::Txn {
+        compares,
+        success: ops("success", success)?,
+        failure: ops("failure", failure)?,
+    })
+}
+
+/// The response to a transaction applied at `index`.
+pub fn response(index: u64, succeeded: bool, results: Vec<TxnOpResult>) -> pb::TxnResponse {
+    use pb::txn_op_result::Result as Outcome;
+    let results = results
+        .into_iter()
+        .map(|result| pb::TxnOpResult {
+            result: Some(match result {
+                TxnOpResult::Put => Outcome::Put(pb::PutResponse { index }),
+                TxnOpResult::Deleted { existed } => {
+                    Outcome::Delete(pb::DeleteResponse { index, existed })
+                }
+                TxnOpResult::Got { found } => {
+                    let (value, modified_index) =
+                        found.map_or((None, 0), |(value, at)| (Some(value), at));
+                    Outcome::Get(pb::GetResponse {
+                        found: value.is_some(),
+                        value: value.unwrap_or_default(),
+                        applied_index: index,
+                        modified_index,
+                    })
+                }
+            }),
+        })
+        .collect();
+    pb::TxnResponse {
+        succeeded,
+        index,
+        results,
+    }
+}
