@@ -99,6 +99,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
     pub cas_ratio: f64,
 
+    /// Send each compare-and-swap as a transaction (KV/Txn: one comparison on
+    /// the key, a put if it holds, a get if not). The history records it as
+    /// the compare-and-swap it is, so `hammer check` covers transactions.
+    #[arg(long)]
+    pub cas_as_txn: bool,
+
     /// Open loop: start this many operations per second in total, on
     /// schedule, and measure latency from the scheduled time. Without it each
     /// client starts its next operation when the previous one ends.

@@ -47,6 +47,8 @@ pub struct Cluster {
     served: Mutex<ServedLog>,
     /// Deadline of one call.
     call_timeout: Duration,
+    /// Compare-and-swaps go as `KV/Txn` (`--cas-as-txn`).
+    pub cas_as_txn: bool,
 }
 
 /// Which node served operations over time.
@@ -58,6 +60,47 @@ struct ServedLog {
     since: Option<Instant>,
     /// Every take-over: when and which address.
     changes: Vec<(Instant, String)>,
+}
+
+/// A compare-and-swap as a transaction: compare the key's value (or its
+/// absence), put on success, read on failure.
+fn cas_as_txn(key: &[u8], expected: &Option<Vec<u8>>, new_value: &[u8]) -> pb::TxnRequest {
+    use pb::compare::Check;
+    use pb::txn_op::Op as TxnOp;
+    let check = match expected {
+        Some(value) => Check::Value(value.clone()),
+        None => Check::Exists(false),
+    };
+    pb::TxnRequest {
+        compares: vec![pb::Compare {
+            key: key.to_vec(),
+            check: Some(check),
+        }],
+        success: vec![pb::TxnOp {
+            op: Some(TxnOp::Put(pb::PutRequest {
+                key: key.to_vec(),
+                value: new_value.to_vec(),
+            })),
+        }],
+        failure: vec![pb::TxnOp {
+            op: Some(TxnOp::Get(pb::GetRequest {
+                key: key.to_vec(),
+                stale: false,
+            })),
+        }],
+    }
+}
+
+/// On a failed compare: the value the transaction's get read.
+fn read_in_txn(answer: &pb::TxnResponse) -> Option<Vec<u8>> {
+    use pb::txn_op_result::Result as Outcome;
+    if answer.succeeded {
+        return None;
+    }
+    match answer.results.first().and_then(|r| r.result.as_ref()) {
+        Some(Outcome::Get(get)) if get.found => Some(get.value.clone()),
+        _ => None,
+    }
 }
 
 impl Cluster {
@@ -80,6 +123,7 @@ impl Cluster {
             node_ids: Mutex::new(HashMap::new()),
             served: Mutex::new(ServedLog::default()),
             call_timeout,
+            cas_as_txn: false,
         })
     }
 
@@ -198,6 +242,21 @@ impl Cluster {
                     kv.get(request).await.map(|a| {
                         let a = a.into_inner();
                         Reply::Read(a.found.then_some(a.value))
+                    })
+                }
+                Op::Cas {
+                    key,
+                    expected,
+                    new_value,
+                } if self.cas_as_txn => {
+                    let mut request = tonic::Request::new(cas_as_txn(key, expected, new_value));
+                    request.set_timeout(timeout);
+                    kv.txn(request).await.map(|a| {
+                        let a = a.into_inner();
+                        Reply::Swapped {
+                            succeeded: a.succeeded,
+                            current: read_in_txn(&a),
+                        }
                     })
                 }
                 Op::Cas {

@@ -25,8 +25,10 @@ impl SystemUnderLoad {
     pub async fn connect(args: &RunArgs, endpoints: &[String]) -> anyhow::Result<SystemUnderLoad> {
         match args.target {
             Target::Etcd => {
-                if args.cas_ratio > 0.0 {
-                    anyhow::bail!("--cas-ratio is not supported with --target etcd");
+                if args.cas_ratio > 0.0 || args.cas_as_txn {
+                    anyhow::bail!(
+                        "--cas-ratio and --cas-as-txn are not supported with --target etcd"
+                    );
                 }
                 let etcd = Etcd::new(endpoints, args.timeout, args.tls.load()?)?;
                 if !etcd.reachable().await {
@@ -35,7 +37,8 @@ impl SystemUnderLoad {
                 Ok(SystemUnderLoad::Etcd(etcd))
             }
             Target::Raftkv => {
-                let cluster = Cluster::new(endpoints.to_vec(), args.timeout, args.tls.load()?)?;
+                let mut cluster = Cluster::new(endpoints.to_vec(), args.timeout, args.tls.load()?)?;
+                cluster.cas_as_txn = args.cas_as_txn;
                 // No leader is an outage to measure, not a reason to stop: the run
                 // goes on and the report shows how long writes waited for one.
                 if cluster.leader().await.is_none() {

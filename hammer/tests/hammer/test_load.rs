@@ -207,3 +207,68 @@ async fn killing_the_leader_mid_run_records_unknown_outcomes_and_loses_nothing()
         "no other leader after the kill: {leaders:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_swaps_sent_as_transactions_stay_linearizable_through_a_leader_kill() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let applied = cluster.applied_index(leader).await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let history_file = dir.path().join("history.jsonl");
+    let run = args(&[
+        "--endpoints",
+        &cluster.endpoints(),
+        "--duration",
+        "5s",
+        "--clients",
+        "8",
+        "--keys",
+        "20",
+        "--read-ratio",
+        "0.3",
+        "--cas-ratio",
+        "0.5",
+        "--cas-as-txn",
+        "--verify",
+        "--history",
+        history_file.to_str().expect("path"),
+    ]);
+    let load = tokio::spawn(async move { hammer::load(&run).await });
+    cluster.wait_applied_beyond(leader, applied + 200).await;
+    cluster.node(leader).kill();
+    let report = load.await.expect("join").expect("hammer run");
+    assert_eq!(
+        report
+            .verify
+            .as_ref()
+            .expect("verify ran")
+            .lost_acknowledged_writes,
+        0
+    );
+    let cas = report.by_kind.get("cas").map_or(0, |k| k.count);
+    assert!(cas > 50, "too few transactions to judge: {cas}");
+    // Both outcomes happened: some comparisons held, some did not.
+    let events = history::read(&history_file).expect("history parses");
+    let swapped = |yes: bool| {
+        events
+            .iter()
+            .filter(|e| {
+                e.outcome == history::Outcome::Ok
+                    && matches!(e.call, history::Call::Cas { succeeded: Some(s), .. } if s == yes)
+            })
+            .count()
+    };
+    assert!(
+        swapped(true) > 0 && swapped(false) > 0,
+        "{} / {}",
+        swapped(true),
+        swapped(false)
+    );
+    let (code, verdict, _) = hammer_binary(vec![
+        "check".into(),
+        history_file.display().to_string(),
+        "--json".into(),
+    ])
+    .await;
+    assert_eq!(code, 0, "history not linearizable: {verdict}");
+}
