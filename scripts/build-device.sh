@@ -7,6 +7,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGETS="aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf"
 INSTALL=0
+# The node's size budget on a device: 6 MiB stripped, TLS and metrics in.
+MAX_NODE_BYTES=$((6 * 1024 * 1024))
 
 usage() {
   cat <<TXT
@@ -19,6 +21,7 @@ Builds raftkv-node and raft-admin with --profile device for each target
   --install        first install what is missing: the rustup target, and
                    Debian's cross compiler (gcc-aarch64-linux-gnu,
                    gcc-arm-linux-gnueabihf; needs root)
+  --max-node-bytes N  fail if raftkv-node is larger (default $MAX_NODE_BYTES, 6 MiB)
   -h, --help       this help
 TXT
 }
@@ -28,6 +31,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --target) chosen+=("$2"); shift 2 ;;
     --install) INSTALL=1; shift ;;
+    --max-node-bytes) MAX_NODE_BYTES=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -71,5 +75,10 @@ for target in $TARGETS; do
       "$(awk -v b="$(stat -c %s "$path")" 'BEGIN {printf "%.2f", b / 1048576}')" \
       "$(file -b "$path" 2>/dev/null | cut -d, -f1-2 || true)"
   done
+  node_bytes=$(stat -c %s "$ROOT/target/$target/device/raftkv-node")
+  if [ "$node_bytes" -gt "$MAX_NODE_BYTES" ]; then
+    echo "$target: raftkv-node is $node_bytes bytes, over the device budget of $MAX_NODE_BYTES" >&2
+    status=1
+  fi
 done
 exit $status
