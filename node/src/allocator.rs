@@ -1,5 +1,4 @@
-//! How the node asks the C allocator to behave, and when it asks for free
-//! memory back.
+//! How the node asks the C allocator to behave.
 
 /// Makes glibc return freed blocks of 128 KiB and more to the system at once.
 ///
@@ -27,19 +26,3 @@ pub fn return_large_blocks_to_the_system() {
 /// Nothing to do outside glibc.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn return_large_blocks_to_the_system() {}
-
-/// Returns the C allocator's free memory to the system, after work that
-/// freed a lot of it in blocks below the mmap threshold (a snapshot build:
-/// every leaf of the tree read, copied and dropped).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-pub fn give_back_free_memory() {
-    // SAFETY: malloc_trim only releases free memory; it takes no pointers.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// Nothing to do outside glibc.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn give_back_free_memory() {}

@@ -90,12 +90,8 @@ pub struct StateMachineStore {
     /// The current snapshot (`meta`, `data`).
     snapshot: sled::Tree,
     disk: Arc<Disk>,
-    /// Serialises snapshot writes, so a slow build never replaces a newer
-    /// install; holds the stored snapshot's last log id once known, so a
-    /// store need not read the stored snapshot back to compare (reading the
-    /// one big value back made sled decode old copies of it: hundreds of MB
-    /// at a 50 MB data set).
-    snapshot_lock: Arc<Mutex<Option<Option<LogId>>>>,
+    /// Serialises snapshot writes, so a slow build never replaces a newer install.
+    snapshot_lock: Arc<Mutex<()>>,
     /// Held while the key-value state is written; `true` once the store is
     /// closed for a clean shutdown, after which nothing may write it (the
     /// `clean` marker would vouch for a half-written batch).
@@ -407,7 +403,7 @@ impl StateMachineStore {
             },
             snapshot: open("snapshot")?,
             disk,
-            snapshot_lock: Arc::new(Mutex::new(None)),
+            snapshot_lock: Arc::new(Mutex::new(())),
             closed: Arc::new(Mutex::new(false)),
             watch: Arc::new(WatchHub::new(0, WatchLimits::DEFAULT)),
         };
@@ -532,18 +528,12 @@ impl StateMachineStore {
     /// Stores `meta` + `data` as the current snapshot (unless a newer one is
     /// already stored) and syncs it.
     fn store_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
-        let mut stored = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let first_in_process = stored.is_none();
-        let stored_id = match *stored {
-            Some(id) => id,
-            // Once per process: what the data directory holds.
-            None => self.stored_snapshot()?.and_then(|(meta, _)| meta.last_log_id),
-        };
-        if stored_id > meta.last_log_id {
-            *stored = Some(stored_id);
-            return Ok(());
+        let _guard = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((stored, _)) = self.stored_snapshot()? {
+            if stored.last_log_id > meta.last_log_id {
+                return Ok(());
+            }
         }
-        let last_log_id = meta.last_log_id;
         let meta = encode(meta)?;
         let mut value = Vec::with_capacity(4 + meta.len() + data.len());
         value.extend_from_slice(
@@ -557,12 +547,8 @@ impl StateMachineStore {
         self.snapshot
             .insert(SNAPSHOT, value)
             .map_err(io::Error::other)?;
-        *stored = Some(last_log_id);
-        // An earlier layout's keys go at the first store; none come back.
-        if first_in_process {
-            for old in [OLD_SNAPSHOT_META, OLD_SNAPSHOT_DATA] {
-                self.snapshot.remove(old).map_err(io::Error::other)?;
-            }
+        for old in [OLD_SNAPSHOT_META, OLD_SNAPSHOT_DATA] {
+            self.snapshot.remove(old).map_err(io::Error::other)?;
         }
         // sled frees the replaced value (the whole previous snapshot) through
         // crossbeam-epoch, which batches garbage per thread and releases a
@@ -572,11 +558,7 @@ impl StateMachineStore {
         // hands them to the global queue, freed once no reader can see them.
         crossbeam_epoch::pin().flush();
         crate::crash_point!("snapshot-store-before-sync");
-        self.disk.sync()?;
-        // Building and storing it freed several copies of the data in small
-        // blocks that the C allocator would otherwise keep.
-        crate::allocator::give_back_free_memory();
-        Ok(())
+        self.disk.sync()
     }
 
     /// Replaces the key-value state, `last_applied` and `membership` with the
