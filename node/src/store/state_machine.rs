@@ -194,18 +194,18 @@ fn read_membership(meta: &sled::Tree) -> io::Result<StoredMembership> {
 /// Applies one command to `kv`.
 fn apply_command(
     kv: &sled::Tree,
-    command: &Command,
+    command: Command,
     index: u64,
     changes: &mut Vec<Change>,
 ) -> io::Result<CommandResult> {
     let sled = io::Error::other;
     Ok(match command {
         Command::Put { key, value } => {
-            kv.insert(key.as_slice(), record::encode(index, 0, value))
+            kv.insert(key.as_slice(), record::encode(index, 0, &value))
                 .map_err(sled)?;
             changes.push(Change {
-                key: key.clone(),
-                value: Some(value.clone()),
+                key,
+                value: Some(value),
             });
             CommandResult::Done
         }
@@ -213,10 +213,7 @@ fn apply_command(
             let existed = kv.remove(key.as_slice()).map_err(sled)?.is_some();
             // Deleting a missing key changes nothing: no event.
             if existed {
-                changes.push(Change {
-                    key: key.clone(),
-                    value: None,
-                });
+                changes.push(Change { key, value: None });
             }
             CommandResult::Deleted { existed }
         }
@@ -228,11 +225,11 @@ fn apply_command(
             let stored = kv.get(key.as_slice()).map_err(sled)?;
             let current = stored.as_deref().map(record::decode).transpose()?;
             if current.map(|r| r.value) == expected.as_deref() {
-                kv.insert(key.as_slice(), record::encode(index, 0, new_value))
+                kv.insert(key.as_slice(), record::encode(index, 0, &new_value))
                     .map_err(sled)?;
                 changes.push(Change {
-                    key: key.clone(),
-                    value: Some(new_value.clone()),
+                    key,
+                    value: Some(new_value),
                 });
                 CommandResult::Swapped {
                     succeeded: true,
@@ -249,7 +246,7 @@ fn apply_command(
             compares,
             success,
             failure,
-        } => apply_txn(kv, compares, success, failure, index, changes)?,
+        } => apply_txn(kv, &compares, success, failure, index, changes)?,
     })
 }
 
@@ -258,8 +255,8 @@ fn apply_command(
 fn apply_txn(
     kv: &sled::Tree,
     compares: &[Compare],
-    success: &[TxnOp],
-    failure: &[TxnOp],
+    success: Vec<TxnOp>,
+    failure: Vec<TxnOp>,
     index: u64,
     changes: &mut Vec<Change>,
 ) -> io::Result<CommandResult> {
@@ -286,21 +283,18 @@ fn apply_txn(
     for op in ops {
         results.push(match op {
             TxnOp::Put { key, value } => {
-                kv.insert(key.as_slice(), record::encode(index, 0, value))
+                kv.insert(key.as_slice(), record::encode(index, 0, &value))
                     .map_err(sled)?;
                 changes.push(Change {
-                    key: key.clone(),
-                    value: Some(value.clone()),
+                    key,
+                    value: Some(value),
                 });
                 TxnOpResult::Put
             }
             TxnOp::Delete { key } => {
                 let existed = kv.remove(key.as_slice()).map_err(sled)?.is_some();
                 if existed {
-                    changes.push(Change {
-                        key: key.clone(),
-                        value: None,
-                    });
+                    changes.push(Change { key, value: None });
                 }
                 TxnOpResult::Deleted { existed }
             }
@@ -648,13 +642,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         crate::metrics::global()
             .entries_applied
             .inc_by(batch.len() as u64);
-        let last_applied = encode(&Some(last.log_id))?;
+        let last = last.log_id;
+        let last_applied = encode(&Some(last))?;
         let (kv, meta) = (&self.reader.kv, &self.reader.meta);
         let gate = self.write_gate()?;
         let mut results = Vec::with_capacity(batch.len());
         let mut changed = Vec::new();
-        for (entry, _) in &batch {
-            let result = match &entry.payload {
+        // Entries are consumed: their keys and values move on to the watch
+        // history instead of being copied.
+        for (entry, responder) in batch {
+            let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::Done,
                 EntryPayload::Normal(command) => {
                     let mut changes = Vec::new();
@@ -668,21 +665,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     result
                 }
                 EntryPayload::Membership(membership) => {
-                    let stored = StoredMembership::new(Some(entry.log_id), membership.clone());
+                    let stored = StoredMembership::new(Some(entry.log_id), membership);
                     meta.insert(MEMBERSHIP, encode(&stored)?)
                         .map_err(io::Error::other)?;
                     CommandResult::Done
                 }
             };
-            results.push(result);
+            results.push((responder, result));
         }
         meta.insert(LAST_APPLIED, last_applied)
             .map_err(io::Error::other)?;
         drop(gate);
         // Before the writers hear back: a client that saw its write applied
         // at `i` and watches from `i` sees it.
-        self.watch.record(changed, last.log_id.index);
-        for ((_, responder), result) in batch.into_iter().zip(results) {
+        self.watch.record(changed, last.index);
+        for (responder, result) in results {
             if let Some(responder) = responder {
                 responder.send(result);
             }
