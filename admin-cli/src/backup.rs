@@ -46,6 +46,11 @@ pub async fn backup(target: &mut Target, file: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("reading back {}", partial.display()))?;
         std::fs::hard_link(&partial, file)
             .with_context(|| format!("cannot create {}", file.display()))?;
+        // The new name is durable too, not only the data.
+        let parent = file.parent().filter(|p| !p.as_os_str().is_empty());
+        File::open(parent.unwrap_or(Path::new(".")))
+            .and_then(|dir| dir.sync_all())
+            .with_context(|| format!("syncing the directory of {}", file.display()))?;
         Ok((header, verified.sha256))
     });
     let _ = std::fs::remove_file(&partial);

@@ -197,7 +197,7 @@ pub fn parse(mut file: Vec<u8>) -> Result<Backup, BackupError> {
     if sum[..] != file[body_end..] {
         // Tell a cut or padded file from a corrupt one when the header says so.
         if let Ok(header) = pb::BackupHeader::decode(&file[fixed..header_end]) {
-            let expected = (header_end + CHECKSUM_BYTES) as u64 + header.data_bytes;
+            let expected = ((header_end + CHECKSUM_BYTES) as u64).saturating_add(header.data_bytes);
             if expected != actual {
                 return Err(BackupError::Length { expected, actual });
             }
@@ -206,7 +206,7 @@ pub fn parse(mut file: Vec<u8>) -> Result<Backup, BackupError> {
     }
     let header = pb::BackupHeader::decode(&file[fixed..header_end])
         .map_err(|e| BackupError::Header(e.to_string()))?;
-    let expected = (header_end + CHECKSUM_BYTES) as u64 + header.data_bytes;
+    let expected = ((header_end + CHECKSUM_BYTES) as u64).saturating_add(header.data_bytes);
     if expected != actual {
         return Err(BackupError::Length { expected, actual });
     }

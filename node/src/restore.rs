@@ -148,7 +148,12 @@ pub async fn restore(args: &RestoreArgs) -> Result<Restored, RestoreError> {
         // by the rename, atomically.
         std::fs::rename(&building, &target)?;
         let parent = target.parent().filter(|p| !p.as_os_str().is_empty());
-        sync_dir(parent.unwrap_or(Path::new(".")))?;
+        if let Err(e) = sync_dir(parent.unwrap_or(Path::new("."))) {
+            // Complete, but its name may not survive a power cut: keep to
+            // the promise that a failed restore leaves nothing.
+            let _ = std::fs::remove_dir_all(&target);
+            return Err(e.into());
+        }
         Ok::<(), WriteError>(())
     }
     .await;

@@ -38,6 +38,31 @@ pub fn command(node: &RaftNode, request: pb::TxnRequest) -> Result<Command, Stat
             )));
         }
     }
+    // The whole transaction is one log entry, replicated in one message: its
+    // keys and values together may be no bigger than one put's.
+    let limits = node.limits();
+    let budget = limits.max_key_bytes + limits.max_value_bytes;
+    let op_bytes = |op: &pb::TxnOp| match &op.op {
+        Some(pb::txn_op::Op::Put(put)) => put.key.len() + put.value.len(),
+        Some(pb::txn_op::Op::Delete(delete)) => delete.key.len(),
+        Some(pb::txn_op::Op::Get(get)) => get.key.len(),
+        None => 0,
+    };
+    let compare_bytes = |c: &pb::Compare| {
+        c.key.len()
+            + match &c.check {
+                Some(pb::compare::Check::Value(value)) => value.len(),
+                _ => 0,
+            }
+    };
+    let total: usize = compares.iter().map(compare_bytes).sum::<usize>()
+        + success.iter().chain(&failure).map(op_bytes).sum::<usize>();
+    if total > budget {
+        return Err(invalid(format!(
+            "the transaction's keys and values add up to {total} bytes; the limit is {budget} \
+             (--max-key-bytes + --max-value-bytes, as for one put)"
+        )));
+    }
     let compares = compares
         .into_iter()
         .enumerate()
@@ -45,7 +70,11 @@ pub fn command(node: &RaftNode, request: pb::TxnRequest) -> Result<Command, Stat
             node.check_key(&compare.key)
                 .map_err(|e| invalid(format!("comparison {n}: {e}")))?;
             let check = match compare.check {
-                Some(pb::compare::Check::Value(value)) => Check::Value(value),
+                Some(pb::compare::Check::Value(value)) => {
+                    node.check_value(&value)
+                        .map_err(|e| invalid(format!("comparison {n}: {e}")))?;
+                    Check::Value(value)
+                }
                 Some(pb::compare::Check::Exists(exists)) => Check::Exists(exists),
                 Some(pb::compare::Check::ModifiedIndex(index)) => Check::ModifiedIndex(index),
                 None => {

@@ -2,16 +2,18 @@
 //! changes (see [`crate::watch`]) from its cursor and sends what falls under
 //! its prefix, whole log entries at a time, through a small channel.
 //!
-//! The channel is all a watcher holds: a client that reads slowly makes the
-//! task wait, the window moves on without it, and once the window has
-//! dropped the task's cursor the stream ends with RESOURCE_EXHAUSTED and the
-//! index to resume at. The stream also ends when the node stops.
+//! The channel and one message are all a watcher holds: a client that reads
+//! slowly makes the task wait, the window moves on without it, and once the
+//! window has dropped the task's cursor the stream ends with
+//! RESOURCE_EXHAUSTED and the index to resume at. The stream also ends when
+//! the node stops, read or not.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use futures::StreamExt;
 use raftkv_proto::pb;
 use raftkv_proto::OLDEST_INDEX_METADATA;
 use raftkv_proto::RESUME_INDEX_METADATA;
@@ -80,24 +82,40 @@ pub fn start(watches: &Watches, request: pb::WatchRequest) -> Result<WatchStream
         })?;
     let (tx, rx) = mpsc::channel(QUEUED_MESSAGES);
     tokio::spawn(feed(watches.clone(), prefix, cursor, tx));
-    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    // A stopping node ends the stream even if the client reads nothing, so
+    // graceful shutdown never waits on a watcher.
+    let watches = watches.clone();
+    let stop = async move { stopped(&watches).await };
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).take_until(stop);
+    Ok(Box::pin(stream))
 }
 
-/// The events of `entries` under `prefix`, whole entries up to about
-/// [`MESSAGE_BYTES`]; and the index after the last entry taken.
+/// The events of `entries` under `prefix`, whole entries up to
+/// [`MESSAGE_BYTES`] (an entry bigger than that travels alone, within the
+/// message limit: a transaction's keys and values are bounded like one
+/// put's); and the index after the last entry taken.
 fn events(entries: &[Arc<Applied>], prefix: &[u8], next: u64) -> (Vec<pb::Event>, u64) {
     let mut events = Vec::new();
     let mut bytes = 0;
     for entry in entries {
-        if bytes >= MESSAGE_BYTES {
+        let matching: Vec<_> = entry
+            .changes
+            .iter()
+            .filter(|c| c.key.starts_with(prefix))
+            .collect();
+        let entry_bytes: usize = matching
+            .iter()
+            .map(|c| c.key.len() + c.value.as_ref().map_or(0, Vec::len) + 16)
+            .sum();
+        if !events.is_empty() && bytes + entry_bytes > MESSAGE_BYTES {
             return (events, entry.index);
         }
-        for change in entry.changes.iter().filter(|c| c.key.starts_with(prefix)) {
+        bytes += entry_bytes;
+        for change in matching {
             let (kind, value) = match &change.value {
                 Some(value) => (pb::EventKind::Put, value.clone()),
                 None => (pb::EventKind::Delete, Vec::new()),
             };
-            bytes += change.key.len() + value.len();
             events.push(pb::Event {
                 kind: kind.into(),
                 key: change.key.clone(),
@@ -112,7 +130,7 @@ fn events(entries: &[Arc<Applied>], prefix: &[u8], next: u64) -> (Vec<pb::Event>
 /// Sends what the window holds from `cursor` on, then what gets applied,
 /// until the client goes away, falls behind, or the node stops.
 async fn feed(
-    mut watches: Watches,
+    watches: Watches,
     prefix: Vec<u8>,
     mut cursor: u64,
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
@@ -123,56 +141,126 @@ async fn feed(
         let (entries, next) = match watches.hub.read(cursor, ENTRIES_PER_READ) {
             Ok(read) => read,
             Err(Behind::Compacted { oldest }) => {
-                let status = status_with(
-                    tonic::Code::ResourceExhausted,
-                    format!(
-                        "this watcher fell behind: the node no longer keeps the changes from \
-                         index {cursor} on (oldest kept: {oldest}); resume from {cursor} if the \
-                         node still has it, else Scan and watch from the scan's applied_index + 1"
-                    ),
-                    &[
-                        (RESUME_INDEX_METADATA, cursor),
-                        (OLDEST_INDEX_METADATA, oldest),
-                    ],
-                );
-                let _ = tx.send(Err(status)).await;
+                end(&watches, &tx, fell_behind(cursor, oldest)).await;
                 return;
             }
         };
         let (events, next) = events(&entries, &prefix, next);
+        let read_all = entries.len() < ENTRIES_PER_READ;
+        // The window may drop these while the client is slow: not held here.
+        drop(entries);
         let progress_due = next > told && last_sent.elapsed() >= PROGRESS_EVERY;
         if !events.is_empty() || progress_due {
             let message = pb::WatchResponse {
                 events,
                 resume_index: next,
             };
-            if tx.send(Ok(message)).await.is_err() {
-                return;
+            match deliver(&watches, &tx, message, cursor).await {
+                Delivered::Yes => {}
+                Delivered::No(Some(status)) => {
+                    end(&watches, &tx, status).await;
+                    return;
+                }
+                Delivered::No(None) => return,
             }
             last_sent = tokio::time::Instant::now();
             told = next;
         }
         cursor = next;
-        if entries.len() == ENTRIES_PER_READ {
+        if !read_all {
             continue;
         }
-        let stopping = async {
-            // The guard it returns must not live across the send below.
-            let _ = watches.stopping.wait_for(|stopping| *stopping).await;
-        };
         tokio::select! {
             () = watches.hub.applied_beyond(cursor.saturating_sub(1)) => {}
             () = tokio::time::sleep(PROGRESS_EVERY) => {}
             () = tx.closed() => return,
-            () = stopping => {
-                let status = status_with(
-                    tonic::Code::Unavailable,
-                    format!("the node is stopping; resume from index {cursor} on another node"),
-                    &[(RESUME_INDEX_METADATA, cursor)],
-                );
-                let _ = tx.send(Err(status)).await;
+            () = stopped(&watches) => {
+                end(&watches, &tx, stopping(cursor)).await;
                 return;
             }
         }
     }
+}
+
+/// Whether a message reached the stream's queue; if not, the status to end
+/// the stream with (`None`: the client is gone).
+enum Delivered {
+    Yes,
+    No(Option<Status>),
+}
+
+/// Queues `message`, which covers the changes from `cursor` on. While the
+/// client does not read, checks about once a second whether the window has
+/// dropped `cursor` (then the watcher has fallen behind for good) and
+/// whether the node stops.
+async fn deliver(
+    watches: &Watches,
+    tx: &mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    message: pb::WatchResponse,
+    cursor: u64,
+) -> Delivered {
+    let send = tx.send(Ok(message));
+    tokio::pin!(send);
+    loop {
+        tokio::select! {
+            sent = &mut send => {
+                return match sent {
+                    Ok(()) => Delivered::Yes,
+                    Err(_) => Delivered::No(None),
+                };
+            }
+            () = tokio::time::sleep(PROGRESS_EVERY) => {
+                let (oldest, _) = watches.hub.bounds();
+                if oldest > cursor {
+                    return Delivered::No(Some(fell_behind(cursor, oldest)));
+                }
+            }
+            () = stopped(watches) => return Delivered::No(Some(stopping(cursor))),
+        }
+    }
+}
+
+/// Ends the stream with `status`, once the client has read what is queued
+/// before it (or has gone, or the node stops: the server then ends the
+/// stream itself).
+async fn end(
+    watches: &Watches,
+    tx: &mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    status: Status,
+) {
+    tokio::select! {
+        _ = tx.send(Err(status)) => {}
+        () = stopped(watches) => {}
+    }
+}
+
+/// Resolves once the node is stopping.
+async fn stopped(watches: &Watches) {
+    let mut stopping = watches.stopping.clone();
+    // The guard `wait_for` returns must not live across an await.
+    let _ = stopping.wait_for(|stopping| *stopping).await.is_ok();
+}
+
+/// RESOURCE_EXHAUSTED: the window no longer holds `cursor`.
+fn fell_behind(cursor: u64, oldest: u64) -> Status {
+    status_with(
+        tonic::Code::ResourceExhausted,
+        format!(
+            "this watcher fell behind: the node no longer keeps the changes from index {cursor} on \
+             (oldest kept: {oldest}); Scan and watch from the scan's applied_index + 1"
+        ),
+        &[
+            (RESUME_INDEX_METADATA, cursor),
+            (OLDEST_INDEX_METADATA, oldest),
+        ],
+    )
+}
+
+/// UNAVAILABLE: the node stops; resume elsewhere from `cursor`.
+fn stopping(cursor: u64) -> Status {
+    status_with(
+        tonic::Code::Unavailable,
+        format!("the node is stopping; resume from index {cursor} on another node"),
+        &[(RESUME_INDEX_METADATA, cursor)],
+    )
 }

@@ -92,6 +92,11 @@ impl RaftNode {
         }
     }
 
+    /// The largest key and value this node accepts.
+    pub fn limits(&self) -> KvLimits {
+        self.limits
+    }
+
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id

@@ -27,8 +27,8 @@
 //! Snapshot data format: [`SNAPSHOT_V2`], then a sequence of records `u32 key
 //! length (BE), key, u32 value length (BE), stored value` (header included),
 //! in key order. Data without the marker is the first format, whose values
-//! had no header: loading it gives every key the snapshot's index as the
-//! index that last wrote it.
+//! had no header: loading it gives every key [`BEFORE_HEADERS`] as the index
+//! that last wrote it.
 
 use std::io;
 use std::sync::Arc;
@@ -77,6 +77,10 @@ const KV_FORMAT: &[u8] = b"kv_format";
 /// The first bytes of snapshot data whose values carry their header: a key
 /// length no key can have, then the format number.
 const SNAPSHOT_V2: &[u8] = &[0xff, 0xff, 0xff, 0xff, 2];
+/// The "last written at" index of values stored before values had headers.
+/// The same on every replica whatever it applied or crashed at, so a
+/// transaction comparing it decides alike everywhere.
+pub const BEFORE_HEADERS: u64 = 1;
 /// The snapshot: `u32 meta length (BE)`, meta, data.
 const SNAPSHOT: &[u8] = b"current";
 /// Where earlier versions kept the snapshot's meta and data, read if `current` is absent.
@@ -402,7 +406,11 @@ impl StateMachineStore {
             watch: Arc::new(WatchHub::new(0, WatchLimits::DEFAULT)),
         };
         let meta = &store.reader.meta;
-        if meta.remove(CLEAN).map_err(io::Error::other)?.is_none() {
+        let clean = meta.remove(CLEAN).map_err(io::Error::other)?.is_some();
+        // On disk before any value is rewritten: a crash during the rewrite
+        // must make the next open rebuild, not convert values twice.
+        store.disk.sync()?;
+        if !clean {
             // Values loaded from a snapshot get their header on the way in.
             store.rebuild()?;
         } else if meta.get(KV_FORMAT).map_err(io::Error::other)?.is_none() {
@@ -418,16 +426,15 @@ impl StateMachineStore {
     }
 
     /// Gives every bare value (written by a version before headers) a header,
-    /// with the last applied index as the index that wrote it. A crash midway
+    /// with [`BEFORE_HEADERS`] as the index that wrote it. A crash midway
     /// is repaired by the next open, which then rebuilds from the snapshot
     /// (the `clean` marker is gone).
     fn add_headers(&self) -> io::Result<()> {
-        let index = self.reader.last_applied()?.map_or(0, |l| l.index);
         let kv = &self.reader.kv;
         let mut count = 0;
         for item in kv.iter() {
             let (key, value) = item.map_err(io::Error::other)?;
-            kv.insert(key, record::encode(index, 0, &value))
+            kv.insert(key, record::encode(BEFORE_HEADERS, 0, &value))
                 .map_err(io::Error::other)?;
             count += 1;
         }
@@ -566,12 +573,11 @@ impl StateMachineStore {
         let (with_headers, pairs) = decode_pairs(data)?;
         let kv = &self.reader.kv;
         kv.clear().map_err(io::Error::other)?;
-        let index = meta.last_log_id.map_or(0, |l| l.index);
         for (key, value) in &pairs {
             if with_headers {
                 kv.insert(*key, *value)
             } else {
-                kv.insert(*key, record::encode(index, 0, value))
+                kv.insert(*key, record::encode(BEFORE_HEADERS, 0, value))
             }
             .map_err(io::Error::other)?;
         }
@@ -784,7 +790,7 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_data_of_the_first_format_loads_with_the_snapshot_index() {
+    fn snapshot_data_of_the_first_format_loads_with_one_index_for_all() {
         // Records of bare values, no marker: what earlier versions wrote.
         let data = [&[0, 0, 0, 1, b'k', 0, 0, 0, 2][..], b"v1"].concat();
         let (with_headers, pairs) = decode_pairs(&data).unwrap();
@@ -799,7 +805,10 @@ mod tests {
         store
             .load_snapshot(&store.write_gate().unwrap(), &meta, &data)
             .unwrap();
-        assert_eq!(store.reader.get(b"k").unwrap(), Some((b"v1".to_vec(), 40)));
+        assert_eq!(
+            store.reader.get(b"k").unwrap(),
+            Some((b"v1".to_vec(), BEFORE_HEADERS))
+        );
     }
 
     #[test]

@@ -167,6 +167,8 @@ async fn a_transaction_past_its_limits_is_refused_whole() {
         .map(|i| compare(&format!("k{i}"), Check::Exists(false)))
         .collect();
     let big = "x".repeat(2 << 20);
+    // Each within the 1 MiB value limit, together over it.
+    let medium = "x".repeat(700 << 10);
     let cases = [
         (
             "129 comparisons",
@@ -227,6 +229,26 @@ async fn a_transaction_past_its_limits_is_refused_whole() {
         (
             "an empty key",
             txn(&mut kv, vec![], vec![put_op("", "v")], vec![]).await,
+        ),
+        (
+            "values that add up to more than one put may hold",
+            txn(
+                &mut kv,
+                vec![],
+                vec![put_op("k", &medium), put_op("k2", &medium)],
+                vec![],
+            )
+            .await,
+        ),
+        (
+            "an oversized value to compare with",
+            txn(
+                &mut kv,
+                vec![compare("k", Check::Value(big.clone().into()))],
+                vec![],
+                vec![],
+            )
+            .await,
         ),
     ];
     for (what, answer) in cases {
