@@ -275,6 +275,9 @@ async fn transactions_are_all_or_nothing_across_a_leader_kill() {
     let writer = tokio::spawn(async move {
         let mut applied = Vec::new();
         let deadline = tokio::time::Instant::now() + PATIENCE;
+        // The clients' own pause between retries, while a new leader is elected.
+        let mut backoff =
+            raftkv_client::Backoff::new(Duration::from_millis(10), Duration::from_millis(100));
         let mut round = 0u64;
         let mut which = 0;
         while applied.len() < 40 && tokio::time::Instant::now() < deadline {
@@ -300,7 +303,7 @@ async fn transactions_are_all_or_nothing_across_a_leader_kill() {
                 Ok(_) => round += 1,
                 Err(_) => {
                     which += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    backoff.wait(deadline).await;
                 }
             }
         }
