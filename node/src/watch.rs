@@ -44,12 +44,16 @@ impl WatchLimits {
     };
 }
 
+impl Change {
+    /// Roughly what it takes in memory, or in a message.
+    pub fn bytes(&self) -> usize {
+        self.key.len() + self.value.as_ref().map_or(0, Vec::len) + 32
+    }
+}
+
 impl Applied {
     fn bytes(&self) -> usize {
-        self.changes
-            .iter()
-            .map(|c| c.key.len() + c.value.as_ref().map_or(0, Vec::len) + 32)
-            .sum()
+        self.changes.iter().map(Change::bytes).sum()
     }
 }
 

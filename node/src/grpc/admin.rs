@@ -93,11 +93,17 @@ fn members(membership: &StoredMembership) -> Vec<pb::Member> {
 /// The effective configuration in `metrics`.
 fn configuration(metrics: &RaftMetrics<TypeConfig>) -> pb::ClusterConfiguration {
     let membership = &metrics.membership_config;
+    let committed = metrics.committed_membership_config.log_id() == membership.log_id();
+    configuration_of(membership, committed)
+}
+
+/// `membership` on the wire.
+fn configuration_of(membership: &StoredMembership, committed: bool) -> pb::ClusterConfiguration {
     pb::ClusterConfiguration {
         members: members(membership),
         index: membership.log_id().as_ref().map_or(0, |l| l.index),
         joint: membership.membership().get_joint_config().len() > 1,
-        committed: metrics.committed_membership_config.log_id() == membership.log_id(),
+        committed,
     }
 }
 
@@ -423,14 +429,8 @@ fn backup_stream(source: NodeId, backup: BackupSnapshot) -> Result<BackupStream,
     let last = backup.meta.last_log_id.ok_or_else(|| {
         Status::failed_precondition("nothing to back up yet: no entry has been applied")
     })?;
-    let membership = &backup.meta.last_membership;
-    let configuration = pb::ClusterConfiguration {
-        members: members(membership),
-        index: membership.log_id().as_ref().map_or(0, |l| l.index),
-        joint: membership.membership().get_joint_config().len() > 1,
-        // Everything a snapshot holds is committed.
-        committed: true,
-    };
+    // Everything a snapshot holds is committed.
+    let configuration = configuration_of(&backup.meta.last_membership, true);
     let created_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, millis);

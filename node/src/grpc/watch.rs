@@ -103,10 +103,7 @@ fn events(entries: &[Arc<Applied>], prefix: &[u8], next: u64) -> (Vec<pb::Event>
             .iter()
             .filter(|c| c.key.starts_with(prefix))
             .collect();
-        let entry_bytes: usize = matching
-            .iter()
-            .map(|c| c.key.len() + c.value.as_ref().map_or(0, Vec::len) + 16)
-            .sum();
+        let entry_bytes: usize = matching.iter().map(|c| c.bytes()).sum();
         if !events.is_empty() && bytes + entry_bytes > MESSAGE_BYTES {
             return (events, entry.index);
         }

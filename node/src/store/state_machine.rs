@@ -116,11 +116,7 @@ pub struct KvReader {
 impl KvReader {
     /// The value of `key` and the index that last wrote it, if present.
     pub fn get(&self, key: &[u8]) -> io::Result<Option<(Vec<u8>, u64)>> {
-        let Some(stored) = self.kv.get(key).map_err(io::Error::other)? else {
-            return Ok(None);
-        };
-        let record = record::decode(&stored)?;
-        Ok(Some((record.value.to_vec(), record.modified)))
+        read(&self.kv, key)
     }
 
     /// Up to `limit` pairs whose key starts with `prefix` and is greater than
@@ -205,22 +201,12 @@ fn apply_command(
     let sled = io::Error::other;
     Ok(match command {
         Command::Put { key, value } => {
-            kv.insert(key.as_slice(), record::encode(index, 0, &value))
-                .map_err(sled)?;
-            changes.push(Change {
-                key,
-                value: Some(value),
-            });
+            put(kv, key, value, index, changes)?;
             CommandResult::Done
         }
-        Command::Delete { key } => {
-            let existed = kv.remove(key.as_slice()).map_err(sled)?.is_some();
-            // Deleting a missing key changes nothing: no event.
-            if existed {
-                changes.push(Change { key, value: None });
-            }
-            CommandResult::Deleted { existed }
-        }
+        Command::Delete { key } => CommandResult::Deleted {
+            existed: delete(kv, key, changes)?,
+        },
         Command::CompareAndSwap {
             key,
             expected,
@@ -229,12 +215,7 @@ fn apply_command(
             let stored = kv.get(key.as_slice()).map_err(sled)?;
             let current = stored.as_deref().map(record::decode).transpose()?;
             if current.map(|r| r.value) == expected.as_deref() {
-                kv.insert(key.as_slice(), record::encode(index, 0, &new_value))
-                    .map_err(sled)?;
-                changes.push(Change {
-                    key,
-                    value: Some(new_value),
-                });
+                put(kv, key, new_value, index, changes)?;
                 CommandResult::Swapped {
                     succeeded: true,
                     current: None,
@@ -252,6 +233,45 @@ fn apply_command(
             failure,
         } => apply_txn(kv, &compares, success, failure, index, changes)?,
     })
+}
+
+/// Writes `value` to `key` at `index`, recording the change for watchers.
+fn put(
+    kv: &sled::Tree,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    index: u64,
+    changes: &mut Vec<Change>,
+) -> io::Result<()> {
+    kv.insert(key.as_slice(), record::encode(index, 0, &value))
+        .map_err(io::Error::other)?;
+    changes.push(Change {
+        key,
+        value: Some(value),
+    });
+    Ok(())
+}
+
+/// Removes `key`; returns whether it existed. Deleting a missing key
+/// changes nothing, so watchers see no event for it.
+fn delete(kv: &sled::Tree, key: Vec<u8>, changes: &mut Vec<Change>) -> io::Result<bool> {
+    let existed = kv
+        .remove(key.as_slice())
+        .map_err(io::Error::other)?
+        .is_some();
+    if existed {
+        changes.push(Change { key, value: None });
+    }
+    Ok(existed)
+}
+
+/// The value of `key` and the index that last wrote it, if present.
+fn read(kv: &sled::Tree, key: &[u8]) -> io::Result<Option<(Vec<u8>, u64)>> {
+    let Some(stored) = kv.get(key).map_err(io::Error::other)? else {
+        return Ok(None);
+    };
+    let record = record::decode(&stored)?;
+    Ok(Some((record.value.to_vec(), record.modified)))
 }
 
 /// Applies a transaction: every comparison against the state before it,
@@ -287,30 +307,15 @@ fn apply_txn(
     for op in ops {
         results.push(match op {
             TxnOp::Put { key, value } => {
-                kv.insert(key.as_slice(), record::encode(index, 0, &value))
-                    .map_err(sled)?;
-                changes.push(Change {
-                    key,
-                    value: Some(value),
-                });
+                put(kv, key, value, index, changes)?;
                 TxnOpResult::Put
             }
-            TxnOp::Delete { key } => {
-                let existed = kv.remove(key.as_slice()).map_err(sled)?.is_some();
-                if existed {
-                    changes.push(Change { key, value: None });
-                }
-                TxnOpResult::Deleted { existed }
-            }
-            TxnOp::Get { key } => {
-                let stored = kv.get(key.as_slice()).map_err(sled)?;
-                let found = stored
-                    .as_deref()
-                    .map(record::decode)
-                    .transpose()?
-                    .map(|r| (r.value.to_vec(), r.modified));
-                TxnOpResult::Got { found }
-            }
+            TxnOp::Delete { key } => TxnOpResult::Deleted {
+                existed: delete(kv, key, changes)?,
+            },
+            TxnOp::Get { key } => TxnOpResult::Got {
+                found: read(kv, &key)?,
+            },
         });
     }
     Ok(CommandResult::Txn { succeeded, results })

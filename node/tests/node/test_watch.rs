@@ -60,15 +60,7 @@ async fn collect(stream: &mut Streaming<pb::WatchResponse>, count: usize) -> (Ve
 }
 
 async fn put(kv: &mut KvClient<Channel>, key: &str, value: &str) -> Seen {
-    let index = kv
-        .put(pb::PutRequest {
-            key: key.into(),
-            value: value.into(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("put {key}: {e}"))
-        .into_inner()
-        .index;
+    let index = crate::support::put(kv, key, value).await;
     (index, key.to_string(), Some(value.to_string()))
 }
 
