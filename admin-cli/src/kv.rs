@@ -12,6 +12,7 @@ use crate::target::Target;
 /// put.
 pub async fn put(target: &mut Target, key: String, value: String) -> anyhow::Result<()> {
     let request = pb::PutRequest {
+        lease: 0,
         key: key.into_bytes(),
         value: value.into_bytes(),
     };

@@ -198,6 +198,7 @@ mod tests {
         let channel = channels.get(&format!("127.0.0.1:{port}")).unwrap();
         let status = raftkv_proto::pb::kv_client::KvClient::new(channel)
             .put(raftkv_proto::pb::PutRequest {
+                lease: 0,
                 key: b"k".to_vec(),
                 value: b"v".to_vec(),
             })

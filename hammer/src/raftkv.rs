@@ -78,6 +78,7 @@ fn cas_as_txn(key: &[u8], expected: &Option<Vec<u8>>, new_value: &[u8]) -> pb::T
         }],
         success: vec![pb::TxnOp {
             op: Some(TxnOp::Put(pb::PutRequest {
+                lease: 0,
                 key: key.to_vec(),
                 value: new_value.to_vec(),
             })),
@@ -227,6 +228,7 @@ impl Cluster {
             match op {
                 Op::Put { key, value } => {
                     let mut request = tonic::Request::new(pb::PutRequest {
+                        lease: 0,
                         key: key.clone(),
                         value: value.clone(),
                     });
@@ -265,6 +267,7 @@ impl Cluster {
                     new_value,
                 } => {
                     let mut request = tonic::Request::new(pb::CompareAndSwapRequest {
+                        lease: 0,
                         key: key.clone(),
                         expected_value: expected.clone(),
                         new_value: new_value.clone(),

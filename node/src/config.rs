@@ -100,6 +100,11 @@ pub struct NodeConfig {
     #[arg(long, env = "RAFTKV_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
     pub max_value_bytes: usize,
 
+    /// Most leases that may exist at once; grants beyond are refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "RAFTKV_MAX_LEASES", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_leases: u64,
+
     /// This node's certificate (PEM), signed by --tls-ca. With --tls-key and
     /// --tls-ca the node serves only mutual TLS: every caller (client,
     /// operator or peer) must present a certificate signed by that CA, and

@@ -22,6 +22,9 @@ pub enum NodeError {
     /// A node id that is not in the cluster.
     #[error("{0}")]
     NotFound(String),
+    /// A bound the operator set is reached (`--max-leases`, …).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// This node is not the leader; `leader` is the leader's id and address when known.
     #[error("{}", not_leader_message(.leader))]
     NotLeader { leader: Option<(NodeId, String)> },
@@ -64,6 +67,7 @@ impl From<NodeError> for Status {
             NodeError::InvalidArgument(_) => Code::InvalidArgument,
             NodeError::FailedPrecondition(_) => Code::FailedPrecondition,
             NodeError::NotFound(_) => Code::NotFound,
+            NodeError::ResourceExhausted(_) => Code::ResourceExhausted,
             NodeError::NotLeader { .. } | NodeError::Unavailable(_) => Code::Unavailable,
             NodeError::Aborted(_) => Code::Aborted,
             NodeError::Timeout(_) => Code::DeadlineExceeded,

@@ -35,6 +35,7 @@ pub mod failover;
 pub mod failpoint;
 pub mod grpc;
 pub mod join;
+pub mod lease;
 pub mod metrics;
 pub mod network;
 pub mod node;

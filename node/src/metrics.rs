@@ -69,6 +69,7 @@ pub struct Metrics {
     pub proposals_committed: Counter,
     pub proposals_failed: Counter,
     pub entries_applied: Counter,
+    pub leases_expired: Counter,
     pub applied_index: Gauge,
     pub committed_index: Gauge,
     pub last_log_index: Gauge,
@@ -101,6 +102,7 @@ impl Metrics {
             proposals_committed: Counter::default(),
             proposals_failed: Counter::default(),
             entries_applied: Counter::default(),
+            leases_expired: Counter::default(),
             applied_index: Gauge::default(),
             committed_index: Gauge::default(),
             last_log_index: Gauge::default(),
@@ -145,6 +147,11 @@ impl Metrics {
             "entries_applied",
             "Log entries applied to this node's state machine",
             metrics.entries_applied.clone(),
+        );
+        r.register(
+            "leases_expired",
+            "Leases this node expired as leader (their revoke committed)",
+            metrics.leases_expired.clone(),
         );
         r.register(
             "applied_index",

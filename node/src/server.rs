@@ -135,6 +135,7 @@ pub async fn run(
             .await
             .map_err(|e| RunError::Raft(e.to_string()))??;
     let kv = state_machine.reader();
+    let lease_changes = state_machine.lease_changes();
     let watch_hub = state_machine.watch_hub();
     watch_hub.set_limits(crate::watch::WatchLimits {
         entries: usize::try_from(config.watch_history).unwrap_or(usize::MAX),
@@ -168,9 +169,11 @@ pub async fn run(
         .await
         .map_err(|e| RunError::Raft(e.to_string()))?;
 
+    let countdowns = Arc::new(crate::lease::Countdowns::default());
     let limits = KvLimits {
         max_key_bytes: config.max_key_bytes,
         max_value_bytes: config.max_value_bytes,
+        max_leases: usize::try_from(config.max_leases).unwrap_or(usize::MAX),
     };
     let node = Arc::new(RaftNode::new(
         config.id,
@@ -179,6 +182,7 @@ pub async fn run(
         kv,
         peers,
         limits,
+        countdowns.clone(),
     ));
     let mut stopped = node.stop_requests();
     tracing::info!(id = config.id, %address, data_dir = %config.data_dir.display(), "node started");
@@ -255,6 +259,12 @@ pub async fn run(
     // Every accepted connection reports when it closes, so followers notice
     // at once when their leader's connection dies (see `failover`).
     let (closed_tx, closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(crate::lease::run(
+        node.clone(),
+        countdowns,
+        lease_changes,
+        stopping_rx.clone(),
+    ));
     let leader_link = Arc::new(LeaderLink::default());
     tokio::spawn(failover::watch(
         raft.clone(),

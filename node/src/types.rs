@@ -68,6 +68,24 @@ pub enum Command {
         success: Vec<TxnOp>,
         failure: Vec<TxnOp>,
     },
+    /// Grant a lease of `ttl_seconds`; its id is this entry's log index.
+    LeaseGrant { ttl_seconds: u64 },
+    /// Delete lease `id` and every key attached to it; `expired` when the
+    /// leader's countdown ran out rather than a client asking.
+    LeaseRevoke { id: u64, expired: bool },
+    /// [`Command::Put`], attaching `key` to `lease` (which must exist).
+    PutLeased {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: u64,
+    },
+    /// [`Command::CompareAndSwap`], attaching `key` to `lease` when it swaps.
+    CompareAndSwapLeased {
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        new_value: Vec<u8>,
+        lease: u64,
+    },
 }
 
 /// One comparison of a transaction.
@@ -91,9 +109,22 @@ pub enum Check {
 /// One operation of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOp {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
-    Get { key: Vec<u8> },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    Get {
+        key: Vec<u8>,
+    },
+    /// A put attaching `key` to `lease` (added last: older entries decode unchanged).
+    PutLeased {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: u64,
+    },
 }
 
 /// What one transaction operation produced.
@@ -103,10 +134,20 @@ pub enum TxnOpResult {
     Deleted {
         existed: bool,
     },
-    /// The value and the index that last wrote it, if present.
+    /// The key's value, if present.
     Got {
-        found: Option<(Vec<u8>, u64)>,
+        found: Option<Stored>,
     },
+}
+
+/// A key's value as the state machine holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    pub value: Vec<u8>,
+    /// The log index of the write that set it.
+    pub modified: u64,
+    /// The lease it is attached to (0: none).
+    pub lease: u64,
 }
 
 /// What applying a [`Command`] (or a blank or membership entry) produced.
@@ -128,6 +169,12 @@ pub enum CommandResult {
         succeeded: bool,
         results: Vec<TxnOpResult>,
     },
+    /// A lease was granted (its id is the entry's index).
+    LeaseGranted,
+    /// A lease revoke: whether the lease existed, and how many keys went with it.
+    LeaseRevoked { found: bool, keys_deleted: u64 },
+    /// A write named lease `id`, which does not exist: nothing was written.
+    LeaseNotFound { id: u64 },
 }
 
 /// Short form for logs: the kind of command and the key's size, never the data.
@@ -150,6 +197,19 @@ impl std::fmt::Display for Command {
                 success.len(),
                 failure.len()
             ),
+            Command::LeaseGrant { ttl_seconds } => write!(f, "lease-grant({ttl_seconds}s)"),
+            Command::LeaseRevoke { id, expired } => {
+                write!(f, "lease-revoke({id}, expired: {expired})")
+            }
+            Command::PutLeased { key, value, lease } => write!(
+                f,
+                "put({}B key, {}B value, lease {lease})",
+                key.len(),
+                value.len()
+            ),
+            Command::CompareAndSwapLeased { key, lease, .. } => {
+                write!(f, "cas({}B key, lease {lease})", key.len())
+            }
         }
     }
 }

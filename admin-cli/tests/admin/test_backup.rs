@@ -50,6 +50,7 @@ async fn a_backup_restores_every_key_as_a_new_cluster() {
     for i in 0..300u32 {
         let value = format!("value-{i}").repeat(1 + (i % 7) as usize);
         kv.put(pb::PutRequest {
+            lease: 0,
             key: format!("key-{i:04}").into(),
             value: value.into(),
         })
@@ -65,12 +66,14 @@ async fn a_backup_restores_every_key_as_a_new_cluster() {
     }
     // A binary key and value, and an empty value.
     kv.put(pb::PutRequest {
+        lease: 0,
         key: vec![0, 255, 1],
         value: vec![0; 3000],
     })
     .await
     .expect("put");
     kv.put(pb::PutRequest {
+        lease: 0,
         key: "empty".into(),
         value: Vec::new(),
     })
@@ -148,6 +151,7 @@ async fn a_backup_restores_every_key_as_a_new_cluster() {
     assert_eq!(value.value, vec![0; 3000]);
     let written = kv
         .put(pb::PutRequest {
+            lease: 0,
             key: "after-restore".into(),
             value: "yes".into(),
         })
@@ -183,6 +187,7 @@ async fn a_damaged_backup_is_refused_and_creates_nothing() {
     let mut kv = cluster.node(1).kv();
     for i in 0..50u32 {
         kv.put(pb::PutRequest {
+            lease: 0,
             key: format!("k{i}").into(),
             value: format!("v{i}").into(),
         })

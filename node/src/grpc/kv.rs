@@ -18,6 +18,7 @@ use crate::node::Consistency;
 use crate::node::RaftNode;
 use crate::types::Command;
 use crate::types::CommandResult;
+use crate::types::Stored;
 
 /// Pairs returned by a scan when the request sets no limit.
 const DEFAULT_SCAN_LIMIT: usize = 1000;
@@ -46,7 +47,41 @@ fn consistency(stale: bool) -> Consistency {
     }
 }
 
+/// The answer to a get that found `found`, reading state applied up to `applied_index`.
+pub(super) fn get_response(found: Option<Stored>, applied_index: u64) -> pb::GetResponse {
+    match found {
+        Some(stored) => pb::GetResponse {
+            found: true,
+            value: stored.value,
+            applied_index,
+            modified_index: stored.modified,
+            lease: stored.lease,
+        },
+        None => pb::GetResponse {
+            applied_index,
+            ..Default::default()
+        },
+    }
+}
+
+/// Seconds as the wire's signed TTL (TTLs are bounded far below `i64::MAX`).
+fn seconds(ttl: u64) -> i64 {
+    i64::try_from(ttl).unwrap_or(i64::MAX)
+}
+
+/// The answer to a write that named lease `id`, which does not exist.
+fn lease_not_found(id: u64) -> Status {
+    Status::not_found(format!(
+        "lease {id} not found: it expired, was revoked or never existed; nothing was written"
+    ))
+}
+
+/// A write's result that names a lease that does not exist, as the status
+/// it is answered with; any other unexpected result is an internal error.
 fn unexpected(result: &CommandResult) -> Status {
+    if let CommandResult::LeaseNotFound { id } = result {
+        return lease_not_found(*id);
+    }
     Status::internal(format!("unexpected state machine result {result:?}"))
 }
 
@@ -60,11 +95,17 @@ impl Kv for KvService {
         if let Some(leader) = route(&self.node, &request)? {
             return KvClient::new(leader).put(forwarded(request)).await;
         }
-        let pb::PutRequest { key, value } = request.into_inner();
+        let pb::PutRequest { key, value, lease } = request.into_inner();
         self.node.check_key(&key)?;
         self.node.check_value(&value)?;
-        let (index, _) = self.node.write(Command::Put { key, value }).await?;
-        Ok(Response::new(pb::PutResponse { index }))
+        let command = match lease {
+            0 => Command::Put { key, value },
+            lease => Command::PutLeased { key, value, lease },
+        };
+        match self.node.write(command).await? {
+            (index, CommandResult::Done) => Ok(Response::new(pb::PutResponse { index })),
+            (_, other) => Err(unexpected(&other)),
+        }
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -80,14 +121,8 @@ impl Kv for KvService {
             }
         }
         let request = request.into_inner();
-        let (value, applied_index) = self.node.get(&request.key, consistency).await?;
-        let (value, modified_index) = value.map_or((None, 0), |(v, m)| (Some(v), m));
-        Ok(Response::new(pb::GetResponse {
-            found: value.is_some(),
-            value: value.unwrap_or_default(),
-            applied_index,
-            modified_index,
-        }))
+        let (found, applied_index) = self.node.get(&request.key, consistency).await?;
+        Ok(Response::new(get_response(found, applied_index)))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -153,13 +188,22 @@ impl Kv for KvService {
             key,
             expected_value,
             new_value,
+            lease,
         } = request.into_inner();
         self.node.check_key(&key)?;
         self.node.check_value(&new_value)?;
-        let command = Command::CompareAndSwap {
-            key,
-            expected: expected_value,
-            new_value,
+        let command = match lease {
+            0 => Command::CompareAndSwap {
+                key,
+                expected: expected_value,
+                new_value,
+            },
+            lease => Command::CompareAndSwapLeased {
+                key,
+                expected: expected_value,
+                new_value,
+                lease,
+            },
         };
         match self.node.write(command).await? {
             (index, CommandResult::Swapped { succeeded, current }) => {
@@ -188,6 +232,75 @@ impl Kv for KvService {
             )),
             (_, other) => Err(unexpected(&other)),
         }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn lease_grant(
+        &self,
+        request: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        if let Some(leader) = route(&self.node, &request)? {
+            return KvClient::new(leader).lease_grant(forwarded(request)).await;
+        }
+        let ttl = request.into_inner().ttl;
+        let id = self.node.lease_grant(ttl).await?;
+        Ok(Response::new(pb::LeaseGrantResponse { id, ttl }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn lease_revoke(
+        &self,
+        request: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        if let Some(leader) = route(&self.node, &request)? {
+            return KvClient::new(leader).lease_revoke(forwarded(request)).await;
+        }
+        let (index, keys_deleted) = self.node.lease_revoke(request.into_inner().id).await?;
+        Ok(Response::new(pb::LeaseRevokeResponse {
+            index,
+            keys_deleted,
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn lease_keep_alive(
+        &self,
+        request: Request<pb::LeaseKeepAliveRequest>,
+    ) -> Result<Response<pb::LeaseKeepAliveResponse>, Status> {
+        if let Some(leader) = route(&self.node, &request)? {
+            return KvClient::new(leader)
+                .lease_keep_alive(forwarded(request))
+                .await;
+        }
+        let id = request.into_inner().id;
+        let ttl = self.node.lease_keep_alive(id).await?;
+        Ok(Response::new(pb::LeaseKeepAliveResponse {
+            id,
+            ttl: seconds(ttl),
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn lease_time_to_live(
+        &self,
+        request: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        if let Some(leader) = route(&self.node, &request)? {
+            return KvClient::new(leader)
+                .lease_time_to_live(forwarded(request))
+                .await;
+        }
+        let pb::LeaseTimeToLiveRequest { id, keys } = request.into_inner();
+        let status = self.node.lease_time_to_live(id, keys).await?;
+        // Rounded up: a lease with any time left never reads as 0.
+        let left = status.remaining.as_nanos().div_ceil(1_000_000_000);
+        Ok(Response::new(pb::LeaseTimeToLiveResponse {
+            id,
+            ttl: i64::try_from(left).unwrap_or(i64::MAX),
+            granted_ttl: seconds(status.granted_ttl),
+            keys: status.keys,
+            more_keys: status.more_keys,
+        }))
     }
 
     type WatchStream = WatchStream;

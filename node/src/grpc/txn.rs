@@ -98,9 +98,16 @@ pub fn command(node: &RaftNode, request: pb::TxnRequest) -> Result<Command, Stat
                     Some(pb::txn_op::Op::Put(put)) => {
                         node.check_key(&put.key).map_err(at)?;
                         node.check_value(&put.value).map_err(at)?;
-                        TxnOp::Put {
-                            key: put.key,
-                            value: put.value,
+                        match put.lease {
+                            0 => TxnOp::Put {
+                                key: put.key,
+                                value: put.value,
+                            },
+                            lease => TxnOp::PutLeased {
+                                key: put.key,
+                                value: put.value,
+                                lease,
+                            },
                         }
                     }
                     Some(pb::txn_op::Op::Delete(delete)) => {
@@ -143,16 +150,7 @@ pub fn response(index: u64, succeeded: bool, results: Vec<TxnOpResult>) -> pb::T
                 TxnOpResult::Deleted { existed } => {
                     Outcome::Delete(pb::DeleteResponse { index, existed })
                 }
-                TxnOpResult::Got { found } => {
-                    let (value, modified_index) =
-                        found.map_or((None, 0), |(value, at)| (Some(value), at));
-                    Outcome::Get(pb::GetResponse {
-                        found: value.is_some(),
-                        value: value.unwrap_or_default(),
-                        applied_index: index,
-                        modified_index,
-                    })
-                }
+                TxnOpResult::Got { found } => Outcome::Get(super::kv::get_response(found, index)),
             }),
         })
         .collect();

@@ -11,6 +11,7 @@ use super::RaftNode;
 use crate::error::NodeError;
 use crate::types::Command;
 use crate::types::CommandResult;
+use crate::types::Stored;
 
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,8 @@ pub struct KvLimits {
     pub max_key_bytes: usize,
     /// Largest accepted value (`--max-value-bytes`).
     pub max_value_bytes: usize,
+    /// Most leases at once (`--max-leases`).
+    pub max_leases: usize,
 }
 
 /// One page of a scan.
@@ -121,7 +124,7 @@ impl RaftNode {
         &self,
         key: &[u8],
         consistency: Consistency,
-    ) -> Result<(Option<(Vec<u8>, u64)>, u64), NodeError> {
+    ) -> Result<(Option<Stored>, u64), NodeError> {
         self.check_key(key)?;
         self.read_fence(consistency).await?;
         // Read the index before the value: the value is at least that recent.

@@ -8,12 +8,14 @@
 //! - `membership`: initialising a cluster and changing its members, one
 //!   change at a time;
 //! - `leadership`: handing leadership to another voter;
+//! - `lease`: granting, revoking, keeping alive and inspecting leases;
 //! - `snapshot`: building a snapshot on request, and the copy a backup takes;
 //! - `errors`: how openraft's errors become a [`NodeError`].
 
 mod errors;
 mod kv;
 mod leadership;
+mod lease;
 mod membership;
 mod snapshot;
 
@@ -21,7 +23,10 @@ pub use kv::Consistency;
 pub use kv::KvLimits;
 pub use kv::ScanPage;
 pub use kv::StateDigest;
+pub use lease::LeaseStatus;
 pub use snapshot::BackupSnapshot;
+
+use std::sync::Arc;
 
 use openraft::type_config::async_runtime::WatchReceiver as _;
 use openraft::RaftMetrics;
@@ -32,6 +37,7 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use crate::error::NodeError;
+use crate::lease::Countdowns;
 use crate::store::KvReader;
 use crate::store::StateMachineStore;
 use crate::types::NodeId;
@@ -66,12 +72,14 @@ pub struct RaftNode {
     /// covers only the first of a voter change's two steps: changes that
     /// arrive together (nodes booting with `--join` at once) must queue here.
     membership_changes: tokio::sync::Mutex<()>,
+    /// When each lease expires, while this node leads.
+    countdowns: Arc<Countdowns>,
 }
 
 impl RaftNode {
     /// A node `id`, reached at `address`, over a started `raft` whose state
     /// machine `kv` reads; `peers` is the channel cache shared with the Raft
-    /// network.
+    /// network; `countdowns` are the lease countdowns `lease::run` keeps.
     pub fn new(
         id: NodeId,
         address: String,
@@ -79,6 +87,7 @@ impl RaftNode {
         kv: KvReader,
         peers: Channels,
         limits: KvLimits,
+        countdowns: Arc<Countdowns>,
     ) -> RaftNode {
         RaftNode {
             id,
@@ -89,6 +98,7 @@ impl RaftNode {
             limits,
             stop: watch::Sender::new(false),
             membership_changes: tokio::sync::Mutex::new(()),
+            countdowns,
         }
     }
 

@@ -3,6 +3,7 @@
 //! its snapshots ([`StateMachineStore`]).
 
 mod disk;
+mod leases;
 mod log_store;
 mod recent;
 pub mod record;
@@ -12,6 +13,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use disk::Disk;
+pub use leases::MAX_TTL_SECONDS;
+pub use leases::MIN_TTL_SECONDS;
 pub use log_store::LogStore;
 pub use state_machine::check_snapshot_data;
 pub use state_machine::KvReader;

@@ -28,13 +28,23 @@ fn size_of(entry: &Entry) -> usize {
     const OVERHEAD: usize = 96;
     OVERHEAD
         + match &entry.payload {
-            EntryPayload::Normal(Command::Put { key, value }) => key.len() + value.len(),
+            EntryPayload::Normal(
+                Command::Put { key, value } | Command::PutLeased { key, value, .. },
+            ) => key.len() + value.len(),
             EntryPayload::Normal(Command::Delete { key }) => key.len(),
-            EntryPayload::Normal(Command::CompareAndSwap {
-                key,
-                expected,
-                new_value,
-            }) => key.len() + expected.as_ref().map_or(0, Vec::len) + new_value.len(),
+            EntryPayload::Normal(
+                Command::CompareAndSwap {
+                    key,
+                    expected,
+                    new_value,
+                }
+                | Command::CompareAndSwapLeased {
+                    key,
+                    expected,
+                    new_value,
+                    ..
+                },
+            ) => key.len() + expected.as_ref().map_or(0, Vec::len) + new_value.len(),
             EntryPayload::Normal(Command::Txn {
                 compares,
                 success,
@@ -48,11 +58,14 @@ fn size_of(entry: &Entry) -> usize {
                         }
                 });
                 let ops = success.iter().chain(failure).map(|op| match op {
-                    TxnOp::Put { key, value } => key.len() + value.len(),
+                    TxnOp::Put { key, value } | TxnOp::PutLeased { key, value, .. } => {
+                        key.len() + value.len()
+                    }
                     TxnOp::Delete { key } | TxnOp::Get { key } => key.len(),
                 });
                 compares.chain(ops).map(|bytes| bytes + 16).sum()
             }
+            EntryPayload::Normal(Command::LeaseGrant { .. } | Command::LeaseRevoke { .. }) => 16,
             EntryPayload::Blank | EntryPayload::Membership(_) => 0,
         }
 }

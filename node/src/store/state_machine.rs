@@ -1,7 +1,9 @@
 //! The key-value state machine on sled, and its snapshots.
 //!
 //! Layout: tree `kv` holds the user's keys, each value behind a header (the
-//! index that last wrote it, its lease: see `record`); tree `sm_meta` holds
+//! index that last wrote it, its lease: see `record`); trees `leases` and
+//! `lease_keys` hold the lease table and which keys each lease carries (see
+//! `leases`); tree `sm_meta` holds
 //! `last_applied`, `membership`, the `clean` marker and `kv_format`; tree
 //! `snapshot` holds the current snapshot (meta and data in one value, `current`).
 //!
@@ -24,11 +26,13 @@
 //!   covers. An install stores the snapshot, then replaces the key-value state;
 //!   a crash in between rebuilds from that snapshot at the next open.
 //!
-//! Snapshot data format: [`SNAPSHOT_V2`], then a sequence of records `u32 key
-//! length (BE), key, u32 value length (BE), stored value` (header included),
-//! in key order. Data without the marker is the first format, whose values
-//! had no header: loading it gives every key [`BEFORE_HEADERS`] as the index
-//! that last wrote it.
+//! Snapshot data format: [`SNAPSHOT_V3`], the lease table (see
+//! `leases::encode_table`), then a sequence of records `u32 key length (BE),
+//! key, u32 value length (BE), stored value` (header included), in key order.
+//! Every key's lease is 0 or one in the table. [`SNAPSHOT_V2`] data is the
+//! same without the table (written before leases). Data without a marker is
+//! the first format, whose values had no header: loading it gives every key
+//! [`BEFORE_HEADERS`] as the index that last wrote it.
 
 use std::io;
 use std::sync::Arc;
@@ -43,6 +47,8 @@ use openraft::EntryPayload;
 use openraft::OptionalSend;
 use openraft::RaftSnapshotBuilder;
 
+use super::leases;
+use super::leases::LeaseTrees;
 use super::record;
 use super::Disk;
 use crate::codec::decode;
@@ -54,6 +60,7 @@ use crate::types::Compare;
 use crate::types::LogId;
 use crate::types::Snapshot;
 use crate::types::SnapshotMeta;
+use crate::types::Stored;
 use crate::types::StoredMembership;
 use crate::types::TxnOp;
 use crate::types::TxnOpResult;
@@ -77,6 +84,8 @@ const KV_FORMAT: &[u8] = b"kv_format";
 /// The first bytes of snapshot data whose values carry their header: a key
 /// length no key can have, then the format number.
 const SNAPSHOT_V2: &[u8] = &[0xff, 0xff, 0xff, 0xff, 2];
+/// The marker of snapshot data with a lease table: what this version writes.
+const SNAPSHOT_V3: &[u8] = &[0xff, 0xff, 0xff, 0xff, 3];
 /// The "last written at" index of values stored before values had headers.
 /// The same on every replica whatever it applied or crashed at, so a
 /// transaction comparing it decides alike everywhere.
@@ -102,6 +111,9 @@ pub struct StateMachineStore {
     closed: Arc<Mutex<bool>>,
     /// Where applied changes go for watchers.
     watch: Arc<WatchHub>,
+    /// Counts changes to the lease table (grants, revokes, snapshot loads),
+    /// for the leader's countdowns.
+    lease_changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Read access to the applied key-value state, for the client API.
@@ -111,12 +123,42 @@ pub struct KvReader {
     kv: sled::Tree,
     /// `last_applied` and `membership`.
     meta: sled::Tree,
+    /// The lease table and its keys.
+    leases: LeaseTrees,
+}
+
+/// Snapshot data, decoded.
+struct Decoded<'a> {
+    /// The values carry their header (not the first format).
+    with_headers: bool,
+    leases: Vec<(u64, u64)>,
+    pairs: Records<'a>,
 }
 
 impl KvReader {
-    /// The value of `key` and the index that last wrote it, if present.
-    pub fn get(&self, key: &[u8]) -> io::Result<Option<(Vec<u8>, u64)>> {
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &[u8]) -> io::Result<Option<Stored>> {
         read(&self.kv, key)
+    }
+
+    /// The TTL lease `id` was granted with, if it exists.
+    pub fn lease_ttl(&self, id: u64) -> io::Result<Option<u64>> {
+        self.leases.ttl(id)
+    }
+
+    /// Up to `limit` keys attached to lease `id`, and whether more are.
+    pub fn lease_keys(&self, id: u64, limit: usize) -> io::Result<(Vec<Vec<u8>>, bool)> {
+        self.leases.keys(id, limit)
+    }
+
+    /// Every lease and its TTL in seconds, in id order.
+    pub fn leases(&self) -> io::Result<Vec<(u64, u64)>> {
+        self.leases.all()
+    }
+
+    /// How many leases exist (walks the table).
+    pub fn lease_count(&self) -> usize {
+        self.leases.count()
     }
 
     /// Up to `limit` pairs whose key starts with `prefix` and is greater than
@@ -157,8 +199,9 @@ impl KvReader {
     }
 
     /// FNV-1a 64 over every key and value (each preceded by its length), in key
-    /// order, plus the key count: equal on two replicas iff their data is equal
-    /// (up to hash collisions).
+    /// order, then over each lease's id and TTL (8 bytes each, big-endian, in
+    /// id order, with their length like the rest), plus the key count: equal
+    /// on two replicas iff their data is equal (up to hash collisions).
     pub fn digest(&self) -> io::Result<(u64, u64)> {
         use std::hash::Hasher;
         let mut hash = fnv::FnvHasher::default();
@@ -172,6 +215,10 @@ impl KvReader {
             feed(&key);
             feed(record::decode(&stored)?.value);
             count += 1;
+        }
+        for (id, ttl) in self.leases.all()? {
+            feed(&id.to_be_bytes());
+            feed(&ttl.to_be_bytes());
         }
         Ok((hash.finish(), count))
     }
@@ -191,60 +238,160 @@ fn read_membership(meta: &sled::Tree) -> io::Result<StoredMembership> {
     }
 }
 
-/// Applies one command to `kv`.
+/// What one applied command did besides its result.
+#[derive(Default)]
+struct Effects {
+    /// The changes to keys, for watchers.
+    changes: Vec<Change>,
+    /// The lease table changed (a grant or a revoke).
+    leases_changed: bool,
+}
+
+/// Applies one command to the key-value state and the lease table. Every
+/// outcome is decided by the state and the command alone, so all replicas
+/// apply a command alike, whatever it holds.
 fn apply_command(
-    kv: &sled::Tree,
+    state: &KvReader,
     command: Command,
     index: u64,
-    changes: &mut Vec<Change>,
+    effects: &mut Effects,
 ) -> io::Result<CommandResult> {
-    let sled = io::Error::other;
+    let changes = &mut effects.changes;
     Ok(match command {
         Command::Put { key, value } => {
-            put(kv, key, value, index, changes)?;
+            put(state, key, value, 0, index, changes)?;
+            CommandResult::Done
+        }
+        Command::PutLeased { key, value, lease } => {
+            if state.leases.ttl(lease)?.is_none() {
+                return Ok(CommandResult::LeaseNotFound { id: lease });
+            }
+            put(state, key, value, lease, index, changes)?;
             CommandResult::Done
         }
         Command::Delete { key } => CommandResult::Deleted {
-            existed: delete(kv, key, changes)?,
+            existed: delete(state, key, changes)?,
         },
         Command::CompareAndSwap {
             key,
             expected,
             new_value,
+        } => compare_and_swap(state, key, expected, new_value, 0, index, changes)?,
+        Command::CompareAndSwapLeased {
+            key,
+            expected,
+            new_value,
+            lease,
         } => {
-            let stored = kv.get(key.as_slice()).map_err(sled)?;
-            let current = stored.as_deref().map(record::decode).transpose()?;
-            if current.map(|r| r.value) == expected.as_deref() {
-                put(kv, key, new_value, index, changes)?;
-                CommandResult::Swapped {
-                    succeeded: true,
-                    current: None,
-                }
-            } else {
-                CommandResult::Swapped {
-                    succeeded: false,
-                    current: current.map(|r| r.value.to_vec()),
-                }
+            if state.leases.ttl(lease)?.is_none() {
+                return Ok(CommandResult::LeaseNotFound { id: lease });
             }
+            compare_and_swap(state, key, expected, new_value, lease, index, changes)?
         }
         Command::Txn {
             compares,
             success,
             failure,
-        } => apply_txn(kv, &compares, success, failure, index, changes)?,
+        } => apply_txn(state, &compares, success, failure, index, changes)?,
+        Command::LeaseGrant { ttl_seconds } => {
+            // The leader refuses TTLs out of range; one that reached the log
+            // anyway is clamped, so the table holds only what snapshots accept.
+            let ttl = ttl_seconds.clamp(leases::MIN_TTL_SECONDS, leases::MAX_TTL_SECONDS);
+            state.leases.grant(index, ttl)?;
+            effects.leases_changed = true;
+            CommandResult::LeaseGranted
+        }
+        Command::LeaseRevoke { id, expired } => {
+            let Some(keys) = state.leases.remove(id)? else {
+                return Ok(CommandResult::LeaseRevoked {
+                    found: false,
+                    keys_deleted: 0,
+                });
+            };
+            effects.leases_changed = true;
+            let mut keys_deleted = 0;
+            for key in keys {
+                // The index and the values' lease slots are written together;
+                // the slot decides, so a key is never deleted for a lease it left.
+                let attached = read(&state.kv, &key)?.is_some_and(|stored| stored.lease == id);
+                if attached {
+                    state.kv.remove(&key).map_err(io::Error::other)?;
+                    keys_deleted += 1;
+                    changes.push(Change { key, value: None });
+                }
+            }
+            tracing::debug!(lease = id, expired, keys_deleted, "lease ended");
+            CommandResult::LeaseRevoked {
+                found: true,
+                keys_deleted,
+            }
+        }
     })
 }
 
-/// Writes `value` to `key` at `index`, recording the change for watchers.
+/// Sets `key` to `new_value` (attached to `lease`) if it holds `expected`.
+fn compare_and_swap(
+    state: &KvReader,
+    key: Vec<u8>,
+    expected: Option<Vec<u8>>,
+    new_value: Vec<u8>,
+    lease: u64,
+    index: u64,
+    changes: &mut Vec<Change>,
+) -> io::Result<CommandResult> {
+    let stored = state.kv.get(key.as_slice()).map_err(io::Error::other)?;
+    let current = stored.as_deref().map(record::decode).transpose()?;
+    Ok(if current.map(|r| r.value) == expected.as_deref() {
+        put(state, key, new_value, lease, index, changes)?;
+        CommandResult::Swapped {
+            succeeded: true,
+            current: None,
+        }
+    } else {
+        CommandResult::Swapped {
+            succeeded: false,
+            current: current.map(|r| r.value.to_vec()),
+        }
+    })
+}
+
+/// Moves `key`'s entry in the lease index from lease `from` to lease `to`
+/// (0: none).
+fn reattach(state: &KvReader, key: &[u8], from: u64, to: u64) -> io::Result<()> {
+    if from != to {
+        if from != 0 {
+            state.leases.detach(from, key)?;
+        }
+        if to != 0 {
+            state.leases.attach(to, key)?;
+        }
+    }
+    Ok(())
+}
+
+/// The lease slot of a stored value that was replaced or removed.
+fn lease_of(old: Option<sled::IVec>) -> io::Result<u64> {
+    Ok(match old {
+        Some(stored) => record::decode(&stored)?.lease,
+        None => 0,
+    })
+}
+
+/// Writes `value` to `key` at `index`, attached to `lease` (0: none),
+/// recording the change for watchers. The caller has checked that the lease exists.
 fn put(
-    kv: &sled::Tree,
+    state: &KvReader,
     key: Vec<u8>,
     value: Vec<u8>,
+    lease: u64,
     index: u64,
     changes: &mut Vec<Change>,
 ) -> io::Result<()> {
-    kv.insert(key.as_slice(), record::encode(index, 0, &value))
+    let old = state
+        .kv
+        .insert(key.as_slice(), record::encode(index, lease, &value))
         .map_err(io::Error::other)?;
+    reattach(state, &key, lease_of(old)?, lease)?;
     changes.push(Change {
         key,
         value: Some(value),
@@ -254,40 +401,42 @@ fn put(
 
 /// Removes `key`; returns whether it existed. Deleting a missing key
 /// changes nothing, so watchers see no event for it.
-fn delete(kv: &sled::Tree, key: Vec<u8>, changes: &mut Vec<Change>) -> io::Result<bool> {
-    let existed = kv
-        .remove(key.as_slice())
-        .map_err(io::Error::other)?
-        .is_some();
-    if existed {
-        changes.push(Change { key, value: None });
-    }
-    Ok(existed)
+fn delete(state: &KvReader, key: Vec<u8>, changes: &mut Vec<Change>) -> io::Result<bool> {
+    let Some(old) = state.kv.remove(key.as_slice()).map_err(io::Error::other)? else {
+        return Ok(false);
+    };
+    reattach(state, &key, lease_of(Some(old))?, 0)?;
+    changes.push(Change { key, value: None });
+    Ok(true)
 }
 
-/// The value of `key` and the index that last wrote it, if present.
-fn read(kv: &sled::Tree, key: &[u8]) -> io::Result<Option<(Vec<u8>, u64)>> {
+/// The value of `key`, if present.
+fn read(kv: &sled::Tree, key: &[u8]) -> io::Result<Option<Stored>> {
     let Some(stored) = kv.get(key).map_err(io::Error::other)? else {
         return Ok(None);
     };
     let record = record::decode(&stored)?;
-    Ok(Some((record.value.to_vec(), record.modified)))
+    Ok(Some(Stored {
+        value: record.value.to_vec(),
+        modified: record.modified,
+        lease: record.lease,
+    }))
 }
 
 /// Applies a transaction: every comparison against the state before it,
 /// then one branch's operations in order, all at `index`.
 fn apply_txn(
-    kv: &sled::Tree,
+    state: &KvReader,
     compares: &[Compare],
     success: Vec<TxnOp>,
     failure: Vec<TxnOp>,
     index: u64,
     changes: &mut Vec<Change>,
 ) -> io::Result<CommandResult> {
-    let sled = io::Error::other;
+    let kv = &state.kv;
     let mut succeeded = true;
     for compare in compares {
-        let stored = kv.get(&compare.key).map_err(sled)?;
+        let stored = kv.get(&compare.key).map_err(io::Error::other)?;
         let current = stored.as_deref().map(record::decode).transpose()?;
         let holds = match (&compare.check, current) {
             (Check::Value(expected), current) => {
@@ -303,15 +452,28 @@ fn apply_txn(
         }
     }
     let ops = if succeeded { success } else { failure };
+    // No operation of a transaction ends a lease, so checking them all first
+    // keeps the transaction all or nothing.
+    for op in &ops {
+        if let TxnOp::PutLeased { lease, .. } = op {
+            if state.leases.ttl(*lease)?.is_none() {
+                return Ok(CommandResult::LeaseNotFound { id: *lease });
+            }
+        }
+    }
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
         results.push(match op {
             TxnOp::Put { key, value } => {
-                put(kv, key, value, index, changes)?;
+                put(state, key, value, 0, index, changes)?;
+                TxnOpResult::Put
+            }
+            TxnOp::PutLeased { key, value, lease } => {
+                put(state, key, value, lease, index, changes)?;
                 TxnOpResult::Put
             }
             TxnOp::Delete { key } => TxnOpResult::Deleted {
-                existed: delete(kv, key, changes)?,
+                existed: delete(state, key, changes)?,
             },
             TxnOp::Get { key } => TxnOpResult::Got {
                 found: read(kv, &key)?,
@@ -321,11 +483,13 @@ fn apply_txn(
     Ok(CommandResult::Txn { succeeded, results })
 }
 
-/// Encodes key-value pairs in the snapshot data format.
-fn encode_pairs(
+/// Encodes a lease table and key-value pairs in the snapshot data format.
+fn encode_snapshot(
+    leases: &[(u64, u64)],
     pairs: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
 ) -> io::Result<Vec<u8>> {
-    let mut data = SNAPSHOT_V2.to_vec();
+    let mut data = SNAPSHOT_V3.to_vec();
+    leases::encode_table(leases, &mut data)?;
     for pair in pairs {
         let (key, value) = pair.map_err(io::Error::other)?;
         for part in [&key, &value] {
@@ -339,25 +503,42 @@ fn encode_pairs(
 
 /// Checks that `data` is snapshot data this state machine can load: whole
 /// records with keys in strictly increasing order and well-formed stored
-/// values, as [`encode_pairs`] writes them. Returns the number of keys.
+/// values whose leases are in the table, as [`encode_snapshot`] writes
+/// them. Returns the number of keys.
 pub fn check_snapshot_data(data: &[u8]) -> io::Result<usize> {
-    decode_pairs(data).map(|(_, pairs)| pairs.len())
+    decode_snapshot(data).map(|decoded| decoded.pairs.len())
 }
 
-/// Decodes the snapshot data format: whether the values carry their header
-/// (the current format), and the pairs. Malformed data (a cut record, keys
-/// out of order or repeated, a bad header) is `InvalidData`.
-fn decode_pairs(data: &[u8]) -> io::Result<(bool, Records<'_>)> {
-    match data.strip_prefix(SNAPSHOT_V2) {
-        Some(records) => {
-            let pairs = decode_records(records)?;
-            for (_, stored) in &pairs {
-                record::decode(stored)?;
-            }
-            Ok((true, pairs))
+/// Decodes the snapshot data format, any version. Malformed data (a cut
+/// record, keys out of order or repeated, a bad header, a bad lease table, a
+/// key attached to a lease not in it) is `InvalidData`.
+fn decode_snapshot(data: &[u8]) -> io::Result<Decoded<'_>> {
+    let (leases, records) = if let Some(rest) = data.strip_prefix(SNAPSHOT_V3) {
+        leases::decode_table(rest)?
+    } else if let Some(records) = data.strip_prefix(SNAPSHOT_V2) {
+        (Vec::new(), records)
+    } else {
+        return Ok(Decoded {
+            with_headers: false,
+            leases: Vec::new(),
+            pairs: decode_records(data)?,
+        });
+    };
+    let pairs = decode_records(records)?;
+    for (_, stored) in &pairs {
+        let lease = record::decode(stored)?.lease;
+        if lease != 0 && leases.binary_search_by_key(&lease, |(id, _)| *id).is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "snapshot data attaches a key to a lease it does not hold",
+            ));
         }
-        None => Ok((false, decode_records(data)?)),
     }
+    Ok(Decoded {
+        with_headers: true,
+        leases,
+        pairs,
+    })
 }
 
 /// The `key, value` records of snapshot data, checked for order.
@@ -403,12 +584,14 @@ impl StateMachineStore {
             reader: KvReader {
                 kv: open("kv")?,
                 meta: open("sm_meta")?,
+                leases: LeaseTrees::open(db)?,
             },
             snapshot: open("snapshot")?,
             disk,
             snapshot_lock: Arc::new(Mutex::new(())),
             closed: Arc::new(Mutex::new(false)),
             watch: Arc::new(WatchHub::new(0, WatchLimits::DEFAULT)),
+            lease_changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         };
         let meta = &store.reader.meta;
         let clean = meta.remove(CLEAN).map_err(io::Error::other)?.is_some();
@@ -490,6 +673,11 @@ impl StateMachineStore {
             .insert(CLEAN, &[])
             .map_err(io::Error::other)?;
         self.disk.sync()
+    }
+
+    /// Sees a new value whenever the lease table changed.
+    pub fn lease_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.lease_changes.subscribe()
     }
 
     /// The window of applied changes watchers read.
@@ -575,17 +763,26 @@ impl StateMachineStore {
         meta: &SnapshotMeta,
         data: &[u8],
     ) -> io::Result<()> {
-        let (with_headers, pairs) = decode_pairs(data)?;
-        let kv = &self.reader.kv;
+        let decoded = decode_snapshot(data)?;
+        let (kv, lease_trees) = (&self.reader.kv, &self.reader.leases);
         kv.clear().map_err(io::Error::other)?;
-        for (key, value) in &pairs {
-            if with_headers {
-                kv.insert(*key, *value)
+        lease_trees.clear()?;
+        for (id, ttl) in &decoded.leases {
+            lease_trees.grant(*id, *ttl)?;
+        }
+        for (key, value) in &decoded.pairs {
+            if decoded.with_headers {
+                kv.insert(*key, *value).map_err(io::Error::other)?;
+                let lease = record::decode(value)?.lease;
+                if lease != 0 {
+                    lease_trees.attach(lease, key)?;
+                }
             } else {
                 kv.insert(*key, record::encode(BEFORE_HEADERS, 0, value))
+                    .map_err(io::Error::other)?;
             }
-            .map_err(io::Error::other)?;
         }
+        self.lease_changes.send_modify(|count| *count += 1);
         let sm_meta = &self.reader.meta;
         sm_meta
             .insert(MEMBERSHIP, encode(&meta.last_membership)?)
@@ -655,22 +852,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .inc_by(batch.len() as u64);
         let last = last.log_id;
         let last_applied = encode(&Some(last))?;
-        let (kv, meta) = (&self.reader.kv, &self.reader.meta);
+        let meta = &self.reader.meta;
         let gate = self.write_gate()?;
         let mut results = Vec::with_capacity(batch.len());
         let mut changed = Vec::new();
+        let mut leases_changed = false;
         // Entries are consumed: their keys and values move on to the watch
         // history instead of being copied.
         for (entry, responder) in batch {
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::Done,
                 EntryPayload::Normal(command) => {
-                    let mut changes = Vec::new();
-                    let result = apply_command(kv, command, entry.log_id.index, &mut changes)?;
-                    if !changes.is_empty() {
+                    let mut effects = Effects::default();
+                    let result =
+                        apply_command(&self.reader, command, entry.log_id.index, &mut effects)?;
+                    leases_changed |= effects.leases_changed;
+                    if !effects.changes.is_empty() {
                         changed.push(Applied {
                             index: entry.log_id.index,
-                            changes,
+                            changes: effects.changes,
                         });
                     }
                     result
@@ -687,6 +887,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta.insert(LAST_APPLIED, last_applied)
             .map_err(io::Error::other)?;
         drop(gate);
+        if leases_changed {
+            self.lease_changes.send_modify(|count| *count += 1);
+        }
         // Before the writers hear back: a client that saw its write applied
         // at `i` and watches from `i` sees it.
         self.watch.record(changed, last.index);
@@ -709,7 +912,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             Ok((
                 last_applied,
                 self.reader.membership()?,
-                encode_pairs(self.reader.kv.iter())?,
+                encode_snapshot(&self.reader.leases.all()?, self.reader.kv.iter())?,
             ))
         });
         match state {
@@ -735,7 +938,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
         // Reject malformed data before anything is changed.
-        decode_pairs(&snapshot)?;
+        decode_snapshot(&snapshot)?;
         let store = self.clone();
         let meta = meta.clone();
         let started = std::time::Instant::now();
@@ -769,38 +972,117 @@ mod tests {
 
     #[test]
     fn snapshot_data_round_trips_and_rejects_garbage() {
-        let stored = |value: &[u8]| record::encode(3, 0, value);
-        let pair =
-            |key: &[u8], value: &[u8]| Ok((sled::IVec::from(key), sled::IVec::from(stored(value))));
+        let stored = |lease: u64, value: &[u8]| record::encode(3, lease, value);
+        let pair = |key: &[u8], lease: u64, value: &[u8]| {
+            Ok((
+                sled::IVec::from(key),
+                sled::IVec::from(stored(lease, value)),
+            ))
+        };
         // In key order, as a tree iterates.
-        let pairs = vec![pair(b"", b"empty key"), pair(b"a", b"1")];
-        let data = encode_pairs(pairs.into_iter()).unwrap();
-        assert!(data.starts_with(SNAPSHOT_V2));
-        let (empty, one) = (stored(b"empty key"), stored(b"1"));
-        let (with_headers, decoded) = decode_pairs(&data).unwrap();
-        assert!(with_headers);
-        assert_eq!(decoded, vec![(&b""[..], &empty[..]), (&b"a"[..], &one[..])]);
+        let pairs = vec![pair(b"", 0, b"empty key"), pair(b"a", 7, b"1")];
+        let data = encode_snapshot(&[(7, 30)], pairs.into_iter()).unwrap();
+        assert!(data.starts_with(SNAPSHOT_V3));
+        let (empty, one) = (stored(0, b"empty key"), stored(7, b"1"));
+        let decoded = decode_snapshot(&data).unwrap();
+        assert!(decoded.with_headers);
+        assert_eq!(decoded.leases, vec![(7, 30)]);
+        assert_eq!(
+            decoded.pairs,
+            vec![(&b""[..], &empty[..]), (&b"a"[..], &one[..])]
+        );
         assert_eq!(check_snapshot_data(&data).unwrap(), 2);
-        assert!(decode_pairs(&data[..data.len() - 1]).is_err());
-        assert!(decode_pairs(&[0, 0, 0, 9, 1]).is_err());
+        assert!(decode_snapshot(&data[..data.len() - 1]).is_err());
+        assert!(decode_snapshot(&[0, 0, 0, 9, 1]).is_err());
+        // A key attached to a lease the table does not hold.
+        let orphan = encode_snapshot(&[(8, 30)], [pair(b"a", 7, b"1")].into_iter()).unwrap();
+        assert!(check_snapshot_data(&orphan).is_err());
         // A value without its header is not data a node wrote in this format.
-        let bare = [SNAPSHOT_V2, &[0, 0, 0, 1, b'k', 0, 0, 0, 1, b'v']].concat();
+        let bare = [
+            SNAPSHOT_V3,
+            &[0, 0, 0, 0],
+            &[0, 0, 0, 1, b'k', 0, 0, 0, 1, b'v'],
+        ]
+        .concat();
         assert!(check_snapshot_data(&bare).is_err());
         // Keys out of order or repeated: not data a node wrote.
         for keys in [[&b"b"[..], b"a"], [b"a", b"a"]] {
-            let pairs = keys.iter().map(|key| pair(key, b"v"));
-            let data = encode_pairs(pairs).unwrap();
+            let pairs = keys.iter().map(|key| pair(key, 0, b"v"));
+            let data = encode_snapshot(&[], pairs).unwrap();
             assert!(check_snapshot_data(&data).is_err(), "{keys:?} accepted");
         }
+    }
+
+    #[test]
+    fn snapshot_data_of_the_second_format_loads_without_leases() {
+        // What the version before leases wrote: the marker, then records.
+        let value = record::encode(9, 0, b"v");
+        let len = (value.len() as u32).to_be_bytes();
+        let data = [SNAPSHOT_V2, &[0, 0, 0, 1, b'k'], &len, &value].concat();
+        let decoded = decode_snapshot(&data).unwrap();
+        assert!(decoded.with_headers && decoded.leases.is_empty());
+        assert_eq!(decoded.pairs, vec![(&b"k"[..], &value[..])]);
+        // It never attached keys to leases.
+        let leased = record::encode(9, 4, b"v");
+        let data = [SNAPSHOT_V2, &[0, 0, 0, 1, b'k'], &len, &leased].concat();
+        assert!(check_snapshot_data(&data).is_err());
+    }
+
+    #[test]
+    fn a_loaded_snapshot_rebuilds_the_lease_index() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = open_in(dir.path());
+        let pairs = [
+            Ok((
+                sled::IVec::from(&b"a"[..]),
+                record::encode(3, 7, b"1").into(),
+            )),
+            Ok((
+                sled::IVec::from(&b"b"[..]),
+                record::encode(4, 0, b"2").into(),
+            )),
+        ];
+        let data = encode_snapshot(&[(7, 30)], pairs.into_iter()).unwrap();
+        let changes = store.lease_changes();
+        store
+            .load_snapshot(
+                &store.write_gate().unwrap(),
+                &SnapshotMeta::default(),
+                &data,
+            )
+            .unwrap();
+        assert!(changes.has_changed().unwrap(), "the countdowns hear of it");
+        assert_eq!(store.reader.leases().unwrap(), vec![(7, 30)]);
+        assert_eq!(
+            store.reader.lease_keys(7, 10).unwrap(),
+            (vec![b"a".to_vec()], false)
+        );
+        // Revoking it deletes exactly its keys.
+        let mut effects = Effects::default();
+        let revoke = Command::LeaseRevoke {
+            id: 7,
+            expired: true,
+        };
+        let result = apply_command(&store.reader, revoke, 20, &mut effects).unwrap();
+        assert_eq!(
+            result,
+            CommandResult::LeaseRevoked {
+                found: true,
+                keys_deleted: 1
+            }
+        );
+        assert!(effects.leases_changed);
+        assert_eq!(keys(&store), vec![b"b".to_vec()]);
+        assert_eq!(store.reader.lease_count(), 0);
     }
 
     #[test]
     fn snapshot_data_of_the_first_format_loads_with_one_index_for_all() {
         // Records of bare values, no marker: what earlier versions wrote.
         let data = [&[0, 0, 0, 1, b'k', 0, 0, 0, 2][..], b"v1"].concat();
-        let (with_headers, pairs) = decode_pairs(&data).unwrap();
-        assert!(!with_headers);
-        assert_eq!(pairs, vec![(&b"k"[..], &b"v1"[..])]);
+        let decoded = decode_snapshot(&data).unwrap();
+        assert!(!decoded.with_headers);
+        assert_eq!(decoded.pairs, vec![(&b"k"[..], &b"v1"[..])]);
         let dir = tempfile::TempDir::new().unwrap();
         let store = open_in(dir.path());
         let meta = SnapshotMeta {
@@ -812,7 +1094,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             store.reader.get(b"k").unwrap(),
-            Some((b"v1".to_vec(), BEFORE_HEADERS))
+            Some(Stored {
+                value: b"v1".to_vec(),
+                modified: BEFORE_HEADERS,
+                lease: 0
+            })
         );
     }
 
@@ -883,7 +1169,7 @@ mod tests {
             ..Default::default()
         };
         store
-            .store_snapshot(&meta, &encode_pairs(pairs.into_iter()).unwrap())
+            .store_snapshot(&meta, &encode_snapshot(&[], pairs.into_iter()).unwrap())
             .unwrap();
         // Applied after the snapshot, then a crash (no close_cleanly): part of a
         // batch may be in the trees, so they are rebuilt from the snapshot.

@@ -11,6 +11,7 @@ use tonic::transport::Channel;
 pub async fn put(client: &mut KvClient<Channel>, key: &str, value: &str) -> u64 {
     client
         .put(pb::PutRequest {
+            lease: 0,
             key: key.into(),
             value: value.into(),
         })

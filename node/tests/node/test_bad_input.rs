@@ -30,7 +30,11 @@ async fn bad_client_requests_are_rejected_without_effect() {
     let mut kv = cluster.node(1).kv();
     put(&mut kv, "kept", "original").await;
 
-    let put_request = |key: Vec<u8>, value: Vec<u8>| pb::PutRequest { key, value };
+    let put_request = |key: Vec<u8>, value: Vec<u8>| pb::PutRequest {
+        lease: 0,
+        key,
+        value,
+    };
     let message = assert_code(
         kv.put(put_request(vec![], b"v".to_vec())).await,
         Code::InvalidArgument,
@@ -69,6 +73,7 @@ async fn bad_client_requests_are_rejected_without_effect() {
     );
     assert_code(
         kv.compare_and_swap(pb::CompareAndSwapRequest {
+            lease: 0,
             key: b"kept".to_vec(),
             expected_value: Some(b"original".to_vec()),
             new_value: vec![0; (1 << 20) + 1],

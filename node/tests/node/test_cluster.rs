@@ -76,6 +76,7 @@ async fn three_nodes_replicate_and_followers_forward() {
     assert!(deleted.existed);
     let swapped = on_follower
         .compare_and_swap(pb::CompareAndSwapRequest {
+            lease: 0,
             key: "shape".into(),
             expected_value: Some("round".into()),
             new_value: "square".into(),
@@ -86,6 +87,7 @@ async fn three_nodes_replicate_and_followers_forward() {
     assert!(swapped.succeeded);
     let refused = on_follower
         .compare_and_swap(pb::CompareAndSwapRequest {
+            lease: 0,
             key: "shape".into(),
             expected_value: None,
             new_value: "triangle".into(),
@@ -213,6 +215,7 @@ async fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
     cluster.node(leader).restart();
     let index = kv
         .put(pb::PutRequest {
+            lease: 0,
             key: "last".into(),
             value: "1".into(),
         })

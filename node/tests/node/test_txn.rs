@@ -26,6 +26,7 @@ fn compare(key: &str, check: Check) -> pb::Compare {
 fn put_op(key: &str, value: &str) -> pb::TxnOp {
     pb::TxnOp {
         op: Some(Op::Put(pb::PutRequest {
+            lease: 0,
             key: key.into(),
             value: value.into(),
         })),

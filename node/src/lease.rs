@@ -1,0 +1,320 @@
+//! The leader's lease countdowns: when each lease expires.
+//!
+//! Expiry is decided by the leader alone, on its monotonic clock; no
+//! deadline is stored or replicated, only grants and revokes are (see
+//! `store::leases`). The rules:
+//! - A new leader starts counting only after a read fence, which waits until
+//!   it has applied everything before its own first entry. So a revoke an
+//!   earlier leader proposed is applied before this leader answers a single
+//!   keep-alive, and a lease it renews cannot be ended by a leftover entry.
+//! - It then starts every lease's countdown at the lease's full TTL. A
+//!   lease can outlive its TTL by up to one failover; a failover never cuts
+//!   it short.
+//! - A lease granted later starts when the leader sees the grant applied, or
+//!   at its first keep-alive, whichever comes first.
+//! - At zero the leader proposes the lease's revoke (marked `expired`). From
+//!   then on keep-alives for it are refused as not found, since the revoke
+//!   may already be committed. A proposal that fails is retried on the next
+//!   tick.
+//! - A node that stops leading drops every countdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use openraft::ServerState;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::node::Consistency;
+use crate::node::RaftNode;
+use crate::types::Command;
+use crate::types::CommandResult;
+
+/// How often the leader looks for expired leases: the most a lease outlives
+/// its TTL on a steady leader, besides the time its revoke takes to commit.
+const TICK: Duration = Duration::from_millis(100);
+
+/// The countdowns of a leader, shared by the expiry task and the keep-alive
+/// and time-to-live handlers.
+#[derive(Default)]
+pub struct Countdowns {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The term whose leadership these countdowns belong to; `None` while
+    /// this node is not a leader that has started counting.
+    term: Option<u64>,
+    leases: HashMap<u64, Countdown>,
+}
+
+struct Countdown {
+    ttl: Duration,
+    deadline: Instant,
+    /// Its revoke has been proposed.
+    expiring: bool,
+}
+
+impl Countdown {
+    fn start(ttl_seconds: u64, now: Instant) -> Countdown {
+        let ttl = Duration::from_secs(ttl_seconds);
+        Countdown {
+            ttl,
+            deadline: now + ttl,
+            expiring: false,
+        }
+    }
+}
+
+/// What a keep-alive found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    /// The countdown restarted from this TTL, in seconds.
+    Renewed(u64),
+    /// No such lease, or it is being expired.
+    NotFound,
+    /// This node does not count leases in this term (yet): not the leader,
+    /// or a new leader still behind its read fence.
+    NotCounting,
+}
+
+/// How long a lease has left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remaining {
+    Left(Duration),
+    NotCounting,
+}
+
+impl Countdowns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Restarts lease `id`'s countdown if this node counts in `term`;
+    /// `granted` is its TTL in the lease table (`None`: not in the table).
+    pub fn keep_alive(&self, term: u64, id: u64, granted: Option<u64>) -> KeepAlive {
+        let mut state = self.lock();
+        if state.term != Some(term) {
+            return KeepAlive::NotCounting;
+        }
+        let Some(granted) = granted else {
+            return KeepAlive::NotFound;
+        };
+        let now = Instant::now();
+        let countdown = state
+            .leases
+            .entry(id)
+            .or_insert_with(|| Countdown::start(granted, now));
+        if countdown.expiring {
+            return KeepAlive::NotFound;
+        }
+        countdown.deadline = now + countdown.ttl;
+        KeepAlive::Renewed(countdown.ttl.as_secs())
+    }
+
+    /// What lease `id` (granted with `granted` seconds) has left in `term`.
+    pub fn remaining(&self, term: u64, id: u64, granted: u64) -> Remaining {
+        let state = self.lock();
+        if state.term != Some(term) {
+            return Remaining::NotCounting;
+        }
+        Remaining::Left(match state.leases.get(&id) {
+            Some(countdown) => countdown.deadline.saturating_duration_since(Instant::now()),
+            // Granted since the last sync: its countdown starts now.
+            None => Duration::from_secs(granted),
+        })
+    }
+
+    /// Starts counting in `term`: every lease of `table` (id, TTL) at its full TTL.
+    fn start(&self, term: u64, table: &[(u64, u64)]) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.term = Some(term);
+        state.leases = table
+            .iter()
+            .map(|(id, ttl)| (*id, Countdown::start(*ttl, now)))
+            .collect();
+    }
+
+    /// Brings the countdowns in line with `table`: new leases start, revoked
+    /// ones go. Does nothing unless counting in `term`.
+    fn sync(&self, term: u64, table: &[(u64, u64)]) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if state.term != Some(term) {
+            return;
+        }
+        let mut kept = HashMap::with_capacity(table.len());
+        for (id, ttl) in table {
+            let countdown = state
+                .leases
+                .remove(id)
+                .unwrap_or_else(|| Countdown::start(*ttl, now));
+            kept.insert(*id, countdown);
+        }
+        state.leases = kept;
+    }
+
+    /// Stops counting (this node no longer leads).
+    fn stop(&self) {
+        let mut state = self.lock();
+        if state.term.is_some() {
+            state.term = None;
+            state.leases.clear();
+        }
+    }
+
+    /// The term counted in, if any.
+    fn term(&self) -> Option<u64> {
+        self.lock().term
+    }
+
+    /// The leases whose countdown has run out and whose revoke is not yet
+    /// proposed; marks them expiring.
+    fn take_expired(&self) -> Vec<u64> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let mut expired = Vec::new();
+        for (id, countdown) in state.leases.iter_mut() {
+            if !countdown.expiring && countdown.deadline <= now {
+                countdown.expiring = true;
+                expired.push(*id);
+            }
+        }
+        expired
+    }
+
+    /// A revoke of `id` proposed in `term` failed: try again next tick.
+    fn retry(&self, term: u64, id: u64) {
+        let mut state = self.lock();
+        if state.term == Some(term) {
+            if let Some(countdown) = state.leases.get_mut(&id) {
+                countdown.expiring = false;
+            }
+        }
+    }
+}
+
+/// The leader's term if this node leads, per its metrics.
+fn leading_term(node: &RaftNode) -> Option<u64> {
+    let metrics = node.metrics();
+    (metrics.state == ServerState::Leader && metrics.current_leader == Some(node.id()))
+        .then_some(metrics.current_term)
+}
+
+/// Runs the countdowns of `node` while it leads, until `stopping` turns
+/// true. `changes` sees every change to the lease table.
+pub async fn run(
+    node: Arc<RaftNode>,
+    countdowns: Arc<Countdowns>,
+    mut changes: watch::Receiver<u64>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+        let Some(term) = leading_term(&node) else {
+            countdowns.stop();
+            continue;
+        };
+        if countdowns.term() != Some(term) {
+            // Everything before this leader's first entry applied, revokes
+            // of earlier leaders included (see the module's rules).
+            if node.read_fence(Consistency::Linearizable).await.is_err()
+                || leading_term(&node) != Some(term)
+            {
+                continue;
+            }
+            changes.borrow_and_update();
+            match node.lease_table() {
+                Ok(table) => {
+                    countdowns.start(term, &table);
+                    tracing::info!(term, leases = table.len(), "counting down leases as leader");
+                }
+                Err(e) => {
+                    tracing::warn!(cause = %e, "cannot read the lease table");
+                    continue;
+                }
+            }
+        } else if changes.has_changed().unwrap_or(false) {
+            changes.borrow_and_update();
+            match node.lease_table() {
+                Ok(table) => countdowns.sync(term, &table),
+                Err(e) => tracing::warn!(cause = %e, "cannot read the lease table"),
+            }
+        }
+        for id in countdowns.take_expired() {
+            let (node, countdowns) = (node.clone(), countdowns.clone());
+            tokio::spawn(async move {
+                let revoke = Command::LeaseRevoke { id, expired: true };
+                match node.write(revoke).await {
+                    Ok((index, CommandResult::LeaseRevoked { keys_deleted, .. })) => {
+                        crate::metrics::global().leases_expired.inc();
+                        tracing::info!(lease = id, index, keys_deleted, "lease expired");
+                    }
+                    Ok((_, other)) => {
+                        tracing::warn!(lease = id, result = ?other, "unexpected result of a lease's expiry");
+                    }
+                    Err(e) => {
+                        tracing::debug!(lease = id, cause = %e, "proposing a lease's expiry failed; retrying");
+                        countdowns.retry(term, id);
+                    }
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn countdowns_restart_in_full_and_run_out_once() {
+        let countdowns = Countdowns::default();
+        assert_eq!(countdowns.keep_alive(3, 1, Some(5)), KeepAlive::NotCounting);
+        countdowns.start(3, &[(1, 5), (2, 10)]);
+        assert_eq!(countdowns.keep_alive(2, 1, Some(5)), KeepAlive::NotCounting);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(countdowns.keep_alive(3, 1, Some(5)), KeepAlive::Renewed(5));
+        assert_eq!(
+            countdowns.remaining(3, 2, 10),
+            Remaining::Left(Duration::from_secs(6))
+        );
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(countdowns.take_expired().is_empty(), "renewed 4 s ago");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(countdowns.take_expired(), vec![1]);
+        assert!(countdowns.take_expired().is_empty(), "proposed once");
+        assert_eq!(countdowns.keep_alive(3, 1, Some(5)), KeepAlive::NotFound);
+        // The proposal failed: once retried, it is due again.
+        countdowns.retry(3, 1);
+        assert_eq!(countdowns.take_expired(), vec![1]);
+        // A lease missing from the table is not found, one granted since the
+        // last sync starts now.
+        assert_eq!(countdowns.keep_alive(3, 9, None), KeepAlive::NotFound);
+        assert_eq!(countdowns.keep_alive(3, 4, Some(7)), KeepAlive::Renewed(7));
+        countdowns.sync(3, &[(2, 10)]);
+        assert_eq!(
+            countdowns.remaining(3, 4, 7),
+            Remaining::Left(Duration::from_secs(7)),
+            "dropped by the sync, so as if just granted"
+        );
+        // A new term restarts every countdown at its full TTL.
+        countdowns.stop();
+        assert_eq!(countdowns.remaining(3, 2, 10), Remaining::NotCounting);
+        countdowns.start(5, &[(2, 10)]);
+        assert_eq!(
+            countdowns.remaining(5, 2, 10),
+            Remaining::Left(Duration::from_secs(10))
+        );
+    }
+}

@@ -1,0 +1,143 @@
+//! Leases on the node: grants and revokes go through the log; keep-alives
+//! and time-to-live are answered by the leader from its countdowns (see
+//! `crate::lease`), behind a read fence so the answer comes from the leader
+//! of the moment.
+
+use std::time::Duration;
+
+use super::Consistency;
+use super::RaftNode;
+use crate::error::NodeError;
+use crate::lease::KeepAlive;
+use crate::lease::Remaining;
+use crate::store::MAX_TTL_SECONDS;
+use crate::store::MIN_TTL_SECONDS;
+use crate::types::Command;
+use crate::types::CommandResult;
+
+/// Most keys a time-to-live answer lists.
+const MAX_LISTED_KEYS: usize = 10_000;
+
+/// A lease as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// What its countdown has left.
+    pub remaining: Duration,
+    /// The TTL it was granted with, in seconds.
+    pub granted_ttl: u64,
+    /// Its keys, when asked for (at most [`MAX_LISTED_KEYS`]).
+    pub keys: Vec<Vec<u8>>,
+    /// More keys are attached than listed.
+    pub more_keys: bool,
+}
+
+fn not_found(id: u64) -> NodeError {
+    NodeError::NotFound(format!(
+        "lease {id} not found: it expired, was revoked or never existed"
+    ))
+}
+
+fn not_counting() -> NodeError {
+    NodeError::Unavailable(
+        "this leader is still starting its lease countdowns; retry shortly".into(),
+    )
+}
+
+impl RaftNode {
+    /// Grants a lease of `ttl` seconds; returns its id (the grant's log index).
+    pub async fn lease_grant(&self, ttl: i64) -> Result<u64, NodeError> {
+        let ttl = u64::try_from(ttl)
+            .ok()
+            .filter(|ttl| (MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(ttl))
+            .ok_or_else(|| {
+                NodeError::InvalidArgument(format!(
+                    "the TTL is {ttl} seconds; it must be {MIN_TTL_SECONDS} to {MAX_TTL_SECONDS}"
+                ))
+            })?;
+        self.require_leader()?;
+        let count = self.kv.lease_count();
+        if count >= self.limits.max_leases {
+            return Err(NodeError::ResourceExhausted(format!(
+                "{count} leases exist; the limit is {} (--max-leases): revoke some first",
+                self.limits.max_leases
+            )));
+        }
+        match self.write(Command::LeaseGrant { ttl_seconds: ttl }).await? {
+            (index, CommandResult::LeaseGranted) => Ok(index),
+            (_, other) => Err(NodeError::Storage(format!(
+                "unexpected result of a lease grant: {other:?}"
+            ))),
+        }
+    }
+
+    /// Revokes lease `id` and deletes its keys; returns the revoke's log index
+    /// and how many keys went.
+    pub async fn lease_revoke(&self, id: u64) -> Result<(u64, u64), NodeError> {
+        match self
+            .write(Command::LeaseRevoke { id, expired: false })
+            .await?
+        {
+            (
+                index,
+                CommandResult::LeaseRevoked {
+                    found: true,
+                    keys_deleted,
+                },
+            ) => Ok((index, keys_deleted)),
+            (_, CommandResult::LeaseRevoked { found: false, .. }) => Err(not_found(id)),
+            (_, other) => Err(NodeError::Storage(format!(
+                "unexpected result of a lease revoke: {other:?}"
+            ))),
+        }
+    }
+
+    /// Restarts lease `id`'s countdown; returns its TTL in seconds. Answers
+    /// only once a quorum confirms this node still leads, so the renewal
+    /// counts on the leader of the moment or on none (a later leader starts
+    /// in full anyway).
+    pub async fn lease_keep_alive(&self, id: u64) -> Result<u64, NodeError> {
+        self.require_leader()?;
+        let term = self.metrics().current_term;
+        let granted = self.kv.lease_ttl(id)?;
+        match self.countdowns.keep_alive(term, id, granted) {
+            KeepAlive::Renewed(ttl) => {
+                self.read_fence(Consistency::Linearizable).await?;
+                Ok(ttl)
+            }
+            KeepAlive::NotFound => Err(not_found(id)),
+            KeepAlive::NotCounting => Err(not_counting()),
+        }
+    }
+
+    /// How long lease `id` has left, and its keys if `with_keys`.
+    pub async fn lease_time_to_live(
+        &self,
+        id: u64,
+        with_keys: bool,
+    ) -> Result<LeaseStatus, NodeError> {
+        self.require_leader()?;
+        let term = self.metrics().current_term;
+        self.read_fence(Consistency::Linearizable).await?;
+        let granted_ttl = self.kv.lease_ttl(id)?.ok_or_else(|| not_found(id))?;
+        let remaining = match self.countdowns.remaining(term, id, granted_ttl) {
+            Remaining::Left(left) => left,
+            Remaining::NotCounting => return Err(not_counting()),
+        };
+        let (keys, more_keys) = if with_keys {
+            self.kv.lease_keys(id, MAX_LISTED_KEYS)?
+        } else {
+            (Vec::new(), false)
+        };
+        Ok(LeaseStatus {
+            remaining,
+            granted_ttl,
+            keys,
+            more_keys,
+        })
+    }
+
+    /// Every lease and its TTL in seconds, as applied here.
+    pub fn lease_table(&self) -> std::io::Result<Vec<(u64, u64)>> {
+        self.kv.leases()
+    }
+}

@@ -1,0 +1,234 @@
+//! Leases as the state machine stores them.
+//!
+//! Tree `leases`: lease id (u64, big-endian) → the TTL it was granted with,
+//! in seconds (u64, big-endian). Tree `lease_keys`: lease id ++ user key →
+//! nothing, the keys each lease carries, kept in step with the lease slot of
+//! each key's stored value (see `record`) so a revoke finds its keys without
+//! walking every key. Both are written by `apply` like the `kv` tree, under
+//! the same durability rules (trusted after a clean stop, rebuilt from the
+//! snapshot otherwise); the index is rebuilt from the values' lease slots
+//! whenever a snapshot is loaded, so snapshots carry only the lease table.
+//!
+//! When a lease expires is not stored anywhere: that is the leader's
+//! countdown (`crate::lease`), restarted in full by every new leader.
+
+use std::io;
+
+/// The shortest TTL a lease may be granted with, in seconds.
+pub const MIN_TTL_SECONDS: u64 = 1;
+/// The longest TTL a lease may be granted with, in seconds (a year).
+pub const MAX_TTL_SECONDS: u64 = 365 * 24 * 3600;
+
+/// The lease table and the index of which keys each lease carries.
+#[derive(Clone)]
+pub struct LeaseTrees {
+    leases: sled::Tree,
+    keys: sled::Tree,
+}
+
+fn index_key(id: u64, key: &[u8]) -> Vec<u8> {
+    let mut indexed = Vec::with_capacity(8 + key.len());
+    indexed.extend_from_slice(&id.to_be_bytes());
+    indexed.extend_from_slice(key);
+    indexed
+}
+
+fn malformed() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "malformed stored lease")
+}
+
+fn read_u64(bytes: &[u8]) -> io::Result<u64> {
+    let bytes: [u8; 8] = bytes.try_into().map_err(|_| malformed())?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+impl LeaseTrees {
+    /// Opens (or creates) both trees in `db`.
+    pub fn open(db: &sled::Db) -> io::Result<LeaseTrees> {
+        let open = |name: &str| db.open_tree(name).map_err(io::Error::other);
+        Ok(LeaseTrees {
+            leases: open("leases")?,
+            keys: open("lease_keys")?,
+        })
+    }
+
+    /// The TTL lease `id` was granted with, if it exists.
+    pub fn ttl(&self, id: u64) -> io::Result<Option<u64>> {
+        match self
+            .leases
+            .get(id.to_be_bytes())
+            .map_err(io::Error::other)?
+        {
+            Some(ttl) => Ok(Some(read_u64(&ttl)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records lease `id` with `ttl_seconds`.
+    pub fn grant(&self, id: u64, ttl_seconds: u64) -> io::Result<()> {
+        self.leases
+            .insert(id.to_be_bytes(), &ttl_seconds.to_be_bytes())
+            .map_err(io::Error::other)?;
+        Ok(())
+    }
+
+    /// Notes that `key` is attached to lease `id`.
+    pub fn attach(&self, id: u64, key: &[u8]) -> io::Result<()> {
+        self.keys
+            .insert(index_key(id, key), &[])
+            .map_err(io::Error::other)?;
+        Ok(())
+    }
+
+    /// Notes that `key` is no longer attached to lease `id`.
+    pub fn detach(&self, id: u64, key: &[u8]) -> io::Result<()> {
+        self.keys
+            .remove(index_key(id, key))
+            .map_err(io::Error::other)?;
+        Ok(())
+    }
+
+    /// Removes lease `id` and its index; returns the keys it carried, or
+    /// `None` if there is no such lease.
+    pub fn remove(&self, id: u64) -> io::Result<Option<Vec<Vec<u8>>>> {
+        if self
+            .leases
+            .remove(id.to_be_bytes())
+            .map_err(io::Error::other)?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let mut keys = Vec::new();
+        for item in self.keys.scan_prefix(id.to_be_bytes()) {
+            let (indexed, _) = item.map_err(io::Error::other)?;
+            self.keys.remove(&indexed).map_err(io::Error::other)?;
+            keys.push(indexed[8..].to_vec());
+        }
+        Ok(Some(keys))
+    }
+
+    /// Up to `limit` keys attached to lease `id`, in key order, and whether
+    /// more are attached.
+    pub fn keys(&self, id: u64, limit: usize) -> io::Result<(Vec<Vec<u8>>, bool)> {
+        let mut keys = Vec::new();
+        for item in self.keys.scan_prefix(id.to_be_bytes()) {
+            let (indexed, _) = item.map_err(io::Error::other)?;
+            if keys.len() == limit {
+                return Ok((keys, true));
+            }
+            keys.push(indexed[8..].to_vec());
+        }
+        Ok((keys, false))
+    }
+
+    /// Every lease and its TTL, in id order.
+    pub fn all(&self) -> io::Result<Vec<(u64, u64)>> {
+        let mut all = Vec::new();
+        for item in self.leases.iter() {
+            let (id, ttl) = item.map_err(io::Error::other)?;
+            all.push((read_u64(&id)?, read_u64(&ttl)?));
+        }
+        Ok(all)
+    }
+
+    /// How many leases exist (walks the table).
+    pub fn count(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Removes every lease and the whole index.
+    pub fn clear(&self) -> io::Result<()> {
+        self.leases.clear().map_err(io::Error::other)?;
+        self.keys.clear().map_err(io::Error::other)
+    }
+}
+
+/// A lease table as snapshot data carries it: `u32 count (BE)`, then per
+/// lease `u64 id, u64 TTL seconds` (BE), in strictly increasing id order.
+pub fn encode_table(leases: &[(u64, u64)], data: &mut Vec<u8>) -> io::Result<()> {
+    let count = u32::try_from(leases.len()).map_err(io::Error::other)?;
+    data.extend_from_slice(&count.to_be_bytes());
+    for (id, ttl) in leases {
+        data.extend_from_slice(&id.to_be_bytes());
+        data.extend_from_slice(&ttl.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// Reads a table written by [`encode_table`] from the front of `data`;
+/// returns it and the rest. Ids of 0, ids out of order or repeated, and
+/// TTLs outside what a grant accepts are `InvalidData`.
+pub fn decode_table(data: &[u8]) -> io::Result<(Vec<(u64, u64)>, &[u8])> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed snapshot lease table");
+    let (count, mut rest) = data.split_first_chunk::<4>().ok_or_else(bad)?;
+    let count = u32::from_be_bytes(*count) as usize;
+    if rest.len() / 16 < count {
+        return Err(bad());
+    }
+    let mut leases: Vec<(u64, u64)> = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (id, after) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+        let (ttl, after) = after.split_first_chunk::<8>().ok_or_else(bad)?;
+        rest = after;
+        let (id, ttl) = (u64::from_be_bytes(*id), u64::from_be_bytes(*ttl));
+        let ordered = leases.last().is_none_or(|(previous, _)| *previous < id);
+        if id == 0 || !ordered || !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&ttl) {
+            return Err(bad());
+        }
+        leases.push((id, ttl));
+    }
+    Ok((leases, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_round_trips_and_refuses_what_a_node_never_writes() {
+        let leases = vec![(3, 10), (9, MAX_TTL_SECONDS)];
+        let mut data = Vec::new();
+        encode_table(&leases, &mut data).unwrap();
+        data.extend_from_slice(b"rest");
+        assert_eq!(decode_table(&data).unwrap(), (leases.clone(), &b"rest"[..]));
+        for len in 0..4 + 32 {
+            assert!(decode_table(&data[..len]).is_err(), "cut at {len}");
+        }
+        for bad in [
+            vec![(0, 10)],
+            vec![(3, 10), (3, 10)],
+            vec![(4, 10), (3, 10)],
+            vec![(3, 0)],
+            vec![(3, MAX_TTL_SECONDS + 1)],
+        ] {
+            let mut data = Vec::new();
+            encode_table(&bad, &mut data).unwrap();
+            assert!(decode_table(&data).is_err(), "{bad:?} accepted");
+        }
+        // A count larger than the data can hold is refused before allocating.
+        assert!(decode_table(&[0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn removing_a_lease_returns_exactly_its_keys() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let trees = LeaseTrees::open(&db).unwrap();
+        trees.grant(7, 5).unwrap();
+        trees.grant(8, 5).unwrap();
+        for key in [&b"a"[..], b"b", b"c"] {
+            trees.attach(7, key).unwrap();
+        }
+        trees.attach(8, b"z").unwrap();
+        trees.detach(7, b"b").unwrap();
+        assert_eq!(trees.keys(7, 1).unwrap(), (vec![b"a".to_vec()], true));
+        assert_eq!(
+            trees.remove(7).unwrap(),
+            Some(vec![b"a".to_vec(), b"c".to_vec()])
+        );
+        assert_eq!(trees.remove(7).unwrap(), None);
+        assert_eq!(trees.all().unwrap(), vec![(8, 5)]);
+        assert_eq!(trees.keys(8, 10).unwrap(), (vec![b"z".to_vec()], false));
+    }
+}
