@@ -8,6 +8,7 @@
 //!   outcome unknown; failed for good), decided from the status code and the
 //!   `raftkv-reason` metadata, never from a message's wording;
 //! - [`ClusterClient`]: leader discovery and following;
+//! - [`lease`]: keeping a lease alive through leader changes;
 //! - [`TlsFiles`]: the CA, certificate and key of a mutual-TLS client; with
 //!   the `cli` feature, [`cli::TlsArgs`], the flags naming them; with the
 //!   `certs` feature, [`certs`], making a CA and certificates;
@@ -26,6 +27,7 @@ pub mod cluster;
 mod describe;
 mod duration;
 mod failure;
+pub mod lease;
 mod tls;
 
 pub use address::check_address;

@@ -216,11 +216,15 @@ pub async fn run(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            changed = changes.changed() => if changed.is_err() { return },
+        // `changed` marks the change seen: remember it for the sync below.
+        let table_changed = tokio::select! {
+            _ = tick.tick() => changes.has_changed().unwrap_or(false),
+            changed = changes.changed() => match changed {
+                Ok(()) => true,
+                Err(_) => return,
+            },
             _ = stopping.wait_for(|stop| *stop) => return,
-        }
+        };
         let Some(term) = leading_term(&node) else {
             countdowns.stop();
             continue;
@@ -244,7 +248,7 @@ pub async fn run(
                     continue;
                 }
             }
-        } else if changes.has_changed().unwrap_or(false) {
+        } else if table_changed {
             changes.borrow_and_update();
             match node.lease_table() {
                 Ok(table) => countdowns.sync(term, &table),

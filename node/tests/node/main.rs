@@ -7,6 +7,7 @@ mod test_bad_input;
 mod test_cluster;
 mod test_fuzz;
 mod test_join;
+mod test_lease;
 mod test_metrics;
 mod test_recovery;
 mod test_service;

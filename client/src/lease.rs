@@ -1,0 +1,62 @@
+//! Keeping a lease alive through leader changes.
+
+use std::future::Future;
+use std::time::Duration;
+
+use raftkv_proto::pb;
+use raftkv_proto::pb::kv_client::KvClient;
+use tonic::Code;
+use tonic::Status;
+
+use crate::ClientError;
+use crate::ClusterClient;
+
+/// How a [`keep_alive`] ended.
+#[derive(Debug, Default)]
+pub struct KeptAlive {
+    /// Renewals the leader confirmed.
+    pub renewals: u64,
+    /// Renewals that failed for another reason than the lease being gone
+    /// (no leader within the client's timeout, …); each was tried again.
+    pub failed: u64,
+    /// The answer that said the lease is gone (`NOT_FOUND`), if one did.
+    pub lost: Option<Status>,
+}
+
+/// Renews lease `id` on the leader, following leader changes, every `every`
+/// (a third of the TTL leaves room for a failover) until `stop` resolves or
+/// the cluster answers that the lease is gone.
+pub async fn keep_alive(
+    mut cluster: ClusterClient,
+    id: u64,
+    every: Duration,
+    stop: impl Future<Output = ()>,
+) -> KeptAlive {
+    let mut kept = KeptAlive::default();
+    let mut beat = tokio::time::interval(every);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return kept,
+            _ = beat.tick() => {}
+        }
+        let renewal = cluster.on_leader(|channel| async move {
+            KvClient::new(channel)
+                .lease_keep_alive(pb::LeaseKeepAliveRequest { id })
+                .await
+        });
+        let answer = tokio::select! {
+            () = &mut stop => return kept,
+            answer = renewal => answer,
+        };
+        match answer {
+            Ok(_) => kept.renewals += 1,
+            Err(ClientError::Rpc(status)) if status.code() == Code::NotFound => {
+                kept.lost = Some(status);
+                return kept;
+            }
+            Err(_) => kept.failed += 1,
+        }
+    }
+}
