@@ -105,6 +105,16 @@ pub struct RunArgs {
     #[arg(long)]
     pub cas_as_txn: bool,
 
+    /// Hold this many leases alive through the run, one key on each,
+    /// renewed every third of --lease-ttl through leader changes; the
+    /// report counts leases that ended without hammer asking (raftkv only).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub leases: u64,
+
+    /// TTL of the --leases leases (whole seconds, at least 1s).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+
     /// Open loop: start this many operations per second in total, on
     /// schedule, and measure latency from the scheduled time. Without it each
     /// client starts its next operation when the previous one ends.

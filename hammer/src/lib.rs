@@ -39,6 +39,9 @@ pub mod stats;
 /// The progress line on a terminal.
 mod progress;
 
+/// `--leases`: leases held through the run.
+mod leases;
+
 /// `--verify`: lost acknowledged writes.
 pub mod verify;
 

@@ -13,6 +13,7 @@ use crate::cli::RunArgs;
 use crate::client;
 use crate::client::Shared;
 use crate::history::HistoryWriter;
+use crate::leases;
 use crate::plot;
 use crate::progress::Progress;
 use crate::stats::Recorder;
@@ -45,6 +46,11 @@ pub async fn load(args: &RunArgs) -> anyhow::Result<Report> {
         .map(HistoryWriter::create)
         .transpose()?;
     let seed = args.seed.unwrap_or_else(workload::seed_from_clock);
+    let held = if args.leases > 0 {
+        Some(leases::hold(args, &endpoints).await?)
+    } else {
+        None
+    };
     let start = Instant::now();
     let shared = Arc::new(Shared {
         args: args.clone(),
@@ -77,6 +83,9 @@ pub async fn load(args: &RunArgs) -> anyhow::Result<Report> {
         .report(elapsed, args.gap_threshold, args.read_ratio < 1.0);
     report.seed = Some(seed);
     report.leader_changes = shared.target.leader_changes(start);
+    if let Some(held) = held {
+        report.leases = Some(held.finish().await?);
+    }
     if let Some(tracker) = &shared.tracker {
         if report.ended_in_outage {
             // Reading every key back would wait out each read's deadline.
@@ -101,6 +110,15 @@ pub async fn load(args: &RunArgs) -> anyhow::Result<Report> {
 fn check_flags(args: &RunArgs) -> anyhow::Result<()> {
     if args.read_ratio + args.cas_ratio > 1.0 {
         anyhow::bail!("--read-ratio plus --cas-ratio must not exceed 1");
+    }
+    if args.leases > 0 {
+        if args.target != crate::cli::Target::Raftkv {
+            anyhow::bail!("--leases needs --target raftkv");
+        }
+        let ttl = args.lease_ttl;
+        if ttl.subsec_nanos() != 0 || ttl < std::time::Duration::from_secs(1) {
+            anyhow::bail!("--lease-ttl must be whole seconds, at least 1s (got {ttl:?})");
+        }
     }
     if let Some(rate) = args.rate {
         if !(rate > 0.0 && rate.is_finite()) {
@@ -143,6 +161,15 @@ fn verdict(report: &Report, args: &RunArgs) -> ExitCode {
     if lost > 0 {
         eprintln!("error: {lost} acknowledged writes were lost");
         sound = false;
+    }
+    if let Some(leases) = &report.leases {
+        if leases.unexpected_expiries > 0 || leases.keys_left_after_revoke > 0 {
+            eprintln!(
+                "error: {} leases ended unexpectedly, {} keys outlived their revoked lease",
+                leases.unexpected_expiries, leases.keys_left_after_revoke
+            );
+            sound = false;
+        }
     }
     if report.operations == 0 {
         eprintln!("error: no operation succeeded");

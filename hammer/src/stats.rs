@@ -189,6 +189,7 @@ impl Recorder {
             timeline,
             verify: None,
             verify_skipped: None,
+            leases: None,
         }
     }
 }
@@ -301,6 +302,28 @@ pub struct TimelinePoint {
     pub p99_ms: f64,
 }
 
+/// What `--leases` found.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LeaseReport {
+    /// Leases held through the run, one key on each.
+    pub held: u64,
+    /// Their TTL, in seconds.
+    pub ttl_s: u64,
+    /// Renewals the leader confirmed.
+    pub renewals: u64,
+    /// Renewals that failed for another reason and were tried again.
+    pub failed_renewals: u64,
+    /// Leases that ended without hammer asking: a renewal found the lease
+    /// gone, or at the end the lease or its key was.
+    pub unexpected_expiries: u64,
+    /// Leases revoked at the end.
+    pub revoked: u64,
+    /// Keys still present after their lease was revoked.
+    pub keys_left_after_revoke: u64,
+    /// Up to ten examples of what went wrong.
+    pub examples: Vec<String>,
+}
+
 /// What `--verify` found.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyReport {
@@ -349,6 +372,9 @@ pub struct Report {
     /// Why `--verify` did not run, when it was asked for but could not.
     #[serde(default)]
     pub verify_skipped: Option<String>,
+    /// What became of the leases held with `--leases`.
+    #[serde(default)]
+    pub leases: Option<LeaseReport>,
 }
 
 impl Report {
@@ -466,6 +492,22 @@ impl Report {
         }
         if let Some(reason) = &self.verify_skipped {
             out += &format!("\nverify: skipped: {reason}\n");
+        }
+        if let Some(leases) = &self.leases {
+            out += &format!(
+                "\nleases: {} held ({} s TTL), {} renewals ({} failed and retried); \
+                 unexpected expiries: {}; revoked {}, keys left after revoke: {}\n",
+                leases.held,
+                leases.ttl_s,
+                leases.renewals,
+                leases.failed_renewals,
+                leases.unexpected_expiries,
+                leases.revoked,
+                leases.keys_left_after_revoke
+            );
+            for example in &leases.examples {
+                out += &format!("  {example}\n");
+            }
         }
         out
     }

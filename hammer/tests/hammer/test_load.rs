@@ -272,3 +272,75 @@ async fn compare_and_swaps_sent_as_transactions_stay_linearizable_through_a_lead
     .await;
     assert_eq!(code, 0, "history not linearizable: {verdict}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_held_through_a_leader_kill_survive_and_a_revoked_one_is_reported() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let applied = cluster.applied_index(leader).await;
+    let run = args(&[
+        "--endpoints",
+        &cluster.endpoints(),
+        "--duration",
+        "8s",
+        "--clients",
+        "8",
+        "--leases",
+        "4",
+        "--lease-ttl",
+        "2s",
+        "--verify",
+    ]);
+    let load = tokio::spawn(async move { hammer::load(&run).await });
+    cluster.wait_applied_beyond(leader, applied + 300).await;
+    // One lease ends behind hammer's back: the report must name it.
+    let mut kv = cluster.node(leader).kv();
+    let held = kv
+        .get(pb::GetRequest {
+            key: "hammer/lease/0".into(),
+            stale: false,
+        })
+        .await
+        .expect("read a held key")
+        .into_inner();
+    assert!(held.found && held.lease != 0, "{held:?}");
+    kv.lease_revoke(pb::LeaseRevokeRequest { id: held.lease })
+        .await
+        .expect("revoke");
+    cluster.node(leader).kill();
+    let report = load.await.expect("join").expect("hammer run");
+    let leases = report.leases.as_ref().expect("lease report");
+    assert_eq!(leases.held, 4);
+    assert_eq!(
+        leases.unexpected_expiries, 1,
+        "only the revoked lease ended: {leases:?}"
+    );
+    assert!(
+        leases
+            .examples
+            .iter()
+            .any(|e| e.contains(&held.lease.to_string())),
+        "{leases:?}"
+    );
+    assert!(leases.renewals >= 4, "{leases:?}");
+    assert_eq!((leases.revoked, leases.keys_left_after_revoke), (3, 0));
+    assert_eq!(
+        report
+            .verify
+            .as_ref()
+            .expect("verify ran")
+            .lost_acknowledged_writes,
+        0
+    );
+    // The kill really happened: another node served after it.
+    let leaders: Vec<Option<u64>> = report
+        .leader_changes
+        .iter()
+        .flatten()
+        .map(|change| change.leader_id)
+        .collect();
+    assert!(
+        leaders.last().is_some_and(|last| *last != Some(leader)),
+        "no other leader after the kill: {leaders:?}"
+    );
+}

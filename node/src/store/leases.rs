@@ -19,6 +19,9 @@ pub const MIN_TTL_SECONDS: u64 = 1;
 /// The longest TTL a lease may be granted with, in seconds (a year).
 pub const MAX_TTL_SECONDS: u64 = 365 * 24 * 3600;
 
+/// Leases and their TTLs in seconds, in id order.
+pub type LeaseTable = Vec<(u64, u64)>;
+
 /// The lease table and the index of which keys each lease carries.
 #[derive(Clone)]
 pub struct LeaseTrees {
@@ -159,7 +162,7 @@ pub fn encode_table(leases: &[(u64, u64)], data: &mut Vec<u8>) -> io::Result<()>
 /// Reads a table written by [`encode_table`] from the front of `data`;
 /// returns it and the rest. Ids of 0, ids out of order or repeated, and
 /// TTLs outside what a grant accepts are `InvalidData`.
-pub fn decode_table(data: &[u8]) -> io::Result<(Vec<(u64, u64)>, &[u8])> {
+pub fn decode_table(data: &[u8]) -> io::Result<(LeaseTable, &[u8])> {
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed snapshot lease table");
     let (count, mut rest) = data.split_first_chunk::<4>().ok_or_else(bad)?;
     let count = u32::from_be_bytes(*count) as usize;

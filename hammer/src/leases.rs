@@ -1,0 +1,223 @@
+//! `--leases N`: hold N leases alive through the run, each carrying one key,
+//! and report every lease that ended without hammer asking.
+//!
+//! Each lease is renewed on the leader every third of its TTL, through leader
+//! changes (`raftkv_client::lease::keep_alive`). At the end hammer asks the
+//! leader for each lease and reads its key: a renewal answered "not found", a
+//! lease missing at the end, or a key missing or moved to another lease is an
+//! unexpected expiry. Then it revokes the leases and checks their keys went
+//! with them.
+
+use std::time::Duration;
+
+use raftkv_client::lease::keep_alive;
+use raftkv_client::lease::KeptAlive;
+use raftkv_client::ChannelOptions;
+use raftkv_client::Channels;
+use raftkv_client::ClientError;
+use raftkv_client::ClusterClient;
+use raftkv_proto::pb;
+use raftkv_proto::pb::kv_client::KvClient;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::Code;
+
+use crate::cli::RunArgs;
+use crate::stats::LeaseReport;
+
+/// Examples kept in the report.
+const MAX_EXAMPLES: usize = 10;
+
+/// The leases of a run, renewed until [`Holder::finish`].
+pub struct Holder {
+    /// Lease id and its key.
+    leases: Vec<(u64, Vec<u8>)>,
+    ttl: Duration,
+    channels: Channels,
+    endpoints: Vec<String>,
+    stop: watch::Sender<bool>,
+    keepers: Vec<JoinHandle<KeptAlive>>,
+}
+
+/// A client for the lease calls: each call may take up to a TTL, leader
+/// changes included, so a renewal that gives up is retried in time.
+fn client(
+    channels: &Channels,
+    endpoints: &[String],
+    ttl: Duration,
+) -> anyhow::Result<ClusterClient> {
+    Ok(ClusterClient::with_channels(
+        endpoints.to_vec(),
+        ttl,
+        channels.clone(),
+    )?)
+}
+
+/// Grants `args.leases` leases of `args.lease_ttl`, puts one key on each,
+/// and starts renewing them.
+pub async fn hold(args: &RunArgs, endpoints: &[String]) -> anyhow::Result<Holder> {
+    let ttl = args.lease_ttl;
+    let channels = Channels::new(ChannelOptions {
+        connect_timeout: args.timeout.min(Duration::from_secs(3)),
+        tls: args.tls.load()?,
+        ..ChannelOptions::default()
+    });
+    let mut cluster = client(&channels, endpoints, ttl.max(args.timeout))?;
+    let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+    let mut leases = Vec::new();
+    for i in 0..args.leases {
+        // A grant retried after UNAVAILABLE may grant twice; the spare lease
+        // is never renewed and expires on its own.
+        let id = cluster
+            .on_leader(|channel| async move {
+                KvClient::new(channel)
+                    .lease_grant(pb::LeaseGrantRequest { ttl: seconds })
+                    .await
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("granting lease {i} of {}: {e}", args.leases))?
+            .into_inner()
+            .id;
+        let key = format!("{}lease/{i}", args.key_prefix).into_bytes();
+        let request = pb::PutRequest {
+            key: key.clone(),
+            value: format!("held by lease {id}").into_bytes(),
+            lease: id,
+        };
+        cluster
+            .on_leader(|channel| {
+                let request = request.clone();
+                async move { KvClient::new(channel).put(request).await }
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("attaching a key to lease {id}: {e}"))?;
+        leases.push((id, key));
+    }
+    let (stop, stopped) = watch::channel(false);
+    let mut keepers = Vec::with_capacity(leases.len());
+    for (id, _) in &leases {
+        let cluster = client(&channels, endpoints, ttl)?;
+        let mut stopped = stopped.clone();
+        let stop = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        keepers.push(tokio::spawn(keep_alive(cluster, *id, ttl / 3, stop)));
+    }
+    Ok(Holder {
+        leases,
+        ttl,
+        channels,
+        endpoints: endpoints.to_vec(),
+        stop,
+        keepers,
+    })
+}
+
+impl Holder {
+    /// Stops renewing, checks every lease and key, revokes the leases and
+    /// checks their keys went.
+    pub async fn finish(self) -> anyhow::Result<LeaseReport> {
+        self.stop.send_replace(true);
+        let mut report = LeaseReport {
+            held: self.leases.len() as u64,
+            ttl_s: self.ttl.as_secs(),
+            ..LeaseReport::default()
+        };
+        let mut lost = vec![false; self.leases.len()];
+        for (n, keeper) in self.keepers.into_iter().enumerate() {
+            let kept = keeper.await?;
+            report.renewals += kept.renewals;
+            report.failed_renewals += kept.failed;
+            if let Some(status) = kept.lost {
+                lost[n] = true;
+                note(
+                    &mut report.examples,
+                    format!(
+                        "lease {}: a renewal found it gone: {}",
+                        self.leases[n].0,
+                        status.message()
+                    ),
+                );
+            }
+        }
+        let mut cluster = client(
+            &self.channels,
+            &self.endpoints,
+            self.ttl.max(Duration::from_secs(5)),
+        )?;
+        for (n, (id, key)) in self.leases.iter().enumerate() {
+            let id = *id;
+            let alive = cluster
+                .on_leader(|channel| async move {
+                    KvClient::new(channel)
+                        .lease_time_to_live(pb::LeaseTimeToLiveRequest { id, keys: false })
+                        .await
+                })
+                .await;
+            let gone = match alive {
+                Ok(_) => false,
+                Err(ClientError::Rpc(status)) if status.code() == Code::NotFound => true,
+                Err(e) => anyhow::bail!("asking the cluster for lease {id}: {e}"),
+            };
+            let stored = get(&mut cluster, key).await?;
+            let key_held = stored.as_ref().is_some_and(|answer| answer.lease == id);
+            if gone || !key_held {
+                if !lost[n] {
+                    note(
+                        &mut report.examples,
+                        format!("lease {id}: gone: {gone}, its key held: {key_held}"),
+                    );
+                }
+                lost[n] = true;
+            }
+        }
+        report.unexpected_expiries = lost.iter().filter(|l| **l).count() as u64;
+        // Clean up; a revoke takes its key with it.
+        for (id, key) in &self.leases {
+            let id = *id;
+            let revoked = cluster
+                .on_leader(|channel| async move {
+                    KvClient::new(channel)
+                        .lease_revoke(pb::LeaseRevokeRequest { id })
+                        .await
+                })
+                .await;
+            match revoked {
+                Ok(_) => report.revoked += 1,
+                Err(ClientError::Rpc(status)) if status.code() == Code::NotFound => {}
+                Err(e) => anyhow::bail!("revoking lease {id}: {e}"),
+            }
+            if get(&mut cluster, key).await?.is_some() {
+                report.keys_left_after_revoke += 1;
+                note(
+                    &mut report.examples,
+                    format!("lease {id}: its key outlived the revoke"),
+                );
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn note(examples: &mut Vec<String>, example: String) {
+    if examples.len() < MAX_EXAMPLES {
+        examples.push(example);
+    }
+}
+
+/// A linearizable read of `key` on the leader: the answer if found.
+async fn get(cluster: &mut ClusterClient, key: &[u8]) -> anyhow::Result<Option<pb::GetResponse>> {
+    let answer = cluster
+        .on_leader(|channel| {
+            let key = key.to_vec();
+            async move {
+                KvClient::new(channel)
+                    .get(pb::GetRequest { key, stale: false })
+                    .await
+            }
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("reading a lease's key: {e}"))?
+        .into_inner();
+    Ok(answer.found.then_some(answer))
+}
