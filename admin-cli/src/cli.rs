@@ -185,6 +185,42 @@ pub enum Command {
         key: String,
         /// The value (UTF-8 text).
         value: String,
+        /// Attach the key to this lease: it is deleted when the lease ends.
+        #[arg(long, default_value_t = 0)]
+        lease: u64,
+    },
+    /// Grant a lease of TTL (whole seconds, e.g. 30s); prints its id. Keys
+    /// attached to it (`put --lease ID`) are deleted when it expires or is
+    /// revoked; `lease_keepalive` keeps it alive.
+    #[command(name = "lease_grant", visible_alias = "lease-grant")]
+    LeaseGrant {
+        /// The TTL, e.g. 10s or 1m.
+        #[arg(value_parser = parse_duration)]
+        ttl: Duration,
+    },
+    /// Revoke a lease now, deleting its keys.
+    #[command(name = "lease_revoke", visible_alias = "lease-revoke")]
+    LeaseRevoke {
+        /// The lease id.
+        id: u64,
+    },
+    /// How long a lease has left on the leader's clock.
+    #[command(name = "lease_ttl", visible_alias = "lease-ttl")]
+    LeaseTtl {
+        /// The lease id.
+        id: u64,
+        /// Also list its keys.
+        #[arg(long)]
+        keys: bool,
+    },
+    /// Keep a lease alive, renewing every third of its TTL until Ctrl-C.
+    #[command(name = "lease_keepalive", visible_alias = "lease-keepalive")]
+    LeaseKeepalive {
+        /// The lease id.
+        id: u64,
+        /// Stop after this many renewals (0: run until interrupted).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
     },
     /// Read KEY (linearizable unless --stale).
     Get {

@@ -10,9 +10,14 @@ use serde_json::json;
 use crate::target::Target;
 
 /// put.
-pub async fn put(target: &mut Target, key: String, value: String) -> anyhow::Result<()> {
+pub async fn put(
+    target: &mut Target,
+    key: String,
+    value: String,
+    lease: u64,
+) -> anyhow::Result<()> {
     let request = pb::PutRequest {
-        lease: 0,
+        lease,
         key: key.into_bytes(),
         value: value.into_bytes(),
     };
@@ -45,7 +50,14 @@ pub async fn get(target: &mut Target, key: String, stale: bool) -> anyhow::Resul
     match (target.json, answer.found) {
         (true, found) => println!(
             "{}",
-            json!({ "key": key, "found": found, "value": found.then_some(value), "applied_index": answer.applied_index })
+            json!({
+                "key": key,
+                "found": found,
+                "value": found.then_some(value),
+                "applied_index": answer.applied_index,
+                "modified_index": found.then_some(answer.modified_index),
+                "lease": (found && answer.lease != 0).then_some(answer.lease),
+            })
         ),
         (false, true) => println!("{value}"),
         (false, false) => anyhow::bail!("key {key:?} not found"),

@@ -16,6 +16,7 @@ mod cli;
 mod configuration;
 mod kv;
 mod leadership;
+mod lease;
 mod membership;
 mod node_status;
 mod operations;
@@ -94,7 +95,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup { file } => backup::backup(target, &file).await,
         Command::Status => status::status(target).await,
         Command::Watch { count, interval } => status::watch(target, count, interval).await,
-        Command::Put { key, value } => kv::put(target, key, value).await,
+        Command::Put { key, value, lease } => kv::put(target, key, value, lease).await,
+        Command::LeaseGrant { ttl } => lease::grant(target, ttl).await,
+        Command::LeaseRevoke { id } => lease::revoke(target, id).await,
+        Command::LeaseTtl { id, keys } => lease::time_to_live(target, id, keys).await,
+        Command::LeaseKeepalive { id, count } => lease::keep_alive(target, id, count).await,
         Command::Get { key, stale } => kv::get(target, key, stale).await,
         Command::Delete { key } => kv::delete(target, key).await,
         Command::Scan { prefix, limit } => kv::scan(target, prefix, limit).await,

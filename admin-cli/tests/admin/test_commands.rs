@@ -404,3 +404,58 @@ async fn watch_keys_prints_changes_under_a_prefix_and_refuses_a_start_it_cannot_
         .failed("watch from before the history");
     assert!(run.stderr.contains("oldest kept"), "{}", run.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_commands_grant_attach_keep_alive_inspect_and_revoke() {
+    let cluster = TestCluster::start(3).await;
+    let endpoints = cluster.endpoints();
+    let leader = ["--leader", endpoints.as_str()];
+    let run = raft_admin(&[&leader[..], &["lease_grant", "30s", "--json"]].concat())
+        .await
+        .ok();
+    let id = run.json()["id"].as_u64().expect("lease id");
+    assert_eq!(run.json()["ttl"], 30);
+    let id_text = id.to_string();
+    for key in ["dev/a", "dev/b"] {
+        raft_admin(&[&leader[..], &["put", key, "up", "--lease", &id_text]].concat())
+            .await
+            .ok();
+    }
+    let run = raft_admin(&[&leader[..], &["get", "dev/a", "--json"]].concat())
+        .await
+        .ok();
+    assert_eq!(run.json()["lease"].as_u64(), Some(id));
+    let run = raft_admin(&[&leader[..], &["lease_keepalive", &id_text, "--count", "2"]].concat())
+        .await
+        .ok();
+    let renewed = format!("lease {id} kept alive (TTL 30 s)");
+    assert_eq!(run.stdout.lines().collect::<Vec<_>>(), [&renewed, &renewed]);
+    let run = raft_admin(&[&leader[..], &["lease_ttl", &id_text, "--keys", "--json"]].concat())
+        .await
+        .ok();
+    assert_eq!(run.json()["granted_ttl"], 30);
+    assert_eq!(run.json()["keys"], serde_json::json!(["dev/a", "dev/b"]));
+    let left = run.json()["ttl"].as_i64().expect("ttl");
+    assert!((1..=30).contains(&left), "{left}");
+    let run = raft_admin(&[&leader[..], &["lease_revoke", &id_text, "--json"]].concat())
+        .await
+        .ok();
+    assert_eq!(run.json()["keys_deleted"], 2);
+    raft_admin(&[&leader[..], &["get", "dev/a"]].concat())
+        .await
+        .failed("a key of a revoked lease");
+    // Refusals: a gone lease, a bad TTL, a put naming a missing lease.
+    let run = raft_admin(&[&leader[..], &["lease_ttl", &id_text]].concat())
+        .await
+        .failed("ttl of a revoked lease");
+    assert!(run.stderr.contains("not found"), "{}", run.stderr);
+    raft_admin(&[&leader[..], &["lease_grant", "1500ms"]].concat())
+        .await
+        .failed("a TTL of a fraction of a second");
+    raft_admin(&[&leader[..], &["put", "dev/c", "up", "--lease", &id_text]].concat())
+        .await
+        .failed("a put naming a revoked lease");
+    raft_admin(&[&leader[..], &["get", "dev/c"]].concat())
+        .await
+        .failed("the refused put wrote nothing");
+}
