@@ -24,8 +24,11 @@ pub struct KeptAlive {
 }
 
 /// Renews lease `id` on the leader, following leader changes, every `every`
-/// (a third of the TTL leaves room for a failover) until `stop` resolves or
-/// the cluster answers that the lease is gone.
+/// until `stop` resolves or the cluster answers that the lease is gone. The
+/// caller picks `every`: a third of the TTL leaves room for a failover. One
+/// renewal follows leader changes for up to the client's timeout (give the
+/// client about the TTL); if it fails it is counted, and the next beat tries
+/// again.
 pub async fn keep_alive(
     mut cluster: ClusterClient,
     id: u64,

@@ -117,12 +117,37 @@ impl Holder {
     /// Stops renewing, checks every lease and key, revokes the leases and
     /// checks their keys went.
     pub async fn finish(self) -> anyhow::Result<LeaseReport> {
-        self.stop.send_replace(true);
         let mut report = LeaseReport {
             held: self.leases.len() as u64,
             ttl_s: self.ttl.as_secs(),
             ..LeaseReport::default()
         };
+        // Checked while still renewed, so a short TTL cannot run out during the checks.
+        let mut gone_at_end = Vec::with_capacity(self.leases.len());
+        let mut cluster = client(
+            &self.channels,
+            &self.endpoints,
+            self.ttl.max(Duration::from_secs(5)),
+        )?;
+        for (id, key) in &self.leases {
+            let id = *id;
+            let alive = cluster
+                .on_leader(|channel| async move {
+                    KvClient::new(channel)
+                        .lease_time_to_live(pb::LeaseTimeToLiveRequest { id, keys: false })
+                        .await
+                })
+                .await;
+            let gone = match alive {
+                Ok(_) => false,
+                Err(ClientError::Rpc(status)) if status.code() == Code::NotFound => true,
+                Err(e) => anyhow::bail!("asking the cluster for lease {id}: {e}"),
+            };
+            let stored = get(&mut cluster, key).await?;
+            let key_held = stored.as_ref().is_some_and(|answer| answer.lease == id);
+            gone_at_end.push((gone, key_held));
+        }
+        self.stop.send_replace(true);
         let mut lost = vec![false; self.leases.len()];
         for (n, keeper) in self.keepers.into_iter().enumerate() {
             let kept = keeper.await?;
@@ -140,32 +165,15 @@ impl Holder {
                 );
             }
         }
-        let mut cluster = client(
-            &self.channels,
-            &self.endpoints,
-            self.ttl.max(Duration::from_secs(5)),
-        )?;
-        for (n, (id, key)) in self.leases.iter().enumerate() {
-            let id = *id;
-            let alive = cluster
-                .on_leader(|channel| async move {
-                    KvClient::new(channel)
-                        .lease_time_to_live(pb::LeaseTimeToLiveRequest { id, keys: false })
-                        .await
-                })
-                .await;
-            let gone = match alive {
-                Ok(_) => false,
-                Err(ClientError::Rpc(status)) if status.code() == Code::NotFound => true,
-                Err(e) => anyhow::bail!("asking the cluster for lease {id}: {e}"),
-            };
-            let stored = get(&mut cluster, key).await?;
-            let key_held = stored.as_ref().is_some_and(|answer| answer.lease == id);
+        for (n, (gone, key_held)) in gone_at_end.into_iter().enumerate() {
             if gone || !key_held {
                 if !lost[n] {
                     note(
                         &mut report.examples,
-                        format!("lease {id}: gone: {gone}, its key held: {key_held}"),
+                        format!(
+                            "lease {}: gone: {gone}, its key held: {key_held}",
+                            self.leases[n].0
+                        ),
                     );
                 }
                 lost[n] = true;

@@ -14,8 +14,8 @@
 //!   at its first keep-alive, whichever comes first.
 //! - At zero the leader proposes the lease's revoke (marked `expired`). From
 //!   then on keep-alives for it are refused as not found, since the revoke
-//!   may already be committed. A proposal that fails is retried on the next
-//!   tick.
+//!   may already be committed. A proposal that fails is proposed again on
+//!   the next tick (a revoke of a lease already gone changes nothing).
 //! - A node that stops leading drops every countdown.
 
 use std::collections::HashMap;
@@ -38,9 +38,10 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// The countdowns of a leader, shared by the expiry task and the keep-alive
 /// and time-to-live handlers.
-#[derive(Default)]
 pub struct Countdowns {
     state: Mutex<State>,
+    /// The lease table's change count (see `StateMachineStore::lease_changes`).
+    table: watch::Receiver<u64>,
 }
 
 #[derive(Default)]
@@ -48,14 +49,18 @@ struct State {
     /// The term whose leadership these countdowns belong to; `None` while
     /// this node is not a leader that has started counting.
     term: Option<u64>,
+    /// The table's change count the countdowns were last brought in line with.
+    synced: u64,
     leases: HashMap<u64, Countdown>,
 }
 
 struct Countdown {
     ttl: Duration,
     deadline: Instant,
-    /// Its revoke has been proposed.
+    /// It ran out: its revoke is due, keep-alives are refused.
     expiring: bool,
+    /// Its revoke is being proposed.
+    proposing: bool,
 }
 
 impl Countdown {
@@ -65,6 +70,7 @@ impl Countdown {
             ttl,
             deadline: now + ttl,
             expiring: false,
+            proposing: false,
         }
     }
 }
@@ -89,13 +95,28 @@ pub enum Remaining {
 }
 
 impl Countdowns {
+    /// Countdowns over the lease table whose changes `table` counts.
+    pub fn new(table: watch::Receiver<u64>) -> Countdowns {
+        Countdowns {
+            state: Mutex::default(),
+            table,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The lease table's change count now: read it before reading the table
+    /// for [`Countdowns::keep_alive`].
+    pub fn table_version(&self) -> u64 {
+        *self.table.borrow()
+    }
+
     /// Restarts lease `id`'s countdown if this node counts in `term`;
-    /// `granted` is its TTL in the lease table (`None`: not in the table).
-    pub fn keep_alive(&self, term: u64, id: u64, granted: Option<u64>) -> KeepAlive {
+    /// `granted` is its TTL in the lease table as read at change count
+    /// `version` (`None`: not in the table).
+    pub fn keep_alive(&self, term: u64, id: u64, granted: Option<u64>, version: u64) -> KeepAlive {
         let mut state = self.lock();
         if state.term != Some(term) {
             return KeepAlive::NotCounting;
@@ -104,10 +125,18 @@ impl Countdowns {
             return KeepAlive::NotFound;
         };
         let now = Instant::now();
-        let countdown = state
-            .leases
-            .entry(id)
-            .or_insert_with(|| Countdown::start(granted, now));
+        if !state.leases.contains_key(&id) {
+            // Granted since the last sync, so its countdown starts now; unless
+            // the table changed since it was read and the sync already
+            // dropped it (a revoke in between).
+            if version < state.synced {
+                return KeepAlive::NotFound;
+            }
+            state.leases.insert(id, Countdown::start(granted, now));
+        }
+        let Some(countdown) = state.leases.get_mut(&id) else {
+            return KeepAlive::NotFound;
+        };
         if countdown.expiring {
             return KeepAlive::NotFound;
         }
@@ -128,25 +157,29 @@ impl Countdowns {
         })
     }
 
-    /// Starts counting in `term`: every lease of `table` (id, TTL) at its full TTL.
-    fn start(&self, term: u64, table: &[(u64, u64)]) {
+    /// Starts counting in `term`: every lease of `table` (id, TTL), as read
+    /// at change count `version`, at its full TTL.
+    fn start(&self, term: u64, table: &[(u64, u64)], version: u64) {
         let now = Instant::now();
         let mut state = self.lock();
         state.term = Some(term);
+        state.synced = version;
         state.leases = table
             .iter()
             .map(|(id, ttl)| (*id, Countdown::start(*ttl, now)))
             .collect();
     }
 
-    /// Brings the countdowns in line with `table`: new leases start, revoked
-    /// ones go. Does nothing unless counting in `term`.
-    fn sync(&self, term: u64, table: &[(u64, u64)]) {
+    /// Brings the countdowns in line with `table`, as read at change count
+    /// `version`: new leases start, revoked ones go. Does nothing unless
+    /// counting in `term`.
+    fn sync(&self, term: u64, table: &[(u64, u64)], version: u64) {
         let now = Instant::now();
         let mut state = self.lock();
         if state.term != Some(term) {
             return;
         }
+        state.synced = version;
         let mut kept = HashMap::with_capacity(table.len());
         for (id, ttl) in table {
             let countdown = state
@@ -172,27 +205,29 @@ impl Countdowns {
         self.lock().term
     }
 
-    /// The leases whose countdown has run out and whose revoke is not yet
-    /// proposed; marks them expiring.
+    /// The leases whose countdown has run out and whose revoke is not being
+    /// proposed; marks them expiring and proposing.
     fn take_expired(&self) -> Vec<u64> {
         let now = Instant::now();
         let mut state = self.lock();
         let mut expired = Vec::new();
         for (id, countdown) in state.leases.iter_mut() {
-            if !countdown.expiring && countdown.deadline <= now {
+            if !countdown.proposing && countdown.deadline <= now {
                 countdown.expiring = true;
+                countdown.proposing = true;
                 expired.push(*id);
             }
         }
         expired
     }
 
-    /// A revoke of `id` proposed in `term` failed: try again next tick.
+    /// A revoke of `id` proposed in `term` failed: propose it again next
+    /// tick (it stays expired).
     fn retry(&self, term: u64, id: u64) {
         let mut state = self.lock();
         if state.term == Some(term) {
             if let Some(countdown) = state.leases.get_mut(&id) {
-                countdown.expiring = false;
+                countdown.proposing = false;
             }
         }
     }
@@ -237,10 +272,10 @@ pub async fn run(
             {
                 continue;
             }
-            changes.borrow_and_update();
+            let version = *changes.borrow_and_update();
             match node.lease_table() {
                 Ok(table) => {
-                    countdowns.start(term, &table);
+                    countdowns.start(term, &table, version);
                     tracing::info!(term, leases = table.len(), "counting down leases as leader");
                 }
                 Err(e) => {
@@ -249,9 +284,9 @@ pub async fn run(
                 }
             }
         } else if table_changed {
-            changes.borrow_and_update();
+            let version = *changes.borrow_and_update();
             match node.lease_table() {
-                Ok(table) => countdowns.sync(term, &table),
+                Ok(table) => countdowns.sync(term, &table, version),
                 Err(e) => tracing::warn!(cause = %e, "cannot read the lease table"),
             }
         }
@@ -260,10 +295,18 @@ pub async fn run(
             tokio::spawn(async move {
                 let revoke = Command::LeaseRevoke { id, expired: true };
                 match node.write(revoke).await {
-                    Ok((index, CommandResult::LeaseRevoked { keys_deleted, .. })) => {
+                    Ok((
+                        index,
+                        CommandResult::LeaseRevoked {
+                            found: true,
+                            keys_deleted,
+                        },
+                    )) => {
                         crate::metrics::global().leases_expired.inc();
                         tracing::info!(lease = id, index, keys_deleted, "lease expired");
                     }
+                    // Revoked meanwhile, or by an earlier proposal of this one.
+                    Ok((_, CommandResult::LeaseRevoked { found: false, .. })) => {}
                     Ok((_, other)) => {
                         tracing::warn!(lease = id, result = ?other, "unexpected result of a lease's expiry");
                     }
@@ -283,12 +326,22 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn countdowns_restart_in_full_and_run_out_once() {
-        let countdowns = Countdowns::default();
-        assert_eq!(countdowns.keep_alive(3, 1, Some(5)), KeepAlive::NotCounting);
-        countdowns.start(3, &[(1, 5), (2, 10)]);
-        assert_eq!(countdowns.keep_alive(2, 1, Some(5)), KeepAlive::NotCounting);
+        let (_table, changes) = watch::channel(0);
+        let countdowns = Countdowns::new(changes);
+        assert_eq!(
+            countdowns.keep_alive(3, 1, Some(5), 0),
+            KeepAlive::NotCounting
+        );
+        countdowns.start(3, &[(1, 5), (2, 10)], 0);
+        assert_eq!(
+            countdowns.keep_alive(2, 1, Some(5), 0),
+            KeepAlive::NotCounting
+        );
         tokio::time::advance(Duration::from_secs(4)).await;
-        assert_eq!(countdowns.keep_alive(3, 1, Some(5)), KeepAlive::Renewed(5));
+        assert_eq!(
+            countdowns.keep_alive(3, 1, Some(5), 0),
+            KeepAlive::Renewed(5)
+        );
         assert_eq!(
             countdowns.remaining(3, 2, 10),
             Remaining::Left(Duration::from_secs(6))
@@ -298,24 +351,31 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(countdowns.take_expired(), vec![1]);
         assert!(countdowns.take_expired().is_empty(), "proposed once");
-        assert_eq!(countdowns.keep_alive(3, 1, Some(5)), KeepAlive::NotFound);
-        // The proposal failed: once retried, it is due again.
+        assert_eq!(countdowns.keep_alive(3, 1, Some(5), 0), KeepAlive::NotFound);
+        // The proposal failed: it is proposed again, and stays expired.
         countdowns.retry(3, 1);
+        assert_eq!(countdowns.keep_alive(3, 1, Some(5), 0), KeepAlive::NotFound);
         assert_eq!(countdowns.take_expired(), vec![1]);
         // A lease missing from the table is not found, one granted since the
         // last sync starts now.
-        assert_eq!(countdowns.keep_alive(3, 9, None), KeepAlive::NotFound);
-        assert_eq!(countdowns.keep_alive(3, 4, Some(7)), KeepAlive::Renewed(7));
-        countdowns.sync(3, &[(2, 10)]);
+        assert_eq!(countdowns.keep_alive(3, 9, None, 0), KeepAlive::NotFound);
+        assert_eq!(
+            countdowns.keep_alive(3, 4, Some(7), 1),
+            KeepAlive::Renewed(7)
+        );
+        countdowns.sync(3, &[(2, 10)], 2);
+        // Read from the table before the sync that dropped it (revoked):
+        // not brought back.
+        assert_eq!(countdowns.keep_alive(3, 4, Some(7), 1), KeepAlive::NotFound);
         assert_eq!(
             countdowns.remaining(3, 4, 7),
             Remaining::Left(Duration::from_secs(7)),
-            "dropped by the sync, so as if just granted"
+            "not counted, so as if just granted"
         );
         // A new term restarts every countdown at its full TTL.
         countdowns.stop();
         assert_eq!(countdowns.remaining(3, 2, 10), Remaining::NotCounting);
-        countdowns.start(5, &[(2, 10)]);
+        countdowns.start(5, &[(2, 10)], 2);
         assert_eq!(
             countdowns.remaining(5, 2, 10),
             Remaining::Left(Duration::from_secs(10))

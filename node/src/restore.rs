@@ -117,7 +117,7 @@ pub async fn restore(args: &RestoreArgs) -> Result<Restored, RestoreError> {
         file: file.clone(),
         reason,
     };
-    let keys = crate::store::check_snapshot_data(&backup.data)
+    let keys = crate::store::check_snapshot_data(&backup.data, backup.header.index)
         .map_err(|e| contents(format!("its data does not decode: {e}")))?;
     if keys as u64 != backup.header.key_count {
         return Err(contents(format!(

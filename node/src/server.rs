@@ -169,7 +169,7 @@ pub async fn run(
         .await
         .map_err(|e| RunError::Raft(e.to_string()))?;
 
-    let countdowns = Arc::new(crate::lease::Countdowns::default());
+    let countdowns = Arc::new(crate::lease::Countdowns::new(lease_changes.clone()));
     let limits = KvLimits {
         max_key_bytes: config.max_key_bytes,
         max_value_bytes: config.max_value_bytes,

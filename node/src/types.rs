@@ -175,6 +175,9 @@ pub enum CommandResult {
     LeaseRevoked { found: bool, keys_deleted: u64 },
     /// A write named lease `id`, which does not exist: nothing was written.
     LeaseNotFound { id: u64 },
+    /// A write would attach more keys to lease `id` than one may carry:
+    /// nothing was written.
+    LeaseFull { id: u64 },
 }
 
 /// Short form for logs: the kind of command and the key's size, never the data.

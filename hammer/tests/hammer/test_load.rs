@@ -288,7 +288,7 @@ async fn leases_held_through_a_leader_kill_survive_and_a_revoked_one_is_reported
         "--leases",
         "4",
         "--lease-ttl",
-        "2s",
+        "5s",
         "--verify",
     ]);
     let load = tokio::spawn(async move { hammer::load(&run).await });

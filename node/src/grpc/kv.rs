@@ -76,11 +76,20 @@ fn lease_not_found(id: u64) -> Status {
     ))
 }
 
-/// A write's result that names a lease that does not exist, as the status
-/// it is answered with; any other unexpected result is an internal error.
+/// A write's result that names a lease that does not exist or is full, as
+/// the status it is answered with; any other unexpected result is an
+/// internal error.
 fn unexpected(result: &CommandResult) -> Status {
-    if let CommandResult::LeaseNotFound { id } = result {
-        return lease_not_found(*id);
+    match result {
+        CommandResult::LeaseNotFound { id } => return lease_not_found(*id),
+        CommandResult::LeaseFull { id } => {
+            return Status::failed_precondition(format!(
+                "lease {id} carries as many keys as a lease may ({} bytes of keys, counting 16 \
+                 per key); attach them to another lease; nothing was written",
+                crate::store::MAX_LEASE_KEY_BYTES
+            ))
+        }
+        _ => {}
     }
     Status::internal(format!("unexpected state machine result {result:?}"))
 }

@@ -261,7 +261,7 @@ impl raft_server::Raft for RaftService {
             )));
         }
         // Data the state machine cannot load would stop Raft for good.
-        check_snapshot_data(&data)
+        check_snapshot_data(&data, meta.last_log_id.map_or(0, |l| l.index))
             .map_err(|e| Status::invalid_argument(format!("refused snapshot: {e}")))?;
         tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot received");
         let response = self

@@ -37,6 +37,16 @@ fn not_found(id: u64) -> NodeError {
     ))
 }
 
+/// Lease ids are log indexes, never 0 (0 means "no lease" on a put).
+fn check_id(id: u64) -> Result<(), NodeError> {
+    if id == 0 {
+        return Err(NodeError::InvalidArgument(
+            "lease id 0 is not a lease (on a put it means none)".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn not_counting() -> NodeError {
     NodeError::Unavailable(
         "this leader is still starting its lease countdowns; retry shortly".into(),
@@ -55,6 +65,9 @@ impl RaftNode {
                 ))
             })?;
         self.require_leader()?;
+        // One grant at a time, so concurrent grants cannot all pass the
+        // count (grants are rare: a device's, at its start).
+        let _one_at_a_time = self.lease_grants.lock().await;
         let count = self.kv.lease_count();
         if count >= self.limits.max_leases {
             return Err(NodeError::ResourceExhausted(format!(
@@ -73,6 +86,7 @@ impl RaftNode {
     /// Revokes lease `id` and deletes its keys; returns the revoke's log index
     /// and how many keys went.
     pub async fn lease_revoke(&self, id: u64) -> Result<(u64, u64), NodeError> {
+        check_id(id)?;
         match self
             .write(Command::LeaseRevoke { id, expired: false })
             .await?
@@ -96,10 +110,12 @@ impl RaftNode {
     /// counts on the leader of the moment or on none (a later leader starts
     /// in full anyway).
     pub async fn lease_keep_alive(&self, id: u64) -> Result<u64, NodeError> {
+        check_id(id)?;
         self.require_leader()?;
         let term = self.metrics().current_term;
+        let version = self.countdowns.table_version();
         let granted = self.kv.lease_ttl(id)?;
-        match self.countdowns.keep_alive(term, id, granted) {
+        match self.countdowns.keep_alive(term, id, granted, version) {
             KeepAlive::Renewed(ttl) => {
                 self.read_fence(Consistency::Linearizable).await?;
                 Ok(ttl)
@@ -115,6 +131,7 @@ impl RaftNode {
         id: u64,
         with_keys: bool,
     ) -> Result<LeaseStatus, NodeError> {
+        check_id(id)?;
         self.require_leader()?;
         let term = self.metrics().current_term;
         self.read_fence(Consistency::Linearizable).await?;

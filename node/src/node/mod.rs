@@ -74,6 +74,8 @@ pub struct RaftNode {
     membership_changes: tokio::sync::Mutex<()>,
     /// When each lease expires, while this node leads.
     countdowns: Arc<Countdowns>,
+    /// Held while this node grants a lease, so `--max-leases` holds.
+    lease_grants: tokio::sync::Mutex<()>,
 }
 
 impl RaftNode {
@@ -99,6 +101,7 @@ impl RaftNode {
             stop: watch::Sender::new(false),
             membership_changes: tokio::sync::Mutex::new(()),
             countdowns,
+            lease_grants: tokio::sync::Mutex::new(()),
         }
     }
 

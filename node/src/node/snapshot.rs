@@ -73,7 +73,7 @@ impl RaftNode {
             )));
         }
         let data = snapshot.snapshot;
-        let key_count = crate::store::check_snapshot_data(&data).map_err(|e| {
+        let key_count = crate::store::check_snapshot_data(&data, covers).map_err(|e| {
             NodeError::Unavailable(format!("the stored snapshot does not decode: {e}"))
         })?;
         Ok(BackupSnapshot {

@@ -1,7 +1,8 @@
 //! Leases as the state machine stores them.
 //!
-//! Tree `leases`: lease id (u64, big-endian) → the TTL it was granted with,
-//! in seconds (u64, big-endian). Tree `lease_keys`: lease id ++ user key →
+//! Tree `leases`: lease id (u64, big-endian) → the TTL it was granted with
+//! in seconds, how many keys it carries and their weight (see
+//! [`key_weight`]), three u64 big-endian. Tree `lease_keys`: lease id ++ user key →
 //! nothing, the keys each lease carries, kept in step with the lease slot of
 //! each key's stored value (see `record`) so a revoke finds its keys without
 //! walking every key. Both are written by `apply` like the `kv` tree, under
@@ -9,15 +10,68 @@
 //! snapshot otherwise); the index is rebuilt from the values' lease slots
 //! whenever a snapshot is loaded, so snapshots carry only the lease table.
 //!
+//! A lease carries at most [`MAX_LEASE_KEY_BYTES`] of key weight: its revoke
+//! is one log entry whose deletes a watcher receives in one message, and
+//! which the node holds in memory at once.
+//!
 //! When a lease expires is not stored anywhere: that is the leader's
 //! countdown (`crate::lease`), restarted in full by every new leader.
 
 use std::io;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// The shortest TTL a lease may be granted with, in seconds.
 pub const MIN_TTL_SECONDS: u64 = 1;
 /// The longest TTL a lease may be granted with, in seconds (a year).
 pub const MAX_TTL_SECONDS: u64 = 365 * 24 * 3600;
+/// The most key weight one lease may carry: 1 MiB, well inside one gRPC
+/// message whatever `--max-key-bytes` says.
+pub const MAX_LEASE_KEY_BYTES: u64 = 1 << 20;
+
+/// What attaching `key` costs a lease: its bytes plus about what its delete
+/// takes in a watch message.
+pub fn key_weight(key: &[u8]) -> u64 {
+    key.len() as u64 + 16
+}
+
+/// A lease as the table holds it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeaseInfo {
+    /// The TTL it was granted with, in seconds.
+    pub ttl: u64,
+    /// Keys attached.
+    pub keys: u64,
+    /// Their weight ([`key_weight`]), summed.
+    pub key_bytes: u64,
+}
+
+impl LeaseInfo {
+    fn encode(&self) -> [u8; 24] {
+        let mut bytes = [0; 24];
+        bytes[..8].copy_from_slice(&self.ttl.to_be_bytes());
+        bytes[8..16].copy_from_slice(&self.keys.to_be_bytes());
+        bytes[16..].copy_from_slice(&self.key_bytes.to_be_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> io::Result<LeaseInfo> {
+        if bytes.len() != 24 {
+            return Err(malformed());
+        }
+        Ok(LeaseInfo {
+            ttl: read_u64(&bytes[..8])?,
+            keys: read_u64(&bytes[8..16])?,
+            key_bytes: read_u64(&bytes[16..])?,
+        })
+    }
+
+    /// Whether `weight` more fits under [`MAX_LEASE_KEY_BYTES`].
+    pub fn has_room_for(&self, weight: u64) -> bool {
+        self.key_bytes.saturating_add(weight) <= MAX_LEASE_KEY_BYTES
+    }
+}
 
 /// Leases and their TTLs in seconds, in id order.
 pub type LeaseTable = Vec<(u64, u64)>;
@@ -27,6 +81,8 @@ pub type LeaseTable = Vec<(u64, u64)>;
 pub struct LeaseTrees {
     leases: sled::Tree,
     keys: sled::Tree,
+    /// How many leases the table holds, kept so a grant need not walk it.
+    count: Arc<AtomicUsize>,
 }
 
 fn index_key(id: u64, key: &[u8]) -> Vec<u8> {
@@ -49,45 +105,84 @@ impl LeaseTrees {
     /// Opens (or creates) both trees in `db`.
     pub fn open(db: &sled::Db) -> io::Result<LeaseTrees> {
         let open = |name: &str| db.open_tree(name).map_err(io::Error::other);
+        let leases = open("leases")?;
+        let count = Arc::new(AtomicUsize::new(leases.len()));
         Ok(LeaseTrees {
-            leases: open("leases")?,
+            leases,
             keys: open("lease_keys")?,
+            count,
         })
     }
 
-    /// The TTL lease `id` was granted with, if it exists.
-    pub fn ttl(&self, id: u64) -> io::Result<Option<u64>> {
+    /// Lease `id`, if it exists.
+    pub fn info(&self, id: u64) -> io::Result<Option<LeaseInfo>> {
         match self
             .leases
             .get(id.to_be_bytes())
             .map_err(io::Error::other)?
         {
-            Some(ttl) => Ok(Some(read_u64(&ttl)?)),
+            Some(info) => Ok(Some(LeaseInfo::decode(&info)?)),
             None => Ok(None),
         }
     }
 
-    /// Records lease `id` with `ttl_seconds`.
-    pub fn grant(&self, id: u64, ttl_seconds: u64) -> io::Result<()> {
+    /// The TTL lease `id` was granted with, if it exists.
+    pub fn ttl(&self, id: u64) -> io::Result<Option<u64>> {
+        Ok(self.info(id)?.map(|info| info.ttl))
+    }
+
+    fn store(&self, id: u64, info: &LeaseInfo) -> io::Result<Option<sled::IVec>> {
         self.leases
-            .insert(id.to_be_bytes(), &ttl_seconds.to_be_bytes())
-            .map_err(io::Error::other)?;
+            .insert(id.to_be_bytes(), &info.encode())
+            .map_err(io::Error::other)
+    }
+
+    /// Records lease `id` with `ttl_seconds` and no keys. The caller makes
+    /// sure no lease `id` exists (ids are the log indexes of grants).
+    pub fn grant(&self, id: u64, ttl_seconds: u64) -> io::Result<()> {
+        let info = LeaseInfo {
+            ttl: ttl_seconds,
+            ..LeaseInfo::default()
+        };
+        if self.store(id, &info)?.is_none() {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 
-    /// Notes that `key` is attached to lease `id`.
+    /// Notes that `key` is attached to lease `id` (which exists).
     pub fn attach(&self, id: u64, key: &[u8]) -> io::Result<()> {
-        self.keys
+        let added = self
+            .keys
             .insert(index_key(id, key), &[])
-            .map_err(io::Error::other)?;
+            .map_err(io::Error::other)?
+            .is_none();
+        match self.info(id)? {
+            Some(mut info) if added => {
+                info.keys += 1;
+                info.key_bytes = info.key_bytes.saturating_add(key_weight(key));
+                self.store(id, &info)?;
+            }
+            _ => {}
+        }
         Ok(())
     }
 
     /// Notes that `key` is no longer attached to lease `id`.
     pub fn detach(&self, id: u64, key: &[u8]) -> io::Result<()> {
-        self.keys
+        let removed = self
+            .keys
             .remove(index_key(id, key))
-            .map_err(io::Error::other)?;
+            .map_err(io::Error::other)?
+            .is_some();
+        match self.info(id)? {
+            Some(mut info) if removed => {
+                info.keys = info.keys.saturating_sub(1);
+                info.key_bytes = info.key_bytes.saturating_sub(key_weight(key));
+                self.store(id, &info)?;
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -102,11 +197,13 @@ impl LeaseTrees {
         {
             return Ok(None);
         }
+        self.count.fetch_sub(1, Ordering::Relaxed);
         let mut keys = Vec::new();
         for item in self.keys.scan_prefix(id.to_be_bytes()) {
             let (indexed, _) = item.map_err(io::Error::other)?;
             self.keys.remove(&indexed).map_err(io::Error::other)?;
-            keys.push(indexed[8..].to_vec());
+            // Every entry under the prefix is longer than it.
+            keys.push(indexed.get(8..).unwrap_or_default().to_vec());
         }
         Ok(Some(keys))
     }
@@ -120,7 +217,7 @@ impl LeaseTrees {
             if keys.len() == limit {
                 return Ok((keys, true));
             }
-            keys.push(indexed[8..].to_vec());
+            keys.push(indexed.get(8..).unwrap_or_default().to_vec());
         }
         Ok((keys, false))
     }
@@ -129,20 +226,21 @@ impl LeaseTrees {
     pub fn all(&self) -> io::Result<Vec<(u64, u64)>> {
         let mut all = Vec::new();
         for item in self.leases.iter() {
-            let (id, ttl) = item.map_err(io::Error::other)?;
-            all.push((read_u64(&id)?, read_u64(&ttl)?));
+            let (id, info) = item.map_err(io::Error::other)?;
+            all.push((read_u64(&id)?, LeaseInfo::decode(&info)?.ttl));
         }
         Ok(all)
     }
 
-    /// How many leases exist (walks the table).
+    /// How many leases exist.
     pub fn count(&self) -> usize {
-        self.leases.len()
+        self.count.load(Ordering::Relaxed)
     }
 
     /// Removes every lease and the whole index.
     pub fn clear(&self) -> io::Result<()> {
         self.leases.clear().map_err(io::Error::other)?;
+        self.count.store(0, Ordering::Relaxed);
         self.keys.clear().map_err(io::Error::other)
     }
 }
@@ -224,7 +322,12 @@ mod tests {
             trees.attach(7, key).unwrap();
         }
         trees.attach(8, b"z").unwrap();
+        trees.attach(7, b"a").unwrap();
         trees.detach(7, b"b").unwrap();
+        trees.detach(7, b"b").unwrap();
+        let info = trees.info(7).unwrap().unwrap();
+        assert_eq!((info.ttl, info.keys, info.key_bytes), (5, 2, 2 * 17));
+        assert_eq!(trees.count(), 2);
         assert_eq!(trees.keys(7, 1).unwrap(), (vec![b"a".to_vec()], true));
         assert_eq!(
             trees.remove(7).unwrap(),
@@ -232,6 +335,7 @@ mod tests {
         );
         assert_eq!(trees.remove(7).unwrap(), None);
         assert_eq!(trees.all().unwrap(), vec![(8, 5)]);
+        assert_eq!(trees.count(), 1);
         assert_eq!(trees.keys(8, 10).unwrap(), (vec![b"z".to_vec()], false));
     }
 }

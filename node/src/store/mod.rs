@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use disk::Disk;
+pub use leases::MAX_LEASE_KEY_BYTES;
 pub use leases::MAX_TTL_SECONDS;
 pub use leases::MIN_TTL_SECONDS;
 pub use log_store::LogStore;

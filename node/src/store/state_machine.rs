@@ -198,10 +198,11 @@ impl KvReader {
         self.kv.len()
     }
 
-    /// FNV-1a 64 over every key and value (each preceded by its length), in key
-    /// order, then over each lease's id and TTL (8 bytes each, big-endian, in
-    /// id order, with their length like the rest), plus the key count: equal
-    /// on two replicas iff their data is equal (up to hash collisions).
+    /// FNV-1a 64 over every key, value, modified index and lease (each
+    /// preceded by its length; the indexes as 8 bytes big-endian), in key
+    /// order, then over each lease's id and TTL (likewise, in id order), plus
+    /// the key count: equal on two replicas iff their data is equal (up to
+    /// hash collisions).
     pub fn digest(&self) -> io::Result<(u64, u64)> {
         use std::hash::Hasher;
         let mut hash = fnv::FnvHasher::default();
@@ -212,8 +213,11 @@ impl KvReader {
         };
         for item in self.kv.iter() {
             let (key, stored) = item.map_err(io::Error::other)?;
+            let record = record::decode(&stored)?;
             feed(&key);
-            feed(record::decode(&stored)?.value);
+            feed(record.value);
+            feed(&record.modified.to_be_bytes());
+            feed(&record.lease.to_be_bytes());
             count += 1;
         }
         for (id, ttl) in self.leases.all()? {
@@ -263,8 +267,8 @@ fn apply_command(
             CommandResult::Done
         }
         Command::PutLeased { key, value, lease } => {
-            if state.leases.ttl(lease)?.is_none() {
-                return Ok(CommandResult::LeaseNotFound { id: lease });
+            if let Some(refusal) = lease_refusal(state, lease, &[&key])? {
+                return Ok(refusal);
             }
             put(state, key, value, lease, index, changes)?;
             CommandResult::Done
@@ -283,8 +287,8 @@ fn apply_command(
             new_value,
             lease,
         } => {
-            if state.leases.ttl(lease)?.is_none() {
-                return Ok(CommandResult::LeaseNotFound { id: lease });
+            if let Some(refusal) = lease_refusal(state, lease, &[&key])? {
+                return Ok(refusal);
             }
             compare_and_swap(state, key, expected, new_value, lease, index, changes)?
         }
@@ -327,6 +331,26 @@ fn apply_command(
             }
         }
     })
+}
+
+/// Why attaching `keys` to `lease` may not happen, if it may not: the lease
+/// does not exist, or the keys not yet attached to it would take it past
+/// [`leases::MAX_LEASE_KEY_BYTES`] (counted as if each were new to it once).
+fn lease_refusal(
+    state: &KvReader,
+    lease: u64,
+    keys: &[&[u8]],
+) -> io::Result<Option<CommandResult>> {
+    let Some(info) = state.leases.info(lease)? else {
+        return Ok(Some(CommandResult::LeaseNotFound { id: lease }));
+    };
+    let mut weight = 0u64;
+    for key in keys {
+        if read(&state.kv, key)?.is_none_or(|stored| stored.lease != lease) {
+            weight = weight.saturating_add(leases::key_weight(key));
+        }
+    }
+    Ok((!info.has_room_for(weight)).then_some(CommandResult::LeaseFull { id: lease }))
 }
 
 /// Sets `key` to `new_value` (attached to `lease`) if it holds `expected`.
@@ -453,12 +477,17 @@ fn apply_txn(
     }
     let ops = if succeeded { success } else { failure };
     // No operation of a transaction ends a lease, so checking them all first
-    // keeps the transaction all or nothing.
+    // keeps the transaction all or nothing (its deletes are not counted as
+    // making room).
+    let mut by_lease: std::collections::BTreeMap<u64, Vec<&[u8]>> = Default::default();
     for op in &ops {
-        if let TxnOp::PutLeased { lease, .. } = op {
-            if state.leases.ttl(*lease)?.is_none() {
-                return Ok(CommandResult::LeaseNotFound { id: *lease });
-            }
+        if let TxnOp::PutLeased { key, lease, .. } = op {
+            by_lease.entry(*lease).or_default().push(key);
+        }
+    }
+    for (lease, keys) in &by_lease {
+        if let Some(refusal) = lease_refusal(state, *lease, keys)? {
+            return Ok(refusal);
         }
     }
     let mut results = Vec::with_capacity(ops.len());
@@ -504,9 +533,22 @@ fn encode_snapshot(
 /// Checks that `data` is snapshot data this state machine can load: whole
 /// records with keys in strictly increasing order and well-formed stored
 /// values whose leases are in the table, as [`encode_snapshot`] writes
-/// them. Returns the number of keys.
-pub fn check_snapshot_data(data: &[u8]) -> io::Result<usize> {
-    decode_snapshot(data).map(|decoded| decoded.pairs.len())
+/// them, for a snapshot up to log index `last_index`: no lease id after it
+/// (ids are the indexes of grants, so a later grant could not take its id).
+/// Returns the number of keys.
+pub fn check_snapshot_data(data: &[u8], last_index: u64) -> io::Result<usize> {
+    let decoded = decode_snapshot(data)?;
+    if decoded
+        .leases
+        .last()
+        .is_some_and(|(id, _)| *id > last_index)
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "snapshot data holds a lease granted after the snapshot's last index",
+        ));
+    }
+    Ok(decoded.pairs.len())
 }
 
 /// Decodes the snapshot data format, any version. Malformed data (a cut
@@ -525,12 +567,23 @@ fn decode_snapshot(data: &[u8]) -> io::Result<Decoded<'_>> {
         });
     };
     let pairs = decode_records(records)?;
-    for (_, stored) in &pairs {
+    let mut weights = vec![0u64; leases.len()];
+    for (key, stored) in &pairs {
         let lease = record::decode(stored)?.lease;
-        if lease != 0 && leases.binary_search_by_key(&lease, |(id, _)| *id).is_err() {
+        if lease == 0 {
+            continue;
+        }
+        let Ok(at) = leases.binary_search_by_key(&lease, |(id, _)| *id) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "snapshot data attaches a key to a lease it does not hold",
+            ));
+        };
+        weights[at] = weights[at].saturating_add(leases::key_weight(key));
+        if weights[at] > leases::MAX_LEASE_KEY_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "snapshot data attaches more keys to a lease than one may carry",
             ));
         }
     }
@@ -938,7 +991,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
         // Reject malformed data before anything is changed.
-        decode_snapshot(&snapshot)?;
+        check_snapshot_data(&snapshot, meta.last_log_id.map_or(0, |l| l.index))?;
         let store = self.clone();
         let meta = meta.clone();
         let started = std::time::Instant::now();
@@ -991,12 +1044,16 @@ mod tests {
             decoded.pairs,
             vec![(&b""[..], &empty[..]), (&b"a"[..], &one[..])]
         );
-        assert_eq!(check_snapshot_data(&data).unwrap(), 2);
+        assert_eq!(check_snapshot_data(&data, 7).unwrap(), 2);
+        assert!(
+            check_snapshot_data(&data, 6).is_err(),
+            "lease 7 in a snapshot up to 6"
+        );
         assert!(decode_snapshot(&data[..data.len() - 1]).is_err());
         assert!(decode_snapshot(&[0, 0, 0, 9, 1]).is_err());
         // A key attached to a lease the table does not hold.
         let orphan = encode_snapshot(&[(8, 30)], [pair(b"a", 7, b"1")].into_iter()).unwrap();
-        assert!(check_snapshot_data(&orphan).is_err());
+        assert!(check_snapshot_data(&orphan, 9).is_err());
         // A value without its header is not data a node wrote in this format.
         let bare = [
             SNAPSHOT_V3,
@@ -1004,12 +1061,12 @@ mod tests {
             &[0, 0, 0, 1, b'k', 0, 0, 0, 1, b'v'],
         ]
         .concat();
-        assert!(check_snapshot_data(&bare).is_err());
+        assert!(check_snapshot_data(&bare, 9).is_err());
         // Keys out of order or repeated: not data a node wrote.
         for keys in [[&b"b"[..], b"a"], [b"a", b"a"]] {
             let pairs = keys.iter().map(|key| pair(key, 0, b"v"));
             let data = encode_snapshot(&[], pairs).unwrap();
-            assert!(check_snapshot_data(&data).is_err(), "{keys:?} accepted");
+            assert!(check_snapshot_data(&data, 9).is_err(), "{keys:?} accepted");
         }
     }
 
@@ -1025,7 +1082,7 @@ mod tests {
         // It never attached keys to leases.
         let leased = record::encode(9, 4, b"v");
         let data = [SNAPSHOT_V2, &[0, 0, 0, 1, b'k'], &len, &leased].concat();
-        assert!(check_snapshot_data(&data).is_err());
+        assert!(check_snapshot_data(&data, 9).is_err());
     }
 
     #[test]
@@ -1076,6 +1133,124 @@ mod tests {
         assert_eq!(store.reader.lease_count(), 0);
     }
 
+    /// Applies `command` at `index`; returns its result.
+    fn apply_at(store: &StateMachineStore, command: Command, index: u64) -> CommandResult {
+        apply_command(&store.reader, command, index, &mut Effects::default()).unwrap()
+    }
+
+    fn put_leased(key: &str, lease: u64) -> Command {
+        Command::PutLeased {
+            key: key.into(),
+            value: b"v".to_vec(),
+            lease,
+        }
+    }
+
+    #[test]
+    fn the_lease_index_follows_keys_between_leases_and_out_of_them() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = open_in(dir.path());
+        let grant = |ttl_seconds| Command::LeaseGrant { ttl_seconds };
+        assert_eq!(apply_at(&store, grant(10), 1), CommandResult::LeaseGranted);
+        assert_eq!(apply_at(&store, grant(10), 2), CommandResult::LeaseGranted);
+        apply_at(&store, put_leased("moved", 1), 3);
+        apply_at(&store, put_leased("moved", 2), 4);
+        apply_at(&store, put_leased("deleted", 1), 5);
+        apply_at(
+            &store,
+            Command::Delete {
+                key: b"deleted".to_vec(),
+            },
+            6,
+        );
+        // A transaction moves a key from lease 2 to none, and one to lease 1.
+        apply_at(&store, put_leased("txn-off", 2), 7);
+        let txn = Command::Txn {
+            compares: vec![],
+            success: vec![
+                TxnOp::Put {
+                    key: b"txn-off".to_vec(),
+                    value: b"w".to_vec(),
+                },
+                TxnOp::PutLeased {
+                    key: b"txn-on".to_vec(),
+                    value: b"w".to_vec(),
+                    lease: 1,
+                },
+            ],
+            failure: vec![],
+        };
+        apply_at(&store, txn, 8);
+        let lease_keys = |id| store.reader.lease_keys(id, 10).unwrap().0;
+        assert_eq!(lease_keys(1), vec![b"txn-on".to_vec()]);
+        assert_eq!(lease_keys(2), vec![b"moved".to_vec()]);
+        let info = store.reader.leases.info(1).unwrap().unwrap();
+        assert_eq!(info.keys, 1);
+        // Revoking lease 1 takes only what it still carries.
+        let revoke = |id| Command::LeaseRevoke { id, expired: false };
+        assert_eq!(
+            apply_at(&store, revoke(1), 9),
+            CommandResult::LeaseRevoked {
+                found: true,
+                keys_deleted: 1
+            }
+        );
+        assert_eq!(keys(&store), vec![b"moved".to_vec(), b"txn-off".to_vec()]);
+        assert_eq!(store.reader.get(b"txn-off").unwrap().unwrap().lease, 0);
+        // Writes naming a lease that is gone change nothing.
+        assert_eq!(
+            apply_at(&store, put_leased("moved", 1), 10),
+            CommandResult::LeaseNotFound { id: 1 }
+        );
+        assert_eq!(store.reader.get(b"moved").unwrap().unwrap().lease, 2);
+    }
+
+    #[test]
+    fn a_lease_carries_a_bounded_weight_of_keys() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = open_in(dir.path());
+        apply_at(&store, Command::LeaseGrant { ttl_seconds: 10 }, 1);
+        // 4000-byte keys weigh 4016: 261 fit in 1 MiB, the 262nd does not.
+        let key = |i: usize| format!("{i:04}{}", "k".repeat(3996));
+        for i in 0..261 {
+            assert_eq!(
+                apply_at(&store, put_leased(&key(i), 1), 2 + i as u64),
+                CommandResult::Done
+            );
+        }
+        assert_eq!(
+            apply_at(&store, put_leased(&key(261), 1), 300),
+            CommandResult::LeaseFull { id: 1 }
+        );
+        // Rewriting a key it already carries costs nothing.
+        assert_eq!(
+            apply_at(&store, put_leased(&key(0), 1), 301),
+            CommandResult::Done
+        );
+        assert_eq!(store.reader.get(key(261).as_bytes()).unwrap(), None);
+        // A transaction that would overfill it runs none of its operations.
+        let txn = Command::Txn {
+            compares: vec![],
+            success: vec![
+                TxnOp::Put {
+                    key: b"plain".to_vec(),
+                    value: b"v".to_vec(),
+                },
+                TxnOp::PutLeased {
+                    key: key(262).into_bytes(),
+                    value: b"v".to_vec(),
+                    lease: 1,
+                },
+            ],
+            failure: vec![],
+        };
+        assert_eq!(
+            apply_at(&store, txn, 302),
+            CommandResult::LeaseFull { id: 1 }
+        );
+        assert_eq!(store.reader.get(b"plain").unwrap(), None);
+    }
+
     #[test]
     fn snapshot_data_of_the_first_format_loads_with_one_index_for_all() {
         // Records of bare values, no marker: what earlier versions wrote.
@@ -1103,7 +1278,7 @@ mod tests {
     }
 
     #[test]
-    fn the_digest_is_fnv_1a_over_lengths_and_bytes_in_key_order() {
+    fn the_digest_is_fnv_1a_over_lengths_and_bytes_in_key_order_then_leases() {
         let dir = tempfile::TempDir::new().unwrap();
         let sm = open_in(dir.path());
         assert_eq!(sm.reader.digest().unwrap(), (0xcbf2_9ce4_8422_2325, 0));
@@ -1113,11 +1288,25 @@ mod tests {
             .unwrap();
         sm.reader
             .kv
-            .insert(b"a", record::encode(6, 0, b"1"))
+            .insert(b"a", record::encode(6, 9, b"1"))
             .unwrap();
+        sm.reader.leases.grant(9, 30).unwrap();
         // FNV-1a 64 by hand: offset basis, then xor and multiply per byte.
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for part in [&b"a"[..], b"1", b"b", b"22"] {
+        let be = |n: u64| n.to_be_bytes();
+        let (six, nine, five, none, thirty) = (be(6), be(9), be(5), be(0), be(30));
+        for part in [
+            &b"a"[..],
+            b"1",
+            &six,
+            &nine,
+            b"b",
+            b"22",
+            &five,
+            &none,
+            &nine,
+            &thirty,
+        ] {
             for byte in (part.len() as u64).to_be_bytes().iter().chain(part) {
                 hash ^= u64::from(*byte);
                 hash = hash.wrapping_mul(0x0000_0100_0000_01b3);

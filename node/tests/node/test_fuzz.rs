@@ -214,13 +214,33 @@ fn the_snapshot_decoder_never_panics() {
         }
         data
     };
-    assert_eq!(check_snapshot_data(&valid).expect("valid data"), 3);
+    assert_eq!(check_snapshot_data(&valid, 9).expect("valid data"), 3);
+    // The current format: marker, a lease table (lease 5, 10 s), a key on it.
+    let with_leases = {
+        let mut data = vec![0xff, 0xff, 0xff, 0xff, 3, 0, 0, 0, 1];
+        data.extend_from_slice(&5u64.to_be_bytes());
+        data.extend_from_slice(&10u64.to_be_bytes());
+        let stored = raftkv_node::store::record::encode(4, 5, b"v");
+        for part in [&b"k"[..], &stored] {
+            data.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            data.extend_from_slice(part);
+        }
+        data
+    };
+    assert_eq!(check_snapshot_data(&with_leases, 9).expect("valid data"), 1);
     fuzz("snapshot data (random)", bytes(256), |input| {
-        let _ = check_snapshot_data(&input);
+        let _ = check_snapshot_data(&input, 9);
     });
     fuzz("snapshot data (corrupted)", corrupted(valid), |input| {
-        let _ = check_snapshot_data(&input);
+        let _ = check_snapshot_data(&input, 9);
     });
+    fuzz(
+        "snapshot data with leases (corrupted)",
+        corrupted(with_leases),
+        |input| {
+            let _ = check_snapshot_data(&input, 9);
+        },
+    );
 }
 
 /// The same, end to end: random Raft messages sent to a live node, which

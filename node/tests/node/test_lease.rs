@@ -73,35 +73,36 @@ fn keys(answer: &pb::LeaseTimeToLiveResponse) -> Vec<String> {
         .collect()
 }
 
-/// Reads `stream` until a message with events arrives; returns (index, key,
-/// is a delete) of each.
-async fn next_events(stream: &mut tonic::Streaming<pb::WatchResponse>) -> Vec<(u64, String, bool)> {
-    loop {
+/// Reads `stream` until `count` events arrived; returns (index, key, is a
+/// delete) of each.
+async fn events(
+    stream: &mut tonic::Streaming<pb::WatchResponse>,
+    count: usize,
+) -> Vec<(u64, String, bool)> {
+    let mut events = Vec::new();
+    while events.len() < count {
         let message = tokio::time::timeout(PATIENCE, stream.message())
             .await
             .expect("an event in time")
             .expect("the stream goes on")
             .expect("not ended");
-        if !message.events.is_empty() {
-            return message
-                .events
-                .iter()
-                .map(|e| {
-                    let key = String::from_utf8(e.key.clone()).unwrap();
-                    (e.index, key, e.kind == pb::EventKind::Delete as i32)
-                })
-                .collect();
-        }
+        events.extend(message.events.iter().map(|e| {
+            let key = String::from_utf8(e.key.clone()).unwrap();
+            (e.index, key, e.kind == pb::EventKind::Delete as i32)
+        }));
     }
+    events
 }
 
-async fn watch_from_now(
+/// Watches `prefix` from log index `start` on.
+async fn watch_from(
     kv: &mut KvClient<Channel>,
     prefix: &str,
+    start: u64,
 ) -> tonic::Streaming<pb::WatchResponse> {
     kv.watch(pb::WatchRequest {
         prefix: prefix.into(),
-        start_index: 0,
+        start_index: start,
     })
     .await
     .expect("watch")
@@ -152,7 +153,7 @@ async fn a_revoke_deletes_exactly_the_lease_keys_at_one_index() {
     assert!(answer.succeeded);
     put(&mut kv, "l/e", "no lease").await;
     // A put without a lease detaches the key.
-    put(&mut kv, "l/b", "detached").await;
+    let last_put = put(&mut kv, "l/b", "detached").await;
     assert_eq!(lease_of(&mut kv, "l/a").await, Some(id));
     assert_eq!(lease_of(&mut kv, "l/b").await, Some(0));
     let ttl = time_to_live(&mut kv, id).await.unwrap();
@@ -165,14 +166,14 @@ async fn a_revoke_deletes_exactly_the_lease_keys_at_one_index() {
         .find(|n| n.id != leader && n.id != follower)
         .unwrap()
         .id;
-    let mut watcher = watch_from_now(&mut cluster.node(other).kv(), "l/").await;
+    let mut watcher = watch_from(&mut cluster.node(other).kv(), "l/", last_put + 1).await;
     let revoked = kv
         .lease_revoke(pb::LeaseRevokeRequest { id })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(revoked.keys_deleted, 3);
-    let events = next_events(&mut watcher).await;
+    let events = events(&mut watcher, 3).await;
     let expected: Vec<_> = ["l/a", "l/c", "l/d"]
         .iter()
         .map(|k| (revoked.index, k.to_string(), true))
@@ -275,6 +276,21 @@ async fn writes_naming_a_missing_lease_and_bad_grants_change_nothing() {
             "ttl {ttl}: {status:?}"
         );
     }
+    // Lease id 0 means "none" on a put, and names no lease anywhere else.
+    let status = kv
+        .lease_revoke(pb::LeaseRevokeRequest { id: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let status = kv
+        .lease_keep_alive(pb::LeaseKeepAliveRequest { id: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        time_to_live(&mut kv, 0).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
     // --max-leases 2: a third grant waits for a revoke.
     let first = grant(&mut kv, 30).await;
     grant(&mut kv, 30).await;
@@ -295,16 +311,10 @@ async fn a_lease_left_alone_expires_and_one_kept_alive_does_not() {
     let leader = cluster.wait_for_leader().await;
     let follower = cluster.nodes.iter().find(|n| n.id != leader).unwrap().id;
     let mut kv = cluster.node(follower).kv();
-    let mut watcher = watch_from_now(&mut kv, "x/").await;
-    // Taken before the grant is sent: the countdown starts after it.
-    let granted = Instant::now();
-    let left_alone = grant(&mut kv, 1).await;
+    // Renewed through a follower's view of the cluster, every 200 ms.
     let kept = grant(&mut kv, 2).await;
-    for key in ["x/a", "x/b"] {
-        put_leased(&mut kv, key, left_alone).await.unwrap();
-    }
+    let kept_since = Instant::now();
     put_leased(&mut kv, "y/kept", kept).await.unwrap();
-    // Renewals through a follower's view of the cluster, every 200 ms.
     let client =
         ClusterClient::new(vec![cluster.node(follower).address.clone()], PATIENCE, None).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -317,20 +327,26 @@ async fn a_lease_left_alone_expires_and_one_kept_alive_does_not() {
         },
     ));
 
+    const TTL: u64 = 3;
+    // Taken before the grant is sent: the countdown starts after it.
+    let granted = Instant::now();
+    let left_alone = grant(&mut kv, TTL as i64).await;
+    let mut watcher = watch_from(&mut kv, "x/", left_alone + 1).await;
+    for key in ["x/a", "x/b"] {
+        put_leased(&mut kv, key, left_alone).await.unwrap();
+    }
     // The two puts, then both deletes at the one index of the expiry.
-    let puts = [
-        next_events(&mut watcher).await,
-        next_events(&mut watcher).await,
-    ]
-    .concat();
-    assert!(puts.iter().all(|(_, _, deleted)| !deleted), "{puts:?}");
-    let expiry = next_events(&mut watcher).await;
-    assert_eq!(expiry.len(), 2, "{expiry:?}");
-    assert!(expiry
-        .iter()
-        .all(|(index, _, deleted)| *deleted && *index == expiry[0].0));
+    let seen = events(&mut watcher, 4).await;
+    assert!(seen[..2].iter().all(|(_, _, deleted)| !deleted), "{seen:?}");
+    let expiry = &seen[2..];
     assert!(
-        granted.elapsed() >= Duration::from_secs(1),
+        expiry
+            .iter()
+            .all(|(index, _, deleted)| *deleted && *index == expiry[0].0),
+        "{seen:?}"
+    );
+    assert!(
+        granted.elapsed() >= Duration::from_secs(TTL),
         "expired after {:?}, before its TTL",
         granted.elapsed()
     );
@@ -340,7 +356,7 @@ async fn a_lease_left_alone_expires_and_one_kept_alive_does_not() {
     );
     // The kept lease outlives its TTL twice over.
     wait_for("the kept lease is 5 s old", || async {
-        (granted.elapsed() >= Duration::from_secs(5)).then_some(())
+        (kept_since.elapsed() >= Duration::from_secs(5)).then_some(())
     })
     .await;
     let ttl = time_to_live(&mut kv, kept)
@@ -361,7 +377,7 @@ async fn a_new_leader_restarts_every_countdown_in_full() {
     const TTL: i64 = 6;
     let unrenewed = grant(&mut kv, TTL).await;
     put_leased(&mut kv, "u", unrenewed).await.unwrap();
-    let kept = grant(&mut kv, 3).await;
+    let kept = grant(&mut kv, 6).await;
     put_leased(&mut kv, "k", kept).await.unwrap();
     let client = ClusterClient::new(
         cluster.nodes.iter().map(|n| n.address.clone()).collect(),
@@ -437,6 +453,14 @@ async fn leases_survive_restarts_crashes_and_snapshots() {
     for i in 0..60 {
         index = put(&mut kv, &format!("filler/{i}"), "v").await;
     }
+    // And a lease with keys after them, most likely only in the log: a
+    // crash replays its grant and puts.
+    let late = grant(&mut kv, 600).await;
+    for i in 0..2 {
+        index = put_leased(&mut kv, &format!("late/{i}"), late)
+            .await
+            .unwrap();
+    }
     cluster.wait_applied(index).await;
 
     // A graceful stop of every node, then a crash of every node: each start
@@ -462,6 +486,8 @@ async fn leases_survive_restarts_crashes_and_snapshots() {
         assert_eq!(ttl.granted_ttl, 600, "crash: {crash}");
         assert_eq!(keys(&ttl).len(), 5, "crash: {crash}");
         assert_eq!(lease_of(&mut kv, "s/3").await, Some(id));
+        let ttl = time_to_live(&mut kv, late).await.expect("the late lease");
+        assert_eq!(keys(&ttl), ["late/0", "late/1"], "crash: {crash}");
     }
 
     // A newcomer gets the table by snapshot.
@@ -474,6 +500,12 @@ async fn leases_survive_restarts_crashes_and_snapshots() {
         .unwrap()
         .into_inner();
     assert_eq!(revoked.keys_deleted, 5);
+    let revoked = kv
+        .lease_revoke(pb::LeaseRevokeRequest { id: late })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.keys_deleted, 2);
     cluster.wait_applied(revoked.index).await;
     let status = cluster.node(4).status().await.expect("status of node 4");
     assert!(
@@ -482,6 +514,7 @@ async fn leases_survive_restarts_crashes_and_snapshots() {
     );
     let mut on_new = cluster.node(4).kv();
     assert_eq!(get(&mut on_new, "s/0", true).await, None);
+    assert_eq!(get(&mut on_new, "late/1", true).await, None);
     assert!(get(&mut on_new, "filler/0", true).await.is_some());
     cluster.assert_replicas_identical().await;
 }
