@@ -90,8 +90,9 @@ cluster up 3
 # The addresses the nodes printed when they bound their ports.
 ENDPOINTS=$(cat "$DATA/node-1.addr" "$DATA/node-2.addr" "$DATA/node-3.addr" | paste -sd, -)
 
-echo "== hammer: $CLIENTS clients for ${DURATION}s (verify every acknowledged write at the end)"
+echo "== hammer: $CLIENTS clients for ${DURATION}s, holding 4 leases of 5s alive (verify every acknowledged write at the end)"
 "$BIN/hammer" --endpoints "$ENDPOINTS" --clients "$CLIENTS" --duration "${DURATION}s" \
+  --leases 4 --lease-ttl 5s \
   --verify --plot "$OUT/demo.svg" --json >"$OUT/report.json" 2>"$DATA/hammer.err" &
 HAMMER_PID=$!
 START=$SECONDS
