@@ -21,6 +21,20 @@ pub async fn put(client: &mut KvClient<Channel>, key: &str, value: &str) -> u64 
         .index
 }
 
+/// Watches `prefix` through `kv` from log index `start` on (0: from now).
+pub async fn watch(
+    kv: &mut KvClient<Channel>,
+    prefix: &str,
+    start: u64,
+) -> Result<tonic::Streaming<pb::WatchResponse>, tonic::Status> {
+    kv.watch(pb::WatchRequest {
+        prefix: prefix.into(),
+        start_index: start,
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
 /// Reads `key` through `client` (linearizable unless `stale`).
 pub async fn get(client: &mut KvClient<Channel>, key: &str, stale: bool) -> Option<Vec<u8>> {
     let answer = client

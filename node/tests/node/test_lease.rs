@@ -18,6 +18,7 @@ use tonic::Code;
 
 use crate::support::get;
 use crate::support::put;
+use crate::support::watch;
 
 async fn grant(kv: &mut KvClient<Channel>, ttl: i64) -> u64 {
     let answer = kv
@@ -94,21 +95,6 @@ async fn events(
     events
 }
 
-/// Watches `prefix` from log index `start` on.
-async fn watch_from(
-    kv: &mut KvClient<Channel>,
-    prefix: &str,
-    start: u64,
-) -> tonic::Streaming<pb::WatchResponse> {
-    kv.watch(pb::WatchRequest {
-        prefix: prefix.into(),
-        start_index: start,
-    })
-    .await
-    .expect("watch")
-    .into_inner()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_deletes_exactly_the_lease_keys_at_one_index() {
     let mut cluster = TestCluster::start(3).await;
@@ -166,7 +152,9 @@ async fn a_revoke_deletes_exactly_the_lease_keys_at_one_index() {
         .find(|n| n.id != leader && n.id != follower)
         .unwrap()
         .id;
-    let mut watcher = watch_from(&mut cluster.node(other).kv(), "l/", last_put + 1).await;
+    let mut watcher = watch(&mut cluster.node(other).kv(), "l/", last_put + 1)
+        .await
+        .expect("watch");
     let revoked = kv
         .lease_revoke(pb::LeaseRevokeRequest { id })
         .await
@@ -331,7 +319,7 @@ async fn a_lease_left_alone_expires_and_one_kept_alive_does_not() {
     // Taken before the grant is sent: the countdown starts after it.
     let granted = Instant::now();
     let left_alone = grant(&mut kv, TTL as i64).await;
-    let mut watcher = watch_from(&mut kv, "x/", left_alone + 1).await;
+    let mut watcher = watch(&mut kv, "x/", left_alone + 1).await.expect("watch");
     for key in ["x/a", "x/b"] {
         put_leased(&mut kv, key, left_alone).await.unwrap();
     }

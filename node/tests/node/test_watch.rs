@@ -12,21 +12,10 @@ use tonic::transport::Channel;
 use tonic::Code;
 use tonic::Streaming;
 
+use crate::support::watch;
+
 /// One change as the test expects it: (index, key, value; `None` = delete).
 type Seen = (u64, String, Option<String>);
-
-async fn watch(
-    kv: &mut KvClient<Channel>,
-    prefix: &str,
-    start: u64,
-) -> Result<Streaming<pb::WatchResponse>, tonic::Status> {
-    kv.watch(pb::WatchRequest {
-        prefix: prefix.into(),
-        start_index: start,
-    })
-    .await
-    .map(tonic::Response::into_inner)
-}
 
 fn seen(event: &pb::Event) -> Seen {
     let key = String::from_utf8(event.key.clone()).unwrap();
