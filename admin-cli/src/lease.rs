@@ -12,19 +12,12 @@ use serde_json::json;
 
 use crate::target::Target;
 
-/// A TTL flag as the wire's whole seconds.
-pub fn ttl_seconds(ttl: Duration) -> anyhow::Result<i64> {
-    if ttl.subsec_nanos() != 0 || ttl < Duration::from_secs(1) {
-        bail!("a lease TTL is whole seconds, at least 1s (got {ttl:?})");
-    }
-    Ok(i64::try_from(ttl.as_secs())?)
-}
-
 /// lease_grant.
 pub async fn grant(target: &mut Target, ttl: Duration) -> anyhow::Result<()> {
-    let request = pb::LeaseGrantRequest {
-        ttl: ttl_seconds(ttl)?,
+    let Some(seconds) = raftkv_client::lease::ttl_seconds(ttl) else {
+        bail!("a lease TTL is whole seconds, at least 1s (got {ttl:?})");
     };
+    let request = pb::LeaseGrantRequest { ttl: seconds };
     let answer = target
         .on_leader(request, |channel, request| async move {
             KvClient::new(channel).lease_grant(request).await

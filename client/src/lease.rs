@@ -11,6 +11,15 @@ use tonic::Status;
 use crate::ClientError;
 use crate::ClusterClient;
 
+/// `ttl` as a lease grant's TTL, whole seconds and at least one; `None`
+/// when it is not one.
+pub fn ttl_seconds(ttl: Duration) -> Option<i64> {
+    if ttl.subsec_nanos() != 0 || ttl < Duration::from_secs(1) {
+        return None;
+    }
+    i64::try_from(ttl.as_secs()).ok()
+}
+
 /// How a [`keep_alive`] ended.
 #[derive(Debug, Default)]
 pub struct KeptAlive {

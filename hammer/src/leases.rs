@@ -63,7 +63,8 @@ pub async fn hold(args: &RunArgs, endpoints: &[String]) -> anyhow::Result<Holder
         ..ChannelOptions::default()
     });
     let mut cluster = client(&channels, endpoints, ttl.max(args.timeout))?;
-    let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+    let seconds = raftkv_client::lease::ttl_seconds(ttl)
+        .ok_or_else(|| anyhow::anyhow!("--lease-ttl must be whole seconds, at least 1s"))?;
     let mut leases = Vec::new();
     for i in 0..args.leases {
         // A grant retried after UNAVAILABLE may grant twice; the spare lease

@@ -115,9 +115,11 @@ fn check_flags(args: &RunArgs) -> anyhow::Result<()> {
         if args.target != crate::cli::Target::Raftkv {
             anyhow::bail!("--leases needs --target raftkv");
         }
-        let ttl = args.lease_ttl;
-        if ttl.subsec_nanos() != 0 || ttl < std::time::Duration::from_secs(1) {
-            anyhow::bail!("--lease-ttl must be whole seconds, at least 1s (got {ttl:?})");
+        if raftkv_client::lease::ttl_seconds(args.lease_ttl).is_none() {
+            anyhow::bail!(
+                "--lease-ttl must be whole seconds, at least 1s (got {:?})",
+                args.lease_ttl
+            );
         }
     }
     if let Some(rate) = args.rate {
