@@ -14,6 +14,16 @@ fn args(list: &[&str]) -> hammer::RunArgs {
     hammer::Cli::parse_from(std::iter::once("hammer").chain(list.iter().copied())).run
 }
 
+/// The leader ids hammer saw serve, in order (`None`: an id it did not learn).
+fn leaders_seen(report: &hammer::stats::Report) -> Vec<Option<u64>> {
+    report
+        .leader_changes
+        .iter()
+        .flatten()
+        .map(|change| change.leader_id)
+        .collect()
+}
+
 fn count_outcomes(path: &Path) -> (u64, u64, u64) {
     let events = history::read(path).expect("history parses");
     let count = |outcome: &str| events.iter().filter(|e| e.outcome == outcome).count() as u64;
@@ -191,12 +201,7 @@ async fn killing_the_leader_mid_run_records_unknown_outcomes_and_loses_nothing()
     assert_eq!(unknown, report.unknown_outcomes);
     assert_eq!(ok, report.operations);
     // The kill really happened: hammer saw the killed node lead, then another.
-    let leaders: Vec<Option<u64>> = report
-        .leader_changes
-        .iter()
-        .flatten()
-        .map(|change| change.leader_id)
-        .collect();
+    let leaders = leaders_seen(&report);
     assert_eq!(
         leaders.first(),
         Some(&Some(leader)),
@@ -333,12 +338,7 @@ async fn leases_held_through_a_leader_kill_survive_and_a_revoked_one_is_reported
         0
     );
     // The kill really happened: another node served after it.
-    let leaders: Vec<Option<u64>> = report
-        .leader_changes
-        .iter()
-        .flatten()
-        .map(|change| change.leader_id)
-        .collect();
+    let leaders = leaders_seen(&report);
     assert!(
         leaders.last().is_some_and(|last| *last != Some(leader)),
         "no other leader after the kill: {leaders:?}"
