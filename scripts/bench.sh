@@ -2,7 +2,8 @@
 # Benchmarks of a local 3-node raftkv cluster, all measured by hammer: the
 # full matrix (the default); raftkv against a local 3-member etcd and against
 # the gRPC ceiling, alternating within each round (--vs-etcd); the write gap
-# of a kill -9 of the leader and of a leadership transfer (--failover).
+# of a kill -9 of the leader and of a leadership transfer (--failover); what
+# raftkv and etcd become under a long write load over many keys (--growth).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,6 +17,7 @@ KEEP=0
 MATRIX=0
 VS_ETCD=0
 FAILOVER=0
+GROWTH=0
 TLS=0
 ROUNDS=2
 FAILOVER_ROUNDS=5
@@ -27,15 +29,17 @@ usage() {
   cat <<TXT
 Usage: scripts/bench.sh [--matrix] [--vs-etcd] [--failover] [--seconds N] [--rounds N]
                         [--failover-rounds N] [--clients "1 16 64 256"] [--tls] [--json] [--keep]
+       scripts/bench.sh --growth [--seconds N] [--tls] [--json] [--keep]
 
 Every figure comes from hammer (256-byte values, 10,000 keys, linearizable
-reads) against servers on loopback that share this machine's cores with it.
-Builds the release binaries first.
+reads; --growth has its own load) against servers on loopback that share this
+machine's cores with it. Builds the release binaries first.
 
-  --matrix        the full matrix (the default when neither --vs-etcd nor
-                  --failover is given): a fresh 3-node raftkv cluster, for every
-                  client count write-only, 50/50 and read-only cells of 10 s;
-                  with --vs-etcd the same matrix runs against etcd afterwards
+  --matrix        the full matrix (the default when none of --vs-etcd,
+                  --failover and --growth is given): a fresh 3-node raftkv
+                  cluster, for every client count write-only, 50/50 and
+                  read-only cells of 10 s; with --vs-etcd the same matrix
+                  runs against etcd afterwards
   --vs-etcd       one table: raftkv, etcd (Debian's etcd-server, 3 members,
                   default settings) and the gRPC ceiling (hammer noop-server:
                   etcd's KV.Put/Range answered at once, nothing stored), with
@@ -55,8 +59,21 @@ Builds the release binaries first.
                   Also a leadership transfer per round (raftkv only): the write
                   gap that ends at the new leader's first write ("< 10" when
                   it is under the threshold)
+  --growth        data growth, raftkv and etcd side by side, on their own (not
+                  with the other modes: it needs clusters that nothing else
+                  has written to): hammer with 64 clients, write-only, 1 KiB
+                  values over 200,000 keys, 90 s (--seconds), one run against
+                  fresh 3-node raftkv, then, once raftkv is stopped, against
+                  fresh 3-member etcd, both with default settings (named in
+                  the report: raftkv has no size quota; etcd's backend quota
+                  and auto-compaction). Rows: writes/s over the run and over
+                  its first and last 20 s (a third of the run each when it is
+                  shorter than 60 s), write p99 / p99.9 / max, hammer's longest
+                  write gap, failed writes, the peak RSS of any member (VmHWM)
+                  and member 1's data directory at the end (du -sb)
   --seconds N     length of each throughput cell (default 10 for the matrix,
-                  8 for --vs-etcd)
+                  8 for --vs-etcd), or of each --growth run (default 90;
+                  e.g. 15 for a smoke check)
   --rounds N      rounds of the --vs-etcd table (default 2)
   --failover-rounds N  rounds of --failover (default 5)
   --clients LIST  client counts of the matrix (default "1 16 64 256")
@@ -67,8 +84,8 @@ Builds the release binaries first.
   --keep          keep the data directory: logs and every hammer report
 
 Also reports each raftkv node's resident memory idle and after the throughput
-runs. Needs python3, jq and, for --vs-etcd and --failover, etcd (etcd-server is
-installed with apt-get when missing).
+runs. Needs python3, jq and, for --vs-etcd, --failover and --growth, etcd
+(etcd-server is installed with apt-get when missing).
 TXT
 }
 
@@ -85,14 +102,20 @@ while [ $# -gt 0 ]; do
     --matrix) MATRIX=1; shift ;;
     --vs-etcd) VS_ETCD=1; shift ;;
     --failover) FAILOVER=1; shift ;;
+    --growth) GROWTH=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
 done
-if [ "$VS_ETCD" = 0 ] && [ "$FAILOVER" = 0 ]; then MATRIX=1; fi
+if [ "$GROWTH" = 1 ] && [ $(( MATRIX || VS_ETCD || FAILOVER )) = 1 ]; then
+  echo "--growth runs on its own: the other modes would run on clusters it filled, or fill them before it" >&2
+  exit 2
+fi
+if [ "$VS_ETCD" = 0 ] && [ "$FAILOVER" = 0 ] && [ "$GROWTH" = 0 ]; then MATRIX=1; fi
 MATRIX_SECONDS=${SECONDS_PER_CELL:-10}
 COMPARE_SECONDS=${SECONDS_PER_CELL:-8}
-NEED_ETCD=$(( VS_ETCD || FAILOVER ))
+GROWTH_SECONDS=${SECONDS_PER_CELL:-90}
+NEED_ETCD=$(( VS_ETCD || FAILOVER || GROWTH ))
 
 log() { if [ "$JSON" = 1 ]; then echo "$@" >&2; else echo "$@"; fi; }
 need() { command -v "$1" >/dev/null || { echo "bench.sh needs $1 ($2)" >&2; exit 1; }; }
@@ -161,12 +184,14 @@ rss_settled() {
   done
 }
 
-# hammer_cell OUT ARGS...: one hammer run whose JSON report goes to OUT; stops the script if it fails.
-hammer_cell() {
+# hammer_run OUT ARGS...: one hammer run whose JSON report goes to OUT; stops the script if it fails.
+hammer_run() {
   local out=$1; shift
-  "$BIN/hammer" "$@" --value-size 256 --keys 10000 --json >"$out" 2>"$out.err" \
+  "$BIN/hammer" "$@" --json >"$out" 2>"$out.err" \
     || { echo "hammer $* failed:" >&2; cat "$out.err" >&2; exit 1; }
 }
+# hammer_cell OUT ARGS...: hammer_run with the load of the matrix and the --vs-etcd table.
+hammer_cell() { local out=$1; shift; hammer_run "$out" "$@" --value-size 256 --keys 10000; }
 
 # --- raftkv -------------------------------------------------------------------
 
@@ -261,6 +286,11 @@ jq -n --arg command "$COMMAND_LINE" --arg cores "$(nproc)" \
       --election-timeout-min-ms)-$(raftkv_default --election-timeout-max-ms) ms" \
   --arg etcd_timing "$( [ "$NEED_ETCD" = 1 ] && echo "heartbeat $(etcd_default --heartbeat-interval) ms, \
 election timeout $(etcd_default --election-timeout) ms, pre-vote $(etcd_default --pre-vote)")" \
+  --arg raftkv_storage "snapshot after $(raftkv_default --snapshot-after) entries keeping $(raftkv_default \
+      --snapshot-keep), sled cache $(raftkv_default --cache-mb) MB, no size quota${RAFTKV_NODE_FLAGS:+; \
+RAFTKV_NODE_FLAGS=$RAFTKV_NODE_FLAGS}" \
+  --arg etcd_storage "$( [ "$NEED_ETCD" = 1 ] && echo "quota-backend-bytes $(etcd_default --quota-backend-bytes), \
+auto-compaction-retention $(etcd_default --auto-compaction-retention), snapshot-count $(etcd_default --snapshot-count)")" \
   --arg tls "$([ "$TLS" = 1 ] && echo "mutual TLS" || echo "plain text")" \
   --arg raftkv_voters "$(admin --leader "multi:///$RAFTKV_ENDPOINTS" --json get_configuration \
       | jq -r '[.servers[] | select(.suffrage == "Voter") | .id] | map(tostring) | join(",")')" \
@@ -487,15 +517,91 @@ if [ "$FAILOVER" = 1 ]; then
   done
 fi
 
+# --- data growth ----------------------------------------------------------------
+
+# The load: many clients writing 1 KiB values over a key space large enough
+# that the store keeps growing through the run. A run that ends with a member
+# refusing writes (etcd past its quota) is reported, not aborted.
+GROWTH_LOAD=(--clients 64 --read-ratio 0 --value-size 1024 --keys 200000 --allow-outage)
+# The windows compared for a trend: the first and the last 20 s, or a third of
+# a shorter run each.
+GROWTH_WINDOW_S=$(( GROWTH_SECONDS / 3 < 20 ? GROWTH_SECONDS / 3 : 20 ))
+[ "$GROWTH_WINDOW_S" -ge 1 ] || GROWTH_WINDOW_S=1
+
+# peak_rss_kb PID: the most memory PID has held resident since it started
+# (VmHWM), in kB; nothing for a process that is gone.
+peak_rss_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || true; }
+
+# growth_run TARGET: the data-growth load against TARGET's three members, then
+# every member's peak RSS and data directory size; one JSON line into growth.jsonl.
+growth_run() {
+  local target=$1 report="$DATA/growth-$1.json" endpoints flags=() pids=() dirs=() pid i leader
+  local peaks=() sizes=() gone=()
+  if [ "$target" = raftkv ]; then
+    wait_until 60 "the raftkv cluster has 3 caught-up voters" raftkv_ready || exit 1
+    endpoints=$RAFTKV_ENDPOINTS; flags=("${TLS_FLAGS[@]}")
+    for i in 1 2 3; do
+      pid=$(node_pid "$DATA/raftkv" "$i") || { echo "raftkv node $i is not running" >&2; exit 1; }
+      pids+=("$pid"); dirs+=("$DATA/raftkv/node-$i")
+    done
+  else
+    wait_until 60 "etcd has 3 caught-up members" etcd_ready || exit 1
+    endpoints=$ETCD_ENDPOINTS; flags=(--target etcd)
+    for i in 1 2 3; do pids+=("${ETCD_PID[i]}"); dirs+=("$DATA/etcd-$i"); done
+  fi
+  log "  $target: ${GROWTH_SECONDS} s…"
+  hammer_run "$report" --endpoints "$endpoints" "${flags[@]}" "${GROWTH_LOAD[@]}" --duration "${GROWTH_SECONDS}s"
+  # Which member led at the end: its data directory may differ from the others'.
+  if [ "$target" = raftkv ]; then leader=$(cluster leader 2>/dev/null) || leader=""
+  else leader=$(etcd_leader "$ETCD_ENDPOINTS"); fi
+  [[ "$leader" =~ ^[1-9][0-9]*$ ]] || leader=""
+  for i in 0 1 2; do
+    peaks+=("$(peak_rss_kb "${pids[i]}")")
+    [ -n "${peaks[i]}" ] || { peaks[i]=null; gone+=("$((i + 1))"); }
+    sizes+=("$(du -sb "${dirs[i]}" | cut -f1)")
+  done
+  jq -c --arg target "$target" --argjson duration "$GROWTH_SECONDS" --argjson window "$GROWTH_WINDOW_S" \
+    --argjson leader "${leader:-null}" \
+    --argjson peak_rss_kb "[$(IFS=,; echo "${peaks[*]}")]" --argjson data_dir_bytes "[$(IFS=,; echo "${sizes[*]}")]" \
+    --argjson exited "[$(IFS=,; echo "${gone[*]}")]" '
+    def rate(w): if (w | length) == 0 then null else (w | add) / (w | length) end;
+    (.elapsed_s | floor) as $full
+    | .longest_write_gap_ms as $longest
+    | (.timeline | map({key: (.second | tostring), value: .writes}) | from_entries) as $by_second
+    | [range(0; $full) | $by_second[tostring] // 0] as $writes
+    | ([.write_gaps[] | select(.length_ms == $longest)] | .[0]) as $gap
+    | { target: $target, duration_s: $duration, elapsed_s: .elapsed_s, leader_at_end: $leader,
+        writes: (.by_kind.put.count // 0),
+        writes_per_s: (.by_kind.put.throughput // 0), window_s: $window,
+        first_window_writes_per_s: rate($writes[:$window]), last_window_writes_per_s: rate($writes[-$window:]),
+        write_p99_ms: .by_kind.put.p99_ms, write_p999_ms: .by_kind.put.p999_ms, write_max_ms: .by_kind.put.max_ms,
+        longest_write_gap_ms: $longest,
+        longest_write_gap_start_s: $gap.start_s, longest_write_gap_edge: $gap.edge,
+        failed_writes: ([.errors[]] | add // 0), ended_in_outage: .ended_in_outage,
+        peak_rss_kb: $peak_rss_kb, data_dir_bytes: $data_dir_bytes, exited_members: $exited }' \
+    "$report" >>"$DATA/growth.jsonl"
+}
+
+: >"$DATA/growth.jsonl"
+if [ "$GROWTH" = 1 ]; then
+  log "data growth: 64 clients, write-only, 1 KiB values over 200,000 keys, ${GROWTH_SECONDS} s per target"
+  growth_run raftkv
+  LOAD_RSS=$(node_rss); LOAD_RSS_AFTER="the data-growth run"
+  # What raftkv does after the load (snapshots, log purges) would take cores from etcd's run.
+  cluster down >/dev/null
+  growth_run etcd
+fi
+
 if [ -z "${LOAD_RSS-}" ]; then LOAD_RSS=$(node_rss); LOAD_RSS_AFTER="the failover rounds (killed nodes restarted)"; fi
 
 # --- the report -----------------------------------------------------------------
 
 python3 - "$DATA" "$JSON" "$IDLE_RSS" "$LOAD_RSS" "$LOAD_RSS_AFTER" <<'PY'
-import json, statistics, sys
+import json, math, statistics, sys
 data, as_json, idle, load = sys.argv[1], sys.argv[2] == "1", sys.argv[3].split(), sys.argv[4].split()
 lines = lambda name: [json.loads(l) for l in open(f"{data}/{name}") if l.strip()]
 meta, matrix, compare, failover = json.load(open(f"{data}/meta.json")), lines("matrix.jsonl"), lines("compare.jsonl"), lines("failover.jsonl")
+growth = {g["target"]: g for g in lines("growth.jsonl")}
 memory = {"idle_rss_mb": [float(x) for x in idle], "after_load_rss_mb": [float(x) for x in load], "after": sys.argv[5]}
 
 def median(values):
@@ -535,7 +641,7 @@ if failover:
 
 if as_json:
     print(json.dumps({"cores": int(meta["cores"]), "run": meta, "cells": matrix, "comparison": table,
-                      "failover_rounds": failover, "raftkv_memory": memory}, indent=2))
+                      "failover_rounds": failover, "growth": list(growth.values()), "raftkv_memory": memory}, indent=2))
     sys.exit()
 
 print(f"\ncommand: {meta['command']}")
@@ -546,9 +652,11 @@ print(f"raftkv:  {meta['raftkv']}, release build; 3 nodes on loopback ({meta['tl
 if meta["etcd"]:
     print(f"etcd:    {meta['etcd']} (Debian etcd-server), 3 members on loopback ({meta['etcd_members']}), "
           f"defaults ({meta['etcd_timing']}); hammer spreads clients over all members")
-    print("ceiling: hammer noop-server: etcd's KV.Put/Range answered at once, nothing stored, TCP_NODELAY")
-print(f"client:  {meta['hammer']}, 256-byte values, 10,000 keys, linearizable reads, call timeout 2 s; "
-      "same machine as the servers")
+    if compare:
+        print("ceiling: hammer noop-server: etcd's KV.Put/Range answered at once, nothing stored, TCP_NODELAY")
+if matrix or compare or failover:
+    print(f"client:  {meta['hammer']}, 256-byte values, 10,000 keys, linearizable reads, call timeout 2 s; "
+          "same machine as the servers")
 
 def f(v, digits=0):
     return "–" if v is None else v if isinstance(v, str) else f"{v:,.{digits}f}"
@@ -601,6 +709,58 @@ if failover:
     gaps = [r["gap_ms"] for r in transfers if r["valid"]]
     shown = ", ".join("< 10" if g is None else f(g) for g in sorted(gaps, key=lambda g: g or 0))
     print(f"raftkv leadership transfer: median {f(bounded_median(gaps))} ms over {len(gaps)} valid of {len(transfers)} rounds; all: {shown}")
+
+if growth:
+    quota = meta["etcd_storage"].replace("quota-backend-bytes 0,", "quota-backend-bytes 0 (the default quota, 2 GiB),")
+    quota = quota.replace("auto-compaction-retention 0,", "auto-compaction-retention 0 (off: every revision is kept),")
+    first = next(iter(growth.values()))
+    window = first["window_s"]
+    print(f"client:  {meta['hammer']}, 64 clients, write-only, 1 KiB values over 200,000 keys (uniformly random), "
+          f"{first['duration_s']} s per target (until the last client stopped: "
+          + ", ".join(f"{t} {g['elapsed_s']:.1f} s" for t, g in growth.items())
+          + "), call timeout 2 s; same machine as the servers")
+    print("growth:  one run each, raftkv first; raftkv is stopped before etcd's run, etcd idled through raftkv's")
+    print(f"raftkv storage: {meta['raftkv_storage']}")
+    print(f"etcd storage:   {quota}")
+    mib = lambda v: None if v is None else v / 2**20
+    def cell(t, *fields, digits=0, sep=" / "):
+        g = growth.get(t)
+        return "–" if g is None else sep.join(f(g[x], digits) for x in fields)
+    def peak(t):
+        g = growth.get(t)
+        known = [v for v in (g or {}).get("peak_rss_kb", []) if v is not None]
+        return max(known) / 1024 if known else None
+    rows = [("writes/s, whole run", lambda t: cell(t, "writes_per_s"), "writes_per_s"),
+            (f"writes/s, first {window} s -> last {window} s",
+             lambda t: cell(t, "first_window_writes_per_s", "last_window_writes_per_s", sep=" -> "), None),
+            ("write p99 / p99.9 / max ms", lambda t: cell(t, "write_p99_ms", "write_p999_ms", "write_max_ms", digits=1), None),
+            ("longest write gap ms", lambda t: cell(t, "longest_write_gap_ms"), "longest_write_gap_ms"),
+            ("failed writes", lambda t: cell(t, "failed_writes"), None),
+            ("peak RSS of any member MiB (VmHWM)", lambda t: f(peak(t), 1), "peak"),
+            ("data directory of member 1 at the end MiB (du -sb)",
+             lambda t: "–" if t not in growth else f(mib(growth[t]["data_dir_bytes"][0]), 1), "dir")]
+    def value(t, key):
+        g = growth.get(t)
+        if g is None:
+            return None
+        return peak(t) if key == "peak" else g["data_dir_bytes"][0] if key == "dir" else g[key]
+    ratio = lambda a, b: "–" if a is None or not b else f"{a / b:.2f}"
+    print("\n| data growth | raftkv | etcd | raftkv/etcd |\n|---|---:|---:|---:|")
+    for label, show, key in rows:
+        print(f"| {label} | {show('raftkv')} | {show('etcd')} | "
+              f"{ratio(value('raftkv', key), value('etcd', key)) if key else '–'} |")
+    for t, g in growth.items():
+        written = g["writes"]
+        distinct = 200000 * (1 - math.exp(-written / 200000))
+        edge = {"start": ", the start of the run", "end": ", to the end of the run"}.get(g["longest_write_gap_edge"], "")
+        gap_at = "" if g["longest_write_gap_start_s"] is None else f" (from {g['longest_write_gap_start_s']:.1f} s{edge})"
+        print(f"{t}: {written:,} writes acknowledged, ~{distinct:,.0f} distinct keys expected "
+              f"(~{distinct * 1024 / 2**20:,.0f} MiB of values); longest write gap {f(g['longest_write_gap_ms'])} ms{gap_at}; "
+              f"peak RSS per member {', '.join(f(None if v is None else v / 1024, 1) for v in g['peak_rss_kb'])} MiB; "
+              f"data directories {', '.join(f(mib(v), 1) for v in g['data_dir_bytes'])} MiB (members 1-3; "
+              f"member {f(g['leader_at_end'])} led at the end)"
+              + ("; ENDED IN AN OUTAGE" if g["ended_in_outage"] else "")
+              + (f"; members {g['exited_members']} EXITED during the run" if g["exited_members"] else ""))
 
 print(f"\nraftkv node RSS: idle {', '.join(idle)} MB; after {sys.argv[5]} {', '.join(load)} MB")
 PY
