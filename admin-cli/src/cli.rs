@@ -127,6 +127,16 @@ pub enum Command {
     Snapshot,
     /// Wait until everything committed so far is applied on the leader.
     Barrier,
+    /// Drop the history before REVISION on every node: reads at an older
+    /// revision, and watches from one, are refused from then on.
+    ///
+    /// The leader also compacts on its own, keeping --history-revisions (and
+    /// --history-age) of history; this is for the rest, as `etcdctl compact`.
+    Compact {
+        /// The oldest revision to keep: at most the newest applied revision,
+        /// after the current compaction point.
+        revision: u64,
+    },
     /// Confirm the leader still holds a quorum.
     #[command(name = "verify_leader", visible_alias = "verify-leader")]
     VerifyLeader,

@@ -39,6 +39,7 @@ pub async fn get(target: &mut Target, key: String, stale: bool) -> anyhow::Resul
     let request = pb::GetRequest {
         key: key.clone().into_bytes(),
         stale,
+        revision: 0,
     };
     let call = |channel, request| async move { KvClient::new(channel).get(request).await };
     let answer = if stale {

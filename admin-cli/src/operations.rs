@@ -42,6 +42,28 @@ pub async fn barrier(target: &mut Target) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// compact REVISION.
+pub async fn compact(target: &mut Target, revision: u64) -> anyhow::Result<()> {
+    let answer = target
+        .on_leader(
+            pb::CompactRequest { revision },
+            |channel, request| async move { AdminClient::new(channel).compact(request).await },
+        )
+        .await?;
+    if target.json {
+        println!(
+            "{}",
+            json!({ "revision": answer.revision, "index": answer.index })
+        );
+    } else {
+        println!(
+            "compacted: history before revision {} is dropped on every node (log index {})",
+            answer.revision, answer.index
+        );
+    }
+    Ok(())
+}
+
 /// shutdown.
 pub async fn shutdown(target: &mut Target) -> anyhow::Result<()> {
     let address = target.node_address().await?;

@@ -106,11 +106,14 @@ pub async fn watch_keys(
                     start = message.resume_index;
                 }
                 Ok(None) => break,
-                Err(status) if status.code() == Code::ResourceExhausted => {
+                Err(status) if status.code() == Code::OutOfRange => {
                     let resume = metadata_index(&status, RESUME_INDEX_METADATA).unwrap_or(start);
+                    let oldest = metadata_index(&status, OLDEST_INDEX_METADATA);
                     bail!(
-                        "this watch fell behind {address} at index {resume}: {}",
-                        status.message()
+                        "this watch fell behind {address} at index {resume}: the history before \
+                         it was compacted (oldest kept: {}); read the keys with scan, then watch \
+                         from its applied index + 1",
+                        oldest.map_or("unknown".into(), |o| o.to_string())
                     );
                 }
                 Err(status) => {

@@ -221,7 +221,11 @@ async fn get(cluster: &mut ClusterClient, key: &[u8]) -> anyhow::Result<Option<p
             let key = key.to_vec();
             async move {
                 KvClient::new(channel)
-                    .get(pb::GetRequest { key, stale: false })
+                    .get(pb::GetRequest {
+                        key,
+                        stale: false,
+                        revision: 0,
+                    })
                     .await
             }
         })

@@ -87,6 +87,7 @@ fn cas_as_txn(key: &[u8], expected: &Option<Vec<u8>>, new_value: &[u8]) -> pb::T
             op: Some(TxnOp::Get(pb::GetRequest {
                 key: key.to_vec(),
                 stale: false,
+                revision: 0,
             })),
         }],
     }
@@ -239,6 +240,7 @@ impl Cluster {
                     let mut request = tonic::Request::new(pb::GetRequest {
                         key: key.clone(),
                         stale: false,
+                        revision: 0,
                     });
                     request.set_timeout(timeout);
                     kv.get(request).await.map(|a| {

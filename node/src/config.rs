@@ -159,14 +159,17 @@ pub struct NodeConfig {
     #[arg(long, env = "RAFTKV_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// Changes kept for watchers that resume or start in the past (entries of
-    /// the log with changes); a watch from before them must rescan.
-    #[arg(long, env = "RAFTKV_WATCH_HISTORY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub watch_history: u64,
+    /// Revisions of history kept on disk for reads at a past revision and
+    /// for watchers that resume or start in the past: the leader compacts
+    /// what is older, through the log (0: never by count).
+    #[arg(long, env = "RAFTKV_HISTORY_REVISIONS", default_value_t = 10_000)]
+    pub history_revisions: u64,
 
-    /// At most this many MiB of keys and values in the watch history.
-    #[arg(long, env = "RAFTKV_WATCH_HISTORY_MB", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=4096))]
-    pub watch_history_mb: u64,
+    /// Also keep history at least this old (e.g. 10m, 1h): compaction waits
+    /// until a revision is both beyond --history-revisions and older than
+    /// this. Off by default.
+    #[arg(long, env = "RAFTKV_HISTORY_AGE", value_parser = parse_duration)]
+    pub history_age: Option<Duration>,
 
     /// Close a connection that has had no call in flight for this long
     /// (e.g. 30s, 5m).

@@ -1,7 +1,11 @@
 //! The errors a node answers requests with, and their one mapping to gRPC statuses.
 
+use raftkv_proto::COMPACT_REVISION_METADATA;
+use raftkv_proto::CURRENT_REVISION_METADATA;
 use raftkv_proto::LEADER_ADDR_METADATA;
 use raftkv_proto::LEADER_ID_METADATA;
+use raftkv_proto::REASON_COMPACTED;
+use raftkv_proto::REASON_FUTURE_REVISION;
 use raftkv_proto::REASON_METADATA;
 use raftkv_proto::REASON_NOT_LEADER;
 use tonic::Code;
@@ -46,6 +50,23 @@ pub enum NodeError {
     /// Local storage failed.
     #[error("storage error: {0}")]
     Storage(String),
+    /// A read, watch or compaction at a revision whose history is compacted.
+    #[error("revision {asked} is compacted: the oldest revision kept is {compacted}; read at {compacted} or later")]
+    Compacted { asked: u64, compacted: u64 },
+    /// A read at a revision this node has not applied yet.
+    #[error("revision {asked} is in the future: the newest revision here is {current}")]
+    FutureRevision { asked: u64, current: u64 },
+}
+
+impl From<crate::store::ReadError> for NodeError {
+    fn from(e: crate::store::ReadError) -> Self {
+        use crate::store::ReadError;
+        match e {
+            ReadError::Compacted { asked, compacted } => NodeError::Compacted { asked, compacted },
+            ReadError::Future { asked, current } => NodeError::FutureRevision { asked, current },
+            ReadError::Io(e) => e.into(),
+        }
+    }
 }
 
 fn not_leader_message(leader: &Option<(NodeId, String)>) -> String {
@@ -73,6 +94,7 @@ impl From<NodeError> for Status {
             NodeError::Timeout(_) => Code::DeadlineExceeded,
             NodeError::OutcomeUnknown(_) => Code::Unknown,
             NodeError::Storage(_) => Code::Internal,
+            NodeError::Compacted { .. } | NodeError::FutureRevision { .. } => Code::OutOfRange,
         };
         let mut status = Status::new(code, e.to_string());
         if let NodeError::NotLeader { .. } = &e {
@@ -80,6 +102,25 @@ impl From<NodeError> for Status {
                 REASON_METADATA,
                 tonic::metadata::MetadataValue::from_static(REASON_NOT_LEADER),
             );
+        }
+        let revision = match &e {
+            NodeError::Compacted { compacted, .. } => {
+                Some((REASON_COMPACTED, COMPACT_REVISION_METADATA, *compacted))
+            }
+            NodeError::FutureRevision { current, .. } => {
+                Some((REASON_FUTURE_REVISION, CURRENT_REVISION_METADATA, *current))
+            }
+            _ => None,
+        };
+        if let Some((reason, key, revision)) = revision {
+            let metadata = status.metadata_mut();
+            metadata.insert(
+                REASON_METADATA,
+                tonic::metadata::MetadataValue::from_static(reason),
+            );
+            if let Ok(value) = revision.to_string().parse() {
+                metadata.insert(key, value);
+            }
         }
         if let NodeError::NotLeader {
             leader: Some((id, address)),

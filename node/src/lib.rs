@@ -16,7 +16,7 @@
 //!   with openraft's errors translated into [`error::NodeError`];
 //! - [`error`]: that error, and its one mapping to a gRPC status;
 //! - [`store`], [`network`]: openraft's storage (sled) and transport (gRPC);
-//! - [`watch`]: the window of applied changes that `Watch` streams read;
+//! - [`watch`]: the history of applied changes that `Watch` streams read;
 //! - [`types`]: the Raft type configuration and the replicated commands,
 //!   depending on nothing else in the crate.
 //!
@@ -24,7 +24,7 @@
 //! [`systemd`] (readiness for `Type=notify`), [`recovery`]
 //! (`--force-new-cluster`), [`restore`] (`raftkv-node restore`, a data
 //! directory from a backup), [`join`] (`--join`), [`failover`] (campaigning as soon as
-//! the leader's connection closes), [`codec`], [`failpoint`], [`allocator`].
+//! the leader's connection closes), [`history`] (compaction), [`codec`], [`failpoint`], [`allocator`].
 
 pub mod allocator;
 pub mod codec;
@@ -34,6 +34,7 @@ pub mod error;
 pub mod failover;
 pub mod failpoint;
 pub mod grpc;
+pub mod history;
 pub mod join;
 pub mod lease;
 pub mod metrics;

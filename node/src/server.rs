@@ -136,11 +136,7 @@ pub async fn run(
             .map_err(|e| RunError::Raft(e.to_string()))??;
     let kv = state_machine.reader();
     let lease_changes = state_machine.lease_changes();
-    let watch_hub = state_machine.watch_hub();
-    watch_hub.set_limits(crate::watch::WatchLimits {
-        entries: usize::try_from(config.watch_history).unwrap_or(usize::MAX),
-        bytes: usize::try_from(config.watch_history_mb << 20).unwrap_or(usize::MAX),
-    });
+    let watch_hub = crate::watch::WatchHub::new(kv.clone());
     let database = state_machine.database();
     // Kept to mark the state machine clean once Raft has stopped.
     let state_machine_on_stop = state_machine.clone();
@@ -265,6 +261,18 @@ pub async fn run(
         lease_changes,
         stopping_rx.clone(),
     ));
+    let compacting = tokio::spawn(crate::history::decide(
+        node.clone(),
+        crate::history::HistoryPolicy {
+            revisions: config.history_revisions,
+            age: config.history_age,
+        },
+        stopping_rx.clone(),
+    ));
+    let removing = tokio::spawn(crate::history::remove(
+        state_machine_on_stop.clone(),
+        stopping_rx.clone(),
+    ));
     let leader_link = Arc::new(LeaderLink::default());
     tokio::spawn(failover::watch(
         raft.clone(),
@@ -333,6 +341,9 @@ pub async fn run(
     if let Some(endpoint) = metrics_endpoint {
         endpoint.abort();
     }
+    // Both end on `stopping`; a removal step in progress finishes first.
+    let _ = compacting.await;
+    let _ = removing.await;
     let failure = raft.metrics().borrow_watched().running_state.clone();
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(cause = %e, "raft did not shut down cleanly");

@@ -86,6 +86,10 @@ pub enum Command {
         new_value: Vec<u8>,
         lease: u64,
     },
+    /// Drop the history before `revision` on every node: reads and watches
+    /// before it are refused from this entry on (added last: older entries
+    /// decode unchanged).
+    Compact { revision: u64 },
 }
 
 /// One comparison of a transaction.
@@ -144,10 +148,14 @@ pub enum TxnOpResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stored {
     pub value: Vec<u8>,
-    /// The log index of the write that set it.
+    /// The revision (log index) of the write that set it.
     pub modified: u64,
     /// The lease it is attached to (0: none).
     pub lease: u64,
+    /// The revision that created it (its first write since it was absent).
+    pub created: u64,
+    /// Writes since it was created (1 on creation).
+    pub version: u64,
 }
 
 /// What applying a [`Command`] (or a blank or membership entry) produced.
@@ -178,6 +186,9 @@ pub enum CommandResult {
     /// A write would attach more keys to lease `id` than one may carry:
     /// nothing was written.
     LeaseFull { id: u64 },
+    /// A compaction: the compaction point after it (unchanged when the
+    /// revision asked was not after it).
+    Compacted { revision: u64 },
 }
 
 /// Short form for logs: the kind of command and the key's size, never the data.
@@ -213,6 +224,7 @@ impl std::fmt::Display for Command {
             Command::CompareAndSwapLeased { key, lease, .. } => {
                 write!(f, "cas({}B key, lease {lease})", key.len())
             }
+            Command::Compact { revision } => write!(f, "compact({revision})"),
         }
     }
 }

@@ -30,13 +30,29 @@ pub const REASON_METADATA: &str = "raftkv-reason";
 /// [`LEADER_ADDR_METADATA`] when known. Safe to send again to the leader.
 pub const REASON_NOT_LEADER: &str = "not-leader";
 
-/// On a `Watch` that ended with OUT_OF_RANGE or RESOURCE_EXHAUSTED: the
-/// oldest start index the node still serves.
+/// On a `Watch` that ended with OUT_OF_RANGE: the oldest start revision the
+/// node still serves (the compaction point + 1).
 pub const OLDEST_INDEX_METADATA: &str = "raftkv-oldest-index";
 
-/// On a `Watch` ended with RESOURCE_EXHAUSTED (the watcher fell behind): the
-/// index to resume from (rescan first if it is before the oldest served).
+/// On a `Watch` ended because it cannot go on where it is (a compaction
+/// passed it, or the node stops): the revision to resume from (rescan first
+/// if it is before the oldest served).
 pub const RESUME_INDEX_METADATA: &str = "raftkv-resume-index";
+
+/// On OUT_OF_RANGE for a compacted revision (a read, a watch or a compaction
+/// at or before it): the compaction point, the oldest revision a read may
+/// ask for.
+pub const COMPACT_REVISION_METADATA: &str = "raftkv-compact-revision";
+
+/// On OUT_OF_RANGE for a read at a revision not applied yet: the newest
+/// revision the node has.
+pub const CURRENT_REVISION_METADATA: &str = "raftkv-current-revision";
+
+/// [`REASON_METADATA`] value: the revision asked for is compacted.
+pub const REASON_COMPACTED: &str = "compacted";
+
+/// [`REASON_METADATA`] value: the revision asked for is not applied yet.
+pub const REASON_FUTURE_REVISION: &str = "future-revision";
 
 /// Request-metadata key a node sets when it forwards a request to the leader,
 /// so that the receiver answers instead of forwarding again.

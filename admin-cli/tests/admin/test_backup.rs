@@ -144,6 +144,7 @@ async fn a_backup_restores_every_key_as_a_new_cluster() {
         .get(pb::GetRequest {
             key: vec![0, 255, 1],
             stale: false,
+            revision: 0,
         })
         .await
         .expect("get")

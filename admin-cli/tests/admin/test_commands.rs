@@ -326,10 +326,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_keys_prints_changes_under_a_prefix_and_refuses_a_start_it_cannot_serve() {
-    let cluster = TestCluster::builder()
-        .flags(&["--watch-history", "5"])
-        .start(3)
-        .await;
+    let cluster = TestCluster::start(3).await;
     let endpoints = cluster.endpoints();
     let mut indexes = Vec::new();
     for (key, value) in [("cfg/a", "1"), ("other", "x"), ("cfg/b", "2")] {
@@ -393,16 +390,22 @@ async fn watch_keys_prints_changes_under_a_prefix_and_refuses_a_start_it_cannot_
     .ok();
     assert_eq!(run.stdout.trim(), format!("{} PUT cfg/a 1", indexes[0]));
 
-    // Past the five entries kept: refused, with the oldest index kept.
-    for i in 0..10 {
-        raft_admin(&["--leader", &endpoints, "put", &format!("more/{i}"), "x"])
-            .await
-            .ok();
-    }
+    // Compacted past the start: refused, with the oldest index kept.
+    let compact_at = deleted_at.to_string();
+    let run = raft_admin(&["--leader", &endpoints, "compact", &compact_at, "--json"])
+        .await
+        .ok();
+    assert_eq!(run.json()["revision"].as_u64(), Some(deleted_at));
     let run = raft_admin(&[&address, "watch_keys", "cfg/", "--from", &from])
         .await
         .failed("watch from before the history");
-    assert!(run.stderr.contains("oldest kept"), "{}", run.stderr);
+    let oldest = format!("oldest kept: {}", deleted_at + 1);
+    assert!(run.stderr.contains(&oldest), "{}", run.stderr);
+    // Compacting there again is refused, and says where the history starts.
+    let run = raft_admin(&["--leader", &endpoints, "compact", &compact_at])
+        .await
+        .failed("compact at the compaction point");
+    assert!(run.stderr.contains("compacted"), "{}", run.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -304,6 +304,7 @@ async fn leases_held_through_a_leader_kill_survive_and_a_revoked_one_is_reported
         .get(pb::GetRequest {
             key: "hammer/lease/0".into(),
             stale: false,
+            revision: 0,
         })
         .await
         .expect("read a held key")

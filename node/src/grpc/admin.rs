@@ -170,6 +170,7 @@ fn status(node: &RaftNode, metrics: &RaftMetrics<TypeConfig>) -> pb::NodeStatus 
         key_count: node.key_count() as u64,
         vote_term: vote.term,
         voted_for: vote.node_id,
+        compact_revision: node.compacted(),
     }
 }
 
@@ -354,6 +355,18 @@ impl Admin for AdminService {
         }
         let index = self.node.barrier().await?;
         Ok(Response::new(pb::BarrierResponse { index }))
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactRequest>,
+    ) -> Result<Response<pb::CompactResponse>, Status> {
+        if let Some(leader) = route(&self.node, &request)? {
+            return AdminClient::new(leader).compact(forwarded(request)).await;
+        }
+        let revision = request.into_inner().revision;
+        let (revision, index) = self.node.compact(revision).await?;
+        Ok(Response::new(pb::CompactResponse { revision, index }))
     }
 
     async fn verify_leader(

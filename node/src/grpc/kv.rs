@@ -56,6 +56,8 @@ pub(super) fn get_response(found: Option<Stored>, applied_index: u64) -> pb::Get
             applied_index,
             modified_index: stored.modified,
             lease: stored.lease,
+            create_revision: stored.created,
+            version: stored.version,
         },
         None => pb::GetResponse {
             applied_index,
@@ -130,7 +132,8 @@ impl Kv for KvService {
             }
         }
         let request = request.into_inner();
-        let (found, applied_index) = self.node.get(&request.key, consistency).await?;
+        let revision = (request.revision > 0).then_some(request.revision);
+        let (found, applied_index) = self.node.get(&request.key, consistency, revision).await?;
         Ok(Response::new(get_response(found, applied_index)))
     }
 
@@ -168,18 +171,32 @@ impl Kv for KvService {
             0 => DEFAULT_SCAN_LIMIT,
             n => n.min(MAX_SCAN_LIMIT),
         };
+        let revision = (request.revision > 0).then_some(request.revision);
         let page = self
             .node
-            .scan(&request.prefix, &request.start_after, limit, consistency)
+            .scan(
+                &request.prefix,
+                &request.start_after,
+                limit,
+                consistency,
+                revision,
+            )
             .await?;
         Ok(Response::new(pb::ScanResponse {
             pairs: page
                 .pairs
                 .into_iter()
-                .map(|(key, value)| pb::KeyValue { key, value })
+                .map(|kv| pb::KeyValue {
+                    key: kv.key,
+                    value: kv.value,
+                    create_revision: kv.create_revision,
+                    mod_revision: kv.mod_revision,
+                    version: kv.version,
+                    lease: kv.lease,
+                })
                 .collect(),
             more: page.more,
-            applied_index: page.applied_index,
+            applied_index: page.revision,
         }))
     }
 

@@ -116,9 +116,10 @@ pub fn command(node: &RaftNode, request: pb::TxnRequest) -> Result<Command, Stat
                     }
                     Some(pb::txn_op::Op::Get(get)) => {
                         node.check_key(&get.key).map_err(at)?;
-                        if get.stale {
+                        if get.stale || get.revision != 0 {
                             return Err(invalid(format!(
-                                "{branch} operation {n}: a get inside a transaction is never stale"
+                                "{branch} operation {n}: a get inside a transaction reads at the \
+                                 transaction's own revision: leave stale and revision unset"
                             )));
                         }
                         TxnOp::Get { key: get.key }
@@ -131,12 +132,33 @@ pub fn command(node: &RaftNode, request: pb::TxnRequest) -> Result<Command, Stat
                 })
             })
             .collect::<Result<Vec<_>, Status>>()
+            .and_then(|ops| writes_each_key_once(branch, ops))
     };
     Ok(Command::Txn {
         compares,
         success: ops("success", success)?,
         failure: ops("failure", failure)?,
     })
+}
+
+/// Refuses a branch that writes (puts or deletes) one key twice, as etcd
+/// does: every write of a transaction has the transaction's revision, so a
+/// key has at most one version at it.
+fn writes_each_key_once(branch: &str, ops: Vec<TxnOp>) -> Result<Vec<TxnOp>, Status> {
+    let mut written = std::collections::HashSet::new();
+    for (n, op) in ops.iter().enumerate() {
+        let key = match op {
+            TxnOp::Put { key, .. } | TxnOp::PutLeased { key, .. } | TxnOp::Delete { key } => key,
+            TxnOp::Get { .. } => continue,
+        };
+        if !written.insert(key.as_slice()) {
+            return Err(invalid(format!(
+                "{branch} operation {n} writes a key an earlier operation of the branch writes; \
+                 a transaction writes each key at most once"
+            )));
+        }
+    }
+    Ok(ops)
 }
 
 /// The response to a transaction applied at `index`.

@@ -1,12 +1,12 @@
-//! `KV/Watch`: one task per watcher reads the node's window of applied
+//! `KV/Watch`: one task per watcher reads the node's history of applied
 //! changes (see [`crate::watch`]) from its cursor and sends what falls under
 //! its prefix, whole log entries at a time, through a small channel.
 //!
 //! The channel and one message are all a watcher holds: a client that reads
-//! slowly makes the task wait, the window moves on without it, and once the
-//! window has dropped the task's cursor the stream ends with
-//! RESOURCE_EXHAUSTED and the index to resume at. The stream also ends when
-//! the node stops, read or not.
+//! slowly makes the task wait, and it carries on from disk where it was. Only
+//! a compaction past its cursor ends the stream, with OUT_OF_RANGE, the
+//! compaction point and the revision to resume at. The stream also ends
+//! when the node stops, read or not.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures::Stream;
 use futures::StreamExt;
 use raftkv_proto::pb;
+use raftkv_proto::COMPACT_REVISION_METADATA;
 use raftkv_proto::OLDEST_INDEX_METADATA;
 use raftkv_proto::RESUME_INDEX_METADATA;
 use tokio::sync::mpsc;
@@ -27,8 +28,6 @@ use crate::watch::WatchHub;
 
 /// Messages queued for one watcher's stream.
 const QUEUED_MESSAGES: usize = 4;
-/// Entries read from the window at a time.
-const ENTRIES_PER_READ: usize = 256;
 /// A message grows past this only by a single entry bigger than it.
 const MESSAGE_BYTES: usize = 256 << 10;
 /// How often a watcher whose prefix sees no change is told how far the node
@@ -56,16 +55,31 @@ fn status_with(code: tonic::Code, message: String, metadata: &[(&'static str, u6
     status
 }
 
-/// OUT_OF_RANGE for a start before the window.
+/// OUT_OF_RANGE for a start at or before the compaction point.
 fn compacted(start: u64, oldest: u64) -> Status {
     status_with(
         tonic::Code::OutOfRange,
         format!(
-            "changes before index {oldest} are no longer kept (asked from {start}): Scan, then \
-             watch from the scan's applied_index + 1"
+            "changes before revision {oldest} are compacted (asked from {start}): Scan, then \
+             watch from the scan's revision + 1"
         ),
-        &[(OLDEST_INDEX_METADATA, oldest)],
+        &[
+            (OLDEST_INDEX_METADATA, oldest),
+            (COMPACT_REVISION_METADATA, oldest - 1),
+        ],
     )
+}
+
+/// Why a watch cannot go on, as a status.
+fn behind_status(cursor: u64, behind: Behind) -> Status {
+    match behind {
+        Behind::Compacted { oldest } => fell_behind(cursor, oldest),
+        Behind::Storage(message) => status_with(
+            tonic::Code::Unavailable,
+            format!("this node cannot read its history ({message}); resume from revision {cursor} on another node"),
+            &[(RESUME_INDEX_METADATA, cursor)],
+        ),
+    }
 }
 
 /// Starts the stream of `request`, or refuses a start the node cannot serve.
@@ -79,6 +93,7 @@ pub fn start(watches: &Watches, request: pb::WatchRequest) -> Result<WatchStream
         .start_at(start_index)
         .map_err(|behind| match behind {
             Behind::Compacted { oldest } => compacted(start_index, oldest),
+            other => behind_status(start_index, other),
         })?;
     let (tx, rx) = mpsc::channel(QUEUED_MESSAGES);
     tokio::spawn(feed(watches.clone(), prefix, cursor, tx));
@@ -94,7 +109,7 @@ pub fn start(watches: &Watches, request: pb::WatchRequest) -> Result<WatchStream
 /// [`MESSAGE_BYTES`] (an entry bigger than that travels alone, within the
 /// message limit: a transaction's keys and values are bounded like one
 /// put's); and the index after the last entry taken.
-fn events(entries: &[Arc<Applied>], prefix: &[u8], next: u64) -> (Vec<pb::Event>, u64) {
+fn events(entries: &[Applied], prefix: &[u8], next: u64) -> (Vec<pb::Event>, u64) {
     let mut events = Vec::new();
     let mut bytes = 0;
     for entry in entries {
@@ -124,8 +139,8 @@ fn events(entries: &[Arc<Applied>], prefix: &[u8], next: u64) -> (Vec<pb::Event>
     (events, next)
 }
 
-/// Sends what the window holds from `cursor` on, then what gets applied,
-/// until the client goes away, falls behind, or the node stops.
+/// Sends the history from `cursor` on, then what gets applied, until the
+/// client goes away, a compaction passes it, or the node stops.
 async fn feed(
     watches: Watches,
     prefix: Vec<u8>,
@@ -135,16 +150,15 @@ async fn feed(
     let mut last_sent = tokio::time::Instant::now();
     let mut told = cursor;
     loop {
-        let (entries, next) = match watches.hub.read(cursor, ENTRIES_PER_READ) {
+        let (entries, read_next, read_all) = match watches.hub.read(cursor, MESSAGE_BYTES) {
             Ok(read) => read,
-            Err(Behind::Compacted { oldest }) => {
-                end(&watches, &tx, fell_behind(cursor, oldest)).await;
+            Err(behind) => {
+                end(&watches, &tx, behind_status(cursor, behind)).await;
                 return;
             }
         };
-        let (events, next) = events(&entries, &prefix, next);
-        let read_all = entries.len() < ENTRIES_PER_READ;
-        // The window may drop these while the client is slow: not held here.
+        let (events, next) = events(&entries, &prefix, read_next);
+        let read_all = read_all && next == read_next;
         drop(entries);
         let progress_due = next > told && last_sent.elapsed() >= PROGRESS_EVERY;
         if !events.is_empty() || progress_due {
@@ -187,8 +201,8 @@ enum Delivered {
 }
 
 /// Queues `message`, which covers the changes from `cursor` on. While the
-/// client does not read, checks about once a second whether the window has
-/// dropped `cursor` (then the watcher has fallen behind for good) and
+/// client does not read, checks about once a second whether a compaction
+/// has passed `cursor` (then the watcher has fallen behind for good) and
 /// whether the node stops.
 async fn deliver(
     watches: &Watches,
@@ -238,17 +252,18 @@ async fn stopped(watches: &Watches) {
     let _ = stopping.wait_for(|stopping| *stopping).await.is_ok();
 }
 
-/// RESOURCE_EXHAUSTED: the window no longer holds `cursor`.
+/// OUT_OF_RANGE: a compaction passed `cursor`, the watcher's next revision.
 fn fell_behind(cursor: u64, oldest: u64) -> Status {
     status_with(
-        tonic::Code::ResourceExhausted,
+        tonic::Code::OutOfRange,
         format!(
-            "this watcher fell behind: the node no longer keeps the changes from index {cursor} on \
-             (oldest kept: {oldest}); Scan and watch from the scan's applied_index + 1"
+            "this watcher fell behind: the changes from revision {cursor} on are compacted \
+             (oldest kept: {oldest}); Scan and watch from the scan's revision + 1"
         ),
         &[
             (RESUME_INDEX_METADATA, cursor),
             (OLDEST_INDEX_METADATA, oldest),
+            (COMPACT_REVISION_METADATA, oldest - 1),
         ],
     )
 }

@@ -37,16 +37,8 @@ pub struct KvLimits {
     pub max_leases: usize,
 }
 
-/// One page of a scan.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScanPage {
-    /// The pairs found, in key order.
-    pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Whether more pairs follow the last one.
-    pub more: bool,
-    /// The applied index the page reflects.
-    pub applied_index: u64,
-}
+/// One page of a scan: the keys found at one revision.
+pub type ScanPage = crate::store::ScanAt;
 
 /// A fingerprint of the whole applied state, to compare replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +47,7 @@ pub struct StateDigest {
     pub applied_index: Option<u64>,
     /// How many keys there are.
     pub key_count: u64,
-    /// FNV-1a 64 over every key and value (see `KvReader::digest`).
+    /// FNV-1a 64 over every key, value and their revisions (see `KvReader::digest`).
     pub digest: u64,
 }
 
@@ -119,28 +111,29 @@ impl RaftNode {
         }
     }
 
-    /// The value of `key` (if any) and the applied index it reflects.
+    /// The value of `key` (if any) at `revision` (`None`: the newest), and
+    /// the revision read at.
     pub async fn get(
         &self,
         key: &[u8],
         consistency: Consistency,
+        revision: Option<u64>,
     ) -> Result<(Option<Stored>, u64), NodeError> {
         self.check_key(key)?;
         self.read_fence(consistency).await?;
-        // Read the index before the value: the value is at least that recent.
-        let applied_index = self.applied_index();
-        let value = self.kv.get(key)?;
-        Ok((value, applied_index))
+        Ok(self.kv.get(key, revision)?)
     }
 
     /// Up to `limit` pairs whose key starts with `prefix` and is greater than
-    /// `start_after` (empty: from the first), in key order.
+    /// `start_after` (empty: from the first), in key order, at `revision`
+    /// (`None`: the newest).
     pub async fn scan(
         &self,
         prefix: &[u8],
         start_after: &[u8],
         limit: usize,
         consistency: Consistency,
+        revision: Option<u64>,
     ) -> Result<ScanPage, NodeError> {
         let max_key_bytes = self.limits.max_key_bytes;
         if prefix.len() > max_key_bytes || start_after.len() > max_key_bytes {
@@ -149,13 +142,44 @@ impl RaftNode {
             )));
         }
         self.read_fence(consistency).await?;
-        let applied_index = self.applied_index();
-        let (pairs, more) = self.kv.scan(prefix, start_after, limit)?;
-        Ok(ScanPage {
-            pairs,
-            more,
-            applied_index,
-        })
+        Ok(self.kv.scan(prefix, start_after, limit, revision)?)
+    }
+
+    /// Drops the history before `revision` on every node, through the log;
+    /// returns the compaction point after it and the entry's index.
+    pub async fn compact(&self, revision: u64) -> Result<(u64, u64), NodeError> {
+        self.require_leader()?;
+        self.read_fence(Consistency::Linearizable).await?;
+        let revisions = self.kv.revisions();
+        let (current, compacted) = (revisions.current(), revisions.compacted());
+        if revision > current {
+            return Err(NodeError::FutureRevision {
+                asked: revision,
+                current,
+            });
+        }
+        if revision <= compacted {
+            return Err(NodeError::Compacted {
+                asked: revision,
+                compacted,
+            });
+        }
+        match self.write(Command::Compact { revision }).await? {
+            (index, CommandResult::Compacted { revision }) => Ok((revision, index)),
+            (_, other) => Err(NodeError::Storage(format!(
+                "unexpected state machine result {other:?}"
+            ))),
+        }
+    }
+
+    /// The compaction point: reads and watches reach back to it.
+    pub fn compacted(&self) -> u64 {
+        self.kv.revisions().compacted()
+    }
+
+    /// The revisions reads may use.
+    pub fn revisions(&self) -> &std::sync::Arc<crate::store::Revisions> {
+        self.kv.revisions()
     }
 
     /// Waits until everything committed so far is applied on the leader; returns that index.
@@ -174,20 +198,27 @@ impl RaftNode {
     /// or `None` if writes kept landing during every attempt. Walks every
     /// key: call it off the async workers.
     pub fn state_digest(&self) -> std::io::Result<Option<StateDigest>> {
-        // Read the applied index, then the data, then the index again: equal
-        // means the digest matches that index exactly. Under steady writes
-        // that may never happen, so give up after a few attempts.
+        // The keys are read at one revision; the lease table keeps no
+        // history, so a grant or revoke during the walk makes the digest
+        // match no revision: try again, and give up after a few attempts.
         const ATTEMPTS: usize = 20;
         for _ in 0..ATTEMPTS {
-            let before = self.kv.last_applied()?;
-            let (digest, key_count) = self.kv.digest()?;
-            if self.kv.last_applied()? == before {
-                return Ok(Some(StateDigest {
-                    applied_index: before.map(|l| l.index),
-                    key_count,
-                    digest,
-                }));
+            let leases = self.kv.leases()?;
+            let read = self.kv.digest();
+            if self.kv.leases()? != leases {
+                continue;
             }
+            let (digest, key_count, revision) = match read {
+                Ok(read) => read,
+                Err(crate::store::ReadError::Io(e)) => return Err(e),
+                // A compaction raced the walk.
+                Err(_) => continue,
+            };
+            return Ok(Some(StateDigest {
+                applied_index: (revision > 0).then_some(revision),
+                key_count,
+                digest,
+            }));
         }
         Ok(None)
     }

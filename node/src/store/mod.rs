@@ -1,24 +1,38 @@
 //! The node's persistent state, all in one sled database under `--data-dir`:
-//! the Raft log and vote ([`LogStore`]) and the key-value state machine with
-//! its snapshots ([`StateMachineStore`]).
+//! the Raft log and vote ([`LogStore`]) and the revisioned key-value state
+//! machine with its snapshots ([`StateMachineStore`]).
+//!
+//! The state machine's parts, one job each: `keyspace` (every version of
+//! every key, reads at a revision, compaction), `apply` (what each command
+//! means), `snapshot_data` (the snapshot format), `leases` (the lease
+//! table), and `state_machine` (openraft's glue: visibility, durability,
+//! snapshots).
 
+mod apply;
 mod disk;
+pub mod keyspace;
 mod leases;
 mod log_store;
 mod recent;
 pub mod record;
+mod snapshot_data;
 mod state_machine;
 
 use std::path::Path;
 use std::sync::Arc;
 
 pub use disk::Disk;
+pub use keyspace::KeyValue;
+pub use keyspace::ReadError;
+pub use keyspace::Row;
 pub use leases::MAX_LEASE_KEY_BYTES;
 pub use leases::MAX_TTL_SECONDS;
 pub use leases::MIN_TTL_SECONDS;
 pub use log_store::LogStore;
-pub use state_machine::check_snapshot_data;
+pub use snapshot_data::check as check_snapshot_data;
 pub use state_machine::KvReader;
+pub use state_machine::Revisions;
+pub use state_machine::ScanAt;
 pub use state_machine::StateMachineStore;
 
 /// Why the data directory could not be opened.

@@ -65,7 +65,9 @@ fn size_of(entry: &Entry) -> usize {
                 });
                 compares.chain(ops).map(|bytes| bytes + 16).sum()
             }
-            EntryPayload::Normal(Command::LeaseGrant { .. } | Command::LeaseRevoke { .. }) => 16,
+            EntryPayload::Normal(
+                Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } | Command::Compact { .. },
+            ) => 16,
             EntryPayload::Blank | EntryPayload::Membership(_) => 0,
         }
 }

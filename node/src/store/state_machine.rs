@@ -1,20 +1,24 @@
-//! The key-value state machine on sled, and its snapshots.
+//! The state machine: openraft's glue around the revisioned key space.
 //!
-//! Layout: tree `kv` holds the user's keys, each value behind a header (the
-//! index that last wrote it, its lease: see `record`); trees `leases` and
-//! `lease_keys` hold the lease table and which keys each lease carries (see
-//! `leases`); tree `sm_meta` holds
-//! `last_applied`, `membership`, the `clean` marker and `kv_format`; tree
-//! `snapshot` holds the current snapshot (meta and data in one value, `current`).
+//! Layout: trees `revs` and `key_index` hold every version of every key (see
+//! `keyspace`); trees `leases` and `lease_keys` hold the lease table and
+//! which keys each lease carries (see `leases`); tree `sm_meta` holds
+//! `last_applied`, `membership`, the `clean` marker, `store_format`, the
+//! compaction point `compacted` and how far rows are removed for it,
+//! `compact_done`; tree `snapshot` holds the current snapshot (meta and data
+//! in one value, `current`).
+//!
+//! Visibility: [`Revisions`] publishes the last applied revision after every
+//! row of a batch is written, so readers at a revision see whole entries,
+//! never wait for the apply, and the apply never waits for them.
 //!
 //! Durability rules:
-//! - `apply`: the batch's key-value changes, then `membership`, then
-//!   `last_applied`, written with plain sled inserts and not synced. No sled
-//!   batch or transaction: those take sled's global write lock (after which
-//!   every sled operation of the process goes through a real RwLock) and force
-//!   out its write buffer on every apply. So after a crash the trees may hold
-//!   part of a batch, which replaying the log over them would not repair (a
-//!   compare-and-swap replayed over a later state can decide differently).
+//! - `apply`: each entry's rows (see `apply`), then `membership`,
+//!   `compacted`, then `last_applied`, written with plain sled inserts and
+//!   not synced. No sled batch or transaction: those take sled's global write
+//!   lock and force out its write buffer on every apply. So after a crash the
+//!   trees may hold part of a batch, and the lease trees (which keep no
+//!   history) cannot be rolled back to a revision.
 //! - Hence the trees are trusted only after a clean shutdown: `close_cleanly`
 //!   (graceful stop) syncs them with the `clean` marker; `open` removes the
 //!   marker, and without it rebuilds the state from the stored snapshot (or
@@ -25,16 +29,15 @@
 //!   one) and synced before they return, so before openraft purges the log it
 //!   covers. An install stores the snapshot, then replaces the key-value state;
 //!   a crash in between rebuilds from that snapshot at the next open.
-//!
-//! Snapshot data format: [`SNAPSHOT_V3`], the lease table (see
-//! `leases::encode_table`), then a sequence of records `u32 key length (BE),
-//! key, u32 value length (BE), stored value` (header included), in key order.
-//! Every key's lease is 0 or one in the table. [`SNAPSHOT_V2`] data is the
-//! same without the table (written before leases). Data without a marker is
-//! the first format, whose values had no header: loading it gives every key
-//! [`BEFORE_HEADERS`] as the index that last wrote it.
+//! - Compaction's row removal (`compact_some`) runs beside the apply, in
+//!   bounded steps; it only removes versions no read at or after the
+//!   compaction point can see, so a step cut short by a crash is harmless and
+//!   the next one redoes it.
 
+use std::collections::BTreeMap;
 use std::io;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
@@ -47,54 +50,177 @@ use openraft::EntryPayload;
 use openraft::OptionalSend;
 use openraft::RaftSnapshotBuilder;
 
-use super::leases;
+use super::apply::EntryApply;
+use super::keyspace::KeySpace;
+use super::keyspace::KeyValue;
+use super::keyspace::Lookup;
+use super::keyspace::ReadError;
+use super::keyspace::Row;
+use super::leases::LeaseTable;
 use super::leases::LeaseTrees;
 use super::record;
+use super::snapshot_data;
 use super::Disk;
 use crate::codec::decode;
 use crate::codec::encode;
-use crate::types::Check;
-use crate::types::Command;
 use crate::types::CommandResult;
-use crate::types::Compare;
 use crate::types::LogId;
 use crate::types::Snapshot;
 use crate::types::SnapshotMeta;
 use crate::types::Stored;
 use crate::types::StoredMembership;
-use crate::types::TxnOp;
-use crate::types::TxnOpResult;
 use crate::types::TypeConfig;
-use crate::watch::Applied;
-use crate::watch::Change;
-use crate::watch::WatchHub;
-use crate::watch::WatchLimits;
-
-/// Records of snapshot data: (key, value) borrowed from it, in key order.
-type Records<'a> = Vec<(&'a [u8], &'a [u8])>;
-
-/// Key-value pairs in key order.
-pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 const LAST_APPLIED: &[u8] = b"last_applied";
 const MEMBERSHIP: &[u8] = b"membership";
 const CLEAN: &[u8] = b"clean";
-/// Present once every value in `kv` has a header (older versions stored bare values).
+/// Present once every value in the old `kv` tree had a header.
 const KV_FORMAT: &[u8] = b"kv_format";
-/// The first bytes of snapshot data whose values carry their header: a key
-/// length no key can have, then the format number.
-const SNAPSHOT_V2: &[u8] = &[0xff, 0xff, 0xff, 0xff, 2];
-/// The marker of snapshot data with a lease table: what this version writes.
-const SNAPSHOT_V3: &[u8] = &[0xff, 0xff, 0xff, 0xff, 3];
-/// The "last written at" index of values stored before values had headers.
-/// The same on every replica whatever it applied or crashed at, so a
-/// transaction comparing it decides alike everywhere.
-pub const BEFORE_HEADERS: u64 = 1;
+/// The layout of the key-value state; absent before revisions.
+const STORE_FORMAT: &[u8] = b"store_format";
+/// What this version writes and reads.
+const REVISIONED: u8 = 2;
+/// The compaction point: reads below it are refused.
+const COMPACTED: &[u8] = b"compacted";
+/// Rows are removed for compactions up to here.
+const COMPACT_DONE: &[u8] = b"compact_done";
+/// How many keys are live at `last_applied`.
+const KEY_COUNT: &[u8] = b"key_count";
 /// The snapshot: `u32 meta length (BE)`, meta, data.
 const SNAPSHOT: &[u8] = b"current";
 /// Where earlier versions kept the snapshot's meta and data, read if `current` is absent.
 const OLD_SNAPSHOT_META: &[u8] = b"meta";
 const OLD_SNAPSHOT_DATA: &[u8] = b"data";
+/// Keys read at a time when a snapshot, digest or count walks the state.
+const WALK_PAGE: usize = 1024;
+
+/// The revisions readers may use, shared by the apply and every reader.
+pub struct Revisions {
+    /// The newest revision readers may see: the last applied index.
+    current: AtomicU64,
+    /// Reads below it are refused.
+    compacted: AtomicU64,
+    /// Live keys at `current`.
+    keys: AtomicU64,
+    /// Follows `current`, for watchers waiting for more.
+    published: tokio::sync::watch::Sender<u64>,
+    /// Revisions that walks in progress read at (count per revision): rows
+    /// they need are not removed by compaction.
+    pins: Mutex<BTreeMap<u64, usize>>,
+}
+
+/// Keeps a revision's rows while held.
+pub struct Pin {
+    revisions: Arc<Revisions>,
+    revision: u64,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut pins = self.revisions.lock_pins();
+        if let Some(count) = pins.get_mut(&self.revision) {
+            *count -= 1;
+            if *count == 0 {
+                pins.remove(&self.revision);
+            }
+        }
+    }
+}
+
+impl Revisions {
+    fn new() -> Revisions {
+        Revisions {
+            current: AtomicU64::new(0),
+            compacted: AtomicU64::new(0),
+            keys: AtomicU64::new(0),
+            published: tokio::sync::watch::Sender::new(0),
+            pins: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn lock_pins(&self) -> MutexGuard<'_, BTreeMap<u64, usize>> {
+        self.pins.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last applied revision.
+    pub fn current(&self) -> u64 {
+        self.current.load(Ordering::Acquire)
+    }
+
+    /// The compaction point.
+    pub fn compacted(&self) -> u64 {
+        self.compacted.load(Ordering::Acquire)
+    }
+
+    /// Live keys at the newest revision.
+    pub fn key_count(&self) -> u64 {
+        self.keys.load(Ordering::Acquire)
+    }
+
+    fn publish(&self, current: u64, compacted: u64, keys: u64) {
+        self.keys.store(keys, Ordering::Release);
+        self.compacted.store(compacted, Ordering::Release);
+        self.current.store(current, Ordering::Release);
+        self.published.send_replace(current);
+    }
+
+    /// Waits until a revision after `revision` is published.
+    pub async fn beyond(&self, revision: u64) {
+        let mut published = self.published.subscribe();
+        let _ = published.wait_for(|current| *current > revision).await;
+    }
+
+    /// The revision a read asking for `asked` (`None`: the newest) runs at.
+    pub fn read_at(&self, asked: Option<u64>) -> Result<u64, ReadError> {
+        let current = self.current();
+        let Some(asked) = asked else {
+            return Ok(current);
+        };
+        if asked > current {
+            return Err(ReadError::Future { asked, current });
+        }
+        self.check_kept(asked)?;
+        Ok(asked)
+    }
+
+    /// Refuses `revision` if a compaction passed it (call after a read too,
+    /// for compactions that raced it).
+    pub fn check_kept(&self, revision: u64) -> Result<(), ReadError> {
+        let compacted = self.compacted();
+        if revision < compacted {
+            return Err(ReadError::Compacted {
+                asked: revision,
+                compacted,
+            });
+        }
+        Ok(())
+    }
+
+    /// Keeps `revision`'s rows until the pin is dropped; refused if a
+    /// compaction passed it already.
+    pub fn pin(self: &Arc<Self>, revision: u64) -> Result<Pin, ReadError> {
+        self.lock_pins()
+            .entry(revision)
+            .and_modify(|n| *n += 1)
+            .or_insert(1);
+        let pin = Pin {
+            revisions: self.clone(),
+            revision,
+        };
+        self.check_kept(revision)?;
+        Ok(pin)
+    }
+
+    /// How far rows may be removed: the compaction point, but not past a
+    /// pinned revision.
+    fn removable_through(&self) -> u64 {
+        let compacted = self.compacted();
+        match self.lock_pins().keys().next() {
+            Some(&pinned) => compacted.min(pinned),
+            None => compacted,
+        }
+    }
+}
 
 /// The state machine: applies committed entries, builds and installs snapshots.
 #[derive(Clone)]
@@ -109,36 +235,93 @@ pub struct StateMachineStore {
     /// closed for a clean shutdown, after which nothing may write it (the
     /// `clean` marker would vouch for a half-written batch).
     closed: Arc<Mutex<bool>>,
-    /// Where applied changes go for watchers.
-    watch: Arc<WatchHub>,
     /// Counts changes to the lease table (grants, revokes, snapshot loads),
     /// for the leader's countdowns.
     lease_changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
-/// Read access to the applied key-value state, for the client API.
+/// Read access to the applied state, for the client API and watchers.
 #[derive(Clone)]
 pub struct KvReader {
-    /// user key → value.
-    kv: sled::Tree,
-    /// `last_applied` and `membership`.
+    space: KeySpace,
+    /// `last_applied`, `membership`, the compaction point.
     meta: sled::Tree,
     /// The lease table and its keys.
     leases: LeaseTrees,
+    revisions: Arc<Revisions>,
 }
 
-/// Snapshot data, decoded.
-struct Decoded<'a> {
-    /// The values carry their header (not the first format).
-    with_headers: bool,
-    leases: Vec<(u64, u64)>,
-    pairs: Records<'a>,
+/// One page of a scan at one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanAt {
+    pub pairs: Vec<KeyValue>,
+    /// More keys follow the last one.
+    pub more: bool,
+    /// The revision read at.
+    pub revision: u64,
 }
 
 impl KvReader {
-    /// The value of `key`, if present.
-    pub fn get(&self, key: &[u8]) -> io::Result<Option<Stored>> {
-        read(&self.kv, key)
+    /// The revisions readers may use.
+    pub fn revisions(&self) -> &Arc<Revisions> {
+        &self.revisions
+    }
+
+    /// `key` at revision `at` (`None`: the newest), and the revision read at.
+    pub fn get(&self, key: &[u8], at: Option<u64>) -> Result<(Option<Stored>, u64), ReadError> {
+        let revision = self.revisions.read_at(at)?;
+        let found = match self.space.get(key, revision)? {
+            Lookup::Found(kv) => Some(Stored::from(kv)),
+            Lookup::Absent => None,
+            Lookup::Lost => {
+                self.revisions.check_kept(revision)?;
+                return Err(io::Error::other("a version named by the key index is missing").into());
+            }
+        };
+        self.revisions.check_kept(revision)?;
+        Ok((found, revision))
+    }
+
+    /// Up to `limit` keys starting with `prefix` and greater than
+    /// `start_after`, at revision `at` (`None`: the newest).
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: &[u8],
+        limit: usize,
+        at: Option<u64>,
+    ) -> Result<ScanAt, ReadError> {
+        let revision = self.revisions.read_at(at)?;
+        let (pairs, more, lost) = self.space.scan(prefix, start_after, limit, revision)?;
+        self.revisions.check_kept(revision)?;
+        if lost {
+            return Err(io::Error::other("a version named by the key index is missing").into());
+        }
+        Ok(ScanAt {
+            pairs,
+            more,
+            revision,
+        })
+    }
+
+    /// The rows written from revision `from` through the newest, whole
+    /// revisions, about `max_bytes` of them; and the revision to read from
+    /// next.
+    pub fn history(
+        &self,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<(Vec<(u64, Row)>, u64), ReadError> {
+        let current = self.revisions.current();
+        self.revisions.check_kept(from.saturating_sub(1))?;
+        let (rows, complete) = self.space.history(from, current, max_bytes)?;
+        // Rows removed while they were read would be missing silently.
+        self.revisions.check_kept(from.saturating_sub(1))?;
+        let next = match (complete, rows.last()) {
+            (false, Some((last, _))) => last + 1,
+            _ => from.max(current + 1),
+        };
+        Ok((rows, next))
     }
 
     /// The TTL lease `id` was granted with, if it exists.
@@ -156,31 +339,9 @@ impl KvReader {
         self.leases.all()
     }
 
-    /// How many leases exist (walks the table).
+    /// How many leases exist.
     pub fn lease_count(&self) -> usize {
         self.leases.count()
-    }
-
-    /// Up to `limit` pairs whose key starts with `prefix` and is greater than
-    /// `start_after`, in key order, and whether more would follow.
-    pub fn scan(
-        &self,
-        prefix: &[u8],
-        start_after: &[u8],
-        limit: usize,
-    ) -> io::Result<(Pairs, bool)> {
-        let mut pairs = Vec::new();
-        for item in self.kv.scan_prefix(prefix) {
-            let (key, value) = item.map_err(io::Error::other)?;
-            if !start_after.is_empty() && key.as_ref() <= start_after {
-                continue;
-            }
-            if pairs.len() == limit {
-                return Ok((pairs, true));
-            }
-            pairs.push((key.to_vec(), record::decode(&value)?.value.to_vec()));
-        }
-        Ok((pairs, false))
     }
 
     /// The log id of the last applied entry.
@@ -193,38 +354,67 @@ impl KvReader {
         read_membership(&self.meta)
     }
 
-    /// Number of keys (walks the whole tree).
-    pub fn key_count(&self) -> usize {
-        self.kv.len()
+    /// Calls `each` with every live key at `revision`, in key order, in
+    /// pages (the revision is pinned meanwhile).
+    fn walk(
+        &self,
+        revision: u64,
+        mut each: impl FnMut(&KeyValue) -> io::Result<()>,
+    ) -> Result<(), ReadError> {
+        let _pin = self.revisions.pin(revision)?;
+        let mut after = Vec::new();
+        loop {
+            let (page, more, lost) = self.space.scan(&[], &after, WALK_PAGE, revision)?;
+            if lost {
+                return Err(io::Error::other("a version named by the key index is missing").into());
+            }
+            for kv in &page {
+                each(kv)?;
+            }
+            match (more, page.last()) {
+                (true, Some(last)) => after = last.key.clone(),
+                _ => return Ok(()),
+            }
+        }
     }
 
-    /// FNV-1a 64 over every key, value, modified index and lease (each
-    /// preceded by its length; the indexes as 8 bytes big-endian), in key
-    /// order, then over each lease's id and TTL (likewise, in id order), plus
-    /// the key count: equal on two replicas iff their data is equal (up to
-    /// hash collisions).
-    pub fn digest(&self) -> io::Result<(u64, u64)> {
+    /// Number of live keys.
+    pub fn key_count(&self) -> usize {
+        usize::try_from(self.revisions.key_count()).unwrap_or(usize::MAX)
+    }
+
+    /// FNV-1a 64 over every live key's key, value, mod revision, lease,
+    /// create revision and version (each preceded by its length; numbers
+    /// as 8 bytes big-endian), in key order, then over each lease's id and
+    /// TTL (likewise, in id order), plus the key count and the revision it
+    /// was taken at: equal on two replicas at one revision iff their data
+    /// is equal (up to hash collisions).
+    pub fn digest(&self) -> Result<(u64, u64, u64), ReadError> {
         use std::hash::Hasher;
         let mut hash = fnv::FnvHasher::default();
         let mut count = 0;
+        let revision = self.revisions.current();
         let mut feed = |bytes: &[u8]| {
             hash.write(&(bytes.len() as u64).to_be_bytes());
             hash.write(bytes);
         };
-        for item in self.kv.iter() {
-            let (key, stored) = item.map_err(io::Error::other)?;
-            let record = record::decode(&stored)?;
-            feed(&key);
-            feed(record.value);
-            feed(&record.modified.to_be_bytes());
-            feed(&record.lease.to_be_bytes());
+        // The lease table keeps no history: read it before and after, and
+        // retry if it moved (a grant or revoke lands between).
+        let leases = self.leases.all()?;
+        self.walk(revision, |kv| {
+            feed(&kv.key);
+            feed(&kv.value);
+            for number in [kv.mod_revision, kv.lease, kv.create_revision, kv.version] {
+                feed(&number.to_be_bytes());
+            }
             count += 1;
-        }
-        for (id, ttl) in self.leases.all()? {
+            Ok(())
+        })?;
+        for (id, ttl) in leases {
             feed(&id.to_be_bytes());
             feed(&ttl.to_be_bytes());
         }
-        Ok((hash.finish(), count))
+        Ok((hash.finish(), count, revision))
     }
 }
 
@@ -242,384 +432,25 @@ fn read_membership(meta: &sled::Tree) -> io::Result<StoredMembership> {
     }
 }
 
-/// What one applied command did besides its result.
-#[derive(Default)]
-struct Effects {
-    /// The changes to keys, for watchers.
-    changes: Vec<Change>,
-    /// The lease table changed (a grant or a revoke).
-    leases_changed: bool,
-}
-
-/// Applies one command to the key-value state and the lease table. Every
-/// outcome is decided by the state and the command alone, so all replicas
-/// apply a command alike, whatever it holds.
-fn apply_command(
-    state: &KvReader,
-    command: Command,
-    index: u64,
-    effects: &mut Effects,
-) -> io::Result<CommandResult> {
-    let changes = &mut effects.changes;
-    Ok(match command {
-        Command::Put { key, value } => {
-            put(state, key, value, 0, index, changes)?;
-            CommandResult::Done
+fn read_u64(meta: &sled::Tree, key: &[u8]) -> io::Result<u64> {
+    match meta.get(key).map_err(io::Error::other)? {
+        Some(bytes) => {
+            let bytes: [u8; 8] = bytes.as_ref().try_into().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "malformed state-machine metadata",
+                )
+            })?;
+            Ok(u64::from_be_bytes(bytes))
         }
-        Command::PutLeased { key, value, lease } => {
-            if let Some(refusal) = lease_refusal(state, lease, &[&key])? {
-                return Ok(refusal);
-            }
-            put(state, key, value, lease, index, changes)?;
-            CommandResult::Done
-        }
-        Command::Delete { key } => CommandResult::Deleted {
-            existed: delete(state, key, changes)?,
-        },
-        Command::CompareAndSwap {
-            key,
-            expected,
-            new_value,
-        } => compare_and_swap(state, key, expected, new_value, 0, index, changes)?,
-        Command::CompareAndSwapLeased {
-            key,
-            expected,
-            new_value,
-            lease,
-        } => {
-            if let Some(refusal) = lease_refusal(state, lease, &[&key])? {
-                return Ok(refusal);
-            }
-            compare_and_swap(state, key, expected, new_value, lease, index, changes)?
-        }
-        Command::Txn {
-            compares,
-            success,
-            failure,
-        } => apply_txn(state, &compares, success, failure, index, changes)?,
-        Command::LeaseGrant { ttl_seconds } => {
-            // The leader refuses TTLs out of range; one that reached the log
-            // anyway is clamped, so the table holds only what snapshots accept.
-            let ttl = ttl_seconds.clamp(leases::MIN_TTL_SECONDS, leases::MAX_TTL_SECONDS);
-            state.leases.grant(index, ttl)?;
-            effects.leases_changed = true;
-            CommandResult::LeaseGranted
-        }
-        Command::LeaseRevoke { id, expired } => {
-            let Some(keys) = state.leases.remove(id)? else {
-                return Ok(CommandResult::LeaseRevoked {
-                    found: false,
-                    keys_deleted: 0,
-                });
-            };
-            effects.leases_changed = true;
-            let mut keys_deleted = 0;
-            for key in keys {
-                // The index and the values' lease slots are written together;
-                // the slot decides, so a key is never deleted for a lease it left.
-                let attached = read(&state.kv, &key)?.is_some_and(|stored| stored.lease == id);
-                if attached {
-                    state.kv.remove(&key).map_err(io::Error::other)?;
-                    keys_deleted += 1;
-                    changes.push(Change { key, value: None });
-                }
-            }
-            tracing::debug!(lease = id, expired, keys_deleted, "lease ended");
-            CommandResult::LeaseRevoked {
-                found: true,
-                keys_deleted,
-            }
-        }
-    })
-}
-
-/// Why attaching `keys` to `lease` may not happen, if it may not: the lease
-/// does not exist, or the keys not yet attached to it would take it past
-/// [`leases::MAX_LEASE_KEY_BYTES`] (counted as if each were new to it once).
-fn lease_refusal(
-    state: &KvReader,
-    lease: u64,
-    keys: &[&[u8]],
-) -> io::Result<Option<CommandResult>> {
-    let Some(info) = state.leases.info(lease)? else {
-        return Ok(Some(CommandResult::LeaseNotFound { id: lease }));
-    };
-    let mut weight = 0u64;
-    for key in keys {
-        if read(&state.kv, key)?.is_none_or(|stored| stored.lease != lease) {
-            weight = weight.saturating_add(leases::key_weight(key));
-        }
+        None => Ok(0),
     }
-    Ok((!info.has_room_for(weight)).then_some(CommandResult::LeaseFull { id: lease }))
 }
 
-/// Sets `key` to `new_value` (attached to `lease`) if it holds `expected`.
-fn compare_and_swap(
-    state: &KvReader,
-    key: Vec<u8>,
-    expected: Option<Vec<u8>>,
-    new_value: Vec<u8>,
-    lease: u64,
-    index: u64,
-    changes: &mut Vec<Change>,
-) -> io::Result<CommandResult> {
-    let stored = state.kv.get(key.as_slice()).map_err(io::Error::other)?;
-    let current = stored.as_deref().map(record::decode).transpose()?;
-    Ok(if current.map(|r| r.value) == expected.as_deref() {
-        put(state, key, new_value, lease, index, changes)?;
-        CommandResult::Swapped {
-            succeeded: true,
-            current: None,
-        }
-    } else {
-        CommandResult::Swapped {
-            succeeded: false,
-            current: current.map(|r| r.value.to_vec()),
-        }
-    })
-}
-
-/// Moves `key`'s entry in the lease index from lease `from` to lease `to`
-/// (0: none).
-fn reattach(state: &KvReader, key: &[u8], from: u64, to: u64) -> io::Result<()> {
-    if from != to {
-        if from != 0 {
-            state.leases.detach(from, key)?;
-        }
-        if to != 0 {
-            state.leases.attach(to, key)?;
-        }
-    }
-    Ok(())
-}
-
-/// The lease slot of a stored value that was replaced or removed.
-fn lease_of(old: Option<sled::IVec>) -> io::Result<u64> {
-    Ok(match old {
-        Some(stored) => record::decode(&stored)?.lease,
-        None => 0,
-    })
-}
-
-/// Writes `value` to `key` at `index`, attached to `lease` (0: none),
-/// recording the change for watchers. The caller has checked that the lease exists.
-fn put(
-    state: &KvReader,
-    key: Vec<u8>,
-    value: Vec<u8>,
-    lease: u64,
-    index: u64,
-    changes: &mut Vec<Change>,
-) -> io::Result<()> {
-    let old = state
-        .kv
-        .insert(key.as_slice(), record::encode(index, lease, &value))
+fn write_u64(meta: &sled::Tree, key: &[u8], value: u64) -> io::Result<()> {
+    meta.insert(key, &value.to_be_bytes())
         .map_err(io::Error::other)?;
-    reattach(state, &key, lease_of(old)?, lease)?;
-    changes.push(Change {
-        key,
-        value: Some(value),
-    });
     Ok(())
-}
-
-/// Removes `key`; returns whether it existed. Deleting a missing key
-/// changes nothing, so watchers see no event for it.
-fn delete(state: &KvReader, key: Vec<u8>, changes: &mut Vec<Change>) -> io::Result<bool> {
-    let Some(old) = state.kv.remove(key.as_slice()).map_err(io::Error::other)? else {
-        return Ok(false);
-    };
-    reattach(state, &key, lease_of(Some(old))?, 0)?;
-    changes.push(Change { key, value: None });
-    Ok(true)
-}
-
-/// The value of `key`, if present.
-fn read(kv: &sled::Tree, key: &[u8]) -> io::Result<Option<Stored>> {
-    let Some(stored) = kv.get(key).map_err(io::Error::other)? else {
-        return Ok(None);
-    };
-    let record = record::decode(&stored)?;
-    Ok(Some(Stored {
-        value: record.value.to_vec(),
-        modified: record.modified,
-        lease: record.lease,
-    }))
-}
-
-/// Applies a transaction: every comparison against the state before it,
-/// then one branch's operations in order, all at `index`.
-fn apply_txn(
-    state: &KvReader,
-    compares: &[Compare],
-    success: Vec<TxnOp>,
-    failure: Vec<TxnOp>,
-    index: u64,
-    changes: &mut Vec<Change>,
-) -> io::Result<CommandResult> {
-    let kv = &state.kv;
-    let mut succeeded = true;
-    for compare in compares {
-        let stored = kv.get(&compare.key).map_err(io::Error::other)?;
-        let current = stored.as_deref().map(record::decode).transpose()?;
-        let holds = match (&compare.check, current) {
-            (Check::Value(expected), current) => {
-                current.is_some_and(|r| r.value == expected.as_slice())
-            }
-            (Check::Exists(exists), current) => current.is_some() == *exists,
-            (Check::ModifiedIndex(0), current) => current.is_none(),
-            (Check::ModifiedIndex(at), current) => current.is_some_and(|r| r.modified == *at),
-        };
-        if !holds {
-            succeeded = false;
-            break;
-        }
-    }
-    let ops = if succeeded { success } else { failure };
-    // No operation of a transaction ends a lease, so checking them all first
-    // keeps the transaction all or nothing (its deletes are not counted as
-    // making room).
-    let mut by_lease: std::collections::BTreeMap<u64, Vec<&[u8]>> = Default::default();
-    for op in &ops {
-        if let TxnOp::PutLeased { key, lease, .. } = op {
-            by_lease.entry(*lease).or_default().push(key);
-        }
-    }
-    for (lease, keys) in &by_lease {
-        if let Some(refusal) = lease_refusal(state, *lease, keys)? {
-            return Ok(refusal);
-        }
-    }
-    let mut results = Vec::with_capacity(ops.len());
-    for op in ops {
-        results.push(match op {
-            TxnOp::Put { key, value } => {
-                put(state, key, value, 0, index, changes)?;
-                TxnOpResult::Put
-            }
-            TxnOp::PutLeased { key, value, lease } => {
-                put(state, key, value, lease, index, changes)?;
-                TxnOpResult::Put
-            }
-            TxnOp::Delete { key } => TxnOpResult::Deleted {
-                existed: delete(state, key, changes)?,
-            },
-            TxnOp::Get { key } => TxnOpResult::Got {
-                found: read(kv, &key)?,
-            },
-        });
-    }
-    Ok(CommandResult::Txn { succeeded, results })
-}
-
-/// Encodes a lease table and key-value pairs in the snapshot data format.
-fn encode_snapshot(
-    leases: &[(u64, u64)],
-    pairs: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
-) -> io::Result<Vec<u8>> {
-    let mut data = SNAPSHOT_V3.to_vec();
-    leases::encode_table(leases, &mut data)?;
-    for pair in pairs {
-        let (key, value) = pair.map_err(io::Error::other)?;
-        for part in [&key, &value] {
-            let len = u32::try_from(part.len()).map_err(io::Error::other)?;
-            data.extend_from_slice(&len.to_be_bytes());
-            data.extend_from_slice(part);
-        }
-    }
-    Ok(data)
-}
-
-/// Checks that `data` is snapshot data this state machine can load: whole
-/// records with keys in strictly increasing order and well-formed stored
-/// values whose leases are in the table, as [`encode_snapshot`] writes
-/// them, for a snapshot up to log index `last_index`: no lease id after it
-/// (ids are the indexes of grants, so a later grant could not take its id).
-/// Returns the number of keys.
-pub fn check_snapshot_data(data: &[u8], last_index: u64) -> io::Result<usize> {
-    let decoded = decode_snapshot(data)?;
-    if decoded
-        .leases
-        .last()
-        .is_some_and(|(id, _)| *id > last_index)
-    {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "snapshot data holds a lease granted after the snapshot's last index",
-        ));
-    }
-    Ok(decoded.pairs.len())
-}
-
-/// Decodes the snapshot data format, any version. Malformed data (a cut
-/// record, keys out of order or repeated, a bad header, a bad lease table, a
-/// key attached to a lease not in it) is `InvalidData`.
-fn decode_snapshot(data: &[u8]) -> io::Result<Decoded<'_>> {
-    let (leases, records) = if let Some(rest) = data.strip_prefix(SNAPSHOT_V3) {
-        leases::decode_table(rest)?
-    } else if let Some(records) = data.strip_prefix(SNAPSHOT_V2) {
-        (Vec::new(), records)
-    } else {
-        return Ok(Decoded {
-            with_headers: false,
-            leases: Vec::new(),
-            pairs: decode_records(data)?,
-        });
-    };
-    let pairs = decode_records(records)?;
-    let mut weights = vec![0u64; leases.len()];
-    for (key, stored) in &pairs {
-        let lease = record::decode(stored)?.lease;
-        if lease == 0 {
-            continue;
-        }
-        let Ok(at) = leases.binary_search_by_key(&lease, |(id, _)| *id) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "snapshot data attaches a key to a lease it does not hold",
-            ));
-        };
-        weights[at] = weights[at].saturating_add(leases::key_weight(key));
-        if weights[at] > leases::MAX_LEASE_KEY_BYTES {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "snapshot data attaches more keys to a lease than one may carry",
-            ));
-        }
-    }
-    Ok(Decoded {
-        with_headers: true,
-        leases,
-        pairs,
-    })
-}
-
-/// The `key, value` records of snapshot data, checked for order.
-fn decode_records(mut data: &[u8]) -> io::Result<Records<'_>> {
-    fn take<'a>(data: &mut &'a [u8]) -> io::Result<&'a [u8]> {
-        let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed snapshot data");
-        let (len, rest) = data.split_first_chunk::<4>().ok_or_else(malformed)?;
-        let len = u32::from_be_bytes(*len) as usize;
-        if rest.len() < len {
-            return Err(malformed());
-        }
-        let (part, rest) = rest.split_at(len);
-        *data = rest;
-        Ok(part)
-    }
-    let mut pairs: Vec<(&[u8], &[u8])> = Vec::new();
-    while !data.is_empty() {
-        let key = take(&mut data)?;
-        let value = take(&mut data)?;
-        if pairs.last().is_some_and(|(previous, _)| *previous >= key) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "snapshot keys out of order",
-            ));
-        }
-        pairs.push((key, value));
-    }
-    Ok(pairs)
 }
 
 impl StateMachineStore {
@@ -630,58 +461,110 @@ impl StateMachineStore {
 
     /// Opens the state-machine trees of `db`. Unless the node last stopped
     /// cleanly, rebuilds the key-value state from the stored snapshot (see the
-    /// module's durability rules).
+    /// module's durability rules). Converts the state of a version before
+    /// revisions; refuses the state of a newer version.
     pub fn open(db: &sled::Db, disk: Arc<Disk>) -> io::Result<StateMachineStore> {
         let open = |name: &str| db.open_tree(name).map_err(io::Error::other);
+        let meta = open("sm_meta")?;
+        let format = meta.get(STORE_FORMAT).map_err(io::Error::other)?;
+        if let Some(format) = &format {
+            if format.as_ref() != [REVISIONED] {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the data directory holds key-value state of format {:?}, written by a \
+                         newer raftkv; this version reads format {REVISIONED} only: run the newer \
+                         version, or restore a backup into a new data directory",
+                        format.as_ref()
+                    ),
+                ));
+            }
+        }
         let store = StateMachineStore {
             reader: KvReader {
-                kv: open("kv")?,
-                meta: open("sm_meta")?,
+                space: KeySpace::open(db)?,
+                meta,
                 leases: LeaseTrees::open(db)?,
+                revisions: Arc::new(Revisions::new()),
             },
             snapshot: open("snapshot")?,
             disk,
             snapshot_lock: Arc::new(Mutex::new(())),
             closed: Arc::new(Mutex::new(false)),
-            watch: Arc::new(WatchHub::new(0, WatchLimits::DEFAULT)),
             lease_changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         };
         let meta = &store.reader.meta;
         let clean = meta.remove(CLEAN).map_err(io::Error::other)?.is_some();
-        // On disk before any value is rewritten: a crash during the rewrite
-        // must make the next open rebuild, not convert values twice.
+        // On disk before anything is rewritten: a crash during the rewrite
+        // must make the next open rebuild, not trust a half-converted state.
         store.disk.sync()?;
+        let old_kv = db.tree_names().iter().any(|name| name.as_ref() == b"kv");
         if !clean {
-            // Values loaded from a snapshot get their header on the way in.
             store.rebuild()?;
-        } else if meta.get(KV_FORMAT).map_err(io::Error::other)?.is_none() {
-            store.add_headers()?;
+        } else if format.is_none() {
+            store.convert_kv(db)?;
         }
-        meta.insert(KV_FORMAT, &[1]).map_err(io::Error::other)?;
+        if old_kv {
+            db.drop_tree("kv").map_err(io::Error::other)?;
+        }
+        meta.insert(STORE_FORMAT, &[REVISIONED])
+            .map_err(io::Error::other)?;
         store.disk.sync()?;
-        // Watchers are served from the state as it is now.
-        store
-            .watch
-            .reset(store.reader.last_applied()?.map_or(0, |l| l.index));
+        store.publish()?;
         Ok(store)
     }
 
-    /// Gives every bare value (written by a version before headers) a header,
-    /// with [`BEFORE_HEADERS`] as the index that wrote it. A crash midway
-    /// is repaired by the next open, which then rebuilds from the snapshot
-    /// (the `clean` marker is gone).
-    fn add_headers(&self) -> io::Result<()> {
-        let kv = &self.reader.kv;
-        let mut count = 0;
+    /// Publishes the stored revision and compaction point to readers.
+    fn publish(&self) -> io::Result<()> {
+        let applied = self.reader.last_applied()?.map_or(0, |l| l.index);
+        let compacted = read_u64(&self.reader.meta, COMPACTED)?;
+        let keys = read_u64(&self.reader.meta, KEY_COUNT)?;
+        self.reader.revisions.publish(applied, compacted, keys);
+        Ok(())
+    }
+
+    /// Moves the key-value state of a version before revisions (tree `kv`)
+    /// into the key space: every key gets `create_revision` = `mod_revision`
+    /// = 1 and version 1, and history starts at the applied index. A crash
+    /// midway leaves no `store_format`, and no `clean` marker: the next open
+    /// rebuilds from the snapshot.
+    fn convert_kv(&self, db: &sled::Db) -> io::Result<()> {
+        let kv = db.open_tree("kv").map_err(io::Error::other)?;
+        let headers = self
+            .reader
+            .meta
+            .get(KV_FORMAT)
+            .map_err(io::Error::other)?
+            .is_some();
+        self.reader.space.clear()?;
+        let mut count: u32 = 0;
         for item in kv.iter() {
-            let (key, value) = item.map_err(io::Error::other)?;
-            kv.insert(key, record::encode(BEFORE_HEADERS, 0, &value))
-                .map_err(io::Error::other)?;
+            let (key, stored) = item.map_err(io::Error::other)?;
+            let (lease, value) = if headers {
+                let record = record::decode(&stored)?;
+                (record.lease, record.value.to_vec())
+            } else {
+                (0, stored.to_vec())
+            };
+            let row = Row {
+                key: key.to_vec(),
+                value: Some(value),
+                create_revision: snapshot_data::BEFORE_REVISIONS,
+                version: 1,
+                lease,
+            };
+            self.reader
+                .space
+                .write(snapshot_data::BEFORE_REVISIONS, count, &row)?;
             count += 1;
         }
+        let applied = self.reader.last_applied()?.map_or(0, |l| l.index);
+        write_u64(&self.reader.meta, COMPACTED, applied)?;
+        write_u64(&self.reader.meta, COMPACT_DONE, applied)?;
+        write_u64(&self.reader.meta, KEY_COUNT, u64::from(count))?;
         tracing::info!(
             keys = count,
-            "stored values converted to the current format"
+            "stored values converted to the revisioned format"
         );
         Ok(())
     }
@@ -733,14 +616,30 @@ impl StateMachineStore {
         self.lease_changes.subscribe()
     }
 
-    /// The window of applied changes watchers read.
-    pub fn watch_hub(&self) -> Arc<WatchHub> {
-        self.watch.clone()
-    }
-
-    /// A read handle on the applied key-value state.
+    /// A read handle on the applied state.
     pub fn reader(&self) -> KvReader {
         self.reader.clone()
+    }
+
+    /// One bounded step of removing the rows compactions dropped: at most
+    /// `max_rows` rows looked at. Returns whether more remain. Runs beside
+    /// the apply, never under its gate; stops once the store is closed.
+    pub fn compact_some(&self, max_rows: usize) -> io::Result<bool> {
+        if *self.closed.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(false);
+        }
+        let meta = &self.reader.meta;
+        let target = self.reader.revisions.removable_through();
+        let done = read_u64(meta, COMPACT_DONE)?;
+        if done >= target {
+            return Ok(false);
+        }
+        let (done, removed) = self.reader.space.compact_step(done, target, max_rows)?;
+        write_u64(meta, COMPACT_DONE, done)?;
+        if removed > 0 {
+            tracing::debug!(done, target, removed, "compaction step");
+        }
+        Ok(done < target)
     }
 
     fn read_snapshot(&self) -> io::Result<Option<Snapshot>> {
@@ -800,8 +699,7 @@ impl StateMachineStore {
         // sled frees the replaced value (the whole previous snapshot) through
         // crossbeam-epoch, which batches garbage per thread and releases a
         // batch only when 64 items are in it. This runs on a rarely used
-        // blocking thread, so 15-20 old snapshots used to stay allocated:
-        // tens of MB under load, and growing with the data set. Flushing
+        // blocking thread, so old snapshots used to stay allocated. Flushing
         // hands them to the global queue, freed once no reader can see them.
         crossbeam_epoch::pin().flush();
         crate::crash_point!("snapshot-store-before-sync");
@@ -810,33 +708,49 @@ impl StateMachineStore {
 
     /// Replaces the key-value state, `last_applied` and `membership` with the
     /// snapshot's (not atomically: a crash midway rebuilds at the next open).
+    /// History starts after the snapshot: its revision is the compaction point.
     fn load_snapshot(
         &self,
         _gate: &MutexGuard<'_, bool>,
         meta: &SnapshotMeta,
         data: &[u8],
     ) -> io::Result<()> {
-        let decoded = decode_snapshot(data)?;
-        let (kv, lease_trees) = (&self.reader.kv, &self.reader.leases);
-        kv.clear().map_err(io::Error::other)?;
+        let decoded = if data.is_empty() {
+            snapshot_data::Decoded {
+                leases: Vec::new(),
+                keys: Vec::new(),
+            }
+        } else {
+            snapshot_data::decode(data)?
+        };
+        let (space, lease_trees) = (&self.reader.space, &self.reader.leases);
+        space.clear()?;
         lease_trees.clear()?;
         for (id, ttl) in &decoded.leases {
             lease_trees.grant(*id, *ttl)?;
         }
-        for (key, value) in &decoded.pairs {
-            if decoded.with_headers {
-                kv.insert(*key, *value).map_err(io::Error::other)?;
-                let lease = record::decode(value)?.lease;
-                if lease != 0 {
-                    lease_trees.attach(lease, key)?;
-                }
-            } else {
-                kv.insert(*key, record::encode(BEFORE_HEADERS, 0, value))
-                    .map_err(io::Error::other)?;
+        let keys = decoded.keys.len() as u64;
+        for (sub, kv) in decoded.keys.into_iter().enumerate() {
+            if kv.lease != 0 {
+                lease_trees.attach(kv.lease, &kv.key)?;
             }
+            let revision = kv.mod_revision;
+            let row = Row {
+                key: kv.key,
+                value: Some(kv.value),
+                create_revision: kv.create_revision,
+                version: kv.version,
+                lease: kv.lease,
+            };
+            let sub = u32::try_from(sub).map_err(io::Error::other)?;
+            space.write(revision, sub, &row)?;
         }
         self.lease_changes.send_modify(|count| *count += 1);
         let sm_meta = &self.reader.meta;
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        write_u64(sm_meta, COMPACTED, index)?;
+        write_u64(sm_meta, COMPACT_DONE, index)?;
+        write_u64(sm_meta, KEY_COUNT, keys)?;
         sm_meta
             .insert(MEMBERSHIP, encode(&meta.last_membership)?)
             .map_err(io::Error::other)?;
@@ -845,26 +759,45 @@ impl StateMachineStore {
             .map_err(io::Error::other)?;
         Ok(())
     }
+
+    /// Encodes the state at `revision` (pinned by the caller) in the
+    /// snapshot data format.
+    fn encode_at(&self, revision: u64, leases: &LeaseTable) -> io::Result<Vec<u8>> {
+        let mut encoder = snapshot_data::Encoder::new(leases)?;
+        self.reader
+            .walk(revision, |kv| encoder.push(kv))
+            .map_err(|e| match e {
+                ReadError::Io(e) => e,
+                other => io::Error::other(other),
+            })?;
+        Ok(encoder.finish())
+    }
 }
 
-/// A consistent copy of the state taken on the state-machine task, encoded
-/// and stored by `build_snapshot` on another task.
+/// What a snapshot needs from the state-machine task: the revision, its
+/// membership and lease table, taken between two applies; the keys are read
+/// at that revision by `build_snapshot` on another thread, while applies go on.
 pub struct SnapshotBuilder {
     store: StateMachineStore,
     meta: SnapshotMeta,
-    data: io::Result<Vec<u8>>,
+    state: io::Result<(LeaseTable, Pin)>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let data = std::mem::replace(&mut self.data, Ok(Vec::new()))?;
+        let (leases, pin) = std::mem::replace(
+            &mut self.state,
+            Err(io::Error::other("snapshot already built")),
+        )?;
         let started = std::time::Instant::now();
         crate::crash_point!("snapshot-build-before-store");
         let store = self.store.clone();
         let meta = self.meta.clone();
         let data = tokio::task::spawn_blocking(move || {
+            let data = store.encode_at(pin.revision, &leases)?;
+            drop(pin);
             store.store_snapshot(&meta, &data)?;
             Ok::<_, io::Error>(data)
         })
@@ -905,27 +838,26 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .inc_by(batch.len() as u64);
         let last = last.log_id;
         let last_applied = encode(&Some(last))?;
-        let meta = &self.reader.meta;
+        let reader = &self.reader;
+        let meta = &reader.meta;
         let gate = self.write_gate()?;
+        let mut compacted = reader.revisions.compacted();
+        let compacted_before = compacted;
         let mut results = Vec::with_capacity(batch.len());
-        let mut changed = Vec::new();
         let mut leases_changed = false;
-        // Entries are consumed: their keys and values move on to the watch
-        // history instead of being copied.
+        let mut keys = reader.revisions.key_count();
         for (entry, responder) in batch {
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::Done,
                 EntryPayload::Normal(command) => {
-                    let mut effects = Effects::default();
-                    let result =
-                        apply_command(&self.reader, command, entry.log_id.index, &mut effects)?;
-                    leases_changed |= effects.leases_changed;
-                    if !effects.changes.is_empty() {
-                        changed.push(Applied {
-                            index: entry.log_id.index,
-                            changes: effects.changes,
-                        });
+                    let mut apply =
+                        EntryApply::new(&reader.space, &reader.leases, entry.log_id.index);
+                    let result = apply.command(command, compacted)?;
+                    leases_changed |= apply.effects.leases_changed;
+                    if let Some(at) = apply.effects.compact {
+                        compacted = at;
                     }
+                    keys = keys.saturating_add_signed(apply.effects.keys_added);
                     result
                 }
                 EntryPayload::Membership(membership) => {
@@ -937,15 +869,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             results.push((responder, result));
         }
+        if compacted != compacted_before {
+            write_u64(meta, COMPACTED, compacted)?;
+        }
+        write_u64(meta, KEY_COUNT, keys)?;
         meta.insert(LAST_APPLIED, last_applied)
             .map_err(io::Error::other)?;
         drop(gate);
+        // Every row of the batch is written: readers may see it now, and a
+        // client that saw its write applied at `i` and watches from `i` sees it.
+        reader.revisions.publish(last.index, compacted, keys);
         if leases_changed {
             self.lease_changes.send_modify(|count| *count += 1);
         }
-        // Before the writers hear back: a client that saw its write applied
-        // at `i` and watches from `i` sees it.
-        self.watch.record(changed, last.index);
         for (responder, result) in results {
             if let Some(responder) = responder {
                 responder.send(result);
@@ -959,28 +895,38 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        // Runs on the state-machine task between two applies, so the copy is
-        // consistent with `last_applied`; sled's iterators are not point-in-time.
-        let state = self.reader.last_applied().and_then(|last_applied| {
-            Ok((
-                last_applied,
-                self.reader.membership()?,
-                encode_snapshot(&self.reader.leases.all()?, self.reader.kv.iter())?,
-            ))
-        });
-        match state {
-            Ok((last_log_id, last_membership, data)) => SnapshotBuilder {
-                store: self.clone(),
-                meta: SnapshotMeta {
+        // Runs on the state-machine task between two applies: the revision,
+        // membership and lease table agree. The keys are read later, at
+        // that revision.
+        let state = (|| {
+            let last_log_id = self.reader.last_applied()?;
+            let last_membership = self.reader.membership()?;
+            let leases = self.reader.leases.all()?;
+            let revision = last_log_id.map_or(0, |l| l.index);
+            let pin = self
+                .reader
+                .revisions
+                .pin(revision)
+                .map_err(io::Error::other)?;
+            Ok::<_, io::Error>((
+                SnapshotMeta {
                     last_log_id,
                     last_membership,
                 },
-                data: Ok(data),
+                leases,
+                pin,
+            ))
+        })();
+        match state {
+            Ok((meta, leases, pin)) => SnapshotBuilder {
+                store: self.clone(),
+                meta,
+                state: Ok((leases, pin)),
             },
             Err(e) => SnapshotBuilder {
                 store: self.clone(),
                 meta: SnapshotMeta::default(),
-                data: Err(e),
+                state: Err(e),
             },
         }
     }
@@ -991,7 +937,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
         // Reject malformed data before anything is changed.
-        check_snapshot_data(&snapshot, meta.last_log_id.map_or(0, |l| l.index))?;
+        snapshot_data::check(&snapshot, meta.last_log_id.map_or(0, |l| l.index))?;
         let store = self.clone();
         let meta = meta.clone();
         let started = std::time::Instant::now();
@@ -1000,10 +946,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             crate::crash_point!("snapshot-install-before-load");
             store.load_snapshot(&store.write_gate()?, &meta, &snapshot)?;
             store.disk.sync()?;
-            // The changes between the old state and this one are unknown.
-            store
-                .watch
-                .reset(meta.last_log_id.map_or(0, |l| l.index));
+            store.publish()?;
             let metrics = crate::metrics::global();
             crate::metrics::observe_since(&metrics.snapshot_install, started);
             metrics.snapshot_bytes.set(snapshot.len() as i64);
@@ -1022,298 +965,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn snapshot_data_round_trips_and_rejects_garbage() {
-        let stored = |lease: u64, value: &[u8]| record::encode(3, lease, value);
-        let pair = |key: &[u8], lease: u64, value: &[u8]| {
-            Ok((
-                sled::IVec::from(key),
-                sled::IVec::from(stored(lease, value)),
-            ))
-        };
-        // In key order, as a tree iterates.
-        let pairs = vec![pair(b"", 0, b"empty key"), pair(b"a", 7, b"1")];
-        let data = encode_snapshot(&[(7, 30)], pairs.into_iter()).unwrap();
-        assert!(data.starts_with(SNAPSHOT_V3));
-        let (empty, one) = (stored(0, b"empty key"), stored(7, b"1"));
-        let decoded = decode_snapshot(&data).unwrap();
-        assert!(decoded.with_headers);
-        assert_eq!(decoded.leases, vec![(7, 30)]);
-        assert_eq!(
-            decoded.pairs,
-            vec![(&b""[..], &empty[..]), (&b"a"[..], &one[..])]
-        );
-        assert_eq!(check_snapshot_data(&data, 7).unwrap(), 2);
-        assert!(
-            check_snapshot_data(&data, 6).is_err(),
-            "lease 7 in a snapshot up to 6"
-        );
-        assert!(decode_snapshot(&data[..data.len() - 1]).is_err());
-        assert!(decode_snapshot(&[0, 0, 0, 9, 1]).is_err());
-        // A key attached to a lease the table does not hold.
-        let orphan = encode_snapshot(&[(8, 30)], [pair(b"a", 7, b"1")].into_iter()).unwrap();
-        assert!(check_snapshot_data(&orphan, 9).is_err());
-        // A value without its header is not data a node wrote in this format.
-        let bare = [
-            SNAPSHOT_V3,
-            &[0, 0, 0, 0],
-            &[0, 0, 0, 1, b'k', 0, 0, 0, 1, b'v'],
-        ]
-        .concat();
-        assert!(check_snapshot_data(&bare, 9).is_err());
-        // Keys out of order or repeated: not data a node wrote.
-        for keys in [[&b"b"[..], b"a"], [b"a", b"a"]] {
-            let pairs = keys.iter().map(|key| pair(key, 0, b"v"));
-            let data = encode_snapshot(&[], pairs).unwrap();
-            assert!(check_snapshot_data(&data, 9).is_err(), "{keys:?} accepted");
-        }
-    }
-
-    #[test]
-    fn snapshot_data_of_the_second_format_loads_without_leases() {
-        // What the version before leases wrote: the marker, then records.
-        let value = record::encode(9, 0, b"v");
-        let len = (value.len() as u32).to_be_bytes();
-        let data = [SNAPSHOT_V2, &[0, 0, 0, 1, b'k'], &len, &value].concat();
-        let decoded = decode_snapshot(&data).unwrap();
-        assert!(decoded.with_headers && decoded.leases.is_empty());
-        assert_eq!(decoded.pairs, vec![(&b"k"[..], &value[..])]);
-        // It never attached keys to leases.
-        let leased = record::encode(9, 4, b"v");
-        let data = [SNAPSHOT_V2, &[0, 0, 0, 1, b'k'], &len, &leased].concat();
-        assert!(check_snapshot_data(&data, 9).is_err());
-    }
-
-    #[test]
-    fn a_loaded_snapshot_rebuilds_the_lease_index() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let store = open_in(dir.path());
-        let pairs = [
-            Ok((
-                sled::IVec::from(&b"a"[..]),
-                record::encode(3, 7, b"1").into(),
-            )),
-            Ok((
-                sled::IVec::from(&b"b"[..]),
-                record::encode(4, 0, b"2").into(),
-            )),
-        ];
-        let data = encode_snapshot(&[(7, 30)], pairs.into_iter()).unwrap();
-        let changes = store.lease_changes();
-        store
-            .load_snapshot(
-                &store.write_gate().unwrap(),
-                &SnapshotMeta::default(),
-                &data,
-            )
-            .unwrap();
-        assert!(changes.has_changed().unwrap(), "the countdowns hear of it");
-        assert_eq!(store.reader.leases().unwrap(), vec![(7, 30)]);
-        assert_eq!(
-            store.reader.lease_keys(7, 10).unwrap(),
-            (vec![b"a".to_vec()], false)
-        );
-        // Revoking it deletes exactly its keys.
-        let mut effects = Effects::default();
-        let revoke = Command::LeaseRevoke {
-            id: 7,
-            expired: true,
-        };
-        let result = apply_command(&store.reader, revoke, 20, &mut effects).unwrap();
-        assert_eq!(
-            result,
-            CommandResult::LeaseRevoked {
-                found: true,
-                keys_deleted: 1
-            }
-        );
-        assert!(effects.leases_changed);
-        assert_eq!(keys(&store), vec![b"b".to_vec()]);
-        assert_eq!(store.reader.lease_count(), 0);
-    }
-
-    /// Applies `command` at `index`; returns its result.
-    fn apply_at(store: &StateMachineStore, command: Command, index: u64) -> CommandResult {
-        apply_command(&store.reader, command, index, &mut Effects::default()).unwrap()
-    }
-
-    fn put_leased(key: &str, lease: u64) -> Command {
-        Command::PutLeased {
-            key: key.into(),
-            value: b"v".to_vec(),
-            lease,
-        }
-    }
-
-    #[test]
-    fn the_lease_index_follows_keys_between_leases_and_out_of_them() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let store = open_in(dir.path());
-        let grant = |ttl_seconds| Command::LeaseGrant { ttl_seconds };
-        assert_eq!(apply_at(&store, grant(10), 1), CommandResult::LeaseGranted);
-        assert_eq!(apply_at(&store, grant(10), 2), CommandResult::LeaseGranted);
-        apply_at(&store, put_leased("moved", 1), 3);
-        apply_at(&store, put_leased("moved", 2), 4);
-        apply_at(&store, put_leased("deleted", 1), 5);
-        apply_at(
-            &store,
-            Command::Delete {
-                key: b"deleted".to_vec(),
-            },
-            6,
-        );
-        // A transaction moves a key from lease 2 to none, and one to lease 1.
-        apply_at(&store, put_leased("txn-off", 2), 7);
-        let txn = Command::Txn {
-            compares: vec![],
-            success: vec![
-                TxnOp::Put {
-                    key: b"txn-off".to_vec(),
-                    value: b"w".to_vec(),
-                },
-                TxnOp::PutLeased {
-                    key: b"txn-on".to_vec(),
-                    value: b"w".to_vec(),
-                    lease: 1,
-                },
-            ],
-            failure: vec![],
-        };
-        apply_at(&store, txn, 8);
-        let lease_keys = |id| store.reader.lease_keys(id, 10).unwrap().0;
-        assert_eq!(lease_keys(1), vec![b"txn-on".to_vec()]);
-        assert_eq!(lease_keys(2), vec![b"moved".to_vec()]);
-        let info = store.reader.leases.info(1).unwrap().unwrap();
-        assert_eq!(info.keys, 1);
-        // Revoking lease 1 takes only what it still carries.
-        let revoke = |id| Command::LeaseRevoke { id, expired: false };
-        assert_eq!(
-            apply_at(&store, revoke(1), 9),
-            CommandResult::LeaseRevoked {
-                found: true,
-                keys_deleted: 1
-            }
-        );
-        assert_eq!(keys(&store), vec![b"moved".to_vec(), b"txn-off".to_vec()]);
-        assert_eq!(store.reader.get(b"txn-off").unwrap().unwrap().lease, 0);
-        // Writes naming a lease that is gone change nothing.
-        assert_eq!(
-            apply_at(&store, put_leased("moved", 1), 10),
-            CommandResult::LeaseNotFound { id: 1 }
-        );
-        assert_eq!(store.reader.get(b"moved").unwrap().unwrap().lease, 2);
-    }
-
-    #[test]
-    fn a_lease_carries_a_bounded_weight_of_keys() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let store = open_in(dir.path());
-        apply_at(&store, Command::LeaseGrant { ttl_seconds: 10 }, 1);
-        // 4000-byte keys weigh 4016: 261 fit in 1 MiB, the 262nd does not.
-        let key = |i: usize| format!("{i:04}{}", "k".repeat(3996));
-        for i in 0..261 {
-            assert_eq!(
-                apply_at(&store, put_leased(&key(i), 1), 2 + i as u64),
-                CommandResult::Done
-            );
-        }
-        assert_eq!(
-            apply_at(&store, put_leased(&key(261), 1), 300),
-            CommandResult::LeaseFull { id: 1 }
-        );
-        // Rewriting a key it already carries costs nothing.
-        assert_eq!(
-            apply_at(&store, put_leased(&key(0), 1), 301),
-            CommandResult::Done
-        );
-        assert_eq!(store.reader.get(key(261).as_bytes()).unwrap(), None);
-        // A transaction that would overfill it runs none of its operations.
-        let txn = Command::Txn {
-            compares: vec![],
-            success: vec![
-                TxnOp::Put {
-                    key: b"plain".to_vec(),
-                    value: b"v".to_vec(),
-                },
-                TxnOp::PutLeased {
-                    key: key(262).into_bytes(),
-                    value: b"v".to_vec(),
-                    lease: 1,
-                },
-            ],
-            failure: vec![],
-        };
-        assert_eq!(
-            apply_at(&store, txn, 302),
-            CommandResult::LeaseFull { id: 1 }
-        );
-        assert_eq!(store.reader.get(b"plain").unwrap(), None);
-    }
-
-    #[test]
-    fn snapshot_data_of_the_first_format_loads_with_one_index_for_all() {
-        // Records of bare values, no marker: what earlier versions wrote.
-        let data = [&[0, 0, 0, 1, b'k', 0, 0, 0, 2][..], b"v1"].concat();
-        let decoded = decode_snapshot(&data).unwrap();
-        assert!(!decoded.with_headers);
-        assert_eq!(decoded.pairs, vec![(&b"k"[..], &b"v1"[..])]);
-        let dir = tempfile::TempDir::new().unwrap();
-        let store = open_in(dir.path());
-        let meta = SnapshotMeta {
-            last_log_id: Some(openraft::testing::log_id::<TypeConfig>(2, 1, 40)),
-            ..Default::default()
-        };
-        store
-            .load_snapshot(&store.write_gate().unwrap(), &meta, &data)
-            .unwrap();
-        assert_eq!(
-            store.reader.get(b"k").unwrap(),
-            Some(Stored {
-                value: b"v1".to_vec(),
-                modified: BEFORE_HEADERS,
-                lease: 0
-            })
-        );
-    }
-
-    #[test]
-    fn the_digest_is_fnv_1a_over_lengths_and_bytes_in_key_order_then_leases() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let sm = open_in(dir.path());
-        assert_eq!(sm.reader.digest().unwrap(), (0xcbf2_9ce4_8422_2325, 0));
-        sm.reader
-            .kv
-            .insert(b"b", record::encode(5, 0, b"22"))
-            .unwrap();
-        sm.reader
-            .kv
-            .insert(b"a", record::encode(6, 9, b"1"))
-            .unwrap();
-        sm.reader.leases.grant(9, 30).unwrap();
-        // FNV-1a 64 by hand: offset basis, then xor and multiply per byte.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        let be = |n: u64| n.to_be_bytes();
-        let (six, nine, five, none, thirty) = (be(6), be(9), be(5), be(0), be(30));
-        for part in [
-            &b"a"[..],
-            b"1",
-            &six,
-            &nine,
-            b"b",
-            b"22",
-            &five,
-            &none,
-            &nine,
-            &thirty,
-        ] {
-            for byte in (part.len() as u64).to_be_bytes().iter().chain(part) {
-                hash ^= u64::from(*byte);
-                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        }
-        assert_eq!(sm.reader.digest().unwrap(), (hash, 2));
-    }
+    use crate::types::Command;
 
     /// Opens the state machine alone in `dir` (retrying while a previous
     /// handle's background threads still hold the database lock).
@@ -1334,14 +986,191 @@ mod tests {
         }
     }
 
+    /// Applies `command` at `revision` and publishes it, as `apply` does.
+    fn apply_at(store: &StateMachineStore, command: Command, revision: u64) -> CommandResult {
+        let reader = &store.reader;
+        let mut apply = EntryApply::new(&reader.space, &reader.leases, revision);
+        let result = apply
+            .command(command, reader.revisions.compacted())
+            .unwrap();
+        let compacted = apply
+            .effects
+            .compact
+            .unwrap_or(reader.revisions.compacted());
+        let keys = reader
+            .revisions
+            .key_count()
+            .saturating_add_signed(apply.effects.keys_added);
+        write_u64(&reader.meta, COMPACTED, compacted).unwrap();
+        write_u64(&reader.meta, KEY_COUNT, keys).unwrap();
+        let log_id = openraft::testing::log_id::<TypeConfig>(1, 1, revision);
+        reader
+            .meta
+            .insert(LAST_APPLIED, encode(&Some(log_id)).unwrap())
+            .unwrap();
+        reader.revisions.publish(revision, compacted, keys);
+        result
+    }
+
+    fn put(key: &str, value: &str) -> Command {
+        Command::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
     fn keys(store: &StateMachineStore) -> Vec<Vec<u8>> {
-        store
-            .reader
-            .kv
-            .iter()
-            .keys()
-            .map(|k| k.unwrap().to_vec())
-            .collect()
+        let page = store.reader.scan(b"", b"", 1000, None).unwrap();
+        page.pairs.into_iter().map(|kv| kv.key).collect()
+    }
+
+    #[test]
+    fn reads_at_a_revision_and_refusals_outside_history() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = open_in(dir.path());
+        apply_at(&store, put("a", "1"), 1);
+        apply_at(&store, put("a", "2"), 2);
+        let reader = store.reader();
+        let value = |at| reader.get(b"a", at).unwrap().0.map(|s| s.value);
+        assert_eq!(value(Some(1)), Some(b"1".to_vec()));
+        assert_eq!(value(None), Some(b"2".to_vec()));
+        assert!(matches!(
+            reader.get(b"a", Some(3)),
+            Err(ReadError::Future {
+                asked: 3,
+                current: 2
+            })
+        ));
+        apply_at(&store, Command::Compact { revision: 2 }, 3);
+        assert!(matches!(
+            reader.get(b"a", Some(1)),
+            Err(ReadError::Compacted {
+                asked: 1,
+                compacted: 2
+            })
+        ));
+        while store.compact_some(1).unwrap() {}
+        assert_eq!(value(Some(2)), Some(b"2".to_vec()));
+        assert!(
+            reader.history(1, 1 << 20).is_err(),
+            "history before the compaction"
+        );
+        let (rows, next) = reader.history(3, 1 << 20).unwrap();
+        assert_eq!((rows.len(), next), (0, 4));
+    }
+
+    #[test]
+    fn a_pinned_revision_keeps_its_rows_through_compaction() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = open_in(dir.path());
+        apply_at(&store, put("a", "1"), 1);
+        let pin = store.reader.revisions.pin(1).unwrap();
+        apply_at(&store, put("a", "2"), 2);
+        apply_at(&store, Command::Compact { revision: 2 }, 3);
+        while store.compact_some(10).unwrap() {}
+        assert_eq!(
+            store
+                .reader
+                .space
+                .get(b"a", 1)
+                .unwrap()
+                .found()
+                .unwrap()
+                .value,
+            b"1"
+        );
+        drop(pin);
+        while store.compact_some(10).unwrap() {}
+        assert_eq!(store.reader.space.get(b"a", 1).unwrap(), Lookup::Absent);
+    }
+
+    #[test]
+    fn the_digest_is_fnv_1a_over_lengths_and_bytes_in_key_order_then_leases() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let sm = open_in(dir.path());
+        assert_eq!(sm.reader.digest().unwrap(), (0xcbf2_9ce4_8422_2325, 0, 0));
+        apply_at(&sm, Command::LeaseGrant { ttl_seconds: 30 }, 4);
+        apply_at(&sm, put("b", "22"), 5);
+        apply_at(
+            &sm,
+            Command::PutLeased {
+                key: b"a".to_vec(),
+                value: b"1".to_vec(),
+                lease: 4,
+            },
+            6,
+        );
+        // FNV-1a 64 by hand: offset basis, then xor and multiply per byte.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let be = |n: u64| n.to_be_bytes();
+        let (six, four, five, none, one, thirty) = (be(6), be(4), be(5), be(0), be(1), be(30));
+        for part in [
+            &b"a"[..],
+            b"1",
+            &six,
+            &four,
+            &six,
+            &one,
+            b"b",
+            b"22",
+            &five,
+            &none,
+            &five,
+            &one,
+            &four,
+            &thirty,
+        ] {
+            for byte in (part.len() as u64).to_be_bytes().iter().chain(part) {
+                hash ^= u64::from(*byte);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        assert_eq!(sm.reader.digest().unwrap(), (hash, 2, 6));
+    }
+
+    #[test]
+    fn snapshots_carry_revisions_and_rebuild_lease_keys() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = open_in(dir.path());
+        apply_at(&store, Command::LeaseGrant { ttl_seconds: 30 }, 1);
+        apply_at(
+            &store,
+            Command::PutLeased {
+                key: b"a".to_vec(),
+                value: b"1".to_vec(),
+                lease: 1,
+            },
+            2,
+        );
+        apply_at(&store, put("a", "2"), 3);
+        apply_at(&store, put("b", "x"), 4);
+        let data = store
+            .encode_at(4, &store.reader.leases.all().unwrap())
+            .unwrap();
+        let other_dir = tempfile::TempDir::new().unwrap();
+        let other = open_in(other_dir.path());
+        let meta = SnapshotMeta {
+            last_log_id: Some(openraft::testing::log_id::<TypeConfig>(1, 1, 4)),
+            ..Default::default()
+        };
+        let changes = other.lease_changes();
+        other
+            .load_snapshot(&other.write_gate().unwrap(), &meta, &data)
+            .unwrap();
+        other.publish().unwrap();
+        assert!(changes.has_changed().unwrap(), "the countdowns hear of it");
+        assert_eq!(
+            other.reader.digest().unwrap(),
+            store.reader.digest().unwrap()
+        );
+        // History starts after the snapshot.
+        assert_eq!(other.reader.revisions.compacted(), 4);
+        assert_eq!(
+            other.reader.lease_keys(1, 10).unwrap().0,
+            Vec::<Vec<u8>>::new()
+        );
+        let a = other.reader.get(b"a", None).unwrap().0.unwrap();
+        assert_eq!((a.created, a.modified, a.version, a.lease), (2, 3, 2, 0));
     }
 
     #[test]
@@ -1349,32 +1178,16 @@ mod tests {
         use openraft::testing::log_id;
         let dir = tempfile::TempDir::new().unwrap();
         let store = open_in(dir.path());
-        let pairs = [Ok((
-            sled::IVec::from(&b"a"[..]),
-            sled::IVec::from(record::encode(4, 0, b"1")),
-        ))];
+        apply_at(&store, put("a", "1"), 4);
         let meta = SnapshotMeta {
             last_log_id: Some(log_id::<TypeConfig>(1, 1, 5)),
             ..Default::default()
         };
-        store
-            .store_snapshot(&meta, &encode_snapshot(&[], pairs.into_iter()).unwrap())
-            .unwrap();
+        let data = store.encode_at(5, &Vec::new()).unwrap();
+        store.store_snapshot(&meta, &data).unwrap();
         // Applied after the snapshot, then a crash (no close_cleanly): part of a
         // batch may be in the trees, so they are rebuilt from the snapshot.
-        store
-            .reader
-            .kv
-            .insert(b"b", record::encode(6, 0, b"2"))
-            .unwrap();
-        store
-            .reader
-            .meta
-            .insert(
-                LAST_APPLIED,
-                encode(&Some(log_id::<TypeConfig>(1, 1, 7))).unwrap(),
-            )
-            .unwrap();
+        apply_at(&store, put("b", "2"), 7);
         store.disk.sync().unwrap();
         drop(store);
         let store = open_in(dir.path());
@@ -1385,20 +1198,57 @@ mod tests {
         );
 
         // A clean stop: the state is kept as it is, and nothing writes after it.
-        store
-            .reader
-            .kv
-            .insert(b"c", record::encode(8, 0, b"3"))
-            .unwrap();
+        apply_at(&store, put("c", "3"), 8);
         store.close_cleanly().unwrap();
         assert!(store.write_gate().is_err(), "a closed store refuses writes");
         drop(store);
         let store = open_in(dir.path());
         assert_eq!(keys(&store), vec![b"a".to_vec(), b"c".to_vec()]);
+        // History survives a clean restart.
+        let (rows, _) = store.reader.history(6, 1 << 20).unwrap();
+        assert_eq!(rows.len(), 1);
 
         // The marker is used up by that open: the next crash rebuilds again.
         drop(store);
         let store = open_in(dir.path());
         assert_eq!(keys(&store), vec![b"a".to_vec()]);
+    }
+
+    #[test]
+    fn the_state_of_the_version_before_revisions_is_converted_on_open() {
+        let dir = tempfile::TempDir::new().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let kv = db.open_tree("kv").unwrap();
+            kv.insert(b"k", record::encode(9, 0, b"v")).unwrap();
+            let meta = db.open_tree("sm_meta").unwrap();
+            meta.insert(KV_FORMAT, &[1]).unwrap();
+            meta.insert(CLEAN, &[]).unwrap();
+            let applied = Some(openraft::testing::log_id::<TypeConfig>(1, 1, 12));
+            meta.insert(LAST_APPLIED, encode(&applied).unwrap())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = open_in(dir.path());
+        let (found, revision) = store.reader.get(b"k", None).unwrap();
+        let found = found.unwrap();
+        assert_eq!((found.created, found.modified, found.version), (1, 1, 1));
+        assert_eq!(revision, 12);
+        assert_eq!(store.reader.revisions.compacted(), 12);
+        let db = store.database();
+        assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"kv"));
+        // A newer format is refused.
+        store.reader.meta.insert(STORE_FORMAT, &[9]).unwrap();
+        store.close_cleanly().unwrap();
+        drop((store, db));
+        let db = loop {
+            if let Ok(db) = sled::open(dir.path()) {
+                break db;
+            }
+            std::thread::yield_now();
+        };
+        let disk = Arc::new(Disk::new(db.clone(), dir.path()).unwrap());
+        let refused = StateMachineStore::open(&db, disk).err().unwrap();
+        assert!(refused.to_string().contains("newer raftkv"), "{refused}");
     }
 }

@@ -41,6 +41,7 @@ pub async fn get(client: &mut KvClient<Channel>, key: &str, stale: bool) -> Opti
         .get(pb::GetRequest {
             key: key.into(),
             stale,
+            revision: 0,
         })
         .await
         .unwrap_or_else(|e| panic!("get {key}: {e}"))

@@ -61,6 +61,7 @@ async fn bad_client_requests_are_rejected_without_effect() {
         kv.get(pb::GetRequest {
             key: vec![],
             stale: false,
+            revision: 0,
         })
         .await,
         Code::InvalidArgument,

@@ -59,6 +59,7 @@ async fn lease_of(kv: &mut KvClient<Channel>, key: &str) -> Option<u64> {
         .get(pb::GetRequest {
             key: key.into(),
             stale: false,
+            revision: 0,
         })
         .await
         .expect("get")
@@ -244,6 +245,7 @@ async fn writes_naming_a_missing_lease_and_bad_grants_change_nothing() {
         .get(pb::GetRequest {
             key: "k".into(),
             stale: false,
+            revision: 0,
         })
         .await
         .unwrap()

@@ -38,6 +38,7 @@ fn get_op(key: &str) -> pb::TxnOp {
         op: Some(Op::Get(pb::GetRequest {
             key: key.into(),
             stale: false,
+            revision: 0,
         })),
     }
 }
@@ -67,6 +68,7 @@ async fn modified_index(kv: &mut KvClient<Channel>, key: &str) -> u64 {
     kv.get(pb::GetRequest {
         key: key.into(),
         stale: false,
+        revision: 0,
     })
     .await
     .expect("get")
@@ -211,6 +213,7 @@ async fn a_transaction_past_its_limits_is_refused_whole() {
                     op: Some(Op::Get(pb::GetRequest {
                         key: "k".into(),
                         stale: true,
+                        revision: 0,
                     })),
                 }],
                 vec![],

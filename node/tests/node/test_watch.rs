@@ -4,6 +4,7 @@
 
 use raftkv_proto::pb;
 use raftkv_proto::pb::kv_client::KvClient;
+use raftkv_proto::COMPACT_REVISION_METADATA;
 use raftkv_proto::OLDEST_INDEX_METADATA;
 use raftkv_proto::RESUME_INDEX_METADATA;
 use raftkv_testkit::TestCluster;
@@ -180,39 +181,61 @@ async fn a_watch_resumes_on_another_node_after_the_leader_dies_without_gaps_or_d
     assert_eq!(events, expected);
 }
 
+/// Compacts the history before `revision` through node 0's Admin API.
+async fn compact(cluster: &TestCluster, revision: u64) {
+    cluster.nodes[0]
+        .admin()
+        .compact(pb::CompactRequest { revision })
+        .await
+        .unwrap_or_else(|e| panic!("compact at {revision}: {e}"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_is_bounded_and_a_slow_watcher_is_ended_with_where_to_resume() {
-    let cluster = TestCluster::builder()
-        .flags(&["--watch-history", "10"])
-        .start(1)
-        .await;
+async fn history_ends_at_the_compaction_and_a_slow_watcher_catches_up_from_disk() {
+    let cluster = TestCluster::start(1).await;
     cluster.wait_for_leader().await;
     let mut kv = cluster.nodes[0].kv();
     let mut written = Vec::new();
     for i in 0..30 {
         written.push(put(&mut kv, &format!("h/{i}"), "x").await);
     }
-    // The first writes are out of the window: OUT_OF_RANGE with the oldest index.
+    compact(&cluster, written[20].0).await;
+    // The first writes are compacted: OUT_OF_RANGE with the oldest revision.
     let status = watch(&mut kv, "h/", written[0].0).await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     let oldest = metadata_index(&status, OLDEST_INDEX_METADATA);
-    assert_eq!(oldest, written[20].0, "ten entries are kept");
+    assert_eq!(oldest, written[20].0 + 1, "history after the compaction");
+    assert_eq!(
+        metadata_index(&status, COMPACT_REVISION_METADATA),
+        written[20].0
+    );
     let mut stream = watch(&mut kv, "h/", oldest).await.unwrap();
-    let (events, _) = collect(&mut stream, 10).await;
-    assert_eq!(events, written[20..]);
+    let (events, _) = collect(&mut stream, 9).await;
+    assert_eq!(events, written[21..]);
 
     // A watcher that reads nothing while big values go by: flow control
-    // stops its stream, the window overtakes it, and it is ended.
+    // stops its stream, and it carries on from disk when it reads again.
     let mut slow = watch(&mut kv, "big/", 0).await.unwrap();
     let value = "v".repeat(256 << 10);
+    let mut big = Vec::new();
     for i in 0..40 {
-        put(&mut kv, &format!("big/{i}"), &value).await;
+        big.push(put(&mut kv, &format!("big/{i}"), &value).await);
     }
+    let (events, _) = collect(&mut slow, 40).await;
+    assert_eq!(events, big, "every change, in order, read from disk");
+
+    // One that falls behind a compaction is ended with where to resume.
+    let mut behind = watch(&mut kv, "big/", 0).await.unwrap();
+    let mut last = 0;
+    for i in 0..40 {
+        last = put(&mut kv, &format!("big/{i}"), &value).await.0;
+    }
+    compact(&cluster, last).await;
     let mut received = 0;
     let mut resume_seen = 0;
     let status = tokio::time::timeout(PATIENCE, async {
         loop {
-            match slow.message().await {
+            match behind.message().await {
                 Ok(Some(message)) => {
                     received += message.events.len();
                     resume_seen = message.resume_index;
@@ -223,12 +246,36 @@ async fn history_is_bounded_and_a_slow_watcher_is_ended_with_where_to_resume() {
         }
     })
     .await
-    .expect("the slow watcher is ended");
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    .expect("the watcher behind the compaction is ended");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     assert!(
         received < 40,
-        "all {received} events arrived: the watcher was not slow"
+        "all {received} events arrived: the watcher was not behind"
     );
-    assert_eq!(metadata_index(&status, RESUME_INDEX_METADATA), resume_seen);
-    assert!(metadata_index(&status, OLDEST_INDEX_METADATA) > resume_seen);
+    let resume = metadata_index(&status, RESUME_INDEX_METADATA);
+    assert!(
+        resume >= resume_seen && resume <= last,
+        "{resume} vs {resume_seen}..{last}"
+    );
+    assert_eq!(metadata_index(&status, COMPACT_REVISION_METADATA), last);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_before_a_restart_resumes_after_it() {
+    let mut cluster = TestCluster::start(1).await;
+    cluster.wait_for_leader().await;
+    let mut kv = cluster.nodes[0].kv();
+    let mut written = Vec::new();
+    for i in 0..5 {
+        written.push(put(&mut kv, &format!("r/{i}"), "before").await);
+    }
+    // A graceful stop, then the same data directory again.
+    assert!(cluster.node(1).stop(), "node 1 stops gracefully");
+    cluster.node(1).restart();
+    cluster.wait_for_leader().await;
+    let mut kv = cluster.nodes[0].kv();
+    written.push(put(&mut kv, "r/after", "after").await);
+    let mut stream = watch(&mut kv, "r/", written[0].0).await.unwrap();
+    let (events, _) = collect(&mut stream, written.len()).await;
+    assert_eq!(events, written);
 }

@@ -1,0 +1,602 @@
+//! What each command means: puts, deletes, compare-and-swaps, transactions
+//! and lease effects, applied to the key space at one revision.
+//!
+//! Every decision reads the state as of the revision before the entry (plus
+//! what the entry itself wrote so far), never anything newer. So applying an
+//! entry decides alike on every replica, and applying it again over a state
+//! that already holds part of it (rows at its own revision) decides as the
+//! first time and writes the same rows.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::io;
+
+use super::keyspace::KeySpace;
+use super::keyspace::KeyValue;
+use super::keyspace::Lookup;
+use super::keyspace::Row;
+use super::leases;
+use super::leases::LeaseTrees;
+use crate::types::Check;
+use crate::types::Command;
+use crate::types::CommandResult;
+use crate::types::Compare;
+use crate::types::Stored;
+use crate::types::TxnOp;
+use crate::types::TxnOpResult;
+
+/// What applying one entry did besides its result.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// The lease table changed (a grant or a revoke).
+    pub leases_changed: bool,
+    /// A compaction was decided at this revision.
+    pub compact: Option<u64>,
+    /// Keys created minus keys deleted.
+    pub keys_added: i64,
+}
+
+/// One entry being applied at `revision`.
+pub struct EntryApply<'a> {
+    space: &'a KeySpace,
+    leases: &'a LeaseTrees,
+    revision: u64,
+    /// The next write's sub-revision.
+    sub: u32,
+    /// Keys this entry wrote so far and what they hold now.
+    written: HashMap<Vec<u8>, Option<KeyValue>>,
+    pub effects: Effects,
+}
+
+impl From<KeyValue> for Stored {
+    fn from(kv: KeyValue) -> Stored {
+        Stored {
+            value: kv.value,
+            modified: kv.mod_revision,
+            lease: kv.lease,
+            created: kv.create_revision,
+            version: kv.version,
+        }
+    }
+}
+
+impl<'a> EntryApply<'a> {
+    pub fn new(space: &'a KeySpace, leases: &'a LeaseTrees, revision: u64) -> Self {
+        EntryApply {
+            space,
+            leases,
+            revision,
+            sub: 0,
+            written: HashMap::new(),
+            effects: Effects::default(),
+        }
+    }
+
+    /// `key` as this entry sees it: its own writes, else the state at the
+    /// revision before it.
+    fn current(&self, key: &[u8]) -> io::Result<Option<KeyValue>> {
+        if let Some(written) = self.written.get(key) {
+            return Ok(written.clone());
+        }
+        match self.space.get(key, self.revision.saturating_sub(1))? {
+            Lookup::Found(kv) => Ok(Some(kv)),
+            Lookup::Absent => Ok(None),
+            // Compaction never passes the applied revision.
+            Lookup::Lost => Err(io::Error::other(format!(
+                "the key index names a version that is gone, reading at revision {}",
+                self.revision - 1
+            ))),
+        }
+    }
+
+    fn write_row(&mut self, row: Row) -> io::Result<()> {
+        self.space.write(self.revision, self.sub, &row)?;
+        self.sub += 1;
+        Ok(())
+    }
+
+    /// Writes `value` to `key`, attached to `lease` (0: none; the caller
+    /// has checked that it exists).
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>, lease: u64) -> io::Result<()> {
+        let previous = self.current(&key)?;
+        let (create_revision, version) = match &previous {
+            Some(kv) => (kv.create_revision, kv.version + 1),
+            None => {
+                self.effects.keys_added += 1;
+                (self.revision, 1)
+            }
+        };
+        self.reattach(&key, previous.map_or(0, |kv| kv.lease), lease)?;
+        let row = Row {
+            key,
+            value: Some(value),
+            create_revision,
+            version,
+            lease,
+        };
+        self.write_row(row.clone())?;
+        let revision = self.revision;
+        let kv = row.into_key_value(revision);
+        if let Some(kv) = kv {
+            self.written.insert(kv.key.clone(), Some(kv));
+        }
+        Ok(())
+    }
+
+    /// Deletes `key`; returns whether it existed. Deleting a missing key
+    /// writes nothing, so watchers see no event for it.
+    fn delete(&mut self, key: Vec<u8>) -> io::Result<bool> {
+        let Some(previous) = self.current(&key)? else {
+            return Ok(false);
+        };
+        self.reattach(&key, previous.lease, 0)?;
+        self.effects.keys_added -= 1;
+        self.write_row(Row {
+            key: key.clone(),
+            value: None,
+            create_revision: 0,
+            version: 0,
+            lease: 0,
+        })?;
+        self.written.insert(key, None);
+        Ok(true)
+    }
+
+    /// Moves `key`'s entry in the lease index from lease `from` to `to` (0: none).
+    fn reattach(&self, key: &[u8], from: u64, to: u64) -> io::Result<()> {
+        if from != to {
+            if from != 0 {
+                self.leases.detach(from, key)?;
+            }
+            if to != 0 {
+                self.leases.attach(to, key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Why attaching `keys` to `lease` may not happen, if it may not: the
+    /// lease does not exist, or the keys not yet attached to it would take
+    /// it past [`leases::MAX_LEASE_KEY_BYTES`].
+    fn lease_refusal(&self, lease: u64, keys: &[&[u8]]) -> io::Result<Option<CommandResult>> {
+        let Some(info) = self.leases.info(lease)? else {
+            return Ok(Some(CommandResult::LeaseNotFound { id: lease }));
+        };
+        let mut weight = 0u64;
+        for key in keys {
+            if self.current(key)?.is_none_or(|kv| kv.lease != lease) {
+                weight = weight.saturating_add(leases::key_weight(key));
+            }
+        }
+        Ok((!info.has_room_for(weight)).then_some(CommandResult::LeaseFull { id: lease }))
+    }
+
+    /// Sets `key` to `new_value` (attached to `lease`) if it holds `expected`.
+    fn compare_and_swap(
+        &mut self,
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        new_value: Vec<u8>,
+        lease: u64,
+    ) -> io::Result<CommandResult> {
+        let current = self.current(&key)?.map(|kv| kv.value);
+        Ok(if current == expected {
+            self.put(key, new_value, lease)?;
+            CommandResult::Swapped {
+                succeeded: true,
+                current: None,
+            }
+        } else {
+            CommandResult::Swapped {
+                succeeded: false,
+                current,
+            }
+        })
+    }
+
+    fn holds(&self, compare: &Compare) -> io::Result<bool> {
+        let current = self.current(&compare.key)?;
+        Ok(match (&compare.check, current) {
+            (Check::Value(expected), current) => current.is_some_and(|kv| kv.value == *expected),
+            (Check::Exists(exists), current) => current.is_some() == *exists,
+            (Check::ModifiedIndex(0), current) => current.is_none(),
+            (Check::ModifiedIndex(at), current) => current.is_some_and(|kv| kv.mod_revision == *at),
+        })
+    }
+
+    /// A transaction: every comparison against the state before it, then one
+    /// branch's operations in order.
+    fn txn(
+        &mut self,
+        compares: &[Compare],
+        success: Vec<TxnOp>,
+        failure: Vec<TxnOp>,
+    ) -> io::Result<CommandResult> {
+        let mut succeeded = true;
+        for compare in compares {
+            if !self.holds(compare)? {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded { success } else { failure };
+        // No operation of a transaction ends a lease, so checking them all
+        // first keeps the transaction all or nothing (its deletes are not
+        // counted as making room).
+        let mut by_lease: BTreeMap<u64, Vec<&[u8]>> = BTreeMap::new();
+        for op in &ops {
+            if let TxnOp::PutLeased { key, lease, .. } = op {
+                by_lease.entry(*lease).or_default().push(key);
+            }
+        }
+        for (lease, keys) in &by_lease {
+            if let Some(refusal) = self.lease_refusal(*lease, keys)? {
+                return Ok(refusal);
+            }
+        }
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            results.push(match op {
+                TxnOp::Put { key, value } => {
+                    self.put(key, value, 0)?;
+                    TxnOpResult::Put
+                }
+                TxnOp::PutLeased { key, value, lease } => {
+                    self.put(key, value, lease)?;
+                    TxnOpResult::Put
+                }
+                TxnOp::Delete { key } => TxnOpResult::Deleted {
+                    existed: self.delete(key)?,
+                },
+                TxnOp::Get { key } => TxnOpResult::Got {
+                    found: self.current(&key)?.map(Stored::from),
+                },
+            });
+        }
+        Ok(CommandResult::Txn { succeeded, results })
+    }
+
+    /// Applies `command`. `compacted` is the compaction point before it.
+    /// Every outcome is decided by the state and the command alone.
+    pub fn command(&mut self, command: Command, compacted: u64) -> io::Result<CommandResult> {
+        Ok(match command {
+            Command::Put { key, value } => {
+                self.put(key, value, 0)?;
+                CommandResult::Done
+            }
+            Command::PutLeased { key, value, lease } => {
+                if let Some(refusal) = self.lease_refusal(lease, &[&key])? {
+                    return Ok(refusal);
+                }
+                self.put(key, value, lease)?;
+                CommandResult::Done
+            }
+            Command::Delete { key } => CommandResult::Deleted {
+                existed: self.delete(key)?,
+            },
+            Command::CompareAndSwap {
+                key,
+                expected,
+                new_value,
+            } => self.compare_and_swap(key, expected, new_value, 0)?,
+            Command::CompareAndSwapLeased {
+                key,
+                expected,
+                new_value,
+                lease,
+            } => {
+                if let Some(refusal) = self.lease_refusal(lease, &[&key])? {
+                    return Ok(refusal);
+                }
+                self.compare_and_swap(key, expected, new_value, lease)?
+            }
+            Command::Txn {
+                compares,
+                success,
+                failure,
+            } => self.txn(&compares, success, failure)?,
+            Command::LeaseGrant { ttl_seconds } => {
+                // The leader refuses TTLs out of range; one that reached the
+                // log anyway is clamped, so the table holds only what
+                // snapshots accept.
+                let ttl = ttl_seconds.clamp(leases::MIN_TTL_SECONDS, leases::MAX_TTL_SECONDS);
+                self.leases.grant(self.revision, ttl)?;
+                self.effects.leases_changed = true;
+                CommandResult::LeaseGranted
+            }
+            Command::LeaseRevoke { id, expired } => {
+                let Some(keys) = self.leases.remove(id)? else {
+                    return Ok(CommandResult::LeaseRevoked {
+                        found: false,
+                        keys_deleted: 0,
+                    });
+                };
+                self.effects.leases_changed = true;
+                let mut keys_deleted = 0;
+                for key in keys {
+                    // The value's lease slot decides: a key is never deleted
+                    // for a lease it left.
+                    if self.current(&key)?.is_some_and(|kv| kv.lease == id) {
+                        self.delete(key)?;
+                        keys_deleted += 1;
+                    }
+                }
+                tracing::debug!(lease = id, expired, keys_deleted, "lease ended");
+                CommandResult::LeaseRevoked {
+                    found: true,
+                    keys_deleted,
+                }
+            }
+            Command::Compact { revision } => {
+                // Never past the state before this entry, never backwards.
+                let at = revision.min(self.revision.saturating_sub(1));
+                if at > compacted {
+                    self.effects.compact = Some(at);
+                }
+                CommandResult::Compacted {
+                    revision: at.max(compacted),
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Apply semantics as tables: a sequence of commands at revisions, and
+    //! what the key space holds after (no processes, a temporary sled).
+    use super::*;
+
+    struct Fixture {
+        _db: sled::Db,
+        space: KeySpace,
+        leases: LeaseTrees,
+        compacted: u64,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let db = sled::Config::new().temporary(true).open().unwrap();
+            Fixture {
+                space: KeySpace::open(&db).unwrap(),
+                leases: LeaseTrees::open(&db).unwrap(),
+                _db: db,
+                compacted: 0,
+            }
+        }
+
+        fn apply(&mut self, revision: u64, command: Command) -> CommandResult {
+            let mut entry = EntryApply::new(&self.space, &self.leases, revision);
+            let result = entry.command(command, self.compacted).unwrap();
+            if let Some(at) = entry.effects.compact {
+                self.compacted = at;
+            }
+            result
+        }
+
+        /// (value, create, mod, version, lease) of `key` at `revision`.
+        fn at(&self, key: &str, revision: u64) -> Option<(String, u64, u64, u64, u64)> {
+            let kv = self.space.get(key.as_bytes(), revision).unwrap().found()?;
+            Some((
+                String::from_utf8(kv.value).unwrap(),
+                kv.create_revision,
+                kv.mod_revision,
+                kv.version,
+                kv.lease,
+            ))
+        }
+    }
+
+    fn put(key: &str, value: &str) -> Command {
+        Command::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    fn delete(key: &str) -> Command {
+        Command::Delete { key: key.into() }
+    }
+
+    fn txn_put(key: &str, value: &str) -> TxnOp {
+        TxnOp::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    fn compare(key: &str, check: Check) -> Compare {
+        Compare {
+            key: key.into(),
+            check,
+        }
+    }
+
+    #[test]
+    fn versions_count_writes_since_creation() {
+        let mut f = Fixture::new();
+        // (revision, command, key, expected at that revision: value,
+        // create, mod, version)
+        type Expected<'a> = Option<(&'a str, u64, u64, u64)>;
+        let table: Vec<(u64, Command, &str, Expected)> = vec![
+            (2, put("k", "a"), "k", Some(("a", 2, 2, 1))),
+            (3, put("k", "b"), "k", Some(("b", 2, 3, 2))),
+            (4, delete("k"), "k", None),
+            (5, put("k", "c"), "k", Some(("c", 5, 5, 1))),
+            (6, delete("missing"), "missing", None),
+        ];
+        for (revision, command, key, expected) in table {
+            f.apply(revision, command);
+            let got = f.at(key, revision).map(|(v, c, m, ver, _)| (v, c, m, ver));
+            let expected = expected.map(|(v, c, m, ver)| (v.to_string(), c, m, ver));
+            assert_eq!(got, expected, "at {revision}");
+        }
+        // Older revisions still read as they were.
+        assert_eq!(f.at("k", 3).unwrap().0, "b");
+        assert_eq!(f.at("k", 4), None);
+        // A delete of a missing key writes nothing.
+        assert_eq!(f.space.history(6, 6, 1 << 20).unwrap(), (vec![], true));
+    }
+
+    #[test]
+    fn compare_and_swap_and_transactions_decide_on_the_state_before_them() {
+        let mut f = Fixture::new();
+        f.apply(2, put("a", "1"));
+        let cas = |expected: Option<&str>, new: &str| Command::CompareAndSwap {
+            key: b"a".to_vec(),
+            expected: expected.map(|e| e.into()),
+            new_value: new.into(),
+        };
+        let table: Vec<(u64, Command, CommandResult)> = vec![
+            (
+                3,
+                cas(Some("1"), "2"),
+                CommandResult::Swapped {
+                    succeeded: true,
+                    current: None,
+                },
+            ),
+            (
+                4,
+                cas(Some("1"), "3"),
+                CommandResult::Swapped {
+                    succeeded: false,
+                    current: Some(b"2".to_vec()),
+                },
+            ),
+            (
+                5,
+                cas(None, "3"),
+                CommandResult::Swapped {
+                    succeeded: false,
+                    current: Some(b"2".to_vec()),
+                },
+            ),
+            (
+                6,
+                Command::Txn {
+                    compares: vec![
+                        compare("a", Check::ModifiedIndex(3)),
+                        compare("b", Check::Exists(false)),
+                    ],
+                    success: vec![
+                        txn_put("a", "x"),
+                        txn_put("b", "y"),
+                        TxnOp::Get { key: b"a".to_vec() },
+                    ],
+                    failure: vec![],
+                },
+                CommandResult::Txn {
+                    succeeded: true,
+                    results: vec![
+                        TxnOpResult::Put,
+                        TxnOpResult::Put,
+                        // Its own earlier write.
+                        TxnOpResult::Got {
+                            found: Some(Stored {
+                                value: b"x".to_vec(),
+                                modified: 6,
+                                lease: 0,
+                                created: 2,
+                                version: 3,
+                            }),
+                        },
+                    ],
+                },
+            ),
+            (
+                7,
+                Command::Txn {
+                    compares: vec![compare("a", Check::Value(b"1".to_vec()))],
+                    success: vec![txn_put("a", "never")],
+                    failure: vec![TxnOp::Delete { key: b"b".to_vec() }],
+                },
+                CommandResult::Txn {
+                    succeeded: false,
+                    results: vec![TxnOpResult::Deleted { existed: true }],
+                },
+            ),
+        ];
+        for (revision, command, expected) in table {
+            assert_eq!(f.apply(revision, command), expected, "at {revision}");
+        }
+        // The transaction's writes share one revision.
+        assert_eq!(f.at("a", 6).unwrap().2, 6);
+        assert_eq!(f.at("b", 6).unwrap().2, 6);
+        assert_eq!(f.at("b", 5), None);
+        assert_eq!(f.at("b", 7), None);
+    }
+
+    #[test]
+    fn applying_an_entry_again_over_part_of_it_decides_and_writes_alike() {
+        let mut f = Fixture::new();
+        f.apply(2, put("a", "1"));
+        let txn = || Command::Txn {
+            compares: vec![compare("a", Check::Value(b"1".to_vec()))],
+            success: vec![txn_put("a", "2"), txn_put("b", "2")],
+            failure: vec![txn_put("c", "failed")],
+        };
+        let first = f.apply(3, txn());
+        let rows = f.space.history(3, 3, 1 << 20).unwrap();
+        // A crash after part of it, then the log replays it: the state at
+        // revision 2 still says a = 1.
+        let again = f.apply(3, txn());
+        assert_eq!(first, again);
+        assert_eq!(f.space.history(3, 3, 1 << 20).unwrap(), rows);
+        assert_eq!(f.at("a", 3).unwrap().3, 2, "version counted once");
+    }
+
+    #[test]
+    fn a_lease_revoke_deletes_its_keys_at_one_revision() {
+        let mut f = Fixture::new();
+        f.apply(2, Command::LeaseGrant { ttl_seconds: 10 });
+        let leased = |key: &str| Command::PutLeased {
+            key: key.into(),
+            value: b"v".to_vec(),
+            lease: 2,
+        };
+        f.apply(3, leased("x"));
+        f.apply(4, leased("y"));
+        f.apply(5, leased("moved"));
+        f.apply(6, put("moved", "off"));
+        let result = f.apply(
+            7,
+            Command::LeaseRevoke {
+                id: 2,
+                expired: true,
+            },
+        );
+        assert_eq!(
+            result,
+            CommandResult::LeaseRevoked {
+                found: true,
+                keys_deleted: 2
+            }
+        );
+        assert!(f.at("x", 6).is_some() && f.at("y", 6).is_some());
+        assert!(f.at("x", 7).is_none() && f.at("y", 7).is_none());
+        assert_eq!(f.at("moved", 7).unwrap().0, "off");
+        // A write naming it now changes nothing.
+        assert_eq!(
+            f.apply(8, leased("z")),
+            CommandResult::LeaseNotFound { id: 2 }
+        );
+        assert!(f.at("z", 8).is_none());
+    }
+
+    #[test]
+    fn compaction_moves_forward_only_and_never_past_the_state_before_it() {
+        let mut f = Fixture::new();
+        f.apply(2, put("a", "1"));
+        let compact = |revision| Command::Compact { revision };
+        let table = [(3, 2, 2), (4, 1, 2), (5, 99, 4), (6, 4, 4)];
+        for (revision, asked, expected) in table {
+            assert_eq!(
+                f.apply(revision, compact(asked)),
+                CommandResult::Compacted { revision: expected },
+                "at {revision}"
+            );
+            assert_eq!(f.compacted, expected);
+        }
+    }
+}

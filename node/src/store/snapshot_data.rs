@@ -1,0 +1,290 @@
+//! The snapshot data format: the state at one revision, as snapshots,
+//! their transfer to followers and backups carry it.
+//!
+//! [`SNAPSHOT_V4`] (this version): the marker, the lease table (see
+//! `leases::encode_table`), then one record per live key in key order:
+//! `u32 key length (BE), key, u32 length (BE), create_revision u64,
+//! mod_revision u64, version u64, lease u64 (all BE), value`. Every key's
+//! lease is 0 or one in the table.
+//!
+//! Earlier versions wrote [`SNAPSHOT_V3`] (the same table, values behind a
+//! 17-byte header: format 1, modified index, lease), [`SNAPSHOT_V2`] (no
+//! table) and, first, records of bare values without a marker. They load
+//! with `create_revision` = `mod_revision` = 1 and version 1 for every key,
+//! the same on every replica, since they never recorded more.
+
+use std::io;
+
+use super::keyspace::KeyValue;
+use super::leases;
+use super::leases::LeaseTable;
+use super::record;
+
+/// The first bytes of data with value headers: a key length no key can have,
+/// then the format number.
+const SNAPSHOT_V2: &[u8] = &[0xff, 0xff, 0xff, 0xff, 2];
+/// With a lease table.
+const SNAPSHOT_V3: &[u8] = &[0xff, 0xff, 0xff, 0xff, 3];
+/// With revisions: what this version writes.
+pub const SNAPSHOT_V4: &[u8] = &[0xff, 0xff, 0xff, 0xff, 4];
+/// The revisions given to keys loaded from formats without them.
+pub const BEFORE_REVISIONS: u64 = 1;
+/// Bytes of a v4 value before the value itself.
+const V4_HEADER: usize = 32;
+
+/// Snapshot data, decoded.
+#[derive(Debug)]
+pub struct Decoded {
+    pub leases: LeaseTable,
+    /// Live keys in key order.
+    pub keys: Vec<KeyValue>,
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// Appends snapshot data, key by key.
+pub struct Encoder {
+    data: Vec<u8>,
+}
+
+impl Encoder {
+    pub fn new(leases: &[(u64, u64)]) -> io::Result<Encoder> {
+        let mut data = SNAPSHOT_V4.to_vec();
+        leases::encode_table(leases, &mut data)?;
+        Ok(Encoder { data })
+    }
+
+    /// Appends `kv`; keys must come in increasing order.
+    pub fn push(&mut self, kv: &KeyValue) -> io::Result<()> {
+        let data = &mut self.data;
+        let key_len = u32::try_from(kv.key.len()).map_err(io::Error::other)?;
+        let value_len = u32::try_from(V4_HEADER + kv.value.len()).map_err(io::Error::other)?;
+        data.extend_from_slice(&key_len.to_be_bytes());
+        data.extend_from_slice(&kv.key);
+        data.extend_from_slice(&value_len.to_be_bytes());
+        for number in [kv.create_revision, kv.mod_revision, kv.version, kv.lease] {
+            data.extend_from_slice(&number.to_be_bytes());
+        }
+        data.extend_from_slice(&kv.value);
+        Ok(())
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.data
+    }
+}
+
+/// The `key, value` records of snapshot data, checked for order.
+fn records(mut data: &[u8]) -> io::Result<Vec<(&[u8], &[u8])>> {
+    fn take<'a>(data: &mut &'a [u8]) -> io::Result<&'a [u8]> {
+        let malformed = || invalid("malformed snapshot data");
+        let (len, rest) = data.split_first_chunk::<4>().ok_or_else(malformed)?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(malformed());
+        }
+        let (part, rest) = rest.split_at(len);
+        *data = rest;
+        Ok(part)
+    }
+    let mut pairs: Vec<(&[u8], &[u8])> = Vec::new();
+    while !data.is_empty() {
+        let key = take(&mut data)?;
+        let value = take(&mut data)?;
+        if pairs.last().is_some_and(|(previous, _)| *previous >= key) {
+            return Err(invalid("snapshot keys out of order"));
+        }
+        pairs.push((key, value));
+    }
+    Ok(pairs)
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut number = [0; 8];
+    number.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_be_bytes(number)
+}
+
+/// Decodes snapshot data of any version. Malformed data (a cut record, keys
+/// out of order or repeated, a bad header, a bad lease table, a key attached
+/// to a lease not in it, impossible revisions) is `InvalidData`.
+pub fn decode(data: &[u8]) -> io::Result<Decoded> {
+    let (leases, keys) = if let Some(rest) = data.strip_prefix(SNAPSHOT_V4) {
+        let (leases, rest) = leases::decode_table(rest)?;
+        let mut keys = Vec::new();
+        for (key, value) in records(rest)? {
+            if value.len() < V4_HEADER {
+                return Err(invalid("malformed snapshot value"));
+            }
+            let kv = KeyValue {
+                key: key.to_vec(),
+                value: value[V4_HEADER..].to_vec(),
+                create_revision: u64_at(value, 0),
+                mod_revision: u64_at(value, 8),
+                version: u64_at(value, 16),
+                lease: u64_at(value, 24),
+            };
+            if kv.version == 0 || kv.create_revision == 0 || kv.create_revision > kv.mod_revision {
+                return Err(invalid("snapshot data holds impossible revisions"));
+            }
+            keys.push(kv);
+        }
+        (leases, keys)
+    } else {
+        let (leases, rest, headers) = if let Some(rest) = data.strip_prefix(SNAPSHOT_V3) {
+            let (leases, rest) = leases::decode_table(rest)?;
+            (leases, rest, true)
+        } else if let Some(rest) = data.strip_prefix(SNAPSHOT_V2) {
+            (Vec::new(), rest, true)
+        } else {
+            (Vec::new(), data, false)
+        };
+        let mut keys = Vec::new();
+        for (key, value) in records(rest)? {
+            let (lease, value) = if headers {
+                let record = record::decode(value)?;
+                (record.lease, record.value)
+            } else {
+                (0, value)
+            };
+            keys.push(KeyValue {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                create_revision: BEFORE_REVISIONS,
+                mod_revision: BEFORE_REVISIONS,
+                version: 1,
+                lease,
+            });
+        }
+        (leases, keys)
+    };
+    let mut weights = vec![0u64; leases.len()];
+    for kv in &keys {
+        if kv.lease == 0 {
+            continue;
+        }
+        let Ok(at) = leases.binary_search_by_key(&kv.lease, |(id, _)| *id) else {
+            return Err(invalid(
+                "snapshot data attaches a key to a lease it does not hold",
+            ));
+        };
+        weights[at] = weights[at].saturating_add(leases::key_weight(&kv.key));
+        if weights[at] > leases::MAX_LEASE_KEY_BYTES {
+            return Err(invalid(
+                "snapshot data attaches more keys to a lease than one may carry",
+            ));
+        }
+    }
+    Ok(Decoded { leases, keys })
+}
+
+/// Checks that `data` is snapshot data this state machine can load, for a
+/// snapshot up to log index `last_index`: no lease granted and no key
+/// written after it. Returns the number of keys.
+pub fn check(data: &[u8], last_index: u64) -> io::Result<usize> {
+    let decoded = decode(data)?;
+    if decoded
+        .leases
+        .last()
+        .is_some_and(|(id, _)| *id > last_index)
+    {
+        return Err(invalid(
+            "snapshot data holds a lease granted after the snapshot's last index",
+        ));
+    }
+    if decoded.keys.iter().any(|kv| kv.mod_revision > last_index) {
+        return Err(invalid(
+            "snapshot data holds a key written after the snapshot's last index",
+        ));
+    }
+    Ok(decoded.keys.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(
+        key: &[u8],
+        value: &[u8],
+        create: u64,
+        modified: u64,
+        version: u64,
+        lease: u64,
+    ) -> KeyValue {
+        KeyValue {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            create_revision: create,
+            mod_revision: modified,
+            version,
+            lease,
+        }
+    }
+
+    fn encode(leases: &[(u64, u64)], keys: &[KeyValue]) -> Vec<u8> {
+        let mut encoder = Encoder::new(leases).unwrap();
+        for key in keys {
+            encoder.push(key).unwrap();
+        }
+        encoder.finish()
+    }
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        let keys = vec![
+            kv(b"", b"empty key", 2, 5, 3, 0),
+            kv(b"a", b"1", 6, 6, 1, 6),
+        ];
+        let data = encode(&[(6, 30)], &keys);
+        let decoded = decode(&data).unwrap();
+        assert_eq!(decoded.leases, vec![(6, 30)]);
+        assert_eq!(decoded.keys, keys);
+        assert_eq!(check(&data, 6).unwrap(), 2);
+        assert!(check(&data, 5).is_err(), "written after the snapshot");
+        assert!(decode(&data[..data.len() - 1]).is_err());
+        assert!(decode(&[0, 0, 0, 9, 1]).is_err());
+        // A key attached to a lease the table does not hold.
+        assert!(decode(&encode(&[(8, 30)], &[kv(b"a", b"1", 1, 1, 1, 7)])).is_err());
+        // Impossible revisions.
+        for bad in [
+            kv(b"a", b"", 0, 1, 1, 0),
+            kv(b"a", b"", 3, 2, 1, 0),
+            kv(b"a", b"", 1, 1, 0, 0),
+        ] {
+            assert!(
+                decode(&encode(&[], std::slice::from_ref(&bad))).is_err(),
+                "{bad:?}"
+            );
+        }
+        // Keys out of order or repeated.
+        for keys in [[&b"b"[..], b"a"], [b"a", b"a"]] {
+            let keys: Vec<_> = keys.iter().map(|k| kv(k, b"v", 1, 1, 1, 0)).collect();
+            assert!(decode(&encode(&[], &keys)).is_err(), "{keys:?}");
+        }
+    }
+
+    #[test]
+    fn earlier_formats_load_with_revision_one_for_every_key() {
+        let before = |lease| kv(b"k", b"v", BEFORE_REVISIONS, BEFORE_REVISIONS, 1, lease);
+        // The third format: lease table, values behind a header.
+        let value = record::encode(9, 4, b"v");
+        let len = (value.len() as u32).to_be_bytes();
+        let mut v3 = SNAPSHOT_V3.to_vec();
+        leases::encode_table(&[(4, 30)], &mut v3).unwrap();
+        v3.extend_from_slice(&[0, 0, 0, 1, b'k']);
+        v3.extend_from_slice(&len);
+        v3.extend_from_slice(&value);
+        assert_eq!(decode(&v3).unwrap().keys, vec![before(4)]);
+        // The second: no table, so no lease either.
+        let plain = record::encode(9, 0, b"v");
+        let len = (plain.len() as u32).to_be_bytes();
+        let v2 = [SNAPSHOT_V2, &[0, 0, 0, 1, b'k'], &len, &plain].concat();
+        assert_eq!(decode(&v2).unwrap().keys, vec![before(0)]);
+        // The first: bare values, no marker.
+        let v1 = [&[0, 0, 0, 1, b'k', 0, 0, 0, 1][..], b"v"].concat();
+        assert_eq!(decode(&v1).unwrap().keys, vec![before(0)]);
+    }
+}
