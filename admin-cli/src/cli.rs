@@ -239,6 +239,10 @@ pub enum Command {
         /// Read the node's local state without asking the leader.
         #[arg(long)]
         stale: bool,
+        /// Read the key as it was at this revision (a log index; refused
+        /// before the compaction point).
+        #[arg(long)]
+        revision: Option<u64>,
     },
     /// Delete KEY.
     Delete {
@@ -253,6 +257,10 @@ pub enum Command {
         /// List at most this many keys.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// List the keys as they were at this revision (a log index;
+        /// refused before the compaction point).
+        #[arg(long)]
+        revision: Option<u64>,
     },
 }
 

@@ -35,11 +35,16 @@ pub async fn put(
 }
 
 /// get; a missing key is an error, so scripts can test the exit code.
-pub async fn get(target: &mut Target, key: String, stale: bool) -> anyhow::Result<()> {
+pub async fn get(
+    target: &mut Target,
+    key: String,
+    stale: bool,
+    revision: Option<u64>,
+) -> anyhow::Result<()> {
     let request = pb::GetRequest {
         key: key.clone().into_bytes(),
         stale,
-        revision: 0,
+        revision: revision.unwrap_or(0),
     };
     let call = |channel, request| async move { KvClient::new(channel).get(request).await };
     let answer = if stale {
@@ -57,6 +62,8 @@ pub async fn get(target: &mut Target, key: String, stale: bool) -> anyhow::Resul
                 "value": found.then_some(value),
                 "applied_index": answer.applied_index,
                 "modified_index": found.then_some(answer.modified_index),
+                "create_revision": found.then_some(answer.create_revision),
+                "version": found.then_some(answer.version),
                 "lease": (found && answer.lease != 0).then_some(answer.lease),
             })
         ),
@@ -90,10 +97,16 @@ pub async fn delete(target: &mut Target, key: String) -> anyhow::Result<()> {
 }
 
 /// scan.
-pub async fn scan(target: &mut Target, prefix: String, limit: u32) -> anyhow::Result<()> {
+pub async fn scan(
+    target: &mut Target,
+    prefix: String,
+    limit: u32,
+    revision: Option<u64>,
+) -> anyhow::Result<()> {
     let request = pb::ScanRequest {
         prefix: prefix.into_bytes(),
         limit,
+        revision: revision.unwrap_or(0),
         ..Default::default()
     };
     let answer = target
@@ -105,9 +118,21 @@ pub async fn scan(target: &mut Target, prefix: String, limit: u32) -> anyhow::Re
         let pairs: Vec<_> = answer
             .pairs
             .iter()
-            .map(|p| json!({ "key": String::from_utf8_lossy(&p.key), "value": String::from_utf8_lossy(&p.value) }))
+            .map(|p| {
+                json!({
+                    "key": String::from_utf8_lossy(&p.key),
+                    "value": String::from_utf8_lossy(&p.value),
+                    "create_revision": p.create_revision,
+                    "mod_revision": p.mod_revision,
+                    "version": p.version,
+                    "lease": (p.lease != 0).then_some(p.lease),
+                })
+            })
             .collect();
-        println!("{}", json!({ "pairs": pairs, "more": answer.more }));
+        println!(
+            "{}",
+            json!({ "pairs": pairs, "more": answer.more, "revision": answer.applied_index })
+        );
     } else {
         for pair in &answer.pairs {
             println!(

@@ -101,9 +101,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::LeaseRevoke { id } => lease::revoke(target, id).await,
         Command::LeaseTtl { id, keys } => lease::time_to_live(target, id, keys).await,
         Command::LeaseKeepalive { id, count } => lease::keep_alive(target, id, count).await,
-        Command::Get { key, stale } => kv::get(target, key, stale).await,
+        Command::Get {
+            key,
+            stale,
+            revision,
+        } => kv::get(target, key, stale, revision).await,
         Command::Delete { key } => kv::delete(target, key).await,
-        Command::Scan { prefix, limit } => kv::scan(target, prefix, limit).await,
+        Command::Scan {
+            prefix,
+            limit,
+            revision,
+        } => kv::scan(target, prefix, limit, revision).await,
         Command::WatchKeys {
             prefix,
             from,

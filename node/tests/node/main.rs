@@ -10,6 +10,7 @@ mod test_join;
 mod test_lease;
 mod test_metrics;
 mod test_recovery;
+mod test_revisions;
 mod test_service;
 mod test_storage;
 mod test_tls;
