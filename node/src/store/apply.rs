@@ -14,6 +14,7 @@ use std::io;
 use super::keyspace::KeySpace;
 use super::keyspace::KeyValue;
 use super::keyspace::Lookup;
+use super::keyspace::Numbers;
 use super::keyspace::Row;
 use super::leases;
 use super::leases::LeaseTrees;
@@ -43,8 +44,9 @@ pub struct EntryApply<'a> {
     revision: u64,
     /// The next write's sub-revision.
     sub: u32,
-    /// Keys this entry wrote so far and what they hold now.
-    written: HashMap<Vec<u8>, Option<KeyValue>>,
+    /// Keys this entry wrote so far and the numbers of what they hold now
+    /// (`None`: deleted).
+    written: HashMap<Vec<u8>, Option<(Numbers, Vec<u8>)>>,
     pub effects: Effects,
 }
 
@@ -76,7 +78,14 @@ impl<'a> EntryApply<'a> {
     /// revision before it.
     fn current(&self, key: &[u8]) -> io::Result<Option<KeyValue>> {
         if let Some(written) = self.written.get(key) {
-            return Ok(written.clone());
+            return Ok(written.clone().map(|(numbers, value)| KeyValue {
+                key: key.to_vec(),
+                value,
+                create_revision: numbers.create_revision,
+                mod_revision: numbers.mod_revision,
+                version: numbers.version,
+                lease: numbers.lease,
+            }));
         }
         match self.space.get(key, self.revision.saturating_sub(1))? {
             Lookup::Found(kv) => Ok(Some(kv)),
@@ -89,8 +98,16 @@ impl<'a> EntryApply<'a> {
         }
     }
 
-    fn write_row(&mut self, row: Row) -> io::Result<()> {
-        self.space.write(self.revision, self.sub, &row)?;
+    /// [`Self::current`]'s numbers only: no value is read.
+    fn current_numbers(&self, key: &[u8]) -> io::Result<Option<Numbers>> {
+        if let Some(written) = self.written.get(key) {
+            return Ok(written.as_ref().map(|(numbers, _)| *numbers));
+        }
+        self.space.numbers(key, self.revision.saturating_sub(1))
+    }
+
+    fn write_row(&mut self, row: &Row) -> io::Result<()> {
+        self.space.write(self.revision, self.sub, row)?;
         self.sub += 1;
         Ok(())
     }
@@ -98,40 +115,43 @@ impl<'a> EntryApply<'a> {
     /// Writes `value` to `key`, attached to `lease` (0: none; the caller
     /// has checked that it exists).
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>, lease: u64) -> io::Result<()> {
-        let previous = self.current(&key)?;
+        let previous = self.current_numbers(&key)?;
         let (create_revision, version) = match &previous {
-            Some(kv) => (kv.create_revision, kv.version + 1),
+            Some(numbers) => (numbers.create_revision, numbers.version + 1),
             None => {
                 self.effects.keys_added += 1;
                 (self.revision, 1)
             }
         };
-        self.reattach(&key, previous.map_or(0, |kv| kv.lease), lease)?;
-        let row = Row {
+        self.reattach(&key, previous.map_or(0, |numbers| numbers.lease), lease)?;
+        let mut row = Row {
             key,
             value: Some(value),
             create_revision,
             version,
             lease,
         };
-        self.write_row(row.clone())?;
-        let revision = self.revision;
-        let kv = row.into_key_value(revision);
-        if let Some(kv) = kv {
-            self.written.insert(kv.key.clone(), Some(kv));
-        }
+        self.write_row(&row)?;
+        let numbers = Numbers {
+            create_revision,
+            mod_revision: self.revision,
+            version,
+            lease,
+        };
+        let value = row.value.take().unwrap_or_default();
+        self.written.insert(row.key, Some((numbers, value)));
         Ok(())
     }
 
     /// Deletes `key`; returns whether it existed. Deleting a missing key
     /// writes nothing, so watchers see no event for it.
     fn delete(&mut self, key: Vec<u8>) -> io::Result<bool> {
-        let Some(previous) = self.current(&key)? else {
+        let Some(previous) = self.current_numbers(&key)? else {
             return Ok(false);
         };
         self.reattach(&key, previous.lease, 0)?;
         self.effects.keys_added -= 1;
-        self.write_row(Row {
+        self.write_row(&Row {
             key: key.clone(),
             value: None,
             create_revision: 0,
@@ -164,7 +184,7 @@ impl<'a> EntryApply<'a> {
         };
         let mut weight = 0u64;
         for key in keys {
-            if self.current(key)?.is_none_or(|kv| kv.lease != lease) {
+            if self.current_numbers(key)?.is_none_or(|n| n.lease != lease) {
                 weight = weight.saturating_add(leases::key_weight(key));
             }
         }
@@ -195,12 +215,14 @@ impl<'a> EntryApply<'a> {
     }
 
     fn holds(&self, compare: &Compare) -> io::Result<bool> {
-        let current = self.current(&compare.key)?;
-        Ok(match (&compare.check, current) {
-            (Check::Value(expected), current) => current.is_some_and(|kv| kv.value == *expected),
-            (Check::Exists(exists), current) => current.is_some() == *exists,
-            (Check::ModifiedIndex(0), current) => current.is_none(),
-            (Check::ModifiedIndex(at), current) => current.is_some_and(|kv| kv.mod_revision == *at),
+        let key = &compare.key;
+        Ok(match &compare.check {
+            Check::Value(expected) => self.current(key)?.is_some_and(|kv| kv.value == *expected),
+            Check::Exists(exists) => self.current_numbers(key)?.is_some() == *exists,
+            Check::ModifiedIndex(0) => self.current_numbers(key)?.is_none(),
+            Check::ModifiedIndex(at) => self
+                .current_numbers(key)?
+                .is_some_and(|n| n.mod_revision == *at),
         })
     }
 
@@ -316,7 +338,7 @@ impl<'a> EntryApply<'a> {
                 for key in keys {
                     // The value's lease slot decides: a key is never deleted
                     // for a lease it left.
-                    if self.current(&key)?.is_some_and(|kv| kv.lease == id) {
+                    if self.current_numbers(&key)?.is_some_and(|n| n.lease == id) {
                         self.delete(key)?;
                         keys_deleted += 1;
                     }

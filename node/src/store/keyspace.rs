@@ -6,7 +6,12 @@
 //! ```text
 //! tree `revs`       revision u64 BE ++ sub u32 BE  →  row (see `Row`)
 //! tree `key_index`  escaped key ++ revision u64 BE →  sub u32 BE ++ kind u8
+//!                     ++ create_revision, version, lease (u64 BE each)
 //! ```
+//!
+//! The index repeats a version's numbers so the apply decides a put or a
+//! delete (and a lease's budget) from the index alone, without reading the
+//! value.
 //!
 //! `revs` holds each version once, in the order it was written: that is the
 //! history watchers read. `key_index` finds, for a key and a revision `R`,
@@ -215,12 +220,51 @@ struct Found {
     revision: u64,
     sub: u32,
     deleted: bool,
+    numbers: Numbers,
 }
 
-fn parse_index_value(value: &[u8]) -> io::Result<(u32, bool)> {
-    let bytes: &[u8; 5] = value.try_into().map_err(|_| malformed("key index value"))?;
+/// A live version's numbers, as the index holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Numbers {
+    pub create_revision: u64,
+    pub mod_revision: u64,
+    pub version: u64,
+    pub lease: u64,
+}
+
+const INDEX_VALUE_BYTES: usize = 29;
+
+fn index_value(sub: u32, row: &Row) -> [u8; INDEX_VALUE_BYTES] {
+    let mut value = [0u8; INDEX_VALUE_BYTES];
+    value[..4].copy_from_slice(&sub.to_be_bytes());
+    value[4] = if row.value.is_some() {
+        KIND_PUT
+    } else {
+        KIND_DELETE
+    };
+    value[5..13].copy_from_slice(&row.create_revision.to_be_bytes());
+    value[13..21].copy_from_slice(&row.version.to_be_bytes());
+    value[21..].copy_from_slice(&row.lease.to_be_bytes());
+    value
+}
+
+/// The sub-revision, whether it is a delete, and the numbers.
+fn parse_index_value(value: &[u8], revision: u64) -> io::Result<(u32, bool, Numbers)> {
+    let bytes: &[u8; INDEX_VALUE_BYTES] =
+        value.try_into().map_err(|_| malformed("key index value"))?;
+    let number = |at: usize| {
+        let mut n = [0; 8];
+        n.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_be_bytes(n)
+    };
     let sub = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    Ok((sub, bytes[4] == KIND_DELETE))
+    let numbers = Numbers {
+        create_revision: number(5),
+        mod_revision: revision,
+        version: number(13),
+        lease: number(21),
+    };
+    Ok((sub, bytes[4] == KIND_DELETE, numbers))
 }
 
 fn sled_err(e: sled::Error) -> io::Error {
@@ -244,12 +288,22 @@ impl KeySpace {
         };
         let (indexed, value) = item.map_err(sled_err)?;
         let (_, found_at) = split_index_key(&indexed)?;
-        let (sub, deleted) = parse_index_value(&value)?;
+        let (sub, deleted, numbers) = parse_index_value(&value, found_at)?;
         Ok(Some(Found {
             revision: found_at,
             sub,
             deleted,
+            numbers,
         }))
+    }
+
+    /// The numbers of `key`'s version as of `revision`, unless it is absent
+    /// then; reads the index only.
+    pub fn numbers(&self, key: &[u8], revision: u64) -> io::Result<Option<Numbers>> {
+        Ok(self
+            .find(key, revision)?
+            .filter(|found| !found.deleted)
+            .map(|found| found.numbers))
     }
 
     fn row(&self, revision: u64, sub: u32) -> io::Result<Option<Row>> {
@@ -327,15 +381,8 @@ impl KeySpace {
         self.revs
             .insert(row_key(revision, sub), row.encode())
             .map_err(sled_err)?;
-        let mut value = [0u8; 5];
-        value[..4].copy_from_slice(&sub.to_be_bytes());
-        value[4] = if row.value.is_some() {
-            KIND_PUT
-        } else {
-            KIND_DELETE
-        };
         self.index
-            .insert(index_key(&row.key, revision), &value)
+            .insert(index_key(&row.key, revision), &index_value(sub, row))
             .map_err(sled_err)?;
         Ok(())
     }
@@ -410,7 +457,7 @@ impl KeySpace {
             for old in self.index.range(older) {
                 let (indexed, old_value) = old.map_err(sled_err)?;
                 let (_, old_revision) = split_index_key(&indexed)?;
-                let (old_sub, _) = parse_index_value(&old_value)?;
+                let (old_sub, _, _) = parse_index_value(&old_value, old_revision)?;
                 self.revs
                     .remove(row_key(old_revision, old_sub))
                     .map_err(sled_err)?;

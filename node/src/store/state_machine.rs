@@ -275,7 +275,7 @@ impl KvReader {
             Lookup::Absent => None,
             Lookup::Lost => {
                 self.revisions.check_kept(revision)?;
-                return Err(io::Error::other("a version named by the key index is missing").into());
+                return Err(missing_version());
             }
         };
         self.revisions.check_kept(revision)?;
@@ -295,7 +295,7 @@ impl KvReader {
         let (pairs, more, lost) = self.space.scan(prefix, start_after, limit, revision)?;
         self.revisions.check_kept(revision)?;
         if lost {
-            return Err(io::Error::other("a version named by the key index is missing").into());
+            return Err(missing_version());
         }
         Ok(ScanAt {
             pairs,
@@ -366,7 +366,7 @@ impl KvReader {
         loop {
             let (page, more, lost) = self.space.scan(&[], &after, WALK_PAGE, revision)?;
             if lost {
-                return Err(io::Error::other("a version named by the key index is missing").into());
+                return Err(missing_version());
             }
             for kv in &page {
                 each(kv)?;
@@ -416,6 +416,16 @@ impl KvReader {
         }
         Ok((hash.finish(), count, revision))
     }
+}
+
+/// A version the key index names is gone though no compaction passed the
+/// read: the trees disagree.
+fn missing_version() -> ReadError {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "a version named by the key index is missing",
+    )
+    .into()
 }
 
 fn read_last_applied(meta: &sled::Tree) -> io::Result<Option<LogId>> {
@@ -845,7 +855,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let compacted_before = compacted;
         let mut results = Vec::with_capacity(batch.len());
         let mut leases_changed = false;
-        let mut keys = reader.revisions.key_count();
+        let keys_before = reader.revisions.key_count();
+        let mut keys = keys_before;
         for (entry, responder) in batch {
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::Done,
@@ -872,7 +883,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if compacted != compacted_before {
             write_u64(meta, COMPACTED, compacted)?;
         }
-        write_u64(meta, KEY_COUNT, keys)?;
+        if keys != keys_before {
+            write_u64(meta, KEY_COUNT, keys)?;
+        }
         meta.insert(LAST_APPLIED, last_applied)
             .map_err(io::Error::other)?;
         drop(gate);
