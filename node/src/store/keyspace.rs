@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! tree `revs`       revision u64 BE ++ sub u32 BE  →  row (see `Row`)
-//! tree `key_index`  escaped key ++ revision u64 BE →  sub u32 BE ++ kind u8
+//! tree `key_index`  escaped key ++ !revision u64 BE →  sub u32 BE ++ kind u8
 //!                     ++ create_revision, version, lease (u64 BE each)
 //! ```
 //!
@@ -15,9 +15,11 @@
 //!
 //! `revs` holds each version once, in the order it was written: that is the
 //! history watchers read. `key_index` finds, for a key and a revision `R`,
-//! the newest version at or before `R` with one reverse range lookup. Keys are
-//! escaped so that index keys sort by user key first (see [`escape`]); a
-//! prefix of a user key escapes to a prefix of its index keys.
+//! the newest version at or before `R` as the first entry of a forward range:
+//! a key's versions sort newest first (the revision is stored inverted), so
+//! no lookup iterates backwards. Keys are escaped so that index keys sort by
+//! user key first (see [`escape`]); a prefix of a user key escapes to a
+//! prefix of its index keys.
 //!
 //! Visibility: the apply writes an entry's rows before it publishes the
 //! entry's revision (see `state_machine`), and readers never look past the
@@ -92,12 +94,14 @@ pub fn escape(key: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// `key_index`'s key for `key` at `revision`.
+/// `key_index`'s key for `key` at `revision`: the revision inverted, so a
+/// key's newest version sorts first. `index_key(key, u64::MAX)` is the
+/// smallest index key of `key`, `index_key(key, 0)` the largest.
 fn index_key(key: &[u8], revision: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() + 12);
     escape(key, &mut out);
     out.extend_from_slice(&TERMINATOR);
-    out.extend_from_slice(&revision.to_be_bytes());
+    out.extend_from_slice(&(!revision).to_be_bytes());
     out
 }
 
@@ -126,7 +130,7 @@ fn split_index_key(indexed: &[u8]) -> io::Result<(Vec<u8>, u64)> {
             return Err(bad());
         }
     }
-    Ok((key, u64::from_be_bytes(*revision)))
+    Ok((key, !u64::from_be_bytes(*revision)))
 }
 
 fn split_row_key(key: &[u8]) -> io::Result<(u64, u32)> {
@@ -282,8 +286,9 @@ impl KeySpace {
 
     /// The newest version of `key` at or before `revision`, tombstones included.
     fn find(&self, key: &[u8], revision: u64) -> io::Result<Option<Found>> {
-        let range = index_key(key, 0)..=index_key(key, revision);
-        let Some(item) = self.index.range(range).next_back() else {
+        // Versions at or before `revision`, newest first.
+        let range = index_key(key, revision)..=index_key(key, 0);
+        let Some(item) = self.index.range(range).next() else {
             return Ok(None);
         };
         let (indexed, value) = item.map_err(sled_err)?;
@@ -344,7 +349,7 @@ impl KeySpace {
         escape(prefix, &mut escaped_prefix);
         let mut from = Bound::Included(escaped_prefix.clone());
         if !start_after.is_empty() {
-            let past = index_key(start_after, u64::MAX);
+            let past = index_key(start_after, 0);
             if past > escaped_prefix {
                 from = Bound::Excluded(past);
             }
@@ -361,7 +366,7 @@ impl KeySpace {
             }
             let (key, _) = split_index_key(&indexed)?;
             // Past every version of this key, whatever happens below.
-            from = Bound::Excluded(index_key(&key, u64::MAX));
+            from = Bound::Excluded(index_key(&key, 0));
             match self.get(&key, revision)? {
                 Lookup::Absent => {}
                 Lookup::Lost => lost = true,
@@ -453,8 +458,11 @@ impl KeySpace {
             }
             // The newest version at `compact`: every older one goes (those
             // before `done` survived earlier compactions as the newest then).
-            let older = index_key(&row.key, 0)..index_key(&row.key, revision);
-            for old in self.index.range(older) {
+            let older = (
+                Bound::Excluded(index_key(&row.key, revision)),
+                Bound::Included(index_key(&row.key, 0)),
+            );
+            for old in self.index.range::<Vec<u8>, _>(older) {
                 let (indexed, old_value) = old.map_err(sled_err)?;
                 let (_, old_revision) = split_index_key(&indexed)?;
                 let (old_sub, _, _) = parse_index_value(&old_value, old_revision)?;
@@ -554,7 +562,7 @@ mod tests {
         ];
         for pair in keys.windows(2) {
             assert!(
-                index_key(pair[0], u64::MAX) < index_key(pair[1], 0),
+                index_key(pair[0], 0) < index_key(pair[1], u64::MAX),
                 "{pair:?}"
             );
         }
@@ -618,6 +626,46 @@ mod tests {
         assert_eq!((page[0].key.as_slice(), more), (&b"b"[..], false));
         let (page, more, _) = space.scan(b"", b"", 1, 9).unwrap();
         assert_eq!((page[0].key.as_slice(), more), (&b"a"[..], true));
+    }
+
+    #[test]
+    fn reads_at_a_revision_stay_put_while_writes_go_on() {
+        let (_db, space) = space();
+        for key in 0..20u32 {
+            put(&space, 1, key, &key.to_be_bytes(), b"1", 1);
+        }
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for revision in 2..400u64 {
+                    for key in 0..20u32 {
+                        put(
+                            &space,
+                            revision,
+                            key,
+                            &key.to_be_bytes(),
+                            b"later",
+                            revision,
+                        );
+                    }
+                }
+            });
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    for _ in 0..200 {
+                        let (pairs, more, lost) = space.scan(b"", b"", 100, 1).unwrap();
+                        assert!(!more && !lost);
+                        assert_eq!(pairs.len(), 20);
+                        assert!(pairs
+                            .iter()
+                            .all(|kv| kv.value == b"1" && kv.mod_revision == 1));
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            value_at(&space, &7u32.to_be_bytes(), 399),
+            Some(b"later".to_vec())
+        );
     }
 
     #[test]
