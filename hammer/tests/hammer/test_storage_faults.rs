@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use raftkv_proto::pb;
+use raftkv_testkit::wait_for;
 use raftkv_testkit::TestCluster;
 
 use crate::support::is_root;
@@ -63,10 +64,17 @@ async fn crash_while_installing_a_snapshot() {
     let mut cluster = cluster_with(None).await;
     let load = start_load(&cluster, 6, &[]);
     let leader = cluster.wait_for_leader().await;
-    let applied = cluster.applied_index(leader).await;
-    cluster.wait_applied_beyond(leader, applied + 500).await;
-    // Node 4 joins after compaction, receives a snapshot, and dies after
-    // storing it but before loading it into its state machine.
+    // Node 4 joins once the leader has purged part of its log, so it can
+    // only catch up from a snapshot. (Waiting for a fixed amount of progress
+    // instead raced the six-second load on a slow machine.)
+    let leader_node = cluster.nodes.iter().find(|n| n.id == leader).unwrap();
+    wait_for("the leader purges part of its log", || async {
+        let purged = leader_node.status().await?.purged_index?;
+        (purged > 0).then_some(())
+    })
+    .await;
+    // Node 4 receives a snapshot, and dies after storing it but before
+    // loading it into its state machine.
     let spec = cluster
         .node_spec(4)
         .crash_points("snapshot-install-before-load=return");
