@@ -64,6 +64,11 @@ impl From<crate::store::ReadError> for NodeError {
         match e {
             ReadError::Compacted { asked, compacted } => NodeError::Compacted { asked, compacted },
             ReadError::Future { asked, current } => NodeError::FutureRevision { asked, current },
+            ReadError::Installing => NodeError::Unavailable(
+                "this node is replacing its state with a snapshot from the leader; retry, or read \
+                 from another node"
+                    .into(),
+            ),
             ReadError::Io(e) => e.into(),
         }
     }

@@ -57,6 +57,7 @@ impl From<ReadError> for Behind {
                 oldest: compacted + 1,
             },
             ReadError::Future { .. } => Behind::Storage("read past the applied revision".into()),
+            ReadError::Installing => Behind::Storage("installing a snapshot".into()),
             ReadError::Io(e) => Behind::Storage(e.to_string()),
         }
     }

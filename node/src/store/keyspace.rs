@@ -72,6 +72,9 @@ pub enum ReadError {
     /// The revision is not applied here yet.
     #[error("revision {asked} is in the future; the newest revision here is {current}")]
     Future { asked: u64, current: u64 },
+    /// The node is replacing its state with a snapshot from the leader.
+    #[error("this node is installing a snapshot")]
+    Installing,
     /// Local storage failed.
     #[error("storage error")]
     Io(#[from] io::Error),

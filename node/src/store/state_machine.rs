@@ -102,11 +102,24 @@ pub struct Revisions {
     compacted: AtomicU64,
     /// Live keys at `current`.
     keys: AtomicU64,
+    /// Counts snapshot installs begun and ended: odd while one replaces the
+    /// state, which no read may see half done (a read notes it before and
+    /// checks it after).
+    installs: AtomicU64,
     /// Follows `current`, for watchers waiting for more.
     published: tokio::sync::watch::Sender<u64>,
     /// Revisions that walks in progress read at (count per revision): rows
     /// they need are not removed by compaction.
     pins: Mutex<BTreeMap<u64, usize>>,
+}
+
+/// Ends an install's mark when dropped, whether it succeeded or not.
+struct InstallGuard(Arc<Revisions>);
+
+impl Drop for InstallGuard {
+    fn drop(&mut self) {
+        self.0.installs.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// Keeps a revision's rows while held.
@@ -133,6 +146,7 @@ impl Revisions {
             current: AtomicU64::new(0),
             compacted: AtomicU64::new(0),
             keys: AtomicU64::new(0),
+            installs: AtomicU64::new(0),
             published: tokio::sync::watch::Sender::new(0),
             pins: Mutex::new(BTreeMap::new()),
         }
@@ -194,6 +208,30 @@ impl Revisions {
             });
         }
         Ok(())
+    }
+
+    /// Where installs stand, for a read about to start; refused while one
+    /// runs.
+    pub fn epoch(&self) -> Result<u64, ReadError> {
+        let epoch = self.installs.load(Ordering::Acquire);
+        if epoch % 2 == 1 {
+            return Err(ReadError::Installing);
+        }
+        Ok(epoch)
+    }
+
+    /// Refuses a read that began at `epoch` if an install started since.
+    pub fn check_epoch(&self, epoch: u64) -> Result<(), ReadError> {
+        if self.installs.load(Ordering::Acquire) != epoch {
+            return Err(ReadError::Installing);
+        }
+        Ok(())
+    }
+
+    /// Marks an install as running until the guard is dropped.
+    fn installing(self: &Arc<Self>) -> InstallGuard {
+        self.installs.fetch_add(1, Ordering::AcqRel);
+        InstallGuard(self.clone())
     }
 
     /// Keeps `revision`'s rows until the pin is dropped; refused if a
@@ -269,6 +307,7 @@ impl KvReader {
 
     /// `key` at revision `at` (`None`: the newest), and the revision read at.
     pub fn get(&self, key: &[u8], at: Option<u64>) -> Result<(Option<Stored>, u64), ReadError> {
+        let epoch = self.revisions.epoch()?;
         let revision = self.revisions.read_at(at)?;
         let found = match self.space.get(key, revision)? {
             Lookup::Found(kv) => Some(Stored::from(kv)),
@@ -278,6 +317,7 @@ impl KvReader {
                 return Err(missing_version());
             }
         };
+        self.revisions.check_epoch(epoch)?;
         self.revisions.check_kept(revision)?;
         Ok((found, revision))
     }
@@ -291,8 +331,10 @@ impl KvReader {
         limit: usize,
         at: Option<u64>,
     ) -> Result<ScanAt, ReadError> {
+        let epoch = self.revisions.epoch()?;
         let revision = self.revisions.read_at(at)?;
         let (pairs, more, lost) = self.space.scan(prefix, start_after, limit, revision)?;
+        self.revisions.check_epoch(epoch)?;
         self.revisions.check_kept(revision)?;
         if lost {
             return Err(missing_version());
@@ -312,10 +354,12 @@ impl KvReader {
         from: u64,
         max_bytes: usize,
     ) -> Result<(Vec<(u64, Row)>, u64), ReadError> {
+        let epoch = self.revisions.epoch()?;
         let current = self.revisions.current();
         self.revisions.check_kept(from.saturating_sub(1))?;
         let (rows, complete) = self.space.history(from, current, max_bytes)?;
         // Rows removed while they were read would be missing silently.
+        self.revisions.check_epoch(epoch)?;
         self.revisions.check_kept(from.saturating_sub(1))?;
         let next = match (complete, rows.last()) {
             (false, Some((last, _))) => last + 1,
@@ -361,10 +405,12 @@ impl KvReader {
         revision: u64,
         mut each: impl FnMut(&KeyValue) -> io::Result<()>,
     ) -> Result<(), ReadError> {
+        let epoch = self.revisions.epoch()?;
         let _pin = self.revisions.pin(revision)?;
         let mut after = Vec::new();
         loop {
             let (page, more, lost) = self.space.scan(&[], &after, WALK_PAGE, revision)?;
+            self.revisions.check_epoch(epoch)?;
             if lost {
                 return Err(missing_version());
             }
@@ -771,16 +817,16 @@ impl StateMachineStore {
     }
 
     /// Encodes the state at `revision` (pinned by the caller) in the
-    /// snapshot data format.
-    fn encode_at(&self, revision: u64, leases: &LeaseTable) -> io::Result<Vec<u8>> {
+    /// snapshot data format; `None` if a snapshot install replaced the state
+    /// meanwhile (that snapshot is newer, and stored already).
+    fn encode_at(&self, revision: u64, leases: &LeaseTable) -> io::Result<Option<Vec<u8>>> {
         let mut encoder = snapshot_data::Encoder::new(leases)?;
-        self.reader
-            .walk(revision, |kv| encoder.push(kv))
-            .map_err(|e| match e {
-                ReadError::Io(e) => e,
-                other => io::Error::other(other),
-            })?;
-        Ok(encoder.finish())
+        match self.reader.walk(revision, |kv| encoder.push(kv)) {
+            Ok(()) => Ok(Some(encoder.finish())),
+            Err(ReadError::Installing) => Ok(None),
+            Err(ReadError::Io(e)) => Err(e),
+            Err(other) => Err(io::Error::other(other)),
+        }
     }
 }
 
@@ -806,7 +852,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let store = self.store.clone();
         let meta = self.meta.clone();
         let data = tokio::task::spawn_blocking(move || {
-            let data = store.encode_at(pin.revision, &leases)?;
+            let Some(data) = store.encode_at(pin.revision, &leases)? else {
+                // openraft takes only the meta of a built snapshot; the
+                // installed one is what followers get from now on.
+                tracing::info!(
+                    revision = pin.revision,
+                    "a snapshot install replaced the state during a build; keeping the installed one"
+                );
+                return Ok(Vec::new());
+            };
             drop(pin);
             store.store_snapshot(&meta, &data)?;
             Ok::<_, io::Error>(data)
@@ -957,6 +1011,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         tokio::task::spawn_blocking(move || {
             store.store_snapshot(&meta, &snapshot)?;
             crate::crash_point!("snapshot-install-before-load");
+            let _installing = store.reader.revisions.installing();
             store.load_snapshot(&store.write_gate()?, &meta, &snapshot)?;
             store.disk.sync()?;
             store.publish()?;
@@ -1073,6 +1128,32 @@ mod tests {
     }
 
     #[test]
+    fn reads_and_walks_that_overlap_a_snapshot_install_are_refused() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = open_in(dir.path());
+        apply_at(&store, put("a", "1"), 1);
+        let reader = store.reader();
+        let installing = reader.revisions.installing();
+        assert!(matches!(reader.get(b"a", None), Err(ReadError::Installing)));
+        assert!(matches!(
+            reader.scan(b"", b"", 10, None),
+            Err(ReadError::Installing)
+        ));
+        assert_eq!(store.encode_at(1, &Vec::new()).unwrap(), None);
+        let epoch = reader.revisions.epoch();
+        drop(installing);
+        assert!(epoch.is_err());
+        // A read that began before an install and ends after it.
+        let epoch = reader.revisions.epoch().unwrap();
+        drop(reader.revisions.installing());
+        assert!(matches!(
+            reader.revisions.check_epoch(epoch),
+            Err(ReadError::Installing)
+        ));
+        assert_eq!(reader.get(b"a", None).unwrap().0.unwrap().value, b"1");
+    }
+
+    #[test]
     fn a_pinned_revision_keeps_its_rows_through_compaction() {
         let dir = tempfile::TempDir::new().unwrap();
         let store = open_in(dir.path());
@@ -1159,6 +1240,7 @@ mod tests {
         apply_at(&store, put("b", "x"), 4);
         let data = store
             .encode_at(4, &store.reader.leases.all().unwrap())
+            .unwrap()
             .unwrap();
         let other_dir = tempfile::TempDir::new().unwrap();
         let other = open_in(other_dir.path());
@@ -1196,7 +1278,7 @@ mod tests {
             last_log_id: Some(log_id::<TypeConfig>(1, 1, 5)),
             ..Default::default()
         };
-        let data = store.encode_at(5, &Vec::new()).unwrap();
+        let data = store.encode_at(5, &Vec::new()).unwrap().unwrap();
         store.store_snapshot(&meta, &data).unwrap();
         // Applied after the snapshot, then a crash (no close_cleanly): part of a
         // batch may be in the trees, so they are rebuilt from the snapshot.
