@@ -79,6 +79,8 @@ pub struct Metrics {
     pub snapshot_build: Histogram,
     pub snapshot_install: Histogram,
     pub snapshot_bytes: Gauge,
+    pub compact_revision: Gauge,
+    pub keys: Gauge,
     pub grpc_requests: Family<CallLabels, Counter>,
     pub grpc_latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
     pub db_bytes: Gauge,
@@ -112,6 +114,8 @@ impl Metrics {
             snapshot_build: seconds_histogram(),
             snapshot_install: seconds_histogram(),
             snapshot_bytes: Gauge::default(),
+            compact_revision: Gauge::default(),
+            keys: Gauge::default(),
             grpc_requests: Family::default(),
             grpc_latency: Family::new_with_constructor(seconds_histogram),
             db_bytes: Gauge::default(),
@@ -157,6 +161,16 @@ impl Metrics {
             "applied_index",
             "The last log index applied here",
             metrics.applied_index.clone(),
+        );
+        r.register(
+            "compact_revision",
+            "The compaction point: reads and watches reach back to this revision",
+            metrics.compact_revision.clone(),
+        );
+        r.register(
+            "keys",
+            "Live keys in the state machine",
+            metrics.keys.clone(),
         );
         r.register(
             "committed_index",
@@ -226,8 +240,10 @@ impl Metrics {
         }
     }
 
-    /// Reads what openraft tracks into the gauges.
-    fn refresh(&self, raft: &Raft, db: &sled::Db) {
+    /// Reads what openraft and the store track into the gauges.
+    fn refresh(&self, raft: &Raft, db: &sled::Db, revisions: &crate::store::Revisions) {
+        self.compact_revision.set(revisions.compacted() as i64);
+        self.keys.set(revisions.key_count() as i64);
         let metrics = raft.metrics();
         let metrics = metrics.borrow_watched();
         let leading = metrics.state == ServerState::Leader;
@@ -332,6 +348,8 @@ fn readiness(raft: &Raft) -> Result<(), String> {
 pub struct Endpoint {
     pub raft: Raft,
     pub db: sled::Db,
+    /// The store's revisions, compaction point and key count.
+    pub revisions: std::sync::Arc<crate::store::Revisions>,
 }
 
 fn answer(status: u16, content_type: &str, body: String) -> http::Response<Full<Bytes>> {
@@ -353,7 +371,7 @@ fn route(
     match request.uri().path() {
         "/metrics" => {
             let metrics = global();
-            metrics.refresh(&endpoint.raft, &endpoint.db);
+            metrics.refresh(&endpoint.raft, &endpoint.db, &endpoint.revisions);
             answer(
                 200,
                 // prometheus-client writes OpenMetrics text (# UNIT, # EOF).

@@ -137,6 +137,7 @@ pub async fn run(
     let kv = state_machine.reader();
     let lease_changes = state_machine.lease_changes();
     let watch_hub = crate::watch::WatchHub::new(kv.clone());
+    let revisions = kv.revisions().clone();
     let database = state_machine.database();
     // Kept to mark the state machine clean once Raft has stopped.
     let state_machine_on_stop = state_machine.clone();
@@ -206,6 +207,7 @@ pub async fn run(
             crate::metrics::Endpoint {
                 raft: raft.clone(),
                 db: database,
+                revisions,
             },
         ))
     });

@@ -96,6 +96,25 @@ async fn metrics_follow_the_cluster_and_readiness_tells_members_apart() {
     assert!(sample(&on_leader, "raftkv_log_append_seconds_count") >= 1.0);
     assert!(sample(&on_leader, "raftkv_fsync_seconds_count") >= 1.0);
     assert!(sample(&on_leader, "raftkv_snapshot_bytes") > 0.0);
+    assert_eq!(sample(&on_leader, "raftkv_keys"), writes as f64);
+    assert_eq!(sample(&on_leader, "raftkv_compact_revision"), 0.0);
+    // A compaction moves the gauge on every node.
+    let at = status.applied_index.unwrap_or(0);
+    cluster
+        .node(leader)
+        .admin()
+        .compact(pb::CompactRequest { revision: at })
+        .await
+        .expect("compact");
+    for node in &cluster.nodes {
+        wait_for("the compaction shows in the metrics", || {
+            let samples = scrape(node);
+            async move {
+                (samples.get("raftkv_compact_revision").copied() == Some(at as f64)).then_some(())
+            }
+        })
+        .await;
+    }
     assert!(sample(&on_leader, "raftkv_db_bytes") > 0.0);
     let puts = r#"raftkv_grpc_requests_total{service="raftkv.KV",method="Put",code="OK"}"#;
     assert!(sample(&on_leader, puts) >= writes as f64);
