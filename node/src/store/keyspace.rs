@@ -18,7 +18,7 @@
 //! the newest version at or before `R` as the first entry of a forward range:
 //! a key's versions sort newest first (the revision is stored inverted), so
 //! no lookup iterates backwards. Keys are escaped so that index keys sort by
-//! user key first (see [`escape`]); a prefix of a user key escapes to a
+//! user key first (see `escape`); a prefix of a user key escapes to a
 //! prefix of its index keys.
 //!
 //! Visibility: the apply writes an entry's rows before it publishes the
@@ -88,7 +88,7 @@ const TERMINATOR: [u8; 2] = [0x00, 0x01];
 
 /// The key with every 0 byte written as `0x00 0xff`, so no escaped key
 /// contains the terminator and escaped keys sort as the keys do.
-pub fn escape(key: &[u8], out: &mut Vec<u8>) {
+fn escape(key: &[u8], out: &mut Vec<u8>) {
     for &byte in key {
         out.push(byte);
         if byte == 0 {

@@ -22,9 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use disk::Disk;
-pub use keyspace::KeyValue;
 pub use keyspace::ReadError;
-pub use keyspace::Row;
 pub use leases::MAX_LEASE_KEY_BYTES;
 pub use leases::MAX_TTL_SECONDS;
 pub use leases::MIN_TTL_SECONDS;

@@ -771,14 +771,8 @@ impl StateMachineStore {
         meta: &SnapshotMeta,
         data: &[u8],
     ) -> io::Result<()> {
-        let decoded = if data.is_empty() {
-            snapshot_data::Decoded {
-                leases: Vec::new(),
-                keys: Vec::new(),
-            }
-        } else {
-            snapshot_data::decode(data)?
-        };
+        // Empty data (no snapshot yet) decodes as the empty state.
+        let decoded = snapshot_data::decode(data)?;
         let (space, lease_trees) = (&self.reader.space, &self.reader.leases);
         space.clear()?;
         lease_trees.clear()?;
