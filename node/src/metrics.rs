@@ -213,7 +213,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "snapshot",
-            "Size of the last snapshot built or installed",
+            "Size of the last snapshot sent to a follower or installed",
             Unit::Bytes,
             metrics.snapshot_bytes.clone(),
         );

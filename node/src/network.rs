@@ -42,8 +42,10 @@ use tonic::transport::Channel;
 use crate::codec::decode;
 use crate::codec::encode;
 use crate::types::Node;
+use crate::store::Snapshot;
+use crate::store::SnapshotData;
+use crate::store::StateAt;
 use crate::types::NodeId;
-use crate::types::Snapshot;
 use crate::types::TypeConfig;
 use crate::types::Vote;
 
@@ -310,7 +312,7 @@ impl PeerConnection {
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerConnection {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotData;
 
     fn stream_append<'s, S>(
         &'s mut self,
@@ -394,28 +396,29 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let to_network = |e: &dyn std::error::Error| NetworkError::from_string(e.to_string());
-        let header = pb::SnapshotHeader {
-            vote: encode(&vote).map_err(|e| to_network(&e))?,
-            meta: encode(&snapshot.meta).map_err(|e| to_network(&e))?,
-            size: snapshot.snapshot.len() as u64,
-        };
-        let data = Bytes::from(snapshot.snapshot);
-        let chunks = (0..data.len())
-            .step_by(SNAPSHOT_CHUNK_BYTES)
-            .map(move |start| {
-                let end = (start + SNAPSHOT_CHUNK_BYTES).min(data.len());
-                pb::SnapshotChunk {
-                    payload: Some(pb::snapshot_chunk::Payload::Chunk(data.slice(start..end))),
+        let vote = encode(&vote).map_err(|e| to_network(&e))?;
+        let meta = encode(&snapshot.meta).map_err(|e| to_network(&e))?;
+        let (size, chunks) = match snapshot.snapshot {
+            SnapshotData::State(state) => stream_state(state)
+                .await
+                .map_err(|e| to_network(&*e))?,
+            SnapshotData::Received(data) => {
+                let data = Bytes::from(data);
+                let size = data.len() as u64;
+                let count = data.len().div_ceil(SNAPSHOT_CHUNK_BYTES);
+                let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel(count.max(1));
+                for start in (0..data.len()).step_by(SNAPSHOT_CHUNK_BYTES) {
+                    let end = (start + SNAPSHOT_CHUNK_BYTES).min(data.len());
+                    // Room for every chunk was made above.
+                    let _ = chunk_tx.try_send(data.slice(start..end));
                 }
-            });
-        let messages = stream::iter(
-            std::iter::once(pb::SnapshotChunk {
-                payload: Some(pb::snapshot_chunk::Payload::Header(header)),
-            })
-            .chain(chunks),
-        );
+                (size, chunk_rx)
+            }
+        };
+        crate::metrics::global().snapshot_bytes.set(size as i64);
+        let messages = snapshot_messages(pb::SnapshotHeader { vote, meta, size }, chunks);
         let mut client = self.client().map_err(|e| to_network(&e))?;
-        tracing::info!(target = self.target, address = %self.address, "sending snapshot");
+        tracing::info!(target = self.target, address = %self.address, bytes = size, "sending snapshot");
         let ttl = option.hard_ttl();
         let send = tokio::time::timeout(ttl, client.install_snapshot(messages));
         tokio::select! {
@@ -435,4 +438,46 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             },
         }
     }
+}
+
+/// The state's encoded size (one pass over its keys), then its encoding in
+/// chunks as the stream is read: a second pass on a blocking thread, at most
+/// two chunks ahead of the network. An error midway ends the stream early,
+/// which the receiver refuses as shorter than its header says.
+async fn stream_state(
+    state: StateAt,
+) -> Result<(u64, tokio::sync::mpsc::Receiver<Bytes>), Box<dyn std::error::Error + Send + Sync>> {
+    let (size_tx, size_rx) = tokio::sync::oneshot::channel();
+    let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    tokio::task::spawn_blocking(move || {
+        let size = state.encoded_len();
+        let ok = size.is_ok();
+        if size_tx.send(size).is_err() || !ok {
+            return;
+        }
+        let sent = state.encode(SNAPSHOT_CHUNK_BYTES, |chunk| {
+            chunk_tx
+                .blocking_send(Bytes::from(chunk))
+                .map_err(|_| std::io::Error::other("the snapshot stream was closed"))
+        });
+        if let Err(e) = sent {
+            tracing::warn!(revision = state.revision(), error = %e, "sending a snapshot stopped");
+        }
+    });
+    let size = size_rx.await??;
+    Ok((size, chunk_rx))
+}
+
+/// The messages of a snapshot stream: the header, then the data.
+fn snapshot_messages(
+    header: pb::SnapshotHeader,
+    mut chunks: tokio::sync::mpsc::Receiver<Bytes>,
+) -> impl Stream<Item = pb::SnapshotChunk> + Send + 'static {
+    let header = pb::SnapshotChunk {
+        payload: Some(pb::snapshot_chunk::Payload::Header(header)),
+    };
+    let data = stream::poll_fn(move |cx| chunks.poll_recv(cx)).map(|chunk| pb::SnapshotChunk {
+        payload: Some(pb::snapshot_chunk::Payload::Chunk(chunk)),
+    });
+    stream::iter(std::iter::once(header)).chain(data)
 }

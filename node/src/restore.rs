@@ -219,7 +219,9 @@ async fn write_data_dir(
         last_membership: StoredMembership::new(Some(last), alone),
     };
     // The snapshot is stored and synced by the install.
-    machine.install_snapshot(&meta, data).await?;
+    machine
+        .install_snapshot(&meta, crate::store::SnapshotData::Received(data))
+        .await?;
     log.save_vote(&Vote::new_committed(header.term, header.leader_id))
         .await?;
     log.save_committed(Some(last)).await?;

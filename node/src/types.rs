@@ -45,9 +45,6 @@ pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<Typ
 /// Snapshot metadata of raftkv's type configuration.
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
 
-/// A snapshot whose data is the encoded key-value pairs.
-pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>;
-
 /// A change to the key-value state, replicated through the Raft log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {

@@ -30,8 +30,8 @@ async fn cluster_with(crashing: Option<(u64, &str)>) -> TestCluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_while_building_a_snapshot() {
-    // Node 2 dies between writing its first snapshot and syncing it.
-    let mut cluster = cluster_with(Some((2, "snapshot-store-before-sync=return"))).await;
+    // Node 2 dies as it takes its first snapshot, before syncing the state.
+    let mut cluster = cluster_with(Some((2, "snapshot-build-before-sync=return"))).await;
     let load = start_load(&cluster, 6, &[]);
     assert!(
         cluster.node(2).exits_within(Duration::from_secs(30)).await,

@@ -27,7 +27,8 @@ use crate::grpc::raft_guard::Local;
 use crate::node::Raft;
 use crate::store::check_snapshot_data;
 use crate::types::AppendEntriesRequest;
-use crate::types::Snapshot;
+use crate::store::Snapshot;
+use crate::store::SnapshotData;
 use crate::types::SnapshotMeta;
 use crate::types::TransferLeaderRequest;
 use crate::types::Vote;
@@ -270,7 +271,7 @@ impl raft_server::Raft for RaftService {
                 vote,
                 Snapshot {
                     meta,
-                    snapshot: data,
+                    snapshot: SnapshotData::Received(data),
                 },
             )
             .await

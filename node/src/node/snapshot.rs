@@ -7,6 +7,7 @@ use super::errors::wait_error;
 use super::Consistency;
 use super::RaftNode;
 use crate::error::NodeError;
+use crate::store::SnapshotData;
 use crate::types::SnapshotMeta;
 
 /// How long `trigger_snapshot` waits for the snapshot to be built.
@@ -47,14 +48,14 @@ pub struct BackupSnapshot {
 }
 
 impl RaftNode {
-    /// On the leader: a snapshot that includes every write committed before
-    /// this call. Leadership is confirmed with a quorum and the state machine
-    /// has applied everything committed (the read fence), then a snapshot is
-    /// built from the applied state, so it is at least that recent.
+    /// On the leader: the state with every write committed before this
+    /// call. Leadership is confirmed with a quorum and the state machine has
+    /// applied everything committed (the read fence); the state machine's
+    /// current snapshot is its state at the applied revision, so at least
+    /// that recent. Encoded on a blocking thread.
     pub async fn backup(&self) -> Result<BackupSnapshot, NodeError> {
         self.read_fence(Consistency::Linearizable).await?;
         let fence = self.applied_index();
-        self.trigger_snapshot().await?;
         let snapshot = self
             .raft
             .get_snapshot()
@@ -67,14 +68,19 @@ impl RaftNode {
             })?;
         let covers = snapshot.meta.last_log_id.map_or(0, |l| l.index);
         if covers < fence {
-            // Not expected: a snapshot is built from the applied state.
+            // Not expected: the current snapshot is the applied state.
             return Err(NodeError::Unavailable(format!(
                 "the snapshot covers index {covers}, short of the read fence at {fence}; retry"
             )));
         }
-        let data = snapshot.snapshot;
+        let data = match snapshot.snapshot {
+            SnapshotData::Received(data) => data,
+            SnapshotData::State(state) => tokio::task::spawn_blocking(move || state.to_vec())
+                .await
+                .map_err(|e| NodeError::Unavailable(e.to_string()))??,
+        };
         let key_count = crate::store::check_snapshot_data(&data, covers).map_err(|e| {
-            NodeError::Unavailable(format!("the stored snapshot does not decode: {e}"))
+            NodeError::Unavailable(format!("the snapshot does not decode: {e}"))
         })?;
         Ok(BackupSnapshot {
             meta: snapshot.meta,

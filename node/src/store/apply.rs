@@ -179,7 +179,7 @@ impl<'a> EntryApply<'a> {
     /// lease does not exist, or the keys not yet attached to it would take
     /// it past [`leases::MAX_LEASE_KEY_BYTES`].
     fn lease_refusal(&self, lease: u64, keys: &[&[u8]]) -> io::Result<Option<CommandResult>> {
-        let Some(info) = self.leases.info(lease)? else {
+        let Some(info) = self.leases.live_at(lease, self.revision)? else {
             return Ok(Some(CommandResult::LeaseNotFound { id: lease }));
         };
         let mut weight = 0u64;
@@ -327,7 +327,7 @@ impl<'a> EntryApply<'a> {
                 CommandResult::LeaseGranted
             }
             Command::LeaseRevoke { id, expired } => {
-                let Some(keys) = self.leases.remove(id)? else {
+                let Some(keys) = self.leases.revoke(id, self.revision)? else {
                     return Ok(CommandResult::LeaseRevoked {
                         found: false,
                         keys_deleted: 0,
@@ -343,6 +343,7 @@ impl<'a> EntryApply<'a> {
                         keys_deleted += 1;
                     }
                 }
+                self.leases.forget_keys(id)?;
                 tracing::debug!(lease = id, expired, keys_deleted, "lease ended");
                 CommandResult::LeaseRevoked {
                     found: true,

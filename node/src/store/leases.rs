@@ -1,14 +1,22 @@
 //! Leases as the state machine stores them.
 //!
 //! Tree `leases`: lease id (u64, big-endian) → the TTL it was granted with
-//! in seconds, how many keys it carries and their weight (see
-//! [`key_weight`]), three u64 big-endian. Tree `lease_keys`: lease id ++ user key →
-//! nothing, the keys each lease carries, kept in step with the lease slot of
-//! each key's stored value (see `record`) so a revoke finds its keys without
-//! walking every key. Both are written by `apply` like the `kv` tree, under
-//! the same durability rules (trusted after a clean stop, rebuilt from the
-//! snapshot otherwise); the index is rebuilt from the values' lease slots
-//! whenever a snapshot is loaded, so snapshots carry only the lease table.
+//! in seconds, how many keys it carries, their weight (see [`key_weight`])
+//! and the revision that revoked it (0: live), four u64 big-endian. Tree
+//! `lease_keys`: lease id ++ user key → nothing, the keys each lease
+//! carries, kept in step with the lease of each key's newest version so a
+//! revoke finds its keys without walking every key.
+//!
+//! Replay: after a crash the log applies again entries whose writes are
+//! partly in these trees. A revoke therefore marks its lease revoked at its
+//! revision instead of removing it, and apply asks whether a lease is live
+//! *at* a revision ([`LeaseTrees::live_at`]): the entry that revoked it
+//! still sees it, and so does every earlier one, so each decides as it did
+//! the first time. Marked rows are removed once compaction passes them
+//! ([`LeaseTrees::remove_revoked`]). The key index and the counts are
+//! derived data: rebuilt from the key space after a crash
+//! ([`LeaseTrees::clear_index`]) and whenever a snapshot is loaded, so
+//! snapshots carry only the lease table.
 //!
 //! A lease carries at most [`MAX_LEASE_KEY_BYTES`] of key weight: its revoke
 //! is one log entry whose deletes a watcher receives in one message, and
@@ -45,26 +53,40 @@ pub struct LeaseInfo {
     pub keys: u64,
     /// Their weight ([`key_weight`]), summed.
     pub key_bytes: u64,
+    /// The revision of the revoke that ended it; 0 while it is live.
+    pub revoked: u64,
 }
 
 impl LeaseInfo {
-    fn encode(&self) -> [u8; 24] {
-        let mut bytes = [0; 24];
+    fn encode(&self) -> [u8; 32] {
+        let mut bytes = [0; 32];
         bytes[..8].copy_from_slice(&self.ttl.to_be_bytes());
         bytes[8..16].copy_from_slice(&self.keys.to_be_bytes());
-        bytes[16..].copy_from_slice(&self.key_bytes.to_be_bytes());
+        bytes[16..24].copy_from_slice(&self.key_bytes.to_be_bytes());
+        bytes[24..].copy_from_slice(&self.revoked.to_be_bytes());
         bytes
     }
 
+    /// Also reads the 24-byte rows of earlier versions (live leases).
     fn decode(bytes: &[u8]) -> io::Result<LeaseInfo> {
-        if bytes.len() != 24 {
+        if bytes.len() != 24 && bytes.len() != 32 {
             return Err(malformed());
         }
         Ok(LeaseInfo {
             ttl: read_u64(&bytes[..8])?,
             keys: read_u64(&bytes[8..16])?,
-            key_bytes: read_u64(&bytes[16..])?,
+            key_bytes: read_u64(&bytes[16..24])?,
+            revoked: match bytes.get(24..) {
+                Some(revoked) if !revoked.is_empty() => read_u64(revoked)?,
+                _ => 0,
+            },
         })
+    }
+
+    /// Whether the lease existed in the state before `revision` was applied
+    /// (so also while `revision` itself is applied, revoke included).
+    fn live_before(&self, revision: u64) -> bool {
+        self.revoked == 0 || self.revoked >= revision
     }
 
     /// Whether `weight` more fits under [`MAX_LEASE_KEY_BYTES`].
@@ -81,7 +103,7 @@ pub type LeaseTable = Vec<(u64, u64)>;
 pub struct LeaseTrees {
     leases: sled::Tree,
     keys: sled::Tree,
-    /// How many leases the table holds, kept so a grant need not walk it.
+    /// How many live leases the table holds, kept so a grant need not walk it.
     count: Arc<AtomicUsize>,
 }
 
@@ -106,7 +128,14 @@ impl LeaseTrees {
     pub fn open(db: &sled::Db) -> io::Result<LeaseTrees> {
         let open = |name: &str| db.open_tree(name).map_err(io::Error::other);
         let leases = open("leases")?;
-        let count = Arc::new(AtomicUsize::new(leases.len()));
+        let mut live = 0;
+        for item in leases.iter() {
+            let (_, info) = item.map_err(io::Error::other)?;
+            if LeaseInfo::decode(&info)?.revoked == 0 {
+                live += 1;
+            }
+        }
+        let count = Arc::new(AtomicUsize::new(live));
         Ok(LeaseTrees {
             leases,
             keys: open("lease_keys")?,
@@ -114,8 +143,8 @@ impl LeaseTrees {
         })
     }
 
-    /// Lease `id`, if it exists.
-    pub fn info(&self, id: u64) -> io::Result<Option<LeaseInfo>> {
+    /// Lease `id` as stored, revoked or not.
+    fn stored(&self, id: u64) -> io::Result<Option<LeaseInfo>> {
         match self
             .leases
             .get(id.to_be_bytes())
@@ -126,7 +155,18 @@ impl LeaseTrees {
         }
     }
 
-    /// The TTL lease `id` was granted with, if it exists.
+    /// Lease `id`, if it is live now.
+    pub fn info(&self, id: u64) -> io::Result<Option<LeaseInfo>> {
+        Ok(self.stored(id)?.filter(|info| info.revoked == 0))
+    }
+
+    /// Lease `id`, if it existed in the state before `revision` (for apply:
+    /// see the module's notes on replay).
+    pub fn live_at(&self, id: u64, revision: u64) -> io::Result<Option<LeaseInfo>> {
+        Ok(self.stored(id)?.filter(|info| info.live_before(revision)))
+    }
+
+    /// The TTL lease `id` was granted with, if it is live.
     pub fn ttl(&self, id: u64) -> io::Result<Option<u64>> {
         Ok(self.info(id)?.map(|info| info.ttl))
     }
@@ -137,14 +177,19 @@ impl LeaseTrees {
             .map_err(io::Error::other)
     }
 
-    /// Records lease `id` with `ttl_seconds` and no keys. The caller makes
-    /// sure no lease `id` exists (ids are the log indexes of grants).
+    /// Records lease `id` with `ttl_seconds` and no keys. Ids are the log
+    /// indexes of grants, so only a replay finds one stored already.
     pub fn grant(&self, id: u64, ttl_seconds: u64) -> io::Result<()> {
         let info = LeaseInfo {
             ttl: ttl_seconds,
             ..LeaseInfo::default()
         };
-        if self.store(id, &info)?.is_none() {
+        let before = self.store(id, &info)?;
+        let was_live = match before {
+            Some(before) => LeaseInfo::decode(&before)?.revoked == 0,
+            None => false,
+        };
+        if !was_live {
             self.count.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
@@ -157,7 +202,7 @@ impl LeaseTrees {
             .insert(index_key(id, key), &[])
             .map_err(io::Error::other)?
             .is_none();
-        match self.info(id)? {
+        match self.stored(id)? {
             Some(mut info) if added => {
                 info.keys += 1;
                 info.key_bytes = info.key_bytes.saturating_add(key_weight(key));
@@ -175,7 +220,7 @@ impl LeaseTrees {
             .remove(index_key(id, key))
             .map_err(io::Error::other)?
             .is_some();
-        match self.info(id)? {
+        match self.stored(id)? {
             Some(mut info) if removed => {
                 info.keys = info.keys.saturating_sub(1);
                 info.key_bytes = info.key_bytes.saturating_sub(key_weight(key));
@@ -186,32 +231,78 @@ impl LeaseTrees {
         Ok(())
     }
 
-    /// Removes lease `id` and its index; returns the keys it carried, or
-    /// `None` if there is no such lease.
-    pub fn remove(&self, id: u64) -> io::Result<Option<Vec<Vec<u8>>>> {
-        if self
-            .leases
-            .remove(id.to_be_bytes())
-            .map_err(io::Error::other)?
-            .is_none()
-        {
+    /// Marks lease `id` revoked at `revision` and returns the keys the index
+    /// says it carries (all of them: the caller deletes them, then calls
+    /// [`LeaseTrees::forget_keys`]); `None` if it did not exist before
+    /// `revision`. Replaying the same revoke finds it again.
+    pub fn revoke(&self, id: u64, revision: u64) -> io::Result<Option<Vec<Vec<u8>>>> {
+        let Some(mut info) = self.live_at(id, revision)? else {
             return Ok(None);
+        };
+        if info.revoked == 0 {
+            self.count.fetch_sub(1, Ordering::Relaxed);
         }
-        self.count.fetch_sub(1, Ordering::Relaxed);
+        info.revoked = revision;
+        self.store(id, &info)?;
         let mut keys = Vec::new();
         for item in self.keys.scan_prefix(id.to_be_bytes()) {
             let (indexed, _) = item.map_err(io::Error::other)?;
-            self.keys.remove(&indexed).map_err(io::Error::other)?;
             // Every entry under the prefix is longer than it.
             keys.push(indexed.get(8..).unwrap_or_default().to_vec());
         }
         Ok(Some(keys))
     }
 
+    /// Removes what is left of lease `id`'s key index.
+    pub fn forget_keys(&self, id: u64) -> io::Result<()> {
+        for item in self.keys.scan_prefix(id.to_be_bytes()) {
+            let (indexed, _) = item.map_err(io::Error::other)?;
+            self.keys.remove(&indexed).map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the rows of leases revoked at or before `through`, which no
+    /// replay can reach any more (compaction passed them, after they were
+    /// applied). Returns how many were removed.
+    pub fn remove_revoked(&self, through: u64) -> io::Result<usize> {
+        let mut removed = 0;
+        for item in self.leases.iter() {
+            let (id, info) = item.map_err(io::Error::other)?;
+            let revoked = LeaseInfo::decode(&info)?.revoked;
+            if revoked != 0 && revoked <= through {
+                self.leases.remove(&id).map_err(io::Error::other)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Empties the key index and zeroes every lease's key counts, for the
+    /// caller to attach the keys again from the key space.
+    pub fn clear_index(&self) -> io::Result<()> {
+        self.keys.clear().map_err(io::Error::other)?;
+        for item in self.leases.iter() {
+            let (id, info) = item.map_err(io::Error::other)?;
+            let info = LeaseInfo {
+                keys: 0,
+                key_bytes: 0,
+                ..LeaseInfo::decode(&info)?
+            };
+            self.leases
+                .insert(id, &info.encode())
+                .map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+
     /// Up to `limit` keys attached to lease `id`, in key order, and whether
     /// more are attached.
     pub fn keys(&self, id: u64, limit: usize) -> io::Result<(Vec<Vec<u8>>, bool)> {
         let mut keys = Vec::new();
+        if self.info(id)?.is_none() {
+            return Ok((keys, false));
+        }
         for item in self.keys.scan_prefix(id.to_be_bytes()) {
             let (indexed, _) = item.map_err(io::Error::other)?;
             if keys.len() == limit {
@@ -222,17 +313,20 @@ impl LeaseTrees {
         Ok((keys, false))
     }
 
-    /// Every lease and its TTL, in id order.
+    /// Every live lease and its TTL, in id order.
     pub fn all(&self) -> io::Result<Vec<(u64, u64)>> {
         let mut all = Vec::new();
         for item in self.leases.iter() {
             let (id, info) = item.map_err(io::Error::other)?;
-            all.push((read_u64(&id)?, LeaseInfo::decode(&info)?.ttl));
+            let info = LeaseInfo::decode(&info)?;
+            if info.revoked == 0 {
+                all.push((read_u64(&id)?, info.ttl));
+            }
         }
         Ok(all)
     }
 
-    /// How many leases exist.
+    /// How many live leases exist.
     pub fn count(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
@@ -312,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn removing_a_lease_returns_exactly_its_keys() {
+    fn a_revoke_returns_exactly_its_keys_and_replays_alike() {
         let dir = tempfile::TempDir::new().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let trees = LeaseTrees::open(&db).unwrap();
@@ -329,13 +423,32 @@ mod tests {
         assert_eq!((info.ttl, info.keys, info.key_bytes), (5, 2, 2 * 17));
         assert_eq!(trees.count(), 2);
         assert_eq!(trees.keys(7, 1).unwrap(), (vec![b"a".to_vec()], true));
-        assert_eq!(
-            trees.remove(7).unwrap(),
-            Some(vec![b"a".to_vec(), b"c".to_vec()])
-        );
-        assert_eq!(trees.remove(7).unwrap(), None);
+        let carried = Some(vec![b"a".to_vec(), b"c".to_vec()]);
+        assert_eq!(trees.revoke(7, 20).unwrap(), carried);
+        // The same revoke again (a replay) finds the same keys; entries
+        // before it still see the lease, entries after it do not.
+        assert_eq!(trees.revoke(7, 20).unwrap(), carried);
+        assert!(trees.live_at(7, 19).unwrap().is_some());
+        assert!(trees.live_at(7, 21).unwrap().is_none());
+        assert_eq!(trees.revoke(7, 21).unwrap(), None);
+        trees.forget_keys(7).unwrap();
+        assert_eq!(trees.info(7).unwrap(), None);
         assert_eq!(trees.all().unwrap(), vec![(8, 5)]);
         assert_eq!(trees.count(), 1);
         assert_eq!(trees.keys(8, 10).unwrap(), (vec![b"z".to_vec()], false));
+        assert_eq!(trees.keys(7, 10).unwrap(), (vec![], false));
+        // Once compaction passes the revoke, the row goes.
+        assert_eq!(trees.remove_revoked(19).unwrap(), 0);
+        assert_eq!(trees.remove_revoked(20).unwrap(), 1);
+        assert_eq!(trees.revoke(7, 20).unwrap(), None);
+        // Rebuilding the index starts from no keys.
+        trees.clear_index().unwrap();
+        assert_eq!(trees.info(8).unwrap().unwrap().keys, 0);
+        assert_eq!(trees.keys(8, 10).unwrap(), (vec![], false));
+        // A row written by an earlier version (24 bytes) is a live lease.
+        let mut old = [0u8; 24];
+        old[..8].copy_from_slice(&30u64.to_be_bytes());
+        trees.leases.insert(9u64.to_be_bytes(), &old).unwrap();
+        assert_eq!(trees.ttl(9).unwrap(), Some(30));
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! The state machine's parts, one job each: `keyspace` (every version of
 //! every key, reads at a revision, compaction), `apply` (what each command
-//! means), `snapshot_data` (the snapshot format), `leases` (the lease
+//! means), `snapshot` (a snapshot is the state at a pinned revision, not a
+//! copy), `snapshot_data` (the format it streams in), `leases` (the lease
 //! table), and `state_machine` (openraft's glue: visibility, durability,
 //! snapshots).
 
@@ -15,6 +16,7 @@ mod leases;
 mod log_store;
 mod recent;
 pub mod record;
+mod snapshot;
 mod snapshot_data;
 mod state_machine;
 
@@ -27,6 +29,9 @@ pub use leases::MAX_LEASE_KEY_BYTES;
 pub use leases::MAX_TTL_SECONDS;
 pub use leases::MIN_TTL_SECONDS;
 pub use log_store::LogStore;
+pub use snapshot::Snapshot;
+pub use snapshot::SnapshotData;
+pub use snapshot::StateAt;
 pub use snapshot_data::check as check_snapshot_data;
 pub use state_machine::KvReader;
 pub use state_machine::Revisions;

@@ -44,7 +44,8 @@ fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
-/// Appends snapshot data, key by key.
+/// Appends snapshot data, key by key; the bytes so far may be taken out
+/// at any point, so data of any size streams through a small buffer.
 pub struct Encoder {
     data: Vec<u8>,
 }
@@ -54,6 +55,26 @@ impl Encoder {
         let mut data = SNAPSHOT_V4.to_vec();
         leases::encode_table(leases, &mut data)?;
         Ok(Encoder { data })
+    }
+
+    /// Bytes of the marker and the lease table.
+    pub fn start_len(leases: &[(u64, u64)]) -> u64 {
+        (SNAPSHOT_V4.len() + 4 + 16 * leases.len()) as u64
+    }
+
+    /// Bytes [`Encoder::push`] appends for `kv`.
+    pub fn record_len(kv: &KeyValue) -> u64 {
+        (4 + kv.key.len() + 4 + V4_HEADER + kv.value.len()) as u64
+    }
+
+    /// Bytes encoded and not yet taken.
+    pub fn buffered(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Takes the bytes encoded so far.
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.data)
     }
 
     /// Appends `kv`; keys must come in increasing order.
@@ -69,10 +90,6 @@ impl Encoder {
         }
         data.extend_from_slice(&kv.value);
         Ok(())
-    }
-
-    pub fn finish(self) -> Vec<u8> {
-        self.data
     }
 }
 
@@ -229,7 +246,12 @@ mod tests {
         for key in keys {
             encoder.push(key).unwrap();
         }
-        encoder.finish()
+        let data = encoder.take();
+        // The sizes a sender announces before streaming are exact.
+        let announced = Encoder::start_len(leases)
+            + keys.iter().map(Encoder::record_len).sum::<u64>();
+        assert_eq!(announced, data.len() as u64);
+        data
     }
 
     #[test]

@@ -3,36 +3,41 @@
 //! Layout: trees `revs` and `key_index` hold every version of every key (see
 //! `keyspace`); trees `leases` and `lease_keys` hold the lease table and
 //! which keys each lease carries (see `leases`); tree `sm_meta` holds
-//! `last_applied`, `membership`, the `clean` marker, `store_format`, the
-//! compaction point `compacted` and how far rows are removed for it,
-//! `compact_done`; tree `snapshot` holds the current snapshot (meta and data
-//! in one value, `current`).
+//! `applied` (the last applied log id, the compaction point and the live
+//! key count, in one value), `membership`, the `clean` marker,
+//! `store_format` and how far rows are removed for the compaction point,
+//! `compact_done`; tree `snapshot` holds a snapshot received from the leader
+//! while it is being installed (meta and data in one value, `current`).
 //!
 //! Visibility: [`Revisions`] publishes the last applied revision after every
 //! row of a batch is written, so readers at a revision see whole entries,
 //! never wait for the apply, and the apply never waits for them.
 //!
 //! Durability rules:
-//! - `apply`: each entry's rows (see `apply`), then `membership`,
-//!   `compacted`, then `last_applied`, written with plain sled inserts and
-//!   not synced. No sled batch or transaction: those take sled's global write
-//!   lock and force out its write buffer on every apply. So after a crash the
-//!   trees may hold part of a batch, and the lease trees (which keep no
-//!   history) cannot be rolled back to a revision.
-//! - Hence the trees are trusted only after a clean shutdown: `close_cleanly`
-//!   (graceful stop) syncs them with the `clean` marker; `open` removes the
-//!   marker, and without it rebuilds the state from the stored snapshot (or
-//!   from nothing), while openraft replays the synced Raft log from there. The
-//!   log holds everything after the snapshot: openraft purges only up to it.
-//! - `build_snapshot` / `install_snapshot`: the snapshot is stored in one sled
-//!   insert (meta and data together, so a crash keeps the old one or the new
-//!   one) and synced before they return, so before openraft purges the log it
-//!   covers. An install stores the snapshot, then replaces the key-value state;
-//!   a crash in between rebuilds from that snapshot at the next open.
+//! - `apply`: each entry's rows (see `apply`), then `membership`, then
+//!   `applied`, written with plain sled inserts and not synced. No sled batch
+//!   or transaction: those take sled's global write lock and force out its
+//!   write buffer on every apply.
+//! - After a crash sled recovers a prefix of those inserts (it replays its
+//!   own log up to the first buffer not fully written), so the trees hold
+//!   every batch through `applied` and perhaps part of the next; openraft
+//!   replays the log from `applied`. Replaying an entry over part of itself
+//!   decides and writes the same (every decision reads the state before the
+//!   entry's revision, see `apply` and `leases`), so the trees are trusted
+//!   as they are. Only derived data is recomputed at such an open: the key
+//!   count and the lease key index, from the key space at `applied`.
+//! - A snapshot is the state at a pinned revision, not a copy (see
+//!   `snapshot`). `build_snapshot` syncs the trees before it returns, so the
+//!   state it covers is on disk before openraft purges the log up to it.
+//! - `install_snapshot`: the received data is stored in one insert and
+//!   synced, then replaces the key-value state, which is synced, then it is
+//!   removed. A crash in between finds it at the next open, which loads it
+//!   again.
 //! - Compaction's row removal (`compact_some`) runs beside the apply, in
 //!   bounded steps; it only removes versions no read at or after the
 //!   compaction point can see, so a step cut short by a crash is harmless and
-//!   the next one redoes it.
+//!   the next one redoes it. It starts after `applied` records the
+//!   compaction point, so sled's prefix never holds a removal without it.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -56,37 +61,45 @@ use super::keyspace::KeyValue;
 use super::keyspace::Lookup;
 use super::keyspace::ReadError;
 use super::keyspace::Row;
-use super::leases::LeaseTable;
 use super::leases::LeaseTrees;
 use super::record;
+use super::snapshot::Snapshot;
+use super::snapshot::SnapshotData;
+use super::snapshot::StateAt;
 use super::snapshot_data;
 use super::Disk;
 use crate::codec::decode;
 use crate::codec::encode;
 use crate::types::CommandResult;
 use crate::types::LogId;
-use crate::types::Snapshot;
 use crate::types::SnapshotMeta;
 use crate::types::Stored;
 use crate::types::StoredMembership;
 use crate::types::TypeConfig;
 
+/// Written by earlier versions in place of `applied`; read once to convert.
 const LAST_APPLIED: &[u8] = b"last_applied";
+const APPLIED: &[u8] = b"applied";
 const MEMBERSHIP: &[u8] = b"membership";
 const CLEAN: &[u8] = b"clean";
 /// Present once every value in the old `kv` tree had a header.
 const KV_FORMAT: &[u8] = b"kv_format";
 /// The layout of the key-value state; absent before revisions.
 const STORE_FORMAT: &[u8] = b"store_format";
-/// What this version writes and reads.
-const REVISIONED: u8 = 2;
-/// The compaction point: reads below it are refused.
+/// What this version writes and reads: `applied` in one value, leases
+/// marked at their revoke (see `leases`), trusted after a crash.
+const REVISIONED: u8 = 3;
+/// The first revisioned format: `last_applied`, `compacted` and
+/// `key_count` apart, state rebuilt from a stored snapshot after a crash.
+const REVISIONED_V2: u8 = 2;
+/// Written by earlier versions: the compaction point.
 const COMPACTED: &[u8] = b"compacted";
 /// Rows are removed for compactions up to here.
 const COMPACT_DONE: &[u8] = b"compact_done";
-/// How many keys are live at `last_applied`.
+/// Written by earlier versions: how many keys are live at `last_applied`.
 const KEY_COUNT: &[u8] = b"key_count";
-/// The snapshot: `u32 meta length (BE)`, meta, data.
+/// A snapshot being installed (earlier versions: the current snapshot):
+/// `u32 meta length (BE)`, meta, data.
 const SNAPSHOT: &[u8] = b"current";
 /// Where earlier versions kept the snapshot's meta and data, read if `current` is absent.
 const OLD_SNAPSHOT_META: &[u8] = b"meta";
@@ -126,6 +139,13 @@ impl Drop for InstallGuard {
 pub struct Pin {
     revisions: Arc<Revisions>,
     revision: u64,
+}
+
+impl Pin {
+    /// The revision it keeps.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
 }
 
 impl Drop for Pin {
@@ -264,11 +284,9 @@ impl Revisions {
 #[derive(Clone)]
 pub struct StateMachineStore {
     reader: KvReader,
-    /// The current snapshot (`meta`, `data`).
+    /// A snapshot being installed (`meta`, `data`).
     snapshot: sled::Tree,
     disk: Arc<Disk>,
-    /// Serialises snapshot writes, so a slow build never replaces a newer install.
-    snapshot_lock: Arc<Mutex<()>>,
     /// Held while the key-value state is written; `true` once the store is
     /// closed for a clean shutdown, after which nothing may write it (the
     /// `clean` marker would vouch for a half-written batch).
@@ -390,7 +408,7 @@ impl KvReader {
 
     /// The log id of the last applied entry.
     pub fn last_applied(&self) -> io::Result<Option<LogId>> {
-        read_last_applied(&self.meta)
+        Ok(read_applied(&self.meta)?.log_id)
     }
 
     /// The membership as of the last applied entry.
@@ -403,9 +421,20 @@ impl KvReader {
     fn walk(
         &self,
         revision: u64,
-        mut each: impl FnMut(&KeyValue) -> io::Result<()>,
+        each: impl FnMut(&KeyValue) -> io::Result<()>,
     ) -> Result<(), ReadError> {
         let epoch = self.revisions.epoch()?;
+        self.walk_at(revision, epoch, each)
+    }
+
+    /// [`KvReader::walk`], refused if a snapshot install began since `epoch`.
+    pub(super) fn walk_at(
+        &self,
+        revision: u64,
+        epoch: u64,
+        mut each: impl FnMut(&KeyValue) -> io::Result<()>,
+    ) -> Result<(), ReadError> {
+        self.revisions.check_epoch(epoch)?;
         let _pin = self.revisions.pin(revision)?;
         let mut after = Vec::new();
         loop {
@@ -474,11 +503,52 @@ fn missing_version() -> ReadError {
     .into()
 }
 
-fn read_last_applied(meta: &sled::Tree) -> io::Result<Option<LogId>> {
-    match meta.get(LAST_APPLIED).map_err(io::Error::other)? {
-        Some(bytes) => decode(&bytes),
-        None => Ok(None),
+/// The last applied log id with the compaction point and the live key
+/// count at it: one meta value, so a crash keeps all three from one batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Applied {
+    log_id: Option<LogId>,
+    compacted: u64,
+    keys: u64,
+}
+
+impl Applied {
+    fn revision(&self) -> u64 {
+        self.log_id.map_or(0, |l| l.index)
     }
+}
+
+/// `applied`: `compacted u64 (BE), keys u64 (BE)`, then the encoded log id.
+/// Before it existed, the three were values of their own.
+fn read_applied(meta: &sled::Tree) -> io::Result<Applied> {
+    if let Some(bytes) = meta.get(APPLIED).map_err(io::Error::other)? {
+        let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed applied state");
+        let (compacted, rest) = bytes.split_first_chunk::<8>().ok_or_else(malformed)?;
+        let (keys, rest) = rest.split_first_chunk::<8>().ok_or_else(malformed)?;
+        return Ok(Applied {
+            log_id: decode(rest)?,
+            compacted: u64::from_be_bytes(*compacted),
+            keys: u64::from_be_bytes(*keys),
+        });
+    }
+    let log_id = match meta.get(LAST_APPLIED).map_err(io::Error::other)? {
+        Some(bytes) => decode(&bytes)?,
+        None => None,
+    };
+    Ok(Applied {
+        log_id,
+        compacted: read_u64(meta, COMPACTED)?,
+        keys: read_u64(meta, KEY_COUNT)?,
+    })
+}
+
+fn write_applied(meta: &sled::Tree, applied: &Applied) -> io::Result<()> {
+    let mut bytes = Vec::with_capacity(32);
+    bytes.extend_from_slice(&applied.compacted.to_be_bytes());
+    bytes.extend_from_slice(&applied.keys.to_be_bytes());
+    bytes.extend_from_slice(&encode(&applied.log_id)?);
+    meta.insert(APPLIED, bytes).map_err(io::Error::other)?;
+    Ok(())
 }
 
 fn read_membership(meta: &sled::Tree) -> io::Result<StoredMembership> {
@@ -515,27 +585,29 @@ impl StateMachineStore {
         self.disk.db().clone()
     }
 
-    /// Opens the state-machine trees of `db`. Unless the node last stopped
-    /// cleanly, rebuilds the key-value state from the stored snapshot (see the
-    /// module's durability rules). Converts the state of a version before
-    /// revisions; refuses the state of a newer version.
+    /// Opens the state-machine trees of `db`: after a clean stop as they
+    /// are; after a crash as they are too, with the derived data recounted;
+    /// with a snapshot install cut short, loads that snapshot again (see
+    /// the module's durability rules). Converts the state of earlier
+    /// versions; refuses the state of a newer version.
     pub fn open(db: &sled::Db, disk: Arc<Disk>) -> io::Result<StateMachineStore> {
         let open = |name: &str| db.open_tree(name).map_err(io::Error::other);
         let meta = open("sm_meta")?;
         let format = meta.get(STORE_FORMAT).map_err(io::Error::other)?;
-        if let Some(format) = &format {
-            if format.as_ref() != [REVISIONED] {
+        let format = match format.as_deref() {
+            None => None,
+            Some([f]) if *f == REVISIONED || *f == REVISIONED_V2 => Some(*f),
+            Some(other) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
-                        "the data directory holds key-value state of format {:?}, written by a \
-                         newer raftkv; this version reads format {REVISIONED} only: run the newer \
-                         version, or restore a backup into a new data directory",
-                        format.as_ref()
+                        "the data directory holds key-value state of format {other:?}, written \
+                         by a newer raftkv; this version reads formats up to {REVISIONED} only: \
+                         run the newer version, or restore a backup into a new data directory"
                     ),
-                ));
+                ))
             }
-        }
+        };
         let store = StateMachineStore {
             reader: KvReader {
                 space: KeySpace::open(db)?,
@@ -545,37 +617,51 @@ impl StateMachineStore {
             },
             snapshot: open("snapshot")?,
             disk,
-            snapshot_lock: Arc::new(Mutex::new(())),
             closed: Arc::new(Mutex::new(false)),
             lease_changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         };
         let meta = &store.reader.meta;
         let clean = meta.remove(CLEAN).map_err(io::Error::other)?.is_some();
         // On disk before anything is rewritten: a crash during the rewrite
-        // must make the next open rebuild, not trust a half-converted state.
+        // must not find the marker that vouches for the trees.
         store.disk.sync()?;
         let old_kv = db.tree_names().iter().any(|name| name.as_ref() == b"kv");
-        if !clean {
-            store.rebuild()?;
-        } else if format.is_none() {
-            store.convert_kv(db)?;
+        let stored = store.stored_snapshot()?;
+        match format {
+            // An install cut short by a crash: its snapshot is complete and
+            // synced, the key-value state may be half replaced.
+            Some(REVISIONED) if stored.is_some() => store.reload(stored)?,
+            Some(REVISIONED) if !clean => store.recount()?,
+            Some(REVISIONED) => {}
+            // Earlier versions trusted their trees only after a clean stop,
+            // and rebuilt from their stored snapshot otherwise.
+            _ if !clean => store.reload(stored)?,
+            Some(_) => {}
+            None => store.convert_kv(db)?,
         }
         if old_kv {
             db.drop_tree("kv").map_err(io::Error::other)?;
         }
+        // In this version's layout from here on; a crash before the sync
+        // below redoes the conversion.
+        write_applied(meta, &read_applied(meta)?)?;
+        for old in [LAST_APPLIED, COMPACTED, KEY_COUNT] {
+            meta.remove(old).map_err(io::Error::other)?;
+        }
         meta.insert(STORE_FORMAT, &[REVISIONED])
             .map_err(io::Error::other)?;
         store.disk.sync()?;
+        store.forget_stored_snapshot()?;
         store.publish()?;
         Ok(store)
     }
 
     /// Publishes the stored revision and compaction point to readers.
     fn publish(&self) -> io::Result<()> {
-        let applied = self.reader.last_applied()?.map_or(0, |l| l.index);
-        let compacted = read_u64(&self.reader.meta, COMPACTED)?;
-        let keys = read_u64(&self.reader.meta, KEY_COUNT)?;
-        self.reader.revisions.publish(applied, compacted, keys);
+        let applied = read_applied(&self.reader.meta)?;
+        self.reader
+            .revisions
+            .publish(applied.revision(), applied.compacted, applied.keys);
         Ok(())
     }
 
@@ -614,10 +700,17 @@ impl StateMachineStore {
                 .write(snapshot_data::BEFORE_REVISIONS, count, &row)?;
             count += 1;
         }
-        let applied = self.reader.last_applied()?.map_or(0, |l| l.index);
-        write_u64(&self.reader.meta, COMPACTED, applied)?;
+        let log_id = read_applied(&self.reader.meta)?.log_id;
+        let applied = log_id.map_or(0, |l| l.index);
         write_u64(&self.reader.meta, COMPACT_DONE, applied)?;
-        write_u64(&self.reader.meta, KEY_COUNT, u64::from(count))?;
+        write_applied(
+            &self.reader.meta,
+            &Applied {
+                log_id,
+                compacted: applied,
+                keys: u64::from(count),
+            },
+        )?;
         tracing::info!(
             keys = count,
             "stored values converted to the revisioned format"
@@ -625,23 +718,56 @@ impl StateMachineStore {
         Ok(())
     }
 
-    /// After a crash: the state of the stored snapshot, or the empty state.
-    fn rebuild(&self) -> io::Result<()> {
-        let snapshot = self.stored_snapshot()?;
+    /// Loads `stored` (a snapshot, or nothing: the empty state) in place of
+    /// the key-value state.
+    fn reload(&self, stored: Option<(SnapshotMeta, sled::IVec)>) -> io::Result<()> {
         let applied = self.reader.last_applied()?;
-        let snapshot_index = snapshot.as_ref().and_then(|(meta, _)| meta.last_log_id);
-        if applied.is_some() || snapshot.is_some() {
+        let snapshot_index = stored.as_ref().and_then(|(meta, _)| meta.last_log_id);
+        if applied.is_some() || stored.is_some() {
             tracing::warn!(
                 applied = ?applied,
                 snapshot = ?snapshot_index,
-                "the node did not stop cleanly: rebuilding the key-value state from the snapshot; the log replays the rest"
+                "loading the key-value state from the stored snapshot (an install was cut short, \
+                 or an earlier version did not stop cleanly); the log replays the rest"
             );
         }
         let gate = self.write_gate()?;
-        match snapshot {
+        match stored {
             Some((meta, data)) => self.load_snapshot(&gate, &meta, &data),
             None => self.load_snapshot(&gate, &SnapshotMeta::default(), &[]),
         }
+    }
+
+    /// After a crash: counts the live keys and rebuilds the lease key index
+    /// from the key space at the applied revision (both derived data that a
+    /// cut-short batch may have moved past it; see the module's rules).
+    fn recount(&self) -> io::Result<()> {
+        let reader = &self.reader;
+        let mut applied = read_applied(&reader.meta)?;
+        let revision = applied.revision();
+        tracing::warn!(
+            applied = revision,
+            "the node did not stop cleanly: keeping the stored state, recounting its keys and \
+             lease index; the log replays the rest"
+        );
+        let started = std::time::Instant::now();
+        reader.leases.clear_index()?;
+        let mut keys = 0;
+        let attached = reader.walk(revision, |kv| {
+            keys += 1;
+            if kv.lease != 0 && reader.leases.live_at(kv.lease, revision + 1)?.is_some() {
+                reader.leases.attach(kv.lease, &kv.key)?;
+            }
+            Ok(())
+        });
+        attached.map_err(|e| match e {
+            ReadError::Io(e) => e,
+            other => io::Error::other(other),
+        })?;
+        applied.keys = keys;
+        write_applied(&reader.meta, &applied)?;
+        tracing::info!(keys, elapsed = ?started.elapsed(), "state recounted");
+        Ok(())
     }
 
     /// Permission to write the key-value state, refused once closed.
@@ -691,6 +817,10 @@ impl StateMachineStore {
             return Ok(false);
         }
         let (done, removed) = self.reader.space.compact_step(done, target, max_rows)?;
+        if done >= target {
+            // Revoked leases no replay can reach any more; few rows.
+            self.reader.leases.remove_revoked(done)?;
+        }
         write_u64(meta, COMPACT_DONE, done)?;
         if removed > 0 {
             tracing::debug!(done, target, removed, "compaction step");
@@ -698,14 +828,31 @@ impl StateMachineStore {
         Ok(done < target)
     }
 
-    fn read_snapshot(&self) -> io::Result<Option<Snapshot>> {
-        Ok(self.stored_snapshot()?.map(|(meta, data)| Snapshot {
-            meta,
-            snapshot: data.to_vec(),
-        }))
+    /// The state at the last applied revision, pinned, as snapshot data with
+    /// its meta; `None` before anything is applied. Call between two applies
+    /// (on the state-machine task), where the revision, membership and lease
+    /// table agree.
+    fn state_now(&self) -> io::Result<Option<(SnapshotMeta, StateAt)>> {
+        let reader = &self.reader;
+        let last_log_id = reader.last_applied()?;
+        let Some(applied) = last_log_id else {
+            return Ok(None);
+        };
+        let to_io = |e: ReadError| match e {
+            ReadError::Io(e) => e,
+            other => io::Error::other(other),
+        };
+        let epoch = reader.revisions.epoch().map_err(to_io)?;
+        let pin = reader.revisions.pin(applied.index).map_err(to_io)?;
+        let state = StateAt::new(reader.clone(), pin, epoch, reader.leases.all()?);
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership: reader.membership()?,
+        };
+        Ok(Some((meta, state)))
     }
 
-    /// The stored snapshot's meta, and its data as sled holds it (not copied).
+    /// A stored snapshot's meta, and its data as sled holds it (not copied).
     fn stored_snapshot(&self) -> io::Result<Option<(SnapshotMeta, sled::IVec)>> {
         let get = |key| self.snapshot.get(key).map_err(io::Error::other);
         if let Some(stored) = get(SNAPSHOT)? {
@@ -727,15 +874,9 @@ impl StateMachineStore {
         }
     }
 
-    /// Stores `meta` + `data` as the current snapshot (unless a newer one is
-    /// already stored) and syncs it.
+    /// Stores `meta` + `data` (a snapshot about to be installed) in one
+    /// insert and syncs it.
     fn store_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
-        let _guard = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((stored, _)) = self.stored_snapshot()? {
-            if stored.last_log_id > meta.last_log_id {
-                return Ok(());
-            }
-        }
         let meta = encode(meta)?;
         let mut value = Vec::with_capacity(4 + meta.len() + data.len());
         value.extend_from_slice(
@@ -745,26 +886,36 @@ impl StateMachineStore {
         );
         value.extend_from_slice(&meta);
         value.extend_from_slice(data);
-        // One insert: a crash keeps either the previous snapshot or this one.
         self.snapshot
             .insert(SNAPSHOT, value)
             .map_err(io::Error::other)?;
-        for old in [OLD_SNAPSHOT_META, OLD_SNAPSHOT_DATA] {
-            self.snapshot.remove(old).map_err(io::Error::other)?;
-        }
-        // sled frees the replaced value (the whole previous snapshot) through
-        // crossbeam-epoch, which batches garbage per thread and releases a
-        // batch only when 64 items are in it. This runs on a rarely used
-        // blocking thread, so old snapshots used to stay allocated. Flushing
-        // hands them to the global queue, freed once no reader can see them.
-        crossbeam_epoch::pin().flush();
         crate::crash_point!("snapshot-store-before-sync");
         self.disk.sync()
     }
 
-    /// Replaces the key-value state, `last_applied` and `membership` with the
-    /// snapshot's (not atomically: a crash midway rebuilds at the next open).
-    /// History starts after the snapshot: its revision is the compaction point.
+    /// Removes a stored snapshot once the state it was loaded into is synced.
+    fn forget_stored_snapshot(&self) -> io::Result<()> {
+        let mut removed = false;
+        for key in [SNAPSHOT, OLD_SNAPSHOT_META, OLD_SNAPSHOT_DATA] {
+            removed |= self
+                .snapshot
+                .remove(key)
+                .map_err(io::Error::other)?
+                .is_some();
+        }
+        if removed {
+            // sled frees the removed value through crossbeam-epoch, which
+            // batches garbage per thread and releases a batch only when 64
+            // items are in it; this runs on a rarely used thread. Flushing
+            // hands it to the global queue, freed once no reader can see it.
+            crossbeam_epoch::pin().flush();
+        }
+        Ok(())
+    }
+
+    /// Replaces the key-value state and `applied` with the snapshot's, and
+    /// `membership` (not atomically: see `install_snapshot`). History starts
+    /// after the snapshot: its revision is the compaction point.
     fn load_snapshot(
         &self,
         _gate: &MutexGuard<'_, bool>,
@@ -798,82 +949,100 @@ impl StateMachineStore {
         self.lease_changes.send_modify(|count| *count += 1);
         let sm_meta = &self.reader.meta;
         let index = meta.last_log_id.map_or(0, |l| l.index);
-        write_u64(sm_meta, COMPACTED, index)?;
         write_u64(sm_meta, COMPACT_DONE, index)?;
-        write_u64(sm_meta, KEY_COUNT, keys)?;
         sm_meta
             .insert(MEMBERSHIP, encode(&meta.last_membership)?)
             .map_err(io::Error::other)?;
-        sm_meta
-            .insert(LAST_APPLIED, encode(&meta.last_log_id)?)
-            .map_err(io::Error::other)?;
-        Ok(())
+        write_applied(
+            sm_meta,
+            &Applied {
+                log_id: meta.last_log_id,
+                compacted: index,
+                keys,
+            },
+        )
     }
 
-    /// Encodes the state at `revision` (pinned by the caller) in the
-    /// snapshot data format; `None` if a snapshot install replaced the state
-    /// meanwhile (that snapshot is newer, and stored already).
-    fn encode_at(&self, revision: u64, leases: &LeaseTable) -> io::Result<Option<Vec<u8>>> {
-        let mut encoder = snapshot_data::Encoder::new(leases)?;
-        match self.reader.walk(revision, |kv| encoder.push(kv)) {
-            Ok(()) => Ok(Some(encoder.finish())),
-            Err(ReadError::Installing) => Ok(None),
-            Err(ReadError::Io(e)) => Err(e),
-            Err(other) => Err(io::Error::other(other)),
+    /// Installs snapshot data received from elsewhere (see the module's
+    /// durability rules). Blocks.
+    fn install_received(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+        self.store_snapshot(meta, data)?;
+        crate::crash_point!("snapshot-install-before-load");
+        {
+            let _installing = self.reader.revisions.installing();
+            self.load_snapshot(&self.write_gate()?, meta, data)?;
+            self.disk.sync()?;
+            self.publish()?;
         }
+        self.snapshot.remove(SNAPSHOT).map_err(io::Error::other)?;
+        self.forget_stored_snapshot()
+    }
+
+    /// "Installs" this node's own state at its applied revision under `meta`
+    /// (forced recovery does, with a new membership): only `membership` and
+    /// the applied log id change. Blocks.
+    fn install_own(&self, meta: &SnapshotMeta, state: &StateAt) -> io::Result<()> {
+        let gate = self.write_gate()?;
+        let mut applied = read_applied(&self.reader.meta)?;
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        if state.revision() != applied.revision() || index != applied.revision() {
+            return Err(io::Error::other(format!(
+                "cannot install this node's own state at revision {} as a snapshot at index \
+                 {index}: the state is at {}",
+                state.revision(),
+                applied.revision()
+            )));
+        }
+        self.reader
+            .meta
+            .insert(MEMBERSHIP, encode(&meta.last_membership)?)
+            .map_err(io::Error::other)?;
+        applied.log_id = meta.last_log_id;
+        write_applied(&self.reader.meta, &applied)?;
+        drop(gate);
+        self.disk.sync()
     }
 }
 
-/// What a snapshot needs from the state-machine task: the revision, its
-/// membership and lease table, taken between two applies; the keys are read
-/// at that revision by `build_snapshot` on another thread, while applies go on.
+/// What a snapshot needs from the state-machine task: its meta and the
+/// pinned state, taken between two applies.
 pub struct SnapshotBuilder {
     store: StateMachineStore,
-    meta: SnapshotMeta,
-    state: io::Result<(LeaseTable, Pin)>,
+    state: io::Result<Option<(SnapshotMeta, StateAt)>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let (leases, pin) = std::mem::replace(
+        let state = std::mem::replace(
             &mut self.state,
             Err(io::Error::other("snapshot already built")),
         )?;
         let started = std::time::Instant::now();
-        crate::crash_point!("snapshot-build-before-store");
-        let store = self.store.clone();
-        let meta = self.meta.clone();
-        let data = tokio::task::spawn_blocking(move || {
-            let Some(data) = store.encode_at(pin.revision, &leases)? else {
-                // openraft takes only the meta of a built snapshot; the
-                // installed one is what followers get from now on.
-                tracing::info!(
-                    revision = pin.revision,
-                    "a snapshot install replaced the state during a build; keeping the installed one"
-                );
-                return Ok(Vec::new());
-            };
-            drop(pin);
-            store.store_snapshot(&meta, &data)?;
-            Ok::<_, io::Error>(data)
-        })
-        .await
-        .map_err(io::Error::other)??;
+        crate::crash_point!("snapshot-build-before-sync");
+        // The trees through the snapshot's revision reach the disk before
+        // openraft purges the log up to it. Nothing is copied.
+        let disk = self.store.disk.clone();
+        tokio::task::spawn_blocking(move || disk.sync())
+            .await
+            .map_err(io::Error::other)??;
         let metrics = crate::metrics::global();
         crate::metrics::observe_since(&metrics.snapshot_build, started);
-        metrics.snapshot_bytes.set(data.len() as i64);
-        tracing::info!(last_log_id = ?self.meta.last_log_id, bytes = data.len(), "snapshot built");
+        let (meta, data) = match state {
+            Some((meta, state)) => (meta, SnapshotData::State(state)),
+            None => (SnapshotMeta::default(), SnapshotData::Received(Vec::new())),
+        };
+        tracing::info!(last_log_id = ?meta.last_log_id, "snapshot taken");
         Ok(Snapshot {
-            meta: self.meta.clone(),
+            meta,
             snapshot: data,
         })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -895,16 +1064,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .entries_applied
             .inc_by(batch.len() as u64);
         let last = last.log_id;
-        let last_applied = encode(&Some(last))?;
         let reader = &self.reader;
         let meta = &reader.meta;
         let gate = self.write_gate()?;
         let mut compacted = reader.revisions.compacted();
-        let compacted_before = compacted;
         let mut results = Vec::with_capacity(batch.len());
         let mut leases_changed = false;
-        let keys_before = reader.revisions.key_count();
-        let mut keys = keys_before;
+        let mut keys = reader.revisions.key_count();
         for (entry, responder) in batch {
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::Done,
@@ -928,14 +1094,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             results.push((responder, result));
         }
-        if compacted != compacted_before {
-            write_u64(meta, COMPACTED, compacted)?;
-        }
-        if keys != keys_before {
-            write_u64(meta, KEY_COUNT, keys)?;
-        }
-        meta.insert(LAST_APPLIED, last_applied)
-            .map_err(io::Error::other)?;
+        write_applied(
+            meta,
+            &Applied {
+                log_id: Some(last),
+                compacted,
+                keys,
+            },
+        )?;
         drop(gate);
         // Every row of the batch is written: readers may see it now, and a
         // client that saw its write applied at `i` and watches from `i` sees it.
@@ -956,71 +1122,54 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        // Runs on the state-machine task between two applies: the revision,
-        // membership and lease table agree. The keys are read later, at
-        // that revision.
-        let state = (|| {
-            let last_log_id = self.reader.last_applied()?;
-            let last_membership = self.reader.membership()?;
-            let leases = self.reader.leases.all()?;
-            let revision = last_log_id.map_or(0, |l| l.index);
-            let pin = self
-                .reader
-                .revisions
-                .pin(revision)
-                .map_err(io::Error::other)?;
-            Ok::<_, io::Error>((
-                SnapshotMeta {
-                    last_log_id,
-                    last_membership,
-                },
-                leases,
-                pin,
-            ))
-        })();
-        match state {
-            Ok((meta, leases, pin)) => SnapshotBuilder {
-                store: self.clone(),
-                meta,
-                state: Ok((leases, pin)),
-            },
-            Err(e) => SnapshotBuilder {
-                store: self.clone(),
-                meta: SnapshotMeta::default(),
-                state: Err(e),
-            },
+        SnapshotBuilder {
+            store: self.clone(),
+            state: self.state_now(),
         }
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Vec<u8>,
+        snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        // Reject malformed data before anything is changed.
-        snapshot_data::check(&snapshot, meta.last_log_id.map_or(0, |l| l.index))?;
         let store = self.clone();
         let meta = meta.clone();
         let started = std::time::Instant::now();
-        tokio::task::spawn_blocking(move || {
-            store.store_snapshot(&meta, &snapshot)?;
-            crate::crash_point!("snapshot-install-before-load");
-            let _installing = store.reader.revisions.installing();
-            store.load_snapshot(&store.write_gate()?, &meta, &snapshot)?;
-            store.disk.sync()?;
-            store.publish()?;
-            let metrics = crate::metrics::global();
-            crate::metrics::observe_since(&metrics.snapshot_install, started);
-            metrics.snapshot_bytes.set(snapshot.len() as i64);
-            tracing::info!(last_log_id = ?meta.last_log_id, bytes = snapshot.len(), "snapshot installed");
-            Ok(())
+        tokio::task::spawn_blocking(move || match snapshot {
+            SnapshotData::State(state) if state.is_of(&store.reader) => {
+                store.install_own(&meta, &state)
+            }
+            // Another store's state (in one process: tests).
+            SnapshotData::State(state) => {
+                let data = state.to_vec().map_err(|e| match e {
+                    ReadError::Io(e) => e,
+                    other => io::Error::other(other),
+                })?;
+                store.install_received(&meta, &data)
+            }
+            SnapshotData::Received(data) => {
+                // Reject malformed data before anything is changed.
+                snapshot_data::check(&data, meta.last_log_id.map_or(0, |l| l.index))?;
+                store.install_received(&meta, &data)?;
+                let metrics = crate::metrics::global();
+                crate::metrics::observe_since(&metrics.snapshot_install, started);
+                metrics.snapshot_bytes.set(data.len() as i64);
+                tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot installed");
+                Ok(())
+            }
         })
         .await
         .map_err(io::Error::other)?
     }
 
+    /// The state now: a snapshot covers the last applied entry, and there
+    /// is nothing older to keep.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        self.read_snapshot()
+        Ok(self.state_now()?.map(|(meta, state)| Snapshot {
+            meta,
+            snapshot: SnapshotData::State(state),
+        }))
     }
 }
 
@@ -1063,13 +1212,13 @@ mod tests {
             .revisions
             .key_count()
             .saturating_add_signed(apply.effects.keys_added);
-        write_u64(&reader.meta, COMPACTED, compacted).unwrap();
-        write_u64(&reader.meta, KEY_COUNT, keys).unwrap();
         let log_id = openraft::testing::log_id::<TypeConfig>(1, 1, revision);
-        reader
-            .meta
-            .insert(LAST_APPLIED, encode(&Some(log_id)).unwrap())
-            .unwrap();
+        let applied = Applied {
+            log_id: Some(log_id),
+            compacted,
+            keys,
+        };
+        write_applied(&reader.meta, &applied).unwrap();
         reader.revisions.publish(revision, compacted, keys);
         result
     }
@@ -1127,13 +1276,15 @@ mod tests {
         let store = open_in(dir.path());
         apply_at(&store, put("a", "1"), 1);
         let reader = store.reader();
+        let (_, taken) = store.state_now().unwrap().unwrap();
         let installing = reader.revisions.installing();
         assert!(matches!(reader.get(b"a", None), Err(ReadError::Installing)));
         assert!(matches!(
             reader.scan(b"", b"", 10, None),
             Err(ReadError::Installing)
         ));
-        assert_eq!(store.encode_at(1, &Vec::new()).unwrap(), None);
+        assert!(store.state_now().is_err(), "no snapshot of a state being replaced");
+        assert!(matches!(taken.to_vec(), Err(ReadError::Installing)));
         let epoch = reader.revisions.epoch();
         drop(installing);
         assert!(epoch.is_err());
@@ -1232,26 +1383,33 @@ mod tests {
         );
         apply_at(&store, put("a", "2"), 3);
         apply_at(&store, put("b", "x"), 4);
-        let data = store
-            .encode_at(4, &store.reader.leases.all().unwrap())
-            .unwrap()
+        let digest_at_4 = store.reader.digest().unwrap();
+        let (meta, state) = store.state_now().unwrap().unwrap();
+        assert_eq!(meta.last_log_id.map(|l| l.index), Some(4));
+        // Writes after it do not change it: it is the state at revision 4.
+        apply_at(&store, put("c", "later"), 5);
+        let data = state.to_vec().unwrap();
+        assert_eq!(state.encoded_len().unwrap(), data.len() as u64);
+        let mut chunks = Vec::new();
+        state
+            .encode(8, |chunk| {
+                chunks.push(chunk);
+                Ok(())
+            })
             .unwrap();
+        assert_eq!(chunks.len(), 2, "a piece per record, each longer than 8 bytes");
+        assert_eq!(chunks.concat(), data);
+        drop(state);
         let other_dir = tempfile::TempDir::new().unwrap();
         let other = open_in(other_dir.path());
-        let meta = SnapshotMeta {
-            last_log_id: Some(openraft::testing::log_id::<TypeConfig>(1, 1, 4)),
-            ..Default::default()
-        };
         let changes = other.lease_changes();
         other
             .load_snapshot(&other.write_gate().unwrap(), &meta, &data)
             .unwrap();
         other.publish().unwrap();
         assert!(changes.has_changed().unwrap(), "the countdowns hear of it");
-        assert_eq!(
-            other.reader.digest().unwrap(),
-            store.reader.digest().unwrap()
-        );
+        assert_eq!(other.reader.digest().unwrap(), digest_at_4);
+        assert_eq!(digest_at_4.1, 2, "a and b, not c");
         // History starts after the snapshot.
         assert_eq!(other.reader.revisions.compacted(), 4);
         assert_eq!(
@@ -1262,44 +1420,106 @@ mod tests {
         assert_eq!((a.created, a.modified, a.version, a.lease), (2, 3, 2, 0));
     }
 
+    /// Leased keys, a revoke and more, as `apply` writes them.
+    fn leased(key: &str, lease: u64) -> Command {
+        Command::PutLeased {
+            key: key.into(),
+            value: b"v".to_vec(),
+            lease,
+        }
+    }
+
     #[test]
-    fn state_is_trusted_after_a_clean_stop_and_rebuilt_from_the_snapshot_after_a_crash() {
-        use openraft::testing::log_id;
+    fn after_a_crash_the_trees_are_kept_and_a_batch_cut_short_replays_alike() {
+        // Reference: every entry applied once, no crash.
+        let script = |revision: u64| match revision {
+            1 => Command::LeaseGrant { ttl_seconds: 30 },
+            2 => leased("a", 1),
+            3 => leased("b", 1),
+            4 => put("c", "1"),
+            5 => Command::LeaseRevoke {
+                id: 1,
+                expired: true,
+            },
+            6 => put("c", "2"),
+            7 => Command::LeaseGrant { ttl_seconds: 30 },
+            _ => leased("d", 7),
+        };
+        let reference_dir = tempfile::TempDir::new().unwrap();
+        let reference = open_in(reference_dir.path());
+        for revision in 1..=8 {
+            apply_at(&reference, script(revision), revision);
+        }
+
+        // Crashes after every cut of entries 5..=8: the rows of those entries
+        // are written (the revoke's among them), `applied` still says 4.
+        for applied in 4..8 {
+            let dir = tempfile::TempDir::new().unwrap();
+            let store = open_in(dir.path());
+            for revision in 1..=applied {
+                apply_at(&store, script(revision), revision);
+            }
+            let reader = &store.reader;
+            for revision in applied + 1..=8 {
+                let mut apply = EntryApply::new(&reader.space, &reader.leases, revision);
+                apply.command(script(revision), 0).unwrap();
+            }
+            store.disk.sync().unwrap();
+            drop(store);
+            // No clean stop: the trees are kept, derived data recounted.
+            let store = open_in(dir.path());
+            assert_eq!(store.reader.revisions.current(), applied);
+            // The log replays what `applied` does not cover.
+            for revision in applied + 1..=8 {
+                apply_at(&store, script(revision), revision);
+            }
+            assert_eq!(
+                store.reader.digest().unwrap(),
+                reference.reader.digest().unwrap(),
+                "cut after {applied}"
+            );
+            assert_eq!(store.reader.key_count(), 2, "c and d");
+            assert_eq!(store.reader.lease_keys(7, 10).unwrap().0, vec![b"d".to_vec()]);
+            assert_eq!(store.reader.lease_ttl(1).unwrap(), None);
+            assert_eq!(store.reader.lease_count(), 1);
+        }
+
+        // A clean stop keeps the state as it is, and nothing writes after it.
         let dir = tempfile::TempDir::new().unwrap();
         let store = open_in(dir.path());
         apply_at(&store, put("a", "1"), 4);
-        let meta = SnapshotMeta {
-            last_log_id: Some(log_id::<TypeConfig>(1, 1, 5)),
-            ..Default::default()
-        };
-        let data = store.encode_at(5, &Vec::new()).unwrap().unwrap();
-        store.store_snapshot(&meta, &data).unwrap();
-        // Applied after the snapshot, then a crash (no close_cleanly): part of a
-        // batch may be in the trees, so they are rebuilt from the snapshot.
-        apply_at(&store, put("b", "2"), 7);
-        store.disk.sync().unwrap();
-        drop(store);
-        let store = open_in(dir.path());
-        assert_eq!(keys(&store), vec![b"a".to_vec()]);
-        assert_eq!(
-            store.reader.last_applied().unwrap().map(|l| l.index),
-            Some(5)
-        );
-
-        // A clean stop: the state is kept as it is, and nothing writes after it.
         apply_at(&store, put("c", "3"), 8);
         store.close_cleanly().unwrap();
         assert!(store.write_gate().is_err(), "a closed store refuses writes");
         drop(store);
         let store = open_in(dir.path());
         assert_eq!(keys(&store), vec![b"a".to_vec(), b"c".to_vec()]);
-        // History survives a clean restart.
-        let (rows, _) = store.reader.history(6, 1 << 20).unwrap();
+        // History survives a restart.
+        let (rows, _) = store.reader.history(5, 1 << 20).unwrap();
         assert_eq!(rows.len(), 1);
+    }
 
-        // The marker is used up by that open: the next crash rebuilds again.
+    #[test]
+    fn an_install_cut_short_by_a_crash_is_loaded_again_then_forgotten() {
+        let source_dir = tempfile::TempDir::new().unwrap();
+        let source = open_in(source_dir.path());
+        apply_at(&source, put("a", "1"), 3);
+        let (meta, state) = source.state_now().unwrap().unwrap();
+        let data = state.to_vec().unwrap();
+
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = open_in(dir.path());
+        apply_at(&store, put("old", "x"), 1);
+        // Stored and synced, then the crash: the state was never replaced.
+        store.store_snapshot(&meta, &data).unwrap();
         drop(store);
         let store = open_in(dir.path());
+        assert_eq!(keys(&store), vec![b"a".to_vec()]);
+        assert_eq!(store.reader.revisions.current(), 3);
+        assert!(store.stored_snapshot().unwrap().is_none());
+        // The whole install leaves no copy behind either.
+        store.install_received(&meta, &data).unwrap();
+        assert!(store.stored_snapshot().unwrap().is_none());
         assert_eq!(keys(&store), vec![b"a".to_vec()]);
     }
 
