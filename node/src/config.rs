@@ -231,6 +231,11 @@ impl NodeConfig {
             // A partitioned node that cannot win does not bump its term and
             // disturb the leader when it comes back.
             enable_pre_vote: Some(true),
+            // A restarted leader runs an election like everyone else. It
+            // replicates entries before its own log has synced them, so it
+            // may come back without the tail its followers hold; resuming
+            // the same term, it would write other entries at those indexes.
+            enable_leader_restore: Some(false),
             install_snapshot_timeout: 60_000,
             ..Default::default()
         }

@@ -41,10 +41,10 @@ use tonic::transport::Channel;
 
 use crate::codec::decode;
 use crate::codec::encode;
-use crate::types::Node;
 use crate::store::Snapshot;
 use crate::store::SnapshotData;
 use crate::store::StateAt;
+use crate::types::Node;
 use crate::types::NodeId;
 use crate::types::TypeConfig;
 use crate::types::Vote;
@@ -399,9 +399,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         let vote = encode(&vote).map_err(|e| to_network(&e))?;
         let meta = encode(&snapshot.meta).map_err(|e| to_network(&e))?;
         let (size, chunks) = match snapshot.snapshot {
-            SnapshotData::State(state) => stream_state(state)
-                .await
-                .map_err(|e| to_network(&*e))?,
+            SnapshotData::State(state) => stream_state(state).await.map_err(|e| to_network(&*e))?,
             SnapshotData::Received(data) => {
                 let data = Bytes::from(data);
                 let size = data.len() as u64;

@@ -79,9 +79,8 @@ impl RaftNode {
                 .await
                 .map_err(|e| NodeError::Unavailable(e.to_string()))??,
         };
-        let key_count = crate::store::check_snapshot_data(&data, covers).map_err(|e| {
-            NodeError::Unavailable(format!("the snapshot does not decode: {e}"))
-        })?;
+        let key_count = crate::store::check_snapshot_data(&data, covers)
+            .map_err(|e| NodeError::Unavailable(format!("the snapshot does not decode: {e}")))?;
         Ok(BackupSnapshot {
             meta: snapshot.meta,
             data,

@@ -486,6 +486,25 @@ impl KeySpace {
         Ok((compact, removed))
     }
 
+    /// Removes every row and index entry of a revision after `revision`
+    /// (walks the whole index: for recovery, not for the running store).
+    /// Returns how many rows went.
+    pub fn truncate_after(&self, revision: u64) -> io::Result<usize> {
+        for item in self.index.iter() {
+            let (indexed, _) = item.map_err(sled_err)?;
+            if split_index_key(&indexed)?.1 > revision {
+                self.index.remove(indexed).map_err(sled_err)?;
+            }
+        }
+        let mut removed = 0;
+        for item in self.revs.range(row_key(revision + 1, 0)..) {
+            let (key, _) = item.map_err(sled_err)?;
+            self.revs.remove(key).map_err(sled_err)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// Removes every row and index entry.
     pub fn clear(&self) -> io::Result<()> {
         self.revs.clear().map_err(sled_err)?;
@@ -556,6 +575,20 @@ mod tests {
         let (pairs, more, lost) = space.scan(prefix, b"", 100, revision).unwrap();
         assert!(!more && !lost);
         pairs.into_iter().map(|kv| kv.key).collect()
+    }
+
+    #[test]
+    fn truncating_leaves_exactly_the_state_at_a_revision() {
+        let (_db, space) = space();
+        put(&space, 1, 0, b"a", b"1", 1);
+        put(&space, 2, 0, b"a", b"2", 2);
+        put(&space, 2, 1, b"b", b"1", 1);
+        delete(&space, 3, 0, b"a");
+        put(&space, 3, 1, b"c", b"1", 1);
+        assert_eq!(space.truncate_after(1).unwrap(), 4);
+        assert_eq!(value_at(&space, b"a", 9), Some(b"1".to_vec()));
+        assert_eq!(keys_at(&space, b"", 9), vec![b"a".to_vec()]);
+        assert_eq!(space.row_count(), 1);
     }
 
     #[test]

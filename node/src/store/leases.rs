@@ -12,11 +12,12 @@
 //! revision instead of removing it, and apply asks whether a lease is live
 //! *at* a revision ([`LeaseTrees::live_at`]): the entry that revoked it
 //! still sees it, and so does every earlier one, so each decides as it did
-//! the first time. Marked rows are removed once compaction passes them
-//! ([`LeaseTrees::remove_revoked`]). The key index and the counts are
-//! derived data: rebuilt from the key space after a crash
-//! ([`LeaseTrees::clear_index`]) and whenever a snapshot is loaded, so
-//! snapshots carry only the lease table.
+//! the first time; and after a crash the table can be put back as it was at
+//! the applied revision ([`LeaseTrees::reset_to`]). Marked rows are removed
+//! once compaction passes them ([`LeaseTrees::remove_revoked`]). The key
+//! index and the counts are derived data: rebuilt from the key space after a
+//! crash and whenever a snapshot is loaded, so snapshots carry only the
+//! lease table.
 //!
 //! A lease carries at most [`MAX_LEASE_KEY_BYTES`] of key weight: its revoke
 //! is one log entry whose deletes a watcher receives in one message, and
@@ -278,21 +279,38 @@ impl LeaseTrees {
         Ok(removed)
     }
 
-    /// Empties the key index and zeroes every lease's key counts, for the
-    /// caller to attach the keys again from the key space.
-    pub fn clear_index(&self) -> io::Result<()> {
+    /// The lease table as it was at `revision`, for recovery: grants after
+    /// it are removed, revokes after it undone; the key index is emptied and
+    /// every lease's key counts zeroed, for the caller to attach the keys
+    /// again from the key space.
+    pub fn reset_to(&self, revision: u64) -> io::Result<()> {
         self.keys.clear().map_err(io::Error::other)?;
+        let mut live = 0;
         for item in self.leases.iter() {
             let (id, info) = item.map_err(io::Error::other)?;
+            if read_u64(&id)? > revision {
+                self.leases.remove(&id).map_err(io::Error::other)?;
+                continue;
+            }
+            let info = LeaseInfo::decode(&info)?;
             let info = LeaseInfo {
                 keys: 0,
                 key_bytes: 0,
-                ..LeaseInfo::decode(&info)?
+                revoked: if info.revoked > revision {
+                    0
+                } else {
+                    info.revoked
+                },
+                ..info
             };
+            if info.revoked == 0 {
+                live += 1;
+            }
             self.leases
                 .insert(id, &info.encode())
                 .map_err(io::Error::other)?;
         }
+        self.count.store(live, Ordering::Relaxed);
         Ok(())
     }
 
@@ -441,8 +459,15 @@ mod tests {
         assert_eq!(trees.remove_revoked(19).unwrap(), 0);
         assert_eq!(trees.remove_revoked(20).unwrap(), 1);
         assert_eq!(trees.revoke(7, 20).unwrap(), None);
-        // Rebuilding the index starts from no keys.
-        trees.clear_index().unwrap();
+        // Back to revision 10: lease 12 was granted after it, lease 9's
+        // revoke at 11 had not happened; the index starts from no keys.
+        trees.grant(9, 5).unwrap();
+        trees.grant(12, 5).unwrap();
+        trees.revoke(9, 11).unwrap();
+        trees.revoke(12, 13).unwrap();
+        trees.reset_to(10).unwrap();
+        assert_eq!(trees.all().unwrap(), vec![(8, 5), (9, 5)]);
+        assert_eq!(trees.count(), 2);
         assert_eq!(trees.info(8).unwrap().unwrap().keys, 0);
         assert_eq!(trees.keys(8, 10).unwrap(), (vec![], false));
         // A row written by an earlier version (24 bytes) is a live lease.

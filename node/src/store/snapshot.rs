@@ -70,11 +70,10 @@ impl StateAt {
     /// Bytes of its encoding (one pass over the keys, reading them).
     pub fn encoded_len(&self) -> Result<u64, ReadError> {
         let mut len = Encoder::start_len(&self.leases);
-        self.reader
-            .walk_at(self.revision(), self.epoch, |kv| {
-                len += Encoder::record_len(kv);
-                Ok(())
-            })?;
+        self.reader.walk_at(self.revision(), self.epoch, |kv| {
+            len += Encoder::record_len(kv);
+            Ok(())
+        })?;
         Ok(len)
     }
 

@@ -248,8 +248,8 @@ mod tests {
         }
         let data = encoder.take();
         // The sizes a sender announces before streaming are exact.
-        let announced = Encoder::start_len(leases)
-            + keys.iter().map(Encoder::record_len).sum::<u64>();
+        let announced =
+            Encoder::start_len(leases) + keys.iter().map(Encoder::record_len).sum::<u64>();
         assert_eq!(announced, data.len() as u64);
         data
     }

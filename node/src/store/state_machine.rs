@@ -20,12 +20,12 @@
 //!   write buffer on every apply.
 //! - After a crash sled recovers a prefix of those inserts (it replays its
 //!   own log up to the first buffer not fully written), so the trees hold
-//!   every batch through `applied` and perhaps part of the next; openraft
-//!   replays the log from `applied`. Replaying an entry over part of itself
-//!   decides and writes the same (every decision reads the state before the
-//!   entry's revision, see `apply` and `leases`), so the trees are trusted
-//!   as they are. Only derived data is recomputed at such an open: the key
-//!   count and the lease key index, from the key space at `applied`.
+//!   every batch through `applied` and perhaps part of later ones. `open`
+//!   then removes every row of a revision after `applied` and undoes later
+//!   lease grants and revokes (history makes that possible: see `keyspace`
+//!   and `leases`), and recounts the derived data (the key count, the lease
+//!   key index); openraft replays the log from `applied`. No copy of the
+//!   state is needed for that.
 //! - A snapshot is the state at a pinned revision, not a copy (see
 //!   `snapshot`). `build_snapshot` syncs the trees before it returns, so the
 //!   state it covers is on disk before openraft purges the log up to it.
@@ -631,7 +631,7 @@ impl StateMachineStore {
             // An install cut short by a crash: its snapshot is complete and
             // synced, the key-value state may be half replaced.
             Some(REVISIONED) if stored.is_some() => store.reload(stored)?,
-            Some(REVISIONED) if !clean => store.recount()?,
+            Some(REVISIONED) if !clean => store.recover()?,
             Some(REVISIONED) => {}
             // Earlier versions trusted their trees only after a clean stop,
             // and rebuilt from their stored snapshot otherwise.
@@ -738,24 +738,29 @@ impl StateMachineStore {
         }
     }
 
-    /// After a crash: counts the live keys and rebuilds the lease key index
-    /// from the key space at the applied revision (both derived data that a
-    /// cut-short batch may have moved past it; see the module's rules).
-    fn recount(&self) -> io::Result<()> {
+    /// After a crash: puts the key-value state back exactly as it was at
+    /// the applied revision, then recounts what is derived from it. Rows of
+    /// later revisions (a batch cut short) are removed rather than trusted
+    /// to be rewritten alike: the log replays those entries from `applied`
+    /// onto the state they were first applied to. Leases granted or revoked
+    /// later are undone (see `leases`); the live key count and the lease key
+    /// index are counted again from the keys at that revision.
+    fn recover(&self) -> io::Result<()> {
         let reader = &self.reader;
         let mut applied = read_applied(&reader.meta)?;
         let revision = applied.revision();
         tracing::warn!(
             applied = revision,
-            "the node did not stop cleanly: keeping the stored state, recounting its keys and \
-             lease index; the log replays the rest"
+            "the node did not stop cleanly: rolling the stored state back to the last applied \
+             entry; the log replays the rest"
         );
         let started = std::time::Instant::now();
-        reader.leases.clear_index()?;
+        let removed = reader.space.truncate_after(revision)?;
+        reader.leases.reset_to(revision)?;
         let mut keys = 0;
         let attached = reader.walk(revision, |kv| {
             keys += 1;
-            if kv.lease != 0 && reader.leases.live_at(kv.lease, revision + 1)?.is_some() {
+            if kv.lease != 0 && reader.leases.info(kv.lease)?.is_some() {
                 reader.leases.attach(kv.lease, &kv.key)?;
             }
             Ok(())
@@ -766,7 +771,7 @@ impl StateMachineStore {
         })?;
         applied.keys = keys;
         write_applied(&reader.meta, &applied)?;
-        tracing::info!(keys, elapsed = ?started.elapsed(), "state recounted");
+        tracing::info!(keys, rows_removed = removed, elapsed = ?started.elapsed(), "state recovered");
         Ok(())
     }
 
@@ -1283,7 +1288,10 @@ mod tests {
             reader.scan(b"", b"", 10, None),
             Err(ReadError::Installing)
         ));
-        assert!(store.state_now().is_err(), "no snapshot of a state being replaced");
+        assert!(
+            store.state_now().is_err(),
+            "no snapshot of a state being replaced"
+        );
         assert!(matches!(taken.to_vec(), Err(ReadError::Installing)));
         let epoch = reader.revisions.epoch();
         drop(installing);
@@ -1397,7 +1405,11 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        assert_eq!(chunks.len(), 2, "a piece per record, each longer than 8 bytes");
+        assert_eq!(
+            chunks.len(),
+            2,
+            "a piece per record, each longer than 8 bytes"
+        );
         assert_eq!(chunks.concat(), data);
         drop(state);
         let other_dir = tempfile::TempDir::new().unwrap();
@@ -1479,7 +1491,10 @@ mod tests {
                 "cut after {applied}"
             );
             assert_eq!(store.reader.key_count(), 2, "c and d");
-            assert_eq!(store.reader.lease_keys(7, 10).unwrap().0, vec![b"d".to_vec()]);
+            assert_eq!(
+                store.reader.lease_keys(7, 10).unwrap().0,
+                vec![b"d".to_vec()]
+            );
             assert_eq!(store.reader.lease_ttl(1).unwrap(), None);
             assert_eq!(store.reader.lease_count(), 1);
         }
