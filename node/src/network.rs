@@ -41,6 +41,7 @@ use tonic::transport::Channel;
 
 use crate::codec::decode;
 use crate::codec::encode;
+use crate::store::Received;
 use crate::store::Snapshot;
 use crate::store::SnapshotData;
 use crate::store::StateAt;
@@ -400,18 +401,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         let meta = encode(&snapshot.meta).map_err(|e| to_network(&e))?;
         let (size, chunks) = match snapshot.snapshot {
             SnapshotData::State(state) => stream_state(state).await.map_err(|e| to_network(&*e))?,
-            SnapshotData::Received(data) => {
-                let data = Bytes::from(data);
-                let size = data.len() as u64;
-                let count = data.len().div_ceil(SNAPSHOT_CHUNK_BYTES);
-                let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel(count.max(1));
-                for start in (0..data.len()).step_by(SNAPSHOT_CHUNK_BYTES) {
-                    let end = (start + SNAPSHOT_CHUNK_BYTES).min(data.len());
-                    // Room for every chunk was made above.
-                    let _ = chunk_tx.try_send(data.slice(start..end));
-                }
-                (size, chunk_rx)
-            }
+            SnapshotData::Received(received) => (received.len(), stream_file(received)),
         };
         crate::metrics::global().snapshot_bytes.set(size as i64);
         let messages = snapshot_messages(pb::SnapshotHeader { vote, meta, size }, chunks);
@@ -464,6 +454,26 @@ async fn stream_state(
     });
     let size = size_rx.await??;
     Ok((size, chunk_rx))
+}
+
+/// Received snapshot data, read from its file in chunks as the stream is
+/// read (a node sends what it received only if openraft asks it to).
+fn stream_file(received: Received) -> tokio::sync::mpsc::Receiver<Bytes> {
+    let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut reader = received.reader()?;
+        loop {
+            let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
+            (&mut reader)
+                .take(SNAPSHOT_CHUNK_BYTES as u64)
+                .read_to_end(&mut chunk)?;
+            if chunk.is_empty() || chunk_tx.blocking_send(Bytes::from(chunk)).is_err() {
+                return Ok::<_, std::io::Error>(());
+            }
+        }
+    });
+    chunk_rx
 }
 
 /// The messages of a snapshot stream: the header, then the data.

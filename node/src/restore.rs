@@ -218,9 +218,10 @@ async fn write_data_dir(
         last_log_id: Some(last),
         last_membership: StoredMembership::new(Some(last), alone),
     };
-    // The snapshot is stored and synced by the install.
+    // The install loads the backup's keys and syncs them.
+    let received = crate::store::Incoming::from_bytes(dir, &data)?;
     machine
-        .install_snapshot(&meta, crate::store::SnapshotData::Received(data))
+        .install_snapshot(&meta, crate::store::SnapshotData::Received(received))
         .await?;
     log.save_vote(&Vote::new_committed(header.term, header.leader_id))
         .await?;

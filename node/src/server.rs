@@ -304,6 +304,7 @@ pub async fn run(
         RaftServer::new(RaftService::new(
             raft.clone(),
             MAX_SNAPSHOT_BYTES,
+            config.data_dir.clone(),
             leader_link,
             stopping_rx.clone(),
         ))

@@ -3,6 +3,7 @@
 //! messages on this service are answered with `INVALID_ARGUMENT`, never a
 //! panic.
 
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Mutex;
 
@@ -25,7 +26,8 @@ use crate::failover::LeaderLink;
 use crate::grpc::raft_guard;
 use crate::grpc::raft_guard::Local;
 use crate::node::Raft;
-use crate::store::check_snapshot_data;
+use crate::store::check_snapshot_from;
+use crate::store::Incoming;
 use crate::store::Snapshot;
 use crate::store::SnapshotData;
 use crate::types::AppendEntriesRequest;
@@ -39,6 +41,8 @@ pub struct RaftService {
     raft: Raft,
     /// Largest snapshot accepted from a peer, in bytes.
     max_snapshot_bytes: u64,
+    /// Where received snapshot data is written (the data directory).
+    snapshot_dir: PathBuf,
     /// Told which connection brings AppendEntries, for fast failover.
     leader_link: Arc<LeaderLink>,
     /// Turns true when the node stops. A `StreamAppend` call lasts as long
@@ -53,12 +57,14 @@ impl RaftService {
     pub fn new(
         raft: Raft,
         max_snapshot_bytes: u64,
+        snapshot_dir: PathBuf,
         leader_link: Arc<LeaderLink>,
         stopping: watch::Receiver<bool>,
     ) -> RaftService {
         RaftService {
             raft,
             max_snapshot_bytes,
+            snapshot_dir,
             leader_link,
             stopping,
         }
@@ -236,16 +242,20 @@ impl raft_server::Raft for RaftService {
         let meta: SnapshotMeta = decode(&header.meta)
             .map_err(|e| Status::invalid_argument(format!("undecodable snapshot metadata: {e}")))?;
         raft_guard::check_snapshot(&vote, &meta, &Local::of(&self.raft))?;
-        let mut data = Vec::with_capacity(header.size as usize);
+        // Written to a file as it arrives: memory holds a chunk at a time.
+        let storage = |e: std::io::Error| {
+            Status::unavailable(format!("cannot store the snapshot being received: {e}"))
+        };
+        let mut data = Incoming::create(&self.snapshot_dir).map_err(storage)?;
         while let Some(chunk) = chunks.next().await {
             match chunk?.payload {
                 Some(pb::snapshot_chunk::Payload::Chunk(bytes)) => {
-                    if (data.len() + bytes.len()) as u64 > header.size {
+                    if data.len() + bytes.len() as u64 > header.size {
                         return Err(Status::invalid_argument(
                             "snapshot data is longer than its header says",
                         ));
                     }
-                    data.extend_from_slice(&bytes);
+                    data.write(&bytes).map_err(storage)?;
                 }
                 _ => {
                     return Err(Status::invalid_argument(
@@ -254,16 +264,29 @@ impl raft_server::Raft for RaftService {
                 }
             }
         }
-        if data.len() as u64 != header.size {
+        if data.len() != header.size {
             return Err(Status::invalid_argument(format!(
                 "snapshot stream ended after {} of {} bytes",
                 data.len(),
                 header.size
             )));
         }
-        // Data the state machine cannot load would stop Raft for good.
-        check_snapshot_data(&data, meta.last_log_id.map_or(0, |l| l.index))
-            .map_err(|e| Status::invalid_argument(format!("refused snapshot: {e}")))?;
+        let last_index = meta.last_log_id.map_or(0, |l| l.index);
+        // Synced, then checked: data the state machine cannot load would
+        // stop Raft for good.
+        let data = tokio::task::spawn_blocking(move || {
+            let received = data.finish()?;
+            check_snapshot_from(received.reader()?, last_index)?;
+            Ok::<_, std::io::Error>(received)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => {
+                Status::invalid_argument(format!("refused snapshot: {e}"))
+            }
+            _ => storage(e),
+        })?;
         tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot received");
         let response = self
             .raft

@@ -74,7 +74,12 @@ impl RaftNode {
             )));
         }
         let data = match snapshot.snapshot {
-            SnapshotData::Received(data) => data,
+            SnapshotData::Received(received) => {
+                tokio::task::spawn_blocking(move || std::fs::read(received.path()))
+                    .await
+                    .map_err(|e| NodeError::Unavailable(e.to_string()))?
+                    .map_err(|e| NodeError::Unavailable(e.to_string()))?
+            }
             SnapshotData::State(state) => tokio::task::spawn_blocking(move || state.to_vec())
                 .await
                 .map_err(|e| NodeError::Unavailable(e.to_string()))??,

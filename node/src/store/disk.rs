@@ -20,6 +20,8 @@ pub struct Disk {
     db: sled::Db,
     /// sled's single data file (`<dir>/db`); syncing any handle of it syncs the inode.
     db_file: File,
+    /// The data directory.
+    dir: PathBuf,
     /// `<dir>/blobs`, where sled puts large values.
     blob_dir: PathBuf,
     /// Highest blob file name (a log sequence number) already synced; serialises syncs.
@@ -35,6 +37,7 @@ impl Disk {
         Ok(Disk {
             db,
             db_file,
+            dir: dir.to_path_buf(),
             blob_dir: dir.join("blobs"),
             synced_blob: Mutex::new(0),
         })
@@ -91,6 +94,11 @@ impl Disk {
     }
 
     /// The database handle.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The database.
     pub fn db(&self) -> &sled::Db {
         &self.db
     }

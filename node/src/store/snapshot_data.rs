@@ -14,6 +14,7 @@
 //! the same on every replica, since they never recorded more.
 
 use std::io;
+use std::io::Read;
 
 use super::keyspace::KeyValue;
 use super::leases;
@@ -33,6 +34,7 @@ pub const BEFORE_REVISIONS: u64 = 1;
 const V4_HEADER: usize = 32;
 
 /// Snapshot data, decoded.
+#[cfg(test)]
 #[derive(Debug)]
 pub struct Decoded {
     pub leases: LeaseTable,
@@ -93,29 +95,172 @@ impl Encoder {
     }
 }
 
-/// The `key, value` records of snapshot data, checked for order.
-fn records(mut data: &[u8]) -> io::Result<Vec<(&[u8], &[u8])>> {
-    fn take<'a>(data: &mut &'a [u8]) -> io::Result<&'a [u8]> {
-        let malformed = || invalid("malformed snapshot data");
-        let (len, rest) = data.split_first_chunk::<4>().ok_or_else(malformed)?;
-        let len = u32::from_be_bytes(*len) as usize;
-        if rest.len() < len {
-            return Err(malformed());
-        }
-        let (part, rest) = rest.split_at(len);
-        *data = rest;
-        Ok(part)
+/// Reads up to `len` bytes; fewer only at the end of `input`. Allocates
+/// no more than the bytes that are there (a length read from the data is
+/// not trusted).
+fn read_up_to(input: &mut impl Read, len: usize) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    input.take(len as u64).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Which layout the records have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// v4: revisions in a 32-byte header.
+    Revisions,
+    /// v2 and v3: a `record` header (format, modified index, lease).
+    Headers,
+    /// v1: bare values.
+    Bare,
+}
+
+/// Decodes snapshot data of any version from `input`, one key at a time,
+/// so data of any size is read through a small buffer. Malformed data (a
+/// cut record, keys out of order or repeated, a bad header, a bad lease
+/// table, a key attached to a lease not in it, impossible revisions) is
+/// `InvalidData`.
+pub struct Decoder<R> {
+    input: R,
+    layout: Layout,
+    leases: LeaseTable,
+    /// Key weight attached to each lease so far (same order as `leases`).
+    weights: Vec<u64>,
+    last_key: Option<Vec<u8>>,
+}
+
+impl<R: Read> Decoder<R> {
+    /// Reads the format marker and the lease table.
+    pub fn new(input: R) -> io::Result<Decoder<io::Chain<io::Cursor<Vec<u8>>, R>>> {
+        let mut input = input;
+        let start = read_up_to(&mut input, SNAPSHOT_V4.len())?;
+        let (layout, has_table, unread) = match start.as_slice() {
+            s if s == SNAPSHOT_V4 => (Layout::Revisions, true, Vec::new()),
+            s if s == SNAPSHOT_V3 => (Layout::Headers, true, Vec::new()),
+            s if s == SNAPSHOT_V2 => (Layout::Headers, false, Vec::new()),
+            // No marker: the bytes read are the first record's.
+            _ => (Layout::Bare, false, start),
+        };
+        let mut input = io::Cursor::new(unread).chain(input);
+        let leases = if has_table {
+            let count = read_up_to(&mut input, 4)?;
+            let count_bytes: [u8; 4] = count
+                .as_slice()
+                .try_into()
+                .map_err(|_| invalid("malformed snapshot lease table"))?;
+            let len = u32::from_be_bytes(count_bytes) as usize;
+            let mut table = count;
+            table.extend(read_up_to(&mut input, len.saturating_mul(16))?);
+            let (leases, rest) = leases::decode_table(&table)?;
+            if !rest.is_empty() {
+                return Err(invalid("malformed snapshot lease table"));
+            }
+            leases
+        } else {
+            Vec::new()
+        };
+        Ok(Decoder {
+            input,
+            layout,
+            weights: vec![0; leases.len()],
+            leases,
+            last_key: None,
+        })
     }
-    let mut pairs: Vec<(&[u8], &[u8])> = Vec::new();
-    while !data.is_empty() {
-        let key = take(&mut data)?;
-        let value = take(&mut data)?;
-        if pairs.last().is_some_and(|(previous, _)| *previous >= key) {
+}
+
+impl<R: Read> Decoder<R> {
+    /// The lease table.
+    pub fn leases(&self) -> &LeaseTable {
+        &self.leases
+    }
+
+    /// One length-prefixed part of a record; `None` at the very end.
+    fn part(&mut self, at_start: bool) -> io::Result<Option<Vec<u8>>> {
+        let len = read_up_to(&mut self.input, 4)?;
+        if len.is_empty() && at_start {
+            return Ok(None);
+        }
+        let len: [u8; 4] = len
+            .as_slice()
+            .try_into()
+            .map_err(|_| invalid("malformed snapshot data"))?;
+        let len = u32::from_be_bytes(len) as usize;
+        let part = read_up_to(&mut self.input, len)?;
+        if part.len() != len {
+            return Err(invalid("malformed snapshot data"));
+        }
+        Ok(Some(part))
+    }
+
+    /// The next key in key order, or `None` after the last.
+    pub fn next_key(&mut self) -> io::Result<Option<KeyValue>> {
+        let Some(key) = self.part(true)? else {
+            return Ok(None);
+        };
+        let Some(value) = self.part(false)? else {
+            return Err(invalid("malformed snapshot data"));
+        };
+        if self.last_key.as_ref().is_some_and(|last| *last >= key) {
             return Err(invalid("snapshot keys out of order"));
         }
-        pairs.push((key, value));
+        let kv = match self.layout {
+            Layout::Revisions => {
+                if value.len() < V4_HEADER {
+                    return Err(invalid("malformed snapshot value"));
+                }
+                let kv = KeyValue {
+                    create_revision: u64_at(&value, 0),
+                    mod_revision: u64_at(&value, 8),
+                    version: u64_at(&value, 16),
+                    lease: u64_at(&value, 24),
+                    value: value[V4_HEADER..].to_vec(),
+                    key,
+                };
+                if kv.version == 0
+                    || kv.create_revision == 0
+                    || kv.create_revision > kv.mod_revision
+                {
+                    return Err(invalid("snapshot data holds impossible revisions"));
+                }
+                kv
+            }
+            Layout::Headers => {
+                let record = record::decode(&value)?;
+                KeyValue {
+                    value: record.value.to_vec(),
+                    create_revision: BEFORE_REVISIONS,
+                    mod_revision: BEFORE_REVISIONS,
+                    version: 1,
+                    lease: record.lease,
+                    key,
+                }
+            }
+            Layout::Bare => KeyValue {
+                key,
+                value,
+                create_revision: BEFORE_REVISIONS,
+                mod_revision: BEFORE_REVISIONS,
+                version: 1,
+                lease: 0,
+            },
+        };
+        if kv.lease != 0 {
+            let Ok(at) = self.leases.binary_search_by_key(&kv.lease, |(id, _)| *id) else {
+                return Err(invalid(
+                    "snapshot data attaches a key to a lease it does not hold",
+                ));
+            };
+            self.weights[at] = self.weights[at].saturating_add(leases::key_weight(&kv.key));
+            if self.weights[at] > leases::MAX_LEASE_KEY_BYTES {
+                return Err(invalid(
+                    "snapshot data attaches more keys to a lease than one may carry",
+                ));
+            }
+        }
+        self.last_key = Some(kv.key.clone());
+        Ok(Some(kv))
     }
-    Ok(pairs)
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
@@ -124,86 +269,27 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(number)
 }
 
-/// Decodes snapshot data of any version. Malformed data (a cut record, keys
-/// out of order or repeated, a bad header, a bad lease table, a key attached
-/// to a lease not in it, impossible revisions) is `InvalidData`.
+/// Decodes snapshot data of any version, whole (see [`Decoder`]).
+#[cfg(test)]
 pub fn decode(data: &[u8]) -> io::Result<Decoded> {
-    let (leases, keys) = if let Some(rest) = data.strip_prefix(SNAPSHOT_V4) {
-        let (leases, rest) = leases::decode_table(rest)?;
-        let mut keys = Vec::new();
-        for (key, value) in records(rest)? {
-            if value.len() < V4_HEADER {
-                return Err(invalid("malformed snapshot value"));
-            }
-            let kv = KeyValue {
-                key: key.to_vec(),
-                value: value[V4_HEADER..].to_vec(),
-                create_revision: u64_at(value, 0),
-                mod_revision: u64_at(value, 8),
-                version: u64_at(value, 16),
-                lease: u64_at(value, 24),
-            };
-            if kv.version == 0 || kv.create_revision == 0 || kv.create_revision > kv.mod_revision {
-                return Err(invalid("snapshot data holds impossible revisions"));
-            }
-            keys.push(kv);
-        }
-        (leases, keys)
-    } else {
-        let (leases, rest, headers) = if let Some(rest) = data.strip_prefix(SNAPSHOT_V3) {
-            let (leases, rest) = leases::decode_table(rest)?;
-            (leases, rest, true)
-        } else if let Some(rest) = data.strip_prefix(SNAPSHOT_V2) {
-            (Vec::new(), rest, true)
-        } else {
-            (Vec::new(), data, false)
-        };
-        let mut keys = Vec::new();
-        for (key, value) in records(rest)? {
-            let (lease, value) = if headers {
-                let record = record::decode(value)?;
-                (record.lease, record.value)
-            } else {
-                (0, value)
-            };
-            keys.push(KeyValue {
-                key: key.to_vec(),
-                value: value.to_vec(),
-                create_revision: BEFORE_REVISIONS,
-                mod_revision: BEFORE_REVISIONS,
-                version: 1,
-                lease,
-            });
-        }
-        (leases, keys)
-    };
-    let mut weights = vec![0u64; leases.len()];
-    for kv in &keys {
-        if kv.lease == 0 {
-            continue;
-        }
-        let Ok(at) = leases.binary_search_by_key(&kv.lease, |(id, _)| *id) else {
-            return Err(invalid(
-                "snapshot data attaches a key to a lease it does not hold",
-            ));
-        };
-        weights[at] = weights[at].saturating_add(leases::key_weight(&kv.key));
-        if weights[at] > leases::MAX_LEASE_KEY_BYTES {
-            return Err(invalid(
-                "snapshot data attaches more keys to a lease than one may carry",
-            ));
-        }
+    let mut decoder = Decoder::new(data)?;
+    let mut keys = Vec::new();
+    while let Some(kv) = decoder.next_key()? {
+        keys.push(kv);
     }
-    Ok(Decoded { leases, keys })
+    Ok(Decoded {
+        leases: decoder.leases,
+        keys,
+    })
 }
 
-/// Checks that `data` is snapshot data this state machine can load, for a
-/// snapshot up to log index `last_index`: no lease granted and no key
-/// written after it. Returns the number of keys.
-pub fn check(data: &[u8], last_index: u64) -> io::Result<usize> {
-    let decoded = decode(data)?;
-    if decoded
-        .leases
+/// Checks that the snapshot data `input` yields is data this state machine
+/// can load, for a snapshot up to log index `last_index`: no lease granted
+/// and no key written after it. Returns the number of keys.
+pub fn check_from(input: impl Read, last_index: u64) -> io::Result<usize> {
+    let mut decoder = Decoder::new(input)?;
+    if decoder
+        .leases()
         .last()
         .is_some_and(|(id, _)| *id > last_index)
     {
@@ -211,12 +297,21 @@ pub fn check(data: &[u8], last_index: u64) -> io::Result<usize> {
             "snapshot data holds a lease granted after the snapshot's last index",
         ));
     }
-    if decoded.keys.iter().any(|kv| kv.mod_revision > last_index) {
-        return Err(invalid(
-            "snapshot data holds a key written after the snapshot's last index",
-        ));
+    let mut count = 0;
+    while let Some(kv) = decoder.next_key()? {
+        if kv.mod_revision > last_index {
+            return Err(invalid(
+                "snapshot data holds a key written after the snapshot's last index",
+            ));
+        }
+        count += 1;
     }
-    Ok(decoded.keys.len())
+    Ok(count)
+}
+
+/// [`check_from`] over data in memory.
+pub fn check(data: &[u8], last_index: u64) -> io::Result<usize> {
+    check_from(data, last_index)
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@
 //! which keys each lease carries (see `leases`); tree `sm_meta` holds
 //! `applied` (the last applied log id, the compaction point and the live
 //! key count, in one value), `membership`, the `clean` marker,
-//! `store_format` and how far rows are removed for the compaction point,
-//! `compact_done`; tree `snapshot` holds a snapshot received from the leader
-//! while it is being installed (meta and data in one value, `current`).
+//! `store_format`, how far rows are removed for the compaction point,
+//! `compact_done`, and `installing` while a snapshot is installed; tree
+//! `snapshot` holds the snapshot of earlier versions until it is converted.
 //!
 //! Visibility: [`Revisions`] publishes the last applied revision after every
 //! row of a batch is written, so readers at a revision see whole entries,
@@ -29,10 +29,11 @@
 //! - A snapshot is the state at a pinned revision, not a copy (see
 //!   `snapshot`). `build_snapshot` syncs the trees before it returns, so the
 //!   state it covers is on disk before openraft purges the log up to it.
-//! - `install_snapshot`: the received data is stored in one insert and
-//!   synced, then replaces the key-value state, which is synced, then it is
-//!   removed. A crash in between finds it at the next open, which loads it
-//!   again.
+//! - `install_snapshot`: the received data is in a synced file in the data
+//!   directory (see `snapshot`); it is checked, then `installing` (its meta
+//!   and file name) is written and synced, then it replaces the key-value
+//!   state, which is synced, then the marker and the file go. A crash in
+//!   between finds the marker at the next open, which loads the file again.
 //! - Compaction's row removal (`compact_some`) runs beside the apply, in
 //!   bounded steps; it only removes versions no read at or after the
 //!   compaction point can see, so a step cut short by a crash is harmless and
@@ -63,9 +64,12 @@ use super::keyspace::ReadError;
 use super::keyspace::Row;
 use super::leases::LeaseTrees;
 use super::record;
+use super::snapshot::Incoming;
+use super::snapshot::Received;
 use super::snapshot::Snapshot;
 use super::snapshot::SnapshotData;
 use super::snapshot::StateAt;
+use super::snapshot::INCOMING_PREFIX;
 use super::snapshot_data;
 use super::Disk;
 use crate::codec::decode;
@@ -98,8 +102,11 @@ const COMPACTED: &[u8] = b"compacted";
 const COMPACT_DONE: &[u8] = b"compact_done";
 /// Written by earlier versions: how many keys are live at `last_applied`.
 const KEY_COUNT: &[u8] = b"key_count";
-/// A snapshot being installed (earlier versions: the current snapshot):
-/// `u32 meta length (BE)`, meta, data.
+/// An install under way: the snapshot's meta and the name of its data file
+/// in the data directory, present from before the state is replaced until
+/// the new state is synced.
+const INSTALLING: &[u8] = b"installing";
+/// Earlier versions' stored snapshot: `u32 meta length (BE)`, meta, data.
 const SNAPSHOT: &[u8] = b"current";
 /// Where earlier versions kept the snapshot's meta and data, read if `current` is absent.
 const OLD_SNAPSHOT_META: &[u8] = b"meta";
@@ -284,7 +291,7 @@ impl Revisions {
 #[derive(Clone)]
 pub struct StateMachineStore {
     reader: KvReader,
-    /// A snapshot being installed (`meta`, `data`).
+    /// Where earlier versions stored their snapshot.
     snapshot: sled::Tree,
     disk: Arc<Disk>,
     /// Held while the key-value state is written; `true` once the store is
@@ -627,10 +634,11 @@ impl StateMachineStore {
         store.disk.sync()?;
         let old_kv = db.tree_names().iter().any(|name| name.as_ref() == b"kv");
         let stored = store.stored_snapshot()?;
+        let installing = meta.get(INSTALLING).map_err(io::Error::other)?;
         match format {
-            // An install cut short by a crash: its snapshot is complete and
+            // An install cut short by a crash: its data file is complete and
             // synced, the key-value state may be half replaced.
-            Some(REVISIONED) if stored.is_some() => store.reload(stored)?,
+            Some(REVISIONED) if installing.is_some() => store.resume_install(&installing)?,
             Some(REVISIONED) if !clean => store.recover()?,
             Some(REVISIONED) => {}
             // Earlier versions trusted their trees only after a clean stop,
@@ -652,8 +660,50 @@ impl StateMachineStore {
             .map_err(io::Error::other)?;
         store.disk.sync()?;
         store.forget_stored_snapshot()?;
+        store.remove_incoming_files()?;
         store.publish()?;
         Ok(store)
+    }
+
+    /// Loads the snapshot an install cut short was loading, then ends the
+    /// install as it would have ended.
+    fn resume_install(&self, marker: &Option<sled::IVec>) -> io::Result<()> {
+        let Some(marker) = marker else {
+            return Ok(());
+        };
+        let (meta, name): (SnapshotMeta, String) = decode(marker)?;
+        let path = self.disk.dir().join(&name);
+        tracing::warn!(
+            last_log_id = ?meta.last_log_id,
+            file = %path.display(),
+            "a snapshot install was cut short: loading the snapshot again"
+        );
+        let received = Received::left_at(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "the data directory records an unfinished snapshot install from {name}, \
+                     which cannot be read ({e}): restore a backup or re-add this node with an \
+                     empty data directory"
+                ),
+            )
+        })?;
+        self.load_installed(&meta, received)
+    }
+
+    /// Removes snapshot files left by receptions a crash cut short.
+    fn remove_incoming_files(&self) -> io::Result<()> {
+        for entry in std::fs::read_dir(self.disk.dir())? {
+            let entry = entry?;
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(INCOMING_PREFIX)
+            {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
     }
 
     /// Publishes the stored revision and compaction point to readers.
@@ -733,8 +783,8 @@ impl StateMachineStore {
         }
         let gate = self.write_gate()?;
         match stored {
-            Some((meta, data)) => self.load_snapshot(&gate, &meta, &data),
-            None => self.load_snapshot(&gate, &SnapshotMeta::default(), &[]),
+            Some((meta, data)) => self.load_snapshot(&gate, &meta, &data[..]),
+            None => self.load_snapshot(&gate, &SnapshotMeta::default(), &[][..]),
         }
     }
 
@@ -879,25 +929,6 @@ impl StateMachineStore {
         }
     }
 
-    /// Stores `meta` + `data` (a snapshot about to be installed) in one
-    /// insert and syncs it.
-    fn store_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
-        let meta = encode(meta)?;
-        let mut value = Vec::with_capacity(4 + meta.len() + data.len());
-        value.extend_from_slice(
-            &u32::try_from(meta.len())
-                .map_err(io::Error::other)?
-                .to_be_bytes(),
-        );
-        value.extend_from_slice(&meta);
-        value.extend_from_slice(data);
-        self.snapshot
-            .insert(SNAPSHOT, value)
-            .map_err(io::Error::other)?;
-        crate::crash_point!("snapshot-store-before-sync");
-        self.disk.sync()
-    }
-
     /// Removes a stored snapshot once the state it was loaded into is synced.
     fn forget_stored_snapshot(&self) -> io::Result<()> {
         let mut removed = false;
@@ -925,18 +956,20 @@ impl StateMachineStore {
         &self,
         _gate: &MutexGuard<'_, bool>,
         meta: &SnapshotMeta,
-        data: &[u8],
+        data: impl io::Read,
     ) -> io::Result<()> {
         // Empty data (no snapshot yet) decodes as the empty state.
-        let decoded = snapshot_data::decode(data)?;
+        let mut decoder = snapshot_data::Decoder::new(data)?;
         let (space, lease_trees) = (&self.reader.space, &self.reader.leases);
         space.clear()?;
         lease_trees.clear()?;
-        for (id, ttl) in &decoded.leases {
+        for (id, ttl) in decoder.leases() {
             lease_trees.grant(*id, *ttl)?;
         }
-        let keys = decoded.keys.len() as u64;
-        for (sub, kv) in decoded.keys.into_iter().enumerate() {
+        let mut keys = 0;
+        let mut sub = 0usize;
+        while let Some(kv) = decoder.next_key()? {
+            keys += 1;
             if kv.lease != 0 {
                 lease_trees.attach(kv.lease, &kv.key)?;
             }
@@ -948,8 +981,9 @@ impl StateMachineStore {
                 version: kv.version,
                 lease: kv.lease,
             };
-            let sub = u32::try_from(sub).map_err(io::Error::other)?;
-            space.write(revision, sub, &row)?;
+            let row_sub = u32::try_from(sub).map_err(io::Error::other)?;
+            space.write(revision, row_sub, &row)?;
+            sub += 1;
         }
         self.lease_changes.send_modify(|count| *count += 1);
         let sm_meta = &self.reader.meta;
@@ -969,18 +1003,40 @@ impl StateMachineStore {
     }
 
     /// Installs snapshot data received from elsewhere (see the module's
-    /// durability rules). Blocks.
-    fn install_received(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
-        self.store_snapshot(meta, data)?;
+    /// durability rules): checked in one pass over its file, recorded as
+    /// the install under way, loaded in a second pass. Blocks.
+    fn install_received(&self, meta: &SnapshotMeta, mut received: Received) -> io::Result<()> {
+        // Reject malformed data before anything is changed.
+        snapshot_data::check_from(received.reader()?, meta.last_log_id.map_or(0, |l| l.index))?;
+        let name = received
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.reader
+            .meta
+            .insert(INSTALLING, encode(&(meta, name))?)
+            .map_err(io::Error::other)?;
+        self.disk.sync()?;
+        received.keep();
         crate::crash_point!("snapshot-install-before-load");
+        self.load_installed(meta, received)
+    }
+
+    /// Replaces the state with the snapshot in `received`, syncs it, then
+    /// ends the install: the marker goes, and the file.
+    fn load_installed(&self, meta: &SnapshotMeta, received: Received) -> io::Result<()> {
         {
             let _installing = self.reader.revisions.installing();
-            self.load_snapshot(&self.write_gate()?, meta, data)?;
+            self.load_snapshot(&self.write_gate()?, meta, received.reader()?)?;
             self.disk.sync()?;
             self.publish()?;
         }
-        self.snapshot.remove(SNAPSHOT).map_err(io::Error::other)?;
-        self.forget_stored_snapshot()
+        self.reader
+            .meta
+            .remove(INSTALLING)
+            .map_err(io::Error::other)?;
+        received.remove()
     }
 
     /// "Installs" this node's own state at its applied revision under `meta`
@@ -1036,7 +1092,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         crate::metrics::observe_since(&metrics.snapshot_build, started);
         let (meta, data) = match state {
             Some((meta, state)) => (meta, SnapshotData::State(state)),
-            None => (SnapshotMeta::default(), SnapshotData::Received(Vec::new())),
+            None => {
+                let empty = Incoming::from_bytes(self.store.disk.dir(), &[])?;
+                (SnapshotMeta::default(), SnapshotData::Received(empty))
+            }
         };
         tracing::info!(last_log_id = ?meta.last_log_id, "snapshot taken");
         Ok(Snapshot {
@@ -1141,28 +1200,28 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let store = self.clone();
         let meta = meta.clone();
         let started = std::time::Instant::now();
-        tokio::task::spawn_blocking(move || match snapshot {
-            SnapshotData::State(state) if state.is_of(&store.reader) => {
-                store.install_own(&meta, &state)
-            }
-            // Another store's state (in one process: tests).
-            SnapshotData::State(state) => {
-                let data = state.to_vec().map_err(|e| match e {
-                    ReadError::Io(e) => e,
-                    other => io::Error::other(other),
-                })?;
-                store.install_received(&meta, &data)
-            }
-            SnapshotData::Received(data) => {
-                // Reject malformed data before anything is changed.
-                snapshot_data::check(&data, meta.last_log_id.map_or(0, |l| l.index))?;
-                store.install_received(&meta, &data)?;
-                let metrics = crate::metrics::global();
-                crate::metrics::observe_since(&metrics.snapshot_install, started);
-                metrics.snapshot_bytes.set(data.len() as i64);
-                tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot installed");
-                Ok(())
-            }
+        tokio::task::spawn_blocking(move || {
+            let received = match snapshot {
+                SnapshotData::State(state) if state.is_of(&store.reader) => {
+                    return store.install_own(&meta, &state);
+                }
+                // Another store's state (in one process: tests).
+                SnapshotData::State(state) => {
+                    let data = state.to_vec().map_err(|e| match e {
+                        ReadError::Io(e) => e,
+                        other => io::Error::other(other),
+                    })?;
+                    Incoming::from_bytes(store.disk.dir(), &data)?
+                }
+                SnapshotData::Received(received) => received,
+            };
+            let bytes = received.len();
+            store.install_received(&meta, received)?;
+            let metrics = crate::metrics::global();
+            crate::metrics::observe_since(&metrics.snapshot_install, started);
+            metrics.snapshot_bytes.set(bytes as i64);
+            tracing::info!(last_log_id = ?meta.last_log_id, bytes, "snapshot installed");
+            Ok(())
         })
         .await
         .map_err(io::Error::other)?
@@ -1416,7 +1475,7 @@ mod tests {
         let other = open_in(other_dir.path());
         let changes = other.lease_changes();
         other
-            .load_snapshot(&other.write_gate().unwrap(), &meta, &data)
+            .load_snapshot(&other.write_gate().unwrap(), &meta, &data[..])
             .unwrap();
         other.publish().unwrap();
         assert!(changes.has_changed().unwrap(), "the countdowns hear of it");
@@ -1525,16 +1584,52 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let store = open_in(dir.path());
         apply_at(&store, put("old", "x"), 1);
-        // Stored and synced, then the crash: the state was never replaced.
-        store.store_snapshot(&meta, &data).unwrap();
-        drop(store);
+        // Received and recorded as the install under way, then the crash:
+        // the state was never replaced.
+        let mut received = Incoming::from_bytes(dir.path(), &data).unwrap();
+        let name = received
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        store
+            .reader
+            .meta
+            .insert(INSTALLING, encode(&(&meta, name)).unwrap())
+            .unwrap();
+        store.disk.sync().unwrap();
+        received.keep();
+        // A reception cut short leaves a file too.
+        let mut cut = Incoming::create(dir.path()).unwrap();
+        cut.write(b"partial").unwrap();
+        std::mem::forget(cut);
+        drop((store, received));
         let store = open_in(dir.path());
         assert_eq!(keys(&store), vec![b"a".to_vec()]);
         assert_eq!(store.reader.revisions.current(), 3);
-        assert!(store.stored_snapshot().unwrap().is_none());
-        // The whole install leaves no copy behind either.
-        store.install_received(&meta, &data).unwrap();
-        assert!(store.stored_snapshot().unwrap().is_none());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(INCOMING_PREFIX))
+            .collect();
+        assert!(left.is_empty(), "no snapshot file is left behind");
+        assert!(store.reader.meta.get(INSTALLING).unwrap().is_none());
+        // A whole install leaves nothing behind either.
+        let received = Incoming::from_bytes(dir.path(), &data).unwrap();
+        store.install_received(&meta, received).unwrap();
+        assert_eq!(keys(&store), vec![b"a".to_vec()]);
+        assert_eq!(
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with(INCOMING_PREFIX))
+                .count(),
+            0
+        );
+        // Malformed data is refused before anything changes.
+        let bad = Incoming::from_bytes(dir.path(), b"\xff\xff\xff\xff\x04garbage").unwrap();
+        assert!(store.install_received(&meta, bad).is_err());
         assert_eq!(keys(&store), vec![b"a".to_vec()]);
     }
 
