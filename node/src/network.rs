@@ -41,6 +41,7 @@ use tonic::transport::Channel;
 
 use crate::codec::decode;
 use crate::codec::encode;
+use crate::store::ReadError;
 use crate::store::Received;
 use crate::store::Snapshot;
 use crate::store::SnapshotData;
@@ -446,10 +447,15 @@ async fn stream_state(
         let sent = state.encode(SNAPSHOT_CHUNK_BYTES, |chunk| {
             chunk_tx
                 .blocking_send(Bytes::from(chunk))
-                .map_err(|_| std::io::Error::other("the snapshot stream was closed"))
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
         });
-        if let Err(e) = sent {
-            tracing::warn!(revision = state.revision(), error = %e, "sending a snapshot stopped");
+        match sent {
+            // The call ended first (refused, cancelled, timed out): it says why.
+            Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => {
+                tracing::warn!(revision = state.revision(), error = ?e, "reading the state to send stopped")
+            }
+            Ok(()) => {}
         }
     });
     let size = size_rx.await??;

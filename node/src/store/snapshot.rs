@@ -77,7 +77,7 @@ impl StateAt {
     /// Bytes of its encoding (one pass over the keys, reading them).
     pub fn encoded_len(&self) -> Result<u64, ReadError> {
         let mut len = Encoder::start_len(&self.leases);
-        self.reader.walk_at(self.revision(), self.epoch, |kv| {
+        self.reader.walk_pinned(self.revision(), self.epoch, |kv| {
             len += Encoder::record_len(kv);
             Ok(())
         })?;
@@ -93,7 +93,7 @@ impl StateAt {
         mut out: impl FnMut(Vec<u8>) -> io::Result<()>,
     ) -> Result<(), ReadError> {
         let mut encoder = Encoder::new(&self.leases)?;
-        self.reader.walk_at(self.revision(), self.epoch, |kv| {
+        self.reader.walk_pinned(self.revision(), self.epoch, |kv| {
             encoder.push(kv)?;
             if encoder.buffered() >= chunk_bytes {
                 out(encoder.take())?;

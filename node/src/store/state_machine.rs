@@ -431,18 +431,20 @@ impl KvReader {
         each: impl FnMut(&KeyValue) -> io::Result<()>,
     ) -> Result<(), ReadError> {
         let epoch = self.revisions.epoch()?;
-        self.walk_at(revision, epoch, each)
+        let _pin = self.revisions.pin(revision)?;
+        self.walk_pinned(revision, epoch, each)
     }
 
-    /// [`KvReader::walk`], refused if a snapshot install began since `epoch`.
-    pub(super) fn walk_at(
+    /// [`KvReader::walk`] for a caller that holds a pin on `revision` (so
+    /// compaction may have moved past it since: its rows are still there);
+    /// refused if a snapshot install began since `epoch`.
+    pub(super) fn walk_pinned(
         &self,
         revision: u64,
         epoch: u64,
         mut each: impl FnMut(&KeyValue) -> io::Result<()>,
     ) -> Result<(), ReadError> {
         self.revisions.check_epoch(epoch)?;
-        let _pin = self.revisions.pin(revision)?;
         let mut after = Vec::new();
         loop {
             let (page, more, lost) = self.space.scan(&[], &after, WALK_PAGE, revision)?;
@@ -1388,6 +1390,31 @@ mod tests {
         drop(pin);
         while store.compact_some(10).unwrap() {}
         assert_eq!(store.reader.space.get(b"a", 1).unwrap(), Lookup::Absent);
+    }
+
+    #[test]
+    fn a_state_taken_for_a_snapshot_streams_whole_after_compaction_passes_it() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = open_in(dir.path());
+        apply_at(&store, put("a", "1"), 1);
+        apply_at(&store, put("b", "1"), 2);
+        let (_, state) = store.state_now().unwrap().unwrap();
+        let expected = state.to_vec().unwrap();
+        // Both keys change and compaction moves past revision 2 while the
+        // snapshot is still being sent.
+        apply_at(&store, put("a", "2"), 3);
+        apply_at(&store, Command::Delete { key: b"b".to_vec() }, 4);
+        apply_at(&store, Command::Compact { revision: 4 }, 5);
+        while store.compact_some(1).unwrap() {}
+        assert!(
+            store.reader.get(b"a", Some(2)).is_err(),
+            "compacted for readers"
+        );
+        assert_eq!(state.to_vec().unwrap(), expected);
+        assert_eq!(state.encoded_len().unwrap(), expected.len() as u64);
+        drop(state);
+        while store.compact_some(1).unwrap() {}
+        assert_eq!(store.reader.space.get(b"b", 2).unwrap(), Lookup::Absent);
     }
 
     #[test]
