@@ -8,10 +8,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 FILL_SECONDS=60
 LOAD_SECONDS=60
 BASE_PORT=28751
+KEEP=""
 
 usage() {
   cat <<TXT
-Usage: scripts/snapshot-transfer.sh [--fill-seconds N] [--load-seconds N] [--base-port PORT]
+Usage: scripts/snapshot-transfer.sh [--fill-seconds N] [--load-seconds N] [--base-port PORT] [--keep]
 
 Starts a 3-node cluster (scripts/cluster.sh, release build) in a temporary
 directory, fills it with hammer (64 write-only clients, 1 KiB values over
@@ -22,7 +23,8 @@ its data directory wiped, started empty and added back as a voter: it can
 only catch up by snapshot. Prints the transfer time (add_voter until it is a
 caught-up voter), the peak RSS of the leader and of that follower sampled
 every 200 ms from the removal until the load ends, and hammer's longest
-write gap and failed writes. Stops everything it started.
+write gap and failed writes. Stops everything it started; --keep keeps the
+directory (the nodes' logs) and prints where it is.
 TXT
 }
 
@@ -31,6 +33,7 @@ while [ $# -gt 0 ]; do
     --fill-seconds) FILL_SECONDS=$2; shift 2 ;;
     --load-seconds) LOAD_SECONDS=$2; shift 2 ;;
     --base-port) BASE_PORT=$2; shift 2 ;;
+    --keep) KEEP=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -43,7 +46,7 @@ SAMPLER=""
 cleanup() {
   [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null || true
   cluster down >/dev/null 2>&1 || true
-  if [ -n "${KEEP:-}" ]; then echo "kept $DIR"; else rm -rf "$DIR"; fi
+  if [ -n "$KEEP" ]; then echo "kept $DIR"; else rm -rf "$DIR"; fi
 }
 trap cleanup EXIT
 
