@@ -44,7 +44,7 @@ BIN="$ROOT/target/release"
 cluster() { "$ROOT/scripts/cluster.sh" --dir "$DIR" --base-port "$BASE_PORT" "$@"; }
 SAMPLER=""
 cleanup() {
-  [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null || true
+  if [ -n "$SAMPLER" ]; then kill "$SAMPLER" 2>/dev/null || true; fi
   cluster down >/dev/null 2>&1 || true
   if [ -n "$KEEP" ]; then echo "kept $DIR"; else rm -rf "$DIR"; fi
 }

@@ -59,6 +59,51 @@ async fn crash_while_building_a_snapshot() {
     );
 }
 
+/// Node 2 dies at `point` (after `skip` passes through it) under load,
+/// restarts from its data directory, and the cluster converges.
+async fn crash_at(point: &str, skip: u32) {
+    let flags = [
+        "--snapshot-after",
+        "100",
+        "--snapshot-keep",
+        "0",
+        "--history-revisions",
+        "50",
+    ];
+    let mut cluster = TestCluster::builder()
+        .flags(&flags)
+        .crash_points(2, &format!("{point}={skip}*off->return"))
+        .start(3)
+        .await;
+    let load = start_load(&cluster, 6, &[]);
+    assert!(
+        cluster.node(2).exits_within(Duration::from_secs(30)).await,
+        "node 2 never reached {point}"
+    );
+    assert!(
+        cluster.node(2).log().contains(point),
+        "node 2 stopped, but not at {point}"
+    );
+    cluster.node(2).restart();
+    finish(load, &cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_inside_an_apply_batch() {
+    // Some rows of a batch are written, `applied` is not.
+    crash_at("apply-after-entry", 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_inside_a_compaction_step() {
+    crash_at("compaction-after-step", 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_a_snapshot_and_the_log_purge() {
+    crash_at("log-purge-before", 2).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_while_installing_a_snapshot() {
     let mut cluster = cluster_with(None).await;

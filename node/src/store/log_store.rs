@@ -393,6 +393,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         tracing::debug!(upto = log_id.index(), "purging the raft log");
+        crate::crash_point!("log-purge-before");
         // `last_purged` first: entries it covers are ignored from then on,
         // whether or not their segment is gone yet.
         self.write_meta(LAST_PURGED, &log_id)?;
