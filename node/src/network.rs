@@ -447,7 +447,9 @@ async fn stream_state(
         let sent = state.encode(SNAPSHOT_CHUNK_BYTES, |chunk| {
             chunk_tx
                 .blocking_send(Bytes::from(chunk))
-                .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+            crate::crash_point!("snapshot-send-after-chunk");
+            Ok(())
         });
         match sent {
             // The call ended first (refused, cancelled, timed out): it says why.

@@ -151,6 +151,63 @@ async fn crash_while_installing_a_snapshot() {
     finish(load, &cluster).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_cut_short_by_the_senders_crash_is_sent_again_by_the_next_leader() {
+    // Node 1 dies right after streaming the first chunk of a snapshot.
+    let mut cluster = cluster_with(Some((1, "snapshot-send-after-chunk=return"))).await;
+    let load = start_load(&cluster, 6, &[]);
+    if cluster.wait_for_leader().await != 1 {
+        cluster
+            .node(1)
+            .admin()
+            .transfer_leader(pb::TransferLeaderRequest {
+                node_id: 1,
+                timeout_ms: 10_000,
+            })
+            .await
+            .expect("node 1 takes the lead");
+    }
+    let node_1 = cluster.nodes.iter().find(|n| n.id == 1).unwrap();
+    wait_for("node 1 purges part of its log", || async {
+        let purged = node_1.status().await?.purged_index?;
+        (purged > 0).then_some(())
+    })
+    .await;
+    // Node 4 can only catch up from a snapshot; node 1 starts sending it
+    // (or one to a lagging follower) and dies midway.
+    let address = cluster.start_node(cluster.node_spec(4)).address.clone();
+    let _ = cluster
+        .node(1)
+        .admin()
+        .add_learner(pb::AddNodeRequest {
+            node_id: 4,
+            address: address.clone(),
+            previous_index: 0,
+        })
+        .await;
+    assert!(
+        cluster.node(1).exits_within(Duration::from_secs(30)).await,
+        "node 1 never reached its crash point"
+    );
+    assert!(cluster.node(1).log().contains("snapshot-send-after-chunk"));
+    cluster.node(1).restart();
+    // The next leader sends node 4 a whole snapshot.
+    let leader = cluster.wait_for_leader().await;
+    cluster
+        .node(leader)
+        .admin()
+        .add_voter(pb::AddNodeRequest {
+            node_id: 4,
+            address,
+            previous_index: 0,
+        })
+        .await
+        .expect("node 4 catches up and becomes a voter");
+    let status = cluster.node(4).status().await.expect("status");
+    assert!(status.snapshot_index.unwrap_or(0) > 0, "{status:?}");
+    finish(load, &cluster).await;
+}
+
 const DISK_DRIVER: &str = "RAFTKV_TEST_DISK_FULL_DRIVER";
 
 /// Why the disk-full scenario cannot run here, if it cannot.
