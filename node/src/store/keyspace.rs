@@ -80,6 +80,17 @@ pub enum ReadError {
     Io(#[from] io::Error),
 }
 
+/// For callers that only pass a failure on: storage errors as they were,
+/// the other refusals wrapped.
+impl From<ReadError> for io::Error {
+    fn from(e: ReadError) -> io::Error {
+        match e {
+            ReadError::Io(e) => e,
+            other => io::Error::other(other),
+        }
+    }
+}
+
 const ROW_FORMAT: u8 = 1;
 const KIND_PUT: u8 = 0;
 const KIND_DELETE: u8 = 1;

@@ -810,16 +810,12 @@ impl StateMachineStore {
         let removed = reader.space.truncate_after(revision)?;
         reader.leases.reset_to(revision)?;
         let mut keys = 0;
-        let attached = reader.walk(revision, |kv| {
+        reader.walk(revision, |kv| {
             keys += 1;
             if kv.lease != 0 && reader.leases.info(kv.lease)?.is_some() {
                 reader.leases.attach(kv.lease, &kv.key)?;
             }
             Ok(())
-        });
-        attached.map_err(|e| match e {
-            ReadError::Io(e) => e,
-            other => io::Error::other(other),
         })?;
         applied.keys = keys;
         write_applied(&reader.meta, &applied)?;
@@ -897,12 +893,8 @@ impl StateMachineStore {
         let Some(applied) = last_log_id else {
             return Ok(None);
         };
-        let to_io = |e: ReadError| match e {
-            ReadError::Io(e) => e,
-            other => io::Error::other(other),
-        };
-        let epoch = reader.revisions.epoch().map_err(to_io)?;
-        let pin = reader.revisions.pin(applied.index).map_err(to_io)?;
+        let epoch = reader.revisions.epoch()?;
+        let pin = reader.revisions.pin(applied.index)?;
         let state = StateAt::new(reader.clone(), pin, epoch, reader.leases.all()?);
         let meta = SnapshotMeta {
             last_log_id,
@@ -1213,10 +1205,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
                 // Another store's state (in one process: tests).
                 SnapshotData::State(state) => {
-                    let data = state.to_vec().map_err(|e| match e {
-                        ReadError::Io(e) => e,
-                        other => io::Error::other(other),
-                    })?;
+                    let data = state.to_vec()?;
                     Incoming::from_bytes(store.disk.dir(), &data)?
                 }
                 SnapshotData::Received(received) => received,
