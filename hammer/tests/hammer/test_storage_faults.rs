@@ -104,28 +104,50 @@ async fn crash_between_a_snapshot_and_the_log_purge() {
     crash_at("log-purge-before", 2).await;
 }
 
+/// Waits until node `id` has purged part of its log, so a node that joins
+/// now can only catch up from a snapshot. (Waiting for a fixed amount of
+/// progress instead raced the six-second load on a slow machine.)
+async fn wait_until_purged(cluster: &TestCluster, id: u64) {
+    let node = cluster.nodes.iter().find(|n| n.id == id).unwrap();
+    wait_for(&format!("node {id} purges part of its log"), || async {
+        let purged = node.status().await?.purged_index?;
+        (purged > 0).then_some(())
+    })
+    .await;
+}
+
+/// Makes node 4 (at `address`) a voter through node `leader`, and checks
+/// it caught up from a snapshot.
+async fn promote_node_4(cluster: &mut TestCluster, leader: u64, address: String) {
+    cluster
+        .node(leader)
+        .admin()
+        .add_voter(pb::AddNodeRequest {
+            node_id: 4,
+            address,
+            previous_index: 0,
+        })
+        .await
+        .expect("node 4 catches up and becomes a voter");
+    let status = cluster.node(4).status().await.expect("status");
+    assert!(status.snapshot_index.unwrap_or(0) > 0, "{status:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_while_installing_a_snapshot() {
     let mut cluster = cluster_with(None).await;
     let load = start_load(&cluster, 6, &[]);
     let leader = cluster.wait_for_leader().await;
-    // Node 4 joins once the leader has purged part of its log, so it can
-    // only catch up from a snapshot. (Waiting for a fixed amount of progress
-    // instead raced the six-second load on a slow machine.)
-    let leader_node = cluster.nodes.iter().find(|n| n.id == leader).unwrap();
-    wait_for("the leader purges part of its log", || async {
-        let purged = leader_node.status().await?.purged_index?;
-        (purged > 0).then_some(())
-    })
-    .await;
+    wait_until_purged(&cluster, leader).await;
     // Node 4 receives a snapshot, and dies after storing it but before
     // loading it into its state machine.
     let spec = cluster
         .node_spec(4)
         .crash_points("snapshot-install-before-load=return");
     let address = cluster.start_node(spec).address.clone();
-    let mut admin = cluster.node(leader).admin();
-    admin
+    cluster
+        .node(leader)
+        .admin()
         .add_learner(pb::AddNodeRequest {
             node_id: 4,
             address: address.clone(),
@@ -138,16 +160,7 @@ async fn crash_while_installing_a_snapshot() {
         "node 4 never reached its crash point"
     );
     cluster.node(4).restart();
-    admin
-        .add_voter(pb::AddNodeRequest {
-            node_id: 4,
-            address,
-            previous_index: 0,
-        })
-        .await
-        .expect("promote node 4 after its restart");
-    let status = cluster.node(4).status().await.expect("status");
-    assert!(status.snapshot_index.unwrap_or(0) > 0, "{status:?}");
+    promote_node_4(&mut cluster, leader, address).await;
     finish(load, &cluster).await;
 }
 
@@ -167,12 +180,7 @@ async fn a_snapshot_cut_short_by_the_senders_crash_is_sent_again_by_the_next_lea
             .await
             .expect("node 1 takes the lead");
     }
-    let node_1 = cluster.nodes.iter().find(|n| n.id == 1).unwrap();
-    wait_for("node 1 purges part of its log", || async {
-        let purged = node_1.status().await?.purged_index?;
-        (purged > 0).then_some(())
-    })
-    .await;
+    wait_until_purged(&cluster, 1).await;
     // Node 4 can only catch up from a snapshot; node 1 starts sending it
     // (or one to a lagging follower) and dies midway.
     let address = cluster.start_node(cluster.node_spec(4)).address.clone();
@@ -193,18 +201,7 @@ async fn a_snapshot_cut_short_by_the_senders_crash_is_sent_again_by_the_next_lea
     cluster.node(1).restart();
     // The next leader sends node 4 a whole snapshot.
     let leader = cluster.wait_for_leader().await;
-    cluster
-        .node(leader)
-        .admin()
-        .add_voter(pb::AddNodeRequest {
-            node_id: 4,
-            address,
-            previous_index: 0,
-        })
-        .await
-        .expect("node 4 catches up and becomes a voter");
-    let status = cluster.node(4).status().await.expect("status");
-    assert!(status.snapshot_index.unwrap_or(0) > 0, "{status:?}");
+    promote_node_4(&mut cluster, leader, address).await;
     finish(load, &cluster).await;
 }
 
