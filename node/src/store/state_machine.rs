@@ -884,23 +884,21 @@ impl StateMachineStore {
     }
 
     /// The state at the last applied revision, pinned, as snapshot data with
-    /// its meta; `None` before anything is applied. Call between two applies
+    /// its meta (the empty state at revision 0 before anything is applied).
+    /// Call between two applies
     /// (on the state-machine task), where the revision, membership and lease
     /// table agree.
-    fn state_now(&self) -> io::Result<Option<(SnapshotMeta, StateAt)>> {
+    fn state_now(&self) -> io::Result<(SnapshotMeta, StateAt)> {
         let reader = &self.reader;
         let last_log_id = reader.last_applied()?;
-        let Some(applied) = last_log_id else {
-            return Ok(None);
-        };
         let epoch = reader.revisions.epoch()?;
-        let pin = reader.revisions.pin(applied.index)?;
+        let pin = reader.revisions.pin(last_log_id.map_or(0, |l| l.index))?;
         let state = StateAt::new(reader.clone(), pin, epoch, reader.leases.all()?);
         let meta = SnapshotMeta {
             last_log_id,
             last_membership: reader.membership()?,
         };
-        Ok(Some((meta, state)))
+        Ok((meta, state))
     }
 
     /// A stored snapshot's meta, and its data as sled holds it (not copied).
@@ -1065,7 +1063,7 @@ impl StateMachineStore {
 /// pinned state, taken between two applies.
 pub struct SnapshotBuilder {
     store: StateMachineStore,
-    state: io::Result<Option<(SnapshotMeta, StateAt)>>,
+    state: io::Result<(SnapshotMeta, StateAt)>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -1086,13 +1084,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .map_err(io::Error::other)??;
         let metrics = crate::metrics::global();
         crate::metrics::observe_since(&metrics.snapshot_build, started);
-        let (meta, data) = match state {
-            Some((meta, state)) => (meta, SnapshotData::State(state)),
-            None => {
-                let empty = Incoming::from_bytes(self.store.disk.dir(), &[])?;
-                (SnapshotMeta::default(), SnapshotData::Received(empty))
-            }
-        };
+        let (meta, state) = state;
+        let data = SnapshotData::State(state);
         tracing::info!(last_log_id = ?meta.last_log_id, "snapshot taken");
         Ok(Snapshot {
             meta,
@@ -1225,7 +1218,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     /// The state now: a snapshot covers the last applied entry, and there
     /// is nothing older to keep.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        Ok(self.state_now()?.map(|(meta, state)| Snapshot {
+        let (meta, state) = self.state_now()?;
+        Ok(meta.last_log_id.is_some().then(|| Snapshot {
             meta,
             snapshot: SnapshotData::State(state),
         }))
@@ -1335,7 +1329,7 @@ mod tests {
         let store = open_in(dir.path());
         apply_at(&store, put("a", "1"), 1);
         let reader = store.reader();
-        let (_, taken) = store.state_now().unwrap().unwrap();
+        let (_, taken) = store.state_now().unwrap();
         let installing = reader.revisions.installing();
         assert!(matches!(reader.get(b"a", None), Err(ReadError::Installing)));
         assert!(matches!(
@@ -1391,7 +1385,7 @@ mod tests {
         let store = open_in(dir.path());
         apply_at(&store, put("a", "1"), 1);
         apply_at(&store, put("b", "1"), 2);
-        let (_, state) = store.state_now().unwrap().unwrap();
+        let (_, state) = store.state_now().unwrap();
         let expected = state.to_vec().unwrap();
         // Both keys change and compaction moves past revision 2 while the
         // snapshot is still being sent.
@@ -1471,7 +1465,7 @@ mod tests {
         apply_at(&store, put("a", "2"), 3);
         apply_at(&store, put("b", "x"), 4);
         let digest_at_4 = store.reader.digest().unwrap();
-        let (meta, state) = store.state_now().unwrap().unwrap();
+        let (meta, state) = store.state_now().unwrap();
         assert_eq!(meta.last_log_id.map(|l| l.index), Some(4));
         // Writes after it do not change it: it is the state at revision 4.
         apply_at(&store, put("c", "later"), 5);
@@ -1598,7 +1592,7 @@ mod tests {
         let source_dir = tempfile::TempDir::new().unwrap();
         let source = open_in(source_dir.path());
         apply_at(&source, put("a", "1"), 3);
-        let (meta, state) = source.state_now().unwrap().unwrap();
+        let (meta, state) = source.state_now().unwrap();
         let data = state.to_vec().unwrap();
 
         let dir = tempfile::TempDir::new().unwrap();
