@@ -400,14 +400,14 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         let to_network = |e: &dyn std::error::Error| NetworkError::from_string(e.to_string());
         let vote = encode(&vote).map_err(|e| to_network(&e))?;
         let meta = encode(&snapshot.meta).map_err(|e| to_network(&e))?;
-        let (size, chunks) = match snapshot.snapshot {
-            SnapshotData::State(state) => stream_state(state).await.map_err(|e| to_network(&*e))?,
-            SnapshotData::Received(received) => (received.len(), stream_file(received)),
+        let revision = snapshot.meta.last_log_id.map_or(0, |l| l.index);
+        let chunks = match snapshot.snapshot {
+            SnapshotData::State(state) => stream_state(state),
+            SnapshotData::Received(received) => stream_file(received),
         };
-        crate::metrics::global().snapshot_bytes.set(size as i64);
-        let messages = snapshot_messages(pb::SnapshotHeader { vote, meta, size }, chunks);
+        let messages = snapshot_messages(pb::SnapshotHeader { vote, meta }, chunks);
         let mut client = self.client().map_err(|e| to_network(&e))?;
-        tracing::info!(target = self.target, address = %self.address, bytes = size, "sending snapshot");
+        tracing::info!(target = self.target, address = %self.address, revision, "sending snapshot");
         let ttl = option.hard_ttl();
         let send = tokio::time::timeout(ttl, client.install_snapshot(messages));
         tokio::select! {
@@ -429,71 +429,103 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
     }
 }
 
-/// The state's encoded size (one pass over its keys), then its encoding in
-/// chunks as the stream is read: a second pass on a blocking thread, at most
-/// two chunks ahead of the network. An error midway ends the stream early,
-/// which the receiver refuses as shorter than its header says.
-async fn stream_state(
-    state: StateAt,
-) -> Result<(u64, tokio::sync::mpsc::Receiver<Bytes>), Box<dyn std::error::Error + Send + Sync>> {
-    let (size_tx, size_rx) = tokio::sync::oneshot::channel();
-    let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+/// What the blocking reader hands the stream: data, then the trailer.
+type Part = pb::snapshot_chunk::Payload;
+
+/// Adds up what a snapshot stream sends, for its trailer.
+#[derive(Default)]
+struct Sent {
+    size: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl Sent {
+    /// Counts `chunk` and hands it to the stream; `BrokenPipe` once the
+    /// call has ended.
+    fn send(
+        &mut self,
+        parts: &tokio::sync::mpsc::Sender<Part>,
+        chunk: Vec<u8>,
+    ) -> std::io::Result<()> {
+        self.size += chunk.len() as u64;
+        self.crc.update(&chunk);
+        parts
+            .blocking_send(Part::Chunk(Bytes::from(chunk)))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+
+    /// The trailer, sent only after every byte was read and sent.
+    fn finish(self, parts: &tokio::sync::mpsc::Sender<Part>) {
+        crate::metrics::global()
+            .snapshot_bytes
+            .set(self.size as i64);
+        let trailer = pb::SnapshotTrailer {
+            size: self.size,
+            crc32: self.crc.finalize(),
+        };
+        let _ = parts.blocking_send(Part::Trailer(trailer));
+    }
+}
+
+/// The state with its history, encoded in chunks as the stream is read: one
+/// pass on a blocking thread, at most two chunks ahead of the network, then
+/// the trailer. An error midway ends the stream without a trailer, which
+/// the receiver refuses.
+fn stream_state(state: StateAt) -> tokio::sync::mpsc::Receiver<Part> {
+    let (parts_tx, parts_rx) = tokio::sync::mpsc::channel::<Part>(2);
     tokio::task::spawn_blocking(move || {
-        let size = state.encoded_len();
-        let ok = size.is_ok();
-        if size_tx.send(size).is_err() || !ok {
-            return;
-        }
-        let sent = state.encode(SNAPSHOT_CHUNK_BYTES, |chunk| {
-            chunk_tx
-                .blocking_send(Bytes::from(chunk))
-                .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        let mut sent = Sent::default();
+        let result = state.encode_with_history(SNAPSHOT_CHUNK_BYTES, |chunk| {
+            sent.send(&parts_tx, chunk)?;
             crate::crash_point!("snapshot-send-after-chunk");
             Ok(())
         });
-        match sent {
+        match result {
+            Ok(()) => sent.finish(&parts_tx),
             // The call ended first (refused, cancelled, timed out): it says why.
             Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
             Err(e) => {
                 tracing::warn!(revision = state.revision(), error = ?e, "reading the state to send stopped")
             }
-            Ok(()) => {}
         }
     });
-    let size = size_rx.await??;
-    Ok((size, chunk_rx))
+    parts_rx
 }
 
 /// Received snapshot data, read from its file in chunks as the stream is
 /// read (a node sends what it received only if openraft asks it to).
-fn stream_file(received: Received) -> tokio::sync::mpsc::Receiver<Bytes> {
-    let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+fn stream_file(received: Received) -> tokio::sync::mpsc::Receiver<Part> {
+    let (parts_tx, parts_rx) = tokio::sync::mpsc::channel::<Part>(2);
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let mut reader = received.reader()?;
+        let mut sent = Sent::default();
         loop {
             let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
             (&mut reader)
                 .take(SNAPSHOT_CHUNK_BYTES as u64)
                 .read_to_end(&mut chunk)?;
-            if chunk.is_empty() || chunk_tx.blocking_send(Bytes::from(chunk)).is_err() {
+            if chunk.is_empty() {
+                sent.finish(&parts_tx);
                 return Ok::<_, std::io::Error>(());
             }
+            sent.send(&parts_tx, chunk)?;
         }
     });
-    chunk_rx
+    parts_rx
 }
 
-/// The messages of a snapshot stream: the header, then the data.
+/// The messages of a snapshot stream: the header, then the data and the
+/// trailer.
 fn snapshot_messages(
     header: pb::SnapshotHeader,
-    mut chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    mut parts: tokio::sync::mpsc::Receiver<Part>,
 ) -> impl Stream<Item = pb::SnapshotChunk> + Send + 'static {
     let header = pb::SnapshotChunk {
         payload: Some(pb::snapshot_chunk::Payload::Header(header)),
     };
-    let data = stream::poll_fn(move |cx| chunks.poll_recv(cx)).map(|chunk| pb::SnapshotChunk {
-        payload: Some(pb::snapshot_chunk::Payload::Chunk(chunk)),
+    let data = stream::poll_fn(move |cx| parts.poll_recv(cx)).map(|part| pb::SnapshotChunk {
+        payload: Some(part),
     });
     stream::iter(std::iter::once(header)).chain(data)
 }

@@ -231,12 +231,6 @@ impl raft_server::Raft for RaftService {
                 ))
             }
         };
-        if header.size > self.max_snapshot_bytes {
-            return Err(Status::resource_exhausted(format!(
-                "snapshot of {} bytes exceeds the limit of {} bytes",
-                header.size, self.max_snapshot_bytes
-            )));
-        }
         let vote: Vote = decode(&header.vote)
             .map_err(|e| Status::invalid_argument(format!("undecodable vote: {e}")))?;
         let meta: SnapshotMeta = decode(&header.meta)
@@ -247,28 +241,47 @@ impl raft_server::Raft for RaftService {
             Status::unavailable(format!("cannot store the snapshot being received: {e}"))
         };
         let mut data = Incoming::create(&self.snapshot_dir).map_err(storage)?;
-        while let Some(chunk) = chunks.next().await {
+        let mut crc = crc32fast::Hasher::new();
+        let trailer = loop {
+            let Some(chunk) = chunks.next().await else {
+                return Err(Status::invalid_argument(format!(
+                    "snapshot stream ended after {} bytes without its trailer",
+                    data.len()
+                )));
+            };
             match chunk?.payload {
                 Some(pb::snapshot_chunk::Payload::Chunk(bytes)) => {
-                    if data.len() + bytes.len() as u64 > header.size {
-                        return Err(Status::invalid_argument(
-                            "snapshot data is longer than its header says",
-                        ));
+                    if data.len() + bytes.len() as u64 > self.max_snapshot_bytes {
+                        return Err(Status::resource_exhausted(format!(
+                            "snapshot of more than {} bytes exceeds the limit of {} bytes",
+                            data.len() + bytes.len() as u64,
+                            self.max_snapshot_bytes
+                        )));
                     }
+                    crc.update(&bytes);
                     data.write(&bytes).map_err(storage)?;
                 }
+                Some(pb::snapshot_chunk::Payload::Trailer(trailer)) => break trailer,
                 _ => {
                     return Err(Status::invalid_argument(
-                        "only data chunks may follow the snapshot header",
+                        "only data chunks and a trailer may follow the snapshot header",
                     ))
                 }
             }
+        };
+        if chunks.next().await.is_some() {
+            return Err(Status::invalid_argument(
+                "nothing may follow the snapshot trailer",
+            ));
         }
-        if data.len() != header.size {
+        let crc = crc.finalize();
+        if trailer.size != data.len() || trailer.crc32 != crc {
             return Err(Status::invalid_argument(format!(
-                "snapshot stream ended after {} of {} bytes",
+                "snapshot data does not match its trailer: received {} bytes with CRC-32 \
+                 {crc:08x}, the trailer says {} bytes with CRC-32 {:08x}",
                 data.len(),
-                header.size
+                trailer.size,
+                trailer.crc32
             )));
         }
         let last_index = meta.last_log_id.map_or(0, |l| l.index);

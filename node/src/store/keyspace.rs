@@ -63,6 +63,16 @@ pub struct Row {
     pub lease: u64,
 }
 
+/// One row with where it sits, as a snapshot transfer carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub revision: u64,
+    pub sub: u32,
+    pub row: Row,
+    /// Whether it is its key's live version at the snapshot's revision.
+    pub live: bool,
+}
+
 /// Why a read at a revision cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -432,6 +442,58 @@ impl KeySpace {
             rows.push((revision, row));
         }
         Ok((rows, true))
+    }
+
+    /// The versions a follower needs to serve every read and watch at
+    /// `compacted` or later, up to `through`: in row order, after `after`,
+    /// up to `max_rows` of them (whole revisions are not needed: each row
+    /// carries its own revision and sub), and whether more follow. A row at
+    /// or before `compacted` is sent only if it is the version a read at
+    /// `compacted` sees (older ones, and deletes, may still be in the tree
+    /// while compaction removes them). Each row says whether it is the live
+    /// version of its key at `through`.
+    ///
+    /// The caller keeps `compacted` and `through` pinned, so compaction
+    /// removes nothing sent here while it runs.
+    pub fn versions(
+        &self,
+        compacted: u64,
+        through: u64,
+        after: Option<(u64, u32)>,
+        max_rows: usize,
+    ) -> io::Result<(Vec<Version>, bool)> {
+        let from = match after {
+            None => Bound::Included(row_key(0, 0)),
+            Some((revision, sub)) => Bound::Excluded(row_key(revision, sub)),
+        };
+        let to = Bound::Included(row_key(through, u32::MAX));
+        let mut versions = Vec::new();
+        for item in self.revs.range((from, to)) {
+            if versions.len() == max_rows {
+                return Ok((versions, true));
+            }
+            let (key, value) = item.map_err(sled_err)?;
+            let (revision, sub) = split_row_key(&key)?;
+            let row = Row::decode(&value)?;
+            let is = |found: &Option<Found>| {
+                found
+                    .as_ref()
+                    .is_some_and(|f| f.revision == revision && f.sub == sub)
+            };
+            if revision <= compacted
+                && (row.value.is_none() || !is(&self.find(&row.key, compacted)?))
+            {
+                continue;
+            }
+            let live = row.value.is_some() && is(&self.find(&row.key, through)?);
+            versions.push(Version {
+                revision,
+                sub,
+                row,
+                live,
+            });
+        }
+        Ok((versions, false))
     }
 
     /// One bounded step of compacting at `compact` the rows written after

@@ -43,11 +43,15 @@ impl std::fmt::Debug for SnapshotData {
     }
 }
 
-/// The state at one revision: its rows stay while this is held, and the
-/// lease table (which keeps no history) is the one taken with it.
+/// The state at one revision with its history back to the compaction point
+/// of that time: its rows stay while this is held, and the lease table
+/// (which keeps no history) is the one taken with it.
 pub struct StateAt {
     reader: KvReader,
     pin: Pin,
+    /// The compaction point when it was taken, pinned: the history sent
+    /// with the state starts there.
+    history: Pin,
     /// Snapshot installs begun before it was taken: one that replaces the
     /// state since makes every read of it fail.
     epoch: u64,
@@ -55,10 +59,17 @@ pub struct StateAt {
 }
 
 impl StateAt {
-    pub(super) fn new(reader: KvReader, pin: Pin, epoch: u64, leases: LeaseTable) -> StateAt {
+    pub(super) fn new(
+        reader: KvReader,
+        pin: Pin,
+        history: Pin,
+        epoch: u64,
+        leases: LeaseTable,
+    ) -> StateAt {
         StateAt {
             reader,
             pin,
+            history,
             epoch,
             leases,
         }
@@ -74,17 +85,42 @@ impl StateAt {
         self.pin.revision()
     }
 
-    /// Bytes of its encoding (one pass over the keys, reading them).
-    pub fn encoded_len(&self) -> Result<u64, ReadError> {
-        let mut len = Encoder::start_len(&self.leases);
-        self.reader.walk_pinned(self.revision(), self.epoch, |kv| {
-            len += Encoder::record_len(kv);
-            Ok(())
-        })?;
-        Ok(len)
+    /// The compaction point its history starts at.
+    pub fn compacted(&self) -> u64 {
+        self.history.revision()
     }
 
-    /// Encodes it in the snapshot data format, handing `out` pieces of about
+    /// Encodes it with its history in the format a follower receives
+    /// (`SNAPSHOT_V5`), handing `out` pieces of about `chunk_bytes` (at
+    /// least one record each) in order. One pass over the rows. Blocks:
+    /// call it off the async threads.
+    pub fn encode_with_history(
+        &self,
+        chunk_bytes: usize,
+        mut out: impl FnMut(Vec<u8>) -> io::Result<()>,
+    ) -> Result<(), ReadError> {
+        let mut encoder = Encoder::with_history(&self.leases, self.compacted())?;
+        self.reader.walk_versions_pinned(
+            self.compacted(),
+            self.revision(),
+            self.epoch,
+            |version| {
+                encoder.push_version(version)?;
+                if encoder.buffered() >= chunk_bytes {
+                    out(encoder.take())?;
+                }
+                Ok(())
+            },
+        )?;
+        let rest = encoder.take();
+        if !rest.is_empty() {
+            out(rest)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes the state alone (`SNAPSHOT_V4`, a backup's format), handing
+    /// `out` pieces of about
     /// `chunk_bytes` (at least one record each) in order. Blocks: call it
     /// off the async threads.
     pub fn encode(

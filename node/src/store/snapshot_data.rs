@@ -1,22 +1,37 @@
 //! The snapshot data format: the state at one revision, as snapshots,
 //! their transfer to followers and backups carry it.
 //!
-//! [`SNAPSHOT_V4`] (this version): the marker, the lease table (see
-//! `leases::encode_table`), then one record per live key in key order:
+//! [`SNAPSHOT_V5`] (what a leader sends a follower): the marker, the
+//! compaction point (u64 BE), the lease table (see `leases::encode_table`),
+//! then every version a read or watch at the compaction point or later can
+//! see, through the snapshot's revision, in row order (revision, then sub):
+//! `revision u64, sub u32, kind u8 (0 put, 1 delete, 2 put that is its
+//! key's live version at the snapshot), create_revision u64, version u64,
+//! lease u64 (all BE), u32 key length, key, u32 value length, value`. The
+//! receiver's rows and compaction point are then the sender's, so every
+//! node serves the same watch range. Live versions' leases are in the table.
+//!
+//! [`SNAPSHOT_V4`] (what a backup holds: the state without history): the
+//! marker, the lease table, then one record per live key in key order:
 //! `u32 key length (BE), key, u32 length (BE), create_revision u64,
 //! mod_revision u64, version u64, lease u64 (all BE), value`. Every key's
-//! lease is 0 or one in the table.
+//! lease is 0 or one in the table. Its history starts at its revision.
 //!
 //! Earlier versions wrote [`SNAPSHOT_V3`] (the same table, values behind a
 //! 17-byte header: format 1, modified index, lease), [`SNAPSHOT_V2`] (no
 //! table) and, first, records of bare values without a marker. They load
 //! with `create_revision` = `mod_revision` = 1 and version 1 for every key,
 //! the same on every replica, since they never recorded more.
+//!
+//! Integrity in transit is the stream's job (a CRC-32 trailer, see the Raft
+//! service); this format checks structure only.
 
 use std::io;
 use std::io::Read;
 
 use super::keyspace::KeyValue;
+use super::keyspace::Row;
+use super::keyspace::Version;
 use super::leases;
 use super::leases::LeaseTable;
 use super::record;
@@ -26,47 +41,58 @@ use super::record;
 const SNAPSHOT_V2: &[u8] = &[0xff, 0xff, 0xff, 0xff, 2];
 /// With a lease table.
 const SNAPSHOT_V3: &[u8] = &[0xff, 0xff, 0xff, 0xff, 3];
-/// With revisions: what this version writes.
+/// With revisions: the state alone (backups).
 pub const SNAPSHOT_V4: &[u8] = &[0xff, 0xff, 0xff, 0xff, 4];
+/// With revisions and history: what a leader sends a follower.
+pub const SNAPSHOT_V5: &[u8] = &[0xff, 0xff, 0xff, 0xff, 5];
 /// The revisions given to keys loaded from formats without them.
 pub const BEFORE_REVISIONS: u64 = 1;
 /// Bytes of a v4 value before the value itself.
 const V4_HEADER: usize = 32;
+/// Bytes of a v5 record before its key length.
+const V5_HEADER: usize = 8 + 4 + 1 + 24;
+const V5_PUT: u8 = 0;
+const V5_DELETE: u8 = 1;
+const V5_LIVE_PUT: u8 = 2;
 
 /// Snapshot data, decoded.
 #[cfg(test)]
 #[derive(Debug)]
 pub struct Decoded {
+    /// v5: where the history starts.
+    pub compacted: Option<u64>,
     pub leases: LeaseTable,
-    /// Live keys in key order.
+    /// Live keys (in key order for data without history).
     pub keys: Vec<KeyValue>,
+    /// Every record, as versions.
+    pub versions: Vec<Version>,
 }
 
 fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
-/// Appends snapshot data, key by key; the bytes so far may be taken out
-/// at any point, so data of any size streams through a small buffer.
+/// Appends snapshot data, record by record; the bytes so far may be taken
+/// out at any point, so data of any size streams through a small buffer.
 pub struct Encoder {
     data: Vec<u8>,
 }
 
 impl Encoder {
+    /// The state alone ([`SNAPSHOT_V4`], for backups): then [`Encoder::push`].
     pub fn new(leases: &[(u64, u64)]) -> io::Result<Encoder> {
         let mut data = SNAPSHOT_V4.to_vec();
         leases::encode_table(leases, &mut data)?;
         Ok(Encoder { data })
     }
 
-    /// Bytes of the marker and the lease table.
-    pub fn start_len(leases: &[(u64, u64)]) -> u64 {
-        (SNAPSHOT_V4.len() + 4 + 16 * leases.len()) as u64
-    }
-
-    /// Bytes [`Encoder::push`] appends for `kv`.
-    pub fn record_len(kv: &KeyValue) -> u64 {
-        (4 + kv.key.len() + 4 + V4_HEADER + kv.value.len()) as u64
+    /// The state with its history back to `compacted` ([`SNAPSHOT_V5`], for
+    /// followers): then [`Encoder::push_version`].
+    pub fn with_history(leases: &[(u64, u64)], compacted: u64) -> io::Result<Encoder> {
+        let mut data = SNAPSHOT_V5.to_vec();
+        data.extend_from_slice(&compacted.to_be_bytes());
+        leases::encode_table(leases, &mut data)?;
+        Ok(Encoder { data })
     }
 
     /// Bytes encoded and not yet taken.
@@ -79,7 +105,7 @@ impl Encoder {
         std::mem::take(&mut self.data)
     }
 
-    /// Appends `kv`; keys must come in increasing order.
+    /// Appends `kv` (v4); keys must come in increasing order.
     pub fn push(&mut self, kv: &KeyValue) -> io::Result<()> {
         let data = &mut self.data;
         let key_len = u32::try_from(kv.key.len()).map_err(io::Error::other)?;
@@ -91,6 +117,31 @@ impl Encoder {
             data.extend_from_slice(&number.to_be_bytes());
         }
         data.extend_from_slice(&kv.value);
+        Ok(())
+    }
+
+    /// Appends `version` (v5); versions must come in row order.
+    pub fn push_version(&mut self, version: &Version) -> io::Result<()> {
+        let row = &version.row;
+        let value = row.value.as_deref().unwrap_or_default();
+        let key_len = u32::try_from(row.key.len()).map_err(io::Error::other)?;
+        let value_len = u32::try_from(value.len()).map_err(io::Error::other)?;
+        let kind = match (&row.value, version.live) {
+            (None, _) => V5_DELETE,
+            (Some(_), false) => V5_PUT,
+            (Some(_), true) => V5_LIVE_PUT,
+        };
+        let data = &mut self.data;
+        data.extend_from_slice(&version.revision.to_be_bytes());
+        data.extend_from_slice(&version.sub.to_be_bytes());
+        data.push(kind);
+        for number in [row.create_revision, row.version, row.lease] {
+            data.extend_from_slice(&number.to_be_bytes());
+        }
+        data.extend_from_slice(&key_len.to_be_bytes());
+        data.extend_from_slice(&row.key);
+        data.extend_from_slice(&value_len.to_be_bytes());
+        data.extend_from_slice(value);
         Ok(())
     }
 }
@@ -107,7 +158,9 @@ fn read_up_to(input: &mut impl Read, len: usize) -> io::Result<Vec<u8>> {
 /// Which layout the records have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Layout {
-    /// v4: revisions in a 32-byte header.
+    /// v5: every visible version, in row order.
+    History,
+    /// v4: live keys, revisions in a 32-byte header.
     Revisions,
     /// v2 and v3: a `record` header (format, modified index, lease).
     Headers,
@@ -115,26 +168,35 @@ enum Layout {
     Bare,
 }
 
-/// Decodes snapshot data of any version from `input`, one key at a time,
-/// so data of any size is read through a small buffer. Malformed data (a
-/// cut record, keys out of order or repeated, a bad header, a bad lease
-/// table, a key attached to a lease not in it, impossible revisions) is
-/// `InvalidData`.
+/// Decodes snapshot data of any version from `input`, one record at a
+/// time, so data of any size is read through a small buffer. Malformed data
+/// (a cut record, records out of order or repeated, a bad header, a bad
+/// lease table, a live key attached to a lease not in it, impossible
+/// revisions) is `InvalidData`.
 pub struct Decoder<R> {
     input: R,
     layout: Layout,
+    /// v5: the compaction point the data's history starts at.
+    compacted: Option<u64>,
     leases: LeaseTable,
     /// Key weight attached to each lease so far (same order as `leases`).
     weights: Vec<u64>,
+    /// v1–v4: the last key, which the next must follow.
     last_key: Option<Vec<u8>>,
+    /// v5: the last row's place, which the next must follow.
+    last_row: Option<(u64, u32)>,
+    /// v1–v4: the sub-revision the next key gets (keys of one revision
+    /// need distinct rows).
+    next_sub: u32,
 }
 
 impl<R: Read> Decoder<R> {
-    /// Reads the format marker and the lease table.
+    /// Reads the format marker, the compaction point (v5) and the lease table.
     pub fn new(input: R) -> io::Result<Decoder<io::Chain<io::Cursor<Vec<u8>>, R>>> {
         let mut input = input;
         let start = read_up_to(&mut input, SNAPSHOT_V4.len())?;
         let (layout, has_table, unread) = match start.as_slice() {
+            s if s == SNAPSHOT_V5 => (Layout::History, true, Vec::new()),
             s if s == SNAPSHOT_V4 => (Layout::Revisions, true, Vec::new()),
             s if s == SNAPSHOT_V3 => (Layout::Headers, true, Vec::new()),
             s if s == SNAPSHOT_V2 => (Layout::Headers, false, Vec::new()),
@@ -142,6 +204,15 @@ impl<R: Read> Decoder<R> {
             _ => (Layout::Bare, false, start),
         };
         let mut input = io::Cursor::new(unread).chain(input);
+        let compacted = if layout == Layout::History {
+            let bytes = read_up_to(&mut input, 8)?;
+            if bytes.len() != 8 {
+                return Err(invalid("malformed snapshot data"));
+            }
+            Some(u64_at(&bytes, 0))
+        } else {
+            None
+        };
         let leases = if has_table {
             let count = read_up_to(&mut input, 4)?;
             let count_bytes: [u8; 4] = count
@@ -162,9 +233,12 @@ impl<R: Read> Decoder<R> {
         Ok(Decoder {
             input,
             layout,
+            compacted,
             weights: vec![0; leases.len()],
             leases,
             last_key: None,
+            last_row: None,
+            next_sub: 0,
         })
     }
 }
@@ -173,6 +247,12 @@ impl<R: Read> Decoder<R> {
     /// The lease table.
     pub fn leases(&self) -> &LeaseTable {
         &self.leases
+    }
+
+    /// The compaction point the data's history starts at; `None` for data
+    /// without history, whose history starts at its own revision.
+    pub fn compacted(&self) -> Option<u64> {
+        self.compacted
     }
 
     /// One length-prefixed part of a record; `None` at the very end.
@@ -193,8 +273,120 @@ impl<R: Read> Decoder<R> {
         Ok(Some(part))
     }
 
-    /// The next key in key order, or `None` after the last.
-    pub fn next_key(&mut self) -> io::Result<Option<KeyValue>> {
+    /// Counts `key`'s weight against `lease`, which must be in the table.
+    fn attach(&mut self, lease: u64, key: &[u8]) -> io::Result<()> {
+        let Ok(at) = self.leases.binary_search_by_key(&lease, |(id, _)| *id) else {
+            return Err(invalid(
+                "snapshot data attaches a key to a lease it does not hold",
+            ));
+        };
+        self.weights[at] = self.weights[at].saturating_add(leases::key_weight(key));
+        if self.weights[at] > leases::MAX_LEASE_KEY_BYTES {
+            return Err(invalid(
+                "snapshot data attaches more keys to a lease than one may carry",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The next record, or `None` after the last: for data without history,
+    /// each live key as a version at its mod revision.
+    pub fn next_version(&mut self) -> io::Result<Option<Version>> {
+        if self.layout == Layout::History {
+            return self.next_history_row();
+        }
+        let Some(kv) = self.next_key()? else {
+            return Ok(None);
+        };
+        let sub = self.next_sub;
+        self.next_sub = sub
+            .checked_add(1)
+            .ok_or_else(|| invalid("snapshot data holds too many keys"))?;
+        Ok(Some(Version {
+            revision: kv.mod_revision,
+            sub,
+            row: Row {
+                key: kv.key,
+                value: Some(kv.value),
+                create_revision: kv.create_revision,
+                version: kv.version,
+                lease: kv.lease,
+            },
+            live: true,
+        }))
+    }
+
+    /// A v5 record.
+    fn next_history_row(&mut self) -> io::Result<Option<Version>> {
+        let header = read_up_to(&mut self.input, V5_HEADER)?;
+        if header.is_empty() {
+            return Ok(None);
+        }
+        if header.len() != V5_HEADER {
+            return Err(invalid("malformed snapshot data"));
+        }
+        let revision = u64_at(&header, 0);
+        let sub = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+        let kind = header[12];
+        let (create_revision, version, lease) = (
+            u64_at(&header, 13),
+            u64_at(&header, 21),
+            u64_at(&header, 29),
+        );
+        let (Some(key), Some(value)) = (self.part(false)?, self.part(false)?) else {
+            return Err(invalid("malformed snapshot data"));
+        };
+        if self.last_row.is_some_and(|last| last >= (revision, sub)) || revision == 0 {
+            return Err(invalid("snapshot rows out of order"));
+        }
+        self.last_row = Some((revision, sub));
+        let compacted = self.compacted.unwrap_or(0);
+        let row = match kind {
+            V5_DELETE => {
+                if !value.is_empty() || create_revision != 0 || version != 0 || lease != 0 {
+                    return Err(invalid("malformed snapshot delete"));
+                }
+                if revision <= compacted {
+                    return Err(invalid(
+                        "snapshot data holds a delete the compaction point removed",
+                    ));
+                }
+                Row {
+                    key,
+                    value: None,
+                    create_revision,
+                    version,
+                    lease,
+                }
+            }
+            V5_PUT | V5_LIVE_PUT => {
+                if version == 0 || create_revision == 0 || create_revision > revision {
+                    return Err(invalid("snapshot data holds impossible revisions"));
+                }
+                Row {
+                    key,
+                    value: Some(value),
+                    create_revision,
+                    version,
+                    lease,
+                }
+            }
+            _ => return Err(invalid("malformed snapshot data")),
+        };
+        let live = kind == V5_LIVE_PUT;
+        if live && lease != 0 {
+            self.attach(lease, &row.key)?;
+        }
+        Ok(Some(Version {
+            revision,
+            sub,
+            row,
+            live,
+        }))
+    }
+
+    /// The next key of data without history, in key order.
+    fn next_key(&mut self) -> io::Result<Option<KeyValue>> {
         let Some(key) = self.part(true)? else {
             return Ok(None);
         };
@@ -236,7 +428,7 @@ impl<R: Read> Decoder<R> {
                     key,
                 }
             }
-            Layout::Bare => KeyValue {
+            Layout::Bare | Layout::History => KeyValue {
                 key,
                 value,
                 create_revision: BEFORE_REVISIONS,
@@ -246,17 +438,7 @@ impl<R: Read> Decoder<R> {
             },
         };
         if kv.lease != 0 {
-            let Ok(at) = self.leases.binary_search_by_key(&kv.lease, |(id, _)| *id) else {
-                return Err(invalid(
-                    "snapshot data attaches a key to a lease it does not hold",
-                ));
-            };
-            self.weights[at] = self.weights[at].saturating_add(leases::key_weight(&kv.key));
-            if self.weights[at] > leases::MAX_LEASE_KEY_BYTES {
-                return Err(invalid(
-                    "snapshot data attaches more keys to a lease than one may carry",
-                ));
-            }
+            self.attach(kv.lease, &kv.key)?;
         }
         self.last_key = Some(kv.key.clone());
         Ok(Some(kv))
@@ -273,19 +455,27 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 #[cfg(test)]
 pub fn decode(data: &[u8]) -> io::Result<Decoded> {
     let mut decoder = Decoder::new(data)?;
-    let mut keys = Vec::new();
-    while let Some(kv) = decoder.next_key()? {
-        keys.push(kv);
+    let mut versions = Vec::new();
+    while let Some(version) = decoder.next_version()? {
+        versions.push(version);
     }
+    let keys = versions
+        .iter()
+        .filter(|v| v.live)
+        .filter_map(|v| v.row.clone().into_key_value(v.revision))
+        .collect();
     Ok(Decoded {
+        compacted: decoder.compacted,
         leases: decoder.leases,
         keys,
+        versions,
     })
 }
 
 /// Checks that the snapshot data `input` yields is data this state machine
-/// can load, for a snapshot up to log index `last_index`: no lease granted
-/// and no key written after it. Returns the number of keys.
+/// can load, for a snapshot up to log index `last_index`: no lease granted,
+/// no key written and no compaction point after it. Returns the number of
+/// live keys.
 pub fn check_from(input: impl Read, last_index: u64) -> io::Result<usize> {
     let mut decoder = Decoder::new(input)?;
     if decoder
@@ -297,14 +487,19 @@ pub fn check_from(input: impl Read, last_index: u64) -> io::Result<usize> {
             "snapshot data holds a lease granted after the snapshot's last index",
         ));
     }
+    if decoder.compacted().is_some_and(|c| c > last_index) {
+        return Err(invalid(
+            "snapshot data is compacted past the snapshot's last index",
+        ));
+    }
     let mut count = 0;
-    while let Some(kv) = decoder.next_key()? {
-        if kv.mod_revision > last_index {
+    while let Some(version) = decoder.next_version()? {
+        if version.revision > last_index {
             return Err(invalid(
                 "snapshot data holds a key written after the snapshot's last index",
             ));
         }
-        count += 1;
+        count += usize::from(version.live);
     }
     Ok(count)
 }
@@ -341,12 +536,111 @@ mod tests {
         for key in keys {
             encoder.push(key).unwrap();
         }
-        let data = encoder.take();
-        // The sizes a sender announces before streaming are exact.
-        let announced =
-            Encoder::start_len(leases) + keys.iter().map(Encoder::record_len).sum::<u64>();
-        assert_eq!(announced, data.len() as u64);
-        data
+        encoder.take()
+    }
+
+    fn version(revision: u64, sub: u32, key: &[u8], value: Option<&[u8]>, live: bool) -> Version {
+        let put = value.is_some();
+        Version {
+            revision,
+            sub,
+            row: Row {
+                key: key.to_vec(),
+                value: value.map(<[u8]>::to_vec),
+                create_revision: if put { 1 } else { 0 },
+                version: u64::from(put),
+                lease: 0,
+            },
+            live,
+        }
+    }
+
+    fn encode_history(leases: &[(u64, u64)], compacted: u64, versions: &[Version]) -> Vec<u8> {
+        let mut encoder = Encoder::with_history(leases, compacted).unwrap();
+        for version in versions {
+            encoder.push_version(version).unwrap();
+        }
+        encoder.take()
+    }
+
+    #[test]
+    fn history_round_trips_with_its_compaction_point() {
+        let mut leased = version(6, 0, b"b", Some(b"2"), true);
+        leased.row.lease = 5;
+        let versions = vec![
+            version(3, 0, b"a", Some(b"1"), false),
+            version(4, 0, b"a", None, false),
+            version(4, 1, b"c", Some(b"x"), true),
+            leased,
+        ];
+        let data = encode_history(&[(5, 30)], 3, &versions);
+        let decoded = decode(&data).unwrap();
+        assert_eq!(decoded.compacted, Some(3));
+        assert_eq!(decoded.leases, vec![(5, 30)]);
+        assert_eq!(decoded.versions, versions);
+        assert_eq!(decoded.keys.len(), 2);
+        assert_eq!(check(&data, 6).unwrap(), 2, "live keys");
+        assert!(check(&data, 5).is_err(), "written after the snapshot");
+        assert!(
+            check(&encode_history(&[], 7, &[]), 6).is_err(),
+            "compacted after the snapshot"
+        );
+        // The format checks structure: a cut inside a record is refused; a
+        // cut between records is the stream trailer's to catch.
+        let boundaries: Vec<usize> = (0..=versions.len())
+            .map(|n| encode_history(&[(5, 30)], 3, &versions[..n]).len())
+            .collect();
+        for cut in 1..data.len() {
+            match boundaries.iter().position(|&b| b == cut) {
+                Some(n) => assert_eq!(decode(&data[..cut]).unwrap().versions.len(), n),
+                None => assert!(decode(&data[..cut]).is_err(), "cut at {cut}"),
+            }
+        }
+    }
+
+    #[test]
+    fn history_refuses_impossible_rows() {
+        let mut bad_lease = version(2, 0, b"a", Some(b"1"), true);
+        bad_lease.row.lease = 9;
+        let mut bad_delete = version(2, 0, b"a", None, false);
+        bad_delete.row.version = 1;
+        let mut bad_create = version(2, 0, b"a", Some(b"1"), true);
+        bad_create.row.create_revision = 3;
+        let cases: Vec<(&str, u64, Vec<Version>)> = vec![
+            ("a live key on a lease not held", 0, vec![bad_lease]),
+            ("a delete with numbers", 0, vec![bad_delete]),
+            ("created after it was written", 0, vec![bad_create]),
+            (
+                "a delete at or before the compaction point",
+                2,
+                vec![version(2, 0, b"a", None, false)],
+            ),
+            (
+                "rows out of order",
+                0,
+                vec![
+                    version(3, 0, b"a", Some(b"1"), true),
+                    version(2, 0, b"b", Some(b"1"), true),
+                ],
+            ),
+            (
+                "a row twice",
+                0,
+                vec![
+                    version(3, 0, b"a", Some(b"1"), true),
+                    version(3, 0, b"b", Some(b"1"), true),
+                ],
+            ),
+        ];
+        for (what, compacted, versions) in cases {
+            assert!(
+                decode(&encode_history(&[], compacted, &versions)).is_err(),
+                "{what}"
+            );
+        }
+        let mut data = encode_history(&[], 0, &[version(3, 0, b"a", Some(b"1"), true)]);
+        data[SNAPSHOT_V5.len() + 8 + 4 + 12] = 7;
+        assert!(decode(&data).is_err(), "an unknown kind");
     }
 
     #[test]

@@ -62,6 +62,7 @@ use super::keyspace::KeyValue;
 use super::keyspace::Lookup;
 use super::keyspace::ReadError;
 use super::keyspace::Row;
+use super::keyspace::Version;
 use super::leases::LeaseTrees;
 use super::record;
 use super::snapshot::Incoming;
@@ -457,6 +458,32 @@ impl KvReader {
             }
             match (more, page.last()) {
                 (true, Some(last)) => after = last.key.clone(),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Calls `each` with every version a read at `compacted` or later can
+    /// see, through `revision`, in row order, in pages (see
+    /// [`KeySpace::versions`]), for a caller that holds pins on both;
+    /// refused if a snapshot install began since `epoch`.
+    pub(super) fn walk_versions_pinned(
+        &self,
+        compacted: u64,
+        revision: u64,
+        epoch: u64,
+        mut each: impl FnMut(&Version) -> io::Result<()>,
+    ) -> Result<(), ReadError> {
+        let mut after = None;
+        loop {
+            self.revisions.check_epoch(epoch)?;
+            let (page, more) = self.space.versions(compacted, revision, after, WALK_PAGE)?;
+            self.revisions.check_epoch(epoch)?;
+            for version in &page {
+                each(version)?;
+            }
+            match (more, page.last()) {
+                (true, Some(last)) => after = Some((last.revision, last.sub)),
                 _ => return Ok(()),
             }
         }
@@ -893,7 +920,10 @@ impl StateMachineStore {
         let last_log_id = reader.last_applied()?;
         let epoch = reader.revisions.epoch()?;
         let pin = reader.revisions.pin(last_log_id.map_or(0, |l| l.index))?;
-        let state = StateAt::new(reader.clone(), pin, epoch, reader.leases.all()?);
+        // The history a follower gets with the state starts here; pinned
+        // too, so compaction cannot remove it while the state streams.
+        let history = reader.revisions.pin(reader.revisions.compacted())?;
+        let state = StateAt::new(reader.clone(), pin, history, epoch, reader.leases.all()?);
         let meta = SnapshotMeta {
             last_log_id,
             last_membership: reader.membership()?,
@@ -945,7 +975,8 @@ impl StateMachineStore {
 
     /// Replaces the key-value state and `applied` with the snapshot's, and
     /// `membership` (not atomically: see `install_snapshot`). History starts
-    /// after the snapshot: its revision is the compaction point.
+    /// at the data's compaction point (data with history: the sender's), or
+    /// else at the snapshot's revision.
     fn load_snapshot(
         &self,
         _gate: &MutexGuard<'_, bool>,
@@ -961,28 +992,26 @@ impl StateMachineStore {
             lease_trees.grant(*id, *ttl)?;
         }
         let mut keys = 0;
-        let mut sub = 0usize;
-        while let Some(kv) = decoder.next_key()? {
-            keys += 1;
-            if kv.lease != 0 {
-                lease_trees.attach(kv.lease, &kv.key)?;
+        while let Some(Version {
+            revision,
+            sub,
+            row,
+            live,
+        }) = decoder.next_version()?
+        {
+            if live {
+                keys += 1;
+                if row.lease != 0 {
+                    lease_trees.attach(row.lease, &row.key)?;
+                }
             }
-            let revision = kv.mod_revision;
-            let row = Row {
-                key: kv.key,
-                value: Some(kv.value),
-                create_revision: kv.create_revision,
-                version: kv.version,
-                lease: kv.lease,
-            };
-            let row_sub = u32::try_from(sub).map_err(io::Error::other)?;
-            space.write(revision, row_sub, &row)?;
-            sub += 1;
+            space.write(revision, sub, &row)?;
         }
         self.lease_changes.send_modify(|count| *count += 1);
         let sm_meta = &self.reader.meta;
         let index = meta.last_log_id.map_or(0, |l| l.index);
-        write_u64(sm_meta, COMPACT_DONE, index)?;
+        let compacted = decoder.compacted().unwrap_or(index).min(index);
+        write_u64(sm_meta, COMPACT_DONE, compacted)?;
         sm_meta
             .insert(MEMBERSHIP, encode(&meta.last_membership)?)
             .map_err(io::Error::other)?;
@@ -990,7 +1019,7 @@ impl StateMachineStore {
             sm_meta,
             &Applied {
                 log_id: meta.last_log_id,
-                compacted: index,
+                compacted,
                 keys,
             },
         )
@@ -1198,8 +1227,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
                 // Another store's state (in one process: tests).
                 SnapshotData::State(state) => {
-                    let data = state.to_vec()?;
-                    Incoming::from_bytes(store.disk.dir(), &data)?
+                    let mut incoming = Incoming::create(store.disk.dir())?;
+                    state.encode_with_history(1 << 20, |chunk| incoming.write(&chunk))?;
+                    incoming.finish()?
                 }
                 SnapshotData::Received(received) => received,
             };
@@ -1387,6 +1417,7 @@ mod tests {
         apply_at(&store, put("b", "1"), 2);
         let (_, state) = store.state_now().unwrap();
         let expected = state.to_vec().unwrap();
+        let expected_history = with_history(&state);
         // Both keys change and compaction moves past revision 2 while the
         // snapshot is still being sent.
         apply_at(&store, put("a", "2"), 3);
@@ -1398,7 +1429,7 @@ mod tests {
             "compacted for readers"
         );
         assert_eq!(state.to_vec().unwrap(), expected);
-        assert_eq!(state.encoded_len().unwrap(), expected.len() as u64);
+        assert_eq!(with_history(&state), expected_history);
         drop(state);
         while store.compact_some(1).unwrap() {}
         assert_eq!(store.reader.space.get(b"b", 2).unwrap(), Lookup::Absent);
@@ -1470,7 +1501,6 @@ mod tests {
         // Writes after it do not change it: it is the state at revision 4.
         apply_at(&store, put("c", "later"), 5);
         let data = state.to_vec().unwrap();
-        assert_eq!(state.encoded_len().unwrap(), data.len() as u64);
         let mut chunks = Vec::new();
         state
             .encode(8, |chunk| {
@@ -1503,6 +1533,117 @@ mod tests {
         );
         let a = other.reader.get(b"a", None).unwrap().0.unwrap();
         assert_eq!((a.created, a.modified, a.version, a.lease), (2, 3, 2, 0));
+    }
+
+    /// A state's encoding with history, whole.
+    fn with_history(state: &StateAt) -> Vec<u8> {
+        let mut data = Vec::new();
+        state
+            .encode_with_history(8, |chunk| {
+                data.extend_from_slice(&chunk);
+                Ok(())
+            })
+            .unwrap();
+        data
+    }
+
+    /// Every event from `from` on, as (revision, key, value).
+    fn events(store: &StateMachineStore, from: u64) -> Vec<(u64, Vec<u8>, Option<Vec<u8>>)> {
+        let through = store.reader.revisions.current();
+        let (rows, _) = store
+            .reader
+            .space
+            .history(from, through, usize::MAX)
+            .unwrap();
+        rows.into_iter()
+            .map(|(revision, row)| (revision, row.key, row.value))
+            .collect()
+    }
+
+    /// The commands of `a_state_sent_with_history_…`, with their revisions.
+    fn script_with_history() -> Vec<(Command, u64)> {
+        vec![
+            (Command::LeaseGrant { ttl_seconds: 30 }, 1),
+            (put("a", "1"), 2),
+            (put("a", "2"), 3),
+            (put("b", "1"), 4),
+            (Command::Delete { key: b"b".to_vec() }, 5),
+            (Command::Compact { revision: 4 }, 6),
+            (
+                Command::PutLeased {
+                    key: b"c".to_vec(),
+                    value: b"x".to_vec(),
+                    lease: 1,
+                },
+                7,
+            ),
+            (Command::Delete { key: b"a".to_vec() }, 8),
+            (put("a", "3"), 9),
+        ]
+    }
+
+    #[test]
+    fn a_state_sent_with_history_serves_the_same_reads_and_watches_from_the_compaction_point() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = open_in(dir.path());
+        // Rows compaction dropped may still be in the trees after revision
+        // 6: they must not be sent.
+        for (command, revision) in script_with_history() {
+            apply_at(&store, command, revision);
+        }
+        let (meta, state) = store.state_now().unwrap();
+        assert_eq!(state.compacted(), 4);
+        let data = with_history(&state);
+        // Compaction goes on while it is sent: the pins keep what it needs.
+        apply_at(&store, Command::Compact { revision: 9 }, 10);
+        while store.compact_some(1).unwrap() {}
+        assert_eq!(with_history(&state), data);
+        drop(state);
+
+        let other_dir = tempfile::TempDir::new().unwrap();
+        let other = open_in(other_dir.path());
+        assert_eq!(super::snapshot_data::check(&data, 9).unwrap(), 2);
+        other
+            .load_snapshot(&other.write_gate().unwrap(), &meta, &data[..])
+            .unwrap();
+        other.publish().unwrap();
+        assert_eq!(other.reader.revisions.compacted(), 4, "the sender's");
+        assert_eq!(other.reader.key_count(), 2);
+        assert_eq!(
+            other.reader.lease_keys(1, 10).unwrap().0,
+            vec![b"c".to_vec()]
+        );
+        // Every revision from the compaction point reads the same as on
+        // the sender when it was taken.
+        let sender_dir = tempfile::TempDir::new().unwrap();
+        let sender = open_in(sender_dir.path());
+        for (command, revision) in script_with_history() {
+            apply_at(&sender, command, revision);
+        }
+        let walk = |s: &StateMachineStore, revision| {
+            let mut keys = Vec::new();
+            s.reader
+                .walk(revision, |kv| {
+                    keys.push(kv.clone());
+                    Ok(())
+                })
+                .unwrap();
+            keys
+        };
+        for revision in 4..=9 {
+            assert_eq!(
+                walk(&other, revision),
+                walk(&sender, revision),
+                "at {revision}"
+            );
+        }
+        assert!(other.reader.get(b"a", Some(3)).is_err(), "compacted");
+        assert_eq!(events(&other, 5), events(&sender, 5));
+        assert_eq!(events(&other, 5).len(), 4);
+        assert_eq!(
+            other.reader.digest().unwrap(),
+            sender.reader.digest().unwrap()
+        );
     }
 
     /// Leased keys, a revoke and more, as `apply` writes them.

@@ -301,7 +301,6 @@ async fn garbage_on_the_port_does_not_hurt_the_node() {
     let header = pb::SnapshotHeader {
         vote: vec![1],
         meta: vec![2],
-        size: 3,
     };
     let chunks = futures::stream::iter(vec![pb::SnapshotChunk {
         payload: Some(pb::snapshot_chunk::Payload::Header(header)),
@@ -330,28 +329,38 @@ fn log_id(term: u64, leader: u64, index: u64) -> raftkv_node::types::LogId {
     }
 }
 
-/// An InstallSnapshot stream: a header saying `size` bytes, then `data`
-/// as one chunk (none if empty).
+/// The trailer that vouches for `data`.
+fn trailer_of(data: &[u8]) -> pb::SnapshotTrailer {
+    pb::SnapshotTrailer {
+        size: data.len() as u64,
+        crc32: crc32fast::hash(data),
+    }
+}
+
+/// An InstallSnapshot stream: the header, then `data` as one chunk (none
+/// if empty), then `trailer` if there is one.
 fn snapshot_chunks(
     vote: &raftkv_node::types::Vote,
     meta: &raftkv_node::types::SnapshotMeta,
-    size: u64,
     data: Vec<u8>,
+    trailer: Option<pb::SnapshotTrailer>,
 ) -> Vec<pb::SnapshotChunk> {
+    use pb::snapshot_chunk::Payload;
     let header = pb::SnapshotHeader {
         vote: raftkv_node::codec::encode(vote).expect("encode"),
         meta: raftkv_node::codec::encode(meta).expect("encode"),
-        size,
     };
-    let mut chunks = vec![pb::SnapshotChunk {
-        payload: Some(pb::snapshot_chunk::Payload::Header(header)),
-    }];
+    let mut parts = vec![Payload::Header(header)];
     if !data.is_empty() {
-        chunks.push(pb::SnapshotChunk {
-            payload: Some(pb::snapshot_chunk::Payload::Chunk(data.into())),
-        });
+        parts.push(Payload::Chunk(data.into()));
     }
-    chunks
+    parts.extend(trailer.map(Payload::Trailer));
+    parts
+        .into_iter()
+        .map(|part| pb::SnapshotChunk {
+            payload: Some(part),
+        })
+        .collect()
 }
 
 fn payload<T: serde::Serialize>(message: &T) -> pb::RaftPayload {
@@ -459,7 +468,8 @@ async fn forged_raft_messages_are_refused_and_the_node_keeps_leading() {
         ),
     ];
     for (meta, data) in snapshots {
-        let chunks = snapshot_chunks(&leader, &meta, data.len() as u64, data);
+        let trailer = trailer_of(&data);
+        let chunks = snapshot_chunks(&leader, &meta, data, Some(trailer));
         let message = assert_code(
             raft.install_snapshot(futures::stream::iter(chunks)).await,
             Code::InvalidArgument,
@@ -468,16 +478,44 @@ async fn forged_raft_messages_are_refused_and_the_node_keeps_leading() {
         assert!(message.contains("refused"), "{message}");
     }
 
-    // Chunks longer or shorter than the header says.
-    for (size, chunk) in [(3u64, vec![0u8; 10]), (10, vec![0; 3])] {
-        let valid = meta(Some(log_id(term, 9, 100)), log_id(term, 9, 1));
-        let chunks = snapshot_chunks(&leader, &valid, size, chunk);
-        assert_code(
+    // Data the trailer does not vouch for: cut short, longer, changed on
+    // the way, no trailer at all, or more data after it.
+    let valid = meta(Some(log_id(term, 9, 100)), log_id(term, 9, 1));
+    let data = vec![0xffu8, 0xff, 0xff, 0xff, 4, 0, 0, 0, 0];
+    let good = trailer_of(&data);
+    let wrong = [
+        Some(pb::SnapshotTrailer {
+            size: good.size + 1,
+            ..good
+        }),
+        Some(pb::SnapshotTrailer {
+            size: good.size - 1,
+            ..good
+        }),
+        Some(pb::SnapshotTrailer {
+            crc32: good.crc32 ^ 1,
+            ..good
+        }),
+        None,
+    ];
+    for trailer in wrong {
+        let chunks = snapshot_chunks(&leader, &valid, data.clone(), trailer);
+        let message = assert_code(
             raft.install_snapshot(futures::stream::iter(chunks)).await,
             Code::InvalidArgument,
-            "snapshot chunks that disagree with the header",
+            "snapshot data its trailer does not vouch for",
         );
+        assert!(message.contains("trailer"), "{trailer:?}: {message}");
     }
+    let mut chunks = snapshot_chunks(&leader, &valid, data.clone(), Some(good));
+    chunks.push(pb::SnapshotChunk {
+        payload: Some(pb::snapshot_chunk::Payload::Chunk(data.clone().into())),
+    });
+    assert_code(
+        raft.install_snapshot(futures::stream::iter(chunks)).await,
+        Code::InvalidArgument,
+        "data after the trailer",
+    );
 
     // Nothing reached Raft: same leader, same term, still serving.
     assert!(node.is_running(), "the node died");

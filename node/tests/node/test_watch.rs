@@ -7,6 +7,7 @@ use raftkv_proto::pb::kv_client::KvClient;
 use raftkv_proto::COMPACT_REVISION_METADATA;
 use raftkv_proto::OLDEST_INDEX_METADATA;
 use raftkv_proto::RESUME_INDEX_METADATA;
+use raftkv_testkit::wait_for;
 use raftkv_testkit::TestCluster;
 use raftkv_testkit::PATIENCE;
 use tonic::transport::Channel;
@@ -278,4 +279,60 @@ async fn a_watch_from_before_a_restart_resumes_after_it() {
     let mut stream = watch(&mut kv, "r/", written[0].0).await.unwrap();
     let (events, _) = collect(&mut stream, written.len()).await;
     assert_eq!(events, written);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_joined_by_snapshot_serves_the_same_watch_range() {
+    let flags = ["--snapshot-after", "50", "--snapshot-keep", "0"];
+    let mut cluster = TestCluster::builder().flags(&flags).start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let mut kv = cluster.node(leader).kv();
+    let mut written = Vec::new();
+    for i in 0..40 {
+        written.push(put(&mut kv, &format!("s/{}", i % 7), &format!("v{i}")).await);
+        if i % 5 == 4 {
+            written.push(delete(&mut kv, &format!("s/{}", i % 7)).await);
+        }
+    }
+    let compacted = written[10].0;
+    compact(&cluster, compacted).await;
+    // Enough entries after it that the leader purges its log: a newcomer
+    // needs a snapshot, which must carry the history from `compacted`.
+    for i in 0..80 {
+        written.push(put(&mut kv, &format!("s/{}", i % 7), &format!("w{i}")).await);
+    }
+    let leader_node = &*cluster.node(leader);
+    wait_for("the leader purges its log", || async move {
+        let status = leader_node.status().await?;
+        (status.purged_index.unwrap_or(0) > compacted).then_some(())
+    })
+    .await;
+
+    cluster.add_voter(4).await;
+    let last = written.last().expect("writes").0;
+    cluster.wait_applied(last).await;
+    let status = cluster.node(4).status().await.expect("status of node 4");
+    assert!(
+        status.snapshot_index.unwrap_or(0) > compacted,
+        "node 4 did not install a snapshot: {status:?}"
+    );
+
+    let expected: Vec<Seen> = written
+        .iter()
+        .filter(|(index, _, _)| *index > compacted)
+        .cloned()
+        .collect();
+    for id in [leader, 4] {
+        let mut on = cluster.node(id).kv();
+        let status = watch(&mut on, "s/", compacted).await.unwrap_err();
+        assert_eq!(status.code(), Code::OutOfRange, "node {id}: {status:?}");
+        assert_eq!(
+            metadata_index(&status, COMPACT_REVISION_METADATA),
+            compacted,
+            "node {id}"
+        );
+        let mut stream = watch(&mut on, "s/", compacted + 1).await.unwrap();
+        let (events, _) = collect(&mut stream, expected.len()).await;
+        assert_eq!(events, expected, "node {id} from the compaction point");
+    }
 }
