@@ -228,6 +228,44 @@ fn the_snapshot_decoder_never_panics() {
         data
     };
     assert_eq!(check_snapshot_data(&with_leases, 9).expect("valid data"), 1);
+    // With history (v5): compaction point 2, lease 5, a put, a delete,
+    // and a live put on the lease.
+    let with_history = {
+        let mut data = vec![0xff, 0xff, 0xff, 0xff, 5];
+        data.extend_from_slice(&2u64.to_be_bytes());
+        data.extend_from_slice(&1u32.to_be_bytes());
+        data.extend_from_slice(&5u64.to_be_bytes());
+        data.extend_from_slice(&10u64.to_be_bytes());
+        let rows: [(u64, u8, u64, u64, u64, &[u8]); 3] = [
+            (1, 0, 1, 1, 0, b"v"),
+            (3, 1, 0, 0, 0, b""),
+            (6, 2, 6, 1, 5, b"w"),
+        ];
+        for (revision, kind, create, version, lease, value) in rows {
+            data.extend_from_slice(&revision.to_be_bytes());
+            data.extend_from_slice(&0u32.to_be_bytes());
+            data.push(kind);
+            for number in [create, version, lease] {
+                data.extend_from_slice(&number.to_be_bytes());
+            }
+            for part in [&b"k"[..], value] {
+                data.extend_from_slice(&(part.len() as u32).to_be_bytes());
+                data.extend_from_slice(part);
+            }
+        }
+        data
+    };
+    assert_eq!(
+        check_snapshot_data(&with_history, 9).expect("valid data"),
+        1
+    );
+    fuzz(
+        "snapshot data with history (corrupted)",
+        corrupted(with_history),
+        |input| {
+            let _ = check_snapshot_data(&input, 9);
+        },
+    );
     fuzz("snapshot data (random)", bytes(256), |input| {
         let _ = check_snapshot_data(&input, 9);
     });
