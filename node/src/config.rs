@@ -88,6 +88,12 @@ pub struct NodeConfig {
     #[arg(long, env = "RAFTKV_SNAPSHOT_KEEP", default_value_t = 1_000)]
     pub snapshot_keep: u64,
 
+    /// Log entries a leader keeps behind a snapshot at most for a follower
+    /// that is catching up (installing a snapshot, or slow), so it can go on
+    /// from the log instead of needing another snapshot.
+    #[arg(long, env = "RAFTKV_CATCH_UP_ENTRIES", default_value_t = 100_000)]
+    pub catch_up_entries: u64,
+
     /// Page cache of the on-disk database, in MiB.
     #[arg(long, env = "RAFTKV_CACHE_MB", default_value_t = 32)]
     pub cache_mb: u64,
@@ -225,7 +231,9 @@ impl NodeConfig {
             election_timeout_min: self.election_timeout_min_ms,
             election_timeout_max: self.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_after.max(1)),
-            max_in_snapshot_log_to_keep: self.snapshot_keep,
+            // raftkv purges the log itself (see `log_purge`): openraft
+            // would purge past what a catching-up follower needs.
+            max_in_snapshot_log_to_keep: u64::MAX,
             // Keep AppendEntries batches well under the gRPC message limit.
             max_payload_entries: 256,
             // A partitioned node that cannot win does not bump its term and

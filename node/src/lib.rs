@@ -24,7 +24,8 @@
 //! [`systemd`] (readiness for `Type=notify`), [`recovery`]
 //! (`--force-new-cluster`), [`restore`] (`raftkv-node restore`, a data
 //! directory from a backup), [`join`] (`--join`), [`failover`] (campaigning as soon as
-//! the leader's connection closes), [`history`] (compaction), [`codec`], [`failpoint`], [`allocator`].
+//! the leader's connection closes), [`history`] (compaction), [`log_purge`]
+//! (when the Raft log is purged), [`codec`], [`failpoint`], [`allocator`].
 
 pub mod allocator;
 pub mod codec;
@@ -37,6 +38,7 @@ pub mod grpc;
 pub mod history;
 pub mod join;
 pub mod lease;
+pub mod log_purge;
 pub mod metrics;
 pub mod network;
 pub mod node;

@@ -275,6 +275,14 @@ pub async fn run(
         state_machine_on_stop.clone(),
         stopping_rx.clone(),
     ));
+    let purging = tokio::spawn(crate::log_purge::run(
+        raft.clone(),
+        crate::log_purge::PurgePolicy {
+            keep: config.snapshot_keep,
+            catch_up: config.catch_up_entries,
+        },
+        stopping_rx.clone(),
+    ));
     let leader_link = Arc::new(LeaderLink::default());
     tokio::spawn(failover::watch(
         raft.clone(),
@@ -347,6 +355,7 @@ pub async fn run(
     // Both end on `stopping`; a removal step in progress finishes first.
     let _ = compacting.await;
     let _ = removing.await;
+    let _ = purging.await;
     let failure = raft.metrics().borrow_watched().running_state.clone();
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(cause = %e, "raft did not shut down cleanly");
