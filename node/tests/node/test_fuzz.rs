@@ -236,7 +236,9 @@ fn the_snapshot_decoder_never_panics() {
         data.extend_from_slice(&1u32.to_be_bytes());
         data.extend_from_slice(&5u64.to_be_bytes());
         data.extend_from_slice(&10u64.to_be_bytes());
-        let rows: [(u64, u8, u64, u64, u64, &[u8]); 3] = [
+        // (revision, kind, create_revision, version, lease, value)
+        type Row<'a> = (u64, u8, u64, u64, u64, &'a [u8]);
+        let rows: [Row; 3] = [
             (1, 0, 1, 1, 0, b"v"),
             (3, 1, 0, 0, 0, b""),
             (6, 2, 6, 1, 5, b"w"),
