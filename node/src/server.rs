@@ -180,6 +180,7 @@ pub async fn run(
         peers,
         limits,
         countdowns.clone(),
+        config.data_dir.clone(),
     ));
     let mut stopped = node.stop_requests();
     tracing::info!(id = config.id, %address, data_dir = %config.data_dir.display(), "node started");

@@ -463,16 +463,50 @@ fn backup_stream(source: NodeId, backup: BackupSnapshot) -> Result<BackupStream,
         bytes = backup.data.len(),
         "streaming a backup"
     );
-    let sum = raftkv_client::backup::sha256(&backup.data);
-    let data = std::sync::Arc::new(backup.data);
-    let pieces = (0..data.len().div_ceil(BACKUP_CHUNK_BYTES)).map(move |n| {
-        let start = n * BACKUP_CHUNK_BYTES;
-        let end = data.len().min(start + BACKUP_CHUNK_BYTES);
-        Part::Data(data[start..end].to_vec())
+    // The data is read from its file as the stream is read, at most two
+    // pieces ahead of the network; the file goes when the reader ends.
+    let (pieces_tx, mut pieces_rx) = tokio::sync::mpsc::channel::<Result<Part, Status>>(2);
+    let sum = backup.sha256;
+    let data = backup.data;
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let send = |part| pieces_tx.blocking_send(part).is_ok();
+        let mut reader = match data.reader() {
+            Ok(reader) => reader,
+            Err(e) => {
+                send(Err(Status::unavailable(format!(
+                    "cannot read the backup: {e}"
+                ))));
+                return;
+            }
+        };
+        loop {
+            let mut piece = Vec::with_capacity(BACKUP_CHUNK_BYTES);
+            match (&mut reader)
+                .take(BACKUP_CHUNK_BYTES as u64)
+                .read_to_end(&mut piece)
+            {
+                Ok(0) => break,
+                Ok(_) => {
+                    if !send(Ok(Part::Data(piece))) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    send(Err(Status::unavailable(format!(
+                        "cannot read the backup: {e}"
+                    ))));
+                    return;
+                }
+            }
+        }
+        send(Ok(Part::DataSha256(sum.to_vec())));
+        drop(data);
     });
-    let parts = std::iter::once(Part::Header(header))
+    use futures::StreamExt as _;
+    let pieces = futures::stream::poll_fn(move |cx| pieces_rx.poll_recv(cx));
+    let parts = futures::stream::iter(std::iter::once(Ok::<_, Status>(Part::Header(header))))
         .chain(pieces)
-        .chain(std::iter::once(Part::DataSha256(sum.to_vec())))
-        .map(|part| Ok(pb::BackupChunk { part: Some(part) }));
-    Ok(Box::pin(futures::stream::iter(parts)))
+        .map(|part| part.map(|part| pb::BackupChunk { part: Some(part) }));
+    Ok(Box::pin(parts))
 }

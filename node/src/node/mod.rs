@@ -76,12 +76,16 @@ pub struct RaftNode {
     countdowns: Arc<Countdowns>,
     /// Held while this node grants a lease, so `--max-leases` holds.
     lease_grants: tokio::sync::Mutex<()>,
+    /// Where a backup being streamed is staged (the data directory).
+    data_dir: std::path::PathBuf,
 }
 
 impl RaftNode {
     /// A node `id`, reached at `address`, over a started `raft` whose state
     /// machine `kv` reads; `peers` is the channel cache shared with the Raft
-    /// network; `countdowns` are the lease countdowns `lease::run` keeps.
+    /// network; `countdowns` are the lease countdowns `lease::run` keeps;
+    /// backups are staged in `data_dir`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: NodeId,
         address: String,
@@ -90,6 +94,7 @@ impl RaftNode {
         peers: Channels,
         limits: KvLimits,
         countdowns: Arc<Countdowns>,
+        data_dir: std::path::PathBuf,
     ) -> RaftNode {
         RaftNode {
             id,
@@ -102,6 +107,7 @@ impl RaftNode {
             membership_changes: tokio::sync::Mutex::new(()),
             countdowns,
             lease_grants: tokio::sync::Mutex::new(()),
+            data_dir,
         }
     }
 

@@ -7,6 +7,8 @@ use super::errors::wait_error;
 use super::Consistency;
 use super::RaftNode;
 use crate::error::NodeError;
+use crate::store::Incoming;
+use crate::store::Received;
 use crate::store::SnapshotData;
 use crate::types::SnapshotMeta;
 
@@ -39,12 +41,16 @@ impl RaftNode {
     }
 }
 
-/// A consistent copy of the key-value state, for a backup.
+/// A consistent copy of the key-value state, for a backup: in a file in the
+/// data directory (removed when this is dropped), so memory holds a chunk at
+/// a time whatever the size of the data.
 pub struct BackupSnapshot {
     pub meta: SnapshotMeta,
-    /// The snapshot data format (see the state machine).
-    pub data: Vec<u8>,
+    /// The data, in the snapshot data format (see the state machine).
+    pub data: Received,
     pub key_count: usize,
+    /// SHA-256 of the data.
+    pub sha256: [u8; 32],
 }
 
 impl RaftNode {
@@ -52,7 +58,8 @@ impl RaftNode {
     /// call. Leadership is confirmed with a quorum and the state machine has
     /// applied everything committed (the read fence); the state machine's
     /// current snapshot is its state at the applied revision, so at least
-    /// that recent. Encoded on a blocking thread.
+    /// that recent. Encoded into a file on a blocking thread, without
+    /// history (a restore starts its history at the backup's revision).
     pub async fn backup(&self) -> Result<BackupSnapshot, NodeError> {
         self.read_fence(Consistency::Linearizable).await?;
         let fence = self.applied_index();
@@ -73,23 +80,58 @@ impl RaftNode {
                 "the snapshot covers index {covers}, short of the read fence at {fence}; retry"
             )));
         }
-        let data = match snapshot.snapshot {
-            SnapshotData::Received(received) => {
-                tokio::task::spawn_blocking(move || std::fs::read(received.path()))
-                    .await
-                    .map_err(|e| NodeError::Unavailable(e.to_string()))?
-                    .map_err(|e| NodeError::Unavailable(e.to_string()))?
+        let dir = self.data_dir.clone();
+        let staged = tokio::task::spawn_blocking(move || -> std::io::Result<Received> {
+            match snapshot.snapshot {
+                SnapshotData::Received(received) => Ok(received),
+                SnapshotData::State(state) => {
+                    let mut file = Incoming::create(&dir)?;
+                    state.encode(BACKUP_CHUNK_BYTES, |chunk| file.write(&chunk))?;
+                    file.finish()
+                }
             }
-            SnapshotData::State(state) => tokio::task::spawn_blocking(move || state.to_vec())
-                .await
-                .map_err(|e| NodeError::Unavailable(e.to_string()))??,
-        };
-        let key_count = crate::store::check_snapshot_data(&data, covers)
+        });
+        let data = staged
+            .await
+            .map_err(|e| NodeError::Unavailable(e.to_string()))?
+            .map_err(|e| NodeError::Unavailable(format!("cannot stage the backup: {e}")))?;
+        // One more pass over the file: its checksum, and a check that it
+        // decodes (the key count comes from it).
+        let checked = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let mut hash = raftkv_client::backup::DataHash::default();
+            let reader = Hashing {
+                inner: data.reader()?,
+                hash: &mut hash,
+            };
+            let key_count = crate::store::check_snapshot_from(reader, covers)?;
+            Ok((data, key_count, hash.finish()))
+        });
+        let (data, key_count, sha256) = checked
+            .await
+            .map_err(|e| NodeError::Unavailable(e.to_string()))?
             .map_err(|e| NodeError::Unavailable(format!("the snapshot does not decode: {e}")))?;
         Ok(BackupSnapshot {
             meta: snapshot.meta,
             data,
             key_count,
+            sha256,
         })
+    }
+}
+
+/// Bytes of a backup encoded before they are written out.
+const BACKUP_CHUNK_BYTES: usize = 1 << 20;
+
+/// A reader that hashes what passes through it.
+struct Hashing<'a, R> {
+    inner: R,
+    hash: &'a mut raftkv_client::backup::DataHash,
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
     }
 }
