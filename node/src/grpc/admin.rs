@@ -453,7 +453,7 @@ fn backup_stream(source: NodeId, backup: BackupSnapshot) -> Result<BackupStream,
         leader_id: last.leader_id.node_id,
         configuration: Some(configuration),
         key_count: backup.key_count as u64,
-        data_bytes: backup.data.len() as u64,
+        data_bytes: backup.data.len(),
         created_unix_ms,
         source_node_id: source,
     };
