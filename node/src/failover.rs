@@ -110,14 +110,19 @@ pub async fn watch(
         tokio::spawn(campaign_unless_led(
             raft.clone(),
             leader,
+            vote,
             HEAD_START * rank as u32,
         ));
     }
 }
 
 /// After `head_start`, campaigns (with a pre-vote) unless a leader other than
-/// the dead `leader` is known by then.
-async fn campaign_unless_led(raft: Raft, leader: NodeId, head_start: Duration) {
+/// the dead `leader` (whose vote was `vote`) is known by then, or this node
+/// has voted in a newer term meanwhile: a candidate ranked before it is
+/// being elected, and may simply not have sent its first heartbeat yet on a
+/// loaded machine. Campaigning then would unseat it in a newer term.
+async fn campaign_unless_led(raft: Raft, leader: NodeId, vote: Vote, head_start: Duration) {
+    use openraft::vote::RaftLeaderId as _;
     if !head_start.is_zero() {
         tokio::time::sleep(head_start).await;
     }
@@ -125,6 +130,7 @@ async fn campaign_unless_led(raft: Raft, leader: NodeId, head_start: Duration) {
         let metrics = raft.metrics();
         let metrics = metrics.borrow_watched();
         metrics.state != ServerState::Leader
+            && metrics.vote.leader_id.term() <= vote.leader_id.term()
             && metrics
                 .current_leader
                 .is_none_or(|current| current == leader)

@@ -84,8 +84,21 @@ impl RaftNode {
     /// Proposes `command`; returns once it is committed and applied, with its
     /// log index and result.
     pub async fn write(&self, command: Command) -> Result<(u64, CommandResult), NodeError> {
+        use openraft::errors::ClientWriteError;
+        use openraft::errors::RaftError;
         let metrics = crate::metrics::global();
-        match self.raft.client_write(command).await {
+        let mut result = self.raft.client_write(command.clone()).await;
+        if let Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) = &result {
+            if self.names_itself_leader() {
+                // openraft refuses writes on a leader that no quorum has
+                // acknowledged within its tenure yet, as if it did not lead:
+                // the case right after an election. Nothing was proposed.
+                // Confirm leadership with a quorum, then write once more.
+                self.read_fence(Consistency::Linearizable).await?;
+                result = self.raft.client_write(command).await;
+            }
+        }
+        match result {
             Ok(response) => {
                 metrics.proposals_committed.inc();
                 Ok((response.log_id.index, response.data))
