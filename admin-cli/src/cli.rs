@@ -137,6 +137,11 @@ pub enum Command {
         /// after the current compaction point.
         revision: u64,
     },
+    /// The size quota's NOSPACE alarms, as `etcdctl alarm`: while any
+    /// member's is raised, writes that add data are refused (reads,
+    /// deletes, lease revokes and compaction go on).
+    #[command(subcommand)]
+    Alarm(AlarmCommand),
     /// Confirm the leader still holds a quorum.
     #[command(name = "verify_leader", visible_alias = "verify-leader")]
     VerifyLeader,
@@ -315,5 +320,21 @@ pub enum CertsCommand {
         /// Days of validity.
         #[arg(long, default_value_t = 825)]
         days: u32,
+    },
+}
+
+/// `alarm` subcommands.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum AlarmCommand {
+    /// List the members whose NOSPACE alarm is raised, with the addressed
+    /// node's store size and quota.
+    List,
+    /// Clear alarms through the log (every member's, or one's). A member
+    /// still past its quota raises its alarm again; make room first
+    /// (delete, compact).
+    Disarm {
+        /// Only this member's alarm.
+        #[arg(long)]
+        member: Option<u64>,
     },
 }

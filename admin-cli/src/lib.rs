@@ -92,6 +92,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshot => operations::snapshot(target).await,
         Command::Barrier => operations::barrier(target).await,
         Command::Compact { revision } => operations::compact(target, revision).await,
+        Command::Alarm(alarm) => operations::alarm(target, alarm).await,
         Command::Shutdown => operations::shutdown(target).await,
         Command::Backup { file } => backup::backup(target, &file).await,
         Command::Status => status::status(target).await,

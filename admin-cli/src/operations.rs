@@ -6,6 +6,7 @@ use raftkv_proto::pb;
 use raftkv_proto::pb::admin_client::AdminClient;
 use serde_json::json;
 
+use crate::cli::AlarmCommand;
 use crate::target::Target;
 
 /// snapshot.
@@ -61,6 +62,57 @@ pub async fn compact(target: &mut Target, revision: u64) -> anyhow::Result<()> {
             answer.revision, answer.index
         );
     }
+    Ok(())
+}
+
+/// alarm list | alarm disarm [--member N].
+pub async fn alarm(target: &mut Target, command: AlarmCommand) -> anyhow::Result<()> {
+    use pb::alarm_request::Action;
+    let (action, member_id) = match command {
+        AlarmCommand::List => (Action::List, 0),
+        AlarmCommand::Disarm { member } => {
+            if member == Some(0) {
+                anyhow::bail!("node id 0 is not valid; leave --member out to disarm every alarm");
+            }
+            (Action::Disarm, member.unwrap_or(0))
+        }
+    };
+    let request = pb::AlarmRequest {
+        action: action as i32,
+        member_id,
+    };
+    let call = |channel, request| async move { AdminClient::new(channel).alarm(request).await };
+    let answer = if action == Action::List {
+        target.on_node("node", request, call).await?
+    } else {
+        target.on_leader(request, call).await?
+    };
+    if target.json {
+        println!(
+            "{}",
+            json!({
+                "nospace_members": answer.nospace_members,
+                "store_bytes": answer.store_bytes,
+                "quota_bytes": answer.quota_bytes,
+            })
+        );
+        return Ok(());
+    }
+    for member in &answer.nospace_members {
+        println!("memberID:{member} alarm:NOSPACE");
+    }
+    if answer.nospace_members.is_empty() && action == Action::List {
+        println!("no alarm raised");
+    }
+    if action == Action::Disarm {
+        println!("disarmed");
+    }
+    println!(
+        "store: {} of {} bytes ({:.1}%)",
+        answer.store_bytes,
+        answer.quota_bytes,
+        answer.store_bytes as f64 * 100.0 / answer.quota_bytes.max(1) as f64
+    );
     Ok(())
 }
 

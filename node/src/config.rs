@@ -111,6 +111,15 @@ pub struct NodeConfig {
     #[arg(long, env = "RAFTKV_MAX_LEASES", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_leases: u64,
 
+    /// What the store may hold, in bytes, before writes that add data are
+    /// refused (RESOURCE_EXHAUSTED, reason "no-space") and the NOSPACE alarm
+    /// is raised: every version of every key with its index, and the Raft
+    /// log, as the store counts them (metric raftkv_store_bytes), not the
+    /// size of its files. Default (0): 2 GiB, or an eighth of the data
+    /// directory's filesystem if that is less.
+    #[arg(long, env = "RAFTKV_QUOTA_BYTES", default_value_t = 0)]
+    pub quota_bytes: u64,
+
     /// This node's certificate (PEM), signed by --tls-ca. With --tls-key and
     /// --tls-ca the node serves only mutual TLS: every caller (client,
     /// operator or peer) must present a certificate signed by that CA, and
@@ -221,6 +230,15 @@ impl NodeConfig {
     /// framing, or a batch of log entries.
     pub fn max_message_bytes(&self) -> usize {
         (self.max_value_bytes + self.max_key_bytes).max(4 << 20) + (64 << 10)
+    }
+
+    /// The size quota in bytes: `--quota-bytes`, or the default for the
+    /// data directory's filesystem (see `quota`).
+    pub fn quota(&self) -> u64 {
+        if self.quota_bytes > 0 {
+            return self.quota_bytes;
+        }
+        crate::quota::default_quota(&self.data_dir).unwrap_or(crate::quota::DEFAULT_QUOTA_BYTES)
     }
 
     /// openraft's configuration for these settings, validated.

@@ -4,10 +4,13 @@ use raftkv_proto::COMPACT_REVISION_METADATA;
 use raftkv_proto::CURRENT_REVISION_METADATA;
 use raftkv_proto::LEADER_ADDR_METADATA;
 use raftkv_proto::LEADER_ID_METADATA;
+use raftkv_proto::QUOTA_BYTES_METADATA;
 use raftkv_proto::REASON_COMPACTED;
 use raftkv_proto::REASON_FUTURE_REVISION;
 use raftkv_proto::REASON_METADATA;
 use raftkv_proto::REASON_NOT_LEADER;
+use raftkv_proto::REASON_NO_SPACE;
+use raftkv_proto::STORE_BYTES_METADATA;
 use tonic::Code;
 use tonic::Status;
 
@@ -53,6 +56,15 @@ pub enum NodeError {
     /// A read, watch or compaction at a revision whose history is compacted.
     #[error("revision {asked} is compacted: the oldest revision kept is {compacted}; read at {compacted} or later")]
     Compacted { asked: u64, compacted: u64 },
+    /// A write that adds data, refused by the size quota: it would take the
+    /// store past `quota`, or a member's NOSPACE alarm is raised.
+    #[error("{}", no_space_message(*.used, *.quota, .alarmed))]
+    NoSpace {
+        used: u64,
+        quota: u64,
+        /// Members whose alarm is raised.
+        alarmed: Vec<NodeId>,
+    },
     /// A read at a revision this node has not applied yet.
     #[error("revision {asked} is in the future: the newest revision here is {current}")]
     FutureRevision { asked: u64, current: u64 },
@@ -74,6 +86,18 @@ impl From<crate::store::ReadError> for NodeError {
     }
 }
 
+fn no_space_message(used: u64, quota: u64, alarmed: &[NodeId]) -> String {
+    let why = if alarmed.is_empty() {
+        format!("this write would take the store past its quota ({used} of {quota} bytes used)")
+    } else {
+        format!("the NOSPACE alarm is raised for member(s) {alarmed:?}")
+    };
+    format!(
+        "database space exceeded: {why}; make room (delete keys, compact, revoke leases), \
+         then see `raft-admin alarm list`"
+    )
+}
+
 fn not_leader_message(leader: &Option<(NodeId, String)>) -> String {
     match leader {
         Some((id, address)) => format!("not the leader; the leader is node {id} at {address}"),
@@ -93,7 +117,7 @@ impl From<NodeError> for Status {
             NodeError::InvalidArgument(_) => Code::InvalidArgument,
             NodeError::FailedPrecondition(_) => Code::FailedPrecondition,
             NodeError::NotFound(_) => Code::NotFound,
-            NodeError::ResourceExhausted(_) => Code::ResourceExhausted,
+            NodeError::ResourceExhausted(_) | NodeError::NoSpace { .. } => Code::ResourceExhausted,
             NodeError::NotLeader { .. } | NodeError::Unavailable(_) => Code::Unavailable,
             NodeError::Aborted(_) => Code::Aborted,
             NodeError::Timeout(_) => Code::DeadlineExceeded,
@@ -107,6 +131,18 @@ impl From<NodeError> for Status {
                 REASON_METADATA,
                 tonic::metadata::MetadataValue::from_static(REASON_NOT_LEADER),
             );
+        }
+        if let NodeError::NoSpace { used, quota, .. } = &e {
+            let metadata = status.metadata_mut();
+            metadata.insert(
+                REASON_METADATA,
+                tonic::metadata::MetadataValue::from_static(REASON_NO_SPACE),
+            );
+            for (key, value) in [(STORE_BYTES_METADATA, used), (QUOTA_BYTES_METADATA, quota)] {
+                if let Ok(value) = value.to_string().parse() {
+                    metadata.insert(key, value);
+                }
+            }
         }
         let revision = match &e {
             NodeError::Compacted { compacted, .. } => {

@@ -25,7 +25,8 @@
 //! (`--force-new-cluster`), [`restore`] (`raftkv-node restore`, a data
 //! directory from a backup), [`join`] (`--join`), [`failover`] (campaigning as soon as
 //! the leader's connection closes), [`history`] (compaction), [`log_purge`]
-//! (when the Raft log is purged), [`codec`], [`failpoint`], [`allocator`].
+//! (when the Raft log is purged), [`quota`] (the size quota and its
+//! alarm), [`codec`], [`failpoint`], [`allocator`].
 
 pub mod allocator;
 pub mod codec;
@@ -42,6 +43,7 @@ pub mod log_purge;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod quota;
 pub mod recovery;
 pub mod restore;
 pub mod security;

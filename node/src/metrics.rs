@@ -79,6 +79,10 @@ pub struct Metrics {
     pub snapshot_build: Histogram,
     pub snapshot_install: Histogram,
     pub snapshot_bytes: Gauge,
+    pub store_bytes: Gauge,
+    pub quota_bytes: Gauge,
+    pub alarms_raised: Gauge,
+    pub quota_refusals: Counter,
     pub compact_revision: Gauge,
     pub keys: Gauge,
     pub grpc_requests: Family<CallLabels, Counter>,
@@ -114,6 +118,10 @@ impl Metrics {
             snapshot_build: seconds_histogram(),
             snapshot_install: seconds_histogram(),
             snapshot_bytes: Gauge::default(),
+            store_bytes: Gauge::default(),
+            quota_bytes: Gauge::default(),
+            alarms_raised: Gauge::default(),
+            quota_refusals: Counter::default(),
             compact_revision: Gauge::default(),
             keys: Gauge::default(),
             grpc_requests: Family::default(),
@@ -216,6 +224,29 @@ impl Metrics {
             "Size of the last snapshot sent to a follower or installed",
             Unit::Bytes,
             metrics.snapshot_bytes.clone(),
+        );
+        r.register_with_unit(
+            "store",
+            "What the store holds as it counts it (every version, its index, the log): \
+             what --quota-bytes is held against",
+            Unit::Bytes,
+            metrics.store_bytes.clone(),
+        );
+        r.register_with_unit(
+            "quota",
+            "The size quota (--quota-bytes)",
+            Unit::Bytes,
+            metrics.quota_bytes.clone(),
+        );
+        r.register(
+            "alarms_nospace",
+            "Members whose NOSPACE alarm is raised (writes that add data are refused while any is)",
+            metrics.alarms_raised.clone(),
+        );
+        r.register(
+            "quota_refusals",
+            "Writes this node refused because they would pass its quota",
+            metrics.quota_refusals.clone(),
         );
         r.register(
             "grpc_requests",

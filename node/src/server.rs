@@ -171,7 +171,12 @@ pub async fn run(
         max_key_bytes: config.max_key_bytes,
         max_value_bytes: config.max_value_bytes,
         max_leases: usize::try_from(config.max_leases).unwrap_or(usize::MAX),
+        quota_bytes: config.quota(),
     };
+    crate::metrics::global()
+        .quota_bytes
+        .set(i64::try_from(limits.quota_bytes).unwrap_or(i64::MAX));
+    tracing::info!(quota_bytes = limits.quota_bytes, "size quota");
     let node = Arc::new(RaftNode::new(
         config.id,
         address.clone(),
@@ -276,6 +281,7 @@ pub async fn run(
         state_machine_on_stop.clone(),
         stopping_rx.clone(),
     ));
+    let watching_usage = tokio::spawn(crate::quota::watch_usage(node.clone(), stopping_rx.clone()));
     let purging = tokio::spawn(crate::log_purge::run(
         raft.clone(),
         crate::log_purge::PurgePolicy {
@@ -357,6 +363,7 @@ pub async fn run(
     let _ = compacting.await;
     let _ = removing.await;
     let _ = purging.await;
+    let _ = watching_usage.await;
     let failure = raft.metrics().borrow_watched().running_state.clone();
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(cause = %e, "raft did not shut down cleanly");

@@ -87,6 +87,10 @@ pub enum Command {
     /// before it are refused from this entry on (added last: older entries
     /// decode unchanged).
     Compact { revision: u64 },
+    /// Raise (`raise`) or clear the NOSPACE alarm of `member`; clearing with
+    /// no member clears every member's (added last: older entries decode
+    /// unchanged).
+    Alarm { member: Option<u64>, raise: bool },
 }
 
 /// One comparison of a transaction.
@@ -222,6 +226,9 @@ impl std::fmt::Display for Command {
                 write!(f, "cas({}B key, lease {lease})", key.len())
             }
             Command::Compact { revision } => write!(f, "compact({revision})"),
+            Command::Alarm { member, raise } => {
+                write!(f, "alarm(member {member:?}, raise: {raise})")
+            }
         }
     }
 }

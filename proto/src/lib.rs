@@ -54,6 +54,18 @@ pub const REASON_COMPACTED: &str = "compacted";
 /// [`REASON_METADATA`] value: the revision asked for is not applied yet.
 pub const REASON_FUTURE_REVISION: &str = "future-revision";
 
+/// [`REASON_METADATA`] value: the write would add data past the size quota,
+/// or a member's NOSPACE alarm is raised: nothing was written. Reads,
+/// deletes, lease revokes and compaction still work (they make room); the
+/// sizes follow in [`STORE_BYTES_METADATA`] and [`QUOTA_BYTES_METADATA`].
+pub const REASON_NO_SPACE: &str = "no-space";
+
+/// On a "no-space" refusal: what the leader's store holds, as it counts it.
+pub const STORE_BYTES_METADATA: &str = "raftkv-store-bytes";
+
+/// On a "no-space" refusal: the leader's quota (`--quota-bytes`).
+pub const QUOTA_BYTES_METADATA: &str = "raftkv-quota-bytes";
+
 /// Request-metadata key a node sets when it forwards a request to the leader,
 /// so that the receiver answers instead of forwarding again.
 pub const FORWARDED_METADATA: &str = "raftkv-forwarded";

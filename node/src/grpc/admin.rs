@@ -369,6 +369,47 @@ impl Admin for AdminService {
         Ok(Response::new(pb::CompactResponse { revision, index }))
     }
 
+    async fn alarm(
+        &self,
+        request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        use pb::alarm_request::Action;
+        let action = Action::try_from(request.get_ref().action)
+            .map_err(|_| Status::invalid_argument("unknown alarm action"))?;
+        if action != Action::List {
+            if let Some(leader) = route(&self.node, &request)? {
+                return AdminClient::new(leader).alarm(forwarded(request)).await;
+            }
+            let member = match (action, request.get_ref().member_id) {
+                (Action::Raise, 0) => Some(self.node.id()),
+                (_, 0) => None,
+                (_, id) => Some(id),
+            };
+            let unknown = |id: &u64| {
+                !self
+                    .node
+                    .membership()
+                    .membership()
+                    .nodes()
+                    .any(|(n, _)| n == id)
+            };
+            if let Some(id) = member.filter(|id| action == Action::Raise && unknown(id)) {
+                return Err(NodeError::NotFound(format!(
+                    "node {id} is not a member of the cluster"
+                ))
+                .into());
+            }
+            self.node
+                .propose_alarm(member, action == Action::Raise)
+                .await?;
+        }
+        Ok(Response::new(pb::AlarmResponse {
+            nospace_members: self.node.kv().alarms().into_iter().collect(),
+            store_bytes: self.node.kv().store_bytes(),
+            quota_bytes: self.node.limits().quota_bytes,
+        }))
+    }
+
     async fn verify_leader(
         &self,
         request: Request<pb::Empty>,

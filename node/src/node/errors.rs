@@ -23,7 +23,7 @@ pub(super) type ReadError = RaftError<TypeConfig, LinearizableReadError<TypeConf
 impl RaftNode {
     /// `NotLeader`, with the leader this node knows of (never itself: a
     /// client told to go to the node it asked would loop).
-    pub(super) fn not_leader(&self) -> NodeError {
+    pub(crate) fn not_leader(&self) -> NodeError {
         NodeError::NotLeader {
             leader: self.leader().filter(|(id, _)| *id != self.id),
         }

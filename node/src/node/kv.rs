@@ -35,6 +35,9 @@ pub struct KvLimits {
     pub max_value_bytes: usize,
     /// Most leases at once (`--max-leases`).
     pub max_leases: usize,
+    /// What the store may hold before writes that add data are refused
+    /// (`--quota-bytes`, see `quota`).
+    pub quota_bytes: u64,
 }
 
 /// One page of a scan: the keys found at one revision.
@@ -87,6 +90,11 @@ impl RaftNode {
         use openraft::errors::ClientWriteError;
         use openraft::errors::RaftError;
         let metrics = crate::metrics::global();
+        if self.names_itself_leader() {
+            // Only the leader decides: a follower forwards, and what it
+            // holds may differ from the leader's store.
+            self.check_quota(&command)?;
+        }
         let mut result = self.raft.client_write(command.clone()).await;
         if let Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) = &result {
             if self.names_itself_leader() {

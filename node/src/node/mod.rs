@@ -78,6 +78,9 @@ pub struct RaftNode {
     lease_grants: tokio::sync::Mutex<()>,
     /// Where a backup being streamed is staged (the data directory).
     data_dir: std::path::PathBuf,
+    /// Signalled when a write is refused for the quota, so the quota's
+    /// watcher raises this node's alarm (see `quota`).
+    pub(crate) quota_refused: tokio::sync::Notify,
 }
 
 impl RaftNode {
@@ -108,7 +111,23 @@ impl RaftNode {
             countdowns,
             lease_grants: tokio::sync::Mutex::new(()),
             data_dir,
+            quota_refused: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Read access to the applied state.
+    pub fn kv(&self) -> &KvReader {
+        &self.kv
+    }
+
+    /// The Raft instance.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Resolves when a write was refused for the quota since the last call.
+    pub async fn quota_refused(&self) {
+        self.quota_refused.notified().await
     }
 
     /// The largest key and value this node accepts.

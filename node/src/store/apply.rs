@@ -35,6 +35,9 @@ pub struct Effects {
     pub compact: Option<u64>,
     /// Keys created minus keys deleted.
     pub keys_added: i64,
+    /// A NOSPACE alarm raised (`true`) or cleared for a member (`None`:
+    /// every member's, when cleared).
+    pub alarm: Option<(Option<u64>, bool)>,
 }
 
 /// One entry being applied at `revision`.
@@ -360,6 +363,10 @@ impl<'a> EntryApply<'a> {
                     revision: at.max(compacted),
                 }
             }
+            Command::Alarm { member, raise } => {
+                self.effects.alarm = Some((member, raise));
+                CommandResult::Done
+            }
         })
     }
 }
@@ -381,7 +388,7 @@ mod tests {
         fn new() -> Fixture {
             let db = sled::Config::new().temporary(true).open().unwrap();
             Fixture {
-                space: KeySpace::open(&db).unwrap(),
+                space: KeySpace::open(&db, std::sync::Arc::default()).unwrap(),
                 leases: LeaseTrees::open(&db).unwrap(),
                 _db: db,
                 compacted: 0,

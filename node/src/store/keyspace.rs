@@ -36,6 +36,10 @@
 
 use std::io;
 use std::ops::Bound;
+use std::sync::Arc;
+
+use super::size::pair_bytes;
+use super::size::StoreSize;
 
 /// A key's version as reads return it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,6 +245,8 @@ impl Row {
 pub struct KeySpace {
     revs: sled::Tree,
     index: sled::Tree,
+    /// Counted bytes of both trees (see `size`).
+    size: Arc<StoreSize>,
 }
 
 /// One version found through the index.
@@ -300,12 +306,43 @@ fn sled_err(e: sled::Error) -> io::Error {
 }
 
 impl KeySpace {
-    /// Opens (or creates) the trees in `db`.
-    pub fn open(db: &sled::Db) -> io::Result<KeySpace> {
+    /// Opens (or creates) the trees in `db`; their bytes are counted in
+    /// `size` from here on.
+    pub fn open(db: &sled::Db, size: Arc<StoreSize>) -> io::Result<KeySpace> {
         Ok(KeySpace {
             revs: db.open_tree("revs").map_err(sled_err)?,
             index: db.open_tree("key_index").map_err(sled_err)?,
+            size,
         })
+    }
+
+    /// Inserts into `tree`, counting the bytes.
+    fn insert(&self, tree: &sled::Tree, key: &[u8], value: &[u8]) -> io::Result<()> {
+        let old = tree.insert(key, value).map_err(sled_err)?;
+        let removed = old.map_or(0, |old| pair_bytes(key, &old));
+        self.size.change_key_space(pair_bytes(key, value), removed);
+        Ok(())
+    }
+
+    /// Removes from `tree`, counting the bytes.
+    fn remove(&self, tree: &sled::Tree, key: &[u8]) -> io::Result<()> {
+        if let Some(old) = tree.remove(key).map_err(sled_err)? {
+            self.size.change_key_space(0, pair_bytes(key, &old));
+        }
+        Ok(())
+    }
+
+    /// Counts the bytes of both trees again (a walk of both: after a crash).
+    pub fn recount(&self) -> io::Result<u64> {
+        let mut bytes = 0;
+        for tree in [&self.revs, &self.index] {
+            for item in tree.iter() {
+                let (key, value) = item.map_err(sled_err)?;
+                bytes += pair_bytes(&key, &value);
+            }
+        }
+        self.size.set_key_space(bytes);
+        Ok(bytes)
     }
 
     /// The newest version of `key` at or before `revision`, tombstones included.
@@ -407,13 +444,12 @@ impl KeySpace {
     /// Writes one version of `row.key` at `revision`/`sub`. Writing the
     /// same row twice (a replay) leaves one.
     pub fn write(&self, revision: u64, sub: u32, row: &Row) -> io::Result<()> {
-        self.revs
-            .insert(row_key(revision, sub), row.encode())
-            .map_err(sled_err)?;
-        self.index
-            .insert(index_key(&row.key, revision), &index_value(sub, row))
-            .map_err(sled_err)?;
-        Ok(())
+        self.insert(&self.revs, &row_key(revision, sub), &row.encode())?;
+        self.insert(
+            &self.index,
+            &index_key(&row.key, revision),
+            &index_value(sub, row),
+        )
     }
 
     /// Rows from revision `from` through `through`, in order, whole
@@ -524,11 +560,9 @@ impl KeySpace {
                 // A later version at or before `compact` replaces it; the
                 // index entry may already name that later sub (same revision).
                 if newest.as_ref().is_none_or(|n| n.revision != revision) {
-                    self.index
-                        .remove(index_key(&row.key, revision))
-                        .map_err(sled_err)?;
+                    self.remove(&self.index, &index_key(&row.key, revision))?;
                 }
-                self.revs.remove(key).map_err(sled_err)?;
+                self.remove(&self.revs, &key)?;
                 removed += 1;
                 continue;
             }
@@ -542,17 +576,13 @@ impl KeySpace {
                 let (indexed, old_value) = old.map_err(sled_err)?;
                 let (_, old_revision) = split_index_key(&indexed)?;
                 let (old_sub, _, _) = parse_index_value(&old_value, old_revision)?;
-                self.revs
-                    .remove(row_key(old_revision, old_sub))
-                    .map_err(sled_err)?;
-                self.index.remove(indexed).map_err(sled_err)?;
+                self.remove(&self.revs, &row_key(old_revision, old_sub))?;
+                self.remove(&self.index, &indexed)?;
                 removed += 1;
             }
             if row.value.is_none() {
-                self.revs.remove(key).map_err(sled_err)?;
-                self.index
-                    .remove(index_key(&row.key, revision))
-                    .map_err(sled_err)?;
+                self.remove(&self.revs, &key)?;
+                self.remove(&self.index, &index_key(&row.key, revision))?;
                 removed += 1;
             }
         }
@@ -566,13 +596,13 @@ impl KeySpace {
         for item in self.index.iter() {
             let (indexed, _) = item.map_err(sled_err)?;
             if split_index_key(&indexed)?.1 > revision {
-                self.index.remove(indexed).map_err(sled_err)?;
+                self.remove(&self.index, &indexed)?;
             }
         }
         let mut removed = 0;
         for item in self.revs.range(row_key(revision + 1, 0)..) {
             let (key, _) = item.map_err(sled_err)?;
-            self.revs.remove(key).map_err(sled_err)?;
+            self.remove(&self.revs, &key)?;
             removed += 1;
         }
         Ok(removed)
@@ -581,7 +611,9 @@ impl KeySpace {
     /// Removes every row and index entry.
     pub fn clear(&self) -> io::Result<()> {
         self.revs.clear().map_err(sled_err)?;
-        self.index.clear().map_err(sled_err)
+        self.index.clear().map_err(sled_err)?;
+        self.size.set_key_space(0);
+        Ok(())
     }
 
     /// How many rows the history holds (walks the tree).
@@ -614,8 +646,39 @@ mod tests {
 
     fn space() -> (sled::Db, KeySpace) {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let space = KeySpace::open(&db).unwrap();
+        let space = KeySpace::open(&db, Arc::default()).unwrap();
         (db, space)
+    }
+
+    #[test]
+    fn the_counted_bytes_follow_writes_compaction_and_truncation() {
+        let (_db, space) = space();
+        let counted = |space: &KeySpace| space.size.key_space();
+        for revision in 1..=20 {
+            put(
+                &space,
+                revision,
+                0,
+                format!("k{}", revision % 3).as_bytes(),
+                b"value",
+                1,
+            );
+        }
+        delete(&space, 21, 0, b"k0");
+        // A replay writes the same rows again: counted once.
+        put(&space, 20, 0, b"k2", b"value", 1);
+        let written = counted(&space);
+        assert_eq!(space.recount().unwrap(), written);
+        space.compact_step(0, 21, usize::MAX).unwrap();
+        assert!(counted(&space) < written / 4, "history went");
+        assert_eq!(space.recount().unwrap(), counted(&space));
+        put(&space, 22, 0, b"k5", b"value", 1);
+        let before = counted(&space);
+        space.truncate_after(21).unwrap();
+        assert!(counted(&space) < before);
+        assert_eq!(space.recount().unwrap(), counted(&space));
+        space.clear().unwrap();
+        assert_eq!(counted(&space), 0);
     }
 
     fn put(space: &KeySpace, revision: u64, sub: u32, key: &[u8], value: &[u8], version: u64) {

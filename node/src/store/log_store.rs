@@ -39,6 +39,8 @@ use openraft::OptionalSend;
 use openraft::RaftLogReader;
 
 use super::recent::RecentEntries;
+use super::size::pair_bytes;
+use super::size::StoreSize;
 use super::Disk;
 use crate::codec::decode;
 use crate::codec::encode;
@@ -83,11 +85,60 @@ struct Inner {
     recent: Mutex<RecentEntries>,
     /// Appends waiting for a sync, served in order by the sync thread.
     pending_syncs: mpsc::Sender<IOFlushed<TypeConfig>>,
+    /// Counted bytes of each entry not purged, in log order (see `size`),
+    /// and of them all.
+    entry_bytes: Mutex<EntryBytes>,
+    size: Arc<StoreSize>,
+}
+
+/// The counted bytes of the unpurged entries, by index: a few bytes per
+/// entry in memory, so a purge subtracts without reading entries back.
+#[derive(Default)]
+struct EntryBytes {
+    /// The index of `bytes[0]`.
+    first: u64,
+    bytes: std::collections::VecDeque<u32>,
+}
+
+impl EntryBytes {
+    /// Records `bytes` for entry `index`, dropping what was recorded at or
+    /// after it (an overwrite); returns the bytes dropped.
+    fn set(&mut self, index: u64, bytes: u64) -> u64 {
+        let dropped = self.truncate_from(index);
+        if self.bytes.is_empty() {
+            self.first = index;
+        }
+        if self.first + self.bytes.len() as u64 == index {
+            self.bytes
+                .push_back(u32::try_from(bytes).unwrap_or(u32::MAX));
+        }
+        dropped
+    }
+
+    /// Forgets entries from `index` on; returns their bytes.
+    fn truncate_from(&mut self, index: u64) -> u64 {
+        let mut dropped = 0;
+        while !self.bytes.is_empty() && self.first + self.bytes.len() as u64 > index {
+            dropped += u64::from(self.bytes.pop_back().unwrap_or(0));
+        }
+        dropped
+    }
+
+    /// Forgets entries up to `index`; returns their bytes.
+    fn purge_upto(&mut self, index: u64) -> u64 {
+        let mut dropped = 0;
+        while !self.bytes.is_empty() && self.first <= index {
+            dropped += u64::from(self.bytes.pop_front().unwrap_or(0));
+            self.first += 1;
+        }
+        dropped
+    }
 }
 
 impl LogStore {
-    /// Opens the log trees of `db` and starts the sync thread.
-    pub fn open(db: &sled::Db, disk: Arc<Disk>) -> io::Result<LogStore> {
+    /// Opens the log trees of `db` and starts the sync thread; the log's
+    /// bytes are counted in `size` (one read of the log here).
+    pub fn open(db: &sled::Db, disk: Arc<Disk>, size: Arc<StoreSize>) -> io::Result<LogStore> {
         let mut segments = BTreeMap::new();
         for name in db.tree_names() {
             let Some(number) = std::str::from_utf8(&name)
@@ -109,6 +160,16 @@ impl LogStore {
         std::thread::Builder::new()
             .name("raftkv-log-sync".into())
             .spawn(move || run_sync_thread(&sync_disk, &queue))?;
+        let first_kept = last_purged.map_or(0, |l: LogId| l.index() + 1);
+        let mut entry_bytes = EntryBytes::default();
+        for tree in segments.values() {
+            for item in tree.range(index_key(first_kept)..) {
+                let (key, value) = item.map_err(io::Error::other)?;
+                let index = u64::from_be_bytes(key.as_ref().try_into().map_err(io::Error::other)?);
+                let bytes = pair_bytes(&key, &value);
+                size.change_log(bytes, entry_bytes.set(index, bytes));
+            }
+        }
         let segments = Mutex::new(segments);
         Ok(LogStore {
             inner: Arc::new(Inner {
@@ -119,6 +180,8 @@ impl LogStore {
                 disk,
                 recent: Mutex::default(),
                 pending_syncs,
+                entry_bytes: Mutex::new(entry_bytes),
+                size,
             }),
         })
     }
@@ -176,6 +239,13 @@ impl LogStore {
             .map_err(io::Error::other)?;
         segments.insert(segment, tree.clone());
         Ok(tree)
+    }
+
+    fn entry_bytes(&self) -> std::sync::MutexGuard<'_, EntryBytes> {
+        self.inner
+            .entry_bytes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Drops the whole tree of `segment`.
@@ -346,8 +416,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Some((s, t)) if *s == segment => t,
                 _ => &tree.insert((segment, self.segment_tree(segment)?)).1,
             };
-            tree.insert(index_key(entry.index()), encode(&entry)?)
+            let key = index_key(entry.index());
+            let value = encode(&entry)?;
+            tree.insert(key, value.as_slice())
                 .map_err(io::Error::other)?;
+            let bytes = pair_bytes(&key, &value);
+            let dropped = self.entry_bytes().set(entry.index(), bytes);
+            self.inner.size.change_log(bytes, dropped);
             written.push(entry);
         }
         crate::metrics::observe_since(&crate::metrics::global().log_append, started);
@@ -366,6 +441,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let from = last_log_id.map_or(0, |id| id.index() + 1);
         tracing::debug!(from, "truncating the raft log");
         self.recent().truncate_from(from);
+        let dropped = self.entry_bytes().truncate_from(from);
+        self.inner.size.change_log(0, dropped);
         let later: Vec<u64> = self
             .segments()
             .range(segment_of(from) + 1..)
@@ -403,6 +480,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(log_id);
         self.recent().purge_upto(log_id.index());
+        let dropped = self.entry_bytes().purge_upto(log_id.index());
+        self.inner.size.change_log(0, dropped);
         let whole: Vec<u64> = self
             .segments()
             .range(..segment_of(log_id.index().saturating_add(1)))

@@ -7,7 +7,7 @@
 //! means), `snapshot` (a snapshot is the state at a pinned revision, not a
 //! copy), `snapshot_data` (the format it streams in), `leases` (the lease
 //! table), and `state_machine` (openraft's glue: visibility, durability,
-//! snapshots).
+//! snapshots), and `size` (what the store holds, as the quota counts it).
 
 mod apply;
 mod disk;
@@ -16,6 +16,7 @@ mod leases;
 mod log_store;
 mod recent;
 pub mod record;
+mod size;
 mod snapshot;
 mod snapshot_data;
 mod state_machine;
@@ -29,6 +30,7 @@ pub use leases::MAX_LEASE_KEY_BYTES;
 pub use leases::MAX_TTL_SECONDS;
 pub use leases::MIN_TTL_SECONDS;
 pub use log_store::LogStore;
+pub use size::StoreSize;
 pub use snapshot::Incoming;
 pub use snapshot::Received;
 pub use snapshot::Snapshot;
@@ -74,7 +76,8 @@ pub fn open(dir: &Path, cache_bytes: u64) -> Result<(LogStore, StateMachineStore
             source,
         })?;
     let disk = Arc::new(Disk::new(db.clone(), dir).map_err(io_err)?);
-    let log = LogStore::open(&db, disk.clone()).map_err(io_err)?;
-    let sm = StateMachineStore::open(&db, disk).map_err(io_err)?;
+    let size = Arc::new(StoreSize::default());
+    let log = LogStore::open(&db, disk.clone(), size.clone()).map_err(io_err)?;
+    let sm = StateMachineStore::open(&db, disk, size).map_err(io_err)?;
     Ok((log, sm))
 }

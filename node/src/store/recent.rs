@@ -66,7 +66,10 @@ fn size_of(entry: &Entry) -> usize {
                 compares.chain(ops).map(|bytes| bytes + 16).sum()
             }
             EntryPayload::Normal(
-                Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } | Command::Compact { .. },
+                Command::LeaseGrant { .. }
+                | Command::LeaseRevoke { .. }
+                | Command::Compact { .. }
+                | Command::Alarm { .. },
             ) => 16,
             EntryPayload::Blank | EntryPayload::Membership(_) => 0,
         }

@@ -8,6 +8,7 @@
 //! data directory as it arrives ([`Incoming`]) and read back the same way
 //! when it is installed ([`Received`]): memory holds a chunk, not the data.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
 use std::io::Write;
@@ -56,6 +57,8 @@ pub struct StateAt {
     /// state since makes every read of it fail.
     epoch: u64,
     leases: LeaseTable,
+    /// Members whose NOSPACE alarm was raised.
+    alarms: BTreeSet<u64>,
 }
 
 impl StateAt {
@@ -65,6 +68,7 @@ impl StateAt {
         history: Pin,
         epoch: u64,
         leases: LeaseTable,
+        alarms: BTreeSet<u64>,
     ) -> StateAt {
         StateAt {
             reader,
@@ -72,6 +76,7 @@ impl StateAt {
             history,
             epoch,
             leases,
+            alarms,
         }
     }
 
@@ -99,7 +104,8 @@ impl StateAt {
         chunk_bytes: usize,
         mut out: impl FnMut(Vec<u8>) -> io::Result<()>,
     ) -> Result<(), ReadError> {
-        let mut encoder = Encoder::with_history(&self.leases, self.compacted())?;
+        let alarms: Vec<u64> = self.alarms.iter().copied().collect();
+        let mut encoder = Encoder::with_history(&self.leases, &alarms, self.compacted())?;
         self.reader.walk_versions_pinned(
             self.compacted(),
             self.revision(),

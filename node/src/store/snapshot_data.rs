@@ -3,7 +3,8 @@
 //!
 //! [`SNAPSHOT_V5`] (what a leader sends a follower): the marker, the
 //! compaction point (u64 BE), the lease table (see `leases::encode_table`),
-//! then every version a read or watch at the compaction point or later can
+//! the members whose NOSPACE alarm is raised (u32 count, then u64 ids in
+//! increasing order, all BE), then every version a read or watch at the compaction point or later can
 //! see, through the snapshot's revision, in row order (revision, then sub):
 //! `revision u64, sub u32, kind u8 (0 put, 1 delete, 2 put that is its
 //! key's live version at the snapshot), create_revision u64, version u64,
@@ -61,6 +62,7 @@ const V5_LIVE_PUT: u8 = 2;
 pub struct Decoded {
     /// v5: where the history starts.
     pub compacted: Option<u64>,
+    pub alarms: Vec<u64>,
     pub leases: LeaseTable,
     /// Live keys (in key order for data without history).
     pub keys: Vec<KeyValue>,
@@ -86,12 +88,21 @@ impl Encoder {
         Ok(Encoder { data })
     }
 
-    /// The state with its history back to `compacted` ([`SNAPSHOT_V5`], for
-    /// followers): then [`Encoder::push_version`].
-    pub fn with_history(leases: &[(u64, u64)], compacted: u64) -> io::Result<Encoder> {
+    /// The state with its history back to `compacted` and the raised
+    /// alarms ([`SNAPSHOT_V5`], for followers): then [`Encoder::push_version`].
+    pub fn with_history(
+        leases: &[(u64, u64)],
+        alarms: &[u64],
+        compacted: u64,
+    ) -> io::Result<Encoder> {
         let mut data = SNAPSHOT_V5.to_vec();
         data.extend_from_slice(&compacted.to_be_bytes());
         leases::encode_table(leases, &mut data)?;
+        let count = u32::try_from(alarms.len()).map_err(io::Error::other)?;
+        data.extend_from_slice(&count.to_be_bytes());
+        for member in alarms {
+            data.extend_from_slice(&member.to_be_bytes());
+        }
         Ok(Encoder { data })
     }
 
@@ -179,6 +190,8 @@ pub struct Decoder<R> {
     /// v5: the compaction point the data's history starts at.
     compacted: Option<u64>,
     leases: LeaseTable,
+    /// v5: members whose NOSPACE alarm is raised.
+    alarms: Vec<u64>,
     /// Key weight attached to each lease so far (same order as `leases`).
     weights: Vec<u64>,
     /// v1–v4: the last key, which the next must follow.
@@ -230,10 +243,31 @@ impl<R: Read> Decoder<R> {
         } else {
             Vec::new()
         };
+        let mut alarms = Vec::new();
+        if layout == Layout::History {
+            let count = read_up_to(&mut input, 4)?;
+            let count: [u8; 4] = count
+                .as_slice()
+                .try_into()
+                .map_err(|_| invalid("malformed snapshot alarms"))?;
+            let count = u32::from_be_bytes(count) as usize;
+            let ids = read_up_to(&mut input, count.saturating_mul(8))?;
+            if ids.len() != count * 8 {
+                return Err(invalid("malformed snapshot alarms"));
+            }
+            for at in (0..ids.len()).step_by(8) {
+                let member = u64_at(&ids, at);
+                if alarms.last().is_some_and(|last| *last >= member) {
+                    return Err(invalid("snapshot alarms out of order"));
+                }
+                alarms.push(member);
+            }
+        }
         Ok(Decoder {
             input,
             layout,
             compacted,
+            alarms,
             weights: vec![0; leases.len()],
             leases,
             last_key: None,
@@ -247,6 +281,11 @@ impl<R: Read> Decoder<R> {
     /// The lease table.
     pub fn leases(&self) -> &LeaseTable {
         &self.leases
+    }
+
+    /// Members whose NOSPACE alarm is raised (none for data without history).
+    pub fn alarms(&self) -> &[u64] {
+        &self.alarms
     }
 
     /// The compaction point the data's history starts at; `None` for data
@@ -465,6 +504,7 @@ pub fn decode(data: &[u8]) -> io::Result<Decoded> {
         .filter_map(|v| v.row.clone().into_key_value(v.revision))
         .collect();
     Ok(Decoded {
+        alarms: decoder.alarms.clone(),
         compacted: decoder.compacted,
         leases: decoder.leases,
         keys,
@@ -556,7 +596,7 @@ mod tests {
     }
 
     fn encode_history(leases: &[(u64, u64)], compacted: u64, versions: &[Version]) -> Vec<u8> {
-        let mut encoder = Encoder::with_history(leases, compacted).unwrap();
+        let mut encoder = Encoder::with_history(leases, &[3, 7], compacted).unwrap();
         for version in versions {
             encoder.push_version(version).unwrap();
         }
@@ -576,6 +616,7 @@ mod tests {
         let data = encode_history(&[(5, 30)], 3, &versions);
         let decoded = decode(&data).unwrap();
         assert_eq!(decoded.compacted, Some(3));
+        assert_eq!(decoded.alarms, vec![3, 7]);
         assert_eq!(decoded.leases, vec![(5, 30)]);
         assert_eq!(decoded.versions, versions);
         assert_eq!(decoded.keys.len(), 2);
@@ -639,7 +680,7 @@ mod tests {
             );
         }
         let mut data = encode_history(&[], 0, &[version(3, 0, b"a", Some(b"1"), true)]);
-        data[SNAPSHOT_V5.len() + 8 + 4 + 12] = 7;
+        data[SNAPSHOT_V5.len() + 8 + 4 + 4 + 16 + 12] = 7;
         assert!(decode(&data).is_err(), "an unknown kind");
     }
 

@@ -41,6 +41,7 @@
 //!   compaction point, so sled's prefix never holds a removal without it.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::io;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
@@ -65,6 +66,7 @@ use super::keyspace::Row;
 use super::keyspace::Version;
 use super::leases::LeaseTrees;
 use super::record;
+use super::size::StoreSize;
 use super::snapshot::Incoming;
 use super::snapshot::Received;
 use super::snapshot::Snapshot;
@@ -107,6 +109,10 @@ const KEY_COUNT: &[u8] = b"key_count";
 /// in the data directory, present from before the state is replaced until
 /// the new state is synced.
 const INSTALLING: &[u8] = b"installing";
+/// Members whose NOSPACE alarm is raised (an encoded `BTreeSet<u64>`).
+const ALARMS: &[u8] = b"alarms";
+/// The key space's counted bytes, written at a clean stop (see `size`).
+const SPACE_BYTES: &[u8] = b"space_bytes";
 /// Earlier versions' stored snapshot: `u32 meta length (BE)`, meta, data.
 const SNAPSHOT: &[u8] = b"current";
 /// Where earlier versions kept the snapshot's meta and data, read if `current` is absent.
@@ -302,6 +308,8 @@ pub struct StateMachineStore {
     /// Counts changes to the lease table (grants, revokes, snapshot loads),
     /// for the leader's countdowns.
     lease_changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// What the store holds, counted (shared with the log).
+    size: Arc<StoreSize>,
 }
 
 /// Read access to the applied state, for the client API and watchers.
@@ -313,6 +321,11 @@ pub struct KvReader {
     /// The lease table and its keys.
     leases: LeaseTrees,
     revisions: Arc<Revisions>,
+    /// Members whose NOSPACE alarm is raised, as of the last applied entry
+    /// (stored in `sm_meta` under `alarms`).
+    alarms: Arc<Mutex<BTreeSet<u64>>>,
+    /// What the store holds, counted (shared with the log).
+    size: Arc<StoreSize>,
 }
 
 /// One page of a scan at one revision.
@@ -489,6 +502,19 @@ impl KvReader {
         }
     }
 
+    /// Members whose NOSPACE alarm is raised.
+    pub fn alarms(&self) -> BTreeSet<u64> {
+        self.alarms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Bytes the store holds, as it counts them (key space and log).
+    pub fn store_bytes(&self) -> u64 {
+        self.size.total()
+    }
+
     /// Number of live keys.
     pub fn key_count(&self) -> usize {
         usize::try_from(self.revisions.key_count()).unwrap_or(usize::MAX)
@@ -587,6 +613,13 @@ fn write_applied(meta: &sled::Tree, applied: &Applied) -> io::Result<()> {
     Ok(())
 }
 
+fn read_alarms(meta: &sled::Tree) -> io::Result<BTreeSet<u64>> {
+    match meta.get(ALARMS).map_err(io::Error::other)? {
+        Some(bytes) => decode(&bytes),
+        None => Ok(BTreeSet::new()),
+    }
+}
+
 fn read_membership(meta: &sled::Tree) -> io::Result<StoredMembership> {
     match meta.get(MEMBERSHIP).map_err(io::Error::other)? {
         Some(bytes) => decode(&bytes),
@@ -626,7 +659,11 @@ impl StateMachineStore {
     /// with a snapshot install cut short, loads that snapshot again (see
     /// the module's durability rules). Converts the state of earlier
     /// versions; refuses the state of a newer version.
-    pub fn open(db: &sled::Db, disk: Arc<Disk>) -> io::Result<StateMachineStore> {
+    pub fn open(
+        db: &sled::Db,
+        disk: Arc<Disk>,
+        size: Arc<StoreSize>,
+    ) -> io::Result<StateMachineStore> {
         let open = |name: &str| db.open_tree(name).map_err(io::Error::other);
         let meta = open("sm_meta")?;
         let format = meta.get(STORE_FORMAT).map_err(io::Error::other)?;
@@ -646,15 +683,18 @@ impl StateMachineStore {
         };
         let store = StateMachineStore {
             reader: KvReader {
-                space: KeySpace::open(db)?,
+                space: KeySpace::open(db, size.clone())?,
                 meta,
                 leases: LeaseTrees::open(db)?,
                 revisions: Arc::new(Revisions::new()),
+                alarms: Arc::default(),
+                size: size.clone(),
             },
             snapshot: open("snapshot")?,
             disk,
             closed: Arc::new(Mutex::new(false)),
             lease_changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+            size,
         };
         let meta = &store.reader.meta;
         let clean = meta.remove(CLEAN).map_err(io::Error::other)?.is_some();
@@ -690,6 +730,17 @@ impl StateMachineStore {
         store.disk.sync()?;
         store.forget_stored_snapshot()?;
         store.remove_incoming_files()?;
+        // The key space's count: from the clean stop that wrote it when the
+        // trees are as that stop left them, else counted again.
+        let trusted = clean && format == Some(REVISIONED) && installing.is_none();
+        match meta.get(SPACE_BYTES).map_err(io::Error::other)? {
+            Some(_) if trusted => store.size.set_key_space(read_u64(meta, SPACE_BYTES)?),
+            _ => {
+                let started = std::time::Instant::now();
+                let bytes = store.reader.space.recount()?;
+                tracing::info!(bytes, elapsed = ?started.elapsed(), "store size counted");
+            }
+        }
         store.publish()?;
         Ok(store)
     }
@@ -735,8 +786,10 @@ impl StateMachineStore {
         Ok(())
     }
 
-    /// Publishes the stored revision and compaction point to readers.
+    /// Publishes the stored revision, compaction point and alarms to readers.
     fn publish(&self) -> io::Result<()> {
+        let alarms = read_alarms(&self.reader.meta)?;
+        *self.reader.alarms.lock().unwrap_or_else(|e| e.into_inner()) = alarms;
         let applied = read_applied(&self.reader.meta)?;
         self.reader
             .revisions
@@ -866,6 +919,7 @@ impl StateMachineStore {
     pub fn close_cleanly(&self) -> io::Result<()> {
         let mut gate = self.write_gate()?;
         *gate = true;
+        write_u64(&self.reader.meta, SPACE_BYTES, self.size.key_space())?;
         self.reader
             .meta
             .insert(CLEAN, &[])
@@ -876,6 +930,11 @@ impl StateMachineStore {
     /// Sees a new value whenever the lease table changed.
     pub fn lease_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.lease_changes.subscribe()
+    }
+
+    /// What the store holds, counted.
+    pub fn size(&self) -> Arc<StoreSize> {
+        self.size.clone()
     }
 
     /// A read handle on the applied state.
@@ -923,7 +982,14 @@ impl StateMachineStore {
         // The history a follower gets with the state starts here; pinned
         // too, so compaction cannot remove it while the state streams.
         let history = reader.revisions.pin(reader.revisions.compacted())?;
-        let state = StateAt::new(reader.clone(), pin, history, epoch, reader.leases.all()?);
+        let state = StateAt::new(
+            reader.clone(),
+            pin,
+            history,
+            epoch,
+            reader.leases.all()?,
+            reader.alarms(),
+        );
         let meta = SnapshotMeta {
             last_log_id,
             last_membership: reader.membership()?,
@@ -1012,6 +1078,10 @@ impl StateMachineStore {
         let index = meta.last_log_id.map_or(0, |l| l.index);
         let compacted = decoder.compacted().unwrap_or(index).min(index);
         write_u64(sm_meta, COMPACT_DONE, compacted)?;
+        let alarms: BTreeSet<u64> = decoder.alarms().iter().copied().collect();
+        sm_meta
+            .insert(ALARMS, encode(&alarms)?)
+            .map_err(io::Error::other)?;
         sm_meta
             .insert(MEMBERSHIP, encode(&meta.last_membership)?)
             .map_err(io::Error::other)?;
@@ -1153,6 +1223,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut results = Vec::with_capacity(batch.len());
         let mut leases_changed = false;
         let mut keys = reader.revisions.key_count();
+        // Alarms changed by this batch, published with it.
+        let mut alarms: Option<BTreeSet<u64>> = None;
         for (entry, responder) in batch {
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::Done,
@@ -1165,6 +1237,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         compacted = at;
                     }
                     keys = keys.saturating_add_signed(apply.effects.keys_added);
+                    if let Some((member, raise)) = apply.effects.alarm {
+                        let set = alarms.get_or_insert_with(|| reader.alarms());
+                        match (member, raise) {
+                            (Some(member), true) => set.insert(member),
+                            (Some(member), false) => set.remove(&member),
+                            (None, false) => {
+                                set.clear();
+                                true
+                            }
+                            (None, true) => false,
+                        };
+                        // Replayed after a crash, the same entries end in
+                        // the same set, whatever part of this was kept.
+                        meta.insert(ALARMS, encode(&*set)?)
+                            .map_err(io::Error::other)?;
+                    }
                     // Rows of this entry written, `applied` not yet.
                     crate::crash_point!("apply-after-entry");
                     result
@@ -1189,6 +1277,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         drop(gate);
         // Every row of the batch is written: readers may see it now, and a
         // client that saw its write applied at `i` and watches from `i` sees it.
+        if let Some(alarms) = alarms {
+            *reader.alarms.lock().unwrap_or_else(|e| e.into_inner()) = alarms;
+        }
         reader.revisions.publish(last.index, compacted, keys);
         if leases_changed {
             self.lease_changes.send_modify(|count| *count += 1);
@@ -1269,7 +1360,7 @@ mod tests {
             match sled::open(dir) {
                 Ok(db) => {
                     let disk = Arc::new(Disk::new(db.clone(), dir).unwrap());
-                    return StateMachineStore::open(&db, disk).unwrap();
+                    return StateMachineStore::open(&db, disk, Arc::default()).unwrap();
                 }
                 Err(e) if std::time::Instant::now() < deadline => {
                     assert!(e.to_string().contains("lock"), "{e}");
@@ -1822,7 +1913,9 @@ mod tests {
             std::thread::yield_now();
         };
         let disk = Arc::new(Disk::new(db.clone(), dir.path()).unwrap());
-        let refused = StateMachineStore::open(&db, disk).err().unwrap();
+        let refused = StateMachineStore::open(&db, disk, Arc::default())
+            .err()
+            .unwrap();
         assert!(refused.to_string().contains("newer raftkv"), "{refused}");
     }
 }

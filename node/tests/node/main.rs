@@ -9,6 +9,7 @@ mod test_fuzz;
 mod test_join;
 mod test_lease;
 mod test_metrics;
+mod test_quota;
 mod test_recovery;
 mod test_revisions;
 mod test_service;

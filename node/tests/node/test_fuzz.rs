@@ -236,6 +236,9 @@ fn the_snapshot_decoder_never_panics() {
         data.extend_from_slice(&1u32.to_be_bytes());
         data.extend_from_slice(&5u64.to_be_bytes());
         data.extend_from_slice(&10u64.to_be_bytes());
+        // One member's alarm raised: node 2.
+        data.extend_from_slice(&1u32.to_be_bytes());
+        data.extend_from_slice(&2u64.to_be_bytes());
         // (revision, kind, create_revision, version, lease, value)
         type Row<'a> = (u64, u8, u64, u64, u64, &'a [u8]);
         let rows: [Row; 3] = [

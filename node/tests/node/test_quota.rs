@@ -1,0 +1,191 @@
+//! The size quota (`--quota-bytes`) and its NOSPACE alarm: past it, writes
+//! that add data are refused everywhere, reads, deletes and compaction go
+//! on, every node agrees on the alarm, and it clears by itself once room is
+//! made.
+
+use raftkv_proto::pb;
+use raftkv_proto::pb::alarm_request::Action;
+use raftkv_proto::QUOTA_BYTES_METADATA;
+use raftkv_proto::REASON_METADATA;
+use raftkv_proto::REASON_NO_SPACE;
+use raftkv_proto::STORE_BYTES_METADATA;
+use raftkv_testkit::wait_for;
+use raftkv_testkit::TestCluster;
+use raftkv_testkit::TestNode;
+use tonic::Code;
+
+use crate::support::get;
+
+const QUOTA: u64 = 150_000;
+
+fn metadata<'a>(status: &'a tonic::Status, key: &str) -> &'a str {
+    status
+        .metadata()
+        .get(key)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no {key} in {status:?}"))
+}
+
+fn assert_no_space(status: &tonic::Status) {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(metadata(status, REASON_METADATA), REASON_NO_SPACE);
+    assert_eq!(metadata(status, QUOTA_BYTES_METADATA), QUOTA.to_string());
+    let used: u64 = metadata(status, STORE_BYTES_METADATA).parse().unwrap();
+    assert!(used > 0, "{status:?}");
+}
+
+async fn alarms(node: &TestNode) -> Option<pb::AlarmResponse> {
+    node.admin()
+        .alarm(pb::AlarmRequest {
+            action: Action::List as i32,
+            member_id: 0,
+        })
+        .await
+        .ok()
+        .map(tonic::Response::into_inner)
+}
+
+async fn put(node: &TestNode, key: &str, value: &str) -> Result<u64, tonic::Status> {
+    node.kv()
+        .put(pb::PutRequest {
+            key: key.into(),
+            value: value.into(),
+            lease: 0,
+        })
+        .await
+        .map(|answer| answer.into_inner().index)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_quota_writes_are_refused_everywhere_until_room_is_made() {
+    let quota = QUOTA.to_string();
+    let flags = [
+        "--quota-bytes",
+        &quota,
+        "--snapshot-after",
+        "20",
+        "--snapshot-keep",
+        "0",
+    ];
+    let mut cluster = TestCluster::builder().flags(&flags).start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let value = "v".repeat(1024);
+    let mut written = Vec::new();
+    let refusal = loop {
+        let key = format!("q/{:04}", written.len());
+        match put(cluster.node(leader), &key, &value).await {
+            Ok(_) => written.push(key),
+            Err(status) => break status,
+        }
+        assert!(written.len() < 2_000, "no write was refused");
+    };
+    assert_no_space(&refusal);
+    assert!(written.len() > 20, "refused after {} writes", written.len());
+
+    // Every node learns of the alarm through the log, and every node
+    // refuses growth: through a follower (forwarded) too.
+    for id in 1..=3 {
+        let node = &*cluster.node(id);
+        let answer = wait_for(&format!("node {id} lists the alarm"), || async move {
+            alarms(node).await.filter(|a| !a.nospace_members.is_empty())
+        })
+        .await;
+        assert_eq!(answer.quota_bytes, QUOTA);
+    }
+    assert_no_space(
+        &put(cluster.node(follower), "q/more", "x")
+            .await
+            .unwrap_err(),
+    );
+    let grant = cluster
+        .node(follower)
+        .kv()
+        .lease_grant(pb::LeaseGrantRequest { ttl: 10 })
+        .await
+        .unwrap_err();
+    assert_no_space(&grant);
+
+    // Reads and deletes go on; compaction drops the history.
+    let mut kv = cluster.node(follower).kv();
+    assert_eq!(
+        get(&mut kv, &written[0], false).await,
+        Some(value.clone().into_bytes())
+    );
+    let mut last = 0;
+    for key in &written {
+        last = kv
+            .delete(pb::DeleteRequest {
+                key: key.clone().into(),
+            })
+            .await
+            .expect("deletes go on past the quota")
+            .into_inner()
+            .index;
+    }
+    cluster
+        .node(leader)
+        .admin()
+        .compact(pb::CompactRequest { revision: last })
+        .await
+        .expect("compaction goes on past the quota");
+
+    // The alarm clears by itself on every node, and writes resume.
+    for id in 1..=3 {
+        let node = &*cluster.node(id);
+        wait_for(&format!("node {id} clears the alarm"), || async move {
+            alarms(node).await.filter(|a| a.nospace_members.is_empty())
+        })
+        .await;
+    }
+    put(cluster.node(follower), "q/after", "room again")
+        .await
+        .expect("writes resume once the alarm is cleared");
+    cluster.assert_replicas_identical().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_raises_and_disarms_alarms() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let mut admin = cluster.node(follower).admin();
+    let call = |action: Action, member_id| pb::AlarmRequest {
+        action: action as i32,
+        member_id,
+    };
+    let raised = admin
+        .alarm(call(Action::Raise, 3))
+        .await
+        .expect("raise, forwarded to the leader")
+        .into_inner();
+    assert_eq!(raised.nospace_members, vec![3]);
+    let refused = put(cluster.node(leader), "k", "v").await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(metadata(&refused, REASON_METADATA), REASON_NO_SPACE);
+    // Bad requests change nothing.
+    let unknown = admin.alarm(call(Action::Raise, 9)).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    let bad = admin
+        .alarm(pb::AlarmRequest {
+            action: 7,
+            member_id: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    let disarmed = admin
+        .alarm(call(Action::Disarm, 0))
+        .await
+        .expect("disarm")
+        .into_inner();
+    assert!(disarmed.nospace_members.is_empty());
+    // The store is far below its quota: nothing raises it again.
+    put(cluster.node(leader), "k", "v")
+        .await
+        .expect("writes resume after the disarm");
+    let node = &*cluster.node(follower);
+    let listed = alarms(node).await.expect("list");
+    assert!(listed.nospace_members.is_empty(), "{listed:?}");
+    assert!(listed.store_bytes > 0 && listed.quota_bytes > listed.store_bytes);
+}
