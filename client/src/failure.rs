@@ -8,8 +8,10 @@ use std::io;
 
 use raftkv_proto::LEADER_ADDR_METADATA;
 use raftkv_proto::LEADER_ID_METADATA;
+use raftkv_proto::REASON_DISK_FULL;
 use raftkv_proto::REASON_METADATA;
 use raftkv_proto::REASON_NOT_LEADER;
+use raftkv_proto::REASON_NO_SPACE;
 use tonic::Code;
 use tonic::Status;
 
@@ -88,6 +90,17 @@ impl Failure {
                 },
             };
         }
+        // The node's disk is full: it did nothing, and serves nothing until
+        // there is room; another node may lead.
+        if reason == Some(REASON_DISK_FULL) {
+            return Failure::Retry {
+                leader: None,
+                kind: "disk_full",
+            };
+        }
+        if reason == Some(REASON_NO_SPACE) {
+            return Failure::Failed("no_space");
+        }
         if never_sent(status) {
             return Failure::Retry {
                 leader: None,
@@ -157,6 +170,27 @@ mod tests {
                 kind: "no_leader"
             }
         );
+    }
+
+    #[test]
+    fn a_full_disk_is_retried_elsewhere_and_a_full_quota_is_not_retried() {
+        let with_reason = |mut status: Status, reason: &'static str| {
+            status
+                .metadata_mut()
+                .insert(REASON_METADATA, MetadataValue::from_static(reason));
+            status
+        };
+        let disk_full = with_reason(Status::unavailable("whatever"), REASON_DISK_FULL);
+        assert_eq!(
+            Failure::of(&disk_full, false),
+            Failure::Retry {
+                leader: None,
+                kind: "disk_full"
+            }
+        );
+        let no_space = with_reason(Status::resource_exhausted("whatever"), REASON_NO_SPACE);
+        assert_eq!(Failure::of(&no_space, false), Failure::Failed("no_space"));
+        assert_eq!(Failure::of(&no_space, true), Failure::Failed("no_space"));
     }
 
     #[test]

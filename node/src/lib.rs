@@ -21,6 +21,7 @@
 //!   depending on nothing else in the crate.
 //!
 //! Beside that path: [`metrics`] (Prometheus, `/healthz`, `/readyz`),
+//! [`disk_full`] (waiting out a full disk instead of exiting),
 //! [`systemd`] (readiness for `Type=notify`), [`recovery`]
 //! (`--force-new-cluster`), [`restore`] (`raftkv-node restore`, a data
 //! directory from a backup), [`join`] (`--join`), [`failover`] (campaigning as soon as
@@ -32,6 +33,7 @@ pub mod allocator;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod disk_full;
 pub mod error;
 pub mod failover;
 pub mod failpoint;

@@ -89,7 +89,7 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         config.id,
         listener.local_addr()?
     );
-    raftkv_node::run(listener, metrics, config, shutdown).await?;
+    raftkv_node::disk_full::run_through_full_disks(listener, metrics, config, shutdown).await?;
     Ok(())
 }
 
@@ -98,7 +98,7 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
 /// as the node has printed its address (scripts and tests stop nodes that
 /// fast) must stop it cleanly, not kill it.
 #[cfg(unix)]
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::signal;
     use tokio::signal::unix::SignalKind;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
@@ -113,7 +113,7 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 
 /// Resolves on Ctrl-C.
 #[cfg(not(unix))]
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
     })

@@ -80,6 +80,7 @@ pub struct Metrics {
     pub snapshot_install: Histogram,
     pub snapshot_bytes: Gauge,
     pub store_bytes: Gauge,
+    pub disk_full: Gauge,
     pub quota_bytes: Gauge,
     pub alarms_raised: Gauge,
     pub quota_refusals: Counter,
@@ -119,6 +120,7 @@ impl Metrics {
             snapshot_install: seconds_histogram(),
             snapshot_bytes: Gauge::default(),
             store_bytes: Gauge::default(),
+            disk_full: Gauge::default(),
             quota_bytes: Gauge::default(),
             alarms_raised: Gauge::default(),
             quota_refusals: Counter::default(),
@@ -231,6 +233,11 @@ impl Metrics {
              what --quota-bytes is held against",
             Unit::Bytes,
             metrics.store_bytes.clone(),
+        );
+        r.register(
+            "disk_full",
+            "1 while this node waits for room on a full disk (it serves nothing meanwhile)",
+            metrics.disk_full.clone(),
         );
         r.register_with_unit(
             "quota",
@@ -426,6 +433,43 @@ fn route(
 /// Serves plain HTTP/1.1 on `listener` until the task is dropped; each
 /// connection is bounded in time, so a stalled scraper holds nothing.
 pub async fn serve(listener: TcpListener, endpoint: Endpoint) {
+    serve_routes(listener, move |request| route(&endpoint, request)).await
+}
+
+/// Serves `/healthz`, `/metrics` (as they stand, not refreshed) and what
+/// `answer` gives for a path, while the node does not run (its disk is full).
+pub async fn serve_with(
+    listener: TcpListener,
+    answer: impl Fn(&str) -> Option<(u16, String)> + Clone + Send + Sync + 'static,
+) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    serve_routes(listener, move |request| {
+        let path = request.uri().path();
+        if let Some((status, body)) = answer(path) {
+            return self::answer(status, TEXT, body);
+        }
+        match path {
+            "/metrics" => self::answer(
+                200,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                global().encode(),
+            ),
+            "/healthz" => self::answer(200, TEXT, "ok\n".into()),
+            _ => self::answer(404, TEXT, "not found\n".into()),
+        }
+    })
+    .await
+}
+
+/// Serves `route`'s answers on `listener` (see [`serve`]).
+async fn serve_routes(
+    listener: TcpListener,
+    route: impl Fn(&http::Request<hyper::body::Incoming>) -> http::Response<Full<Bytes>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -435,10 +479,10 @@ pub async fn serve(listener: TcpListener, endpoint: Endpoint) {
                 continue;
             }
         };
-        let endpoint = endpoint.clone();
+        let route = route.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let response = route(&endpoint, &request);
+                let response = route(&request);
                 async move { Ok::<_, Infallible>(response) }
             });
             let connection = hyper::server::conn::http1::Builder::new()

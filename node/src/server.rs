@@ -68,6 +68,12 @@ pub enum RunError {
     /// openraft refused to start.
     #[error("cannot start raft: {0}")]
     Raft(String),
+    /// Raft stopped on an unrecoverable error (a storage failure).
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+    /// The listening sockets could not be kept across a restart of the node.
+    #[error("listening socket: {0}")]
+    Listen(std::io::Error),
     /// `--join` gave up: the cluster refused this node or did not make it a
     /// voter in time.
     #[error("cannot join the cluster: {0}")]
@@ -232,8 +238,9 @@ pub async fn run(
 
     let max_message = config.max_message_bytes();
     // Raft stops for good on a storage failure (disk full, I/O error): then
-    // the process must stop too, with the reason, so a supervisor restarts it
-    // once the cause is fixed; serving without Raft would only mislead.
+    // this run ends with the reason. A full disk is waited out by the caller
+    // (see `disk_full`); any other failure stops the process, so a
+    // supervisor restarts it once the cause is fixed.
     let mut raft_metrics = raft.metrics();
     let raft_failed = async move {
         loop {
@@ -384,7 +391,7 @@ pub async fn run(
     }
     if let Err(fatal) = failure {
         tracing::error!(cause = %fatal, "raft stopped on an unrecoverable error");
-        return Err(RunError::Raft(format!("raft stopped: {fatal}")));
+        return Err(RunError::Stopped(fatal.to_string()));
     }
     if let Some(e) = join_error {
         return Err(RunError::Join(e));

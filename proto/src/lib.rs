@@ -60,6 +60,11 @@ pub const REASON_FUTURE_REVISION: &str = "future-revision";
 /// sizes follow in [`STORE_BYTES_METADATA`] and [`QUOTA_BYTES_METADATA`].
 pub const REASON_NO_SPACE: &str = "no-space";
 
+/// [`REASON_METADATA`] value: this node's disk is full; it serves nothing
+/// (and did nothing) until there is room again. Safe to send again to
+/// another node.
+pub const REASON_DISK_FULL: &str = "disk-full";
+
 /// On a "no-space" refusal: what the leader's store holds, as it counts it.
 pub const STORE_BYTES_METADATA: &str = "raftkv-store-bytes";
 
