@@ -65,7 +65,7 @@ machine's cores with it. Builds the release binaries first.
                   values over 200,000 keys, 90 s (--seconds), one run against
                   fresh 3-node raftkv, then, once raftkv is stopped, against
                   fresh 3-member etcd, both with default settings (named in
-                  the report: raftkv has no size quota; etcd's backend quota
+                  the report: raftkv's size quota; etcd's backend quota
                   and auto-compaction). Rows: writes/s over the run and over
                   its first and last 20 s (a third of the run each when it is
                   shorter than 60 s), write p99 / p99.9 / max, hammer's longest
@@ -287,7 +287,8 @@ jq -n --arg command "$COMMAND_LINE" --arg cores "$(nproc)" \
   --arg etcd_timing "$( [ "$NEED_ETCD" = 1 ] && echo "heartbeat $(etcd_default --heartbeat-interval) ms, \
 election timeout $(etcd_default --election-timeout) ms, pre-vote $(etcd_default --pre-vote)")" \
   --arg raftkv_storage "snapshot after $(raftkv_default --snapshot-after) entries keeping $(raftkv_default \
-      --snapshot-keep), sled cache $(raftkv_default --cache-mb) MB, no size quota${RAFTKV_NODE_FLAGS:+; \
+      --snapshot-keep), sled cache $(raftkv_default --cache-mb) MB, size quota $(admin --leader \
+      "multi:///$RAFTKV_ENDPOINTS" --json alarm list 2>/dev/null | jq -r '.quota_bytes // "unknown"') bytes${RAFTKV_NODE_FLAGS:+; \
 RAFTKV_NODE_FLAGS=$RAFTKV_NODE_FLAGS}" \
   --arg etcd_storage "$( [ "$NEED_ETCD" = 1 ] && echo "quota-backend-bytes $(etcd_default --quota-backend-bytes), \
 auto-compaction-retention $(etcd_default --auto-compaction-retention), snapshot-count $(etcd_default --snapshot-count)")" \

@@ -12,7 +12,8 @@
 //! at once, for replication and to be applied.
 //!
 //! Durability rules (what is on disk when a method returns):
-//! - `save_vote`: the vote is synced before it returns.
+//! - `save_vote`: the vote is synced before it returns, in a file of its
+//!   own (see `vote`), so it never waits behind the log's flush.
 //! - `append`: entries are in sled (readable) when it returns and synced
 //!   before `callback` fires. A dedicated sync thread groups appends: one
 //!   `Disk::sync` covers every append queued behind the one in flight.
@@ -41,6 +42,7 @@ use openraft::RaftLogReader;
 use super::recent::RecentEntries;
 use super::size::pair_bytes;
 use super::size::StoreSize;
+use super::vote::VoteFile;
 use super::Disk;
 use crate::codec::decode;
 use crate::codec::encode;
@@ -81,6 +83,8 @@ struct Inner {
     /// entries (the replication hot path) needs it.
     last_purged: Mutex<Option<LogId>>,
     disk: Arc<Disk>,
+    /// The vote, in a file of its own.
+    vote: VoteFile,
     /// A copy of the log's newest entries, which are read back at once.
     recent: Mutex<RecentEntries>,
     /// Appends waiting for a sync, served in order by the sync thread.
@@ -177,6 +181,7 @@ impl LogStore {
                 segments,
                 meta,
                 last_purged: Mutex::new(last_purged),
+                vote: VoteFile::new(disk.dir()),
                 disk,
                 recent: Mutex::default(),
                 pending_syncs,
@@ -343,7 +348,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        self.read_meta(VOTE)
+        match self.inner.vote.read()? {
+            Some(vote) => Ok(Some(vote)),
+            // Earlier versions kept it in sled.
+            None => self.read_meta(VOTE),
+        }
     }
 }
 
@@ -374,9 +383,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.write_meta(VOTE, vote)?;
-        let disk = self.inner.disk.clone();
-        tokio::task::spawn_blocking(move || disk.sync())
+        // Its own small file and sync, not behind the log's flush (see `vote`).
+        let file = self.inner.vote.clone();
+        let vote = *vote;
+        tokio::task::spawn_blocking(move || file.write(&vote))
             .await
             .map_err(io::Error::other)?
     }

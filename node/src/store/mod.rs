@@ -20,6 +20,7 @@ mod size;
 mod snapshot;
 mod snapshot_data;
 mod state_machine;
+mod vote;
 
 use std::path::Path;
 use std::sync::Arc;
