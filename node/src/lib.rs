@@ -21,7 +21,8 @@
 //!   depending on nothing else in the crate.
 //!
 //! Beside that path: [`metrics`] (Prometheus, `/healthz`, `/readyz`),
-//! [`disk_full`] (waiting out a full disk instead of exiting),
+//! [`disk_full`] (waiting out a full disk instead of exiting), [`hung_disk`]
+//! (a leader whose disk hangs hands leadership over),
 //! [`systemd`] (readiness for `Type=notify`), [`recovery`]
 //! (`--force-new-cluster`), [`restore`] (`raftkv-node restore`, a data
 //! directory from a backup), [`join`] (`--join`), [`failover`] (campaigning as soon as
@@ -39,6 +40,7 @@ pub mod failover;
 pub mod failpoint;
 pub mod grpc;
 pub mod history;
+pub mod hung_disk;
 pub mod join;
 pub mod lease;
 pub mod log_purge;

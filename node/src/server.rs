@@ -145,6 +145,7 @@ pub async fn run(
     let watch_hub = crate::watch::WatchHub::new(kv.clone());
     let revisions = kv.revisions().clone();
     let database = state_machine.database();
+    let disk = state_machine.disk();
     // Kept to mark the state machine clean once Raft has stopped.
     let state_machine_on_stop = state_machine.clone();
 
@@ -289,6 +290,12 @@ pub async fn run(
         stopping_rx.clone(),
     ));
     let watching_usage = tokio::spawn(crate::quota::watch_usage(node.clone(), stopping_rx.clone()));
+    let watching_disk = tokio::spawn(crate::hung_disk::watch(
+        raft.clone(),
+        disk,
+        config.id,
+        stopping_rx.clone(),
+    ));
     let purging = tokio::spawn(crate::log_purge::run(
         raft.clone(),
         crate::log_purge::PurgePolicy {
@@ -371,6 +378,7 @@ pub async fn run(
     let _ = removing.await;
     let _ = purging.await;
     let _ = watching_usage.await;
+    let _ = watching_disk.await;
     let failure = raft.metrics().borrow_watched().running_state.clone();
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(cause = %e, "raft did not shut down cleanly");

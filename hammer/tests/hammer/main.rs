@@ -9,5 +9,6 @@ mod test_memory;
 mod test_noop_server;
 mod test_outage;
 mod test_partition;
+mod test_slow_disk;
 mod test_storage_faults;
 mod test_tls;

@@ -26,6 +26,9 @@ pub struct Disk {
     blob_dir: PathBuf,
     /// Highest blob file name (a log sequence number) already synced; serialises syncs.
     synced_blob: Mutex<u64>,
+    /// When the sync in flight began (the oldest, if several): a sync that
+    /// never ends is a hung disk (see `hung_disk`).
+    syncing_since: Mutex<Option<std::time::Instant>>,
 }
 
 impl Disk {
@@ -40,6 +43,7 @@ impl Disk {
             dir: dir.to_path_buf(),
             blob_dir: dir.join("blobs"),
             synced_blob: Mutex::new(0),
+            syncing_since: Mutex::new(None),
         })
     }
 
@@ -49,7 +53,12 @@ impl Disk {
     /// of writes, never one per entry.
     pub fn sync(&self) -> io::Result<()> {
         let started = std::time::Instant::now();
+        self.syncing_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(started);
         let result = self.sync_all_written();
+        *self.syncing_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
         crate::metrics::observe_since(&crate::metrics::global().fsync, started);
         result
     }
@@ -91,6 +100,14 @@ impl Disk {
             *synced_blob = newest;
         }
         Ok(())
+    }
+
+    /// How long the sync in flight has run, if one is.
+    pub fn sync_running_for(&self) -> Option<std::time::Duration> {
+        self.syncing_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|since| since.elapsed())
     }
 
     /// The database handle.

@@ -932,6 +932,11 @@ impl StateMachineStore {
         self.lease_changes.subscribe()
     }
 
+    /// The database's durability handle.
+    pub fn disk(&self) -> Arc<Disk> {
+        self.disk.clone()
+    }
+
     /// What the store holds, counted.
     pub fn size(&self) -> Arc<StoreSize> {
         self.size.clone()
