@@ -16,10 +16,14 @@ CLIENTS=16
 BASE_PORT=27451
 DATA=""
 KEEP=0
+DISK_FAULTS=0
+DISK_MB=512
+BLKIO=/sys/fs/cgroup/blkio
 
 usage() {
   cat <<TXT
 Usage: scripts/chaos.sh [--duration SECONDS] [--interval SECONDS] [--clients N] [--long] [--dir DIR] [--keep]
+                        [--disk-faults [--disk-mb MB]]
 
 Starts a 3-node cluster on 127.0.0.1:$BASE_PORT-$((BASE_PORT + 2)), runs hammer (--verify --history)
 and injects one fault every INTERVAL seconds: kill -9 of the leader or of a
@@ -44,9 +48,21 @@ back. The summary lists every failed restart and any node still down.
                       earlier chaos.sh run (marker file .raftkv-chaos), whose
                       files this run replaces; any other DIR is refused
   --keep              keep the temporary data directory
+  --disk-faults       also disk faults (as root): each node's data directory is
+                      its own ext4 filesystem on a loop device (--disk-mb,
+                      default 512), and every second fault is a disk fault,
+                      full and slow in turn. Full: a random node's filesystem
+                      is filled to the last block until the node stops for
+                      want of room (at most 15 s), 3 s more, then freed; the
+                      node must answer again within 30 s with no restart, or
+                      the run fails (status 3). Slow: a random node is held to
+                      5 write IOPS (cgroup v1 blkio) for 3 s. Each line says
+                      whether the fault bit. Refused, with the reason, where
+                      root, losetup, mkfs.ext4, fallocate or blkio are missing
 
 Exit status: 0 when hammer passed and every restart succeeded; 1 when hammer
-reported a failure; 3 when hammer passed but a restart failed; 2 for bad
+reported a failure; 3 when hammer passed but a restart failed or a node did
+not come back from a full disk by itself; 2 for bad
 arguments or a --dir that is refused.
 TXT
 }
@@ -59,12 +75,23 @@ while [ $# -gt 0 ]; do
     --long) DURATION=1800; INTERVAL=30; shift ;;
     --dir) DATA=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --disk-faults) DISK_FAULTS=1; shift ;;
+    --disk-mb) DISK_MB=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
 done
 [[ "$DURATION" =~ ^[0-9]+$ && "$INTERVAL" =~ ^[0-9]+$ && "$INTERVAL" -ge 3 && "$DURATION" -gt "$INTERVAL" ]] \
   || { echo "--duration and --interval are whole seconds, interval >= 3, duration > interval" >&2; exit 2; }
+if [ "$DISK_FAULTS" = 1 ]; then
+  [[ "$DISK_MB" =~ ^[0-9]+$ && "$DISK_MB" -ge 64 ]] || { echo "--disk-mb is a whole number of MB, at least 64" >&2; exit 2; }
+  [ "$(id -u)" = 0 ] || { echo "--disk-faults needs root (loop devices, mounts, cgroups)" >&2; exit 2; }
+  for tool in losetup mkfs.ext4 fallocate mount umount; do
+    command -v "$tool" >/dev/null || { echo "--disk-faults needs $tool, which is not installed" >&2; exit 2; }
+  done
+  [ -f "$BLKIO/blkio.throttle.write_iops_device" ] \
+    || { echo "--disk-faults needs the cgroup v1 blkio controller at $BLKIO, which this kernel lacks" >&2; exit 2; }
+fi
 # Only a directory this script created is ever removed.
 CREATED=0
 if [ -z "$DATA" ]; then
@@ -87,16 +114,47 @@ cleanup() {
   # hammer is this shell's child, not yet waited for: its pid cannot have been reused.
   [ -n "$HAMMER_PID" ] && kill "$HAMMER_PID" 2>/dev/null || true
   cluster down >/dev/null 2>&1 || true
+  remove_disks
   if [ "$CREATED" = 1 ] && [ "$KEEP" = 0 ]; then rm -rf "$DATA"
   else echo "data, logs, history and report kept in $DATA"; fi
 }
+LOOPS=()
+CGROUP=""
+# remove_disks: the loop filesystems and the cgroup of --disk-faults, if any.
+remove_disks() {
+  local i pid
+  if [ -n "$CGROUP" ] && [ -d "$CGROUP" ]; then
+    while read -r pid; do echo "$pid" >"$BLKIO/cgroup.procs" 2>/dev/null || true; done <"$CGROUP/cgroup.procs"
+    rmdir "$CGROUP" 2>/dev/null || true
+  fi
+  for i in "${!LOOPS[@]}"; do
+    umount "$DATA/node-$i" 2>/dev/null || true
+    losetup -d "${LOOPS[i]}" 2>/dev/null || true
+  done
+}
 trap cleanup EXIT
+
+# Each node's data directory on a filesystem of its own, before the nodes start.
+if [ "$DISK_FAULTS" = 1 ]; then
+  for i in 1 2 3; do
+    mountpoint -q "$DATA/node-$i" 2>/dev/null && { echo "$DATA/node-$i is already a mount point" >&2; exit 2; }
+    truncate -s "${DISK_MB}M" "$DATA/disk-$i.img"
+    mkfs.ext4 -q -F -m 0 "$DATA/disk-$i.img"
+    LOOPS[i]=$(losetup --find --show "$DATA/disk-$i.img")
+    mkdir -p "$DATA/node-$i"
+    mount "${LOOPS[i]}" "$DATA/node-$i"
+  done
+  CGROUP="$BLKIO/raftkv-chaos-$$"
+  mkdir -p "$CGROUP"
+fi
 
 (cd "$ROOT" && cargo build --release -q -p raftkv-node -p raft-admin -p hammer)
 cluster up 3 >/dev/null
 # The addresses the nodes printed when they bound their ports.
 ENDPOINTS=$(cat "$DATA/node-1.addr" "$DATA/node-2.addr" "$DATA/node-3.addr" | paste -sd, -)
 echo "cluster up at $ENDPOINTS; hammer for ${DURATION}s with a fault every ${INTERVAL}s"
+QUOTA=$("$BIN/raft-admin" --leader "multi:///$ENDPOINTS" alarm list 2>/dev/null | sed -n 's/^store: .* of \([0-9]*\) bytes.*/\1/p')
+echo "size quota the nodes chose: ${QUOTA:-unknown} bytes$([ "$DISK_FAULTS" = 1 ] && echo "; data directories on ${DISK_MB} MB filesystems")"
 
 "$BIN/hammer" --endpoints "$ENDPOINTS" --clients "$CLIENTS" --duration "${DURATION}s" --keys 10000 \
   --verify --history "$DATA/history.jsonl" --json >"$DATA/report.json" 2>"$DATA/hammer.err" &
@@ -135,6 +193,65 @@ fault_failed() {
   if ! node_pid "$DATA" "$2" >/dev/null && [[ "$DOWN" != *" $2 "* ]]; then DOWN="${DOWN:- }$2 "; fi
 }
 
+DISK_FAILURES=0
+# device_numbers NODE: major:minor of NODE's loop device.
+device_numbers() { cat "/sys/class/block/$(basename "${LOOPS[$1]}")/dev"; }
+# throttled_writes NODE: writes to NODE's disk the cgroup has counted.
+throttled_writes() {
+  awk -v dev="$(device_numbers "$1")" '$1 == dev && $2 == "Write" {n += $3} END {print n + 0}' \
+    "$CGROUP/blkio.throttle.io_serviced"
+}
+# answers NODE: whether NODE answers a status call.
+answers() { "$BIN/raft-admin" "$(cat "$DATA/node-$1.addr")" --timeout 1s state >/dev/null 2>&1; }
+
+# disk_full NODE: fills NODE's filesystem until the node stops for want of
+# room (15 s at most), keeps it full 3 s more, frees it, and waits up to 30 s
+# for the node to answer again by itself.
+disk_full() {
+  local node=$1 t log_size free waited=0 hit="" back=""
+  t=$(now)
+  log_size=$(wc -c <"$DATA/node-$node.log")
+  free=$(df -B1 --output=avail "$DATA/node-$node" | tail -n 1 | tr -d ' ')
+  fallocate -l "$free" "$DATA/node-$node/filler" 2>/dev/null || true
+  dd if=/dev/zero of="$DATA/node-$node/filler-rest" bs=64k 2>/dev/null || true
+  while [ "$waited" -lt 150 ]; do
+    if tail -c +"$((log_size + 1))" "$DATA/node-$node.log" | grep -q "the disk is full"; then hit=1; break; fi
+    sleep 0.1; waited=$((waited + 1))
+  done
+  [ -n "$hit" ] && sleep 3
+  rm -f "$DATA/node-$node/filler" "$DATA/node-$node/filler-rest"
+  local freed
+  freed=$(python3 -c "import time; print(time.time())")
+  for _ in $(seq 1 300); do
+    if answers "$node"; then back=$(python3 -c "import time; print(f'{time.time() - $freed:.1f}')"); break; fi
+    sleep 0.1
+  done
+  if [ -z "$hit" ]; then
+    echo "$t	disk-full	node $node: not hit (the node never ran out of room)" >>"$DATA/faults.tsv"
+  elif [ -n "$back" ]; then
+    echo "$t	disk-full	node $node: stopped after $((waited / 10)) s, back ${back} s after the room returned" >>"$DATA/faults.tsv"
+  else
+    DISK_FAILURES=$((DISK_FAILURES + 1))
+    echo "$t	disk-full	node $node: NOT back 30 s after the room returned" >>"$DATA/faults.tsv"
+  fi
+}
+
+# disk_slow NODE LEADER: holds NODE to 5 write IOPS for 3 s.
+disk_slow() {
+  local node=$1 leader=$2 t pid before dev
+  pid=$(node_pid "$DATA" "$node") || { fault_failed disk-slow "$node"; return; }
+  dev=$(device_numbers "$node")
+  t=$(now)
+  echo "$dev 5" >"$CGROUP/blkio.throttle.write_iops_device"
+  echo "$pid" >"$CGROUP/cgroup.procs"
+  before=$(throttled_writes "$node")
+  sleep 3
+  echo "$dev 0" >"$CGROUP/blkio.throttle.write_iops_device"
+  echo "$pid" >"$BLKIO/cgroup.procs" 2>/dev/null || true
+  echo "$t	disk-slow	node $node$([ "$node" = "$leader" ] && echo ' (leader)') at 5 write IOPS for 3 s: $(( $(throttled_writes "$node") - before )) writes throttled" >>"$DATA/faults.tsv"
+}
+
+FAULTS=0
 while true; do
   sleep "$INTERVAL"
   python3 -c "import sys; sys.exit(0 if $(now) + 3 < $DURATION else 1)" || break
@@ -149,6 +266,12 @@ while true; do
   fi
   leader=$(cluster leader 2>/dev/null || true)
   [ -n "$leader" ] || { echo "$(now)	no-leader	-" >>"$DATA/faults.tsv"; continue; }
+  FAULTS=$((FAULTS + 1))
+  if [ "$DISK_FAULTS" = 1 ] && [ $((FAULTS % 2)) = 0 ]; then
+    if [ $((FAULTS % 4)) = 0 ]; then disk_full $((RANDOM % 3 + 1)); else disk_slow $((RANDOM % 3 + 1)) "$leader"; fi
+    echo "  $(tail -n 1 "$DATA/faults.tsv")"
+    continue
+  fi
   case $((RANDOM % 4)) in
     0) t=$(now)
        if cluster kill "$leader"; then
@@ -212,6 +335,10 @@ for t, node, why in restarts:
     print(f"  {float(t):>7.2f} s  {node}: {why}")
 PY
 [ "$HAMMER_STATUS" = 0 ] || { echo "hammer reported a failure:" >&2; cat "$DATA/hammer.err" >&2; exit 1; }
+if [ "$DISK_FAILURES" -gt 0 ]; then
+  echo "$DISK_FAILURES node(s) did not come back by themselves from a full disk (listed above)" >&2
+  exit 3
+fi
 if [ "$RESTART_FAILURES" -gt 0 ]; then
   echo "$RESTART_FAILURES restart(s) failed during the run (listed above)" >&2
   exit 3

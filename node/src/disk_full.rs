@@ -45,7 +45,7 @@ const LONGEST_POLL: Duration = Duration::from_secs(5);
 pub async fn run_through_full_disks(
     listener: TcpListener,
     metrics: Option<TcpListener>,
-    config: NodeConfig,
+    mut config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     // The sockets stay bound across runs: each run gets a duplicate.
@@ -99,6 +99,9 @@ pub async fn run_through_full_disks(
             data_dir = %config.data_dir.display(),
             "there is room on the disk again: reopening the store"
         );
+        // Done once, when the process started: run again, it would throw
+        // away members added since.
+        config.force_new_cluster = false;
     }
 }
 
