@@ -62,7 +62,12 @@ pub fn start_load(cluster: &TestCluster, seconds: u64, extra: &[&str]) -> Load {
 /// Waits for the load to end and checks everything that must hold.
 pub async fn finish(load: Load, cluster: &TestCluster) -> Report {
     let report = load.task.await.expect("join").expect("hammer run");
-    let verify = report.verify.as_ref().expect("verify ran");
+    let verify = report.verify.as_ref().unwrap_or_else(|| {
+        panic!(
+            "verify did not run ({:?}); write gaps {:?}; errors {:?}",
+            report.verify_skipped, report.write_gaps, report.errors
+        )
+    });
     assert_eq!(
         verify.lost_acknowledged_writes, 0,
         "lost writes: {:?}",

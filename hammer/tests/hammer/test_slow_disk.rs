@@ -172,7 +172,11 @@ async fn hung_leader() {
     let disk = SlowDisk::create(cluster.dir());
     cluster.bootstrap(cluster.node_spec(1)).await;
     cluster.add_voter(2).await;
-    let spec = cluster.node_spec(3).data_dir(disk.mount.join("node-3"));
+    // A named quota, not an eighth of the small disk.
+    let spec = cluster
+        .node_spec(3)
+        .data_dir(disk.mount.join("node-3"))
+        .flags(&["--quota-bytes", "1073741824"]);
     cluster.add_voter_from(spec).await;
     cluster
         .node(1)
@@ -223,7 +227,11 @@ async fn scenario(slow: Slow) {
     let disk = SlowDisk::create(cluster.dir());
     cluster.bootstrap(cluster.node_spec(1)).await;
     cluster.add_voter(2).await;
-    let spec = cluster.node_spec(3).data_dir(disk.mount.join("node-3"));
+    // A named quota, not an eighth of the small disk.
+    let spec = cluster
+        .node_spec(3)
+        .data_dir(disk.mount.join("node-3"))
+        .flags(&["--quota-bytes", "1073741824"]);
     cluster.add_voter_from(spec).await;
     if slow == Slow::Leader {
         cluster

@@ -206,6 +206,10 @@ async fn a_snapshot_cut_short_by_the_senders_crash_is_sent_again_by_the_next_lea
 }
 
 const DISK_DRIVER: &str = "RAFTKV_TEST_DISK_FULL_DRIVER";
+/// The size quota of nodes on a small disk in these tests (1 GiB): above
+/// what the disk holds, so the disk itself fills (the default would be an
+/// eighth of the disk, and the quota's alarm would stop writes first).
+const BIG_QUOTA: &str = "1073741824";
 
 /// Why the disk-full scenario cannot run here, if it cannot.
 fn disk_full_prerequisites() -> Option<String> {
@@ -267,7 +271,11 @@ async fn disk_full_driver() {
     cluster.bootstrap(cluster.node_spec(1)).await;
     cluster.add_voter(2).await;
     // Node 3 keeps its data on the small disk, its log elsewhere.
-    let spec = cluster.node_spec(3).data_dir(small.join("node-3"));
+    // The quota above what the disk holds: the disk fills for real.
+    let spec = cluster
+        .node_spec(3)
+        .data_dir(small.join("node-3"))
+        .flags(&["--quota-bytes", BIG_QUOTA]);
     cluster.add_voter_from(spec).await;
     let load = start_load(&cluster, 8, &[]);
     let leader = cluster.wait_for_leader().await;
@@ -319,5 +327,125 @@ async fn disk_full_driver() {
     )
     .await;
     assert!(cluster.node(3).log().contains("reopening the store"));
+    finish(load, &cluster).await;
+}
+
+/// Every node's disk full under load: no node exits, the leader answers
+/// disk-full; once room is given back, every node runs again by itself, the
+/// cluster elects a leader and takes writes, and nothing acknowledged is
+/// lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_everywhere() {
+    if let Some(reason) = disk_full_prerequisites() {
+        println!("SKIPPED disk_full_everywhere: {reason}");
+        return;
+    }
+    let wrapper = ["unshare", "--mount", "--propagation", "private"]
+        .map(String::from)
+        .to_vec();
+    run_isolated_driver(
+        wrapper,
+        "test_storage_faults::disk_full_everywhere_driver",
+        DISK_DRIVER,
+    )
+    .await;
+}
+
+/// Mounts a tmpfs of `megabytes` at a new directory `dir`.
+fn small_disk(dir: &std::path::Path, megabytes: u32) {
+    std::fs::create_dir(dir).expect("mount point");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "cannot mount a tmpfs");
+}
+
+/// Fills the filesystem of `dir` to the last byte; returns the file to
+/// remove to give the room back.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let filler = dir.join("filler");
+    let mut file = std::fs::File::create(&filler).expect("filler");
+    let chunk = vec![0u8; 64 << 10];
+    while file
+        .write_all(&chunk)
+        .and_then(|()| file.sync_data())
+        .is_ok()
+    {}
+    filler
+}
+
+/// Waits until node `id` answers UNAVAILABLE with reason disk-full.
+async fn wait_disk_full(cluster: &mut TestCluster, id: u64) {
+    let node = &*cluster.node(id);
+    wait_for(
+        &format!("node {id} answers that its disk is full"),
+        || async move {
+            let refused = node.admin().status(pb::Empty {}).await.err()?;
+            let reason = refused.metadata().get(raftkv_proto::REASON_METADATA)?;
+            (refused.code() == tonic::Code::Unavailable
+                && reason.to_str().ok()? == raftkv_proto::REASON_DISK_FULL)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// The scenario itself, run in a private mount namespace by `disk_full_everywhere`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the mount namespace created by disk_full_everywhere"]
+async fn disk_full_everywhere_driver() {
+    assert!(
+        std::env::var(DISK_DRIVER).is_ok(),
+        "run through disk_full_everywhere"
+    );
+    let mut cluster = TestCluster::new();
+    let disks: Vec<_> = (1..=3)
+        .map(|id| cluster.dir().join(format!("small-{id}")))
+        .collect();
+    for disk in &disks {
+        small_disk(disk, 24);
+    }
+    let spec = |cluster: &TestCluster, id: u64| {
+        cluster
+            .node_spec(id)
+            .data_dir(disks[id as usize - 1].join(format!("node-{id}")))
+            .flags(&["--quota-bytes", BIG_QUOTA])
+    };
+    cluster.bootstrap(spec(&cluster, 1)).await;
+    cluster.add_voter_from(spec(&cluster, 2)).await;
+    cluster.add_voter_from(spec(&cluster, 3)).await;
+    let load = start_load(&cluster, 30, &[]);
+    let leader = cluster.wait_for_leader().await;
+    let applied = cluster.applied_index(leader).await;
+    cluster.wait_applied_beyond(leader, applied + 200).await;
+
+    let fillers: Vec<_> = disks.iter().map(|disk| fill(disk)).collect();
+    // The leader cannot append: its disk is full first. (A follower that
+    // writes nothing more, since no leader can replicate, may not notice.)
+    wait_disk_full(&mut cluster, leader).await;
+    for id in 1..=3 {
+        assert!(
+            cluster.node(id).is_running(),
+            "node {id} exited on a full disk"
+        );
+    }
+    // Room is given back: every node runs again by itself, a leader is
+    // elected, and writes resume before the load ends.
+    for filler in &fillers {
+        std::fs::remove_file(filler).expect("free space");
+    }
+    for id in 1..=3 {
+        let node = &*cluster.node(id);
+        wait_for(&format!("node {id} serves again"), || async move {
+            node.status().await
+        })
+        .await;
+    }
+    let leader = cluster.wait_for_leader().await;
+    let applied = cluster.applied_index(leader).await;
+    cluster.wait_applied_beyond(leader, applied + 50).await;
     finish(load, &cluster).await;
 }
