@@ -41,6 +41,13 @@ fn prerequisites() -> Option<String> {
             return Some(format!("{tool} is not installed"));
         }
     }
+    let free_loop = Command::new("losetup")
+        .arg("--find")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !free_loop {
+        return Some("no free loop device (losetup --find failed)".into());
+    }
     if !Path::new(BLKIO)
         .join("blkio.throttle.write_iops_device")
         .exists()
