@@ -110,18 +110,8 @@ fn io_error(e: std::io::Error) -> RunError {
 }
 
 /// Bytes free for this process on the filesystem holding `dir`.
-#[allow(unsafe_code)]
 fn free_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let existing = dir.ancestors().find(|d| d.exists())?;
-    let path = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs is plain data; all zeroes is a valid value of it.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is a valid C string and `stat` a writable statvfs.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return None;
-    }
-    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+    crate::filesystem::space(dir).map(|fs| fs.available)
 }
 
 /// Answers on the node's sockets that its disk is full until there is

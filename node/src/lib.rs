@@ -28,7 +28,7 @@
 //! directory from a backup), [`join`] (`--join`), [`failover`] (campaigning as soon as
 //! the leader's connection closes), [`history`] (compaction), [`log_purge`]
 //! (when the Raft log is purged), [`quota`] (the size quota and its
-//! alarm), [`codec`], [`failpoint`], [`allocator`].
+//! alarm), [`filesystem`], [`codec`], [`failpoint`], [`allocator`].
 
 pub mod allocator;
 pub mod codec;
@@ -38,6 +38,7 @@ pub mod disk_full;
 pub mod error;
 pub mod failover;
 pub mod failpoint;
+pub mod filesystem;
 pub mod grpc;
 pub mod history;
 pub mod hung_disk;

@@ -55,22 +55,7 @@ const SNAPSHOT_EVERY: Duration = Duration::from_secs(10);
 /// an eighth of the filesystem if that is less. `None` if the filesystem
 /// cannot be asked.
 pub fn default_quota(dir: &Path) -> Option<u64> {
-    filesystem_bytes(dir).map(|bytes| (bytes / FILESYSTEM_SHARE).min(DEFAULT_QUOTA_BYTES))
-}
-
-/// Size of the filesystem holding `dir` (or its nearest existing parent).
-#[allow(unsafe_code)]
-fn filesystem_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let existing = dir.ancestors().find(|d| d.exists())?;
-    let path = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs is plain data; all zeroes is a valid value of it.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is a valid C string and `stat` a writable statvfs.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return None;
-    }
-    Some((stat.f_blocks as u64).saturating_mul(stat.f_frsize as u64))
+    crate::filesystem::space(dir).map(|fs| (fs.total / FILESYSTEM_SHARE).min(DEFAULT_QUOTA_BYTES))
 }
 
 /// Roughly how many bytes `command` adds to the store (its log entry, its
@@ -282,7 +267,7 @@ mod tests {
     fn the_default_is_an_eighth_of_a_small_filesystem() {
         let dir = tempfile::TempDir::new().unwrap();
         let quota = default_quota(&dir.path().join("not-yet")).expect("statvfs");
-        let fs = filesystem_bytes(dir.path()).unwrap();
+        let fs = crate::filesystem::space(dir.path()).unwrap().total;
         assert_eq!(quota, (fs / 8).min(DEFAULT_QUOTA_BYTES));
     }
 }
