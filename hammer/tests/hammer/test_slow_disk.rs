@@ -172,9 +172,9 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// The leader's disk hangs (1 byte a second): it hands leadership over
-/// within seconds, clients keep writing, and its memory stays bounded.
-async fn hung_leader() {
+/// Three voters, node 3's data on a [`SlowDisk`] (not throttled yet), node
+/// 3 leading if `lead`.
+async fn cluster_with_a_slow_node(lead: bool) -> (TestCluster, SlowDisk) {
     let mut cluster = TestCluster::new();
     let disk = SlowDisk::create(cluster.dir());
     cluster.bootstrap(cluster.node_spec(1)).await;
@@ -185,15 +185,24 @@ async fn hung_leader() {
         .data_dir(disk.mount.join("node-3"))
         .flags(&["--quota-bytes", "1073741824"]);
     cluster.add_voter_from(spec).await;
-    cluster
-        .node(1)
-        .admin()
-        .transfer_leader(pb::TransferLeaderRequest {
-            node_id: 3,
-            timeout_ms: 10_000,
-        })
-        .await
-        .expect("node 3 takes the lead");
+    if lead {
+        cluster
+            .node(1)
+            .admin()
+            .transfer_leader(pb::TransferLeaderRequest {
+                node_id: 3,
+                timeout_ms: 10_000,
+            })
+            .await
+            .expect("node 3 takes the lead");
+    }
+    (cluster, disk)
+}
+
+/// The leader's disk hangs (1 byte a second): it hands leadership over
+/// within seconds, clients keep writing, and its memory stays bounded.
+async fn hung_leader() {
+    let (mut cluster, disk) = cluster_with_a_slow_node(true).await;
     let pid = cluster.node(3).pid().expect("node 3 runs");
     let load = start_load(&cluster, 3 * LOAD_SECONDS, &[]);
     let rss_before = rss_mib(pid);
@@ -230,27 +239,7 @@ async fn hung_leader() {
 /// the same load with node 3 (made leader first if `slow` says so) limited
 /// to [`WRITE_IOPS`].
 async fn scenario(slow: Slow) {
-    let mut cluster = TestCluster::new();
-    let disk = SlowDisk::create(cluster.dir());
-    cluster.bootstrap(cluster.node_spec(1)).await;
-    cluster.add_voter(2).await;
-    // A named quota, not an eighth of the small disk.
-    let spec = cluster
-        .node_spec(3)
-        .data_dir(disk.mount.join("node-3"))
-        .flags(&["--quota-bytes", "1073741824"]);
-    cluster.add_voter_from(spec).await;
-    if slow == Slow::Leader {
-        cluster
-            .node(1)
-            .admin()
-            .transfer_leader(pb::TransferLeaderRequest {
-                node_id: 3,
-                timeout_ms: 10_000,
-            })
-            .await
-            .expect("node 3 takes the lead");
-    }
+    let (mut cluster, disk) = cluster_with_a_slow_node(slow == Slow::Leader).await;
     let before = finish(start_load(&cluster, LOAD_SECONDS, &[]), &cluster).await;
     let leader_before = cluster.wait_for_leader().await;
     let pid = cluster.node(3).pid().expect("node 3 runs");
@@ -289,40 +278,35 @@ async fn scenario(slow: Slow) {
     drop(disk);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_follower_disk() {
+/// Runs `driver` in a private mount namespace, or says why `test` is skipped.
+async fn run_in_a_mount_namespace(test: &str, driver: &'static str) {
     if let Some(reason) = prerequisites() {
-        println!("SKIPPED a_slow_follower_disk: {reason}");
+        println!("SKIPPED {test}: {reason}");
         return;
     }
     let wrapper = ["unshare", "--mount", "--propagation", "private"]
         .map(String::from)
         .to_vec();
-    run_isolated_driver(wrapper, "test_slow_disk::slow_follower_driver", DRIVER).await;
+    run_isolated_driver(wrapper, driver, DRIVER).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_follower_disk() {
+    run_in_a_mount_namespace(
+        "a_slow_follower_disk",
+        "test_slow_disk::slow_follower_driver",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_leader_disk() {
-    if let Some(reason) = prerequisites() {
-        println!("SKIPPED a_slow_leader_disk: {reason}");
-        return;
-    }
-    let wrapper = ["unshare", "--mount", "--propagation", "private"]
-        .map(String::from)
-        .to_vec();
-    run_isolated_driver(wrapper, "test_slow_disk::slow_leader_driver", DRIVER).await;
+    run_in_a_mount_namespace("a_slow_leader_disk", "test_slow_disk::slow_leader_driver").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_leader_disk() {
-    if let Some(reason) = prerequisites() {
-        println!("SKIPPED a_hung_leader_disk: {reason}");
-        return;
-    }
-    let wrapper = ["unshare", "--mount", "--propagation", "private"]
-        .map(String::from)
-        .to_vec();
-    run_isolated_driver(wrapper, "test_slow_disk::hung_leader_driver", DRIVER).await;
+    run_in_a_mount_namespace("a_hung_leader_disk", "test_slow_disk::hung_leader_driver").await;
 }
 
 /// The hung-leader scenario, run in a private mount namespace.

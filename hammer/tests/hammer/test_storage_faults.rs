@@ -252,21 +252,13 @@ async fn disk_full_on_one_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs inside the mount namespace created by disk_full_on_one_node"]
 async fn disk_full_driver() {
-    use std::io::Write;
-
     assert!(
         std::env::var(DISK_DRIVER).is_ok(),
         "run through disk_full_on_one_node"
     );
     let mut cluster = TestCluster::new();
     let small = cluster.dir().join("small");
-    std::fs::create_dir(&small).expect("mount point");
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
-        .arg(&small)
-        .status()
-        .expect("mount");
-    assert!(mounted.success(), "cannot mount a tmpfs");
+    small_disk(&small, 24);
 
     cluster.bootstrap(cluster.node_spec(1)).await;
     cluster.add_voter(2).await;
@@ -282,27 +274,10 @@ async fn disk_full_driver() {
     let applied = cluster.applied_index(leader).await;
     cluster.wait_applied_beyond(leader, applied + 200).await;
 
-    // Fill the small disk.
-    let filler = small.join("filler");
-    let mut file = std::fs::File::create(&filler).expect("filler");
-    let chunk = vec![0u8; 1 << 20];
-    while file
-        .write_all(&chunk)
-        .and_then(|()| file.sync_data())
-        .is_ok()
-    {}
-    drop(file);
+    let filler = fill(&small);
     // Node 3 does not exit: it says why it stopped serving, to clients and
     // in its log, and waits for room.
-    let node_3 = &*cluster.node(3);
-    wait_for("node 3 answers that its disk is full", || async move {
-        let refused = node_3.admin().status(pb::Empty {}).await.err()?;
-        let reason = refused.metadata().get(raftkv_proto::REASON_METADATA)?;
-        (refused.code() == tonic::Code::Unavailable
-            && reason.to_str().ok()? == raftkv_proto::REASON_DISK_FULL)
-            .then_some(())
-    })
-    .await;
+    wait_disk_full(&mut cluster, 3).await;
     assert!(cluster.node(3).is_running(), "node 3 exited on a full disk");
     let text = cluster.node(3).log();
     assert!(
