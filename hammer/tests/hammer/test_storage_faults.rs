@@ -352,19 +352,21 @@ fn fill(dir: &std::path::Path) -> std::path::PathBuf {
     filler
 }
 
+/// Whether `node` answers UNAVAILABLE with reason disk-full.
+async fn says_disk_full(node: &raftkv_testkit::TestNode) -> Option<()> {
+    let refused = node.admin().status(pb::Empty {}).await.err()?;
+    let reason = refused.metadata().get(raftkv_proto::REASON_METADATA)?;
+    (refused.code() == tonic::Code::Unavailable
+        && reason.to_str().ok()? == raftkv_proto::REASON_DISK_FULL)
+        .then_some(())
+}
+
 /// Waits until node `id` answers UNAVAILABLE with reason disk-full.
 async fn wait_disk_full(cluster: &mut TestCluster, id: u64) {
     let node = &*cluster.node(id);
-    wait_for(
-        &format!("node {id} answers that its disk is full"),
-        || async move {
-            let refused = node.admin().status(pb::Empty {}).await.err()?;
-            let reason = refused.metadata().get(raftkv_proto::REASON_METADATA)?;
-            (refused.code() == tonic::Code::Unavailable
-                && reason.to_str().ok()? == raftkv_proto::REASON_DISK_FULL)
-                .then_some(())
-        },
-    )
+    wait_for(&format!("node {id} answers that its disk is full"), || {
+        says_disk_full(node)
+    })
     .await;
 }
 
@@ -398,9 +400,20 @@ async fn disk_full_everywhere_driver() {
     cluster.wait_applied_beyond(leader, applied + 200).await;
 
     let fillers: Vec<_> = disks.iter().map(|disk| fill(disk)).collect();
-    // The leader cannot append: its disk is full first. (A follower that
-    // writes nothing more, since no leader can replicate, may not notice.)
-    wait_disk_full(&mut cluster, leader).await;
+    // Some node fails a write first and says so: which one depends on
+    // whose sync runs out of room first (a follower syncs the same entries
+    // as the leader). Once no quorum can write, the others may write
+    // nothing more and never notice.
+    let nodes = &cluster.nodes;
+    wait_for("a node answers that its disk is full", || async move {
+        for node in nodes {
+            if says_disk_full(node).await.is_some() {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await;
     for id in 1..=3 {
         assert!(
             cluster.node(id).is_running(),
