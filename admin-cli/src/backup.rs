@@ -1,5 +1,5 @@
 //! `backup FILE`: a consistent copy of the cluster's key-value state, from
-//! the leader, in the backup file format (`raftkv_client::backup`) that
+//! the leader, in the backup file format (`raftkv_files::backup`) that
 //! `raftkv-node restore` reads.
 //!
 //! The file appears under its name only when complete: it is written beside
@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use anyhow::bail;
 use anyhow::Context;
-use raftkv_client::backup::BackupWriter;
-use raftkv_client::backup::DataHash;
+use raftkv_files::backup::BackupWriter;
+use raftkv_files::backup::DataHash;
 use raftkv_proto::pb;
 use raftkv_proto::pb::admin_client::AdminClient;
 use raftkv_proto::pb::backup_chunk::Part;
@@ -42,7 +42,7 @@ pub async fn backup(target: &mut Target, file: &Path) -> anyhow::Result<()> {
     let written = download(target, &partial).await;
     let written = written.and_then(|header| {
         // Read back what is on disk: the file that counts is the one written.
-        let verified = raftkv_client::backup::read_file(&partial)
+        let verified = raftkv_files::backup::read_file(&partial)
             .with_context(|| format!("reading back {}", partial.display()))?;
         std::fs::hard_link(&partial, file)
             .with_context(|| format!("cannot create {}", file.display()))?;
@@ -57,7 +57,7 @@ pub async fn backup(target: &mut Target, file: &Path) -> anyhow::Result<()> {
     let (header, sha256) = written?;
     let file_bytes = std::fs::metadata(file)?.len();
     let configuration = header.configuration.unwrap_or_default();
-    let sha256 = raftkv_client::backup::hex(&sha256);
+    let sha256 = raftkv_files::backup::hex(&sha256);
     if target.json {
         println!(
             "{}",

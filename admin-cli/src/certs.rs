@@ -3,9 +3,9 @@
 
 use anyhow::bail;
 use anyhow::Context;
-use raftkv_client::certs::write_pair;
-use raftkv_client::certs::Authority;
-use raftkv_client::certs::Leaf;
+use raftkv_files::certs::write_pair;
+use raftkv_files::certs::Authority;
+use raftkv_files::certs::Leaf;
 
 use crate::cli::CertsCommand;
 

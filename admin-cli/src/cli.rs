@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::Subcommand;
-use raftkv_client::cli::TlsArgs;
+use raftkv_files::cli::TlsArgs;
 use raftkv_client::parse_duration;
 
 /// Grow, shrink, steer and inspect a raftkv cluster.

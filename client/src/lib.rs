@@ -9,20 +9,14 @@
 //!   `raftkv-reason` metadata, never from a message's wording;
 //! - [`ClusterClient`]: leader discovery and following;
 //! - [`lease`]: keeping a lease alive through leader changes;
-//! - [`TlsFiles`]: the CA, certificate and key of a mutual-TLS client; with
-//!   the `cli` feature, [`cli::TlsArgs`], the flags naming them; with the
-//!   `certs` feature, [`certs`], making a CA and certificates;
-//! - with the `backup` feature, [`backup`]: the backup file format.
+//! - [`TlsFiles`]: the CA, certificate and key of a mutual-TLS client.
+//!
+//! The backup file format, certificates and the TLS flags live in
+//! `raftkv-files`: they are not about talking to a cluster.
 
 pub mod address;
 mod backoff;
-#[cfg(feature = "backup")]
-pub mod backup;
-#[cfg(feature = "certs")]
-pub mod certs;
 mod channels;
-#[cfg(feature = "cli")]
-pub mod cli;
 pub mod cluster;
 mod describe;
 mod duration;

@@ -8,7 +8,7 @@ use clap::Args;
 use clap::Parser;
 use clap::Subcommand;
 use clap::ValueEnum;
-use raftkv_client::cli::TlsArgs;
+use raftkv_files::cli::TlsArgs;
 use raftkv_client::parse_duration;
 
 /// Load a raftkv cluster: throughput, latency, errors and the cost of failovers.

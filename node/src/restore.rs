@@ -25,8 +25,8 @@ use openraft::storage::RaftLogStorage;
 use openraft::storage::RaftStateMachine;
 use openraft::vote::RaftLeaderId;
 use openraft::Membership;
-use raftkv_client::backup::Backup;
-use raftkv_client::backup::BackupError;
+use raftkv_files::backup::Backup;
+use raftkv_files::backup::BackupError;
 
 use crate::store::OpenError;
 use crate::types::LogId;
@@ -109,7 +109,7 @@ pub async fn restore(args: &RestoreArgs) -> Result<Restored, RestoreError> {
         .map_err(|e| RestoreError::Usage(format!("--advertise: {e}")))?;
     let file = args.from.clone();
     let backup =
-        raftkv_client::backup::read_file(&file).map_err(|source| RestoreError::Backup {
+        raftkv_files::backup::read_file(&file).map_err(|source| RestoreError::Backup {
             file: file.clone(),
             source,
         })?;

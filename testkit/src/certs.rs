@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::path::PathBuf;
 
-use raftkv_client::certs::write_pair;
-use raftkv_client::certs::Authority;
-use raftkv_client::certs::Leaf;
+use raftkv_files::certs::write_pair;
+use raftkv_files::certs::Authority;
+use raftkv_files::certs::Leaf;
 use raftkv_client::TlsFiles;
 use tempfile::TempDir;
 use tonic::transport::ClientTlsConfig;

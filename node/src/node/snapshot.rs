@@ -98,7 +98,7 @@ impl RaftNode {
         // One more pass over the file: its checksum, and a check that it
         // decodes (the key count comes from it).
         let checked = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let mut hash = raftkv_client::backup::DataHash::default();
+            let mut hash = raftkv_files::backup::DataHash::default();
             let reader = Hashing {
                 inner: data.reader()?,
                 hash: &mut hash,
@@ -125,7 +125,7 @@ const BACKUP_CHUNK_BYTES: usize = 1 << 20;
 /// A reader that hashes what passes through it.
 struct Hashing<'a, R> {
     inner: R,
-    hash: &'a mut raftkv_client::backup::DataHash,
+    hash: &'a mut raftkv_files::backup::DataHash,
 }
 
 impl<R: std::io::Read> std::io::Read for Hashing<'_, R> {

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use tonic::transport::ClientTlsConfig;
 
-use crate::ClientError;
-use crate::TlsFiles;
+use raftkv_client::ClientError;
+use raftkv_client::TlsFiles;
 
 /// `--cacert`, `--cert`, `--key`, `--tls-server-name`.
 #[derive(Debug, Clone, Default, clap::Args)]
