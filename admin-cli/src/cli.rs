@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::Subcommand;
-use raftkv_files::cli::TlsArgs;
 use raftkv_client::parse_duration;
+use raftkv_files::cli::TlsArgs;
 
 /// Grow, shrink, steer and inspect a raftkv cluster.
 #[derive(Debug, Parser)]

@@ -8,8 +8,8 @@ use clap::Args;
 use clap::Parser;
 use clap::Subcommand;
 use clap::ValueEnum;
-use raftkv_files::cli::TlsArgs;
 use raftkv_client::parse_duration;
+use raftkv_files::cli::TlsArgs;
 
 /// Load a raftkv cluster: throughput, latency, errors and the cost of failovers.
 #[derive(Debug, Parser)]

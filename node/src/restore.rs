@@ -108,11 +108,10 @@ pub async fn restore(args: &RestoreArgs) -> Result<Restored, RestoreError> {
     raftkv_client::check_address(&args.advertise)
         .map_err(|e| RestoreError::Usage(format!("--advertise: {e}")))?;
     let file = args.from.clone();
-    let backup =
-        raftkv_files::backup::read_file(&file).map_err(|source| RestoreError::Backup {
-            file: file.clone(),
-            source,
-        })?;
+    let backup = raftkv_files::backup::read_file(&file).map_err(|source| RestoreError::Backup {
+        file: file.clone(),
+        source,
+    })?;
     let contents = |reason: String| RestoreError::Contents {
         file: file.clone(),
         reason,

@@ -29,6 +29,7 @@ use crate::grpc::admin::AdminService;
 use crate::grpc::health::track_leadership;
 use crate::grpc::kv::KvService;
 use crate::grpc::raft::RaftService;
+use crate::grpc::routing::routed;
 use crate::grpc::watch::Watches;
 use crate::join::join;
 use crate::join::JoinError;
@@ -326,7 +327,11 @@ pub async fn run(
         },
     );
     let admin = InterceptedService::new(
-        AdminServer::new(AdminService::new(node.clone())),
+        routed(
+            AdminServer::new(AdminService::new(node.clone())),
+            node.clone(),
+            crate::grpc::admin::placement,
+        ),
         Authorize::new("raftkv.Admin", Role::Admin, policy.clone()),
     );
     let raft_service = InterceptedService::new(
@@ -346,7 +351,7 @@ pub async fn run(
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(TrackCalls)
-        .add_service(
+        .add_service(routed(
             KvServer::new(KvService::new(
                 node.clone(),
                 Watches {
@@ -356,7 +361,9 @@ pub async fn run(
             ))
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message),
-        )
+            node.clone(),
+            crate::grpc::kv::placement,
+        ))
         .add_service(admin)
         .add_service(raft_service)
         .add_service(health_service)

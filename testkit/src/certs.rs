@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::path::PathBuf;
 
+use raftkv_client::TlsFiles;
 use raftkv_files::certs::write_pair;
 use raftkv_files::certs::Authority;
 use raftkv_files::certs::Leaf;
-use raftkv_client::TlsFiles;
 use tempfile::TempDir;
 use tonic::transport::ClientTlsConfig;
 

@@ -9,15 +9,14 @@ use std::time::Duration;
 use openraft::Instant as _;
 use openraft::RaftMetrics;
 use openraft::ServerState;
+use prost::Message;
 use raftkv_proto::pb;
-use raftkv_proto::pb::admin_client::AdminClient;
 use raftkv_proto::pb::admin_server::Admin;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 
-use super::forwarded;
-use super::route;
+use super::routing::Placement;
 use crate::error::NodeError;
 use crate::node::BackupSnapshot;
 use crate::node::Consistency;
@@ -35,6 +34,25 @@ pub type BackupStream =
 
 /// Transfer timeout when the request sets none.
 const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where each `raftkv.Admin` method runs: membership changes, transfers,
+/// barriers, compaction, alarm changes and backups on the leader (a demotion
+/// or removal that makes the leader hand over is finished by the new one);
+/// what describes or steers this one node, here.
+pub fn placement(method: &str) -> Placement {
+    match method {
+        "AddLearner" | "AddVoter" | "TransferLeader" | "Barrier" | "VerifyLeader" | "Compact"
+        | "Backup" => Placement::Leader,
+        "DemoteVoter" | "RemoveNode" => Placement::LeaderThenSuccessor,
+        "Alarm" => Placement::LeaderUnless(|message| {
+            pb::AlarmRequest::decode(message)
+                .is_ok_and(|request| request.action == pb::alarm_request::Action::List as i32)
+        }),
+        // Initialize, GetConfiguration, Status, TriggerSnapshot, StateDigest,
+        // Shutdown: about this node.
+        _ => Placement::Here,
+    }
+}
 
 /// The admin API of one node.
 pub struct AdminService {
@@ -200,11 +218,6 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        if let Some(leader) = route(&self.node, &request)? {
-            return AdminClient::new(leader)
-                .add_learner(forwarded(request))
-                .await;
-        }
         let r = request.into_inner();
         let index = self
             .node
@@ -218,9 +231,6 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        if let Some(leader) = route(&self.node, &request)? {
-            return AdminClient::new(leader).add_voter(forwarded(request)).await;
-        }
         let r = request.into_inner();
         let index = self
             .node
@@ -234,31 +244,12 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::NodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        if let Some(leader) = route(&self.node, &request)? {
-            return AdminClient::new(leader)
-                .demote_voter(forwarded(request))
-                .await;
-        }
         let r = *request.get_ref();
-        match self
+        let result = self
             .node
             .demote_voter(r.node_id, expected_index(r.previous_index))
-            .await
-        {
-            // This node handed leadership over first: let the new leader finish.
-            Err(NodeError::NotLeader {
-                leader: Some((_, address)),
-            }) => {
-                let channel = self
-                    .node
-                    .channel_to(&address)
-                    .map_err(|e| Status::internal(e.to_string()))?;
-                AdminClient::new(channel)
-                    .demote_voter(forwarded(request))
-                    .await
-            }
-            result => Ok(self.membership_response(result?)),
-        }
+            .await?;
+        Ok(self.membership_response(result))
     }
 
     #[tracing::instrument(level = "info", skip_all)]
@@ -266,30 +257,12 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::NodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        if let Some(leader) = route(&self.node, &request)? {
-            return AdminClient::new(leader)
-                .remove_node(forwarded(request))
-                .await;
-        }
         let r = *request.get_ref();
-        match self
+        let result = self
             .node
             .remove_node(r.node_id, expected_index(r.previous_index))
-            .await
-        {
-            Err(NodeError::NotLeader {
-                leader: Some((_, address)),
-            }) => {
-                let channel = self
-                    .node
-                    .channel_to(&address)
-                    .map_err(|e| Status::internal(e.to_string()))?;
-                AdminClient::new(channel)
-                    .remove_node(forwarded(request))
-                    .await
-            }
-            result => Ok(self.membership_response(result?)),
-        }
+            .await?;
+        Ok(self.membership_response(result))
     }
 
     #[tracing::instrument(level = "info", skip_all)]
@@ -297,11 +270,6 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
-        if let Some(leader) = route(&self.node, &request)? {
-            return AdminClient::new(leader)
-                .transfer_leader(forwarded(request))
-                .await;
-        }
         let r = request.into_inner();
         let timeout = match r.timeout_ms {
             0 => DEFAULT_TRANSFER_TIMEOUT,
@@ -348,11 +316,8 @@ impl Admin for AdminService {
 
     async fn barrier(
         &self,
-        request: Request<pb::Empty>,
+        _: Request<pb::Empty>,
     ) -> Result<Response<pb::BarrierResponse>, Status> {
-        if let Some(leader) = route(&self.node, &request)? {
-            return AdminClient::new(leader).barrier(forwarded(request)).await;
-        }
         let index = self.node.barrier().await?;
         Ok(Response::new(pb::BarrierResponse { index }))
     }
@@ -361,9 +326,6 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::CompactRequest>,
     ) -> Result<Response<pb::CompactResponse>, Status> {
-        if let Some(leader) = route(&self.node, &request)? {
-            return AdminClient::new(leader).compact(forwarded(request)).await;
-        }
         let revision = request.into_inner().revision;
         let (revision, index) = self.node.compact(revision).await?;
         Ok(Response::new(pb::CompactResponse { revision, index }))
@@ -377,9 +339,6 @@ impl Admin for AdminService {
         let action = Action::try_from(request.get_ref().action)
             .map_err(|_| Status::invalid_argument("unknown alarm action"))?;
         if action != Action::List {
-            if let Some(leader) = route(&self.node, &request)? {
-                return AdminClient::new(leader).alarm(forwarded(request)).await;
-            }
             let member = match (action, request.get_ref().member_id) {
                 (Action::Raise, 0) => Some(self.node.id()),
                 (_, 0) => None,
@@ -412,13 +371,8 @@ impl Admin for AdminService {
 
     async fn verify_leader(
         &self,
-        request: Request<pb::Empty>,
+        _: Request<pb::Empty>,
     ) -> Result<Response<pb::VerifyLeaderResponse>, Status> {
-        if let Some(leader) = route(&self.node, &request)? {
-            return AdminClient::new(leader)
-                .verify_leader(forwarded(request))
-                .await;
-        }
         self.node.read_fence(Consistency::Linearizable).await?;
         let metrics = self.node.metrics();
         Ok(Response::new(pb::VerifyLeaderResponse {
@@ -454,17 +408,7 @@ impl Admin for AdminService {
     type BackupStream = BackupStream;
 
     #[tracing::instrument(level = "info", skip_all)]
-    async fn backup(
-        &self,
-        request: Request<pb::Empty>,
-    ) -> Result<Response<Self::BackupStream>, Status> {
-        if let Some(leader) = route(&self.node, &request)? {
-            let stream = AdminClient::new(leader)
-                .backup(forwarded(request))
-                .await?
-                .into_inner();
-            return Ok(Response::new(Box::pin(stream)));
-        }
+    async fn backup(&self, _: Request<pb::Empty>) -> Result<Response<Self::BackupStream>, Status> {
         let backup = self.node.backup().await?;
         Ok(Response::new(backup_stream(self.node.id(), backup)?))
     }

@@ -3,15 +3,14 @@
 
 use std::sync::Arc;
 
+use prost::Message;
 use raftkv_proto::pb;
-use raftkv_proto::pb::kv_client::KvClient;
 use raftkv_proto::pb::kv_server::Kv;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 
-use super::forwarded;
-use super::route;
+use super::routing::Placement;
 use super::watch::WatchStream;
 use super::watch::Watches;
 use crate::node::Consistency;
@@ -24,6 +23,22 @@ use crate::types::Stored;
 const DEFAULT_SCAN_LIMIT: usize = 1000;
 /// Most pairs one scan returns.
 const MAX_SCAN_LIMIT: usize = 10_000;
+
+/// Where each `raftkv.KV` method runs: writes, lease calls and
+/// linearizable reads on the leader; stale reads and watches on whichever
+/// node the call reached.
+pub fn placement(method: &str) -> Placement {
+    match method {
+        "Get" => Placement::LeaderUnless(|message| {
+            pb::GetRequest::decode(message).is_ok_and(|request| request.stale)
+        }),
+        "Scan" => Placement::LeaderUnless(|message| {
+            pb::ScanRequest::decode(message).is_ok_and(|request| request.stale)
+        }),
+        "Watch" => Placement::Here,
+        _ => Placement::Leader,
+    }
+}
 
 /// The client API of one node.
 pub struct KvService {
@@ -103,9 +118,6 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        if let Some(leader) = route(&self.node, &request)? {
-            return KvClient::new(leader).put(forwarded(request)).await;
-        }
         let pb::PutRequest { key, value, lease } = request.into_inner();
         self.node.check_key(&key)?;
         self.node.check_value(&value)?;
@@ -125,12 +137,6 @@ impl Kv for KvService {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         let consistency = consistency(request.get_ref().stale);
-        // A stale read is served by whichever node it reached.
-        if consistency == Consistency::Linearizable {
-            if let Some(leader) = route(&self.node, &request)? {
-                return KvClient::new(leader).get(forwarded(request)).await;
-            }
-        }
         let request = request.into_inner();
         let revision = (request.revision > 0).then_some(request.revision);
         let (found, applied_index) = self.node.get(&request.key, consistency, revision).await?;
@@ -142,9 +148,6 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        if let Some(leader) = route(&self.node, &request)? {
-            return KvClient::new(leader).delete(forwarded(request)).await;
-        }
         let key = request.into_inner().key;
         self.node.check_key(&key)?;
         match self.node.write(Command::Delete { key }).await? {
@@ -161,11 +164,6 @@ impl Kv for KvService {
         request: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
         let consistency = consistency(request.get_ref().stale);
-        if consistency == Consistency::Linearizable {
-            if let Some(leader) = route(&self.node, &request)? {
-                return KvClient::new(leader).scan(forwarded(request)).await;
-            }
-        }
         let request = request.into_inner();
         let limit = match request.limit as usize {
             0 => DEFAULT_SCAN_LIMIT,
@@ -205,11 +203,6 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
-        if let Some(leader) = route(&self.node, &request)? {
-            return KvClient::new(leader)
-                .compare_and_swap(forwarded(request))
-                .await;
-        }
         let pb::CompareAndSwapRequest {
             key,
             expected_value,
@@ -248,9 +241,6 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        if let Some(leader) = route(&self.node, &request)? {
-            return KvClient::new(leader).txn(forwarded(request)).await;
-        }
         let command = super::txn::command(&self.node, request.into_inner())?;
         match self.node.write(command).await? {
             (index, CommandResult::Txn { succeeded, results }) => Ok(Response::new(
@@ -265,9 +255,6 @@ impl Kv for KvService {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        if let Some(leader) = route(&self.node, &request)? {
-            return KvClient::new(leader).lease_grant(forwarded(request)).await;
-        }
         let ttl = request.into_inner().ttl;
         let id = self.node.lease_grant(ttl).await?;
         Ok(Response::new(pb::LeaseGrantResponse { id, ttl }))
@@ -278,9 +265,6 @@ impl Kv for KvService {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        if let Some(leader) = route(&self.node, &request)? {
-            return KvClient::new(leader).lease_revoke(forwarded(request)).await;
-        }
         let (index, keys_deleted) = self.node.lease_revoke(request.into_inner().id).await?;
         Ok(Response::new(pb::LeaseRevokeResponse {
             index,
@@ -293,11 +277,6 @@ impl Kv for KvService {
         &self,
         request: Request<pb::LeaseKeepAliveRequest>,
     ) -> Result<Response<pb::LeaseKeepAliveResponse>, Status> {
-        if let Some(leader) = route(&self.node, &request)? {
-            return KvClient::new(leader)
-                .lease_keep_alive(forwarded(request))
-                .await;
-        }
         let id = request.into_inner().id;
         let ttl = self.node.lease_keep_alive(id).await?;
         Ok(Response::new(pb::LeaseKeepAliveResponse {
@@ -311,11 +290,6 @@ impl Kv for KvService {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        if let Some(leader) = route(&self.node, &request)? {
-            return KvClient::new(leader)
-                .lease_time_to_live(forwarded(request))
-                .await;
-        }
         let pb::LeaseTimeToLiveRequest { id, keys } = request.into_inner();
         let status = self.node.lease_time_to_live(id, keys).await?;
         // Rounded up: a lease with any time left never reads as 0.

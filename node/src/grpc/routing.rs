@@ -1,0 +1,310 @@
+//! Route-and-forward, written once: a layer in front of a gRPC service that
+//! sends each call that must run on the leader to the leader, and serves
+//! the rest here. Handlers never ask where they run; a call that reaches one
+//! runs on this node.
+//!
+//! Each service names where its methods run ([`Placement`], a table beside
+//! its handlers). A call for the leader that reaches a follower is passed on
+//! as it came, bytes and streams alike, over the cached peer channel, marked
+//! as forwarded and with the caller's deadline (or [`FORWARD_TIMEOUT`]). A
+//! call that was already forwarded once is never forwarded again: it gets the
+//! not-leader answer with the leader hint, so a stale view of who leads
+//! cannot loop.
+//!
+//! The layer sits inside the role check (`security::Authorize`): the leader
+//! sees a forwarded call arrive with the forwarding node's certificate, so
+//! the caller's own role must have been checked here first.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Context;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use raftkv_proto::FORWARDED_METADATA;
+use raftkv_proto::REASON_METADATA;
+use raftkv_proto::REASON_NOT_LEADER;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::Status;
+use tower_service::Service;
+
+use crate::error::NodeError;
+use crate::node::RaftNode;
+
+/// Deadline of a forwarded call when the caller set none.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest request a placement that reads the message buffers; larger ones
+/// run on the leader (the safe choice: the leader can serve every call).
+const MAX_PEEKED_BYTES: usize = 64 << 10;
+
+/// Where one method of a service runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Placement {
+    /// On whichever node the call reached.
+    Here,
+    /// On the leader.
+    Leader,
+    /// On the leader, unless the message, decoded by the function from its
+    /// protobuf bytes, may be served here (a stale read, a listing). A
+    /// message that cannot be read runs on the leader, which serves every
+    /// call.
+    LeaderUnless(fn(&[u8]) -> bool),
+    /// On the leader; and if the leader hands leadership over while serving
+    /// it (removing or demoting itself), once more on the new leader, which
+    /// finishes it.
+    LeaderThenSuccessor,
+}
+
+/// Where each method (the last part of the path, `Put` in `/raftkv.KV/Put`)
+/// of a service runs.
+pub type Placements = fn(&str) -> Placement;
+
+/// The layer over `inner`, a service whose methods run where `placements`
+/// says.
+pub fn routed<S>(inner: S, node: Arc<RaftNode>, placements: Placements) -> Routed<S> {
+    Routed {
+        inner,
+        node,
+        placements,
+    }
+}
+
+/// See [`routed`].
+#[derive(Clone)]
+pub struct Routed<S> {
+    inner: S,
+    node: Arc<RaftNode>,
+    placements: Placements,
+}
+
+impl<S: NamedService> NamedService for Routed<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type Answer = http::Response<Body>;
+
+impl<S> Service<http::Request<Body>> for Routed<S>
+where
+    S: Service<http::Request<Body>, Response = Answer, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Answer;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // The clone that was polled ready serves this call (tower's rule).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let node = self.node.clone();
+        let method = request.uri().path().rsplit('/').next().unwrap_or_default();
+        let placement = (self.placements)(method);
+        Box::pin(async move { Ok(route(inner, &node, placement, request).await) })
+    }
+}
+
+/// Serves `request` here or on the leader, as `placement` says.
+async fn route<S>(
+    mut inner: S,
+    node: &RaftNode,
+    placement: Placement,
+    request: http::Request<Body>,
+) -> Answer
+where
+    S: Service<http::Request<Body>, Response = Answer, Error = Infallible>,
+{
+    let leads = node.names_itself_leader();
+    match placement {
+        Placement::Here => serve(&mut inner, request).await,
+        Placement::Leader if leads => serve(&mut inner, request).await,
+        Placement::Leader => forward(node, request).await,
+        Placement::LeaderUnless(here) => {
+            if leads {
+                return serve(&mut inner, request).await;
+            }
+            let (request, message) = match buffered(request).await {
+                Ok(buffered) => buffered,
+                Err(status) => return status.into_http(),
+            };
+            match message {
+                Some(bytes) if grpc_message(&bytes).is_some_and(here) => {
+                    serve(&mut inner, request).await
+                }
+                _ => forward(node, request).await,
+            }
+        }
+        Placement::LeaderThenSuccessor if !leads => forward(node, request).await,
+        Placement::LeaderThenSuccessor => {
+            let (request, message) = match buffered(request).await {
+                Ok(buffered) => buffered,
+                Err(status) => return status.into_http(),
+            };
+            let Some(bytes) = message else {
+                return serve(&mut inner, request).await;
+            };
+            let again = copy(&request, &bytes);
+            let answer = serve(&mut inner, request).await;
+            match handed_over_to(&answer) {
+                Some(successor) if !is_forwarded(&again) => {
+                    tracing::debug!(%successor, "leadership was handed over: the new leader finishes the call");
+                    send(node, &successor, again).await
+                }
+                _ => answer,
+            }
+        }
+    }
+}
+
+/// Runs the call here.
+async fn serve<S>(inner: &mut S, request: http::Request<Body>) -> Answer
+where
+    S: Service<http::Request<Body>, Response = Answer, Error = Infallible>,
+{
+    match inner.call(request).await {
+        Ok(answer) => answer,
+        Err(never) => match never {},
+    }
+}
+
+/// Sends the call to the leader, or answers not-leader when there is none
+/// to send it to (none known, or the call was forwarded once already).
+async fn forward(node: &RaftNode, request: http::Request<Body>) -> Answer {
+    let leader = node.leader().filter(|(id, _)| *id != node.id());
+    match leader {
+        Some((id, address)) if !is_forwarded(&request) => {
+            tracing::debug!(leader = id, %address, "forwarding to the leader");
+            send(node, &address, request).await
+        }
+        leader => Status::from(NodeError::NotLeader { leader }).into_http(),
+    }
+}
+
+/// Passes the call to the node at `address`, marked as forwarded.
+async fn send(node: &RaftNode, address: &str, request: http::Request<Body>) -> Answer {
+    let mut channel = match node.channel_to(address) {
+        Ok(channel) => channel,
+        Err(e) => return Status::internal(e.to_string()).into_http(),
+    };
+    let (mut parts, body) = request.into_parts();
+    parts
+        .headers
+        .insert(FORWARDED_METADATA, http::HeaderValue::from_static("1"));
+    if !parts.headers.contains_key("grpc-timeout") {
+        let timeout = format!("{}S", FORWARD_TIMEOUT.as_secs());
+        if let Ok(value) = http::HeaderValue::from_str(&timeout) {
+            parts.headers.insert("grpc-timeout", value);
+        }
+    }
+    // What the server attached for this node's own handlers (the caller's
+    // certificate, …) is not the leader's business.
+    parts.extensions = http::Extensions::new();
+    let request = http::Request::from_parts(parts, body);
+    let sent = async {
+        std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
+        channel.call(request).await
+    };
+    match sent.await {
+        Ok(answer) => answer,
+        Err(e) => {
+            let mut status =
+                Status::unavailable(format!("cannot reach the leader at {address}: {e}"));
+            status.set_source(Arc::new(e));
+            // Nothing reached the leader: the caller may send the call again.
+            if raftkv_client::never_sent(&status) {
+                return Status::from(NodeError::NotLeader { leader: None }).into_http();
+            }
+            status.into_http()
+        }
+    }
+}
+
+/// Whether a node already forwarded this call.
+fn is_forwarded(request: &http::Request<Body>) -> bool {
+    request.headers().contains_key(FORWARDED_METADATA)
+}
+
+/// The request with its body read, and the body's bytes; `None` when it is
+/// too large to keep (then the request streams on as it came).
+async fn buffered(
+    request: http::Request<Body>,
+) -> Result<(http::Request<Body>, Option<Bytes>), Status> {
+    let (parts, body) = request.into_parts();
+    let limited = http_body_util::Limited::new(body, MAX_PEEKED_BYTES);
+    match limited.collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            let request = http::Request::from_parts(parts, Body::new(full(bytes.clone())));
+            Ok((request, Some(bytes)))
+        }
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Status::resource_exhausted(
+            format!("a request of this kind may not exceed {MAX_PEEKED_BYTES} bytes"),
+        )),
+        Err(e) => Err(Status::cancelled(format!(
+            "the request body broke off: {e}"
+        ))),
+    }
+}
+
+/// A second request with the same head and `body`.
+fn copy(request: &http::Request<Body>, body: &Bytes) -> http::Request<Body> {
+    let mut again = http::Request::new(Body::new(full(body.clone())));
+    *again.method_mut() = request.method().clone();
+    *again.uri_mut() = request.uri().clone();
+    *again.version_mut() = request.version();
+    *again.headers_mut() = request.headers().clone();
+    again
+}
+
+fn full(bytes: Bytes) -> http_body_util::Full<Bytes> {
+    http_body_util::Full::new(bytes)
+}
+
+/// The message of a gRPC request body holding one uncompressed message: a
+/// flag byte, its length (u32, big-endian), then the message.
+fn grpc_message(body: &[u8]) -> Option<&[u8]> {
+    let (&flag, rest) = body.split_first()?;
+    if flag != 0 || rest.len() < 4 {
+        return None;
+    }
+    let (length, message) = rest.split_at(4);
+    let length = u32::from_be_bytes(length.try_into().ok()?) as usize;
+    (message.len() == length).then_some(message)
+}
+
+/// The address of the node this one handed leadership to while serving
+/// the call, when its answer says so: not-leader, naming a leader.
+fn handed_over_to(answer: &Answer) -> Option<String> {
+    let status = Status::from_header_map(answer.headers())?;
+    let reason = status.metadata().get(REASON_METADATA)?;
+    if reason.as_bytes() != REASON_NOT_LEADER.as_bytes() {
+        return None;
+    }
+    raftkv_client::leader_hint(&status).map(|(_, address)| address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grpc_body_yields_its_message_only_when_whole_and_uncompressed() {
+        let framed = [&[0u8, 0, 0, 0, 3][..], b"abc"].concat();
+        assert_eq!(grpc_message(&framed), Some(&b"abc"[..]));
+        assert_eq!(grpc_message(&framed[..6]), None, "cut short");
+        let compressed = [&[1u8, 0, 0, 0, 3][..], b"abc"].concat();
+        assert_eq!(grpc_message(&compressed), None);
+        let two = [&framed[..], &framed[..]].concat();
+        assert_eq!(grpc_message(&two), None, "more than one message");
+        assert_eq!(grpc_message(&[]), None);
+    }
+}
