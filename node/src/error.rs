@@ -16,33 +16,68 @@ use tonic::Status;
 
 use crate::types::NodeId;
 
-/// Why a client or admin request failed.
-#[derive(Debug, Clone, thiserror::Error)]
+/// Why a client or admin request failed, named for what went wrong. How
+/// each answers a caller (code and metadata) is decided once, in
+/// `From<NodeError> for Status` below; handlers only use `?`.
+#[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    /// The request itself is wrong (empty key, oversized value, bad address, …).
+    /// The request itself is wrong: an empty or oversized key or value, a
+    /// bad address, an unknown action.
     #[error("{0}")]
-    InvalidArgument(String),
-    /// The request is valid but the cluster's state does not allow it
-    /// (removing the last voter, transferring to a learner, …).
+    BadRequest(String),
+    /// A membership change, leadership transfer or initialisation that the
+    /// cluster's present configuration does not allow (removing the last
+    /// voter, an address already taken, a learner as transfer target, a
+    /// configuration that moved on from the one the request expected).
     #[error("{0}")]
-    FailedPrecondition(String),
-    /// A node id that is not in the cluster.
+    MembershipRefused(String),
+    /// A node id that is not a member of the cluster.
     #[error("{0}")]
-    NotFound(String),
-    /// A bound the operator set is reached (`--max-leases`, …).
-    #[error("{0}")]
-    ResourceExhausted(String),
+    UnknownMember(String),
+    /// A backup asked before any entry was applied.
+    #[error("nothing to back up yet: no entry has been applied")]
+    NothingApplied,
+    /// A lease that does not exist (it expired, was revoked or never was):
+    /// nothing was changed.
+    #[error("lease {id} not found: it expired, was revoked or never existed; nothing was written")]
+    LeaseNotFound { id: u64 },
+    /// A write would attach more keys to a lease than one may carry:
+    /// nothing was written.
+    #[error(
+        "lease {id} carries as many keys as a lease may ({} bytes of keys, counting 16 per key); \
+         attach them to another lease; nothing was written",
+        crate::store::MAX_LEASE_KEY_BYTES
+    )]
+    LeaseFull { id: u64 },
+    /// `--max-leases` leases exist already.
+    #[error("{count} leases exist; the limit is {limit} (--max-leases): revoke some first")]
+    TooManyLeases { count: usize, limit: usize },
+    /// A new leader has not started its lease countdowns yet.
+    #[error("this leader is still starting its lease countdowns; retry shortly")]
+    LeasesStarting,
     /// This node is not the leader; `leader` is the leader's id and address when known.
     #[error("{}", not_leader_message(.leader))]
     NotLeader { leader: Option<(NodeId, String)> },
-    /// The cluster cannot answer now (no quorum, shutting down); retrying later may work.
+    /// The leader cannot reach a quorum to confirm it still leads.
+    #[error("the leader cannot reach a quorum to confirm the read: {0}")]
+    NoQuorum(String),
+    /// The leader could not be reached or refused a call this node made.
     #[error("{0}")]
-    Unavailable(String),
-    /// The request conflicted with a concurrent change (another membership
-    /// change kept the configuration moving); nothing was changed and the
-    /// same request may be sent again.
+    LeaderUnreachable(String),
+    /// Raft has stopped or is stopping on this node.
+    #[error("the node is stopping{}", .0.as_deref().map(|why| format!(": {why}")).unwrap_or_default())]
+    Stopping(Option<String>),
+    /// This node is replacing its state with a snapshot from the leader.
+    #[error("this node is replacing its state with a snapshot from the leader; retry, or read from another node")]
+    Installing,
+    /// The state kept changing under a request that needs it still (a
+    /// digest, a backup's snapshot short of the read fence): retry.
     #[error("{0}")]
-    Aborted(String),
+    Busy(String),
+    /// A membership change raced another (one in flight or just landed):
+    /// nothing was changed and the same request may be sent again.
+    #[error("{0}")]
+    MembershipRace(String),
     /// The operation did not finish in time; it may still take effect.
     #[error("{0}")]
     Timeout(String),
@@ -52,7 +87,11 @@ pub enum NodeError {
     OutcomeUnknown(String),
     /// Local storage failed.
     #[error("storage error: {0}")]
-    Storage(String),
+    Storage(#[from] std::io::Error),
+    /// A bug: a task that should not fail did, or the state machine
+    /// answered a command with a result of another kind.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A read, watch or compaction at a revision whose history is compacted.
     #[error("revision {asked} is compacted: the oldest revision kept is {compacted}; read at {compacted} or later")]
     Compacted { asked: u64, compacted: u64 },
@@ -70,18 +109,50 @@ pub enum NodeError {
     FutureRevision { asked: u64, current: u64 },
 }
 
+impl NodeError {
+    /// A blocking task that did not finish (it panicked or was cancelled).
+    pub fn task(e: tokio::task::JoinError) -> NodeError {
+        NodeError::Internal(format!("a background task failed: {e}"))
+    }
+
+    /// A command whose result is not of the kind it produces.
+    pub fn unexpected(result: &crate::types::CommandResult) -> NodeError {
+        NodeError::Internal(format!("unexpected state machine result {result:?}"))
+    }
+
+    /// The gRPC code this error answers with.
+    fn code(&self) -> Code {
+        match self {
+            NodeError::BadRequest(_) => Code::InvalidArgument,
+            NodeError::MembershipRefused(_)
+            | NodeError::NothingApplied
+            | NodeError::LeaseFull { .. } => Code::FailedPrecondition,
+            NodeError::UnknownMember(_) | NodeError::LeaseNotFound { .. } => Code::NotFound,
+            NodeError::TooManyLeases { .. } | NodeError::NoSpace { .. } => Code::ResourceExhausted,
+            NodeError::NotLeader { .. }
+            | NodeError::NoQuorum(_)
+            | NodeError::LeaderUnreachable(_)
+            | NodeError::Stopping(_)
+            | NodeError::Installing
+            | NodeError::Busy(_)
+            | NodeError::LeasesStarting => Code::Unavailable,
+            NodeError::MembershipRace(_) => Code::Aborted,
+            NodeError::Timeout(_) => Code::DeadlineExceeded,
+            NodeError::OutcomeUnknown(_) => Code::Unknown,
+            NodeError::Storage(_) | NodeError::Internal(_) => Code::Internal,
+            NodeError::Compacted { .. } | NodeError::FutureRevision { .. } => Code::OutOfRange,
+        }
+    }
+}
+
 impl From<crate::store::ReadError> for NodeError {
     fn from(e: crate::store::ReadError) -> Self {
         use crate::store::ReadError;
         match e {
             ReadError::Compacted { asked, compacted } => NodeError::Compacted { asked, compacted },
             ReadError::Future { asked, current } => NodeError::FutureRevision { asked, current },
-            ReadError::Installing => NodeError::Unavailable(
-                "this node is replacing its state with a snapshot from the leader; retry, or read \
-                 from another node"
-                    .into(),
-            ),
-            ReadError::Io(e) => e.into(),
+            ReadError::Installing => NodeError::Installing,
+            ReadError::Io(e) => NodeError::Storage(e),
         }
     }
 }
@@ -105,26 +176,9 @@ fn not_leader_message(leader: &Option<(NodeId, String)>) -> String {
     }
 }
 
-impl From<std::io::Error> for NodeError {
-    fn from(e: std::io::Error) -> Self {
-        NodeError::Storage(e.to_string())
-    }
-}
-
 impl From<NodeError> for Status {
     fn from(e: NodeError) -> Status {
-        let code = match &e {
-            NodeError::InvalidArgument(_) => Code::InvalidArgument,
-            NodeError::FailedPrecondition(_) => Code::FailedPrecondition,
-            NodeError::NotFound(_) => Code::NotFound,
-            NodeError::ResourceExhausted(_) | NodeError::NoSpace { .. } => Code::ResourceExhausted,
-            NodeError::NotLeader { .. } | NodeError::Unavailable(_) => Code::Unavailable,
-            NodeError::Aborted(_) => Code::Aborted,
-            NodeError::Timeout(_) => Code::DeadlineExceeded,
-            NodeError::OutcomeUnknown(_) => Code::Unknown,
-            NodeError::Storage(_) => Code::Internal,
-            NodeError::Compacted { .. } | NodeError::FutureRevision { .. } => Code::OutOfRange,
-        };
+        let code = e.code();
         let mut status = Status::new(code, e.to_string());
         if let NodeError::NotLeader { .. } = &e {
             status.metadata_mut().insert(

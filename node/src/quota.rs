@@ -138,7 +138,7 @@ impl RaftNode {
         };
         let channel = self
             .channel_to(&address)
-            .map_err(|e| NodeError::Unavailable(format!("cannot reach the leader: {e}")))?;
+            .map_err(|e| NodeError::LeaderUnreachable(format!("cannot reach the leader: {e}")))?;
         let action = if raise {
             pb::alarm_request::Action::Raise
         } else {
@@ -150,7 +150,9 @@ impl RaftNode {
                 member_id: member.unwrap_or(0),
             })
             .await
-            .map_err(|status| NodeError::Unavailable(format!("the leader refused: {status}")))?;
+            .map_err(|status| {
+                NodeError::LeaderUnreachable(format!("the leader refused: {status}"))
+            })?;
         Ok(())
     }
 }

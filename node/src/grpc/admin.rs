@@ -202,11 +202,9 @@ impl Admin for AdminService {
         let mut members = BTreeMap::new();
         for member in request.into_inner().members {
             if members.insert(member.id, member.address).is_some() {
-                return Err(NodeError::InvalidArgument(format!(
-                    "node {} is listed twice",
-                    member.id
-                ))
-                .into());
+                return Err(
+                    NodeError::BadRequest(format!("node {} is listed twice", member.id)).into(),
+                );
             }
         }
         self.node.initialize(members).await?;
@@ -337,7 +335,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         use pb::alarm_request::Action;
         let action = Action::try_from(request.get_ref().action)
-            .map_err(|_| Status::invalid_argument("unknown alarm action"))?;
+            .map_err(|_| NodeError::BadRequest("unknown alarm action".into()))?;
         if action != Action::List {
             let member = match (action, request.get_ref().member_id) {
                 (Action::Raise, 0) => Some(self.node.id()),
@@ -353,7 +351,7 @@ impl Admin for AdminService {
                     .any(|(n, _)| n == id)
             };
             if let Some(id) = member.filter(|id| action == Action::Raise && unknown(id)) {
-                return Err(NodeError::NotFound(format!(
+                return Err(NodeError::UnknownMember(format!(
                     "node {id} is not a member of the cluster"
                 ))
                 .into());
@@ -389,15 +387,15 @@ impl Admin for AdminService {
         let node = self.node.clone();
         let digest = tokio::task::spawn_blocking(move || node.state_digest())
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(NodeError::from)?;
+            .map_err(NodeError::task)?
+            .map_err(NodeError::Storage)?;
         match digest {
             Some(digest) => Ok(Response::new(pb::StateDigestResponse {
                 applied_index: digest.applied_index,
                 key_count: digest.key_count,
                 digest: digest.digest,
             })),
-            None => Err(NodeError::Unavailable(
+            None => Err(NodeError::Busy(
                 "the state changed during every attempt to digest it; retry when writes pause"
                     .into(),
             )
@@ -424,9 +422,7 @@ impl Admin for AdminService {
 /// `backup` as the messages of a backup stream: header, data, checksum.
 fn backup_stream(source: NodeId, backup: BackupSnapshot) -> Result<BackupStream, Status> {
     use pb::backup_chunk::Part;
-    let last = backup.meta.last_log_id.ok_or_else(|| {
-        Status::failed_precondition("nothing to back up yet: no entry has been applied")
-    })?;
+    let last = backup.meta.last_log_id.ok_or(NodeError::NothingApplied)?;
     // Everything a snapshot holds is committed.
     let configuration = configuration_of(&backup.meta.last_membership, true);
     let created_unix_ms = std::time::SystemTime::now()

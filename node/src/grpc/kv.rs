@@ -13,6 +13,7 @@ use tonic::Status;
 use super::routing::Placement;
 use super::watch::WatchStream;
 use super::watch::Watches;
+use crate::error::NodeError;
 use crate::node::Consistency;
 use crate::node::RaftNode;
 use crate::types::Command;
@@ -86,31 +87,6 @@ fn seconds(ttl: u64) -> i64 {
     i64::try_from(ttl).unwrap_or(i64::MAX)
 }
 
-/// The answer to a write that named lease `id`, which does not exist.
-fn lease_not_found(id: u64) -> Status {
-    Status::not_found(format!(
-        "lease {id} not found: it expired, was revoked or never existed; nothing was written"
-    ))
-}
-
-/// A write's result that names a lease that does not exist or is full, as
-/// the status it is answered with; any other unexpected result is an
-/// internal error.
-fn unexpected(result: &CommandResult) -> Status {
-    match result {
-        CommandResult::LeaseNotFound { id } => return lease_not_found(*id),
-        CommandResult::LeaseFull { id } => {
-            return Status::failed_precondition(format!(
-                "lease {id} carries as many keys as a lease may ({} bytes of keys, counting 16 \
-                 per key); attach them to another lease; nothing was written",
-                crate::store::MAX_LEASE_KEY_BYTES
-            ))
-        }
-        _ => {}
-    }
-    Status::internal(format!("unexpected state machine result {result:?}"))
-}
-
 #[tonic::async_trait]
 impl Kv for KvService {
     #[tracing::instrument(level = "debug", skip_all)]
@@ -127,7 +103,7 @@ impl Kv for KvService {
         };
         match self.node.write(command).await? {
             (index, CommandResult::Done) => Ok(Response::new(pb::PutResponse { index })),
-            (_, other) => Err(unexpected(&other)),
+            (_, other) => Err(NodeError::unexpected(&other).into()),
         }
     }
 
@@ -154,7 +130,7 @@ impl Kv for KvService {
             (index, CommandResult::Deleted { existed }) => {
                 Ok(Response::new(pb::DeleteResponse { index, existed }))
             }
-            (_, other) => Err(unexpected(&other)),
+            (_, other) => Err(NodeError::unexpected(&other).into()),
         }
     }
 
@@ -232,7 +208,7 @@ impl Kv for KvService {
                     current_value: current,
                 }))
             }
-            (_, other) => Err(unexpected(&other)),
+            (_, other) => Err(NodeError::unexpected(&other).into()),
         }
     }
 
@@ -246,7 +222,7 @@ impl Kv for KvService {
             (index, CommandResult::Txn { succeeded, results }) => Ok(Response::new(
                 super::txn::response(index, succeeded, results),
             )),
-            (_, other) => Err(unexpected(&other)),
+            (_, other) => Err(NodeError::unexpected(&other).into()),
         }
     }
 

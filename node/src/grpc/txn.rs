@@ -17,7 +17,7 @@ use crate::types::TxnOpResult;
 pub const MAX_TXN_ITEMS: usize = 128;
 
 fn invalid(message: String) -> Status {
-    NodeError::InvalidArgument(message).into()
+    NodeError::BadRequest(message).into()
 }
 
 /// The command of `request`, or why it is refused.

@@ -52,14 +52,14 @@ impl RaftNode {
                 ClientWriteError::ChangeMembershipError(_) | ClientWriteError::PreconditionFailed(_),
             ) => {
                 if is_membership_race(&e) {
-                    NodeError::Aborted(format!(
+                    NodeError::MembershipRace(format!(
                         "the membership change raced with another ({e}); read the configuration again and retry"
                     ))
                 } else {
-                    NodeError::FailedPrecondition(format!("membership change refused: {e}"))
+                    NodeError::MembershipRefused(format!("membership change refused: {e}"))
                 }
             }
-            RaftError::Fatal(e) => NodeError::Unavailable(format!("the node is stopping: {e}")),
+            RaftError::Fatal(e) => NodeError::Stopping(Some(e.to_string())),
         }
     }
 
@@ -70,11 +70,9 @@ impl RaftNode {
                 self.forward_error(&f)
             }
             RaftError::APIError(LinearizableReadError::QuorumNotEnough(e)) => {
-                NodeError::Unavailable(format!(
-                    "the leader cannot reach a quorum to confirm the read: {e}"
-                ))
+                NodeError::NoQuorum(e.to_string())
             }
-            RaftError::Fatal(e) => NodeError::Unavailable(format!("the node is stopping: {e}")),
+            RaftError::Fatal(e) => NodeError::Stopping(Some(e.to_string())),
         }
     }
 }
@@ -86,7 +84,7 @@ pub(super) fn wait_error(what: &str, e: WaitError) -> NodeError {
         WaitError::Timeout(after, _) => {
             NodeError::Timeout(format!("{what}: not done after {after:?}"))
         }
-        WaitError::ShuttingDown => NodeError::Unavailable("the node is stopping".to_string()),
+        WaitError::ShuttingDown => NodeError::Stopping(None),
     }
 }
 

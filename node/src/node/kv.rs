@@ -58,12 +58,12 @@ impl RaftNode {
     /// Rejects an empty or oversized key.
     pub fn check_key(&self, key: &[u8]) -> Result<(), NodeError> {
         if key.is_empty() {
-            return Err(NodeError::InvalidArgument(
+            return Err(NodeError::BadRequest(
                 "the key is empty; keys need at least one byte".into(),
             ));
         }
         if key.len() > self.limits.max_key_bytes {
-            return Err(NodeError::InvalidArgument(format!(
+            return Err(NodeError::BadRequest(format!(
                 "the key is {} bytes; the limit is {} (--max-key-bytes)",
                 key.len(),
                 self.limits.max_key_bytes
@@ -75,7 +75,7 @@ impl RaftNode {
     /// Rejects an oversized value.
     pub fn check_value(&self, value: &[u8]) -> Result<(), NodeError> {
         if value.len() > self.limits.max_value_bytes {
-            return Err(NodeError::InvalidArgument(format!(
+            return Err(NodeError::BadRequest(format!(
                 "the value is {} bytes; the limit is {} (--max-value-bytes)",
                 value.len(),
                 self.limits.max_value_bytes
@@ -109,7 +109,13 @@ impl RaftNode {
         match result {
             Ok(response) => {
                 metrics.proposals_committed.inc();
-                Ok((response.log_id.index, response.data))
+                // A refusal the state machine decided (at this revision, the
+                // same on every node) is an error like any other here.
+                match response.data {
+                    CommandResult::LeaseNotFound { id } => Err(NodeError::LeaseNotFound { id }),
+                    CommandResult::LeaseFull { id } => Err(NodeError::LeaseFull { id }),
+                    result => Ok((response.log_id.index, result)),
+                }
             }
             Err(e) => {
                 metrics.proposals_failed.inc();
@@ -158,7 +164,7 @@ impl RaftNode {
     ) -> Result<ScanPage, NodeError> {
         let max_key_bytes = self.limits.max_key_bytes;
         if prefix.len() > max_key_bytes || start_after.len() > max_key_bytes {
-            return Err(NodeError::InvalidArgument(format!(
+            return Err(NodeError::BadRequest(format!(
                 "prefix and start_after may not be longer than a key ({max_key_bytes} bytes)"
             )));
         }
@@ -187,9 +193,7 @@ impl RaftNode {
         }
         match self.write(Command::Compact { revision }).await? {
             (index, CommandResult::Compacted { revision }) => Ok((revision, index)),
-            (_, other) => Err(NodeError::Storage(format!(
-                "unexpected state machine result {other:?}"
-            ))),
+            (_, other) => Err(NodeError::unexpected(&other)),
         }
     }
 

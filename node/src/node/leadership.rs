@@ -39,14 +39,14 @@ impl RaftNode {
         let to = match to {
             Some(id) => id,
             None => self.most_up_to_date_voter(&metrics).ok_or_else(|| {
-                NodeError::FailedPrecondition(
+                NodeError::MembershipRefused(
                     "there is no other voter to transfer leadership to".into(),
                 )
             })?,
         };
         let (is_voter, _) = member_suffrage(&metrics.membership_config, to)?;
         if !is_voter {
-            return Err(NodeError::FailedPrecondition(format!(
+            return Err(NodeError::MembershipRefused(format!(
                 "node {to} is a learner; only a voter can become leader (add it with add_voter first)"
             )));
         }
@@ -58,7 +58,7 @@ impl RaftNode {
             .trigger()
             .transfer_leader(to)
             .await
-            .map_err(|e| NodeError::Unavailable(format!("the node is stopping: {e}")))?;
+            .map_err(|e| NodeError::Stopping(Some(e.to_string())))?;
         self.raft
             .wait(Some(timeout))
             .metrics(

@@ -32,15 +32,13 @@ pub struct LeaseStatus {
 }
 
 fn not_found(id: u64) -> NodeError {
-    NodeError::NotFound(format!(
-        "lease {id} not found: it expired, was revoked or never existed"
-    ))
+    NodeError::LeaseNotFound { id }
 }
 
 /// Lease ids are log indexes, never 0 (0 means "no lease" on a put).
 fn check_id(id: u64) -> Result<(), NodeError> {
     if id == 0 {
-        return Err(NodeError::InvalidArgument(
+        return Err(NodeError::BadRequest(
             "lease id 0 is not a lease (on a put it means none)".into(),
         ));
     }
@@ -48,9 +46,7 @@ fn check_id(id: u64) -> Result<(), NodeError> {
 }
 
 fn not_counting() -> NodeError {
-    NodeError::Unavailable(
-        "this leader is still starting its lease countdowns; retry shortly".into(),
-    )
+    NodeError::LeasesStarting
 }
 
 impl RaftNode {
@@ -60,7 +56,7 @@ impl RaftNode {
             .ok()
             .filter(|ttl| (MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(ttl))
             .ok_or_else(|| {
-                NodeError::InvalidArgument(format!(
+                NodeError::BadRequest(format!(
                     "the TTL is {ttl} seconds; it must be {MIN_TTL_SECONDS} to {MAX_TTL_SECONDS}"
                 ))
             })?;
@@ -70,16 +66,14 @@ impl RaftNode {
         let _one_at_a_time = self.lease_grants.lock().await;
         let count = self.kv.lease_count();
         if count >= self.limits.max_leases {
-            return Err(NodeError::ResourceExhausted(format!(
-                "{count} leases exist; the limit is {} (--max-leases): revoke some first",
-                self.limits.max_leases
-            )));
+            return Err(NodeError::TooManyLeases {
+                count,
+                limit: self.limits.max_leases,
+            });
         }
         match self.write(Command::LeaseGrant { ttl_seconds: ttl }).await? {
             (index, CommandResult::LeaseGranted) => Ok(index),
-            (_, other) => Err(NodeError::Storage(format!(
-                "unexpected result of a lease grant: {other:?}"
-            ))),
+            (_, other) => Err(NodeError::unexpected(&other)),
         }
     }
 
@@ -99,9 +93,7 @@ impl RaftNode {
                 },
             ) => Ok((index, keys_deleted)),
             (_, CommandResult::LeaseRevoked { found: false, .. }) => Err(not_found(id)),
-            (_, other) => Err(NodeError::Storage(format!(
-                "unexpected result of a lease revoke: {other:?}"
-            ))),
+            (_, other) => Err(NodeError::unexpected(&other)),
         }
     }
 

@@ -58,7 +58,7 @@ fn check_previous_index(
 ) -> Result<(), NodeError> {
     let current = index_of(membership);
     match previous_index {
-        Some(expected) if expected != current => Err(NodeError::FailedPrecondition(format!(
+        Some(expected) if expected != current => Err(NodeError::MembershipRefused(format!(
             "the configuration is at index {current}, not {expected} as the request expected; \
              read it again (get_configuration) and retry"
         ))),
@@ -67,7 +67,7 @@ fn check_previous_index(
 }
 
 fn last_voter(id: NodeId) -> NodeError {
-    NodeError::FailedPrecondition(format!(
+    NodeError::MembershipRefused(format!(
         "node {id} is the last voter; the cluster cannot work without one"
     ))
 }
@@ -75,11 +75,11 @@ fn last_voter(id: NodeId) -> NodeError {
 /// Rejects the reserved id 0 and an unusable address.
 fn check_new_member(id: NodeId, address: &str) -> Result<(), NodeError> {
     if id == 0 {
-        return Err(NodeError::InvalidArgument(
+        return Err(NodeError::BadRequest(
             "node id 0 is reserved; use a positive id".into(),
         ));
     }
-    raftkv_client::check_address(address).map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+    raftkv_client::check_address(address).map_err(|e| NodeError::BadRequest(e.to_string()))?;
     Ok(())
 }
 
@@ -95,14 +95,14 @@ fn check_join(
     let config = membership.membership();
     for (other, node) in config.nodes() {
         if *other != id && node.addr == address {
-            return Err(NodeError::FailedPrecondition(format!(
+            return Err(NodeError::MembershipRefused(format!(
                 "address {address} already belongs to node {other}; remove that node first"
             )));
         }
     }
     match config.get_node(&id) {
         None => Ok(None),
-        Some(node) if node.addr != address => Err(NodeError::FailedPrecondition(format!(
+        Some(node) if node.addr != address => Err(NodeError::MembershipRefused(format!(
             "node {id} is already a member at {}; remove it first to change its address",
             node.addr
         ))),
@@ -118,7 +118,7 @@ pub(super) fn member_suffrage(
 ) -> Result<(bool, usize), NodeError> {
     let config = membership.membership();
     if config.get_node(&id).is_none() {
-        return Err(NodeError::NotFound(format!(
+        return Err(NodeError::UnknownMember(format!(
             "node {id} is not in the cluster (members: {})",
             config
                 .nodes()
@@ -148,16 +148,16 @@ impl RaftNode {
             .raft
             .is_initialized()
             .await
-            .map_err(|e| NodeError::Unavailable(e.to_string()))?
+            .map_err(|e| NodeError::Stopping(Some(e.to_string())))?
         {
-            return Err(NodeError::FailedPrecondition(
+            return Err(NodeError::MembershipRefused(
                 "this node is already initialised (it is, or was, part of a cluster)".into(),
             ));
         }
         self.raft
             .initialize(nodes)
             .await
-            .map_err(|e| NodeError::FailedPrecondition(e.to_string()))
+            .map_err(|e| NodeError::MembershipRefused(e.to_string()))
     }
 
     /// Adds node `id` at `address` as a learner (a no-op if it is a member
@@ -232,7 +232,7 @@ impl RaftNode {
         let plan = |membership: &StoredMembership| {
             let (is_voter, voters) = member_suffrage(membership, id)?;
             if !is_voter {
-                return Err(NodeError::FailedPrecondition(format!(
+                return Err(NodeError::MembershipRefused(format!(
                     "node {id} is not a voter"
                 )));
             }
@@ -306,12 +306,10 @@ impl RaftNode {
             )
             .await
             .map_err(|e| match e {
-                WaitError::Timeout(after, _) => NodeError::Aborted(format!(
+                WaitError::Timeout(after, _) => NodeError::MembershipRace(format!(
                     "the previous membership change is still not committed after {after:?}; retry"
                 )),
-                WaitError::ShuttingDown => {
-                    NodeError::Unavailable("the node is stopping".to_string())
-                }
+                WaitError::ShuttingDown => NodeError::Stopping(None),
             })?;
         Ok(metrics.membership_config.as_ref().clone())
     }

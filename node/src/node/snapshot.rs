@@ -27,7 +27,7 @@ impl RaftNode {
             .trigger()
             .snapshot()
             .await
-            .map_err(|e| NodeError::Unavailable(e.to_string()))?;
+            .map_err(|e| NodeError::Stopping(Some(e.to_string())))?;
         let metrics = self
             .raft
             .wait(Some(SNAPSHOT_TIMEOUT))
@@ -67,16 +67,12 @@ impl RaftNode {
             .raft
             .get_snapshot()
             .await
-            .map_err(|e| NodeError::Unavailable(e.to_string()))?
-            .ok_or_else(|| {
-                NodeError::FailedPrecondition(
-                    "nothing to back up yet: no entry has been applied".into(),
-                )
-            })?;
+            .map_err(|e| NodeError::Stopping(Some(e.to_string())))?
+            .ok_or(NodeError::NothingApplied)?;
         let covers = snapshot.meta.last_log_id.map_or(0, |l| l.index);
         if covers < fence {
             // Not expected: the current snapshot is the applied state.
-            return Err(NodeError::Unavailable(format!(
+            return Err(NodeError::Busy(format!(
                 "the snapshot covers index {covers}, short of the read fence at {fence}; retry"
             )));
         }
@@ -93,8 +89,8 @@ impl RaftNode {
         });
         let data = staged
             .await
-            .map_err(|e| NodeError::Unavailable(e.to_string()))?
-            .map_err(|e| NodeError::Unavailable(format!("cannot stage the backup: {e}")))?;
+            .map_err(NodeError::task)?
+            .map_err(NodeError::Storage)?;
         // One more pass over the file: its checksum, and a check that it
         // decodes (the key count comes from it).
         let checked = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
@@ -108,8 +104,8 @@ impl RaftNode {
         });
         let (data, key_count, sha256) = checked
             .await
-            .map_err(|e| NodeError::Unavailable(e.to_string()))?
-            .map_err(|e| NodeError::Unavailable(format!("the snapshot does not decode: {e}")))?;
+            .map_err(NodeError::task)?
+            .map_err(NodeError::Storage)?;
         Ok(BackupSnapshot {
             meta: snapshot.meta,
             data,
