@@ -238,7 +238,8 @@ impl NodeConfig {
         if self.quota_bytes > 0 {
             return self.quota_bytes;
         }
-        crate::quota::default_quota(&self.data_dir).unwrap_or(crate::quota::DEFAULT_QUOTA_BYTES)
+        crate::disk::quota::default_quota(&self.data_dir)
+            .unwrap_or(crate::disk::quota::DEFAULT_QUOTA_BYTES)
     }
 
     /// openraft's configuration for these settings, validated.

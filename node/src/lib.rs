@@ -3,60 +3,47 @@
 //! [`run`] serves the client, admin and Raft gRPC services on an already
 //! bound listener until a shutdown future resolves.
 //!
-//! The modules, in the order a request meets them:
-//! - [`config`]: flags → [`NodeConfig`] → openraft's `Config`;
-//! - [`server`]: opens storage, starts Raft, serves every service, stops cleanly;
-//! - [`connection`]: accepted connections, bounded, TLS-handshaken, each
-//!   with who is at its other end;
+//! The folders are the parts of a node. In the order a request meets them:
+//! - [`server`]: builds the node from its parts, serves every service on
+//!   the listener, stops in a written order; waits out a full disk
+//!   (`server::disk_full`); systemd readiness; the allocator's settings;
+//! - [`network`]: accepted connections (bounded, TLS-handshaken, each with
+//!   who is at its other end) and the Raft transport to peers;
 //! - [`security`]: TLS material (reloaded on SIGHUP) and the role a
 //!   certificate gives, checked before a call runs;
-//! - [`grpc`]: the services; each handler decodes the request, forwards it to
-//!   the leader if it must run there, and calls the node;
-//! - [`node`]: what a node does (reads and writes, membership, leadership),
-//!   with openraft's errors translated into [`error::NodeError`];
-//! - [`error`]: that error, and its one mapping to a gRPC status;
-//! - [`store`], [`network`]: openraft's storage (sled) and transport (gRPC);
-//! - [`watch`]: the history of applied changes that `Watch` streams read;
-//! - [`types`]: the Raft type configuration and the replicated commands,
-//!   depending on nothing else in the crate.
+//! - [`grpc`]: the services; route-and-forward (`grpc::routing`) sends a
+//!   call that must run on the leader there before any handler sees it;
+//! - [`node`]: what a node does (reads and writes, membership, leadership,
+//!   backups), with openraft's errors translated into [`error::NodeError`];
+//! - [`lease`]: leases, in one place (calls, countdowns, expiry);
+//! - [`store`]: openraft's storage on sled: the log, the revisioned key
+//!   space, apply semantics, snapshots;
+//! - [`history`]: compaction of the history, and the hub watches read it from.
 //!
-//! Beside that path: [`metrics`] (Prometheus, `/healthz`, `/readyz`),
-//! [`disk_full`] (waiting out a full disk instead of exiting), [`hung_disk`]
-//! (a leader whose disk hangs hands leadership over),
-//! [`systemd`] (readiness for `Type=notify`), [`recovery`]
-//! (`--force-new-cluster`), [`restore`] (`raftkv-node restore`, a data
-//! directory from a backup), [`join`] (`--join`), [`failover`] (campaigning as soon as
-//! the leader's connection closes), [`history`] (compaction), [`log_purge`]
-//! (when the Raft log is purged), [`quota`] (the size quota and its
-//! alarm), [`filesystem`], [`codec`], [`failpoint`], [`allocator`].
+//! Beside that path: [`config`] (flags → [`NodeConfig`] → openraft's
+//! `Config`), [`error`] (the one error and its one mapping to a gRPC
+//! status), [`types`] (the Raft type configuration and the replicated
+//! commands, depending on nothing else in the crate), [`cluster`] (join,
+//! `--force-new-cluster`, restore, failover), [`disk`] (quota, log purge,
+//! hung disk), [`metrics`] (the Prometheus registry), [`codec`],
+//! [`failpoint`].
 
-pub mod allocator;
+pub mod cluster;
 pub mod codec;
 pub mod config;
-pub mod connection;
-pub mod disk_full;
+pub mod disk;
 pub mod error;
-pub mod failover;
 pub mod failpoint;
-pub mod filesystem;
 pub mod grpc;
 pub mod history;
-pub mod hung_disk;
-pub mod join;
 pub mod lease;
-pub mod log_purge;
 pub mod metrics;
 pub mod network;
 pub mod node;
-pub mod quota;
-pub mod recovery;
-pub mod restore;
 pub mod security;
 pub mod server;
 pub mod store;
-pub mod systemd;
 pub mod types;
-pub mod watch;
 
 pub use config::NodeConfig;
 pub use server::run;

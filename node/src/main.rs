@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use raftkv_node::restore::RestoreArgs;
+use raftkv_node::cluster::restore::RestoreArgs;
 use raftkv_node::NodeConfig;
 
 #[tokio::main]
@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = NodeConfig::parse_from(args);
     init_logging();
-    raftkv_node::allocator::return_large_blocks_to_the_system();
+    raftkv_node::server::allocator::return_large_blocks_to_the_system();
     run_node(config).await
 }
 
@@ -42,7 +42,7 @@ fn init_logging() {
 
 /// `raftkv-node restore`.
 async fn restore_backup(args: &RestoreArgs) -> anyhow::Result<()> {
-    let restored = raftkv_node::restore::restore(args)
+    let restored = raftkv_node::cluster::restore::restore(args)
         .await
         .context("restore failed; nothing was created")?;
     println!(
@@ -89,7 +89,8 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         config.id,
         listener.local_addr()?
     );
-    raftkv_node::disk_full::run_through_full_disks(listener, metrics, config, shutdown).await?;
+    raftkv_node::server::disk_full::run_through_full_disks(listener, metrics, config, shutdown)
+        .await?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 
+use super::convert::get_response;
 use super::routing::Placement;
 use super::watch::WatchStream;
 use super::watch::Watches;
@@ -18,7 +19,6 @@ use crate::node::Consistency;
 use crate::node::RaftNode;
 use crate::types::Command;
 use crate::types::CommandResult;
-use crate::types::Stored;
 
 /// Pairs returned by a scan when the request sets no limit.
 const DEFAULT_SCAN_LIMIT: usize = 1000;
@@ -60,25 +60,6 @@ fn consistency(stale: bool) -> Consistency {
         Consistency::Stale
     } else {
         Consistency::Linearizable
-    }
-}
-
-/// The answer to a get that found `found`, reading state applied up to `applied_index`.
-pub(super) fn get_response(found: Option<Stored>, applied_index: u64) -> pb::GetResponse {
-    match found {
-        Some(stored) => pb::GetResponse {
-            found: true,
-            value: stored.value,
-            applied_index,
-            modified_index: stored.modified,
-            lease: stored.lease,
-            create_revision: stored.created,
-            version: stored.version,
-        },
-        None => pb::GetResponse {
-            applied_index,
-            ..Default::default()
-        },
     }
 }
 

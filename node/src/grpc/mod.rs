@@ -3,6 +3,7 @@
 //! standard health service ([`health`]) and server reflection.
 
 pub mod admin;
+pub mod convert;
 pub mod health;
 pub mod kv;
 pub mod raft;

@@ -19,12 +19,12 @@ use tonic::Streaming;
 
 use std::sync::Arc;
 
+use crate::cluster::failover::LeaderLink;
 use crate::codec::decode;
 use crate::codec::encode;
-use crate::connection::PeerInfo;
-use crate::failover::LeaderLink;
 use crate::grpc::raft_guard;
 use crate::grpc::raft_guard::Local;
+use crate::network::connection::PeerInfo;
 use crate::node::Raft;
 use crate::store::check_snapshot_from;
 use crate::store::Incoming;

@@ -172,7 +172,9 @@ pub fn response(index: u64, succeeded: bool, results: Vec<TxnOpResult>) -> pb::T
                 TxnOpResult::Deleted { existed } => {
                     Outcome::Delete(pb::DeleteResponse { index, existed })
                 }
-                TxnOpResult::Got { found } => Outcome::Get(super::kv::get_response(found, index)),
+                TxnOpResult::Got { found } => {
+                    Outcome::Get(super::convert::get_response(found, index))
+                }
             }),
         })
         .collect();

@@ -1,5 +1,5 @@
 //! `KV/Watch`: one task per watcher reads the node's history of applied
-//! changes (see [`crate::watch`]) from its cursor and sends what falls under
+//! changes (see [`crate::history::hub`]) from its cursor and sends what falls under
 //! its prefix, whole log entries at a time, through a small channel.
 //!
 //! The channel and one message are all a watcher holds: a client that reads
@@ -22,9 +22,9 @@ use tokio::sync::mpsc;
 use tokio::sync::watch;
 use tonic::Status;
 
-use crate::watch::Applied;
-use crate::watch::Behind;
-use crate::watch::WatchHub;
+use crate::history::hub::Applied;
+use crate::history::hub::Behind;
+use crate::history::hub::WatchHub;
 
 /// Messages queued for one watcher's stream.
 const QUEUED_MESSAGES: usize = 4;

@@ -8,14 +8,12 @@
 //! - `membership`: initialising a cluster and changing its members, one
 //!   change at a time;
 //! - `leadership`: handing leadership to another voter;
-//! - `lease`: granting, revoking, keeping alive and inspecting leases;
 //! - `snapshot`: building a snapshot on request, and the copy a backup takes;
 //! - `errors`: how openraft's errors become a [`NodeError`].
 
 mod errors;
 mod kv;
 mod leadership;
-mod lease;
 mod membership;
 mod snapshot;
 
@@ -23,7 +21,6 @@ pub use kv::Consistency;
 pub use kv::KvLimits;
 pub use kv::ScanPage;
 pub use kv::StateDigest;
-pub use lease::LeaseStatus;
 pub use snapshot::BackupSnapshot;
 
 use std::sync::Arc;
@@ -73,9 +70,9 @@ pub struct RaftNode {
     /// arrive together (nodes booting with `--join` at once) must queue here.
     membership_changes: tokio::sync::Mutex<()>,
     /// When each lease expires, while this node leads.
-    countdowns: Arc<Countdowns>,
+    pub(crate) countdowns: Arc<Countdowns>,
     /// Held while this node grants a lease, so `--max-leases` holds.
-    lease_grants: tokio::sync::Mutex<()>,
+    pub(crate) lease_grants: tokio::sync::Mutex<()>,
     /// Where a backup being streamed is staged (the data directory).
     data_dir: std::path::PathBuf,
     /// Signalled when a write is refused for the quota, so the quota's
@@ -195,7 +192,7 @@ impl RaftNode {
     }
 
     /// Fails with `NotLeader` (and the leader, if known) unless this node leads.
-    fn require_leader(&self) -> Result<(), NodeError> {
+    pub(crate) fn require_leader(&self) -> Result<(), NodeError> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow_watched();
         if metrics.state == ServerState::Leader && metrics.current_leader == Some(self.id) {

@@ -15,6 +15,7 @@ pub mod roles;
 pub mod tls;
 
 pub use roles::Authorize;
+pub use roles::Caller;
 pub use roles::Identity;
 pub use roles::Role;
 pub use roles::RolePolicy;

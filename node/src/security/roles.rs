@@ -16,8 +16,6 @@ use tonic::service::Interceptor;
 use tonic::Request;
 use tonic::Status;
 
-use crate::connection::PeerInfo;
-
 /// What a caller may do; each role may do everything the ones before it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
@@ -101,15 +99,26 @@ impl Authorize {
     }
 }
 
+/// Who made a call, as its connection knows it: the identity its
+/// certificate proves, or `None` when TLS is off. Put on every call by the
+/// connection layer (`network::connection::TrackCalls`).
+#[derive(Debug, Clone)]
+pub struct Caller(pub Option<std::sync::Arc<Identity>>);
+
 impl Interceptor for Authorize {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        // No identity: TLS is off, nobody is authenticated.
-        let Some(identity) = request
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|peer| peer.identity.as_ref())
-        else {
-            return Ok(request);
+        // A call that did not come through the connection layer has no
+        // caller at all: refused, so a change in how the server is layered
+        // cannot open it up. A caller without identity: TLS is off, nobody
+        // is authenticated.
+        let identity = match request.extensions().get::<Caller>() {
+            None => {
+                return Err(Status::permission_denied(
+                    "the caller of this call is unknown; refused",
+                ))
+            }
+            Some(Caller(None)) => return Ok(request),
+            Some(Caller(Some(identity))) => identity,
         };
         if identity.role >= self.required {
             return Ok(request);

@@ -16,7 +16,11 @@
 //! flight finish; signal `stopping`; stop the background tasks, the last
 //! started first; shut Raft down; mark the state machine clean.
 
+pub mod allocator;
+pub mod disk_full;
+pub mod http;
 mod services;
+pub mod systemd;
 mod tasks;
 
 use std::collections::BTreeMap;
@@ -31,15 +35,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::ClientTlsConfig;
 
+use crate::cluster::failover::LeaderLink;
+use crate::cluster::join::join;
+use crate::cluster::join::JoinError;
 use crate::config::advertise_address;
 use crate::config::NodeConfig;
-use crate::connection;
-use crate::connection::Acceptor;
-use crate::connection::ConnectionLimits;
-use crate::failover::LeaderLink;
 use crate::grpc::watch::Watches;
-use crate::join::join;
-use crate::join::JoinError;
+use crate::network::connection;
+use crate::network::connection::Acceptor;
+use crate::network::connection::ConnectionLimits;
 use crate::network::Network;
 use crate::node::KvLimits;
 use crate::node::Raft;
@@ -81,7 +85,7 @@ pub enum RunError {
     Join(#[from] JoinError),
     /// `--force-new-cluster` failed.
     #[error("cannot force a new cluster: {0}")]
-    Recovery(#[from] crate::recovery::RecoveryError),
+    Recovery(#[from] crate::cluster::recovery::RecoveryError),
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -136,7 +140,7 @@ pub async fn run(
 
     // 4. Raft and the node over it.
     if config.force_new_cluster {
-        crate::recovery::force_new_cluster(
+        crate::cluster::recovery::force_new_cluster(
             config.id,
             &address,
             raft_config.clone(),
@@ -204,10 +208,10 @@ pub async fn run(
     tasks.spawn(
         "count leader changes",
         Stop::Abort,
-        crate::metrics::count_leader_changes(raft.clone()),
+        http::count_leader_changes(raft.clone()),
     );
     if let Some(listener) = metrics {
-        let endpoint = crate::metrics::Endpoint {
+        let endpoint = http::Endpoint {
             raft: raft.clone(),
             db: state_machine.database(),
             revisions: kv.revisions().clone(),
@@ -215,7 +219,7 @@ pub async fn run(
         tasks.spawn(
             "metrics endpoint",
             Stop::Abort,
-            crate::metrics::serve(listener, endpoint),
+            http::serve(listener, endpoint),
         );
     }
     tasks.spawn(
@@ -226,9 +230,9 @@ pub async fn run(
     tasks.spawn(
         "compaction",
         Stop::Signalled,
-        crate::history::decide(
+        crate::history::compaction::decide(
             node.clone(),
-            crate::history::HistoryPolicy {
+            crate::history::compaction::HistoryPolicy {
                 revisions: config.history_revisions,
                 age: config.history_age,
             },
@@ -238,17 +242,17 @@ pub async fn run(
     tasks.spawn(
         "removal of compacted history",
         Stop::Signalled,
-        crate::history::remove(state_machine.clone(), stopping.clone()),
+        crate::history::compaction::remove(state_machine.clone(), stopping.clone()),
     );
     tasks.spawn(
         "quota",
         Stop::Signalled,
-        crate::quota::watch_usage(node.clone(), stopping.clone()),
+        crate::disk::quota::watch_usage(node.clone(), stopping.clone()),
     );
     tasks.spawn(
         "hung-disk watch",
         Stop::Signalled,
-        crate::hung_disk::watch(
+        crate::disk::hung_disk::watch(
             raft.clone(),
             state_machine.disk(),
             config.id,
@@ -258,9 +262,9 @@ pub async fn run(
     tasks.spawn(
         "log purge",
         Stop::Signalled,
-        crate::log_purge::run(
+        crate::disk::log_purge::run(
             raft.clone(),
-            crate::log_purge::PurgePolicy {
+            crate::disk::log_purge::PurgePolicy {
                 keep: config.snapshot_keep,
                 catch_up: config.catch_up_entries,
             },
@@ -274,7 +278,7 @@ pub async fn run(
     tasks.spawn(
         "failover",
         Stop::Abort,
-        crate::failover::watch(raft.clone(), config.id, leader_link.clone(), closed_rx),
+        crate::cluster::failover::watch(raft.clone(), config.id, leader_link.clone(), closed_rx),
     );
 
     // 6. Services, until a stop is asked for.
@@ -284,7 +288,7 @@ pub async fn run(
         ServiceParts {
             node: node.clone(),
             watches: Watches {
-                hub: crate::watch::WatchHub::new(kv),
+                hub: crate::history::hub::WatchHub::new(kv),
                 stopping: stopping.clone(),
             },
             leader_link,
@@ -320,13 +324,13 @@ pub async fn run(
             Ok(e) = &mut join_failed => join_error = Some(e),
         }
         tracing::info!("stopping");
-        crate::systemd::stopping();
+        crate::server::systemd::stopping();
         // Ends the long-lived peer streams, which graceful shutdown waits
         // for, and the background tasks that finish a step first.
         stopping_tx.send_replace(true);
     };
     // The listener is bound and Raft runs: connections are served from here on.
-    crate::systemd::ready(&address);
+    crate::server::systemd::ready(&address);
     let served = served
         .serve_with_incoming_shutdown(incoming, stop_requested)
         .await;

@@ -15,14 +15,14 @@ use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
 
 use super::RunError;
+use crate::cluster::failover::LeaderLink;
 use crate::config::NodeConfig;
-use crate::connection::TrackCalls;
-use crate::failover::LeaderLink;
 use crate::grpc::admin::AdminService;
 use crate::grpc::kv::KvService;
 use crate::grpc::raft::RaftService;
 use crate::grpc::routing::routed;
 use crate::grpc::watch::Watches;
+use crate::network::connection::TrackCalls;
 use crate::node::RaftNode;
 use crate::security::Authorize;
 use crate::security::Role;

@@ -111,7 +111,7 @@ fn io_error(e: std::io::Error) -> RunError {
 
 /// Bytes free for this process on the filesystem holding `dir`.
 fn free_bytes(dir: &Path) -> Option<u64> {
-    crate::filesystem::space(dir).map(|fs| fs.available)
+    crate::disk::filesystem::space(dir).map(|fs| fs.available)
 }
 
 /// Answers on the node's sockets that its disk is full until there is
@@ -130,7 +130,7 @@ async fn wait_for_room(
     let http = match metrics {
         Some(m) => {
             let m = TcpListener::from_std(m.try_clone().map_err(io_error)?).map_err(io_error)?;
-            Some(tokio::spawn(crate::metrics::serve_with(
+            Some(tokio::spawn(super::http::serve_with(
                 m,
                 |path| match path {
                     "/readyz" => Some((
@@ -177,8 +177,8 @@ async fn refuse_calls(
     config: NodeConfig,
     done: impl Future<Output = ()> + Send + 'static,
 ) {
-    use crate::connection::Acceptor;
-    use crate::connection::ConnectionLimits;
+    use crate::network::connection::Acceptor;
+    use crate::network::connection::ConnectionLimits;
     let tls = match config.tls_files() {
         Some(files) => match crate::security::Tls::load(files) {
             Ok((tls, _, _)) => Some(std::sync::Arc::new(tls)),
@@ -190,7 +190,7 @@ async fn refuse_calls(
         None => None,
     };
     let (closed, _closed_rx) = tokio::sync::mpsc::unbounded_channel();
-    let incoming = crate::connection::incoming(
+    let incoming = crate::network::connection::incoming(
         listener,
         Acceptor {
             tls,

@@ -1,15 +1,15 @@
-//! Leases on the node: grants and revokes go through the log; keep-alives
+//! The lease calls on a node: grants and revokes go through the log; keep-alives
 //! and time-to-live are answered by the leader from its countdowns (see
 //! `crate::lease`), behind a read fence so the answer comes from the leader
 //! of the moment.
 
 use std::time::Duration;
 
-use super::Consistency;
-use super::RaftNode;
+use super::KeepAlive;
+use super::Remaining;
 use crate::error::NodeError;
-use crate::lease::KeepAlive;
-use crate::lease::Remaining;
+use crate::node::Consistency;
+use crate::node::RaftNode;
 use crate::store::MAX_TTL_SECONDS;
 use crate::store::MIN_TTL_SECONDS;
 use crate::types::Command;
@@ -64,11 +64,11 @@ impl RaftNode {
         // One grant at a time, so concurrent grants cannot all pass the
         // count (grants are rare: a device's, at its start).
         let _one_at_a_time = self.lease_grants.lock().await;
-        let count = self.kv.lease_count();
-        if count >= self.limits.max_leases {
+        let count = self.kv().lease_count();
+        if count >= self.limits().max_leases {
             return Err(NodeError::TooManyLeases {
                 count,
-                limit: self.limits.max_leases,
+                limit: self.limits().max_leases,
             });
         }
         match self.write(Command::LeaseGrant { ttl_seconds: ttl }).await? {
@@ -106,7 +106,7 @@ impl RaftNode {
         self.require_leader()?;
         let term = self.metrics().current_term;
         let version = self.countdowns.table_version();
-        let granted = self.kv.lease_ttl(id)?;
+        let granted = self.kv().lease_ttl(id)?;
         match self.countdowns.keep_alive(term, id, granted, version) {
             KeepAlive::Renewed(ttl) => {
                 self.read_fence(Consistency::Linearizable).await?;
@@ -127,13 +127,13 @@ impl RaftNode {
         self.require_leader()?;
         let term = self.metrics().current_term;
         self.read_fence(Consistency::Linearizable).await?;
-        let granted_ttl = self.kv.lease_ttl(id)?.ok_or_else(|| not_found(id))?;
+        let granted_ttl = self.kv().lease_ttl(id)?.ok_or_else(|| not_found(id))?;
         let remaining = match self.countdowns.remaining(term, id, granted_ttl) {
             Remaining::Left(left) => left,
             Remaining::NotCounting => return Err(not_counting()),
         };
         let (keys, more_keys) = if with_keys {
-            self.kv.lease_keys(id, MAX_LISTED_KEYS)?
+            self.kv().lease_keys(id, MAX_LISTED_KEYS)?
         } else {
             (Vec::new(), false)
         };
@@ -147,6 +147,6 @@ impl RaftNode {
 
     /// Every lease and its TTL in seconds, as applied here.
     pub fn lease_table(&self) -> std::io::Result<Vec<(u64, u64)>> {
-        self.kv.leases()
+        self.kv().leases()
     }
 }

@@ -42,6 +42,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
+use crate::security::Caller;
 use crate::security::Identity;
 use crate::security::RolePolicy;
 use crate::security::Tls;
@@ -445,11 +446,17 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let activity = request.extensions().get::<PeerInfo>().map(|peer| {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let peer = request.extensions().get::<PeerInfo>().cloned();
+        let activity = peer.as_ref().map(|peer| {
             peer.activity.begin();
             peer.activity.clone()
         });
+        // Who the caller is, on its own: the role check
+        // (`security::Authorize`) reads it from here.
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(Caller(peer.identity));
+        }
         let mut guard = CallGuard {
             activity,
             started: std::time::Instant::now(),

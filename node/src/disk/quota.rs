@@ -55,7 +55,8 @@ const SNAPSHOT_EVERY: Duration = Duration::from_secs(10);
 /// an eighth of the filesystem if that is less. `None` if the filesystem
 /// cannot be asked.
 pub fn default_quota(dir: &Path) -> Option<u64> {
-    crate::filesystem::space(dir).map(|fs| (fs.total / FILESYSTEM_SHARE).min(DEFAULT_QUOTA_BYTES))
+    crate::disk::filesystem::space(dir)
+        .map(|fs| (fs.total / FILESYSTEM_SHARE).min(DEFAULT_QUOTA_BYTES))
 }
 
 /// Roughly how many bytes `command` adds to the store (its log entry, its
@@ -269,7 +270,7 @@ mod tests {
     fn the_default_is_an_eighth_of_a_small_filesystem() {
         let dir = tempfile::TempDir::new().unwrap();
         let quota = default_quota(&dir.path().join("not-yet")).expect("statvfs");
-        let fs = crate::filesystem::space(dir.path()).unwrap().total;
+        let fs = crate::disk::filesystem::space(dir.path()).unwrap().total;
         assert_eq!(quota, (fs / 8).min(DEFAULT_QUOTA_BYTES));
     }
 }

@@ -66,7 +66,7 @@ impl LeaderLink {
 /// Watches closed connections; when the one carrying the current leader's
 /// AppendEntries closes while this node follows that leader, drops that
 /// leader's lease and campaigns (see the module documentation). Ends when every
-/// sender is gone (each accepted [`Connection`](crate::connection::Connection) holds one).
+/// sender is gone (each accepted [`Connection`](crate::network::connection::Connection) holds one).
 pub async fn watch(
     raft: Raft,
     id: NodeId,

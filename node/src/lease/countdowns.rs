@@ -1,40 +1,13 @@
-//! The leader's lease countdowns: when each lease expires.
-//!
-//! Expiry is decided by the leader alone, on its monotonic clock; no
-//! deadline is stored or replicated, only grants and revokes are (see
-//! `store::leases`). The rules:
-//! - A new leader starts counting only after a read fence, which waits until
-//!   it has applied everything before its own first entry. So a revoke an
-//!   earlier leader proposed is applied before this leader answers a single
-//!   keep-alive, and a lease it renews cannot be ended by a leftover entry.
-//! - It then starts every lease's countdown at the lease's full TTL. A
-//!   lease can outlive its TTL by up to one failover; a failover never cuts
-//!   it short.
-//! - A lease granted later starts when the leader sees the grant applied, or
-//!   at its first keep-alive, whichever comes first.
-//! - At zero the leader proposes the lease's revoke (marked `expired`). From
-//!   then on keep-alives for it are refused as not found, since the revoke
-//!   may already be committed. A proposal that fails is proposed again on
-//!   the next tick (a revoke of a lease already gone changes nothing).
-//! - A node that stops leading drops every countdown.
+//! The leader's countdowns of its leases: when each expires. Kept by
+//! [`super::expiry`] and read by the keep-alive and time-to-live calls.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+
 use std::sync::Mutex;
 use std::time::Duration;
 
-use openraft::ServerState;
 use tokio::sync::watch;
 use tokio::time::Instant;
-
-use crate::node::Consistency;
-use crate::node::RaftNode;
-use crate::types::Command;
-use crate::types::CommandResult;
-
-/// How often the leader looks for expired leases: the most a lease outlives
-/// its TTL on a steady leader, besides the time its revoke takes to commit.
-const TICK: Duration = Duration::from_millis(100);
 
 /// The countdowns of a leader, shared by the expiry task and the keep-alive
 /// and time-to-live handlers.
@@ -64,7 +37,7 @@ struct Countdown {
 }
 
 impl Countdown {
-    fn start(ttl_seconds: u64, now: Instant) -> Countdown {
+    pub(super) fn start(ttl_seconds: u64, now: Instant) -> Countdown {
         let ttl = Duration::from_secs(ttl_seconds);
         Countdown {
             ttl,
@@ -159,7 +132,7 @@ impl Countdowns {
 
     /// Starts counting in `term`: every lease of `table` (id, TTL), as read
     /// at change count `version`, at its full TTL.
-    fn start(&self, term: u64, table: &[(u64, u64)], version: u64) {
+    pub(super) fn start(&self, term: u64, table: &[(u64, u64)], version: u64) {
         let now = Instant::now();
         let mut state = self.lock();
         state.term = Some(term);
@@ -173,7 +146,7 @@ impl Countdowns {
     /// Brings the countdowns in line with `table`, as read at change count
     /// `version`: new leases start, revoked ones go. Does nothing unless
     /// counting in `term`.
-    fn sync(&self, term: u64, table: &[(u64, u64)], version: u64) {
+    pub(super) fn sync(&self, term: u64, table: &[(u64, u64)], version: u64) {
         let now = Instant::now();
         let mut state = self.lock();
         if state.term != Some(term) {
@@ -192,7 +165,7 @@ impl Countdowns {
     }
 
     /// Stops counting (this node no longer leads).
-    fn stop(&self) {
+    pub(super) fn stop(&self) {
         let mut state = self.lock();
         if state.term.is_some() {
             state.term = None;
@@ -201,13 +174,13 @@ impl Countdowns {
     }
 
     /// The term counted in, if any.
-    fn term(&self) -> Option<u64> {
+    pub(super) fn term(&self) -> Option<u64> {
         self.lock().term
     }
 
     /// The leases whose countdown has run out and whose revoke is not being
     /// proposed; marks them expiring and proposing.
-    fn take_expired(&self) -> Vec<u64> {
+    pub(super) fn take_expired(&self) -> Vec<u64> {
         let now = Instant::now();
         let mut state = self.lock();
         let mut expired = Vec::new();
@@ -223,99 +196,12 @@ impl Countdowns {
 
     /// A revoke of `id` proposed in `term` failed: propose it again next
     /// tick (it stays expired).
-    fn retry(&self, term: u64, id: u64) {
+    pub(super) fn retry(&self, term: u64, id: u64) {
         let mut state = self.lock();
         if state.term == Some(term) {
             if let Some(countdown) = state.leases.get_mut(&id) {
                 countdown.proposing = false;
             }
-        }
-    }
-}
-
-/// The leader's term if this node leads, per its metrics.
-fn leading_term(node: &RaftNode) -> Option<u64> {
-    let metrics = node.metrics();
-    (metrics.state == ServerState::Leader && metrics.current_leader == Some(node.id()))
-        .then_some(metrics.current_term)
-}
-
-/// Runs the countdowns of `node` while it leads, until `stopping` turns
-/// true. `changes` sees every change to the lease table.
-pub async fn run(
-    node: Arc<RaftNode>,
-    countdowns: Arc<Countdowns>,
-    mut changes: watch::Receiver<u64>,
-    mut stopping: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        // `changed` marks the change seen: remember it for the sync below.
-        let table_changed = tokio::select! {
-            _ = tick.tick() => changes.has_changed().unwrap_or(false),
-            changed = changes.changed() => match changed {
-                Ok(()) => true,
-                Err(_) => return,
-            },
-            _ = stopping.wait_for(|stop| *stop) => return,
-        };
-        let Some(term) = leading_term(&node) else {
-            countdowns.stop();
-            continue;
-        };
-        if countdowns.term() != Some(term) {
-            // Everything before this leader's first entry applied, revokes
-            // of earlier leaders included (see the module's rules).
-            if node.read_fence(Consistency::Linearizable).await.is_err()
-                || leading_term(&node) != Some(term)
-            {
-                continue;
-            }
-            let version = *changes.borrow_and_update();
-            match node.lease_table() {
-                Ok(table) => {
-                    countdowns.start(term, &table, version);
-                    tracing::info!(term, leases = table.len(), "counting down leases as leader");
-                }
-                Err(e) => {
-                    tracing::warn!(cause = %e, "cannot read the lease table");
-                    continue;
-                }
-            }
-        } else if table_changed {
-            let version = *changes.borrow_and_update();
-            match node.lease_table() {
-                Ok(table) => countdowns.sync(term, &table, version),
-                Err(e) => tracing::warn!(cause = %e, "cannot read the lease table"),
-            }
-        }
-        for id in countdowns.take_expired() {
-            let (node, countdowns) = (node.clone(), countdowns.clone());
-            tokio::spawn(async move {
-                let revoke = Command::LeaseRevoke { id, expired: true };
-                match node.write(revoke).await {
-                    Ok((
-                        index,
-                        CommandResult::LeaseRevoked {
-                            found: true,
-                            keys_deleted,
-                        },
-                    )) => {
-                        crate::metrics::global().leases_expired.inc();
-                        tracing::info!(lease = id, index, keys_deleted, "lease expired");
-                    }
-                    // Revoked meanwhile, or by an earlier proposal of this one.
-                    Ok((_, CommandResult::LeaseRevoked { found: false, .. })) => {}
-                    Ok((_, other)) => {
-                        tracing::warn!(lease = id, result = ?other, "unexpected result of a lease's expiry");
-                    }
-                    Err(e) => {
-                        tracing::debug!(lease = id, cause = %e, "proposing a lease's expiry failed; retrying");
-                        countdowns.retry(term, id);
-                    }
-                }
-            });
         }
     }
 }

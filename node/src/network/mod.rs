@@ -1,0 +1,8 @@
+//! The node's network: the connections it accepts ([`connection`]: bounded,
+//! TLS-handshaken, each knowing who is at its other end and when it
+//! closes) and the Raft traffic it sends to its peers ([`transport`]).
+
+pub mod connection;
+pub mod transport;
+
+pub use transport::Network;
