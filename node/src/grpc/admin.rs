@@ -2,13 +2,9 @@
 //! leader (a follower forwards them); inspection answers from this node.
 
 use std::collections::BTreeMap;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::Instant as _;
-use openraft::RaftMetrics;
-use openraft::ServerState;
 use prost::Message;
 use raftkv_proto::pb;
 use raftkv_proto::pb::admin_server::Admin;
@@ -16,21 +12,16 @@ use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 
+use super::backup::backup_stream;
+use super::backup::BackupStream;
+use super::describe::configuration;
+use super::describe::millis;
+use super::describe::status;
 use super::routing::Placement;
 use crate::error::NodeError;
-use crate::node::BackupSnapshot;
 use crate::node::Consistency;
 use crate::node::RaftNode;
 use crate::types::NodeId;
-use crate::types::StoredMembership;
-use crate::types::TypeConfig;
-
-/// Data bytes per message of a backup stream.
-const BACKUP_CHUNK_BYTES: usize = 1 << 20;
-
-/// The messages of `Backup`.
-pub type BackupStream =
-    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
 
 /// Transfer timeout when the request sets none.
 const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -84,112 +75,6 @@ fn expected_index(previous_index: u64) -> Option<u64> {
 /// The wire's transfer target: 0 means any voter (the most up-to-date one).
 fn transfer_target(node_id: NodeId) -> Option<NodeId> {
     (node_id != 0).then_some(node_id)
-}
-
-fn suffrage(is_voter: bool) -> i32 {
-    if is_voter {
-        pb::Suffrage::Voter
-    } else {
-        pb::Suffrage::Learner
-    }
-    .into()
-}
-
-fn members(membership: &StoredMembership) -> Vec<pb::Member> {
-    let config = membership.membership();
-    let voters: BTreeSet<_> = config.voter_ids().collect();
-    config
-        .nodes()
-        .map(|(id, node)| pb::Member {
-            id: *id,
-            address: node.addr.clone(),
-            suffrage: suffrage(voters.contains(id)),
-        })
-        .collect()
-}
-
-/// The effective configuration in `metrics`.
-fn configuration(metrics: &RaftMetrics<TypeConfig>) -> pb::ClusterConfiguration {
-    let membership = &metrics.membership_config;
-    let committed = metrics.committed_membership_config.log_id() == membership.log_id();
-    configuration_of(membership, committed)
-}
-
-/// `membership` on the wire.
-fn configuration_of(membership: &StoredMembership, committed: bool) -> pb::ClusterConfiguration {
-    pb::ClusterConfiguration {
-        members: members(membership),
-        index: membership.log_id().as_ref().map_or(0, |l| l.index),
-        joint: membership.membership().get_joint_config().len() > 1,
-        committed,
-    }
-}
-
-fn role(state: ServerState) -> pb::Role {
-    match state {
-        ServerState::Leader => pb::Role::Leader,
-        ServerState::Follower => pb::Role::Follower,
-        ServerState::Candidate => pb::Role::Candidate,
-        ServerState::Learner => pb::Role::Learner,
-        ServerState::Shutdown => pb::Role::Shutdown,
-    }
-}
-
-fn millis(elapsed: Duration) -> u64 {
-    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Everything `metrics` says about this node and, on the leader, its peers.
-fn status(node: &RaftNode, metrics: &RaftMetrics<TypeConfig>) -> pb::NodeStatus {
-    let membership = metrics.membership_config.membership();
-    let voters: BTreeSet<_> = membership.voter_ids().collect();
-    let peers = membership
-        .nodes()
-        .filter(|(id, _)| **id != node.id())
-        .map(|(id, peer)| pb::PeerStatus {
-            id: *id,
-            address: peer.addr.clone(),
-            suffrage: suffrage(voters.contains(id)),
-            matched_index: metrics
-                .replication
-                .as_ref()
-                .and_then(|r| r.get(id).cloned().flatten())
-                .map(|l| l.index),
-            last_contact_ms: metrics
-                .heartbeat
-                .as_ref()
-                .and_then(|h| h.get(id).cloned().flatten())
-                .map(|at| millis(at.elapsed())),
-        })
-        .collect();
-    let leader_id = metrics.current_leader.unwrap_or(0);
-    let vote = metrics.vote.leader_id();
-    pb::NodeStatus {
-        id: node.id(),
-        address: node.address().to_string(),
-        role: role(metrics.state).into(),
-        term: metrics.current_term,
-        leader_id,
-        leader_address: membership
-            .get_node(&leader_id)
-            .map(|n| n.addr.clone())
-            .unwrap_or_default(),
-        last_log_index: metrics.last_log_index,
-        committed_index: metrics.local_committed.as_ref().map(|l| l.index),
-        applied_index: metrics.last_applied.as_ref().map(|l| l.index),
-        snapshot_index: metrics.snapshot.as_ref().map(|l| l.index),
-        purged_index: metrics.purged.as_ref().map(|l| l.index),
-        configuration: Some(configuration(metrics)),
-        peers,
-        last_quorum_ack_ms: metrics
-            .last_quorum_acked
-            .as_ref()
-            .map(|at| millis(at.elapsed())),
-        key_count: node.key_count() as u64,
-        vote_term: vote.term,
-        voted_for: vote.node_id,
-        compact_revision: node.compacted(),
-    }
 }
 
 #[tonic::async_trait]
@@ -417,77 +302,4 @@ impl Admin for AdminService {
         self.node.request_stop();
         Ok(Response::new(pb::Empty {}))
     }
-}
-
-/// `backup` as the messages of a backup stream: header, data, checksum.
-fn backup_stream(source: NodeId, backup: BackupSnapshot) -> Result<BackupStream, Status> {
-    use pb::backup_chunk::Part;
-    let last = backup.meta.last_log_id.ok_or(NodeError::NothingApplied)?;
-    // Everything a snapshot holds is committed.
-    let configuration = configuration_of(&backup.meta.last_membership, true);
-    let created_unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, millis);
-    let header = pb::BackupHeader {
-        index: last.index,
-        term: last.leader_id.term,
-        leader_id: last.leader_id.node_id,
-        configuration: Some(configuration),
-        key_count: backup.key_count as u64,
-        data_bytes: backup.data.len(),
-        created_unix_ms,
-        source_node_id: source,
-    };
-    tracing::info!(
-        index = last.index,
-        keys = backup.key_count,
-        bytes = backup.data.len(),
-        "streaming a backup"
-    );
-    // The data is read from its file as the stream is read, at most two
-    // pieces ahead of the network; the file goes when the reader ends.
-    let (pieces_tx, mut pieces_rx) = tokio::sync::mpsc::channel::<Result<Part, Status>>(2);
-    let sum = backup.sha256;
-    let data = backup.data;
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let send = |part| pieces_tx.blocking_send(part).is_ok();
-        let mut reader = match data.reader() {
-            Ok(reader) => reader,
-            Err(e) => {
-                send(Err(Status::unavailable(format!(
-                    "cannot read the backup: {e}"
-                ))));
-                return;
-            }
-        };
-        loop {
-            let mut piece = Vec::with_capacity(BACKUP_CHUNK_BYTES);
-            match (&mut reader)
-                .take(BACKUP_CHUNK_BYTES as u64)
-                .read_to_end(&mut piece)
-            {
-                Ok(0) => break,
-                Ok(_) => {
-                    if !send(Ok(Part::Data(piece))) {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    send(Err(Status::unavailable(format!(
-                        "cannot read the backup: {e}"
-                    ))));
-                    return;
-                }
-            }
-        }
-        send(Ok(Part::DataSha256(sum.to_vec())));
-        drop(data);
-    });
-    use futures::StreamExt as _;
-    let pieces = futures::stream::poll_fn(move |cx| pieces_rx.poll_recv(cx));
-    let parts = futures::stream::iter(std::iter::once(Ok::<_, Status>(Part::Header(header))))
-        .chain(pieces)
-        .map(|part| part.map(|part| pb::BackupChunk { part: Some(part) }));
-    Ok(Box::pin(parts))
 }

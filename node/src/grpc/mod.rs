@@ -3,7 +3,9 @@
 //! standard health service ([`health`]) and server reflection.
 
 pub mod admin;
+pub mod backup;
 pub mod convert;
+pub mod describe;
 pub mod health;
 pub mod kv;
 pub mod raft;

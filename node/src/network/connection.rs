@@ -12,7 +12,8 @@
 //! - each reports its peer address when it closes, so followers notice at
 //!   once when their leader's connection dies (see `failover`).
 //!
-//! Every request carries the connection's [`PeerInfo`] in its extensions.
+//! Every request carries the connection's [`PeerInfo`] in its extensions;
+//! `calls` counts the calls in flight on it.
 
 use std::future::Future;
 use std::io;
@@ -26,8 +27,6 @@ use std::task::Context;
 use std::task::Poll;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use http_body_util::BodyExt;
 use tokio::io::AsyncRead;
 use tokio::io::AsyncWrite;
 use tokio::io::ReadBuf;
@@ -42,7 +41,6 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
-use crate::security::Caller;
 use crate::security::Identity;
 use crate::security::RolePolicy;
 use crate::security::Tls;
@@ -66,12 +64,12 @@ pub struct PeerInfo {
     /// Who the peer's certificate says it is (`None` without TLS); shared,
     /// as every request carries a copy of this.
     pub identity: Option<Arc<Identity>>,
-    activity: Arc<Activity>,
+    pub(super) activity: Arc<Activity>,
 }
 
 /// Calls in flight on one connection, and since when it has had none.
 #[derive(Debug)]
-struct Activity {
+pub(super) struct Activity {
     started: Instant,
     in_flight: AtomicUsize,
     /// Milliseconds after `started` at which `in_flight` last became 0.
@@ -87,11 +85,11 @@ impl Activity {
         }
     }
 
-    fn begin(&self) {
+    pub(super) fn begin(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn end(&self) {
+    pub(super) fn end(&self) {
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             let now = self.started.elapsed().as_millis() as u64;
             self.idle_since_ms.store(now, Ordering::Release);
@@ -357,130 +355,4 @@ async fn vet(
         closed: acceptor.closed.clone(),
         _permit: permit,
     })
-}
-
-/// A layer over every service that counts each connection's calls in
-/// flight, from the request until its response body is done, for the idle
-/// timeout; and every call's status code and latency, for the metrics.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TrackCalls;
-
-impl<S> tower_layer::Layer<S> for TrackCalls {
-    type Service = CallTracker<S>;
-
-    fn layer(&self, inner: S) -> CallTracker<S> {
-        CallTracker { inner }
-    }
-}
-
-/// See [`TrackCalls`].
-#[derive(Debug, Clone)]
-pub struct CallTracker<S> {
-    inner: S,
-}
-
-/// Ends a call when dropped, with the response body that owns it: the
-/// connection's count of calls in flight, and the call's metrics.
-struct CallGuard {
-    activity: Option<Arc<Activity>>,
-    started: std::time::Instant,
-    /// `/service/method`.
-    path: http::uri::PathAndQuery,
-    /// The grpc-status seen, in the headers or the trailers.
-    code: Option<tonic::Code>,
-}
-
-impl CallGuard {
-    /// Notes the grpc-status in `headers`, if any.
-    fn note(&mut self, headers: &http::HeaderMap) {
-        if let Some(status) = headers.get("grpc-status") {
-            self.code = Some(tonic::Code::from_bytes(status.as_bytes()));
-        }
-    }
-}
-
-impl Drop for CallGuard {
-    fn drop(&mut self) {
-        if let Some(activity) = &self.activity {
-            activity.end();
-        }
-        let path = self.path.path().trim_start_matches('/');
-        let (service, method) = path.split_once('/').unwrap_or((path, ""));
-        let code = match self.code {
-            Some(tonic::Code::Ok) => "OK".to_string(),
-            Some(code) => format!("{code:?}"),
-            // The response ended without a status: the caller went away.
-            None => "Cancelled".to_string(),
-        };
-        let metrics = crate::metrics::global();
-        metrics
-            .grpc_requests
-            .get_or_create(&crate::metrics::CallLabels {
-                service: service.to_string(),
-                method: method.to_string(),
-                code,
-            })
-            .inc();
-        metrics
-            .grpc_latency
-            .get_or_create(&crate::metrics::MethodLabels {
-                service: service.to_string(),
-                method: method.to_string(),
-            })
-            .observe(self.started.elapsed().as_secs_f64());
-    }
-}
-
-impl<S, B, R> tower_service::Service<http::Request<B>> for CallTracker<S>
-where
-    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
-    R: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    R::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let peer = request.extensions().get::<PeerInfo>().cloned();
-        let activity = peer.as_ref().map(|peer| {
-            peer.activity.begin();
-            peer.activity.clone()
-        });
-        // Who the caller is, on its own: the role check
-        // (`security::Authorize`) reads it from here.
-        if let Some(peer) = peer {
-            request.extensions_mut().insert(Caller(peer.identity));
-        }
-        let mut guard = CallGuard {
-            activity,
-            started: std::time::Instant::now(),
-            path: request
-                .uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-            code: None,
-        };
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            // An error without a body carries its status in the headers.
-            guard.note(response.headers());
-            Ok(response.map(|body| {
-                // The closure owns the guard: the call ends with the body.
-                tonic::body::Body::new(body.map_frame(move |frame| {
-                    if let Some(trailers) = frame.trailers_ref() {
-                        guard.note(trailers);
-                    }
-                    frame
-                }))
-            }))
-        })
-    }
 }

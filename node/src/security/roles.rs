@@ -101,7 +101,7 @@ impl Authorize {
 
 /// Who made a call, as its connection knows it: the identity its
 /// certificate proves, or `None` when TLS is off. Put on every call by the
-/// connection layer (`network::connection::TrackCalls`).
+/// connection layer (`network::calls::TrackCalls`).
 #[derive(Debug, Clone)]
 pub struct Caller(pub Option<std::sync::Arc<Identity>>);
 

@@ -22,6 +22,7 @@ pub mod http;
 mod services;
 pub mod systemd;
 mod tasks;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -33,7 +34,6 @@ use raftkv_client::ChannelOptions;
 use raftkv_client::Channels;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::ClientTlsConfig;
 
 use crate::cluster::failover::LeaderLink;
 use crate::cluster::join::join;
@@ -48,12 +48,13 @@ use crate::network::Network;
 use crate::node::KvLimits;
 use crate::node::Raft;
 use crate::node::RaftNode;
-use crate::security::Tls;
 use crate::security::TlsError;
 use crate::store;
 use services::ServiceParts;
 use tasks::Stop;
 use tasks::Tasks;
+use tls::load_tls;
+use tls::reload_on_hangup;
 
 /// Longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -379,31 +380,6 @@ async fn raft_failed(raft: &Raft) {
     }
 }
 
-/// The node's TLS (for the calls it accepts) and its peers' (for the calls
-/// it makes), when TLS is on.
-fn load_tls(
-    config: &NodeConfig,
-    bound: std::net::SocketAddr,
-) -> Result<(Option<Arc<Tls>>, Option<ClientTlsConfig>), RunError> {
-    let Some(files) = config.tls_files() else {
-        if !bound.ip().is_loopback() {
-            tracing::warn!(
-                listen = %bound,
-                "serving without TLS on a non-loopback address: anyone who reaches it can \
-                 read and write every key and change the cluster (set --tls-cert, --tls-key, --tls-ca)"
-            );
-        }
-        return Ok((None, None));
-    };
-    let (tls, client, loaded) = Tls::load(files)?;
-    tracing::info!(
-        common_name = ?loaded.common_name,
-        authorities = loaded.authorities,
-        "mutual TLS on: every caller needs a certificate from the CA"
-    );
-    Ok((Some(Arc::new(tls)), Some(client)))
-}
-
 /// `--bootstrap`: initialise a one-node cluster, unless this node already is
 /// initialised (then it is a no-op, logged).
 async fn bootstrap(node: &RaftNode) {
@@ -411,38 +387,6 @@ async fn bootstrap(node: &RaftNode) {
         Ok(()) => tracing::info!(id = node.id(), "bootstrapped a new cluster"),
         Err(e) => {
             tracing::info!(cause = %e, "--bootstrap ignored: this node is already initialised")
-        }
-    }
-}
-
-/// On every SIGHUP, loads the TLS files again: new connections, accepted
-/// and dialled, use them; a failed load is logged and changes nothing.
-async fn reload_on_hangup(tls: Option<Arc<Tls>>, peers: Channels) {
-    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => signal,
-        Err(e) => {
-            tracing::warn!(cause = %e, "cannot listen for SIGHUP: certificates reload only on a restart");
-            return;
-        }
-    };
-    while hangups.recv().await.is_some() {
-        let Some(tls) = &tls else {
-            tracing::info!("SIGHUP: TLS is off, nothing to reload");
-            continue;
-        };
-        match tls.reload() {
-            Ok((client, loaded)) => {
-                peers.set_tls(Some(client));
-                tracing::info!(
-                    common_name = ?loaded.common_name,
-                    authorities = loaded.authorities,
-                    "SIGHUP: reloaded the TLS certificate, key and CA; new connections use them"
-                );
-            }
-            Err(e) => tracing::error!(
-                cause = %e,
-                "SIGHUP: cannot reload the TLS files; keeping the ones loaded before"
-            ),
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::grpc::kv::KvService;
 use crate::grpc::raft::RaftService;
 use crate::grpc::routing::routed;
 use crate::grpc::watch::Watches;
-use crate::network::connection::TrackCalls;
+use crate::network::calls::TrackCalls;
 use crate::node::RaftNode;
 use crate::security::Authorize;
 use crate::security::Role;
