@@ -294,7 +294,99 @@ fn handed_over_to(answer: &Answer) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+    use raftkv_proto::pb;
+
     use super::*;
+
+    /// Where `placement` puts a call of `method` carrying `message`.
+    fn runs_here(placements: Placements, method: &str, message: &impl Message) -> bool {
+        match placements(method) {
+            Placement::Here => true,
+            Placement::Leader | Placement::LeaderThenSuccessor => false,
+            Placement::LeaderUnless(here) => here(&message.encode_to_vec()),
+        }
+    }
+
+    #[test]
+    fn writes_and_linearizable_reads_run_on_the_leader_and_stale_reads_here() {
+        use crate::grpc::kv::placement;
+        let get = |stale| pb::GetRequest {
+            key: b"k".to_vec(),
+            stale,
+            ..Default::default()
+        };
+        assert!(!runs_here(placement, "Get", &get(false)));
+        assert!(runs_here(placement, "Get", &get(true)));
+        let scan = |stale| pb::ScanRequest {
+            stale,
+            ..Default::default()
+        };
+        assert!(!runs_here(placement, "Scan", &scan(false)));
+        assert!(runs_here(placement, "Scan", &scan(true)));
+        assert!(runs_here(placement, "Watch", &pb::WatchRequest::default()));
+        for write in [
+            "Put",
+            "Delete",
+            "CompareAndSwap",
+            "Txn",
+            "LeaseGrant",
+            "LeaseRevoke",
+        ] {
+            assert!(!runs_here(placement, write, &pb::Empty {}), "{write}");
+        }
+        for lease in ["LeaseKeepAlive", "LeaseTimeToLive"] {
+            assert!(!runs_here(placement, lease, &pb::Empty {}), "{lease}");
+        }
+        // A message that cannot be read goes where every call can be served.
+        match placement("Get") {
+            Placement::LeaderUnless(here) => assert!(!here(&[0xff, 0xff, 0xff])),
+            other => panic!("Get is placed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cluster_changes_run_on_the_leader_and_what_describes_a_node_here() {
+        use crate::grpc::admin::placement;
+        use pb::alarm_request::Action;
+        let alarm = |action: Action| pb::AlarmRequest {
+            action: action as i32,
+            member_id: 0,
+        };
+        assert!(runs_here(placement, "Alarm", &alarm(Action::List)));
+        assert!(!runs_here(placement, "Alarm", &alarm(Action::Raise)));
+        assert!(!runs_here(placement, "Alarm", &alarm(Action::Disarm)));
+        for change in [
+            "AddLearner",
+            "AddVoter",
+            "TransferLeader",
+            "Barrier",
+            "VerifyLeader",
+        ] {
+            assert!(!runs_here(placement, change, &pb::Empty {}), "{change}");
+        }
+        for change in ["Compact", "Backup", "DemoteVoter", "RemoveNode"] {
+            assert!(!runs_here(placement, change, &pb::Empty {}), "{change}");
+        }
+        assert!(matches!(
+            placement("DemoteVoter"),
+            Placement::LeaderThenSuccessor
+        ));
+        assert!(matches!(
+            placement("RemoveNode"),
+            Placement::LeaderThenSuccessor
+        ));
+        for local in [
+            "Initialize",
+            "GetConfiguration",
+            "Status",
+            "TriggerSnapshot",
+            "StateDigest",
+            "Shutdown",
+        ] {
+            assert!(runs_here(placement, local, &pb::Empty {}), "{local}");
+        }
+    }
 
     #[test]
     fn a_grpc_body_yields_its_message_only_when_whole_and_uncompressed() {
