@@ -76,6 +76,13 @@ async fn a_cluster_forms_over_mutual_tls_and_certificates_decide_roles() {
         .expect_err("a client certificate reads the admin API");
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     assert!(refused.message().contains("admin"), "{}", refused.message());
+    // A change that runs on the leader is refused where it arrived: the
+    // follower must not pass it on under its own certificate.
+    let refused = AdminClient::new(alice.clone())
+        .barrier(pb::Empty {})
+        .await
+        .expect_err("a client certificate runs a barrier through a follower");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     let refused = raft_vote(alice).await;
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
 
