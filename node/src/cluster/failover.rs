@@ -1,13 +1,17 @@
 //! Fast failover: followers whose leader's connection closes elect a new
-//! leader at once instead of waiting out the old leader's lease.
+//! leader at once instead of waiting out the old leader's tenure.
+//!
+//! (A *tenure* here is what openraft calls the leader lease: the time after
+//! hearing from a leader during which a follower refuses to elect another.
+//! It is not a key lease; those are `crate::lease`.)
 //!
 //! openraft lets a follower vote for a new leader only once the old leader's
-//! lease (`election_timeout_max`) has run out, and a follower campaigns only
+//! tenure (`election_timeout_max`) has run out, and a follower campaigns only
 //! when its own election timer fires: after a leader crash that costs about
 //! half a second with the default timeouts. But when a leader process dies,
 //! its kernel closes its TCP connections at once, and every follower sees the
 //! connection that brought it AppendEntries end. Each follower then gives up
-//! its copy of that leader's lease, as it would if the leader had asked it to
+//! its copy of that leader's tenure, as it would if the leader had asked it to
 //! hand leadership over (openraft's transfer-leader message), and campaigns
 //! with a pre-vote: the lowest-id other voter at once, the others after a head
 //! start each (`HEAD_START` times their rank, so two rarely campaign at
@@ -16,10 +20,10 @@
 //!
 //! Why this is safe: it changes only when a follower may grant a vote. A vote
 //! still needs an up-to-date log and a majority, and reads are confirmed with
-//! a quorum (read index), never on a lease. And a wrong guess (the connection
+//! a quorum (read index), never on a tenure. And a wrong guess (the connection
 //! closed but the leader lives, e.g. a paused follower whose connection the
 //! leader's keep-alive dropped) disturbs nothing: the other followers still
-//! hold the lease and refuse the pre-vote, so no term is bumped.
+//! hold the tenure and refuse the pre-vote, so no term is bumped.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,7 +69,7 @@ impl LeaderLink {
 
 /// Watches closed connections; when the one carrying the current leader's
 /// AppendEntries closes while this node follows that leader, drops that
-/// leader's lease and campaigns (see the module documentation). Ends when every
+/// leader's tenure and campaigns (see the module documentation). Ends when every
 /// sender is gone (each accepted [`Connection`](crate::network::connection::Connection) holds one).
 pub async fn watch(
     raft: Raft,
@@ -98,10 +102,10 @@ pub async fn watch(
         tracing::info!(
             leader,
             head_start = ?HEAD_START * rank as u32,
-            "the leader's connection closed: not waiting out its lease"
+            "the leader's connection closed: not waiting out its tenure"
         );
         // Addressed to the old leader itself, so the message only drops this
-        // node's lease: nobody is told to start an election without a pre-vote.
+        // node's tenure: nobody is told to start an election without a pre-vote.
         let request = TransferLeaderRequest::new(vote, leader, None);
         if let Err(e) = raft.handle_transfer_leader(request).await {
             tracing::debug!(cause = %e, "raft is stopping");
