@@ -39,11 +39,11 @@ use openraft::LogState;
 use openraft::OptionalSend;
 use openraft::RaftLogReader;
 
+use super::disk::Disk;
 use super::recent::RecentEntries;
 use super::size::pair_bytes;
 use super::size::StoreSize;
 use super::vote::VoteFile;
-use super::Disk;
 use crate::codec::decode;
 use crate::codec::encode;
 use crate::types::Entry;
