@@ -1,10 +1,14 @@
 //! Unit tests of the log store, opened in a temporary directory: reads
 //! across segment boundaries, purge and truncation.
 
+use openraft::entry::RaftEntry;
+use openraft::storage::RaftLogStorage;
 use openraft::testing::blank_ent;
 use openraft::testing::log_id;
+use openraft::RaftLogReader;
 
 use super::*;
+use crate::types::Entry;
 
 fn indexes(entries: &[Entry]) -> Vec<u64> {
     entries.iter().map(|e| e.index()).collect()
