@@ -6,8 +6,13 @@
 //! every key, reads at a revision, compaction), `apply` (what each command
 //! means), `snapshot` (a snapshot is the state at a pinned revision, not a
 //! copy), `snapshot_data` (the format it streams in), `leases` (the lease
-//! table), and `state_machine` (openraft's glue: visibility, durability,
-//! snapshots), and `size` (what the store holds, as the quota counts it).
+//! table), `revisions` (what readers may see, and the pins that keep it),
+//! `reader` (reads of the applied state), `sm_meta` (the state machine's
+//! bookkeeping values), and `state_machine` (openraft's glue: visibility,
+//! durability, snapshots), and `size` (what the store holds, as the quota
+//! counts it). Imports among them run one way: `snapshot` reads through
+//! `reader` and `revisions` and never names `state_machine`, which uses
+//! them all.
 
 mod apply;
 mod disk;
