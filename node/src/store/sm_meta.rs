@@ -15,7 +15,7 @@ use crate::types::StoredMembership;
 
 /// Written by earlier versions in place of `applied`; read once to convert.
 pub(super) const LAST_APPLIED: &[u8] = b"last_applied";
-pub(super) const APPLIED: &[u8] = b"applied";
+const APPLIED: &[u8] = b"applied";
 pub(super) const MEMBERSHIP: &[u8] = b"membership";
 pub(super) const CLEAN: &[u8] = b"clean";
 /// Present once every value in the old `kv` tree had a header.
