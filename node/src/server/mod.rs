@@ -295,7 +295,8 @@ pub async fn run(
             leader_link,
             policy: policy.clone(),
         },
-    )?;
+    )
+    .map_err(|e| RunError::Config(e.to_string()))?;
     tasks.spawn(
         "leadership health",
         Stop::Abort,

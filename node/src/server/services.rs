@@ -14,7 +14,6 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
 
-use super::RunError;
 use crate::cluster::failover::LeaderLink;
 use crate::config::NodeConfig;
 use crate::grpc::admin::AdminService;
@@ -52,7 +51,7 @@ pub struct ServiceParts {
 pub fn build(
     config: &NodeConfig,
     parts: ServiceParts,
-) -> Result<(Served, HealthReporter), RunError> {
+) -> Result<(Served, HealthReporter), tonic_reflection::server::Error> {
     let ServiceParts {
         node,
         watches,
@@ -88,12 +87,8 @@ pub fn build(
         Authorize::new("raftkv.Raft", Role::Node, policy),
     );
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    let reflection_v1 = reflection()
-        .build_v1()
-        .map_err(|e| RunError::Config(e.to_string()))?;
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .map_err(|e| RunError::Config(e.to_string()))?;
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(config.max_streams)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))

@@ -6,16 +6,16 @@ use std::sync::Arc;
 use raftkv_client::Channels;
 use tonic::transport::ClientTlsConfig;
 
-use super::RunError;
 use crate::config::NodeConfig;
 use crate::security::Tls;
+use crate::security::TlsError;
 
 /// The node's TLS (for the calls it accepts) and its peers' (for the calls
 /// it makes), when TLS is on.
 pub(super) fn load_tls(
     config: &NodeConfig,
     bound: std::net::SocketAddr,
-) -> Result<(Option<Arc<Tls>>, Option<ClientTlsConfig>), RunError> {
+) -> Result<(Option<Arc<Tls>>, Option<ClientTlsConfig>), TlsError> {
     let Some(files) = config.tls_files() else {
         if !bound.ip().is_loopback() {
             tracing::warn!(
