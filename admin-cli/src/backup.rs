@@ -18,7 +18,6 @@ use anyhow::Context;
 use raftkv_files::backup::BackupWriter;
 use raftkv_files::backup::DataHash;
 use raftkv_proto::pb;
-use raftkv_proto::pb::admin_client::AdminClient;
 use raftkv_proto::pb::backup_chunk::Part;
 use serde_json::json;
 
@@ -97,11 +96,9 @@ pub async fn backup(target: &mut Target, file: &Path) -> anyhow::Result<()> {
 /// Streams the backup from the leader into `partial`; returns its header.
 async fn download(target: &mut Target, partial: &Path) -> anyhow::Result<pb::BackupHeader> {
     let mut stream = target
-        .on_leader_patiently(
-            BACKUP_PATIENCE,
-            pb::Empty {},
-            |channel, request| async move { AdminClient::new(channel).backup(request).await },
-        )
+        .patiently(BACKUP_PATIENCE)
+        .await?
+        .backup()
         .await
         .context("asking the leader for a backup")?;
     // A file of this name is left over from a backup that failed: ours.

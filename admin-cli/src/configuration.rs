@@ -2,8 +2,8 @@
 //! suffrage, as the addressed node (or the leader) knows them. The member
 //! list is shared with `stats`, `status` and `leadership_transfer_to_server`.
 
+use raftkv_client::Call;
 use raftkv_proto::pb;
-use raftkv_proto::pb::admin_client::AdminClient;
 use serde_json::json;
 
 use crate::target::Target;
@@ -11,12 +11,7 @@ use crate::target::Target;
 /// The configuration as seen by `target`'s node (or the leader).
 pub async fn configuration(target: &mut Target) -> anyhow::Result<pb::ClusterConfiguration> {
     target
-        .on_node(
-            "reading the configuration from",
-            pb::Empty {},
-            |channel, request| async move {
-            AdminClient::new(channel).get_configuration(request).await
-        })
+        .on_node("reading the configuration from", Call::configuration())
         .await
 }
 

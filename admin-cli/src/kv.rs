@@ -3,8 +3,8 @@
 //! or through the one node named), except `get --stale`, which reads the
 //! addressed node's own copy.
 
+use raftkv_client::Call;
 use raftkv_proto::pb;
-use raftkv_proto::pb::kv_client::KvClient;
 use serde_json::json;
 
 use crate::target::Target;
@@ -16,16 +16,7 @@ pub async fn put(
     value: String,
     lease: u64,
 ) -> anyhow::Result<()> {
-    let request = pb::PutRequest {
-        lease,
-        key: key.into_bytes(),
-        value: value.into_bytes(),
-    };
-    let answer = target
-        .on_leader(request, |channel, request| async move {
-            KvClient::new(channel).put(request).await
-        })
-        .await?;
+    let answer = target.client.put_leased(key, value, lease).await?;
     if target.json {
         println!("{}", json!({ "index": answer.index }));
     } else {
@@ -46,11 +37,10 @@ pub async fn get(
         stale,
         revision: revision.unwrap_or(0),
     };
-    let call = |channel, request| async move { KvClient::new(channel).get(request).await };
     let answer = if stale {
-        target.on_node("node", request, call).await?
+        target.on_node("node", Call::get(request)).await?
     } else {
-        target.on_leader(request, call).await?
+        target.client.get_with(request).await?
     };
     let value = String::from_utf8_lossy(&answer.value);
     match (target.json, answer.found) {
@@ -75,14 +65,7 @@ pub async fn get(
 
 /// delete.
 pub async fn delete(target: &mut Target, key: String) -> anyhow::Result<()> {
-    let request = pb::DeleteRequest {
-        key: key.clone().into_bytes(),
-    };
-    let answer = target
-        .on_leader(request, |channel, request| async move {
-            KvClient::new(channel).delete(request).await
-        })
-        .await?;
+    let answer = target.client.delete(key.clone()).await?;
     if target.json {
         println!(
             "{}",
@@ -109,11 +92,7 @@ pub async fn scan(
         revision: revision.unwrap_or(0),
         ..Default::default()
     };
-    let answer = target
-        .on_leader(request, |channel, request| async move {
-            KvClient::new(channel).scan(request).await
-        })
-        .await?;
+    let answer = target.client.scan(request).await?;
     if target.json {
         let pairs: Vec<_> = answer
             .pairs

@@ -5,8 +5,6 @@
 use std::time::Instant;
 
 use anyhow::bail;
-use raftkv_proto::pb;
-use raftkv_proto::pb::admin_client::AdminClient;
 use serde_json::json;
 
 use crate::configuration::configuration;
@@ -29,18 +27,10 @@ pub async fn transfer(target: &mut Target, id: u64, address: Option<&str>) -> an
             Some(_) => {}
         }
     }
-    let old_leader = target.client.find_leader().await.ok();
-    let request = pb::TransferLeaderRequest {
-        node_id: id,
-        // The leader waits this long for the new leader to take over.
-        timeout_ms: target.timeout().as_millis() as u64,
-    };
+    let old_leader = target.client.leader().await.ok();
     let started = Instant::now();
-    let answer = target
-        .on_leader(request, |channel, request| async move {
-            AdminClient::new(channel).transfer_leader(request).await
-        })
-        .await?;
+    // The leader waits as long as the command for the new leader to take over.
+    let answer = target.client.transfer_leader(id, target.timeout()).await?;
     let round_trip = started.elapsed();
     if target.json {
         println!(
@@ -68,11 +58,7 @@ pub async fn transfer(target: &mut Target, id: u64, address: Option<&str>) -> an
 
 /// verify_leader.
 pub async fn verify_leader(target: &mut Target) -> anyhow::Result<()> {
-    let answer = target
-        .on_leader(pb::Empty {}, |channel, request| async move {
-            AdminClient::new(channel).verify_leader(request).await
-        })
-        .await?;
+    let answer = target.client.verify_leader().await?;
     if target.json {
         println!(
             "{}",

@@ -6,8 +6,6 @@
 use std::time::Duration;
 
 use anyhow::bail;
-use raftkv_proto::pb;
-use raftkv_proto::pb::kv_client::KvClient;
 use serde_json::json;
 
 use crate::target::Target;
@@ -17,12 +15,7 @@ pub async fn grant(target: &mut Target, ttl: Duration) -> anyhow::Result<()> {
     let Some(seconds) = raftkv_client::lease::ttl_seconds(ttl) else {
         bail!("a lease TTL is whole seconds, at least 1s (got {ttl:?})");
     };
-    let request = pb::LeaseGrantRequest { ttl: seconds };
-    let answer = target
-        .on_leader(request, |channel, request| async move {
-            KvClient::new(channel).lease_grant(request).await
-        })
-        .await?;
+    let answer = target.client.lease_grant(seconds).await?;
     if target.json {
         println!("{}", json!({ "id": answer.id, "ttl": answer.ttl }));
     } else {
@@ -33,12 +26,7 @@ pub async fn grant(target: &mut Target, ttl: Duration) -> anyhow::Result<()> {
 
 /// lease_revoke.
 pub async fn revoke(target: &mut Target, id: u64) -> anyhow::Result<()> {
-    let answer = target
-        .on_leader(
-            pb::LeaseRevokeRequest { id },
-            |channel, request| async move { KvClient::new(channel).lease_revoke(request).await },
-        )
-        .await?;
+    let answer = target.client.lease_revoke(id).await?;
     if target.json {
         println!(
             "{}",
@@ -55,12 +43,7 @@ pub async fn revoke(target: &mut Target, id: u64) -> anyhow::Result<()> {
 
 /// lease_ttl.
 pub async fn time_to_live(target: &mut Target, id: u64, keys: bool) -> anyhow::Result<()> {
-    let request = pb::LeaseTimeToLiveRequest { id, keys };
-    let answer = target
-        .on_leader(request, |channel, request| async move {
-            KvClient::new(channel).lease_time_to_live(request).await
-        })
-        .await?;
+    let answer = target.client.lease_time_to_live(id, keys).await?;
     let names: Vec<_> = answer
         .keys
         .iter()
@@ -97,15 +80,7 @@ pub async fn time_to_live(target: &mut Target, id: u64, keys: bool) -> anyhow::R
 pub async fn keep_alive(target: &mut Target, id: u64, count: u64) -> anyhow::Result<()> {
     let mut renewals = 0;
     loop {
-        let answer =
-            target
-                .on_leader(
-                    pb::LeaseKeepAliveRequest { id },
-                    |channel, request| async move {
-                        KvClient::new(channel).lease_keep_alive(request).await
-                    },
-                )
-                .await?;
+        let answer = target.client.lease_keep_alive(id).await?;
         renewals += 1;
         if target.json {
             println!("{}", json!({ "id": id, "ttl": answer.ttl }));

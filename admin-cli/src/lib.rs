@@ -27,7 +27,8 @@ mod watch_keys;
 use anyhow::bail;
 pub use cli::Cli;
 pub use cli::Command;
-use raftkv_client::ClusterClient;
+use raftkv_client::Client;
+use raftkv_client::ClientOptions;
 use raftkv_client::{self as client};
 
 use crate::target::Target;
@@ -50,8 +51,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             bail!("give either ADDR ({address}) or --leader/--endpoints, not both")
         }
     };
+    let mut options = ClientOptions::new(endpoints, cli.timeout);
+    options.tls = cli.tls.load()?;
     let mut target = Target {
-        client: ClusterClient::new(endpoints, cli.timeout, cli.tls.load()?)?,
+        client: Client::connect(options)?,
         follow_leader,
         json: cli.json,
     };

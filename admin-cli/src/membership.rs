@@ -7,7 +7,6 @@ use std::time::Duration;
 use std::time::Instant;
 
 use raftkv_proto::pb;
-use raftkv_proto::pb::admin_client::AdminClient;
 use serde_json::json;
 
 use crate::target::Target;
@@ -46,15 +45,10 @@ pub async fn add_voter(
     previous_index: u64,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let request = pb::AddNodeRequest {
-        node_id: id,
-        address: address.to_string(),
-        previous_index,
-    };
     let answer = target
-        .on_leader_patiently(ADD_VOTER_PATIENCE, request, |channel, request| async move {
-            AdminClient::new(channel).add_voter(request).await
-        })
+        .patiently(ADD_VOTER_PATIENCE)
+        .await?
+        .add_voter(id, address, previous_index)
         .await?;
     print_change(
         target,
@@ -73,15 +67,9 @@ pub async fn add_nonvoter(
     previous_index: u64,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let request = pb::AddNodeRequest {
-        node_id: id,
-        address: address.to_string(),
-        previous_index,
-    };
     let answer = target
-        .on_leader(request, |channel, request| async move {
-            AdminClient::new(channel).add_learner(request).await
-        })
+        .client
+        .add_learner(id, address, previous_index)
         .await?;
     print_change(
         target,
@@ -95,15 +83,7 @@ pub async fn add_nonvoter(
 /// demote_voter.
 pub async fn demote_voter(target: &mut Target, id: u64, previous_index: u64) -> anyhow::Result<()> {
     let started = Instant::now();
-    let request = pb::NodeRequest {
-        node_id: id,
-        previous_index,
-    };
-    let answer = target
-        .on_leader(request, |channel, request| async move {
-            AdminClient::new(channel).demote_voter(request).await
-        })
-        .await?;
+    let answer = target.client.demote_voter(id, previous_index).await?;
     print_change(
         target,
         &format!("node {id} is a non-voter"),
@@ -121,15 +101,7 @@ pub async fn remove_server(
     previous_index: u64,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let request = pb::NodeRequest {
-        node_id: id,
-        previous_index,
-    };
-    let answer = target
-        .on_leader(request, |channel, request| async move {
-            AdminClient::new(channel).remove_node(request).await
-        })
-        .await?;
+    let answer = target.client.remove_node(id, previous_index).await?;
     print_change(
         target,
         &format!("node {id} removed"),

@@ -32,7 +32,8 @@ async fn node_status(target: &mut Target) -> anyhow::Result<pb::NodeStatus> {
     let address = target.node_address().await?;
     target
         .client
-        .status(&address)
+        .node(&address)?
+        .status()
         .await
         .with_context(|| format!("asking {address} for its status"))
 }

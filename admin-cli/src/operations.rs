@@ -2,8 +2,8 @@
 //! addressed node), `barrier` (wait until the leader has applied what is
 //! committed) and `shutdown` (stop the addressed node gracefully).
 
+use raftkv_client::Call;
 use raftkv_proto::pb;
-use raftkv_proto::pb::admin_client::AdminClient;
 use serde_json::json;
 
 use crate::cli::AlarmCommand;
@@ -11,11 +11,7 @@ use crate::target::Target;
 
 /// snapshot.
 pub async fn snapshot(target: &mut Target) -> anyhow::Result<()> {
-    let answer = target
-        .on_node("node", pb::Empty {}, |channel, request| async move {
-            AdminClient::new(channel).trigger_snapshot(request).await
-        })
-        .await?;
+    let answer = target.on_node("node", Call::snapshot()).await?;
     match (target.json, answer.index) {
         (true, index) => println!("{}", json!({ "snapshot_index": index })),
         (false, Some(index)) => println!("snapshot at index {index}"),
@@ -27,11 +23,7 @@ pub async fn snapshot(target: &mut Target) -> anyhow::Result<()> {
 /// barrier: always on the leader, the only node whose applied index says
 /// what the cluster has committed.
 pub async fn barrier(target: &mut Target) -> anyhow::Result<()> {
-    let answer = target
-        .on_leader(pb::Empty {}, |channel, request| async move {
-            AdminClient::new(channel).barrier(request).await
-        })
-        .await?;
+    let answer = target.client.barrier().await?;
     if target.json {
         println!("{}", json!({ "index": answer.index }));
     } else {
@@ -45,12 +37,7 @@ pub async fn barrier(target: &mut Target) -> anyhow::Result<()> {
 
 /// compact REVISION.
 pub async fn compact(target: &mut Target, revision: u64) -> anyhow::Result<()> {
-    let answer = target
-        .on_leader(
-            pb::CompactRequest { revision },
-            |channel, request| async move { AdminClient::new(channel).compact(request).await },
-        )
-        .await?;
+    let answer = target.client.compact(revision).await?;
     if target.json {
         println!(
             "{}",
@@ -77,15 +64,12 @@ pub async fn alarm(target: &mut Target, command: AlarmCommand) -> anyhow::Result
             (Action::Disarm, member.unwrap_or(0))
         }
     };
-    let request = pb::AlarmRequest {
-        action: action as i32,
-        member_id,
-    };
-    let call = |channel, request| async move { AdminClient::new(channel).alarm(request).await };
     let answer = if action == Action::List {
-        target.on_node("node", request, call).await?
+        target
+            .on_node("node", Call::alarm(action, member_id))
+            .await?
     } else {
-        target.on_leader(request, call).await?
+        target.client.alarm(action, member_id).await?
     };
     if target.json {
         println!(
@@ -122,12 +106,7 @@ pub async fn shutdown(target: &mut Target) -> anyhow::Result<()> {
     // The address is resolved once: with --leader, the node that stops is
     // the one this line names, even if leadership moves meanwhile.
     target
-        .on_address(
-            &address,
-            "node",
-            pb::Empty {},
-            |channel, request| async move { AdminClient::new(channel).shutdown(request).await },
-        )
+        .on_address(&address, "node", Call::shutdown())
         .await?;
     println!("node at {address} is shutting down");
     Ok(())

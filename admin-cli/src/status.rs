@@ -43,7 +43,11 @@ async fn endpoints(target: &mut Target) -> Vec<String> {
 /// node that does not answer becomes a row with the reason.
 async fn collect(target: &Target, endpoints: &[String]) -> Vec<Row> {
     let asks = endpoints.iter().map(|endpoint| async move {
-        let status = target.client.status(endpoint).await.map_err(|e| match e {
+        let status = match target.client.node(endpoint) {
+            Ok(node) => node.status().await.map_err(|e| e.error),
+            Err(e) => Err(e),
+        };
+        let status = status.map_err(|e| match e {
             ClientError::Timeout(timeout) => format!("no answer within {timeout:?}"),
             e => e.to_string(),
         });

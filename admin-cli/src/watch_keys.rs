@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use anyhow::bail;
+use raftkv_client::ClientError;
 use raftkv_proto::pb;
-use raftkv_proto::pb::kv_client::KvClient;
 use raftkv_proto::OLDEST_INDEX_METADATA;
 use raftkv_proto::RESUME_INDEX_METADATA;
 use serde_json::json;
@@ -63,32 +63,32 @@ pub async fn watch_keys(
         if failed_since.is_some_and(|since| since.elapsed() > target.timeout()) {
             bail!("no node serves the watch: {last_error}");
         }
-        let channel = target.client.channel(address)?;
-        let request = pb::WatchRequest {
-            prefix: prefix.clone().into_bytes(),
-            start_index: start,
-        };
-        let connected =
-            tokio::time::timeout(target.timeout(), KvClient::new(channel).watch(request)).await;
+        let connected = target
+            .client
+            .node(address)?
+            .watch(prefix.clone(), start)
+            .await;
         let mut stream = match connected {
-            Ok(Ok(response)) => response.into_inner(),
-            Ok(Err(status)) if status.code() == Code::OutOfRange => {
-                let oldest = metadata_index(&status, OLDEST_INDEX_METADATA);
+            Ok(stream) => stream,
+            Err(error) if error.code() == Some(Code::OutOfRange) => {
+                let oldest = error
+                    .status()
+                    .and_then(|status| metadata_index(status, OLDEST_INDEX_METADATA));
                 bail!(
                     "{address} no longer keeps changes from index {start} (oldest kept: {}): read \
                      the keys with scan, then watch from its applied index + 1",
                     oldest.map_or("unknown".into(), |o| o.to_string())
                 );
             }
-            Ok(Err(status)) => {
-                last_error = format!("{address}: {}", raftkv_client::describe_status(&status));
-                failed_since.get_or_insert_with(tokio::time::Instant::now);
-                tokio::time::sleep(RECONNECT_PAUSE).await;
-                continue;
-            }
-            Err(_) => {
+            Err(error) if matches!(error.error, ClientError::Timeout(_)) => {
                 last_error = format!("{address}: no answer within {:?}", target.timeout());
                 failed_since.get_or_insert_with(tokio::time::Instant::now);
+                continue;
+            }
+            Err(error) => {
+                last_error = format!("{address}: {error}");
+                failed_since.get_or_insert_with(tokio::time::Instant::now);
+                tokio::time::sleep(RECONNECT_PAUSE).await;
                 continue;
             }
         };

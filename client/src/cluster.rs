@@ -1,37 +1,32 @@
-//! A client of a whole cluster: finds the leader among the endpoints it was
-//! given and sends calls there, following redirects and leader changes.
+//! Leader discovery among a set of nodes: asks every endpoint who leads and
+//! remembers the ids the answers named. [`crate::Client`] sends calls to the
+//! leader found here, and follows redirects and leader changes itself.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
 use raftkv_proto::pb;
 use raftkv_proto::pb::admin_client::AdminClient;
-use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::transport::ClientTlsConfig;
 use tonic::Code;
 use tonic::Status;
 
 use crate::check_address;
-use crate::leader_hint;
 use crate::role_name;
-use crate::Backoff;
 use crate::ChannelOptions;
 use crate::Channels;
 use crate::ClientError;
-
-/// Pauses between rounds of leader discovery, and after a redirect that
-/// named no leader (an election is under way).
-fn discovery_backoff() -> Backoff {
-    Backoff::new(Duration::from_millis(50), Duration::from_millis(500))
-}
 
 /// Clients to a set of nodes, remembering which one leads.
 pub struct ClusterClient {
     endpoints: Vec<String>,
     channels: Channels,
     leader: Option<String>,
-    /// Budget of one operation, leader discovery and redirects included.
+    /// Node ids by address, as status answers named them.
+    ids: HashMap<String, u64>,
+    /// Longest wait for one node's status answer.
     pub timeout: Duration,
 }
 
@@ -67,6 +62,7 @@ impl ClusterClient {
             endpoints,
             channels,
             leader: None,
+            ids: HashMap::new(),
             timeout,
         })
     }
@@ -74,6 +70,16 @@ impl ClusterClient {
     /// The endpoints this client was given.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
+    }
+
+    /// The leader the last discovery found.
+    pub fn leader(&self) -> Option<&str> {
+        self.leader.as_deref()
+    }
+
+    /// Node ids by address, as the status answers seen so far named them.
+    pub fn node_ids(&self) -> &HashMap<String, u64> {
+        &self.ids
     }
 
     /// The cached channel to `address`.
@@ -132,6 +138,11 @@ impl ClusterClient {
         for (address, answer) in answers {
             match answer {
                 Ok(status) => {
+                    self.ids.insert(address.clone(), status.id);
+                    if status.leader_id != 0 && !status.leader_address.is_empty() {
+                        self.ids
+                            .insert(status.leader_address.clone(), status.leader_id);
+                    }
                     if status.role == pb::Role::Leader as i32 && status.leader_id == status.id {
                         if claim.as_ref().is_none_or(|(term, _)| status.term > *term) {
                             claim = Some((status.term, address.clone()));
@@ -180,47 +191,6 @@ impl ClusterClient {
             endpoints: endpoints.join(","),
             details: details.join("; "),
         })
-    }
-
-    /// Runs `call` on the leader, following redirects and leader changes
-    /// until it succeeds, fails for another reason, or the timeout passes.
-    /// Only use it for calls that are safe to repeat after `UNAVAILABLE`.
-    pub async fn on_leader<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
-    where
-        F: FnMut(Channel) -> Fut,
-        Fut: Future<Output = Result<T, Status>>,
-    {
-        let deadline = Instant::now() + self.timeout;
-        let mut last_error = None;
-        let mut backoff = discovery_backoff();
-        while Instant::now() < deadline {
-            let leader = match self.leader.clone() {
-                Some(leader) => leader,
-                None => match self.find_leader().await {
-                    Ok(leader) => leader,
-                    Err(e) => {
-                        last_error = Some(e);
-                        backoff.wait(deadline).await;
-                        continue;
-                    }
-                },
-            };
-            let channel = self.channel(&leader)?;
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(remaining, call(channel)).await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(status)) if status.code() == Code::Unavailable => {
-                    self.leader = leader_hint(&status).map(|(_, address)| address);
-                    if self.leader.is_none() {
-                        backoff.wait(deadline).await;
-                    }
-                    last_error = Some(ClientError::Rpc(status));
-                }
-                Ok(Err(status)) => return Err(ClientError::Rpc(status)),
-                Err(_) => return Err(ClientError::Timeout(self.timeout)),
-            }
-        }
-        Err(last_error.unwrap_or(ClientError::Timeout(self.timeout)))
     }
 }
 

@@ -3,13 +3,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use raftkv_proto::pb;
-use raftkv_proto::pb::kv_client::KvClient;
 use tonic::Code;
 use tonic::Status;
 
-use crate::ClientError;
-use crate::ClusterClient;
+use crate::Client;
 
 /// `ttl` as a lease grant's TTL, whole seconds and at least one; `None`
 /// when it is not one.
@@ -39,7 +36,7 @@ pub struct KeptAlive {
 /// client about the TTL); if it fails it is counted, and the next beat tries
 /// again.
 pub async fn keep_alive(
-    mut cluster: ClusterClient,
+    client: Client,
     id: u64,
     every: Duration,
     stop: impl Future<Output = ()>,
@@ -53,19 +50,15 @@ pub async fn keep_alive(
             () = &mut stop => return kept,
             _ = beat.tick() => {}
         }
-        let renewal = cluster.on_leader(|channel| async move {
-            KvClient::new(channel)
-                .lease_keep_alive(pb::LeaseKeepAliveRequest { id })
-                .await
-        });
+        let renewal = client.lease_keep_alive(id);
         let answer = tokio::select! {
             () = &mut stop => return kept,
             answer = renewal => answer,
         };
         match answer {
             Ok(_) => kept.renewals += 1,
-            Err(ClientError::Rpc(status)) if status.code() == Code::NotFound => {
-                kept.lost = Some(status);
+            Err(error) if error.code() == Some(Code::NotFound) => {
+                kept.lost = error.status().cloned();
                 return kept;
             }
             Err(_) => kept.failed += 1,

@@ -1,13 +1,27 @@
 //! The one way to talk to a raftkv cluster, shared by the node (peer
-//! connections, `--join`), `raft-admin`, `hammer` and the tests:
+//! connections, `--join`), `raft-admin`, `hammer` and the tests.
 //!
+//! Callers use [`Client`]: built from [`ClientOptions`] (endpoints, TLS,
+//! timeouts), it offers one typed method per call (`put`, `get`, `scan`,
+//! `compare_and_swap`, `txn`, `watch`, the lease calls, the admin calls),
+//! sends them to the leader and follows it. A failed call is a [`CallError`]:
+//! its [`Failure`] says what the caller may do (retry, where; outcome
+//! unknown; failed), its [`ClientError`] what happened (with the node's
+//! status and metadata). [`Client::node`] binds a client to one node;
+//! [`Client::run`] is one operation with its own deadline, telling the
+//! caller about each retry and which node answered (hammer measures it).
+//!
+//! Read in this order:
+//!
+//! - [`client`]: [`Client`], its options, [`CallError`] and the retry loop;
+//! - [`call`]: [`Call`], each RPC built once, and whether it may repeat;
 //! - [`address`]: what a node address is, and the endpoint built from it;
 //! - [`Channels`]: one lazily connected channel per address, reused;
 //! - [`Backoff`]: the pause between retries;
 //! - [`Failure`]: what a failed call means for its caller (retry, where;
 //!   outcome unknown; failed for good), decided from the status code and the
 //!   `raftkv-reason` metadata, never from a message's wording;
-//! - [`ClusterClient`]: leader discovery and following;
+//! - [`ClusterClient`]: leader discovery;
 //! - [`lease`]: keeping a lease alive through leader changes;
 //! - [`TlsFiles`]: the CA, certificate and key of a mutual-TLS client.
 //!
@@ -16,7 +30,9 @@
 
 pub mod address;
 mod backoff;
+pub mod call;
 mod channels;
+pub mod client;
 pub mod cluster;
 mod describe;
 mod duration;
@@ -27,8 +43,13 @@ mod tls;
 pub use address::check_address;
 pub use address::parse_endpoints;
 pub use backoff::Backoff;
+pub use call::Call;
 pub use channels::ChannelOptions;
 pub use channels::Channels;
+pub use client::CallError;
+pub use client::Client;
+pub use client::ClientOptions;
+pub use client::Served;
 pub use cluster::ClusterClient;
 pub use describe::describe_status;
 pub use describe::role_name;

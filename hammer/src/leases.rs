@@ -12,12 +12,9 @@ use std::time::Duration;
 
 use raftkv_client::lease::keep_alive;
 use raftkv_client::lease::KeptAlive;
-use raftkv_client::ChannelOptions;
-use raftkv_client::Channels;
-use raftkv_client::ClientError;
-use raftkv_client::ClusterClient;
+use raftkv_client::Client;
+use raftkv_client::ClientOptions;
 use raftkv_proto::pb;
-use raftkv_proto::pb::kv_client::KvClient;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::Code;
@@ -33,36 +30,28 @@ pub struct Holder {
     /// Lease id and its key.
     leases: Vec<(u64, Vec<u8>)>,
     ttl: Duration,
-    channels: Channels,
-    endpoints: Vec<String>,
+    /// Shares its channels with every client made from it.
+    client: Client,
     stop: watch::Sender<bool>,
     keepers: Vec<JoinHandle<KeptAlive>>,
 }
 
-/// A client for the lease calls: each call may take up to a TTL, leader
+/// `client` for the lease calls: each call may take up to `ttl`, leader
 /// changes included, so a renewal that gives up is retried in time.
-fn client(
-    channels: &Channels,
-    endpoints: &[String],
-    ttl: Duration,
-) -> anyhow::Result<ClusterClient> {
-    Ok(ClusterClient::with_channels(
-        endpoints.to_vec(),
-        ttl,
-        channels.clone(),
-    )?)
+fn client(client: &Client, ttl: Duration) -> Client {
+    client.patient(ttl)
 }
 
 /// Grants `args.leases` leases of `args.lease_ttl`, puts one key on each,
 /// and starts renewing them.
 pub async fn hold(args: &RunArgs, endpoints: &[String]) -> anyhow::Result<Holder> {
     let ttl = args.lease_ttl;
-    let channels = Channels::new(ChannelOptions {
-        connect_timeout: args.timeout.min(Duration::from_secs(3)),
-        tls: args.tls.load()?,
-        ..ChannelOptions::default()
-    });
-    let mut cluster = client(&channels, endpoints, ttl.max(args.timeout))?;
+    // The grants, the renewals and the checks share the channels and what
+    // they learn about the leader.
+    let mut options = ClientOptions::new(endpoints.to_vec(), args.timeout);
+    options.tls = args.tls.load()?;
+    let base = Client::connect(options)?;
+    let cluster = client(&base, ttl.max(args.timeout));
     let seconds = raftkv_client::lease::ttl_seconds(ttl)
         .ok_or_else(|| anyhow::anyhow!("--lease-ttl must be whole seconds, at least 1s"))?;
     let mut leases = Vec::new();
@@ -70,26 +59,13 @@ pub async fn hold(args: &RunArgs, endpoints: &[String]) -> anyhow::Result<Holder
         // A grant retried after UNAVAILABLE may grant twice; the spare lease
         // is never renewed and expires on its own.
         let id = cluster
-            .on_leader(|channel| async move {
-                KvClient::new(channel)
-                    .lease_grant(pb::LeaseGrantRequest { ttl: seconds })
-                    .await
-            })
+            .lease_grant(seconds)
             .await
             .map_err(|e| anyhow::anyhow!("granting lease {i} of {}: {e}", args.leases))?
-            .into_inner()
             .id;
         let key = format!("{}lease/{i}", args.key_prefix).into_bytes();
-        let request = pb::PutRequest {
-            key: key.clone(),
-            value: format!("held by lease {id}").into_bytes(),
-            lease: id,
-        };
         cluster
-            .on_leader(|channel| {
-                let request = request.clone();
-                async move { KvClient::new(channel).put(request).await }
-            })
+            .put_leased(key.clone(), format!("held by lease {id}"), id)
             .await
             .map_err(|e| anyhow::anyhow!("attaching a key to lease {id}: {e}"))?;
         leases.push((id, key));
@@ -97,7 +73,7 @@ pub async fn hold(args: &RunArgs, endpoints: &[String]) -> anyhow::Result<Holder
     let (stop, stopped) = watch::channel(false);
     let mut keepers = Vec::with_capacity(leases.len());
     for (id, _) in &leases {
-        let cluster = client(&channels, endpoints, ttl)?;
+        let cluster = client(&base, ttl);
         let mut stopped = stopped.clone();
         let stop = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
@@ -107,8 +83,7 @@ pub async fn hold(args: &RunArgs, endpoints: &[String]) -> anyhow::Result<Holder
     Ok(Holder {
         leases,
         ttl,
-        channels,
-        endpoints: endpoints.to_vec(),
+        client: base,
         stop,
         keepers,
     })
@@ -125,26 +100,16 @@ impl Holder {
         };
         // Checked while still renewed, so a short TTL cannot run out during the checks.
         let mut gone_at_end = Vec::with_capacity(self.leases.len());
-        let mut cluster = client(
-            &self.channels,
-            &self.endpoints,
-            self.ttl.max(Duration::from_secs(5)),
-        )?;
+        let cluster = client(&self.client, self.ttl.max(Duration::from_secs(5)));
         for (id, key) in &self.leases {
             let id = *id;
-            let alive = cluster
-                .on_leader(|channel| async move {
-                    KvClient::new(channel)
-                        .lease_time_to_live(pb::LeaseTimeToLiveRequest { id, keys: false })
-                        .await
-                })
-                .await;
+            let alive = cluster.lease_time_to_live(id, false).await;
             let gone = match alive {
                 Ok(_) => false,
-                Err(ClientError::Rpc(status)) if status.code() == Code::NotFound => true,
+                Err(e) if e.code() == Some(Code::NotFound) => true,
                 Err(e) => anyhow::bail!("asking the cluster for lease {id}: {e}"),
             };
-            let stored = get(&mut cluster, key).await?;
+            let stored = get(&cluster, key).await?;
             let key_held = stored.as_ref().is_some_and(|answer| answer.lease == id);
             gone_at_end.push((gone, key_held));
         }
@@ -184,19 +149,13 @@ impl Holder {
         // Clean up; a revoke takes its key with it.
         for (id, key) in &self.leases {
             let id = *id;
-            let revoked = cluster
-                .on_leader(|channel| async move {
-                    KvClient::new(channel)
-                        .lease_revoke(pb::LeaseRevokeRequest { id })
-                        .await
-                })
-                .await;
+            let revoked = cluster.lease_revoke(id).await;
             match revoked {
                 Ok(_) => report.revoked += 1,
-                Err(ClientError::Rpc(status)) if status.code() == Code::NotFound => {}
+                Err(e) if e.code() == Some(Code::NotFound) => {}
                 Err(e) => anyhow::bail!("revoking lease {id}: {e}"),
             }
-            if get(&mut cluster, key).await?.is_some() {
+            if get(&cluster, key).await?.is_some() {
                 report.keys_left_after_revoke += 1;
                 note(
                     &mut report.examples,
@@ -215,22 +174,10 @@ fn note(examples: &mut Vec<String>, example: String) {
 }
 
 /// A linearizable read of `key` on the leader: the answer if found.
-async fn get(cluster: &mut ClusterClient, key: &[u8]) -> anyhow::Result<Option<pb::GetResponse>> {
+async fn get(cluster: &Client, key: &[u8]) -> anyhow::Result<Option<pb::GetResponse>> {
     let answer = cluster
-        .on_leader(|channel| {
-            let key = key.to_vec();
-            async move {
-                KvClient::new(channel)
-                    .get(pb::GetRequest {
-                        key,
-                        stale: false,
-                        revision: 0,
-                    })
-                    .await
-            }
-        })
+        .read(key, false)
         .await
-        .map_err(|e| anyhow::anyhow!("reading a lease's key: {e}"))?
-        .into_inner();
+        .map_err(|e| anyhow::anyhow!("reading a lease's key: {e}"))?;
     Ok(answer.found.then_some(answer))
 }

@@ -1,52 +1,35 @@
-//! Running operations against a raftkv cluster: straight to the leader,
-//! following redirects, retrying only what is safe to retry; and noting
-//! which node served operations when, so the report can show leader changes.
+//! Running operations against a raftkv cluster through the typed client
+//! (straight to the leader, following redirects, retrying only what is safe
+//! to retry), and noting which node served operations when, so the report
+//! can show leader changes.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
-use raftkv_client::Backoff;
-use raftkv_client::ChannelOptions;
-use raftkv_client::Channels;
-use raftkv_client::ClusterClient;
+use raftkv_client::Call;
+use raftkv_client::Client;
+use raftkv_client::ClientOptions;
 use raftkv_client::Failure;
+use raftkv_client::Served;
 use raftkv_proto::pb;
-use raftkv_proto::pb::kv_client::KvClient;
-use tonic::transport::Channel;
 
 use crate::op::Op;
 use crate::op::Outcome;
 use crate::op::Reply;
 use crate::stats::LeaderChange;
 
-/// How long to wait for a node's id (one status call per address, only to
-/// name leaders in the report): short, as clients wait for discovery meanwhile.
-const ID_LOOKUP: Duration = Duration::from_millis(500);
-
 /// Shared by every client of a run.
 pub struct Cluster {
     /// One channel per node address (HTTP/2 multiplexes every client's
-    /// calls), shared with leader discovery.
-    channels: Channels,
-    /// Where calls go now.
-    leader: Mutex<Option<String>>,
-    /// Leader discovery, one at a time.
-    discovery: tokio::sync::Mutex<ClusterClient>,
-    /// Discoveries finished so far. A client that waited while another asked
-    /// the nodes takes that answer instead of asking again: without a
-    /// leader, every client would otherwise queue for its own round of
-    /// status calls, and the run could not stop on time.
-    discoveries: AtomicU64,
-    /// Node ids by address, learned from redirects and status answers.
+    /// calls), the leader calls go to, and leader discovery one round at a
+    /// time; node ids learned from redirects and status answers.
+    client: Client,
+    /// Node ids by address, beyond those the client learned.
     node_ids: Mutex<HashMap<String, u64>>,
     /// Which node served operations, and each time that changed.
     served: Mutex<ServedLog>,
-    /// Deadline of one call.
-    call_timeout: Duration,
     /// Compare-and-swaps go as `KV/Txn` (`--cas-as-txn`).
     pub cas_as_txn: bool,
 }
@@ -111,76 +94,25 @@ impl Cluster {
         call_timeout: Duration,
         tls: Option<tonic::transport::ClientTlsConfig>,
     ) -> anyhow::Result<Cluster> {
-        let channels = Channels::new(ChannelOptions {
-            connect_timeout: call_timeout.min(Duration::from_secs(3)),
-            tls,
-            ..ChannelOptions::default()
-        });
-        let discovery = ClusterClient::with_channels(endpoints, call_timeout, channels.clone())?;
+        let mut options = ClientOptions::new(endpoints, call_timeout);
+        options.tls = tls;
+        // Short pauses: a client waits out an election, and the report
+        // measures how long that took, to within a pause.
+        options.retry_pause = (Duration::from_millis(10), Duration::from_millis(50));
         Ok(Cluster {
-            channels,
-            leader: Mutex::new(None),
-            discovery: tokio::sync::Mutex::new(discovery),
-            discoveries: AtomicU64::new(0),
+            client: Client::connect(options)?,
             node_ids: Mutex::new(HashMap::new()),
             served: Mutex::new(ServedLog::default()),
-            call_timeout,
             cas_as_txn: false,
         })
     }
 
-    fn channel(&self, address: &str) -> anyhow::Result<Channel> {
-        Ok(self.channels.get(address)?)
-    }
-
-    fn current_leader(&self) -> Option<String> {
-        self.leader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn set_leader(&self, leader: Option<String>) {
-        *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = leader;
-    }
-
     /// The leader's address, asking the nodes when it is unknown.
     pub async fn leader(&self) -> Option<String> {
-        if let Some(leader) = self.current_leader() {
-            return Some(leader);
-        }
-        let before = self.discoveries.load(Ordering::Acquire);
-        let mut discovery = self.discovery.lock().await;
-        // Another client may have found it while this one waited, or asked
-        // and found none: its answer is as fresh as a new round would be.
-        if let Some(leader) = self.current_leader() {
-            return Some(leader);
-        }
-        if self.discoveries.load(Ordering::Acquire) != before {
-            return None;
-        }
-        let found = discovery.find_leader().await.ok();
-        self.set_leader(found.clone());
-        self.discoveries.fetch_add(1, Ordering::Release);
-        if let Some(address) = &found {
-            let known = self
-                .node_ids
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(address);
-            if !known {
-                // Discovery answers with an address only; the report names
-                // leaders by id. Once per address.
-                if let Ok(Ok(status)) =
-                    tokio::time::timeout(ID_LOOKUP, discovery.status(address)).await
-                {
-                    self.note_id(address, status.id);
-                }
-            }
-        }
-        found
+        self.client.leader().await.ok()
     }
 
+    #[cfg(test)]
     fn note_id(&self, address: &str, id: u64) {
         self.node_ids
             .lock()
@@ -206,6 +138,7 @@ impl Cluster {
     /// being the leader at the start), relative to `start`.
     pub fn leader_changes(&self, start: Instant) -> Vec<LeaderChange> {
         let ids = self.node_ids.lock().unwrap_or_else(|e| e.into_inner());
+        let id_of = |address: &str| ids.get(address).copied().or(self.client.node_id(address));
         self.served
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -213,87 +146,10 @@ impl Cluster {
             .iter()
             .map(|(at, address)| LeaderChange {
                 at_s: at.saturating_duration_since(start).as_secs_f64(),
-                leader_id: ids.get(address).copied(),
+                leader_id: id_of(address),
                 address: address.clone(),
             })
             .collect()
-    }
-
-    /// One attempt of `op` at `address`.
-    async fn attempt(&self, address: &str, op: &Op, timeout: Duration) -> Result<Reply, Failure> {
-        let channel = self
-            .channel(address)
-            .map_err(|_| Failure::Failed("bad_endpoint"))?;
-        let mut kv = KvClient::new(channel);
-        let call = async {
-            match op {
-                Op::Put { key, value } => {
-                    let mut request = tonic::Request::new(pb::PutRequest {
-                        lease: 0,
-                        key: key.clone(),
-                        value: value.clone(),
-                    });
-                    request.set_timeout(timeout);
-                    kv.put(request).await.map(|_| Reply::Written)
-                }
-                Op::Get { key } => {
-                    let mut request = tonic::Request::new(pb::GetRequest {
-                        key: key.clone(),
-                        stale: false,
-                        revision: 0,
-                    });
-                    request.set_timeout(timeout);
-                    kv.get(request).await.map(|a| {
-                        let a = a.into_inner();
-                        Reply::Read(a.found.then_some(a.value))
-                    })
-                }
-                Op::Cas {
-                    key,
-                    expected,
-                    new_value,
-                } if self.cas_as_txn => {
-                    let mut request = tonic::Request::new(cas_as_txn(key, expected, new_value));
-                    request.set_timeout(timeout);
-                    kv.txn(request).await.map(|a| {
-                        let a = a.into_inner();
-                        Reply::Swapped {
-                            succeeded: a.succeeded,
-                            current: read_in_txn(&a),
-                        }
-                    })
-                }
-                Op::Cas {
-                    key,
-                    expected,
-                    new_value,
-                } => {
-                    let mut request = tonic::Request::new(pb::CompareAndSwapRequest {
-                        lease: 0,
-                        key: key.clone(),
-                        expected_value: expected.clone(),
-                        new_value: new_value.clone(),
-                    });
-                    request.set_timeout(timeout);
-                    kv.compare_and_swap(request).await.map(|a| {
-                        let a = a.into_inner();
-                        Reply::Swapped {
-                            succeeded: a.succeeded,
-                            current: a.current_value,
-                        }
-                    })
-                }
-            }
-        };
-        match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(status)) => Err(Failure::of(&status, !op.is_write())),
-            Err(_) if op.is_write() => Err(Failure::Unknown("timeout")),
-            Err(_) => Err(Failure::Retry {
-                kind: "timeout",
-                leader: None,
-            }),
-        }
     }
 
     /// Runs `op` until it succeeds, fails for good, or `deadline` passes;
@@ -302,63 +158,71 @@ impl Cluster {
         &self,
         op: &Op,
         deadline: Instant,
-        mut on_retry: impl FnMut(&'static str),
+        mut on_retry: impl FnMut(&'static str) + Send,
     ) -> Outcome {
-        // Short pauses: a client waits out an election, and the report
-        // measures how long that took, to within a pause.
-        let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(50));
-        let mut last_retry = "timeout";
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Outcome::Fail(last_retry.to_string());
+        let deadline = deadline.into();
+        let on_retry: &mut (dyn FnMut(&'static str) + Send) = &mut on_retry;
+        let served = match op {
+            Op::Put { key, value } => {
+                let call = Call::put(key.clone(), value.clone(), 0);
+                let served = self.client.run(&call, deadline, on_retry).await;
+                served.map(|s| self.reply(s, |_| Reply::Written))
             }
-            // Bounded: the run's end must not wait on discovery.
-            let Ok(Some(leader)) = tokio::time::timeout(remaining, self.leader()).await else {
-                last_retry = "no_leader";
-                on_retry(last_retry);
-                backoff.wait(deadline.into()).await;
-                continue;
-            };
-            let sent = Instant::now();
-            match self
-                .attempt(&leader, op, self.call_timeout.min(remaining))
-                .await
-            {
-                Ok(reply) => {
-                    self.served_by(&leader, sent);
-                    return Outcome::Ok(reply);
-                }
-                Err(Failure::Failed(kind)) => return Outcome::Fail(kind.to_string()),
-                Err(Failure::Unknown(kind)) => {
-                    // The leader may be gone: look again before the next operation.
-                    self.forget_leader(&leader);
-                    return Outcome::Unknown(kind.to_string());
-                }
-                Err(Failure::Retry { kind, leader: hint }) => {
-                    last_retry = kind;
-                    on_retry(kind);
-                    match hint {
-                        Some((id, address)) => {
-                            self.note_id(&address, id);
-                            self.set_leader(Some(address));
-                        }
-                        None => {
-                            self.forget_leader(&leader);
-                            backoff.wait(deadline.into()).await;
-                        }
-                    }
-                }
+            Op::Get { key } => {
+                let call = Call::get(pb::GetRequest {
+                    key: key.clone(),
+                    stale: false,
+                    revision: 0,
+                });
+                let served = self.client.run(&call, deadline, on_retry).await;
+                served.map(|s| self.reply(s, |a| Reply::Read(a.found.then_some(a.value))))
             }
+            Op::Cas {
+                key,
+                expected,
+                new_value,
+            } if self.cas_as_txn => {
+                let call = Call::txn(cas_as_txn(key, expected, new_value));
+                let served = self.client.run(&call, deadline, on_retry).await;
+                served.map(|s| {
+                    self.reply(s, |a| Reply::Swapped {
+                        succeeded: a.succeeded,
+                        current: read_in_txn(&a),
+                    })
+                })
+            }
+            Op::Cas {
+                key,
+                expected,
+                new_value,
+            } => {
+                let call =
+                    Call::compare_and_swap(key.clone(), expected.clone(), new_value.clone(), 0);
+                let served = self.client.run(&call, deadline, on_retry).await;
+                served.map(|s| {
+                    self.reply(s, |a| Reply::Swapped {
+                        succeeded: a.succeeded,
+                        current: a.current_value,
+                    })
+                })
+            }
+        };
+        match served {
+            Ok(reply) => Outcome::Ok(reply),
+            Err(error) => match error.failure {
+                Failure::Unknown(kind) => Outcome::Unknown(kind.to_string()),
+                // Out of time while retrying: the last kind says why.
+                Failure::Failed(kind) | Failure::Retry { kind, .. } => {
+                    Outcome::Fail(kind.to_string())
+                }
+            },
         }
     }
 
-    /// Forgets `address` as the leader (unless another client already moved on).
-    fn forget_leader(&self, address: &str) {
-        let mut leader = self.leader.lock().unwrap_or_else(|e| e.into_inner());
-        if leader.as_deref() == Some(address) {
-            *leader = None;
-        }
+    /// Notes who served an answer, and makes it the operation's reply.
+    fn reply<T>(&self, served: Served<T>, reply: impl FnOnce(T) -> Reply) -> Reply {
+        self.served_by(&served.address, served.sent.into_std());
+        reply(served.answer)
     }
 }
 

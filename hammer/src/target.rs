@@ -60,7 +60,7 @@ impl SystemUnderLoad {
         client: u64,
         op: &Op,
         deadline: Instant,
-        on_retry: impl FnMut(&'static str),
+        on_retry: impl FnMut(&'static str) + Send,
     ) -> Outcome {
         match self {
             SystemUnderLoad::Raftkv(cluster) => cluster.execute(op, deadline, on_retry).await,

@@ -4,13 +4,17 @@
 use std::path::Path;
 use std::time::Duration;
 
+use raftkv_client::Client;
 use raftkv_proto::pb;
 use tempfile::TempDir;
 
+use crate::node::test_channels;
+use crate::node::test_client_options;
 use crate::poll_within;
 use crate::wait_for;
 use crate::NodeSpec;
 use crate::TestNode;
+use crate::PATIENCE;
 
 /// How to form a cluster: flags for every node, and crash points for one.
 #[derive(Debug, Default)]
@@ -138,14 +142,9 @@ impl TestCluster {
     pub async fn add_voter_from(&mut self, spec: NodeSpec) -> &mut TestNode {
         self.start_node(spec);
         let node = self.nodes.last().expect("a node");
-        let request = pb::AddNodeRequest {
-            node_id: node.id,
-            address: node.address.clone(),
-            previous_index: 0,
-        };
         self.nodes[0]
-            .admin()
-            .add_voter(request)
+            .client()
+            .add_voter(node.id, node.address.clone(), 0)
             .await
             .expect("add voter");
         self.nodes.last_mut().expect("a node")
@@ -164,6 +163,15 @@ impl TestCluster {
             .iter()
             .find(|n| n.id == id)
             .expect("no such node")
+    }
+
+    /// A client of the whole cluster (every node's address as it is now):
+    /// it finds and follows the leader, each operation within [`PATIENCE`].
+    pub fn client(&self) -> Client {
+        let endpoints = self.nodes.iter().map(|n| n.address.clone()).collect();
+        let options = test_client_options(endpoints, PATIENCE);
+        Client::with_channels(options, test_channels(self.client_tls.clone()))
+            .expect("node addresses")
     }
 
     /// Every node's address: `host:port,host:port,…`.
@@ -288,11 +296,10 @@ impl TestCluster {
         let leader = self.wait_for_leader().await;
         let index = self
             .get(leader)
-            .admin()
-            .barrier(pb::Empty {})
+            .client()
+            .barrier()
             .await
             .expect("barrier")
-            .into_inner()
             .index;
         let mut digests = Vec::new();
         for node in self.running() {
@@ -304,12 +311,7 @@ impl TestCluster {
             let digest = wait_for(
                 &format!("node {} digest at a stable index", node.id),
                 || async move {
-                    let digest = node
-                        .admin()
-                        .state_digest(pb::Empty {})
-                        .await
-                        .ok()?
-                        .into_inner();
+                    let digest = node.client().state_digest().await.ok()?;
                     (digest.applied_index? >= index).then_some(digest)
                 },
             )

@@ -15,6 +15,8 @@ use std::time::Instant;
 
 use raftkv_client::ChannelOptions;
 use raftkv_client::Channels;
+use raftkv_client::Client;
+use raftkv_client::ClientOptions;
 use raftkv_proto::pb;
 use raftkv_proto::pb::admin_client::AdminClient;
 use raftkv_proto::pb::kv_client::KvClient;
@@ -24,6 +26,7 @@ use tonic::transport::ClientTlsConfig;
 use crate::node_binary;
 use crate::poll_within;
 use crate::wait_for;
+use crate::PATIENCE;
 
 /// Longest wait for a status answer: a node that is paused (SIGSTOP) accepts
 /// connections but never answers.
@@ -36,8 +39,16 @@ pub const CLEAN_STOP: Duration = Duration::from_secs(10);
 /// for a value is 1 MiB; tests send bigger ones to see them refused).
 const MAX_MESSAGE_BYTES: usize = 8 << 20;
 
+/// The options of the test's own clients of `endpoints`: each call within
+/// `timeout`, messages up to [`MAX_MESSAGE_BYTES`].
+pub(crate) fn test_client_options(endpoints: Vec<String>, timeout: Duration) -> ClientOptions {
+    let mut options = ClientOptions::new(endpoints, timeout);
+    options.max_message_bytes = Some(MAX_MESSAGE_BYTES);
+    options
+}
+
 /// A channel cache for the test's own calls, connecting with `tls`.
-fn test_channels(tls: Option<ClientTlsConfig>) -> Channels {
+pub(crate) fn test_channels(tls: Option<ClientTlsConfig>) -> Channels {
     Channels::new(ChannelOptions {
         connect_timeout: Duration::from_secs(5),
         tls,
@@ -392,25 +403,37 @@ impl TestNode {
         test_channels(tls).get(&self.address).expect("node address")
     }
 
-    /// A KV client, accepting messages up to 8 MiB.
+    /// A client bound to this node: each call goes here, once, within
+    /// [`PATIENCE`], without following the leader (a follower forwards what
+    /// it must). Accepts messages up to 8 MiB.
+    pub fn client(&self) -> Client {
+        self.client_within(PATIENCE)
+    }
+
+    fn client_within(&self, timeout: Duration) -> Client {
+        let options = test_client_options(vec![self.address.clone()], timeout);
+        Client::with_channels(options, self.channels.clone())
+            .and_then(|client| client.node(&self.address))
+            .expect("node address")
+    }
+
+    /// A raw KV stub, accepting messages up to 8 MiB, for tests that send
+    /// malformed requests on purpose; everything else uses [`TestNode::client`].
     pub fn kv(&self) -> KvClient<Channel> {
         KvClient::new(self.channel())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
-    /// An admin client.
+    /// A raw Admin stub, for tests that send malformed requests on purpose;
+    /// everything else uses [`TestNode::client`].
     pub fn admin(&self) -> AdminClient<Channel> {
         AdminClient::new(self.channel())
     }
 
     /// This node's status, or `None` if it does not answer (in time).
     pub async fn status(&self) -> Option<pb::NodeStatus> {
-        let mut admin = self.admin();
-        let answer = tokio::time::timeout(STATUS_TIMEOUT, admin.status(pb::Empty {}))
-            .await
-            .ok()?;
-        answer.ok().map(|r| r.into_inner())
+        self.client_within(STATUS_TIMEOUT).status().await.ok()
     }
 
     /// Whether the health service reports `raftkv.Leader` as SERVING here

@@ -7,7 +7,8 @@ use std::time::Duration;
 use std::time::Instant;
 
 use raftkv_client::lease::keep_alive;
-use raftkv_client::ClusterClient;
+use raftkv_client::Client;
+use raftkv_client::ClientOptions;
 use raftkv_proto::pb;
 use raftkv_proto::pb::kv_client::KvClient;
 use raftkv_testkit::wait_for;
@@ -305,8 +306,11 @@ async fn a_lease_left_alone_expires_and_one_kept_alive_does_not() {
     let kept = grant(&mut kv, 2).await;
     let kept_since = Instant::now();
     put_leased(&mut kv, "y/kept", kept).await.unwrap();
-    let client =
-        ClusterClient::new(vec![cluster.node(follower).address.clone()], PATIENCE, None).unwrap();
+    let client = Client::connect(ClientOptions::new(
+        vec![cluster.node(follower).address.clone()],
+        PATIENCE,
+    ))
+    .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let keeper = tokio::spawn(keep_alive(
         client,
@@ -369,11 +373,10 @@ async fn a_new_leader_restarts_every_countdown_in_full() {
     put_leased(&mut kv, "u", unrenewed).await.unwrap();
     let kept = grant(&mut kv, 6).await;
     put_leased(&mut kv, "k", kept).await.unwrap();
-    let client = ClusterClient::new(
+    let client = Client::connect(ClientOptions::new(
         cluster.nodes.iter().map(|n| n.address.clone()).collect(),
         PATIENCE,
-        None,
-    )
+    ))
     .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let keeper = tokio::spawn(keep_alive(
