@@ -351,13 +351,21 @@ impl Client {
             let error = match tokio::time::timeout(remaining, self.leader()).await {
                 Ok(Ok(leader)) => return Ok(leader),
                 Ok(Err(error)) => error,
-                Err(_) => CallError::no_leader(ClientError::Timeout(self.timeout)),
+                Err(_) => self.no_leader_within(remaining),
             };
             if Instant::now() >= deadline {
                 return Err(error);
             }
             backoff.wait(deadline).await;
         }
+    }
+
+    /// No round of discovery ended within `time`.
+    fn no_leader_within(&self, time: Duration) -> CallError {
+        CallError::no_leader(ClientError::NoLeader {
+            endpoints: self.shared.endpoints.join(","),
+            details: format!("no answer within {time:?}"),
+        })
     }
 
     fn backoff(&self) -> Backoff {
@@ -427,7 +435,7 @@ impl Client {
                 }
                 Err(_) => {
                     on_retry("no_leader");
-                    last = Some(CallError::no_leader(ClientError::Timeout(self.timeout)));
+                    last = Some(last.unwrap_or_else(|| self.no_leader_within(remaining)));
                     continue;
                 }
             };
@@ -541,6 +549,19 @@ impl Client {
         new_value: impl Into<Vec<u8>>,
     ) -> Result<pb::CompareAndSwapResponse, CallError> {
         self.call(Call::compare_and_swap(key, expected, new_value, 0))
+            .await
+    }
+
+    /// [`Client::compare_and_swap`], attaching the key to lease `lease`
+    /// when it swaps.
+    pub async fn compare_and_swap_leased(
+        &self,
+        key: impl Into<Vec<u8>>,
+        expected: Option<Vec<u8>>,
+        new_value: impl Into<Vec<u8>>,
+        lease: u64,
+    ) -> Result<pb::CompareAndSwapResponse, CallError> {
+        self.call(Call::compare_and_swap(key, expected, new_value, lease))
             .await
     }
 

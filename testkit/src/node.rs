@@ -410,6 +410,15 @@ impl TestNode {
         self.client_within(PATIENCE)
     }
 
+    /// A client bound to this node connecting with `tls` (`None`: plain
+    /// text), for calls as another identity than the test's own.
+    pub fn client_as(&self, tls: Option<ClientTlsConfig>) -> Client {
+        let options = test_client_options(vec![self.address.clone()], PATIENCE);
+        Client::with_channels(options, test_channels(tls))
+            .and_then(|client| client.node(&self.address))
+            .expect("node address")
+    }
+
     fn client_within(&self, timeout: Duration) -> Client {
         let options = test_client_options(vec![self.address.clone()], timeout);
         Client::with_channels(options, self.channels.clone())

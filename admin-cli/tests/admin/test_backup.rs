@@ -35,50 +35,27 @@ async fn restore(file: &Path, dir: &Path, id: u64, address: &str) -> Run {
 async fn digest(cluster: &mut TestCluster, id: u64) -> pb::StateDigestResponse {
     cluster
         .node(id)
-        .admin()
-        .state_digest(pb::Empty {})
+        .client()
+        .state_digest()
         .await
         .expect("state digest")
-        .into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_restores_every_key_as_a_new_cluster() {
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
-    let mut kv = cluster.node(leader).kv();
+    let kv = cluster.node(leader).client();
     for i in 0..300u32 {
         let value = format!("value-{i}").repeat(1 + (i % 7) as usize);
-        kv.put(pb::PutRequest {
-            lease: 0,
-            key: format!("key-{i:04}").into(),
-            value: value.into(),
-        })
-        .await
-        .expect("put");
+        kv.put(format!("key-{i:04}"), value).await.expect("put");
     }
     for i in (0..300u32).step_by(10) {
-        kv.delete(pb::DeleteRequest {
-            key: format!("key-{i:04}").into(),
-        })
-        .await
-        .expect("delete");
+        kv.delete(format!("key-{i:04}")).await.expect("delete");
     }
     // A binary key and value, and an empty value.
-    kv.put(pb::PutRequest {
-        lease: 0,
-        key: vec![0, 255, 1],
-        value: vec![0; 3000],
-    })
-    .await
-    .expect("put");
-    kv.put(pb::PutRequest {
-        lease: 0,
-        key: "empty".into(),
-        value: Vec::new(),
-    })
-    .await
-    .expect("put");
+    kv.put(vec![0, 255, 1], vec![0; 3000]).await.expect("put");
+    kv.put("empty", Vec::new()).await.expect("put");
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cluster.backup");
@@ -139,26 +116,20 @@ async fn a_backup_restores_every_key_as_a_new_cluster() {
         (source.key_count, source.digest)
     );
     assert!(copy.applied_index >= Some(backup_index));
-    let mut kv = restored.node(7).kv();
+    let kv = restored.node(7).client();
     let value = kv
-        .get(pb::GetRequest {
+        .get_with(pb::GetRequest {
             key: vec![0, 255, 1],
             stale: false,
             revision: 0,
         })
         .await
-        .expect("get")
-        .into_inner();
+        .expect("get");
     assert_eq!(value.value, vec![0; 3000]);
     let written = kv
-        .put(pb::PutRequest {
-            lease: 0,
-            key: "after-restore".into(),
-            value: "yes".into(),
-        })
+        .put("after-restore", "yes")
         .await
-        .expect("put on the restored cluster")
-        .into_inner();
+        .expect("put on the restored cluster");
     assert!(written.index > backup_index, "indexes go on rising");
 
     // Others join it afresh and get the same state.
@@ -185,15 +156,9 @@ fn spec_data_dir(cluster: &mut TestCluster, spec: raftkv_testkit::NodeSpec) -> s
 async fn a_damaged_backup_is_refused_and_creates_nothing() {
     let mut cluster = TestCluster::start(1).await;
     cluster.wait_for_leader().await;
-    let mut kv = cluster.node(1).kv();
+    let kv = cluster.node(1).client();
     for i in 0..50u32 {
-        kv.put(pb::PutRequest {
-            lease: 0,
-            key: format!("k{i}").into(),
-            value: format!("v{i}").into(),
-        })
-        .await
-        .expect("put");
+        kv.put(format!("k{i}"), format!("v{i}")).await.expect("put");
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("good.backup");

@@ -159,30 +159,18 @@ async fn remove_and_re_add_a_voter_under_load() {
     let applied = cluster.applied_index(leader).await;
     cluster.wait_applied_beyond(leader, applied + 200).await;
     let victim = if leader == 3 { 2 } else { 3 };
-    let mut admin = cluster.node(leader).admin();
-    admin
-        .remove_node(pb::NodeRequest {
-            node_id: victim,
-            previous_index: 0,
-        })
-        .await
-        .expect("remove voter");
+    let admin = cluster.node(leader).client();
+    admin.remove_node(victim, 0).await.expect("remove voter");
     // Its old state is stale by now: start it afresh and add it back.
     cluster.node(victim).kill();
     let dir = TempDir::new().expect("temp dir");
     let mut fresh = TestNode::start(dir.path(), victim, &[]);
-    let request = pb::AddNodeRequest {
-        node_id: victim,
-        address: fresh.address.clone(),
-        previous_index: 0,
-    };
-    admin.add_voter(request).await.expect("re-add voter");
-    std::mem::swap(cluster.node(victim), &mut fresh);
-    let config = admin
-        .get_configuration(pb::Empty {})
+    admin
+        .add_voter(victim, fresh.address.clone(), 0)
         .await
-        .expect("config")
-        .into_inner();
+        .expect("re-add voter");
+    std::mem::swap(cluster.node(victim), &mut fresh);
+    let config = admin.configuration().await.expect("config");
     assert_eq!(
         config
             .members
@@ -205,13 +193,9 @@ async fn install_a_snapshot_under_load() {
     cluster.wait_applied_beyond(leader, applied + 500).await;
     // Node 4 joins after the log was compacted: it must take a snapshot while writes go on.
     let node = cluster.start_node(cluster.node_spec(4));
-    let request = pb::AddNodeRequest {
-        node_id: 4,
-        address: node.address.clone(),
-        previous_index: 0,
-    };
-    let mut admin = cluster.node(leader).admin();
-    admin.add_voter(request).await.expect("add voter 4");
+    let address = node.address.clone();
+    let admin = cluster.node(leader).client();
+    admin.add_voter(4, address, 0).await.expect("add voter 4");
     let status = cluster.node(4).status().await.expect("status");
     assert!(
         status.snapshot_index.unwrap_or(0) > 0,

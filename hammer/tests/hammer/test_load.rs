@@ -127,15 +127,11 @@ async fn a_run_through_a_leadership_transfer_loses_nothing_and_reports_the_gap()
     let load = tokio::spawn(async move { hammer::load(&run).await });
     // Transfer once the load is flowing.
     cluster.wait_applied_beyond(leader, applied + 200).await;
-    let mut admin = cluster.nodes[0].admin();
+    let admin = cluster.nodes[0].client();
     let moved = admin
-        .transfer_leader(pb::TransferLeaderRequest {
-            node_id: 0,
-            timeout_ms: 10_000,
-        })
+        .transfer_leader(0, std::time::Duration::from_millis(10_000))
         .await
-        .expect("transfer")
-        .into_inner();
+        .expect("transfer");
     assert_ne!(moved.leader_id, leader);
     let report = load.await.expect("join").expect("hammer run");
     let verify = report.verify.as_ref().expect("verify ran");
@@ -299,20 +295,17 @@ async fn leases_held_through_a_leader_kill_survive_and_a_revoked_one_is_reported
     let load = tokio::spawn(async move { hammer::load(&run).await });
     cluster.wait_applied_beyond(leader, applied + 300).await;
     // One lease ends behind hammer's back: the report must name it.
-    let mut kv = cluster.node(leader).kv();
+    let kv = cluster.node(leader).client();
     let held = kv
-        .get(pb::GetRequest {
+        .get_with(pb::GetRequest {
             key: "hammer/lease/0".into(),
             stale: false,
             revision: 0,
         })
         .await
-        .expect("read a held key")
-        .into_inner();
+        .expect("read a held key");
     assert!(held.found && held.lease != 0, "{held:?}");
-    kv.lease_revoke(pb::LeaseRevokeRequest { id: held.lease })
-        .await
-        .expect("revoke");
+    kv.lease_revoke(held.lease).await.expect("revoke");
     cluster.node(leader).kill();
     let report = load.await.expect("join").expect("hammer run");
     let leases = report.leases.as_ref().expect("lease report");

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::process::Command;
 
-use raftkv_proto::pb;
 use raftkv_testkit::TestCluster;
 
 use crate::support::is_root;
@@ -188,11 +187,8 @@ async fn cluster_with_a_slow_node(lead: bool) -> (TestCluster, SlowDisk) {
     if lead {
         cluster
             .node(1)
-            .admin()
-            .transfer_leader(pb::TransferLeaderRequest {
-                node_id: 3,
-                timeout_ms: 10_000,
-            })
+            .client()
+            .transfer_leader(3, std::time::Duration::from_millis(10_000))
             .await
             .expect("node 3 takes the lead");
     }

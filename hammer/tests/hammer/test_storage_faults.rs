@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use raftkv_proto::pb;
 use raftkv_testkit::wait_for;
 use raftkv_testkit::TestCluster;
 
@@ -46,12 +45,8 @@ async fn crash_while_building_a_snapshot() {
     assert_eq!(status.id, 2);
     finish(load, &cluster).await;
     // Building a snapshot works again after the crash.
-    let mut admin = cluster.node(2).admin();
-    let snapshot = admin
-        .trigger_snapshot(pb::Empty {})
-        .await
-        .expect("snapshot after the restart")
-        .into_inner();
+    let admin = cluster.node(2).client();
+    let snapshot = admin.snapshot().await.expect("snapshot after the restart");
     let applied = cluster.applied_index(2).await;
     assert!(
         snapshot.index.unwrap_or(0) >= applied,
@@ -121,12 +116,8 @@ async fn wait_until_purged(cluster: &TestCluster, id: u64) {
 async fn promote_node_4(cluster: &mut TestCluster, leader: u64, address: String) {
     cluster
         .node(leader)
-        .admin()
-        .add_voter(pb::AddNodeRequest {
-            node_id: 4,
-            address,
-            previous_index: 0,
-        })
+        .client()
+        .add_voter(4, address, 0)
         .await
         .expect("node 4 catches up and becomes a voter");
     let status = cluster.node(4).status().await.expect("status");
@@ -147,12 +138,8 @@ async fn crash_while_installing_a_snapshot() {
     let address = cluster.start_node(spec).address.clone();
     cluster
         .node(leader)
-        .admin()
-        .add_learner(pb::AddNodeRequest {
-            node_id: 4,
-            address: address.clone(),
-            previous_index: 0,
-        })
+        .client()
+        .add_learner(4, address.clone(), 0)
         .await
         .expect("add learner");
     assert!(
@@ -172,11 +159,8 @@ async fn a_snapshot_cut_short_by_the_senders_crash_is_sent_again_by_the_next_lea
     if cluster.wait_for_leader().await != 1 {
         cluster
             .node(1)
-            .admin()
-            .transfer_leader(pb::TransferLeaderRequest {
-                node_id: 1,
-                timeout_ms: 10_000,
-            })
+            .client()
+            .transfer_leader(1, std::time::Duration::from_millis(10_000))
             .await
             .expect("node 1 takes the lead");
     }
@@ -186,12 +170,8 @@ async fn a_snapshot_cut_short_by_the_senders_crash_is_sent_again_by_the_next_lea
     let address = cluster.start_node(cluster.node_spec(4)).address.clone();
     let _ = cluster
         .node(1)
-        .admin()
-        .add_learner(pb::AddNodeRequest {
-            node_id: 4,
-            address: address.clone(),
-            previous_index: 0,
-        })
+        .client()
+        .add_learner(4, address.clone(), 0)
         .await;
     assert!(
         cluster.node(1).exits_within(Duration::from_secs(30)).await,
@@ -354,7 +334,8 @@ fn fill(dir: &std::path::Path) -> std::path::PathBuf {
 
 /// Whether `node` answers UNAVAILABLE with reason disk-full.
 async fn says_disk_full(node: &raftkv_testkit::TestNode) -> Option<()> {
-    let refused = node.admin().status(pb::Empty {}).await.err()?;
+    let refused = node.client().status().await.err()?;
+    let refused = refused.status()?;
     let reason = refused.metadata().get(raftkv_proto::REASON_METADATA)?;
     (refused.code() == tonic::Code::Unavailable
         && reason.to_str().ok()? == raftkv_proto::REASON_DISK_FULL)

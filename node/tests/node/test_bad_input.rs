@@ -28,7 +28,8 @@ fn assert_code<T: std::fmt::Debug>(
 async fn bad_client_requests_are_rejected_without_effect() {
     let mut cluster = TestCluster::start(1).await;
     let mut kv = cluster.node(1).kv();
-    put(&mut kv, "kept", "original").await;
+    let client = cluster.node(1).client();
+    put(&client, "kept", "original").await;
 
     let put_request = |key: Vec<u8>, value: Vec<u8>| pb::PutRequest {
         lease: 0,
@@ -93,7 +94,7 @@ async fn bad_client_requests_are_rejected_without_effect() {
         "scan with long prefix",
     );
     assert_eq!(
-        get(&mut kv, "kept", false).await.as_deref(),
+        get(&client, "kept", false).await.as_deref(),
         Some(&b"original"[..])
     );
     let status = cluster.node(1).status().await.expect("status");
@@ -312,10 +313,10 @@ async fn garbage_on_the_port_does_not_hurt_the_node() {
     );
 
     assert!(cluster.node(1).is_running(), "the node died");
-    let mut kv = cluster.node(1).kv();
-    put(&mut kv, "still", "alive").await;
+    let client = cluster.node(1).client();
+    put(&client, "still", "alive").await;
     assert_eq!(
-        get(&mut kv, "still", false).await.as_deref(),
+        get(&client, "still", false).await.as_deref(),
         Some(&b"alive"[..])
     );
 }
@@ -521,10 +522,10 @@ async fn forged_raft_messages_are_refused_and_the_node_keeps_leading() {
     assert!(node.is_running(), "the node died");
     let after = node.status().await.expect("status");
     assert_eq!((after.role, after.term), (before.role, before.term));
-    let mut kv = node.kv();
-    put(&mut kv, "after", "forgery").await;
+    let client = node.client();
+    put(&client, "after", "forgery").await;
     assert_eq!(
-        get(&mut kv, "after", true).await.as_deref(),
+        get(&client, "after", true).await.as_deref(),
         Some(&b"forgery"[..])
     );
 }
@@ -556,7 +557,7 @@ async fn connections_are_bounded_in_number_and_idle_time() {
         .await;
     let address = cluster.node(1).address.clone();
     // The test's own channel is one connection; two more fill the node.
-    put(&mut cluster.node(1).kv(), "one", "1").await;
+    put(&cluster.node(1).client(), "one", "1").await;
     let mut held: Vec<std::net::TcpStream> = (0..2)
         .map(|_| std::net::TcpStream::connect(&address).expect("connect"))
         .collect();
@@ -573,8 +574,6 @@ async fn connections_are_bounded_in_number_and_idle_time() {
         );
     }
     // With their places free again, a new client is served.
-    let channel = cluster.node(1).channel_as(None);
-    let mut kv = pb::kv_client::KvClient::new(channel);
-    put(&mut kv, "two", "2").await;
+    put(&cluster.node(1).client_as(None), "two", "2").await;
     assert!(cluster.node(1).log().contains("too many connections"));
 }

@@ -16,15 +16,11 @@ async fn three_nodes_replicate_and_followers_forward() {
     // The third node joins by itself with --join.
     let address_of_1 = cluster.nodes[0].address.clone();
     cluster.start_node(cluster.node_spec(3).flags(&["--join", &address_of_1]));
-    let admin = cluster.nodes[0].admin();
+    let admin = cluster.nodes[0].client();
     let voters = wait_for("node 3 joins as a voter", || {
-        let mut admin = admin.clone();
+        let admin = admin.clone();
         async move {
-            let config = admin
-                .get_configuration(pb::Empty {})
-                .await
-                .ok()?
-                .into_inner();
+            let config = admin.configuration().await.ok()?;
             let voters: Vec<u64> = config
                 .members
                 .iter()
@@ -38,20 +34,20 @@ async fn three_nodes_replicate_and_followers_forward() {
     assert_eq!(voters, vec![1, 2, 3]);
 
     let leader = cluster.wait_for_leader().await;
-    let mut on_leader = cluster.node(leader).kv();
-    let index = put(&mut on_leader, "color", "blue").await;
+    let on_leader = cluster.node(leader).client();
+    let index = put(&on_leader, "color", "blue").await;
     assert!(index > 0);
     cluster.wait_applied(index).await;
     for node in &cluster.nodes {
-        let mut kv = node.kv();
+        let kv = node.client();
         assert_eq!(
-            get(&mut kv, "color", true).await.as_deref(),
+            get(&kv, "color", true).await.as_deref(),
             Some(&b"blue"[..]),
             "stale read on {}",
             node.id
         );
         assert_eq!(
-            get(&mut kv, "color", false).await.as_deref(),
+            get(&kv, "color", false).await.as_deref(),
             Some(&b"blue"[..]),
             "read on {}",
             node.id
@@ -64,42 +60,24 @@ async fn three_nodes_replicate_and_followers_forward() {
         .iter()
         .find(|n| n.id != leader)
         .expect("follower");
-    let mut on_follower = follower.kv();
-    put(&mut on_follower, "shape", "round").await;
-    let deleted = on_follower
-        .delete(pb::DeleteRequest {
-            key: "color".into(),
-        })
-        .await
-        .expect("delete")
-        .into_inner();
+    let on_follower = follower.client();
+    put(&on_follower, "shape", "round").await;
+    let deleted = on_follower.delete("color").await.expect("delete");
     assert!(deleted.existed);
     let swapped = on_follower
-        .compare_and_swap(pb::CompareAndSwapRequest {
-            lease: 0,
-            key: "shape".into(),
-            expected_value: Some("round".into()),
-            new_value: "square".into(),
-        })
+        .compare_and_swap("shape", Some("round".into()), "square")
         .await
-        .expect("cas")
-        .into_inner();
+        .expect("cas");
     assert!(swapped.succeeded);
     let refused = on_follower
-        .compare_and_swap(pb::CompareAndSwapRequest {
-            lease: 0,
-            key: "shape".into(),
-            expected_value: None,
-            new_value: "triangle".into(),
-        })
+        .compare_and_swap("shape", None, "triangle")
         .await
-        .expect("cas")
-        .into_inner();
+        .expect("cas");
     assert!(!refused.succeeded);
     assert_eq!(refused.current_value.as_deref(), Some(&b"square"[..]));
-    assert_eq!(get(&mut on_leader, "color", false).await, None);
+    assert_eq!(get(&on_leader, "color", false).await, None);
     assert_eq!(
-        get(&mut on_leader, "shape", false).await.as_deref(),
+        get(&on_leader, "shape", false).await.as_deref(),
         Some(&b"square"[..])
     );
 
@@ -110,8 +88,7 @@ async fn three_nodes_replicate_and_followers_forward() {
             ..Default::default()
         })
         .await
-        .expect("scan")
-        .into_inner();
+        .expect("scan");
     assert_eq!(scan.pairs.len(), 1);
     assert_eq!(scan.pairs[0].key, b"shape");
     assert!(!scan.more);
@@ -120,12 +97,7 @@ async fn three_nodes_replicate_and_followers_forward() {
     cluster.wait_applied(refused.index).await;
     let mut digests = BTreeMap::new();
     for node in &cluster.nodes {
-        let digest = node
-            .admin()
-            .state_digest(pb::Empty {})
-            .await
-            .expect("digest")
-            .into_inner();
+        let digest = node.client().state_digest().await.expect("digest");
         digests.insert(node.id, (digest.digest, digest.key_count));
     }
     let distinct: std::collections::BTreeSet<_> = digests.values().collect();
@@ -138,37 +110,29 @@ async fn leadership_moves_to_the_chosen_node() {
     let leader = cluster.wait_for_leader().await;
     let target = if leader == 3 { 2 } else { 3 };
     // Sent to any node: followers forward it to the leader.
-    let mut admin = cluster.node(target).admin();
+    let admin = cluster.node(target).client();
     let moved = admin
-        .transfer_leader(pb::TransferLeaderRequest {
-            node_id: target,
-            timeout_ms: 10_000,
-        })
+        .transfer_leader(target, std::time::Duration::from_millis(10_000))
         .await
-        .expect("transfer")
-        .into_inner();
+        .expect("transfer");
     assert_eq!(moved.leader_id, target);
     assert_eq!(moved.leader_address, cluster.node(target).address);
     assert_eq!(cluster.wait_for_leader().await, target);
 
-    let mut kv = cluster.node(leader).kv();
-    let index = put(&mut kv, "after-transfer", "yes").await;
+    let kv = cluster.node(leader).client();
+    let index = put(&kv, "after-transfer", "yes").await;
     cluster.wait_applied(index).await;
-    let mut on_target = cluster.node(target).kv();
+    let on_target = cluster.node(target).client();
     assert_eq!(
-        get(&mut on_target, "after-transfer", true).await.as_deref(),
+        get(&on_target, "after-transfer", true).await.as_deref(),
         Some(&b"yes"[..])
     );
 
     // Without a target: the most up-to-date other voter takes over.
     let moved = admin
-        .transfer_leader(pb::TransferLeaderRequest {
-            node_id: 0,
-            timeout_ms: 10_000,
-        })
+        .transfer_leader(0, std::time::Duration::from_millis(10_000))
         .await
-        .expect("transfer to any")
-        .into_inner();
+        .expect("transfer to any");
     assert_ne!(moved.leader_id, target);
 }
 
@@ -177,10 +141,10 @@ async fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_single_serving_leader().await;
     let mut acknowledged = Vec::new();
-    let mut kv = cluster.node(leader).kv();
+    let kv = cluster.node(leader).client();
     for i in 0..50 {
         let key = format!("before-{i}");
-        put(&mut kv, &key, &i.to_string()).await;
+        put(&kv, &key, &i.to_string()).await;
         acknowledged.push((key, i.to_string()));
     }
     cluster.node(leader).kill();
@@ -197,15 +161,15 @@ async fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
         );
     }
 
-    let mut kv = cluster.node(new_leader).kv();
+    let kv = cluster.node(new_leader).client();
     for i in 0..20 {
         let key = format!("after-{i}");
-        put(&mut kv, &key, &i.to_string()).await;
+        put(&kv, &key, &i.to_string()).await;
         acknowledged.push((key, i.to_string()));
     }
     for (key, value) in &acknowledged {
         assert_eq!(
-            get(&mut kv, key, false).await.as_deref(),
+            get(&kv, key, false).await.as_deref(),
             Some(value.as_bytes()),
             "{key} lost"
         );
@@ -213,21 +177,12 @@ async fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
 
     // The old leader comes back as a follower and catches up.
     cluster.node(leader).restart();
-    let index = kv
-        .put(pb::PutRequest {
-            lease: 0,
-            key: "last".into(),
-            value: "1".into(),
-        })
-        .await
-        .expect("put")
-        .into_inner()
-        .index;
+    let index = kv.put("last", "1").await.expect("put").index;
     cluster.wait_applied(index).await;
-    let mut old = cluster.node(leader).kv();
+    let old = cluster.node(leader).client();
     for (key, value) in &acknowledged {
         assert_eq!(
-            get(&mut old, key, true).await.as_deref(),
+            get(&old, key, true).await.as_deref(),
             Some(value.as_bytes()),
             "{key} missing on old leader"
         );
@@ -238,17 +193,16 @@ async fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
 async fn full_restart_recovers_everything_and_bootstrap_is_harmless() {
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
-    let mut kv = cluster.node(leader).kv();
+    let kv = cluster.node(leader).client();
     for i in 0..30 {
-        put(&mut kv, &format!("k{i}"), &format!("v{i}")).await;
+        put(&kv, &format!("k{i}"), &format!("v{i}")).await;
     }
     let before = cluster
         .node(leader)
-        .admin()
-        .get_configuration(pb::Empty {})
+        .client()
+        .configuration()
         .await
-        .expect("config")
-        .into_inner();
+        .expect("config");
     drop(kv);
     // Node 1 stops cleanly, the others are killed.
     assert!(
@@ -266,25 +220,24 @@ async fn full_restart_recovers_everything_and_bootstrap_is_harmless() {
     // elected one of them in a newer term before they were killed: node 1 can
     // resume its old term for a moment after the restart. Read once all agree.
     let leader = cluster.wait_for_agreed_leader().await;
-    let mut kv = cluster.node(leader).kv();
+    let kv = cluster.node(leader).client();
     for i in 0..30 {
         assert_eq!(
-            get(&mut kv, &format!("k{i}"), false).await,
+            get(&kv, &format!("k{i}"), false).await,
             Some(format!("v{i}").into_bytes())
         );
     }
     let after = cluster
         .node(leader)
-        .admin()
-        .get_configuration(pb::Empty {})
+        .client()
+        .configuration()
         .await
-        .expect("config")
-        .into_inner();
+        .expect("config");
     assert_eq!(
         before.members, after.members,
         "--bootstrap on restart changed the configuration"
     );
-    let index = put(&mut kv, "after-restart", "ok").await;
+    let index = put(&kv, "after-restart", "ok").await;
     cluster.wait_applied(index).await;
     for id in [1, 3] {
         assert!(
@@ -299,10 +252,10 @@ async fn a_new_node_catches_up_from_a_snapshot() {
     let flags = ["--snapshot-after", "50", "--snapshot-keep", "0"];
     let mut cluster = TestCluster::builder().flags(&flags).start(3).await;
     let leader = cluster.wait_for_leader().await;
-    let mut kv = cluster.node(leader).kv();
+    let kv = cluster.node(leader).client();
     let mut index = 0;
     for i in 0..300 {
-        index = put(&mut kv, &format!("key-{i:03}"), &format!("value-{i}")).await;
+        index = put(&kv, &format!("key-{i:03}"), &format!("value-{i}")).await;
     }
     // The leader's log no longer starts at 1: a newcomer needs the snapshot.
     let leader_node = &*cluster.node(leader);
@@ -319,10 +272,10 @@ async fn a_new_node_catches_up_from_a_snapshot() {
         status.snapshot_index.unwrap_or(0) > 0,
         "node 4 did not install a snapshot: {status:?}"
     );
-    let mut on_new = cluster.node(4).kv();
+    let on_new = cluster.node(4).client();
     for i in [0, 150, 299] {
         assert_eq!(
-            get(&mut on_new, &format!("key-{i:03}"), true).await,
+            get(&on_new, &format!("key-{i:03}"), true).await,
             Some(format!("value-{i}").into_bytes())
         );
     }
@@ -334,17 +287,10 @@ async fn a_new_node_catches_up_from_a_snapshot() {
             ..Default::default()
         })
         .await
-        .expect("scan")
-        .into_inner();
+        .expect("scan");
     assert_eq!(scan.pairs.len(), 300);
 
     // A snapshot on demand covers at least what was applied.
-    let snapshot = cluster
-        .node(4)
-        .admin()
-        .trigger_snapshot(pb::Empty {})
-        .await
-        .expect("snapshot")
-        .into_inner();
+    let snapshot = cluster.node(4).client().snapshot().await.expect("snapshot");
     assert!(snapshot.index.unwrap_or(0) >= index);
 }

@@ -5,7 +5,6 @@
 
 use std::net::TcpListener;
 
-use raftkv_proto::pb;
 use raftkv_testkit::wait_for;
 use raftkv_testkit::TestCluster;
 use raftkv_testkit::TestNode;
@@ -55,19 +54,11 @@ async fn concurrent_add_voter_calls_both_succeed() {
     let mut cluster = TestCluster::start(1).await;
     let address_2 = cluster.start_node(cluster.node_spec(2)).address.clone();
     let address_3 = cluster.start_node(cluster.node_spec(3)).address.clone();
-    let mut first = cluster.nodes[0].admin();
-    let mut second = cluster.nodes[0].admin();
+    let first = cluster.nodes[0].client();
+    let second = cluster.nodes[0].client();
     let (a, b) = tokio::join!(
-        first.add_voter(pb::AddNodeRequest {
-            node_id: 2,
-            address: address_2,
-            previous_index: 0,
-        }),
-        second.add_voter(pb::AddNodeRequest {
-            node_id: 3,
-            address: address_3,
-            previous_index: 0,
-        }),
+        first.add_voter(2, address_2, 0),
+        second.add_voter(3, address_3, 0),
     );
     a.expect("add voter 2");
     b.expect("add voter 3");
@@ -126,6 +117,6 @@ async fn a_join_that_cannot_succeed_stops_the_node() {
         log.contains("refused to add this node") && log.contains("already a member"),
         "the refusal is logged:\n{log}"
     );
-    let mut admin = cluster.nodes[0].admin();
-    assert_eq!(committed_voters(&mut admin).await, Some(vec![1]));
+    let admin = cluster.nodes[0].client();
+    assert_eq!(committed_voters(&admin).await, Some(vec![1]));
 }

@@ -7,64 +7,38 @@ use std::time::Duration;
 use std::time::Instant;
 
 use raftkv_client::lease::keep_alive;
+use raftkv_client::CallError;
 use raftkv_client::Client;
 use raftkv_client::ClientOptions;
 use raftkv_proto::pb;
-use raftkv_proto::pb::kv_client::KvClient;
 use raftkv_testkit::wait_for;
 use raftkv_testkit::TestCluster;
 use raftkv_testkit::PATIENCE;
-use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::support::get;
 use crate::support::put;
 use crate::support::watch;
 
-async fn grant(kv: &mut KvClient<Channel>, ttl: i64) -> u64 {
-    let answer = kv
-        .lease_grant(pb::LeaseGrantRequest { ttl })
-        .await
-        .expect("grant")
-        .into_inner();
+async fn grant(kv: &Client, ttl: i64) -> u64 {
+    let answer = kv.lease_grant(ttl).await.expect("grant");
     assert_eq!(answer.ttl, ttl);
     assert_ne!(answer.id, 0);
     answer.id
 }
 
-async fn put_leased(
-    kv: &mut KvClient<Channel>,
-    key: &str,
-    lease: u64,
-) -> Result<u64, tonic::Status> {
-    kv.put(pb::PutRequest {
-        key: key.into(),
-        value: format!("{key}-value").into(),
-        lease,
-    })
-    .await
-    .map(|answer| answer.into_inner().index)
+async fn put_leased(kv: &Client, key: &str, lease: u64) -> Result<u64, CallError> {
+    kv.put_leased(key, format!("{key}-value"), lease)
+        .await
+        .map(|answer| answer.index)
 }
 
-async fn time_to_live(
-    kv: &mut KvClient<Channel>,
-    id: u64,
-) -> Result<pb::LeaseTimeToLiveResponse, tonic::Status> {
-    kv.lease_time_to_live(pb::LeaseTimeToLiveRequest { id, keys: true })
-        .await
-        .map(tonic::Response::into_inner)
+async fn time_to_live(kv: &Client, id: u64) -> Result<pb::LeaseTimeToLiveResponse, CallError> {
+    kv.lease_time_to_live(id, true).await
 }
 
-async fn lease_of(kv: &mut KvClient<Channel>, key: &str) -> Option<u64> {
-    let answer = kv
-        .get(pb::GetRequest {
-            key: key.into(),
-            stale: false,
-            revision: 0,
-        })
-        .await
-        .expect("get")
-        .into_inner();
+async fn lease_of(kv: &Client, key: &str) -> Option<u64> {
+    let answer = kv.read(key, false).await.expect("get");
     answer.found.then_some(answer.lease)
 }
 
@@ -103,25 +77,19 @@ async fn a_revoke_deletes_exactly_the_lease_keys_at_one_index() {
     let leader = cluster.wait_for_leader().await;
     let follower = cluster.nodes.iter().find(|n| n.id != leader).unwrap().id;
     // Everything through a follower, which forwards to the leader.
-    let mut kv = cluster.node(follower).kv();
-    let id = grant(&mut kv, 60).await;
-    let ttl = time_to_live(&mut kv, id).await.expect("ttl");
+    let kv = cluster.node(follower).client();
+    let id = grant(&kv, 60).await;
+    let ttl = time_to_live(&kv, id).await.expect("ttl");
     assert_eq!(ttl.granted_ttl, 60);
     assert!((1..=60).contains(&ttl.ttl), "{ttl:?}");
     assert!(ttl.keys.is_empty());
 
-    put_leased(&mut kv, "l/a", id).await.unwrap();
-    put_leased(&mut kv, "l/b", id).await.unwrap();
+    put_leased(&kv, "l/a", id).await.unwrap();
+    put_leased(&kv, "l/b", id).await.unwrap();
     let swapped = kv
-        .compare_and_swap(pb::CompareAndSwapRequest {
-            key: "l/c".into(),
-            expected_value: None,
-            new_value: "c".into(),
-            lease: id,
-        })
+        .compare_and_swap_leased("l/c", None, "c", id)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(swapped.succeeded);
     let in_txn = pb::TxnOp {
         op: Some(pb::txn_op::Op::Put(pb::PutRequest {
@@ -136,15 +104,14 @@ async fn a_revoke_deletes_exactly_the_lease_keys_at_one_index() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(answer.succeeded);
-    put(&mut kv, "l/e", "no lease").await;
+    put(&kv, "l/e", "no lease").await;
     // A put without a lease detaches the key.
-    let last_put = put(&mut kv, "l/b", "detached").await;
-    assert_eq!(lease_of(&mut kv, "l/a").await, Some(id));
-    assert_eq!(lease_of(&mut kv, "l/b").await, Some(0));
-    let ttl = time_to_live(&mut kv, id).await.unwrap();
+    let last_put = put(&kv, "l/b", "detached").await;
+    assert_eq!(lease_of(&kv, "l/a").await, Some(id));
+    assert_eq!(lease_of(&kv, "l/b").await, Some(0));
+    let ttl = time_to_live(&kv, id).await.unwrap();
     assert_eq!(keys(&ttl), ["l/a", "l/c", "l/d"]);
 
     // A watcher on another follower sees the three deletes at one index.
@@ -154,14 +121,10 @@ async fn a_revoke_deletes_exactly_the_lease_keys_at_one_index() {
         .find(|n| n.id != leader && n.id != follower)
         .unwrap()
         .id;
-    let mut watcher = watch(&mut cluster.node(other).kv(), "l/", last_put + 1)
+    let mut watcher = watch(&cluster.node(other).client(), "l/", last_put + 1)
         .await
         .expect("watch");
-    let revoked = kv
-        .lease_revoke(pb::LeaseRevokeRequest { id })
-        .await
-        .unwrap()
-        .into_inner();
+    let revoked = kv.lease_revoke(id).await.unwrap();
     assert_eq!(revoked.keys_deleted, 3);
     let events = events(&mut watcher, 3).await;
     let expected: Vec<_> = ["l/a", "l/c", "l/d"]
@@ -170,25 +133,19 @@ async fn a_revoke_deletes_exactly_the_lease_keys_at_one_index() {
         .collect();
     assert_eq!(events, expected, "one entry, exactly the lease's keys");
     for key in ["l/a", "l/c", "l/d"] {
-        assert_eq!(get(&mut kv, key, false).await, None, "{key}");
+        assert_eq!(get(&kv, key, false).await, None, "{key}");
     }
-    assert!(get(&mut kv, "l/b", false).await.is_some());
-    assert!(get(&mut kv, "l/e", false).await.is_some());
+    assert!(get(&kv, "l/b", false).await.is_some());
+    assert!(get(&kv, "l/e", false).await.is_some());
 
     // The lease is gone for every call that names it.
-    let status = kv
-        .lease_revoke(pb::LeaseRevokeRequest { id })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::NotFound, "{status:?}");
-    let status = kv
-        .lease_keep_alive(pb::LeaseKeepAliveRequest { id })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let status = kv.lease_revoke(id).await.unwrap_err();
+    assert_eq!(status.code(), Some(Code::NotFound), "{status:?}");
+    let status = kv.lease_keep_alive(id).await.unwrap_err();
+    assert_eq!(status.code(), Some(Code::NotFound), "{status:?}");
     assert_eq!(
-        time_to_live(&mut kv, id).await.unwrap_err().code(),
-        Code::NotFound
+        time_to_live(&kv, id).await.unwrap_err().code(),
+        Some(Code::NotFound)
     );
     cluster.wait_applied(revoked.index).await;
     cluster.assert_replicas_identical().await;
@@ -201,21 +158,16 @@ async fn writes_naming_a_missing_lease_and_bad_grants_change_nothing() {
         .start(1)
         .await;
     cluster.wait_for_leader().await;
-    let mut kv = cluster.node(1).kv();
-    let before = put(&mut kv, "k", "v").await;
+    let kv = cluster.node(1).client();
+    let before = put(&kv, "k", "v").await;
     let missing = 999_999;
-    let put_status = put_leased(&mut kv, "k", missing).await.unwrap_err();
-    assert_eq!(put_status.code(), Code::NotFound, "{put_status:?}");
+    let put_status = put_leased(&kv, "k", missing).await.unwrap_err();
+    assert_eq!(put_status.code(), Some(Code::NotFound), "{put_status:?}");
     let cas_status = kv
-        .compare_and_swap(pb::CompareAndSwapRequest {
-            key: "k".into(),
-            expected_value: Some("v".into()),
-            new_value: "changed".into(),
-            lease: missing,
-        })
+        .compare_and_swap_leased("k", Some("v".into()), "changed", missing)
         .await
         .unwrap_err();
-    assert_eq!(cas_status.code(), Code::NotFound, "{cas_status:?}");
+    assert_eq!(cas_status.code(), Some(Code::NotFound), "{cas_status:?}");
     // One put names a missing lease: the whole transaction is refused.
     let ops = vec![
         pb::TxnOp {
@@ -240,60 +192,45 @@ async fn writes_naming_a_missing_lease_and_bad_grants_change_nothing() {
         })
         .await
         .unwrap_err();
-    assert_eq!(txn_status.code(), Code::NotFound, "{txn_status:?}");
-    assert_eq!(get(&mut kv, "other", false).await, None);
+    assert_eq!(txn_status.code(), Some(Code::NotFound), "{txn_status:?}");
+    assert_eq!(get(&kv, "other", false).await, None);
     let stored = kv
-        .get(pb::GetRequest {
+        .get_with(pb::GetRequest {
             key: "k".into(),
             stale: false,
             revision: 0,
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(
         (stored.value.as_slice(), stored.modified_index, stored.lease),
         (&b"v"[..], before, 0)
     );
 
     for ttl in [0, -5, 365 * 24 * 3600 + 1] {
-        let status = kv
-            .lease_grant(pb::LeaseGrantRequest { ttl })
-            .await
-            .unwrap_err();
+        let status = kv.lease_grant(ttl).await.unwrap_err();
         assert_eq!(
             status.code(),
-            Code::InvalidArgument,
+            Some(Code::InvalidArgument),
             "ttl {ttl}: {status:?}"
         );
     }
     // Lease id 0 means "none" on a put, and names no lease anywhere else.
-    let status = kv
-        .lease_revoke(pb::LeaseRevokeRequest { id: 0 })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let status = kv
-        .lease_keep_alive(pb::LeaseKeepAliveRequest { id: 0 })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let status = kv.lease_revoke(0).await.unwrap_err();
+    assert_eq!(status.code(), Some(Code::InvalidArgument), "{status:?}");
+    let status = kv.lease_keep_alive(0).await.unwrap_err();
+    assert_eq!(status.code(), Some(Code::InvalidArgument), "{status:?}");
     assert_eq!(
-        time_to_live(&mut kv, 0).await.unwrap_err().code(),
-        Code::InvalidArgument
+        time_to_live(&kv, 0).await.unwrap_err().code(),
+        Some(Code::InvalidArgument)
     );
     // --max-leases 2: a third grant waits for a revoke.
-    let first = grant(&mut kv, 30).await;
-    grant(&mut kv, 30).await;
-    let status = kv
-        .lease_grant(pb::LeaseGrantRequest { ttl: 30 })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    kv.lease_revoke(pb::LeaseRevokeRequest { id: first })
-        .await
-        .unwrap();
-    grant(&mut kv, 30).await;
+    let first = grant(&kv, 30).await;
+    grant(&kv, 30).await;
+    let status = kv.lease_grant(30).await.unwrap_err();
+    assert_eq!(status.code(), Some(Code::ResourceExhausted), "{status:?}");
+    kv.lease_revoke(first).await.unwrap();
+    grant(&kv, 30).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,11 +238,11 @@ async fn a_lease_left_alone_expires_and_one_kept_alive_does_not() {
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
     let follower = cluster.nodes.iter().find(|n| n.id != leader).unwrap().id;
-    let mut kv = cluster.node(follower).kv();
+    let kv = cluster.node(follower).client();
     // Renewed through a follower's view of the cluster, every 200 ms.
-    let kept = grant(&mut kv, 2).await;
+    let kept = grant(&kv, 2).await;
     let kept_since = Instant::now();
-    put_leased(&mut kv, "y/kept", kept).await.unwrap();
+    put_leased(&kv, "y/kept", kept).await.unwrap();
     let client = Client::connect(ClientOptions::new(
         vec![cluster.node(follower).address.clone()],
         PATIENCE,
@@ -324,10 +261,10 @@ async fn a_lease_left_alone_expires_and_one_kept_alive_does_not() {
     const TTL: u64 = 3;
     // Taken before the grant is sent: the countdown starts after it.
     let granted = Instant::now();
-    let left_alone = grant(&mut kv, TTL as i64).await;
-    let mut watcher = watch(&mut kv, "x/", left_alone + 1).await.expect("watch");
+    let left_alone = grant(&kv, TTL as i64).await;
+    let mut watcher = watch(&kv, "x/", left_alone + 1).await.expect("watch");
     for key in ["x/a", "x/b"] {
-        put_leased(&mut kv, key, left_alone).await.unwrap();
+        put_leased(&kv, key, left_alone).await.unwrap();
     }
     // The two puts, then both deletes at the one index of the expiry.
     let seen = events(&mut watcher, 4).await;
@@ -345,17 +282,15 @@ async fn a_lease_left_alone_expires_and_one_kept_alive_does_not() {
         granted.elapsed()
     );
     assert_eq!(
-        time_to_live(&mut kv, left_alone).await.unwrap_err().code(),
-        Code::NotFound
+        time_to_live(&kv, left_alone).await.unwrap_err().code(),
+        Some(Code::NotFound)
     );
     // The kept lease outlives its TTL twice over.
     wait_for("the kept lease is 5 s old", || async {
         (kept_since.elapsed() >= Duration::from_secs(5)).then_some(())
     })
     .await;
-    let ttl = time_to_live(&mut kv, kept)
-        .await
-        .expect("the kept lease lives");
+    let ttl = time_to_live(&kv, kept).await.expect("the kept lease lives");
     assert_eq!(keys(&ttl), ["y/kept"]);
     stop.send(()).unwrap();
     let kept_alive = keeper.await.unwrap();
@@ -367,12 +302,12 @@ async fn a_lease_left_alone_expires_and_one_kept_alive_does_not() {
 async fn a_new_leader_restarts_every_countdown_in_full() {
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
-    let mut kv = cluster.node(leader).kv();
+    let kv = cluster.node(leader).client();
     const TTL: i64 = 6;
-    let unrenewed = grant(&mut kv, TTL).await;
-    put_leased(&mut kv, "u", unrenewed).await.unwrap();
-    let kept = grant(&mut kv, 6).await;
-    put_leased(&mut kv, "k", kept).await.unwrap();
+    let unrenewed = grant(&kv, TTL).await;
+    put_leased(&kv, "u", unrenewed).await.unwrap();
+    let kept = grant(&kv, 6).await;
+    put_leased(&kv, "k", kept).await.unwrap();
     let client = Client::connect(ClientOptions::new(
         cluster.nodes.iter().map(|n| n.address.clone()).collect(),
         PATIENCE,
@@ -390,20 +325,20 @@ async fn a_new_leader_restarts_every_countdown_in_full() {
 
     // Kill the leader when the unrenewed lease has 2 s or less left on it.
     wait_for("the unrenewed lease has at most 2 s left", || {
-        let mut kv = kv.clone();
-        async move { (time_to_live(&mut kv, unrenewed).await.ok()?.ttl <= 2).then_some(()) }
+        let kv = kv.clone();
+        async move { (time_to_live(&kv, unrenewed).await.ok()?.ttl <= 2).then_some(()) }
     })
     .await;
     // Taken before the kill: the next leader starts counting after it.
     let killed = Instant::now();
     cluster.node(leader).kill();
     let next = cluster.leader_within(PATIENCE, Some(leader)).await;
-    let mut kv = cluster.node(next).kv();
+    let kv = cluster.node(next).client();
     // The new leader counts from at least the kill on, so its countdown
     // ends no earlier than TTL after the kill: never at the old deadline.
     let ttl = wait_for("the new leader answers for the lease", || {
-        let mut kv = kv.clone();
-        async move { time_to_live(&mut kv, unrenewed).await.ok() }
+        let kv = kv.clone();
+        async move { time_to_live(&kv, unrenewed).await.ok() }
     })
     .await;
     let since_kill = killed.elapsed().as_secs_f64();
@@ -415,8 +350,8 @@ async fn a_new_leader_restarts_every_countdown_in_full() {
     assert_eq!(keys(&ttl), ["u"]);
     // It still expires, on the new leader's clock.
     wait_for("the unrenewed lease expires", || {
-        let mut kv = kv.clone();
-        async move { get(&mut kv, "u", false).await.is_none().then_some(()) }
+        let kv = kv.clone();
+        async move { get(&kv, "u", false).await.is_none().then_some(()) }
     })
     .await;
     assert!(
@@ -428,7 +363,7 @@ async fn a_new_leader_restarts_every_countdown_in_full() {
     stop.send(()).unwrap();
     let kept_alive = keeper.await.unwrap();
     assert!(kept_alive.lost.is_none(), "{kept_alive:?}");
-    assert_eq!(lease_of(&mut kv, "k").await, Some(kept));
+    assert_eq!(lease_of(&kv, "k").await, Some(kept));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,23 +371,21 @@ async fn leases_survive_restarts_crashes_and_snapshots() {
     let flags = ["--snapshot-after", "20", "--snapshot-keep", "0"];
     let mut cluster = TestCluster::builder().flags(&flags).start(3).await;
     let leader = cluster.wait_for_leader().await;
-    let mut kv = cluster.node(leader).kv();
-    let id = grant(&mut kv, 600).await;
+    let kv = cluster.node(leader).client();
+    let id = grant(&kv, 600).await;
     for i in 0..5 {
-        put_leased(&mut kv, &format!("s/{i}"), id).await.unwrap();
+        put_leased(&kv, &format!("s/{i}"), id).await.unwrap();
     }
     // Enough writes for snapshots that hold the lease table.
     let mut index = 0;
     for i in 0..60 {
-        index = put(&mut kv, &format!("filler/{i}"), "v").await;
+        index = put(&kv, &format!("filler/{i}"), "v").await;
     }
     // And a lease with keys after them, most likely only in the log: a
     // crash replays its grant and puts.
-    let late = grant(&mut kv, 600).await;
+    let late = grant(&kv, 600).await;
     for i in 0..2 {
-        index = put_leased(&mut kv, &format!("late/{i}"), late)
-            .await
-            .unwrap();
+        index = put_leased(&kv, &format!("late/{i}"), late).await.unwrap();
     }
     cluster.wait_applied(index).await;
 
@@ -470,34 +403,26 @@ async fn leases_survive_restarts_crashes_and_snapshots() {
             node.restart();
         }
         let leader = cluster.wait_for_leader().await;
-        let mut kv = cluster.node(leader).kv();
+        let kv = cluster.node(leader).client();
         let ttl = wait_for("the restarted leader answers for the lease", || {
-            let mut kv = kv.clone();
-            async move { time_to_live(&mut kv, id).await.ok() }
+            let kv = kv.clone();
+            async move { time_to_live(&kv, id).await.ok() }
         })
         .await;
         assert_eq!(ttl.granted_ttl, 600, "crash: {crash}");
         assert_eq!(keys(&ttl).len(), 5, "crash: {crash}");
-        assert_eq!(lease_of(&mut kv, "s/3").await, Some(id));
-        let ttl = time_to_live(&mut kv, late).await.expect("the late lease");
+        assert_eq!(lease_of(&kv, "s/3").await, Some(id));
+        let ttl = time_to_live(&kv, late).await.expect("the late lease");
         assert_eq!(keys(&ttl), ["late/0", "late/1"], "crash: {crash}");
     }
 
     // A newcomer gets the table by snapshot.
     cluster.add_voter(4).await;
     let leader = cluster.wait_for_leader().await;
-    let mut kv = cluster.node(leader).kv();
-    let revoked = kv
-        .lease_revoke(pb::LeaseRevokeRequest { id })
-        .await
-        .unwrap()
-        .into_inner();
+    let kv = cluster.node(leader).client();
+    let revoked = kv.lease_revoke(id).await.unwrap();
     assert_eq!(revoked.keys_deleted, 5);
-    let revoked = kv
-        .lease_revoke(pb::LeaseRevokeRequest { id: late })
-        .await
-        .unwrap()
-        .into_inner();
+    let revoked = kv.lease_revoke(late).await.unwrap();
     assert_eq!(revoked.keys_deleted, 2);
     cluster.wait_applied(revoked.index).await;
     let status = cluster.node(4).status().await.expect("status of node 4");
@@ -505,9 +430,9 @@ async fn leases_survive_restarts_crashes_and_snapshots() {
         status.snapshot_index.unwrap_or(0) > 0,
         "node 4 did not install a snapshot: {status:?}"
     );
-    let mut on_new = cluster.node(4).kv();
-    assert_eq!(get(&mut on_new, "s/0", true).await, None);
-    assert_eq!(get(&mut on_new, "late/1", true).await, None);
-    assert!(get(&mut on_new, "filler/0", true).await.is_some());
+    let on_new = cluster.node(4).client();
+    assert_eq!(get(&on_new, "s/0", true).await, None);
+    assert_eq!(get(&on_new, "late/1", true).await, None);
+    assert!(get(&on_new, "filler/0", true).await.is_some());
     cluster.assert_replicas_identical().await;
 }

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use raftkv_proto::pb;
 use raftkv_testkit::wait_for;
 use raftkv_testkit::NodeSpec;
 use raftkv_testkit::TestCluster;
@@ -64,12 +63,12 @@ async fn metrics_follow_the_cluster_and_readiness_tells_members_apart() {
     let leader = cluster.wait_for_leader().await;
     let writes = 20;
     for i in 0..writes {
-        put(&mut cluster.node(leader).kv(), &format!("k{i}"), "v").await;
+        put(&cluster.node(leader).client(), &format!("k{i}"), "v").await;
     }
     cluster
         .node(leader)
-        .admin()
-        .trigger_snapshot(pb::Empty {})
+        .client()
+        .snapshot()
         .await
         .expect("snapshot");
     let status = cluster.node(leader).status().await.expect("status");
@@ -101,8 +100,8 @@ async fn metrics_follow_the_cluster_and_readiness_tells_members_apart() {
     let at = status.applied_index.unwrap_or(0);
     cluster
         .node(leader)
-        .admin()
-        .compact(pb::CompactRequest { revision: at })
+        .client()
+        .compact(at)
         .await
         .expect("compact");
     for node in &cluster.nodes {

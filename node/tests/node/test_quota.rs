@@ -3,6 +3,7 @@
 //! on, every node agrees on the alarm, and it clears by itself once room is
 //! made.
 
+use raftkv_client::CallError;
 use raftkv_proto::pb;
 use raftkv_proto::pb::alarm_request::Action;
 use raftkv_proto::QUOTA_BYTES_METADATA;
@@ -18,16 +19,18 @@ use crate::support::get;
 
 const QUOTA: u64 = 150_000;
 
-fn metadata<'a>(status: &'a tonic::Status, key: &str) -> &'a str {
-    status
+fn metadata<'a>(error: &'a CallError, key: &str) -> &'a str {
+    error
+        .status()
+        .unwrap_or_else(|| panic!("no node answered: {error:?}"))
         .metadata()
         .get(key)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_else(|| panic!("no {key} in {status:?}"))
+        .unwrap_or_else(|| panic!("no {key} in {error:?}"))
 }
 
-fn assert_no_space(status: &tonic::Status) {
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+fn assert_no_space(status: &CallError) {
+    assert_eq!(status.code(), Some(Code::ResourceExhausted), "{status:?}");
     assert_eq!(metadata(status, REASON_METADATA), REASON_NO_SPACE);
     assert_eq!(metadata(status, QUOTA_BYTES_METADATA), QUOTA.to_string());
     let used: u64 = metadata(status, STORE_BYTES_METADATA).parse().unwrap();
@@ -35,25 +38,14 @@ fn assert_no_space(status: &tonic::Status) {
 }
 
 async fn alarms(node: &TestNode) -> Option<pb::AlarmResponse> {
-    node.admin()
-        .alarm(pb::AlarmRequest {
-            action: Action::List as i32,
-            member_id: 0,
-        })
-        .await
-        .ok()
-        .map(tonic::Response::into_inner)
+    node.client().alarm(Action::List, 0).await.ok()
 }
 
-async fn put(node: &TestNode, key: &str, value: &str) -> Result<u64, tonic::Status> {
-    node.kv()
-        .put(pb::PutRequest {
-            key: key.into(),
-            value: value.into(),
-            lease: 0,
-        })
+async fn put(node: &TestNode, key: &str, value: &str) -> Result<u64, CallError> {
+    node.client()
+        .put(key, value)
         .await
-        .map(|answer| answer.into_inner().index)
+        .map(|answer| answer.index)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,33 +92,30 @@ async fn past_the_quota_writes_are_refused_everywhere_until_room_is_made() {
     );
     let grant = cluster
         .node(follower)
-        .kv()
-        .lease_grant(pb::LeaseGrantRequest { ttl: 10 })
+        .client()
+        .lease_grant(10)
         .await
         .unwrap_err();
     assert_no_space(&grant);
 
     // Reads and deletes go on; compaction drops the history.
-    let mut kv = cluster.node(follower).kv();
+    let kv = cluster.node(follower).client();
     assert_eq!(
-        get(&mut kv, &written[0], false).await,
+        get(&kv, &written[0], false).await,
         Some(value.clone().into_bytes())
     );
     let mut last = 0;
     for key in &written {
         last = kv
-            .delete(pb::DeleteRequest {
-                key: key.clone().into(),
-            })
+            .delete(key.clone())
             .await
             .expect("deletes go on past the quota")
-            .into_inner()
             .index;
     }
     cluster
         .node(leader)
-        .admin()
-        .compact(pb::CompactRequest { revision: last })
+        .client()
+        .compact(last)
         .await
         .expect("compaction goes on past the quota");
 
@@ -149,24 +138,21 @@ async fn an_operator_raises_and_disarms_alarms() {
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
-    let mut admin = cluster.node(follower).admin();
-    let call = |action: Action, member_id| pb::AlarmRequest {
-        action: action as i32,
-        member_id,
-    };
+    let admin = cluster.node(follower).client();
     let raised = admin
-        .alarm(call(Action::Raise, 3))
+        .alarm(Action::Raise, 3)
         .await
-        .expect("raise, forwarded to the leader")
-        .into_inner();
+        .expect("raise, forwarded to the leader");
     assert_eq!(raised.nospace_members, vec![3]);
     let refused = put(cluster.node(leader), "k", "v").await.unwrap_err();
-    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(refused.code(), Some(Code::ResourceExhausted));
     assert_eq!(metadata(&refused, REASON_METADATA), REASON_NO_SPACE);
-    // Bad requests change nothing.
-    let unknown = admin.alarm(call(Action::Raise, 9)).await.unwrap_err();
-    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
-    let bad = admin
+    // Bad requests change nothing (an action no client sends goes raw).
+    let unknown = admin.alarm(Action::Raise, 9).await.unwrap_err();
+    assert_eq!(unknown.code(), Some(Code::NotFound), "{unknown:?}");
+    let bad = cluster
+        .node(follower)
+        .admin()
         .alarm(pb::AlarmRequest {
             action: 7,
             member_id: 0,
@@ -174,11 +160,7 @@ async fn an_operator_raises_and_disarms_alarms() {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
-    let disarmed = admin
-        .alarm(call(Action::Disarm, 0))
-        .await
-        .expect("disarm")
-        .into_inner();
+    let disarmed = admin.alarm(Action::Disarm, 0).await.expect("disarm");
     assert!(disarmed.nospace_members.is_empty());
     // The store is far below its quota: nothing raises it again.
     put(cluster.node(leader), "k", "v")

@@ -16,7 +16,7 @@ async fn a_survivor_of_a_lost_quorum_keeps_every_acknowledged_write() {
     let keys = 40;
     for i in 0..keys {
         put(
-            &mut cluster.node(leader).kv(),
+            &cluster.node(leader).client(),
             &format!("key-{i}"),
             &format!("value-{i}"),
         )
@@ -40,18 +40,18 @@ async fn a_survivor_of_a_lost_quorum_keeps_every_acknowledged_write() {
     assert_eq!(cluster.wait_for_leader().await, survivor);
     let log = cluster.node(survivor).log();
     assert!(log.contains("FORCED A NEW CLUSTER"), "{log}");
-    let mut admin = cluster.node(survivor).admin();
-    assert_eq!(committed_voters(&mut admin).await, Some(vec![survivor]));
-    let mut kv = cluster.node(survivor).kv();
+    let admin = cluster.node(survivor).client();
+    assert_eq!(committed_voters(&admin).await, Some(vec![survivor]));
+    let kv = cluster.node(survivor).client();
     for i in 0..keys {
-        let value = get(&mut kv, &format!("key-{i}"), false).await;
+        let value = get(&kv, &format!("key-{i}"), false).await;
         assert_eq!(
             value.as_deref(),
             Some(format!("value-{i}").as_bytes()),
             "key-{i} was acknowledged and is lost"
         );
     }
-    put(&mut kv, "after", "recovery").await;
+    put(&kv, "after", "recovery").await;
 
     // A fresh node is added back; the replicas agree.
     cluster.nodes.retain(|n| n.id == survivor);
@@ -67,9 +67,9 @@ async fn a_survivor_of_a_lost_quorum_keeps_every_acknowledged_write() {
     // A restarted leader campaigns again; until it wins, node 4 may still
     // name it leader of the old term.
     cluster.wait_for_agreed_leader().await;
-    let mut kv = cluster.node(survivor).kv();
+    let kv = cluster.node(survivor).client();
     assert_eq!(
-        get(&mut kv, "after", false).await.as_deref(),
+        get(&kv, "after", false).await.as_deref(),
         Some(&b"recovery"[..])
     );
 }

@@ -2,14 +2,14 @@
 //! transaction seen half done, paged scans of one state), per-key
 //! revisions, and reads before the compaction point refused.
 
+use raftkv_client::CallError;
+use raftkv_client::Client;
 use raftkv_proto::pb;
-use raftkv_proto::pb::kv_client::KvClient;
 use raftkv_proto::pb::txn_op::Op;
 use raftkv_proto::COMPACT_REVISION_METADATA;
 use raftkv_proto::CURRENT_REVISION_METADATA;
 use raftkv_proto::REASON_METADATA;
 use raftkv_testkit::TestCluster;
-use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::support::put;
@@ -30,13 +30,13 @@ fn put_op(key: String, value: &str) -> pb::TxnOp {
 }
 
 async fn scan(
-    kv: &mut KvClient<Channel>,
+    kv: &Client,
     prefix: &str,
     start_after: &str,
     limit: u32,
     stale: bool,
     revision: u64,
-) -> Result<pb::ScanResponse, tonic::Status> {
+) -> Result<pb::ScanResponse, CallError> {
     kv.scan(pb::ScanRequest {
         prefix: prefix.into(),
         limit,
@@ -45,24 +45,21 @@ async fn scan(
         revision,
     })
     .await
-    .map(tonic::Response::into_inner)
 }
 
-async fn get_at(
-    kv: &mut KvClient<Channel>,
-    key: &str,
-    revision: u64,
-) -> Result<pb::GetResponse, tonic::Status> {
-    kv.get(pb::GetRequest {
+async fn get_at(kv: &Client, key: &str, revision: u64) -> Result<pb::GetResponse, CallError> {
+    kv.get_with(pb::GetRequest {
         key: key.into(),
         stale: false,
         revision,
     })
     .await
-    .map(tonic::Response::into_inner)
 }
 
-fn metadata(status: &tonic::Status, key: &str) -> String {
+fn metadata(error: &CallError, key: &str) -> String {
+    let status = error
+        .status()
+        .unwrap_or_else(|| panic!("no node answered: {error:?}"));
     status
         .metadata()
         .get(key)
@@ -78,7 +75,7 @@ async fn transactions_moving_ten_keys_are_never_seen_half_done_on_any_node() {
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
     for writer in 0..2 {
-        let mut kv = cluster.nodes[writer].kv();
+        let kv = cluster.nodes[writer].client();
         writers.push(tokio::spawn(async move {
             for n in 0..TRANSACTIONS_PER_WRITER {
                 let value = format!("w{writer}-{n}");
@@ -99,13 +96,13 @@ async fn transactions_moving_ten_keys_are_never_seen_half_done_on_any_node() {
     for node in 0..3 {
         // Linearizable scans (forwarded to the leader) and stale ones (this
         // node's own state), alternately.
-        let mut kv = cluster.nodes[node].kv();
+        let kv = cluster.nodes[node].client();
         let done = done.clone();
         readers.push(tokio::spawn(async move {
             let (mut scans, mut seen_moved, mut mixed) = (0, 0, Vec::new());
             while !done.load(std::sync::atomic::Ordering::Acquire) {
                 let stale = scans % 2 == 1;
-                let page = scan(&mut kv, "m/", "", 100, stale, 0)
+                let page = scan(&kv, "m/", "", 100, stale, 0)
                     .await
                     .unwrap_or_else(|e| panic!("scan: {e}"));
                 scans += 1;
@@ -146,8 +143,8 @@ async fn transactions_moving_ten_keys_are_never_seen_half_done_on_any_node() {
         "no scan ran while the transactions moved the keys"
     );
     // Every write of one transaction shares its revision.
-    let mut kv = cluster.nodes[0].kv();
-    let page = scan(&mut kv, "m/", "", 100, false, 0).await.unwrap();
+    let kv = cluster.nodes[0].client();
+    let page = scan(&kv, "m/", "", 100, false, 0).await.unwrap();
     assert_eq!(page.pairs.len(), MOVED_KEYS);
     assert!(page
         .pairs
@@ -159,24 +156,20 @@ async fn transactions_moving_ten_keys_are_never_seen_half_done_on_any_node() {
 async fn a_paged_scan_at_one_revision_reads_one_state_while_writes_go_on() {
     let cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_agreed_leader().await;
-    let mut kv = cluster.nodes[leader as usize - 1].kv();
+    let kv = cluster.nodes[leader as usize - 1].client();
     let mut created = Vec::new();
     for i in 0..50 {
-        created.push(put(&mut kv, &format!("p/{i:02}"), "old").await);
+        created.push(put(&kv, &format!("p/{i:02}"), "old").await);
     }
-    let first = scan(&mut kv, "p/", "", 10, false, 0).await.unwrap();
+    let first = scan(&kv, "p/", "", 10, false, 0).await.unwrap();
     let revision = first.applied_index;
     assert!(first.more && revision >= created[49]);
     // Everything changes after the first page.
     for i in 0..50 {
         if i % 5 == 0 {
-            kv.delete(pb::DeleteRequest {
-                key: format!("p/{i:02}").into(),
-            })
-            .await
-            .unwrap();
+            kv.delete(format!("p/{i:02}")).await.unwrap();
         } else {
-            put(&mut kv, &format!("p/{i:02}"), "new").await;
+            put(&kv, &format!("p/{i:02}"), "new").await;
         }
     }
     // The rest of the pages, at the first page's revision, on a follower too
@@ -185,11 +178,11 @@ async fn a_paged_scan_at_one_revision_reads_one_state_while_writes_go_on() {
     cluster.wait_applied(revision).await;
     let follower = cluster.nodes.iter().find(|n| n.id != leader).unwrap().id;
     for (node, stale) in [(leader, false), (follower, true)] {
-        let mut kv = cluster.nodes[node as usize - 1].kv();
+        let kv = cluster.nodes[node as usize - 1].client();
         let mut pairs = Vec::new();
         let mut after = String::new();
         loop {
-            let page = scan(&mut kv, "p/", &after, 10, stale, revision)
+            let page = scan(&kv, "p/", &after, 10, stale, revision)
                 .await
                 .unwrap_or_else(|e| panic!("node {node}: {e}"));
             assert_eq!(page.applied_index, revision);
@@ -209,15 +202,15 @@ async fn a_paged_scan_at_one_revision_reads_one_state_while_writes_go_on() {
         }
     }
     // The newest state: deleted keys are gone, the others at version 2.
-    let now = scan(&mut kv, "p/", "", 100, false, 0).await.unwrap();
+    let now = scan(&kv, "p/", "", 100, false, 0).await.unwrap();
     assert_eq!(now.pairs.len(), 40);
     assert!(now
         .pairs
         .iter()
         .all(|p| p.value == b"new" && p.version == 2));
-    let one = get_at(&mut kv, "p/01", revision).await.unwrap();
+    let one = get_at(&kv, "p/01", revision).await.unwrap();
     assert_eq!((one.value.as_slice(), one.version), (&b"old"[..], 1));
-    let one = get_at(&mut kv, "p/01", 0).await.unwrap();
+    let one = get_at(&kv, "p/01", 0).await.unwrap();
     assert_eq!((one.value.as_slice(), one.version), (&b"new"[..], 2));
     assert_eq!(one.create_revision, created[1]);
 }
@@ -226,27 +219,18 @@ async fn a_paged_scan_at_one_revision_reads_one_state_while_writes_go_on() {
 async fn reads_outside_the_history_are_refused_with_where_it_is() {
     let cluster = TestCluster::start(1).await;
     cluster.wait_for_leader().await;
-    let mut kv = cluster.nodes[0].kv();
-    let before = put(&mut kv, "c/k", "1").await;
-    let after = put(&mut kv, "c/k", "2").await;
-    let mut admin = cluster.nodes[0].admin();
-    let compacted = admin
-        .compact(pb::CompactRequest { revision: after })
-        .await
-        .unwrap()
-        .into_inner();
+    let kv = cluster.nodes[0].client();
+    let before = put(&kv, "c/k", "1").await;
+    let after = put(&kv, "c/k", "2").await;
+    let admin = cluster.nodes[0].client();
+    let compacted = admin.compact(after).await.unwrap();
     assert_eq!(compacted.revision, after);
     for status in [
-        get_at(&mut kv, "c/k", before).await.unwrap_err(),
-        scan(&mut kv, "c/", "", 10, false, before)
-            .await
-            .unwrap_err(),
-        admin
-            .compact(pb::CompactRequest { revision: before })
-            .await
-            .unwrap_err(),
+        get_at(&kv, "c/k", before).await.unwrap_err(),
+        scan(&kv, "c/", "", 10, false, before).await.unwrap_err(),
+        admin.compact(before).await.unwrap_err(),
     ] {
-        assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+        assert_eq!(status.code(), Some(Code::OutOfRange), "{status:?}");
         assert_eq!(metadata(&status, REASON_METADATA), "compacted");
         assert_eq!(
             metadata(&status, COMPACT_REVISION_METADATA),
@@ -254,17 +238,14 @@ async fn reads_outside_the_history_are_refused_with_where_it_is() {
         );
     }
     // At the compaction point itself: served.
-    let kept = get_at(&mut kv, "c/k", after).await.unwrap();
+    let kept = get_at(&kv, "c/k", after).await.unwrap();
     assert_eq!(kept.value, b"2");
     let future = compacted.index + 100;
     for status in [
-        get_at(&mut kv, "c/k", future).await.unwrap_err(),
-        admin
-            .compact(pb::CompactRequest { revision: future })
-            .await
-            .unwrap_err(),
+        get_at(&kv, "c/k", future).await.unwrap_err(),
+        admin.compact(future).await.unwrap_err(),
     ] {
-        assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+        assert_eq!(status.code(), Some(Code::OutOfRange), "{status:?}");
         assert_eq!(metadata(&status, REASON_METADATA), "future-revision");
         let current: u64 = metadata(&status, CURRENT_REVISION_METADATA)
             .parse()
@@ -280,6 +261,6 @@ async fn reads_outside_the_history_are_refused_with_where_it_is() {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert_eq!(get_at(&mut kv, "c/k", 0).await.unwrap().value, b"2");
+    assert_eq!(status.code(), Some(Code::InvalidArgument), "{status:?}");
+    assert_eq!(get_at(&kv, "c/k", 0).await.unwrap().value, b"2");
 }

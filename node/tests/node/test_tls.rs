@@ -6,7 +6,6 @@ use std::process::Command;
 
 use raftkv_proto::pb;
 use raftkv_proto::pb::admin_client::AdminClient;
-use raftkv_proto::pb::kv_client::KvClient;
 use raftkv_proto::pb::raft_client::RaftClient;
 use raftkv_testkit::wait_for;
 use raftkv_testkit::TestCerts;
@@ -64,10 +63,12 @@ async fn a_cluster_forms_over_mutual_tls_and_certificates_decide_roles() {
     let alice = cluster
         .node(follower)
         .channel_as(Some(certs.client("alice")));
-    let mut kv = KvClient::new(alice.clone());
-    put(&mut kv, "greeting", "hello").await;
+    let kv = cluster
+        .node(follower)
+        .client_as(Some(certs.client("alice")));
+    put(&kv, "greeting", "hello").await;
     assert_eq!(
-        get(&mut kv, "greeting", false).await.as_deref(),
+        get(&kv, "greeting", false).await.as_deref(),
         Some(&b"hello"[..])
     );
     // …but neither Admin nor Raft.
@@ -92,7 +93,10 @@ async fn a_cluster_forms_over_mutual_tls_and_certificates_decide_roles() {
         .channel_as(Some(certs.client("admin")));
     let status = admin_status(admin.clone()).await.expect("admin status");
     assert_eq!(status.id, follower);
-    put(&mut KvClient::new(admin.clone()), "by", "admin").await;
+    let as_admin = cluster
+        .node(follower)
+        .client_as(Some(certs.client("admin")));
+    put(&as_admin, "by", "admin").await;
     let refused = raft_vote(admin).await;
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     assert!(refused.message().contains("node"), "{}", refused.message());
@@ -143,11 +147,10 @@ async fn a_node_with_another_cas_certificate_cannot_join_or_vote() {
     let vote = raft_vote(cluster.nodes[0].channel_as(Some(rogue.client("node")))).await;
     assert_ne!(vote.code(), Code::InvalidArgument, "{vote:?}");
     let config = cluster.nodes[0]
-        .admin()
-        .get_configuration(pb::Empty {})
+        .client()
+        .configuration()
         .await
-        .expect("configuration")
-        .into_inner();
+        .expect("configuration");
     let ids: Vec<u64> = config.members.iter().map(|m| m.id).collect();
     assert_eq!(ids, vec![1], "the rogue node became a member");
 }
@@ -298,16 +301,16 @@ async fn certificates_made_by_openssl_work() {
     }
     .load()
     .expect("openssl's files load");
-    let channel = node.channel_as(Some(admin));
+    let channel = node.channel_as(Some(admin.clone()));
     wait_for("the node leads", || async {
         let status = admin_status(channel.clone()).await.ok()?;
         (status.role == pb::Role::Leader as i32).then_some(())
     })
     .await;
-    let mut kv = KvClient::new(channel);
-    put(&mut kv, "made-by", "openssl").await;
+    let kv = node.client_as(Some(admin));
+    put(&kv, "made-by", "openssl").await;
     assert_eq!(
-        get(&mut kv, "made-by", false).await.as_deref(),
+        get(&kv, "made-by", false).await.as_deref(),
         Some(&b"openssl"[..])
     );
 }

@@ -2,15 +2,14 @@
 //! on, from any node; resumable across a leader kill without gaps or
 //! duplicates; bounded history and bounded slow watchers.
 
+use raftkv_client::Client;
 use raftkv_proto::pb;
-use raftkv_proto::pb::kv_client::KvClient;
 use raftkv_proto::COMPACT_REVISION_METADATA;
 use raftkv_proto::OLDEST_INDEX_METADATA;
 use raftkv_proto::RESUME_INDEX_METADATA;
 use raftkv_testkit::wait_for;
 use raftkv_testkit::TestCluster;
 use raftkv_testkit::PATIENCE;
-use tonic::transport::Channel;
 use tonic::Code;
 use tonic::Streaming;
 
@@ -50,17 +49,16 @@ async fn collect(stream: &mut Streaming<pb::WatchResponse>, count: usize) -> (Ve
     (events, resume)
 }
 
-async fn put(kv: &mut KvClient<Channel>, key: &str, value: &str) -> Seen {
+async fn put(kv: &Client, key: &str, value: &str) -> Seen {
     let index = crate::support::put(kv, key, value).await;
     (index, key.to_string(), Some(value.to_string()))
 }
 
-async fn delete(kv: &mut KvClient<Channel>, key: &str) -> Seen {
+async fn delete(kv: &Client, key: &str) -> Seen {
     let index = kv
-        .delete(pb::DeleteRequest { key: key.into() })
+        .delete(key)
         .await
         .unwrap_or_else(|e| panic!("delete {key}: {e}"))
-        .into_inner()
         .index;
     (index, key.to_string(), None)
 }
@@ -79,31 +77,26 @@ async fn a_follower_streams_every_change_under_the_prefix_in_log_order() {
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
     let follower = cluster.nodes.iter().find(|n| n.id != leader).unwrap().id;
-    let mut writer = cluster.node(leader).kv();
-    let mut expected = vec![put(&mut writer, "cfg/a", "1").await];
+    let writer = cluster.node(leader).client();
+    let mut expected = vec![put(&writer, "cfg/a", "1").await];
     let first = expected[0].0;
-    put(&mut writer, "other/x", "not watched").await;
-    expected.push(put(&mut writer, "cfg/b", "2").await);
+    put(&writer, "other/x", "not watched").await;
+    expected.push(put(&writer, "cfg/b", "2").await);
     // A delete of a missing key changes nothing, so it is no event.
-    writer
-        .delete(pb::DeleteRequest {
-            key: "cfg/none".into(),
-        })
-        .await
-        .unwrap();
+    writer.delete("cfg/none").await.unwrap();
 
     // From the past: what was written since `first`, then live.
-    let mut stream = watch(&mut cluster.node(follower).kv(), "cfg/", first)
+    let mut stream = watch(&cluster.node(follower).client(), "cfg/", first)
         .await
         .unwrap();
     // From now: only what comes after.
-    let mut live = watch(&mut cluster.node(follower).kv(), "cfg/", 0)
+    let mut live = watch(&cluster.node(follower).client(), "cfg/", 0)
         .await
         .unwrap();
-    expected.push(put(&mut writer, "cfg/a", "3").await);
-    expected.push(delete(&mut writer, "cfg/b").await);
-    put(&mut writer, "cfh", "outside the prefix").await;
-    expected.push(put(&mut writer, "cfg/c", "4").await);
+    expected.push(put(&writer, "cfg/a", "3").await);
+    expected.push(delete(&writer, "cfg/b").await);
+    put(&writer, "cfh", "outside the prefix").await;
+    expected.push(put(&writer, "cfg/c", "4").await);
     let (events, _) = collect(&mut stream, expected.len()).await;
     assert_eq!(events, expected);
     let (events, resume) = collect(&mut live, 3).await;
@@ -138,22 +131,22 @@ async fn a_follower_streams_every_change_under_the_prefix_in_log_order() {
 async fn a_watch_resumes_on_another_node_after_the_leader_dies_without_gaps_or_duplicates() {
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
-    let mut writer = cluster.node(leader).kv();
+    let writer = cluster.node(leader).client();
     let mut expected = Vec::new();
     for i in 0..20 {
-        expected.push(put(&mut writer, &format!("k/{i}"), &format!("v{i}")).await);
+        expected.push(put(&writer, &format!("k/{i}"), &format!("v{i}")).await);
     }
     // Watch on the leader, read part of it, and lose the leader.
-    let mut stream = watch(&mut cluster.node(leader).kv(), "k/", expected[0].0)
+    let mut stream = watch(&cluster.node(leader).client(), "k/", expected[0].0)
         .await
         .unwrap();
     let (mut events, resume) = collect(&mut stream, 5).await;
     cluster.node(leader).kill();
     let next = cluster.wait_for_leader().await;
     assert_ne!(next, leader);
-    let mut writer = cluster.node(next).kv();
+    let writer = cluster.node(next).client();
     for i in 20..30 {
-        expected.push(put(&mut writer, &format!("k/{i}"), &format!("v{i}")).await);
+        expected.push(put(&writer, &format!("k/{i}"), &format!("v{i}")).await);
     }
     // The old stream ends; resuming elsewhere from its resume index misses
     // nothing and repeats nothing.
@@ -174,7 +167,7 @@ async fn a_watch_resumes_on_another_node_after_the_leader_dies_without_gaps_or_d
         .find(|n| n.id != leader && n.id != next)
         .unwrap()
         .id;
-    let mut resumed = watch(&mut cluster.node(survivor).kv(), "k/", resume)
+    let mut resumed = watch(&cluster.node(survivor).client(), "k/", resume)
         .await
         .unwrap();
     let (rest, _) = collect(&mut resumed, expected.len() - events.len()).await;
@@ -185,8 +178,8 @@ async fn a_watch_resumes_on_another_node_after_the_leader_dies_without_gaps_or_d
 /// Compacts the history before `revision` through node 0's Admin API.
 async fn compact(cluster: &TestCluster, revision: u64) {
     cluster.nodes[0]
-        .admin()
-        .compact(pb::CompactRequest { revision })
+        .client()
+        .compact(revision)
         .await
         .unwrap_or_else(|e| panic!("compact at {revision}: {e}"));
 }
@@ -195,14 +188,14 @@ async fn compact(cluster: &TestCluster, revision: u64) {
 async fn history_ends_at_the_compaction_and_a_slow_watcher_catches_up_from_disk() {
     let cluster = TestCluster::start(1).await;
     cluster.wait_for_leader().await;
-    let mut kv = cluster.nodes[0].kv();
+    let kv = cluster.nodes[0].client();
     let mut written = Vec::new();
     for i in 0..30 {
-        written.push(put(&mut kv, &format!("h/{i}"), "x").await);
+        written.push(put(&kv, &format!("h/{i}"), "x").await);
     }
     compact(&cluster, written[20].0).await;
     // The first writes are compacted: OUT_OF_RANGE with the oldest revision.
-    let status = watch(&mut kv, "h/", written[0].0).await.unwrap_err();
+    let status = watch(&kv, "h/", written[0].0).await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     let oldest = metadata_index(&status, OLDEST_INDEX_METADATA);
     assert_eq!(oldest, written[20].0 + 1, "history after the compaction");
@@ -210,26 +203,26 @@ async fn history_ends_at_the_compaction_and_a_slow_watcher_catches_up_from_disk(
         metadata_index(&status, COMPACT_REVISION_METADATA),
         written[20].0
     );
-    let mut stream = watch(&mut kv, "h/", oldest).await.unwrap();
+    let mut stream = watch(&kv, "h/", oldest).await.unwrap();
     let (events, _) = collect(&mut stream, 9).await;
     assert_eq!(events, written[21..]);
 
     // A watcher that reads nothing while big values go by: flow control
     // stops its stream, and it carries on from disk when it reads again.
-    let mut slow = watch(&mut kv, "big/", 0).await.unwrap();
+    let mut slow = watch(&kv, "big/", 0).await.unwrap();
     let value = "v".repeat(256 << 10);
     let mut big = Vec::new();
     for i in 0..40 {
-        big.push(put(&mut kv, &format!("big/{i}"), &value).await);
+        big.push(put(&kv, &format!("big/{i}"), &value).await);
     }
     let (events, _) = collect(&mut slow, 40).await;
     assert_eq!(events, big, "every change, in order, read from disk");
 
     // One that falls behind a compaction is ended with where to resume.
-    let mut behind = watch(&mut kv, "big/", 0).await.unwrap();
+    let mut behind = watch(&kv, "big/", 0).await.unwrap();
     let mut last = 0;
     for i in 0..40 {
-        last = put(&mut kv, &format!("big/{i}"), &value).await.0;
+        last = put(&kv, &format!("big/{i}"), &value).await.0;
     }
     compact(&cluster, last).await;
     let mut received = 0;
@@ -265,18 +258,18 @@ async fn history_ends_at_the_compaction_and_a_slow_watcher_catches_up_from_disk(
 async fn a_watch_from_before_a_restart_resumes_after_it() {
     let mut cluster = TestCluster::start(1).await;
     cluster.wait_for_leader().await;
-    let mut kv = cluster.nodes[0].kv();
+    let kv = cluster.nodes[0].client();
     let mut written = Vec::new();
     for i in 0..5 {
-        written.push(put(&mut kv, &format!("r/{i}"), "before").await);
+        written.push(put(&kv, &format!("r/{i}"), "before").await);
     }
     // A graceful stop, then the same data directory again.
     assert!(cluster.node(1).stop(), "node 1 stops gracefully");
     cluster.node(1).restart();
     cluster.wait_for_leader().await;
-    let mut kv = cluster.nodes[0].kv();
-    written.push(put(&mut kv, "r/after", "after").await);
-    let mut stream = watch(&mut kv, "r/", written[0].0).await.unwrap();
+    let kv = cluster.nodes[0].client();
+    written.push(put(&kv, "r/after", "after").await);
+    let mut stream = watch(&kv, "r/", written[0].0).await.unwrap();
     let (events, _) = collect(&mut stream, written.len()).await;
     assert_eq!(events, written);
 }
@@ -286,12 +279,12 @@ async fn a_node_that_joined_by_snapshot_serves_the_same_watch_range() {
     let flags = ["--snapshot-after", "50", "--snapshot-keep", "0"];
     let mut cluster = TestCluster::builder().flags(&flags).start(3).await;
     let leader = cluster.wait_for_leader().await;
-    let mut kv = cluster.node(leader).kv();
+    let kv = cluster.node(leader).client();
     let mut written = Vec::new();
     for i in 0..40 {
-        written.push(put(&mut kv, &format!("s/{}", i % 7), &format!("v{i}")).await);
+        written.push(put(&kv, &format!("s/{}", i % 7), &format!("v{i}")).await);
         if i % 5 == 4 {
-            written.push(delete(&mut kv, &format!("s/{}", i % 7)).await);
+            written.push(delete(&kv, &format!("s/{}", i % 7)).await);
         }
     }
     let compacted = written[10].0;
@@ -299,7 +292,7 @@ async fn a_node_that_joined_by_snapshot_serves_the_same_watch_range() {
     // Enough entries after it that the leader purges its log: a newcomer
     // needs a snapshot, which must carry the history from `compacted`.
     for i in 0..80 {
-        written.push(put(&mut kv, &format!("s/{}", i % 7), &format!("w{i}")).await);
+        written.push(put(&kv, &format!("s/{}", i % 7), &format!("w{i}")).await);
     }
     let leader_node = &*cluster.node(leader);
     wait_for("the leader purges its log", || async move {
@@ -323,15 +316,15 @@ async fn a_node_that_joined_by_snapshot_serves_the_same_watch_range() {
         .cloned()
         .collect();
     for id in [leader, 4] {
-        let mut on = cluster.node(id).kv();
-        let status = watch(&mut on, "s/", compacted).await.unwrap_err();
+        let on = cluster.node(id).client();
+        let status = watch(&on, "s/", compacted).await.unwrap_err();
         assert_eq!(status.code(), Code::OutOfRange, "node {id}: {status:?}");
         assert_eq!(
             metadata_index(&status, COMPACT_REVISION_METADATA),
             compacted,
             "node {id}"
         );
-        let mut stream = watch(&mut on, "s/", compacted + 1).await.unwrap();
+        let mut stream = watch(&on, "s/", compacted + 1).await.unwrap();
         let (events, _) = collect(&mut stream, expected.len()).await;
         assert_eq!(events, expected, "node {id} from the compaction point");
     }
