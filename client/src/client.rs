@@ -277,6 +277,16 @@ impl Client {
         }
     }
 
+    /// This client with a budget of `timeout` for each operation and each
+    /// call.
+    pub fn within(&self, timeout: Duration) -> Client {
+        Client {
+            timeout,
+            call_timeout: timeout,
+            ..self.clone()
+        }
+    }
+
     /// The id of the node at `address`, if a status answer or a redirect
     /// named it.
     pub fn node_id(&self, address: &str) -> Option<u64> {

@@ -36,12 +36,6 @@ pub struct Holder {
     keepers: Vec<JoinHandle<KeptAlive>>,
 }
 
-/// `client` for the lease calls: each call may take up to `ttl`, leader
-/// changes included, so a renewal that gives up is retried in time.
-fn client(client: &Client, ttl: Duration) -> Client {
-    client.patient(ttl)
-}
-
 /// Grants `args.leases` leases of `args.lease_ttl`, puts one key on each,
 /// and starts renewing them.
 pub async fn hold(args: &RunArgs, endpoints: &[String]) -> anyhow::Result<Holder> {
@@ -51,7 +45,9 @@ pub async fn hold(args: &RunArgs, endpoints: &[String]) -> anyhow::Result<Holder
     let mut options = ClientOptions::new(endpoints.to_vec(), args.timeout);
     options.tls = args.tls.load()?;
     let base = Client::connect(options)?;
-    let cluster = client(&base, ttl.max(args.timeout));
+    // Each lease call may take up to a TTL, leader changes included, so a
+    // renewal that gives up is retried in time.
+    let cluster = base.within(ttl.max(args.timeout));
     let seconds = raftkv_client::lease::ttl_seconds(ttl)
         .ok_or_else(|| anyhow::anyhow!("--lease-ttl must be whole seconds, at least 1s"))?;
     let mut leases = Vec::new();
@@ -73,7 +69,7 @@ pub async fn hold(args: &RunArgs, endpoints: &[String]) -> anyhow::Result<Holder
     let (stop, stopped) = watch::channel(false);
     let mut keepers = Vec::with_capacity(leases.len());
     for (id, _) in &leases {
-        let cluster = client(&base, ttl);
+        let cluster = base.within(ttl);
         let mut stopped = stopped.clone();
         let stop = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
@@ -100,7 +96,7 @@ impl Holder {
         };
         // Checked while still renewed, so a short TTL cannot run out during the checks.
         let mut gone_at_end = Vec::with_capacity(self.leases.len());
-        let cluster = client(&self.client, self.ttl.max(Duration::from_secs(5)));
+        let cluster = self.client.within(self.ttl.max(Duration::from_secs(5)));
         for (id, key) in &self.leases {
             let id = *id;
             let alive = cluster.lease_time_to_live(id, false).await;

@@ -26,11 +26,15 @@ use tonic::transport::ClientTlsConfig;
 use crate::node_binary;
 use crate::poll_within;
 use crate::wait_for;
-use crate::PATIENCE;
 
 /// Longest wait for a status answer: a node that is paused (SIGSTOP) accepts
 /// connections but never answers.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest wait for one call of a test's client bound to a node: only a
+/// bound on a call that hangs, long enough for anything a node may take its
+/// time over (adding a voter that catches up from a snapshot under load).
+const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Longest a clean stop (SIGTERM until exit) may take.
 pub const CLEAN_STOP: Duration = Duration::from_secs(10);
@@ -403,17 +407,17 @@ impl TestNode {
         test_channels(tls).get(&self.address).expect("node address")
     }
 
-    /// A client bound to this node: each call goes here, once, within
-    /// [`PATIENCE`], without following the leader (a follower forwards what
-    /// it must). Accepts messages up to 8 MiB.
+    /// A client bound to this node: each call goes here, once, without
+    /// following the leader (a follower forwards what it must). Accepts
+    /// messages up to 8 MiB.
     pub fn client(&self) -> Client {
-        self.client_within(PATIENCE)
+        self.client_within(CALL_TIMEOUT)
     }
 
     /// A client bound to this node connecting with `tls` (`None`: plain
     /// text), for calls as another identity than the test's own.
     pub fn client_as(&self, tls: Option<ClientTlsConfig>) -> Client {
-        let options = test_client_options(vec![self.address.clone()], PATIENCE);
+        let options = test_client_options(vec![self.address.clone()], CALL_TIMEOUT);
         Client::with_channels(options, test_channels(tls))
             .and_then(|client| client.node(&self.address))
             .expect("node address")
