@@ -111,6 +111,9 @@ impl Failure {
             Code::InvalidArgument => Failure::Failed("invalid_argument"),
             Code::FailedPrecondition => Failure::Failed("failed_precondition"),
             Code::NotFound => Failure::Failed("not_found"),
+            // A revision compacted away, or not applied yet: the answer
+            // names where the history is; asking again at once changes nothing.
+            Code::OutOfRange => Failure::Failed("out_of_range"),
             Code::ResourceExhausted => Failure::Failed("resource_exhausted"),
             Code::PermissionDenied | Code::Unauthenticated => Failure::Failed("denied"),
             // Refused before anything changed: nothing to lose by asking again.
@@ -210,6 +213,10 @@ mod tests {
         assert_eq!(
             Failure::of(&Status::invalid_argument("empty key"), true),
             Failure::Failed("invalid_argument")
+        );
+        assert_eq!(
+            Failure::of(&Status::out_of_range("compacted"), true),
+            Failure::Failed("out_of_range")
         );
         assert!(matches!(
             Failure::of(&Status::aborted("race"), false),
