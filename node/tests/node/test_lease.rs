@@ -308,11 +308,7 @@ async fn a_new_leader_restarts_every_countdown_in_full() {
     put_leased(&kv, "u", unrenewed).await.unwrap();
     let kept = grant(&kv, 6).await;
     put_leased(&kv, "k", kept).await.unwrap();
-    let client = Client::connect(ClientOptions::new(
-        cluster.nodes.iter().map(|n| n.address.clone()).collect(),
-        PATIENCE,
-    ))
-    .unwrap();
+    let client = cluster.client();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let keeper = tokio::spawn(keep_alive(
         client,
