@@ -622,6 +622,15 @@ impl Client {
         self.call(Call::status()).await
     }
 
+    /// Makes the pristine node this client is bound to the first member of
+    /// a new cluster, with `members` (empty: itself alone).
+    pub async fn initialize(
+        &self,
+        members: Vec<pb::Member>,
+    ) -> Result<pb::ClusterConfiguration, CallError> {
+        self.call(Call::initialize(members)).await
+    }
+
     /// The configuration as the node (or the leader) knows it.
     pub async fn configuration(&self) -> Result<pb::ClusterConfiguration, CallError> {
         self.call(Call::configuration()).await
