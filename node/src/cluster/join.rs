@@ -13,8 +13,6 @@ use std::time::Duration;
 use std::time::Instant;
 
 use raftkv_client::Backoff;
-use raftkv_proto::pb;
-use raftkv_proto::pb::admin_client::AdminClient;
 use tonic::Code;
 
 use crate::node::RaftNode;
@@ -85,8 +83,8 @@ pub async fn join(node: &RaftNode, join: &[String], timeout: Duration) -> Result
             if remaining.is_zero() {
                 break;
             }
-            let channel = match node.channel_to(&address) {
-                Ok(channel) => channel,
+            let client = match node.client_of(&address, remaining.min(REQUEST_TIMEOUT)) {
+                Ok(client) => client,
                 Err(e) => {
                     return Err(JoinError::Refused {
                         via: address,
@@ -94,27 +92,26 @@ pub async fn join(node: &RaftNode, join: &[String], timeout: Duration) -> Result
                     })
                 }
             };
-            let mut request = tonic::Request::new(pb::AddNodeRequest {
-                node_id: node.id(),
-                address: node.address().to_string(),
-                // Any configuration: a join must get in whatever else changes.
-                previous_index: 0,
-            });
-            request.set_timeout(remaining.min(REQUEST_TIMEOUT));
-            match AdminClient::new(channel).add_voter(request).await {
+            // Any configuration (previous index 0): a join must get in
+            // whatever else changes.
+            match client.add_voter(node.id(), node.address(), 0).await {
                 Ok(answer) => {
-                    tracing::info!(via = %address, index = answer.get_ref().index, "joined the cluster as a voter");
+                    tracing::info!(via = %address, index = answer.index, "joined the cluster as a voter");
                     return Ok(());
                 }
-                Err(status) if is_final(status.code()) => {
-                    return Err(JoinError::Refused {
-                        via: address,
-                        reason: status.message().to_string(),
-                    });
-                }
-                Err(status) => {
-                    tracing::warn!(via = %address, code = ?status.code(), cause = %status.message(), "join attempt failed; will ask again");
-                    last = format!("{address}: {:?}: {}", status.code(), status.message());
+                Err(e) => {
+                    let (code, message) = match e.status() {
+                        Some(status) => (Some(status.code()), status.message().to_string()),
+                        None => (None, e.to_string()),
+                    };
+                    if code.is_some_and(is_final) {
+                        return Err(JoinError::Refused {
+                            via: address,
+                            reason: message,
+                        });
+                    }
+                    tracing::warn!(via = %address, ?code, cause = %message, "join attempt failed; will ask again");
+                    last = format!("{address}: {code:?}: {message}");
                 }
             }
         }

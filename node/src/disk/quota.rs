@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raftkv_proto::pb;
-use raftkv_proto::pb::admin_client::AdminClient;
 use tokio::sync::watch;
 
 use crate::error::NodeError;
@@ -44,6 +43,9 @@ const FILESYSTEM_SHARE: u64 = 8;
 /// A member's own alarm clears once its store is below this share of its
 /// quota, so it does not flap at the boundary.
 pub const CLEAR_BELOW_PERCENT: u64 = 90;
+
+/// How long a follower waits for the leader to take its alarm.
+const ALARM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often each voter compares its store with its quota.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -137,23 +139,18 @@ impl RaftNode {
         let Some((_, address)) = self.leader() else {
             return Err(self.not_leader());
         };
-        let channel = self
-            .channel_to(&address)
+        let leader = self
+            .client_of(&address, ALARM_TIMEOUT)
             .map_err(|e| NodeError::LeaderUnreachable(format!("cannot reach the leader: {e}")))?;
         let action = if raise {
             pb::alarm_request::Action::Raise
         } else {
             pb::alarm_request::Action::Disarm
         };
-        AdminClient::new(channel)
-            .alarm(pb::AlarmRequest {
-                action: action as i32,
-                member_id: member.unwrap_or(0),
-            })
+        leader
+            .alarm(action, member.unwrap_or(0))
             .await
-            .map_err(|status| {
-                NodeError::LeaderUnreachable(format!("the leader refused: {status}"))
-            })?;
+            .map_err(|e| NodeError::LeaderUnreachable(format!("the leader refused: {e}")))?;
         Ok(())
     }
 }

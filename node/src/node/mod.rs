@@ -24,12 +24,15 @@ pub use kv::StateDigest;
 pub use snapshot::BackupSnapshot;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::type_config::async_runtime::WatchReceiver as _;
 use openraft::RaftMetrics;
 use openraft::ServerState;
 use raftkv_client::Channels;
+use raftkv_client::Client;
 use raftkv_client::ClientError;
+use raftkv_client::ClientOptions;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
@@ -145,6 +148,14 @@ impl RaftNode {
     /// The cached channel to the peer at `address` (connected lazily).
     pub fn channel_to(&self, address: &str) -> Result<Channel, ClientError> {
         self.peers.get(address)
+    }
+
+    /// A client of the node at `address` over the peer channels (this
+    /// node's TLS identity), each call given up after `timeout`: for the
+    /// calls a node itself makes to another (joining, alarms).
+    pub fn client_of(&self, address: &str, timeout: Duration) -> Result<Client, ClientError> {
+        let options = ClientOptions::new(vec![address.to_string()], timeout);
+        Client::with_channels(options, self.peers.clone())?.node(address)
     }
 
     /// The latest metrics.
