@@ -13,7 +13,8 @@
 //!
 //! Read in this order:
 //!
-//! - [`client`]: [`Client`], its options, [`CallError`] and the retry loop;
+//! - [`client`]: [`Client`], its options and the retry loop; its typed
+//!   methods (`methods.rs`) and [`CallError`] (`call_error.rs`) beside it;
 //! - [`call`]: [`Call`], each RPC built once, and whether it may repeat;
 //! - [`address`]: what a node address is, and the endpoint built from it;
 //! - [`Channels`]: one lazily connected channel per address, reused;
@@ -31,6 +32,7 @@
 pub mod address;
 mod backoff;
 pub mod call;
+mod call_error;
 mod channels;
 pub mod client;
 pub mod cluster;
@@ -38,15 +40,16 @@ mod describe;
 mod duration;
 mod failure;
 pub mod lease;
+mod methods;
 mod tls;
 
 pub use address::check_address;
 pub use address::parse_endpoints;
 pub use backoff::Backoff;
 pub use call::Call;
+pub use call_error::CallError;
 pub use channels::ChannelOptions;
 pub use channels::Channels;
-pub use client::CallError;
 pub use client::Client;
 pub use client::ClientOptions;
 pub use client::Served;
