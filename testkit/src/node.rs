@@ -1,5 +1,9 @@
 //! One `raftkv-node` process: how to start it ([`NodeSpec`]), and the
 //! running node ([`TestNode`]) with its address, data, log and clients.
+//!
+//! Longer than most files on purpose: a spec starts exactly one kind of
+//! process and fills the running node's fields, so the two are read (and
+//! changed) together.
 
 use std::io::BufRead;
 use std::io::BufReader;

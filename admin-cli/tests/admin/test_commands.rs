@@ -1,4 +1,6 @@
-//! Every raft-admin workflow an operator needs, and its refusals.
+//! Every raft-admin workflow an operator needs, and its refusals: one test
+//! per workflow on shared helpers, kept in one file so the list reads as the
+//! operator's manual.
 
 use raftkv_testkit::TestCluster;
 use raftkv_testkit::TestNode;
