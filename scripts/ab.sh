@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A/B write throughput of raftkv builds: for each round and client count,
 # one fresh 3-node cluster per variant, the variants in turn (A/B/C, A/B/C),
-# all loaded by this tree's hammer. Prints one line per cell, then the
+# all loaded by this tree's hammer. Prints one line per cell (with the CPU
+# time each write cost the leader and, on average, a follower), then the
 # median of each variant and its ratio to the first.
 set -euo pipefail
 
@@ -90,7 +91,11 @@ up() {
   [ "$voters" = 3 ] || { echo "the cluster has $voters voters, not 3" >&2; exit 1; }
 }
 
-echo "round label clients writes_per_s write_p99_ms"
+# CPU time (user + system, clock ticks) a process has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+echo "round label clients writes_per_s write_p99_ms leader_cpu_us_per_write follower_cpu_us_per_write"
 : >"$WORK/cells"
 for round in $(seq 1 "$ROUNDS"); do
   for clients in $CLIENTS_LIST; do
@@ -102,11 +107,16 @@ for round in $(seq 1 "$ROUNDS"); do
       up "$dir" "$data" "$tls"
       client=()
       [ "$tls" = 1 ] && client=("${CLIENT_TLS[@]}")
+      # Node 1 bootstrapped the cluster and leads it through the cell.
+      before=(); for pid in "${PIDS[@]}"; do before+=("$(cpu_ticks "$pid")"); done
       "$BIN/hammer" --endpoints "$ENDPOINTS" "${client[@]}" --clients "$clients" \
         --duration "${SECONDS_PER_CELL}s" --read-ratio 0 --value-size 256 --keys 10000 --json \
         >"$data/report.json" 2>"$data/hammer.err" \
         || { echo "hammer failed on $label:" >&2; cat "$data/hammer.err" >&2; exit 1; }
-      line="$round $label $clients $(jq -r '"\(.by_kind.put.throughput | round) \(.by_kind.put.p99_ms)"' "$data/report.json")"
+      used=(); for i in 0 1 2; do used+=($(($(cpu_ticks "${PIDS[$i]}") - before[i]))); done
+      writes=$(jq '.by_kind.put.count' "$data/report.json")
+      cpu="$((used[0] * TICK_US / writes)) $(((used[1] + used[2]) * TICK_US / 2 / writes))"
+      line="$round $label $clients $(jq -r '"\(.by_kind.put.throughput | round) \(.by_kind.put.p99_ms)"' "$data/report.json") $cpu"
       echo "$line" | tee -a "$WORK/cells"
       down
       rm -rf "$data"
@@ -118,14 +128,16 @@ echo
 echo "medians over $ROUNDS rounds (ratio to ${variants[0]%%=*}):"
 for clients in $CLIENTS_LIST; do
   awk -v c="$clients" -v first="${variants[0]%%=*}" '
-    $3 == c { n[$2]++; v[$2, n[$2]] = $4; if (!($2 in seen)) { seen[$2] = 1; order[++k] = $2 } }
-    function median(l,   i, j, t, a, m) {
-      m = n[l]; for (i = 1; i <= m; i++) a[i] = v[l, i]
+    $3 == c { n[$2]++; v[$2, n[$2]] = $4; lc[$2, n[$2]] = $6; fc[$2, n[$2]] = $7
+              if (!($2 in seen)) { seen[$2] = 1; order[++k] = $2 } }
+    function median(l) { return median_of(v, l) }
+    function median_of(x, l,   i, j, t, a, m) {
+      m = n[l]; for (i = 1; i <= m; i++) a[i] = x[l, i]
       for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
       return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
     }
     END {
       base = median(first)
-      for (i = 1; i <= k; i++) printf "  %3d clients  %-10s %8.0f writes/s  %.2fx\n", c, order[i], median(order[i]), median(order[i]) / base
+      for (i = 1; i <= k; i++) printf "  %3d clients  %-10s %8.0f writes/s  %.2fx   CPU per write: leader %.0f us, follower %.0f us\n", c, order[i], median(order[i]), median(order[i]) / base, median_of(lc, order[i]), median_of(fc, order[i])
     }' "$WORK/cells"
 done
