@@ -275,7 +275,11 @@ impl TestNode {
 
     /// Everything the node has logged so far (all its runs).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        // Lossy: a kill -9 can cut a line inside a multi-byte character
+        // ("µs"), and the rest of the log must still be readable.
+        std::fs::read(&self.log)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
     }
 
     /// The last lines of the node's log, for failure messages.
