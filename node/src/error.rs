@@ -15,6 +15,7 @@ use tonic::Code;
 use tonic::Status;
 
 use crate::types::NodeId;
+use crate::types::TypeConfig;
 
 /// Why a client or admin request failed, named for what went wrong. How
 /// each answers a caller (code and metadata) is decided once, in
@@ -60,13 +61,14 @@ pub enum NodeError {
     NotLeader { leader: Option<(NodeId, String)> },
     /// The leader cannot reach a quorum to confirm it still leads.
     #[error("the leader cannot reach a quorum to confirm the read: {0}")]
-    NoQuorum(String),
+    NoQuorum(#[source] openraft::errors::QuorumNotEnough<TypeConfig>),
     /// The leader could not be reached or refused a call this node made.
     #[error("{0}")]
     LeaderUnreachable(String),
-    /// Raft has stopped or is stopping on this node.
-    #[error("the node is stopping{}", .0.as_deref().map(|why| format!(": {why}")).unwrap_or_default())]
-    Stopping(Option<String>),
+    /// Raft has stopped or is stopping on this node (with openraft's reason
+    /// when it gave one).
+    #[error("the node is stopping{}", .0.as_ref().map(|why| format!(": {why}")).unwrap_or_default())]
+    Stopping(#[source] Option<openraft::errors::Fatal<TypeConfig>>),
     /// This node is replacing its state with a snapshot from the leader.
     #[error("this node is replacing its state with a snapshot from the leader; retry, or read from another node")]
     Installing,
@@ -107,6 +109,12 @@ pub enum NodeError {
     /// A read at a revision this node has not applied yet.
     #[error("revision {asked} is in the future: the newest revision here is {current}")]
     FutureRevision { asked: u64, current: u64 },
+}
+
+impl From<openraft::errors::Fatal<TypeConfig>> for NodeError {
+    fn from(e: openraft::errors::Fatal<TypeConfig>) -> Self {
+        NodeError::Stopping(Some(e))
+    }
 }
 
 impl NodeError {

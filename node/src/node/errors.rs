@@ -59,7 +59,7 @@ impl RaftNode {
                     NodeError::MembershipRefused(format!("membership change refused: {e}"))
                 }
             }
-            RaftError::Fatal(e) => NodeError::Stopping(Some(e.to_string())),
+            RaftError::Fatal(e) => e.into(),
         }
     }
 
@@ -70,9 +70,9 @@ impl RaftNode {
                 self.forward_error(&f)
             }
             RaftError::APIError(LinearizableReadError::QuorumNotEnough(e)) => {
-                NodeError::NoQuorum(e.to_string())
+                NodeError::NoQuorum(e)
             }
-            RaftError::Fatal(e) => NodeError::Stopping(Some(e.to_string())),
+            RaftError::Fatal(e) => e.into(),
         }
     }
 }

@@ -54,11 +54,7 @@ impl RaftNode {
             return Ok((to, Duration::ZERO));
         }
         let started = Instant::now();
-        self.raft
-            .trigger()
-            .transfer_leader(to)
-            .await
-            .map_err(|e| NodeError::Stopping(Some(e.to_string())))?;
+        self.raft.trigger().transfer_leader(to).await?;
         self.raft
             .wait(Some(timeout))
             .metrics(

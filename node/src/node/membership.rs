@@ -144,12 +144,7 @@ impl RaftNode {
             check_new_member(id, &address)?;
             nodes.insert(id, Node { addr: address });
         }
-        if self
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|e| NodeError::Stopping(Some(e.to_string())))?
-        {
+        if self.raft.is_initialized().await? {
             return Err(NodeError::MembershipRefused(
                 "this node is already initialised (it is, or was, part of a cluster)".into(),
             ));

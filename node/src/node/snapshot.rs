@@ -23,11 +23,7 @@ impl RaftNode {
         let Some(applied) = applied else {
             return Ok(None);
         };
-        self.raft
-            .trigger()
-            .snapshot()
-            .await
-            .map_err(|e| NodeError::Stopping(Some(e.to_string())))?;
+        self.raft.trigger().snapshot().await?;
         let metrics = self
             .raft
             .wait(Some(SNAPSHOT_TIMEOUT))
@@ -67,7 +63,7 @@ impl RaftNode {
             .raft
             .get_snapshot()
             .await
-            .map_err(|e| NodeError::Stopping(Some(e.to_string())))?
+            .map_err(|e| NodeError::Stopping(e.into_fatal()))?
             .ok_or(NodeError::NothingApplied)?;
         let covers = snapshot.meta.last_log_id.map_or(0, |l| l.index);
         if covers < fence {
