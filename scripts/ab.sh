@@ -12,16 +12,23 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ROUNDS=3
 SECONDS_PER_CELL=8
 CLIENTS_LIST="64 1"
+VALUE_SIZE=256
+KEYS=10000
 BASE_PORT=27351
 
 usage() {
   cat <<TXT
-Usage: scripts/ab.sh [--rounds N] [--seconds N] [--clients "64 1"] VARIANT...
+Usage: scripts/ab.sh [--rounds N] [--seconds N] [--clients "64 1"]
+                     [--value-size BYTES] [--keys N] VARIANT...
 
 A VARIANT is LABEL=DIR (the directory holding that build's raftkv-node) or
 LABEL=DIR+tls (the same build serving mutual TLS, with certificates made by
-this tree's raft-admin). Write-only hammer cells, 256-byte values, 10,000
-keys. Builds this tree's release binaries first (hammer, raft-admin).
+this tree's raft-admin). Write-only hammer cells, 256-byte values over 10,000
+keys by default. Builds this tree's release binaries first (hammer, raft-admin).
+
+The load of bench.sh --growth, where the store's size matters (each cell
+starts from an empty cluster):
+  scripts/ab.sh --seconds 90 --clients 64 --value-size 1024 --keys 200000 A=... B=...
 
 Example, the working tree against an older build:
   git worktree add /tmp/before HEAD~3
@@ -37,6 +44,8 @@ while [ $# -gt 0 ]; do
     --rounds) positive "$1" "${2-}"; ROUNDS=$2; shift 2 ;;
     --seconds) positive "$1" "${2-}"; SECONDS_PER_CELL=$2; shift 2 ;;
     --clients) CLIENTS_LIST=${2-}; shift 2 ;;
+    --value-size) positive "$1" "${2-}"; VALUE_SIZE=$2; shift 2 ;;
+    --keys) positive "$1" "${2-}"; KEYS=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *=*) variants+=("$1"); shift ;;
     *) echo "unknown argument '$1'" >&2; usage >&2; exit 2 ;;
@@ -110,7 +119,7 @@ for round in $(seq 1 "$ROUNDS"); do
       # Node 1 bootstrapped the cluster and leads it through the cell.
       before=(); for pid in "${PIDS[@]}"; do before+=("$(cpu_ticks "$pid")"); done
       "$BIN/hammer" --endpoints "$ENDPOINTS" "${client[@]}" --clients "$clients" \
-        --duration "${SECONDS_PER_CELL}s" --read-ratio 0 --value-size 256 --keys 10000 --json \
+        --duration "${SECONDS_PER_CELL}s" --read-ratio 0 --value-size "$VALUE_SIZE" --keys "$KEYS" --json \
         >"$data/report.json" 2>"$data/hammer.err" \
         || { echo "hammer failed on $label:" >&2; cat "$data/hammer.err" >&2; exit 1; }
       used=(); for i in 0 1 2; do used+=($(($(cpu_ticks "${PIDS[$i]}") - before[i]))); done
