@@ -6,17 +6,25 @@
 //! every key, reads at a revision, compaction), `apply` (what each command
 //! means), `snapshot` (a snapshot is the state at a pinned revision, not a
 //! copy), `snapshot_data` (the format it streams in), `leases` (the lease
-//! table), and `state_machine` (openraft's glue: visibility, durability,
-//! snapshots), and `size` (what the store holds, as the quota counts it).
+//! table), `revisions` (what readers may see, and the pins that keep it),
+//! `reader` (reads of the applied state), `sm_meta` (the state machine's
+//! bookkeeping values), and `state_machine` (openraft's glue: visibility,
+//! durability, snapshots), and `size` (what the store holds, as the quota
+//! counts it). Imports among them run one way: `snapshot` reads through
+//! `reader` and `revisions` and never names `state_machine`, which uses
+//! them all.
 
 mod apply;
 mod disk;
 pub mod keyspace;
 mod leases;
 mod log_store;
+mod reader;
 mod recent;
 pub mod record;
+mod revisions;
 mod size;
+mod sm_meta;
 mod snapshot;
 mod snapshot_data;
 mod state_machine;
@@ -31,6 +39,9 @@ pub use leases::MAX_LEASE_KEY_BYTES;
 pub use leases::MAX_TTL_SECONDS;
 pub use leases::MIN_TTL_SECONDS;
 pub use log_store::LogStore;
+pub use reader::KvReader;
+pub use reader::ScanAt;
+pub use revisions::Revisions;
 pub use size::StoreSize;
 pub use snapshot::Incoming;
 pub use snapshot::Received;
@@ -39,9 +50,6 @@ pub use snapshot::SnapshotData;
 pub use snapshot::StateAt;
 pub use snapshot_data::check as check_snapshot_data;
 pub use snapshot_data::check_from as check_snapshot_from;
-pub use state_machine::KvReader;
-pub use state_machine::Revisions;
-pub use state_machine::ScanAt;
 pub use state_machine::StateMachineStore;
 
 /// Why the data directory could not be opened.

@@ -19,9 +19,9 @@ use std::sync::atomic::Ordering;
 
 use super::keyspace::ReadError;
 use super::leases::LeaseTable;
+use super::reader::KvReader;
+use super::revisions::Pin;
 use super::snapshot_data::Encoder;
-use super::state_machine::KvReader;
-use super::state_machine::Pin;
 use crate::types::TypeConfig;
 
 /// A snapshot of raftkv's type configuration.

@@ -1,0 +1,256 @@
+//! Apply semantics as tables: a sequence of commands at revisions, and
+//! what the key space holds after (no processes, a temporary sled).
+use super::*;
+
+struct Fixture {
+    _db: sled::Db,
+    space: KeySpace,
+    leases: LeaseTrees,
+    compacted: u64,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        Fixture {
+            space: KeySpace::open(&db, std::sync::Arc::default()).unwrap(),
+            leases: LeaseTrees::open(&db).unwrap(),
+            _db: db,
+            compacted: 0,
+        }
+    }
+
+    fn apply(&mut self, revision: u64, command: Command) -> CommandResult {
+        let mut entry = EntryApply::new(&self.space, &self.leases, revision);
+        let result = entry.command(command, self.compacted).unwrap();
+        if let Some(at) = entry.effects.compact {
+            self.compacted = at;
+        }
+        result
+    }
+
+    /// (value, create, mod, version, lease) of `key` at `revision`.
+    fn at(&self, key: &str, revision: u64) -> Option<(String, u64, u64, u64, u64)> {
+        let kv = self.space.get(key.as_bytes(), revision).unwrap().found()?;
+        Some((
+            String::from_utf8(kv.value).unwrap(),
+            kv.create_revision,
+            kv.mod_revision,
+            kv.version,
+            kv.lease,
+        ))
+    }
+}
+
+fn put(key: &str, value: &str) -> Command {
+    Command::Put {
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+fn delete(key: &str) -> Command {
+    Command::Delete { key: key.into() }
+}
+
+fn txn_put(key: &str, value: &str) -> TxnOp {
+    TxnOp::Put {
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+fn compare(key: &str, check: Check) -> Compare {
+    Compare {
+        key: key.into(),
+        check,
+    }
+}
+
+#[test]
+fn versions_count_writes_since_creation() {
+    let mut f = Fixture::new();
+    // (revision, command, key, expected at that revision: value,
+    // create, mod, version)
+    type Expected<'a> = Option<(&'a str, u64, u64, u64)>;
+    let table: Vec<(u64, Command, &str, Expected)> = vec![
+        (2, put("k", "a"), "k", Some(("a", 2, 2, 1))),
+        (3, put("k", "b"), "k", Some(("b", 2, 3, 2))),
+        (4, delete("k"), "k", None),
+        (5, put("k", "c"), "k", Some(("c", 5, 5, 1))),
+        (6, delete("missing"), "missing", None),
+    ];
+    for (revision, command, key, expected) in table {
+        f.apply(revision, command);
+        let got = f.at(key, revision).map(|(v, c, m, ver, _)| (v, c, m, ver));
+        let expected = expected.map(|(v, c, m, ver)| (v.to_string(), c, m, ver));
+        assert_eq!(got, expected, "at {revision}");
+    }
+    // Older revisions still read as they were.
+    assert_eq!(f.at("k", 3).unwrap().0, "b");
+    assert_eq!(f.at("k", 4), None);
+    // A delete of a missing key writes nothing.
+    assert_eq!(f.space.history(6, 6, 1 << 20).unwrap(), (vec![], true));
+}
+
+#[test]
+fn compare_and_swap_and_transactions_decide_on_the_state_before_them() {
+    let mut f = Fixture::new();
+    f.apply(2, put("a", "1"));
+    let cas = |expected: Option<&str>, new: &str| Command::CompareAndSwap {
+        key: b"a".to_vec(),
+        expected: expected.map(|e| e.into()),
+        new_value: new.into(),
+    };
+    let table: Vec<(u64, Command, CommandResult)> = vec![
+        (
+            3,
+            cas(Some("1"), "2"),
+            CommandResult::Swapped {
+                succeeded: true,
+                current: None,
+            },
+        ),
+        (
+            4,
+            cas(Some("1"), "3"),
+            CommandResult::Swapped {
+                succeeded: false,
+                current: Some(b"2".to_vec()),
+            },
+        ),
+        (
+            5,
+            cas(None, "3"),
+            CommandResult::Swapped {
+                succeeded: false,
+                current: Some(b"2".to_vec()),
+            },
+        ),
+        (
+            6,
+            Command::Txn {
+                compares: vec![
+                    compare("a", Check::ModifiedIndex(3)),
+                    compare("b", Check::Exists(false)),
+                ],
+                success: vec![
+                    txn_put("a", "x"),
+                    txn_put("b", "y"),
+                    TxnOp::Get { key: b"a".to_vec() },
+                ],
+                failure: vec![],
+            },
+            CommandResult::Txn {
+                succeeded: true,
+                results: vec![
+                    TxnOpResult::Put,
+                    TxnOpResult::Put,
+                    // Its own earlier write.
+                    TxnOpResult::Got {
+                        found: Some(Stored {
+                            value: b"x".to_vec(),
+                            modified: 6,
+                            lease: 0,
+                            created: 2,
+                            version: 3,
+                        }),
+                    },
+                ],
+            },
+        ),
+        (
+            7,
+            Command::Txn {
+                compares: vec![compare("a", Check::Value(b"1".to_vec()))],
+                success: vec![txn_put("a", "never")],
+                failure: vec![TxnOp::Delete { key: b"b".to_vec() }],
+            },
+            CommandResult::Txn {
+                succeeded: false,
+                results: vec![TxnOpResult::Deleted { existed: true }],
+            },
+        ),
+    ];
+    for (revision, command, expected) in table {
+        assert_eq!(f.apply(revision, command), expected, "at {revision}");
+    }
+    // The transaction's writes share one revision.
+    assert_eq!(f.at("a", 6).unwrap().2, 6);
+    assert_eq!(f.at("b", 6).unwrap().2, 6);
+    assert_eq!(f.at("b", 5), None);
+    assert_eq!(f.at("b", 7), None);
+}
+
+#[test]
+fn applying_an_entry_again_over_part_of_it_decides_and_writes_alike() {
+    let mut f = Fixture::new();
+    f.apply(2, put("a", "1"));
+    let txn = || Command::Txn {
+        compares: vec![compare("a", Check::Value(b"1".to_vec()))],
+        success: vec![txn_put("a", "2"), txn_put("b", "2")],
+        failure: vec![txn_put("c", "failed")],
+    };
+    let first = f.apply(3, txn());
+    let rows = f.space.history(3, 3, 1 << 20).unwrap();
+    // A crash after part of it, then the log replays it: the state at
+    // revision 2 still says a = 1.
+    let again = f.apply(3, txn());
+    assert_eq!(first, again);
+    assert_eq!(f.space.history(3, 3, 1 << 20).unwrap(), rows);
+    assert_eq!(f.at("a", 3).unwrap().3, 2, "version counted once");
+}
+
+#[test]
+fn a_lease_revoke_deletes_its_keys_at_one_revision() {
+    let mut f = Fixture::new();
+    f.apply(2, Command::LeaseGrant { ttl_seconds: 10 });
+    let leased = |key: &str| Command::PutLeased {
+        key: key.into(),
+        value: b"v".to_vec(),
+        lease: 2,
+    };
+    f.apply(3, leased("x"));
+    f.apply(4, leased("y"));
+    f.apply(5, leased("moved"));
+    f.apply(6, put("moved", "off"));
+    let result = f.apply(
+        7,
+        Command::LeaseRevoke {
+            id: 2,
+            expired: true,
+        },
+    );
+    assert_eq!(
+        result,
+        CommandResult::LeaseRevoked {
+            found: true,
+            keys_deleted: 2
+        }
+    );
+    assert!(f.at("x", 6).is_some() && f.at("y", 6).is_some());
+    assert!(f.at("x", 7).is_none() && f.at("y", 7).is_none());
+    assert_eq!(f.at("moved", 7).unwrap().0, "off");
+    // A write naming it now changes nothing.
+    assert_eq!(
+        f.apply(8, leased("z")),
+        CommandResult::LeaseNotFound { id: 2 }
+    );
+    assert!(f.at("z", 8).is_none());
+}
+
+#[test]
+fn compaction_moves_forward_only_and_never_past_the_state_before_it() {
+    let mut f = Fixture::new();
+    f.apply(2, put("a", "1"));
+    let compact = |revision| Command::Compact { revision };
+    let table = [(3, 2, 2), (4, 1, 2), (5, 99, 4), (6, 4, 4)];
+    for (revision, asked, expected) in table {
+        assert_eq!(
+            f.apply(revision, compact(asked)),
+            CommandResult::Compacted { revision: expected },
+            "at {revision}"
+        );
+        assert_eq!(f.compacted, expected);
+    }
+}

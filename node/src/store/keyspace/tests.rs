@@ -1,0 +1,251 @@
+//! Unit tests of the key space: the row and key encodings, reads at a
+//! revision, history, compaction, truncation and the counted bytes; a
+//! temporary sled each.
+
+use super::*;
+
+fn space() -> (sled::Db, KeySpace) {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let space = KeySpace::open(&db, Arc::default()).unwrap();
+    (db, space)
+}
+
+#[test]
+fn the_counted_bytes_follow_writes_compaction_and_truncation() {
+    let (_db, space) = space();
+    let counted = |space: &KeySpace| space.size.key_space();
+    for revision in 1..=20 {
+        put(
+            &space,
+            revision,
+            0,
+            format!("k{}", revision % 3).as_bytes(),
+            b"value",
+            1,
+        );
+    }
+    delete(&space, 21, 0, b"k0");
+    // A replay writes the same rows again: counted once.
+    put(&space, 20, 0, b"k2", b"value", 1);
+    let written = counted(&space);
+    assert_eq!(space.recount().unwrap(), written);
+    space.compact_step(0, 21, usize::MAX).unwrap();
+    assert!(counted(&space) < written / 4, "history went");
+    assert_eq!(space.recount().unwrap(), counted(&space));
+    put(&space, 22, 0, b"k5", b"value", 1);
+    let before = counted(&space);
+    space.truncate_after(21).unwrap();
+    assert!(counted(&space) < before);
+    assert_eq!(space.recount().unwrap(), counted(&space));
+    space.clear().unwrap();
+    assert_eq!(counted(&space), 0);
+}
+
+fn put(space: &KeySpace, revision: u64, sub: u32, key: &[u8], value: &[u8], version: u64) {
+    let row = Row {
+        key: key.to_vec(),
+        value: Some(value.to_vec()),
+        create_revision: revision + 1 - version,
+        version,
+        lease: 0,
+    };
+    space.write(revision, sub, &row).unwrap();
+}
+
+fn delete(space: &KeySpace, revision: u64, sub: u32, key: &[u8]) {
+    let row = Row {
+        key: key.to_vec(),
+        value: None,
+        create_revision: 0,
+        version: 0,
+        lease: 0,
+    };
+    space.write(revision, sub, &row).unwrap();
+}
+
+fn value_at(space: &KeySpace, key: &[u8], revision: u64) -> Option<Vec<u8>> {
+    space.get(key, revision).unwrap().found().map(|kv| kv.value)
+}
+
+fn keys_at(space: &KeySpace, prefix: &[u8], revision: u64) -> Vec<Vec<u8>> {
+    let (pairs, more, lost) = space.scan(prefix, b"", 100, revision).unwrap();
+    assert!(!more && !lost);
+    pairs.into_iter().map(|kv| kv.key).collect()
+}
+
+#[test]
+fn truncating_leaves_exactly_the_state_at_a_revision() {
+    let (_db, space) = space();
+    put(&space, 1, 0, b"a", b"1", 1);
+    put(&space, 2, 0, b"a", b"2", 2);
+    put(&space, 2, 1, b"b", b"1", 1);
+    delete(&space, 3, 0, b"a");
+    put(&space, 3, 1, b"c", b"1", 1);
+    assert_eq!(space.truncate_after(1).unwrap(), 4);
+    assert_eq!(value_at(&space, b"a", 9), Some(b"1".to_vec()));
+    assert_eq!(keys_at(&space, b"", 9), vec![b"a".to_vec()]);
+    assert_eq!(space.row_count(), 1);
+}
+
+#[test]
+fn escaped_keys_sort_as_keys_and_round_trip() {
+    let keys: Vec<&[u8]> = vec![
+        b"", b"\0", b"\0\0", b"\0\x01", b"a", b"a\0", b"a\0b", b"ab", b"\xff",
+    ];
+    for pair in keys.windows(2) {
+        assert!(
+            index_key(pair[0], 0) < index_key(pair[1], u64::MAX),
+            "{pair:?}"
+        );
+    }
+    for key in keys {
+        assert_eq!(
+            split_index_key(&index_key(key, 7)).unwrap(),
+            (key.to_vec(), 7)
+        );
+    }
+    assert!(split_index_key(b"a\0\x02\x01xxxxxxxx").is_err());
+}
+
+#[test]
+fn rows_round_trip_and_refuse_garbage() {
+    let row = Row {
+        key: b"k".to_vec(),
+        value: Some(b"v".to_vec()),
+        create_revision: 3,
+        version: 2,
+        lease: 9,
+    };
+    assert_eq!(Row::decode(&row.encode()).unwrap(), row);
+    let tomb = Row {
+        value: None,
+        ..row.clone()
+    };
+    assert_eq!(Row::decode(&tomb.encode()).unwrap(), tomb);
+    let encoded = row.encode();
+    for len in 0..encoded.len() - 1 {
+        assert!(Row::decode(&encoded[..len]).is_err(), "cut at {len}");
+    }
+    let mut tomb_with_value = tomb.encode();
+    tomb_with_value.push(1);
+    assert!(Row::decode(&tomb_with_value).is_err());
+}
+
+#[test]
+fn reads_see_one_revision() {
+    let (_db, space) = space();
+    put(&space, 2, 0, b"a", b"a2", 1);
+    put(&space, 2, 1, b"b", b"b2", 1);
+    put(&space, 5, 0, b"a", b"a5", 2);
+    delete(&space, 5, 1, b"b");
+    put(&space, 7, 0, b"a\0", b"nul", 1);
+    assert_eq!(value_at(&space, b"a", 1), None);
+    assert_eq!(value_at(&space, b"a", 4), Some(b"a2".to_vec()));
+    assert_eq!(value_at(&space, b"a", 5), Some(b"a5".to_vec()));
+    assert_eq!(value_at(&space, b"b", 4), Some(b"b2".to_vec()));
+    assert_eq!(value_at(&space, b"b", 5), None);
+    assert_eq!(keys_at(&space, b"", 4), vec![b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(
+        keys_at(&space, b"a", 9),
+        vec![b"a".to_vec(), b"a\0".to_vec()]
+    );
+    assert_eq!(keys_at(&space, b"a\0", 9), vec![b"a\0".to_vec()]);
+    let kv = space.get(b"a", 9).unwrap().found().unwrap();
+    // The row as written (this fixture derives create from version).
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (4, 5, 2));
+    // Pages: after "a", one at a time.
+    let (page, more, _) = space.scan(b"", b"a", 1, 4).unwrap();
+    assert_eq!((page[0].key.as_slice(), more), (&b"b"[..], false));
+    let (page, more, _) = space.scan(b"", b"", 1, 9).unwrap();
+    assert_eq!((page[0].key.as_slice(), more), (&b"a"[..], true));
+}
+
+#[test]
+fn reads_at_a_revision_stay_put_while_writes_go_on() {
+    let (_db, space) = space();
+    for key in 0..20u32 {
+        put(&space, 1, key, &key.to_be_bytes(), b"1", 1);
+    }
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for revision in 2..400u64 {
+                for key in 0..20u32 {
+                    put(
+                        &space,
+                        revision,
+                        key,
+                        &key.to_be_bytes(),
+                        b"later",
+                        revision,
+                    );
+                }
+            }
+        });
+        for _ in 0..2 {
+            scope.spawn(|| {
+                for _ in 0..200 {
+                    let (pairs, more, lost) = space.scan(b"", b"", 100, 1).unwrap();
+                    assert!(!more && !lost);
+                    assert_eq!(pairs.len(), 20);
+                    assert!(pairs
+                        .iter()
+                        .all(|kv| kv.value == b"1" && kv.mod_revision == 1));
+                }
+            });
+        }
+    });
+    assert_eq!(
+        value_at(&space, &7u32.to_be_bytes(), 399),
+        Some(b"later".to_vec())
+    );
+}
+
+#[test]
+fn history_comes_in_whole_revisions() {
+    let (_db, space) = space();
+    put(&space, 2, 0, b"a", b"1", 1);
+    put(&space, 2, 1, b"b", b"1", 1);
+    put(&space, 3, 0, b"a", b"2", 2);
+    let revisions = |(rows, complete): (Vec<(u64, Row)>, bool)| {
+        (
+            rows.into_iter().map(|(r, _)| r).collect::<Vec<_>>(),
+            complete,
+        )
+    };
+    assert_eq!(
+        revisions(space.history(0, 9, 1).unwrap()),
+        (vec![2, 2], false)
+    );
+    assert_eq!(revisions(space.history(3, 9, 1).unwrap()), (vec![3], true));
+    assert_eq!(
+        revisions(space.history(0, 2, 1 << 20).unwrap()),
+        (vec![2, 2], true)
+    );
+}
+
+#[test]
+fn compaction_keeps_the_newest_version_at_its_revision() {
+    let (_db, space) = space();
+    put(&space, 2, 0, b"a", b"a2", 1);
+    put(&space, 2, 1, b"b", b"b2", 1);
+    put(&space, 3, 0, b"a", b"a3", 2);
+    delete(&space, 4, 0, b"b");
+    put(&space, 5, 0, b"c", b"c5", 1);
+    put(&space, 6, 0, b"a", b"a6", 3);
+    // In steps of one row.
+    let mut done = 0;
+    while done < 4 {
+        (done, _) = space.compact_step(done, 4, 1).unwrap();
+    }
+    assert_eq!(value_at(&space, b"a", 4), Some(b"a3".to_vec()));
+    assert_eq!(value_at(&space, b"a", 6), Some(b"a6".to_vec()));
+    assert_eq!(value_at(&space, b"b", 4), None);
+    assert_eq!(value_at(&space, b"c", 5), Some(b"c5".to_vec()));
+    // a@3, c@5, a@6 remain.
+    assert_eq!(space.row_count(), 3);
+    // The next compaction starts where this one stopped and still drops a@3.
+    let (done, removed) = space.compact_step(4, 6, 100).unwrap();
+    assert_eq!((done, removed), (6, 1));
+    assert_eq!(space.row_count(), 2);
+    assert_eq!(space.index.len(), 2);
+}

@@ -1,0 +1,83 @@
+//! Unit tests of the lease table: its stored encoding, and revokes that
+//! return exactly their keys and replay alike; a temporary sled each.
+
+use super::*;
+
+#[test]
+fn the_table_round_trips_and_refuses_what_a_node_never_writes() {
+    let leases = vec![(3, 10), (9, MAX_TTL_SECONDS)];
+    let mut data = Vec::new();
+    encode_table(&leases, &mut data).unwrap();
+    data.extend_from_slice(b"rest");
+    assert_eq!(decode_table(&data).unwrap(), (leases.clone(), &b"rest"[..]));
+    for len in 0..4 + 32 {
+        assert!(decode_table(&data[..len]).is_err(), "cut at {len}");
+    }
+    for bad in [
+        vec![(0, 10)],
+        vec![(3, 10), (3, 10)],
+        vec![(4, 10), (3, 10)],
+        vec![(3, 0)],
+        vec![(3, MAX_TTL_SECONDS + 1)],
+    ] {
+        let mut data = Vec::new();
+        encode_table(&bad, &mut data).unwrap();
+        assert!(decode_table(&data).is_err(), "{bad:?} accepted");
+    }
+    // A count larger than the data can hold is refused before allocating.
+    assert!(decode_table(&[0xff, 0xff, 0xff, 0xff]).is_err());
+}
+
+#[test]
+fn a_revoke_returns_exactly_its_keys_and_replays_alike() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let trees = LeaseTrees::open(&db).unwrap();
+    trees.grant(7, 5).unwrap();
+    trees.grant(8, 5).unwrap();
+    for key in [&b"a"[..], b"b", b"c"] {
+        trees.attach(7, key).unwrap();
+    }
+    trees.attach(8, b"z").unwrap();
+    trees.attach(7, b"a").unwrap();
+    trees.detach(7, b"b").unwrap();
+    trees.detach(7, b"b").unwrap();
+    let info = trees.info(7).unwrap().unwrap();
+    assert_eq!((info.ttl, info.keys, info.key_bytes), (5, 2, 2 * 17));
+    assert_eq!(trees.count(), 2);
+    assert_eq!(trees.keys(7, 1).unwrap(), (vec![b"a".to_vec()], true));
+    let carried = Some(vec![b"a".to_vec(), b"c".to_vec()]);
+    assert_eq!(trees.revoke(7, 20).unwrap(), carried);
+    // The same revoke again (a replay) finds the same keys; entries
+    // before it still see the lease, entries after it do not.
+    assert_eq!(trees.revoke(7, 20).unwrap(), carried);
+    assert!(trees.live_at(7, 19).unwrap().is_some());
+    assert!(trees.live_at(7, 21).unwrap().is_none());
+    assert_eq!(trees.revoke(7, 21).unwrap(), None);
+    trees.forget_keys(7).unwrap();
+    assert_eq!(trees.info(7).unwrap(), None);
+    assert_eq!(trees.all().unwrap(), vec![(8, 5)]);
+    assert_eq!(trees.count(), 1);
+    assert_eq!(trees.keys(8, 10).unwrap(), (vec![b"z".to_vec()], false));
+    assert_eq!(trees.keys(7, 10).unwrap(), (vec![], false));
+    // Once compaction passes the revoke, the row goes.
+    assert_eq!(trees.remove_revoked(19).unwrap(), 0);
+    assert_eq!(trees.remove_revoked(20).unwrap(), 1);
+    assert_eq!(trees.revoke(7, 20).unwrap(), None);
+    // Back to revision 10: lease 12 was granted after it, lease 9's
+    // revoke at 11 had not happened; the index starts from no keys.
+    trees.grant(9, 5).unwrap();
+    trees.grant(12, 5).unwrap();
+    trees.revoke(9, 11).unwrap();
+    trees.revoke(12, 13).unwrap();
+    trees.reset_to(10).unwrap();
+    assert_eq!(trees.all().unwrap(), vec![(8, 5), (9, 5)]);
+    assert_eq!(trees.count(), 2);
+    assert_eq!(trees.info(8).unwrap().unwrap().keys, 0);
+    assert_eq!(trees.keys(8, 10).unwrap(), (vec![], false));
+    // A row written by an earlier version (24 bytes) is a live lease.
+    let mut old = [0u8; 24];
+    old[..8].copy_from_slice(&30u64.to_be_bytes());
+    trees.leases.insert(9u64.to_be_bytes(), &old).unwrap();
+    assert_eq!(trees.ttl(9).unwrap(), Some(30));
+}
