@@ -48,6 +48,25 @@ impl CallError {
         }
     }
 
+    /// The call to `from` was given up, unanswered, because `to` leads now:
+    /// a write may still be applied (a paused leader wakes up and sends it
+    /// out before it learns it was deposed, or its entry is already in the
+    /// new leader's log).
+    pub(crate) fn leader_moved(from: String, to: String, may_repeat: bool) -> CallError {
+        let failure = if may_repeat {
+            Failure::Retry {
+                leader: None,
+                kind: "leader_moved",
+            }
+        } else {
+            Failure::Unknown("leader_moved")
+        };
+        CallError {
+            failure,
+            error: ClientError::LeaderMoved { from, to },
+        }
+    }
+
     /// No leader to send the call to.
     pub(crate) fn no_leader(error: ClientError) -> CallError {
         CallError {

@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -48,6 +47,16 @@ pub struct ClientOptions {
     pub retry_pause: (Duration, Duration),
     /// Largest message sent or accepted (`None`: tonic's default, 4 MiB).
     pub max_message_bytes: Option<usize>,
+    /// While a call to the leader has waited this long, and again each time
+    /// this much longer, ask the nodes who leads (`None`: never). A leader
+    /// that hangs (paused, a stalled disk) keeps its connections open, so
+    /// only this finds out that another was elected before the call's
+    /// deadline passes. Default 100 ms: a round is a status call to each
+    /// node, one round at a time for all clones, and a new leader is found
+    /// within this long of its election (which takes raftkv's followers
+    /// about half a second: the old leader's tenure, 300 ms, then their
+    /// election timeout of 150-300 ms).
+    pub leader_check: Option<Duration>,
 }
 
 impl ClientOptions {
@@ -61,6 +70,7 @@ impl ClientOptions {
             call_timeout: timeout,
             retry_pause: (Duration::from_millis(50), Duration::from_millis(500)),
             max_message_bytes: None,
+            leader_check: Some(Duration::from_millis(100)),
         }
     }
 }
@@ -94,6 +104,7 @@ struct Shared {
     node_ids: Mutex<HashMap<String, u64>>,
     retry_pause: (Duration, Duration),
     max_message_bytes: Option<usize>,
+    leader_check: Option<Duration>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -157,6 +168,7 @@ impl Client {
                 node_ids: Mutex::new(HashMap::new()),
                 retry_pause: options.retry_pause,
                 max_message_bytes: options.max_message_bytes,
+                leader_check: options.leader_check,
             }),
             timeout: options.timeout,
             call_timeout: options.call_timeout,
@@ -212,87 +224,6 @@ impl Client {
 
     fn note_id(&self, address: &str, id: u64) {
         lock(&self.shared.node_ids).insert(address.to_string(), id);
-    }
-
-    fn known_leader(&self) -> Option<String> {
-        lock(&self.shared.leader).clone()
-    }
-
-    fn set_leader(&self, leader: Option<String>) {
-        *lock(&self.shared.leader) = leader;
-    }
-
-    /// Forgets `address` as the leader (unless another task already moved on).
-    fn forget_leader(&self, address: &str) {
-        let mut leader = lock(&self.shared.leader);
-        if leader.as_deref() == Some(address) {
-            *leader = None;
-        }
-    }
-
-    /// Where calls go: the bound node, the leader last found, or the one a
-    /// round of discovery finds now (one round at a time for all clones).
-    pub async fn leader(&self) -> Result<String, CallError> {
-        if let Some(node) = &self.node {
-            return Ok(node.clone());
-        }
-        if let Some(leader) = self.known_leader() {
-            return Ok(leader);
-        }
-        let before = self.shared.discoveries.load(Ordering::Acquire);
-        let mut discovery = self.shared.discovery.lock().await;
-        // Another task may have found it while this one waited, or asked and
-        // found none: its answer is as fresh as a new round would be.
-        if let Some(leader) = self.known_leader() {
-            return Ok(leader);
-        }
-        if self.shared.discoveries.load(Ordering::Acquire) != before {
-            let details = lock(&self.shared.last_discovery_error).clone();
-            return Err(CallError::no_leader(ClientError::NoLeader {
-                endpoints: self.shared.endpoints.join(","),
-                details: details.unwrap_or_default(),
-            }));
-        }
-        let found = discovery.find_leader().await;
-        lock(&self.shared.node_ids).extend(
-            discovery
-                .node_ids()
-                .iter()
-                .map(|(address, id)| (address.clone(), *id)),
-        );
-        *lock(&self.shared.last_discovery_error) = found.as_ref().err().map(|e| match e {
-            ClientError::NoLeader { details, .. } => details.clone(),
-            e => e.to_string(),
-        });
-        self.set_leader(found.as_ref().ok().cloned());
-        self.shared.discoveries.fetch_add(1, Ordering::Release);
-        found.map_err(CallError::no_leader)
-    }
-
-    /// Finds the leader, through elections, within the client's timeout.
-    pub async fn await_leader(&self) -> Result<String, CallError> {
-        let deadline = Instant::now() + self.timeout;
-        let mut backoff = self.backoff();
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let error = match tokio::time::timeout(remaining, self.leader()).await {
-                Ok(Ok(leader)) => return Ok(leader),
-                Ok(Err(error)) => error,
-                Err(_) => self.no_leader_within(remaining),
-            };
-            if Instant::now() >= deadline {
-                return Err(error);
-            }
-            backoff.wait(deadline).await;
-        }
-    }
-
-    /// No round of discovery ended within `time`.
-    fn no_leader_within(&self, time: Duration) -> CallError {
-        CallError::no_leader(ClientError::NoLeader {
-            endpoints: self.shared.endpoints.join(","),
-            details: format!("no answer within {time:?}"),
-        })
     }
 
     fn backoff(&self) -> Backoff {
@@ -367,18 +298,27 @@ impl Client {
                 }
             };
             let sent = Instant::now();
-            let error = match self
-                .attempt(&leader, call, self.call_timeout.min(remaining))
-                .await
-            {
-                Ok(answer) => {
+            let attempt = self.attempt(&leader, call, self.call_timeout.min(remaining));
+            let error = match self.awaiting(&leader, attempt).await {
+                Ok(Ok(answer)) => {
                     return Ok(Served {
                         answer,
                         address: leader,
                         sent,
                     })
                 }
-                Err(error) => error,
+                Ok(Err(error)) => error,
+                Err(moved) => {
+                    // Given up on a leader that hangs: the next attempt goes
+                    // to the one elected meanwhile (look_again noted it).
+                    let error = CallError::leader_moved(leader, moved, call.may_repeat);
+                    if let Failure::Retry { kind, .. } = error.failure {
+                        on_retry(kind);
+                        last = Some(error);
+                        continue;
+                    }
+                    return Err(error);
+                }
             };
             match &error.failure {
                 Failure::Failed(_) => return Err(error),
@@ -413,5 +353,6 @@ impl Client {
     }
 }
 
+mod following;
 #[cfg(test)]
 mod tests;

@@ -116,22 +116,37 @@ impl ClusterClient {
     }
 
     /// Asks every endpoint (concurrently) who leads; returns the leader's
-    /// address. Callers that may not read a node's status (a certificate
-    /// for raftkv.KV only) find the leader among the endpoints through the
-    /// health service instead.
+    /// address. It answers as soon as a majority of the endpoints have
+    /// answered and one of them names a leader, so a node that hangs (paused,
+    /// a stalled disk) never holds it up: two majorities share a node, so the
+    /// highest term among a majority's answers is the newest election's.
+    /// Callers that may not read a node's status (a certificate for
+    /// raftkv.KV only) find the leader among the endpoints through the health
+    /// service instead.
     pub async fn find_leader(&mut self) -> Result<String, ClientError> {
+        use futures::StreamExt;
         let endpoints = self.endpoints.clone();
+        let majority = endpoints.len() / 2 + 1;
         let this = &*self;
-        let asks = endpoints.iter().map(|address| async move {
-            let answer = this.status(address).await;
-            (address, answer)
-        });
-        let answers = futures::future::join_all(asks).await;
+        let mut asks: futures::stream::FuturesUnordered<_> = endpoints
+            .iter()
+            .map(|address| async move {
+                let answer = this.status(address).await;
+                (address, answer)
+            })
+            .collect();
+        let mut answers = Vec::new();
+        let mut found = None;
+        while let Some(answer) = asks.next().await {
+            answers.push(answer);
+            let statuses = answers.iter().filter(|(_, a)| a.is_ok()).count();
+            found = best_leader(&answers);
+            if found.is_some() && statuses >= majority {
+                break;
+            }
+        }
+        drop(asks);
         let mut details = Vec::new();
-        let mut hint: Option<(u64, String)> = None;
-        // A deposed leader cut off from the others may still believe it leads:
-        // of several claims, the highest term wins.
-        let mut claim: Option<(u64, String)> = None;
         // Nodes whose status this client may not read (a key-value-only
         // certificate): asked through the health service instead.
         let mut restricted = Vec::new();
@@ -143,19 +158,9 @@ impl ClusterClient {
                         self.ids
                             .insert(status.leader_address.clone(), status.leader_id);
                     }
-                    if status.role == pb::Role::Leader as i32 && status.leader_id == status.id {
-                        if claim.as_ref().is_none_or(|(term, _)| status.term > *term) {
-                            claim = Some((status.term, address.clone()));
-                        }
-                        continue;
+                    if status.role != pb::Role::Leader as i32 {
+                        details.push(format!("{address} is a {}", role_name(status.role)));
                     }
-                    if status.leader_id != 0
-                        && !status.leader_address.is_empty()
-                        && hint.as_ref().is_none_or(|(term, _)| status.term > *term)
-                    {
-                        hint = Some((status.term, status.leader_address.clone()));
-                    }
-                    details.push(format!("{address} is a {}", role_name(status.role)));
                 }
                 Err(ClientError::Timeout(_)) => {
                     details.push(format!("{address}: no answer within {:?}", self.timeout))
@@ -166,11 +171,16 @@ impl ClusterClient {
                 Err(e) => details.push(format!("{address}: {e}")),
             }
         }
-        if claim.is_none() && hint.is_none() {
-            for address in restricted {
-                match self.serves_leader_health(address).await {
+        if found.is_none() && !restricted.is_empty() {
+            let this = &*self;
+            let mut asks: futures::stream::FuturesUnordered<_> = restricted
+                .into_iter()
+                .map(|address| async move { (address, this.serves_leader_health(address).await) })
+                .collect();
+            while let Some((address, answer)) = asks.next().await {
+                match answer {
                     Ok(true) => {
-                        claim = Some((0, address.clone()));
+                        found = Some(address.clone());
                         break;
                     }
                     Ok(false) => details.push(format!("{address} does not lead")),
@@ -178,12 +188,7 @@ impl ClusterClient {
                 }
             }
         }
-        let best = match (claim, hint) {
-            (Some(claim), Some(hint)) if hint.0 > claim.0 => Some(hint.1),
-            (Some(claim), _) => Some(claim.1),
-            (None, hint) => hint.map(|h| h.1),
-        };
-        if let Some(address) = best {
+        if let Some(address) = found {
             self.leader = Some(address.clone());
             return Ok(address);
         }
@@ -192,6 +197,29 @@ impl ClusterClient {
             details: details.join("; "),
         })
     }
+}
+
+/// The leader that the status answers so far point to: the claim or the
+/// hint at the highest term. A deposed leader cut off from the others may
+/// still believe it leads; a follower that heard of a newer election names
+/// its winner at a higher term.
+fn best_leader(answers: &[(&String, Result<pb::NodeStatus, ClientError>)]) -> Option<String> {
+    let mut best: Option<(u64, bool, &str)> = None;
+    for (address, answer) in answers {
+        let Ok(status) = answer else { continue };
+        let candidate = if status.role == pb::Role::Leader as i32 && status.leader_id == status.id {
+            // A claim beats a hint of the same term.
+            (status.term, true, address.as_str())
+        } else if status.leader_id != 0 && !status.leader_address.is_empty() {
+            (status.term, false, status.leader_address.as_str())
+        } else {
+            continue;
+        };
+        if best.is_none_or(|(term, claim, _)| (candidate.0, candidate.1) > (term, claim)) {
+            best = Some(candidate);
+        }
+    }
+    best.map(|(_, _, address)| address.to_string())
 }
 
 /// Runs one call (given its deadline) and gives up on it after `timeout`.
@@ -204,5 +232,55 @@ where
         Ok(Ok(answer)) => Ok(answer.into_inner()),
         Ok(Err(status)) => Err(ClientError::Rpc(status)),
         Err(_) => Err(ClientError::Timeout(timeout)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(id: u64, role: pb::Role, term: u64, leader: (u64, &str)) -> pb::NodeStatus {
+        pb::NodeStatus {
+            id,
+            role: role as i32,
+            term,
+            leader_id: leader.0,
+            leader_address: leader.1.into(),
+            ..Default::default()
+        }
+    }
+
+    fn best(answers: Vec<(&str, pb::NodeStatus)>) -> Option<String> {
+        let addresses: Vec<String> = answers.iter().map(|(a, _)| a.to_string()).collect();
+        let answers: Vec<_> = addresses
+            .iter()
+            .zip(answers)
+            .map(|(address, (_, status))| (address, Ok(status)))
+            .collect();
+        best_leader(&answers)
+    }
+
+    #[test]
+    fn the_newest_term_names_the_leader() {
+        use pb::Role::*;
+        // A leader paused through an election still claims its old term.
+        let stale_claim = ("a:1", status(1, Leader, 4, (1, "a:1")));
+        let newer_hint = ("b:1", status(2, Follower, 5, (3, "c:1")));
+        assert_eq!(
+            best(vec![stale_claim.clone(), newer_hint]).as_deref(),
+            Some("c:1")
+        );
+        // A claim beats a hint of the same term, whichever came first.
+        let hint = ("b:1", status(2, Follower, 4, (3, "c:1")));
+        assert_eq!(
+            best(vec![hint, stale_claim.clone()]).as_deref(),
+            Some("a:1")
+        );
+        // Of two claims, the newer one.
+        let newer_claim = ("c:1", status(3, Leader, 6, (3, "c:1")));
+        assert_eq!(best(vec![newer_claim, stale_claim]).as_deref(), Some("c:1"));
+        // Nobody knows a leader: an election is going on.
+        let candidate = ("b:1", status(2, Candidate, 7, (0, "")));
+        assert_eq!(best(vec![candidate]), None);
     }
 }

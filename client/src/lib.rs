@@ -84,6 +84,10 @@ pub enum ClientError {
     /// TLS settings are missing or unreadable (which file, and why).
     #[error("TLS: {0}")]
     Tls(String),
+    /// A call to a leader that did not answer was given up: another node
+    /// leads now.
+    #[error("gave up waiting on {from}: {to} leads now")]
+    LeaderMoved { from: String, to: String },
     /// The request did not complete in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),

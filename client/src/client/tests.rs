@@ -1,5 +1,7 @@
 //! The retry and outcome rules of [`Client`], against scripted nodes.
 
+use std::sync::atomic::Ordering;
+
 use tonic::metadata::MetadataValue;
 use tonic::Code;
 use tonic::Status;

@@ -2,10 +2,14 @@
 //! failure, full restart and catching up by snapshot.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use raftkv_client::ClientError;
+use raftkv_client::Failure;
 use raftkv_proto::pb;
 use raftkv_testkit::wait_for;
 use raftkv_testkit::TestCluster;
+use raftkv_testkit::PATIENCE;
 
 use crate::support::get;
 use crate::support::put;
@@ -293,4 +297,33 @@ async fn a_new_node_catches_up_from_a_snapshot() {
     // A snapshot on demand covers at least what was applied.
     let snapshot = cluster.node(4).client().snapshot().await.expect("snapshot");
     assert!(snapshot.index.unwrap_or(0) >= index);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_paused_leader_moves_to_the_next_leader_before_its_deadline() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_single_serving_leader().await;
+    // Calls and operations that may wait an hour: only the client's leader
+    // check can end one sent to a paused leader while this test runs.
+    let kv = cluster.client().patient(Duration::from_secs(3600));
+    kv.put("before", "1").await.expect("put before the pause");
+    let paused = cluster.nodes.iter().find(|n| n.id == leader).unwrap();
+    paused.signal("STOP");
+
+    let write = tokio::time::timeout(PATIENCE, kv.put("during", "2")).await;
+    let error = write
+        .expect("a write to the paused leader waited on it")
+        .expect_err("a paused leader cannot acknowledge a write");
+    // The paused leader may still send the write out when it wakes up.
+    assert_eq!(error.failure, Failure::Unknown("leader_moved"));
+    let ClientError::LeaderMoved { from, to } = &error.error else {
+        panic!("given up for another reason: {error}");
+    };
+    assert_eq!(from, &paused.address);
+    assert_ne!(to, &paused.address);
+
+    // The client now calls the new leader, while the old one still sleeps.
+    kv.put("after", "3").await.expect("put to the new leader");
+    assert_eq!(get(&kv, "before", false).await.as_deref(), Some(&b"1"[..]));
+    paused.signal("CONT");
 }

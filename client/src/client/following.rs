@@ -1,0 +1,147 @@
+//! Following the leader: which node a [`Client`]'s calls go to, the rounds
+//! of discovery that find it (one at a time for all clones), and the watch
+//! on a call that waits long, which gives it up once another node leads.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::lock;
+use super::Client;
+use crate::CallError;
+use crate::ClientError;
+use crate::ClusterClient;
+
+impl Client {
+    pub(super) fn known_leader(&self) -> Option<String> {
+        lock(&self.shared.leader).clone()
+    }
+
+    pub(super) fn set_leader(&self, leader: Option<String>) {
+        *lock(&self.shared.leader) = leader;
+    }
+
+    /// Forgets `address` as the leader (unless another task already moved on).
+    pub(super) fn forget_leader(&self, address: &str) {
+        let mut leader = lock(&self.shared.leader);
+        if leader.as_deref() == Some(address) {
+            *leader = None;
+        }
+    }
+
+    /// Where calls go: the bound node, the leader last found, or the one a
+    /// round of discovery finds now (one round at a time for all clones).
+    pub async fn leader(&self) -> Result<String, CallError> {
+        if let Some(node) = &self.node {
+            return Ok(node.clone());
+        }
+        if let Some(leader) = self.known_leader() {
+            return Ok(leader);
+        }
+        let before = self.shared.discoveries.load(Ordering::Acquire);
+        let mut discovery = self.shared.discovery.lock().await;
+        // Another task may have found it while this one waited, or asked and
+        // found none: its answer is as fresh as a new round would be.
+        if let Some(leader) = self.known_leader() {
+            return Ok(leader);
+        }
+        if self.shared.discoveries.load(Ordering::Acquire) != before {
+            let details = lock(&self.shared.last_discovery_error).clone();
+            return Err(CallError::no_leader(ClientError::NoLeader {
+                endpoints: self.shared.endpoints.join(","),
+                details: details.unwrap_or_default(),
+            }));
+        }
+        let found = self.discover(&mut discovery).await;
+        self.set_leader(found.as_ref().ok().cloned());
+        found.map_err(CallError::no_leader)
+    }
+
+    /// Asks the nodes again who leads, though a leader is known. A round
+    /// that another task finished while this one waited counts as this
+    /// one's. The known leader is replaced only by one found.
+    async fn look_again(&self) -> Option<String> {
+        let before = self.shared.discoveries.load(Ordering::Acquire);
+        let mut discovery = self.shared.discovery.lock().await;
+        if self.shared.discoveries.load(Ordering::Acquire) != before {
+            return self.known_leader();
+        }
+        let found = self.discover(&mut discovery).await.ok()?;
+        self.set_leader(Some(found.clone()));
+        Some(found)
+    }
+
+    /// One round of discovery: records the ids it learned and why it found
+    /// no leader, and counts the round.
+    async fn discover(&self, discovery: &mut ClusterClient) -> Result<String, ClientError> {
+        let found = discovery.find_leader().await;
+        lock(&self.shared.node_ids).extend(
+            discovery
+                .node_ids()
+                .iter()
+                .map(|(address, id)| (address.clone(), *id)),
+        );
+        *lock(&self.shared.last_discovery_error) = found.as_ref().err().map(|e| match e {
+            ClientError::NoLeader { details, .. } => details.clone(),
+            e => e.to_string(),
+        });
+        self.shared.discoveries.fetch_add(1, Ordering::Release);
+        found
+    }
+
+    /// Waits for `attempt`, sent to `leader`. While it is pending, every
+    /// `leader_check` it asks the nodes who leads: when another node does,
+    /// the attempt is given up and that node's address returned.
+    pub(super) async fn awaiting<T>(
+        &self,
+        leader: &str,
+        attempt: impl std::future::Future<Output = Result<T, CallError>>,
+    ) -> Result<Result<T, CallError>, String> {
+        let mut attempt = std::pin::pin!(attempt);
+        let Some(every) = self.shared.leader_check else {
+            return Ok(attempt.await);
+        };
+        loop {
+            tokio::select! {
+                biased;
+                answer = &mut attempt => return Ok(answer),
+                () = tokio::time::sleep(every) => {}
+            }
+            let found = tokio::select! {
+                biased;
+                answer = &mut attempt => return Ok(answer),
+                found = self.look_again() => found,
+            };
+            if let Some(found) = found.filter(|found| found != leader) {
+                return Err(found);
+            }
+        }
+    }
+
+    /// Finds the leader, through elections, within the client's timeout.
+    pub async fn await_leader(&self) -> Result<String, CallError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut backoff = self.backoff();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let error = match tokio::time::timeout(remaining, self.leader()).await {
+                Ok(Ok(leader)) => return Ok(leader),
+                Ok(Err(error)) => error,
+                Err(_) => self.no_leader_within(remaining),
+            };
+            if Instant::now() >= deadline {
+                return Err(error);
+            }
+            backoff.wait(deadline).await;
+        }
+    }
+
+    /// No round of discovery ended within `time`.
+    pub(super) fn no_leader_within(&self, time: Duration) -> CallError {
+        CallError::no_leader(ClientError::NoLeader {
+            endpoints: self.shared.endpoints.join(","),
+            details: format!("no answer within {time:?}"),
+        })
+    }
+}
