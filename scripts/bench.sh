@@ -50,15 +50,22 @@ machine's cores with it. Builds the release binaries first.
                   raftkv, etcd, the ceiling in turn (A/B/C, A/B/C)
   --failover      kill -9 of the leader under load (16 clients, write-only),
                   raftkv and etcd alternating, --failover-rounds rounds: the
-                  median and every value of hammer's longest write gap
-                  (--gap-threshold 10ms, default call timeout 2 s). A round
-                  counts only if the leader before differs from the leader
-                  after and the longest gap lies inside the run, begins at the
-                  kill (and, for raftkv, ends at the new leader's first write).
+                  median and every value of the write gap that begins at
+                  the kill: the longest of hammer's gaps (--gap-threshold
+                  10ms, default call timeout 2 s) that lies inside the run
+                  and begins from 1 s before the kill to 0.5 s after it. A
+                  round counts only if the leader before differs from the
+                  leader after and there is such a gap (for raftkv, ending
+                  at the new leader's first write). The round's line also
+                  names the longest gap of the whole run.
                   The killed node is restarted and caught up between rounds.
                   Also a leadership transfer per round (raftkv only): the write
                   gap that ends at the new leader's first write ("< 10" when
-                  it is under the threshold)
+                  it is under the threshold). And the leader paused (SIGSTOP,
+                  then SIGCONT) for 3 s and for 6 s, raftkv and etcd
+                  alternating: a hung leader keeps its connections open, so
+                  clients learn of the new one only by asking. Counted like a
+                  kill; the paused node resumes as a follower
   --growth        data growth, raftkv and etcd side by side, on their own (not
                   with the other modes: it needs clusters that nothing else
                   has written to): hammer with 64 clients, write-only, 1 KiB
@@ -373,6 +380,9 @@ FAILOVER_LOAD=(--clients 16 --read-ratio 0 --gap-threshold 10ms --allow-outage)
 KILL_RUN_S=6
 TRANSFER_RUN_S=4
 FAULT_AT_S=2
+PAUSES_S="3 6"
+# A paused run lasts until etcd's gap (up to ~2 s after the resume) is over.
+PAUSE_TAIL_S=4
 
 # Checks a round's hammer report (the input) and prints one JSON line for failover.jsonl.
 # KIND kill|transfer, TARGET, ROUND, BEFORE (leader id), AFTER (leader id for
@@ -387,7 +397,8 @@ def ends_at($t): ((.start_s + .length_ms / 1000) - $t | abs) <= 0.05;
 | ($changes | map(select(node_id != $before)) | .[0]) as $change
 | (if $target == "raftkv" then ($change | if . == null then null else node_id end) else $after end) as $new
 | .longest_write_gap_ms as $longest
-| ([.write_gaps[] | select(.length_ms == $longest)] | .[0]) as $gap
+| ([.write_gaps[] | select(.edge == "" and .start_s >= $fault_s - 1 and .start_s <= $fault_s + 0.5)]
+   | max_by(.length_ms)) as $gap
 | ([.write_gaps[] | select(.edge == "" and $change != null and ends_at($change.at_s))]
    | max_by(.length_ms)) as $change_gap
 | [ if $status != 0 then "hammer exited with \($status)" else empty end,
@@ -397,37 +408,37 @@ def ends_at($t): ((.start_s + .length_ms / 1000) - $t | abs) <= 0.05;
     if $target == "raftkv" and ($changes[0] | if . == null then null else node_id end) != $before
       then "hammer's first leader was not \($before)" else empty end,
     if $new == null or $new == $before then "no other leader after the fault" else empty end,
-    if $kind == "kill" then
-      if $gap == null then "no write gap of \(.gap_threshold_ms) ms or more"
-      elif $gap.edge != "" then "the longest gap touches the \($gap.edge) of the run"
-      elif $gap.start_s < $fault_s - 1 or $gap.start_s > $fault_s + 0.5
-        then "the longest gap began at \($gap.start_s) s, the kill came at ~\($fault_s) s"
+    if $kind == "kill" or $kind == "pause" then
+      if $gap == null
+        then "no write gap of \(.gap_threshold_ms) ms or more began at the \($kind) (~\($fault_s) s)"
       elif $target == "raftkv" and $change != null and ($gap | ends_at($change.at_s) | not)
-        then "the longest gap did not end at the new leader's first write"
+        then "the gap that began at the \($kind) did not end at the new leader's first write"
       else empty end
     else empty end
   ] as $problems
 | { kind: $kind, target: $target, round: $round, leader_before: $before, leader_after: $new,
-    fault_at_s: $fault_s, longest_gap_ms: $longest, longest_gap_start_s: $gap.start_s,
-    gap_ms: (if $kind == "kill" then $longest else $change_gap.length_ms end),
+    fault_at_s: $fault_s, longest_gap_ms: $longest, gap_start_s: $gap.start_s,
+    gap_ms: (if $kind == "transfer" then $change_gap.length_ms else $gap.length_ms end),
     threshold_ms: .gap_threshold_ms, tool_output: $tool_output,
     leaders_seen: [$changes[] | {at_s: (.at_s * 1000 | round / 1000), id: node_id}],
     valid: ($problems | length == 0), problems: $problems }
 JQ
 
-# record_round KIND TARGET ROUND BEFORE AFTER FAULT_MS STATUS TOOL_STATUS TOOL_OUTPUT
+# record_round REPORT KIND TARGET ROUND BEFORE AFTER FAULT_MS STATUS TOOL_STATUS TOOL_OUTPUT [EXTRA]
+# (EXTRA: a JSON object of fields the line also gets)
 record_round() {
-  local report="$DATA/failover-$3-$1-$2.json"
+  local report=$1 extra=${11:-'{}'}; shift
   if ! jq -e .by_kind "$report" >/dev/null 2>&1; then
     jq -nc --arg kind "$1" --arg target "$2" --argjson round "$3" --arg why "$(tail -n 1 "$report.err")" \
-      '{kind: $kind, target: $target, round: $round, valid: false, problems: ["hammer failed: \($why)"]}' \
+      --argjson extra "$extra" \
+      '{kind: $kind, target: $target, round: $round, valid: false, problems: ["hammer failed: \($why)"]} + $extra' \
       >>"$DATA/failover.jsonl"
     return
   fi
   jq -c --arg kind "$1" --arg target "$2" --argjson round "$3" --argjson before "${4:-null}" \
     --argjson after "${5:-null}" --argjson fault_s "$(awk -v ms="$6" 'BEGIN {print ms / 1000}')" \
     --argjson status "$7" --argjson tool_status "$8" --arg tool_output "$9" --argjson base "$BASE_PORT" \
-    "$EVALUATE" "$report" >>"$DATA/failover.jsonl"
+    --argjson extra "$extra" "$EVALUATE + \$extra" "$report" >>"$DATA/failover.jsonl"
 }
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
@@ -487,7 +498,43 @@ kill_round() {
     after=$(etcd_leader "$(IFS=,; echo "${alive[*]}")")
     start_etcd "$before"
   fi
-  record_round kill "$target" "$round" "$before" "$after" "$fault_ms" "$LOAD_STATUS" 0 ""
+  record_round "$DATA/failover-$round-kill-$target.json" kill "$target" "$round" "$before" "$after" \
+    "$fault_ms" "$LOAD_STATUS" 0 ""
+}
+
+# pause_round TARGET ROUND SECONDS: the leader stopped (SIGSTOP) for SECONDS
+# under load, then resumed; it stays a member and catches up as a follower.
+pause_round() {
+  local target=$1 round=$2 pause=$3 before after="" fault_ms pid report
+  if [ "$target" = raftkv ]; then
+    wait_until 60 "the raftkv cluster has 3 caught-up voters" raftkv_ready || exit 1
+    before=$(cluster leader)
+    pid=$(node_pid "$DATA/raftkv" "$before") || { echo "raftkv node $before is not running" >&2; exit 1; }
+  else
+    wait_until 60 "etcd has 3 caught-up members" etcd_ready || exit 1
+    before=$(etcd_leader "$ETCD_ENDPOINTS")
+    pid=${ETCD_PID[before]-}
+    if [ -z "$before" ] || ! is_process "$pid" etcd --data-dir "$DATA/etcd-$before"; then
+      jq -nc --argjson round "$round" --argjson pause "$pause" '{kind: "pause", target: "etcd", round: $round,
+        pause_s: $pause, valid: false, problems: ["no running etcd member said it leads"]}' >>"$DATA/failover.jsonl"
+      return
+    fi
+  fi
+  report="$DATA/failover-$round-pause$pause-$target.json"
+  start_load "$report" "$target" "$((FAULT_AT_S + pause + PAUSE_TAIL_S))"
+  sleep "$FAULT_AT_S"
+  fault_ms=$(( $(now_ms) - STARTED_MS ))
+  kill -STOP "$pid"
+  sleep "$pause"
+  if [ "$target" = etcd ]; then
+    local alive=() i
+    for i in 1 2 3; do [ "$i" != "$before" ] && alive+=("127.0.0.1:$((BASE_PORT + 110 + i))"); done
+    after=$(etcd_leader "$(IFS=,; echo "${alive[*]}")")
+  fi
+  kill -CONT "$pid"
+  finish_load
+  record_round "$report" pause "$target" "$round" "$before" "$after" "$fault_ms" "$LOAD_STATUS" 0 "" \
+    "{\"pause_s\": $pause}"
 }
 
 transfer_round() {
@@ -500,21 +547,29 @@ transfer_round() {
   admin --leader "multi:///$RAFTKV_ENDPOINTS" leadership_transfer >"$DATA/transfer.out" 2>&1 \
     || tool_status=$?
   finish_load
-  record_round transfer raftkv "$round" "$before" "" "$fault_ms" "$LOAD_STATUS" "$tool_status" \
+  record_round "$DATA/failover-$round-transfer-raftkv.json" transfer raftkv "$round" "$before" "" \
+    "$fault_ms" "$LOAD_STATUS" "$tool_status" \
     "$(tail -n 1 "$DATA/transfer.out")"
 }
 
 if [ "$FAILOVER" = 1 ]; then
-  log "failover: kill -9 of the leader (raftkv, etcd) and a leadership transfer (raftkv), rounds: $FAILOVER_ROUNDS"
+  log "failover: kill -9 of the leader (raftkv, etcd), a leadership transfer (raftkv), the leader paused $PAUSES_S s (raftkv, etcd), rounds: $FAILOVER_ROUNDS"
   for round in $(seq 1 "$FAILOVER_ROUNDS"); do
     for target in raftkv etcd; do
       kill_round "$target" "$round"
       log "  round $round/$FAILOVER_ROUNDS: kill the $target leader: $(tail -n 1 "$DATA/failover.jsonl" \
-        | jq -r '"\(.leader_before) -> \(.leader_after), longest gap \(.gap_ms) ms" + (if .valid then "" else " INVALID: " + (.problems | join("; ")) end)')"
+        | jq -r '"\(.leader_before) -> \(.leader_after), gap \(.gap_ms) ms" + (if .valid then "" else " INVALID: " + (.problems | join("; ")) end)')"
     done
     transfer_round "$round"
     log "  round $round/$FAILOVER_ROUNDS: transfer raftkv leadership: $(tail -n 1 "$DATA/failover.jsonl" \
       | jq -r '"\(.leader_before) -> \(.leader_after), gap \(.gap_ms // "< \(.threshold_ms)") ms" + (if .valid then "" else " INVALID: " + (.problems | join("; ")) end)')"
+    for pause in $PAUSES_S; do
+      for target in raftkv etcd; do
+        pause_round "$target" "$round" "$pause"
+        log "  round $round/$FAILOVER_ROUNDS: pause the $target leader ${pause} s: $(tail -n 1 "$DATA/failover.jsonl" \
+          | jq -r '"\(.leader_before) -> \(.leader_after), gap \(.gap_ms) ms" + (if .valid then "" else " INVALID: " + (.problems | join("; ")) end)')"
+      done
+    done
   done
 fi
 
@@ -633,9 +688,15 @@ kills = {t: [r for r in failover if r["kind"] == "kill" and r["target"] == t] fo
 transfers = [r for r in failover if r["kind"] == "transfer"]
 if failover:
     rounds = max(r["round"] for r in failover)
-    table.append({"measure": "failover: longest write gap ms, kill -9 of the leader, 16 clients",
+    table.append({"measure": "failover: write gap ms, kill -9 of the leader, 16 clients",
                   **{t: median([r["gap_ms"] for r in kills[t] if r["valid"]]) for t in kills}, "ceiling": None,
                   "valid_rounds": {t: sum(r["valid"] for r in kills[t]) for t in kills}, "rounds": rounds})
+    for pause in sorted({r["pause_s"] for r in failover if r["kind"] == "pause"}):
+        paused = {t: [r for r in failover if r["kind"] == "pause" and r["pause_s"] == pause and r["target"] == t]
+                  for t in ("raftkv", "etcd")}
+        table.append({"measure": f"failover: write gap ms, leader paused {pause} s, 16 clients",
+                      **{t: median([r["gap_ms"] for r in paused[t] if r["valid"]]) for t in paused}, "ceiling": None,
+                      "valid_rounds": {t: sum(r["valid"] for r in paused[t]) for t in paused}, "rounds": rounds})
     gaps = [r["gap_ms"] for r in transfers if r["valid"]]
     table.append({"measure": "leadership transfer: write gap ms, 16 clients", "raftkv": bounded_median(gaps),
                   "etcd": None, "ceiling": None, "valid_rounds": {"raftkv": len(gaps)}, "rounds": rounds})
@@ -690,11 +751,14 @@ if failover:
     for r in failover:
         gap = r.get("gap_ms")
         gap = f"< {r['threshold_ms']:.0f}" if gap is None and r["valid"] else f(gap)
-        what = "kill -9 of the leader" if r["kind"] == "kill" else "leadership transfer"
+        what = {"kill": "kill -9 of the leader", "transfer": "leadership transfer"}.get(r["kind"]) \
+            or f"leader paused {r.get('pause_s')} s"
         mark = " " if r["valid"] else "*"
         line = f" {mark}round {r['round']} {r['target']:<6} {what:<22} {r.get('leader_before')} -> {r.get('leader_after')}: {gap:>6}"
         if r["kind"] == "transfer":
             line += f"  (longest gap of the run {f(r.get('longest_gap_ms'))}; raft-admin: {r.get('tool_output')})"
+        elif r.get("longest_gap_ms") not in (None, r.get("gap_ms")):
+            line += f"  (longest gap of the run {f(r.get('longest_gap_ms'))})"
         if not r["valid"]:
             seen = ", ".join(f"{c['id']} at {c['at_s']} s" for c in r.get("leaders_seen", []))
             line += "  NOT COUNTED: " + "; ".join(r["problems"]) + (f" (hammer saw leaders {seen})" if seen else "")

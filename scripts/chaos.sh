@@ -27,8 +27,9 @@ Usage: scripts/chaos.sh [--duration SECONDS] [--interval SECONDS] [--clients N] 
 
 Starts a 3-node cluster on 127.0.0.1:$BASE_PORT-$((BASE_PORT + 2)), runs hammer (--verify --history)
 and injects one fault every INTERVAL seconds: kill -9 of the leader or of a
-random node (restarted two seconds later), SIGSTOP of the leader for longer
-than the election timeout, or a leadership transfer. At the end: each fault
+random node (restarted two seconds later), SIGSTOP of the leader for 3 s (1 s
+when INTERVAL is under 5; a hung leader keeps its connections open, so only
+asking finds the new one), or a leadership transfer. At the end: each fault
 with the longest window without a successful write that followed it, lost
 acknowledged writes, and the linearizability verdict of the history (hammer
 check).
@@ -83,6 +84,8 @@ while [ $# -gt 0 ]; do
 done
 [[ "$DURATION" =~ ^[0-9]+$ && "$INTERVAL" =~ ^[0-9]+$ && "$INTERVAL" -ge 3 && "$DURATION" -gt "$INTERVAL" ]] \
   || { echo "--duration and --interval are whole seconds, interval >= 3, duration > interval" >&2; exit 2; }
+# A pause that ends before the next fault is due.
+PAUSE_S=$(( INTERVAL >= 5 ? 3 : 1 ))
 if [ "$DISK_FAULTS" = 1 ]; then
   [[ "$DISK_MB" =~ ^[0-9]+$ && "$DISK_MB" -ge 64 ]] || { echo "--disk-mb is a whole number of MB, at least 64" >&2; exit 2; }
   [ "$(id -u)" = 0 ] || { echo "--disk-faults needs root (loop devices, mounts, cgroups)" >&2; exit 2; }
@@ -284,7 +287,7 @@ while true; do
        else fault_failed kill "$victim"; fi ;;
     2) if STOPPED_PID=$(node_pid "$DATA" "$leader"); then
          STOPPED_NODE=$leader; t=$(now); kill -STOP "$STOPPED_PID"
-         echo "$t	pause-leader	node $leader for 1s" >>"$DATA/faults.tsv"; sleep 1
+         echo "$t	pause-leader	node $leader for ${PAUSE_S}s" >>"$DATA/faults.tsv"; sleep "$PAUSE_S"
          kill -CONT "$STOPPED_PID"; STOPPED_PID=""
        else STOPPED_PID=""; fault_failed pause "$leader"; fi ;;
     3) t=$(now); "$BIN/raft-admin" --leader "multi:///$ENDPOINTS" leadership_transfer >/dev/null 2>&1 || true
