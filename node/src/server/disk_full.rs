@@ -3,9 +3,10 @@
 //!
 //! sled keeps its first I/O error for good (only reopening the database
 //! clears it), and openraft stops its `Raft` for good on any storage error.
-//! So when Raft stops, or the store cannot be opened, and the data
-//! directory's filesystem is full, [`run_through_full_disks`] keeps the
-//! process and its listening sockets, and until there is room again:
+//! So when Raft stops, or the store cannot be opened, after a write failed
+//! for want of room or with the data directory's filesystem full,
+//! [`run_through_full_disks`] keeps the process and its listening sockets,
+//! and until there is room again:
 //! - answers every gRPC call `UNAVAILABLE` with `raftkv-reason: disk-full`
 //!   (clients go to another node at once; a leader sees an unreachable
 //!   follower), and `/readyz` with 503 and the reason, `raftkv_disk_full` 1;
@@ -68,6 +69,8 @@ pub async fn run_through_full_disks(
             }
             None => None,
         };
+        // Only this round's failed writes count.
+        crate::disk::filesystem::take_out_of_room();
         let mut stop = stop_rx.clone();
         let stopped = async move {
             let _ = stop.wait_for(|stop| *stop).await;
@@ -76,7 +79,8 @@ pub async fn run_through_full_disks(
         {
             Ok(()) => return Ok(()),
             Err(e @ (RunError::Stopped(_) | RunError::Storage(_) | RunError::Raft(_)))
-                if free_bytes(&config.data_dir).is_some_and(|free| free < FULL_BELOW_BYTES) =>
+                if crate::disk::filesystem::take_out_of_room()
+                    || free_bytes(&config.data_dir).is_some_and(|free| free < FULL_BELOW_BYTES) =>
             {
                 e
             }

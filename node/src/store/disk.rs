@@ -60,12 +60,14 @@ impl Disk {
         let result = self.sync_all_written();
         *self.syncing_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
         crate::metrics::observe_since(&crate::metrics::global().fsync, started);
-        result
+        // A full disk is waited out, not fatal; the room may be back before
+        // the node has stopped and looks (see `server::disk_full`).
+        result.inspect_err(crate::disk::filesystem::note_write_error)
     }
 
     fn sync_all_written(&self) -> io::Result<()> {
         let mut synced_blob = self.synced_blob.lock().unwrap_or_else(|e| e.into_inner());
-        self.db.flush().map_err(io::Error::other)?;
+        self.db.flush().map_err(io_error)?;
         self.db_file.sync_data()?;
         let mut newest = *synced_blob;
         let mut any_new = false;
@@ -119,4 +121,19 @@ impl Disk {
     pub fn db(&self) -> &sled::Db {
         &self.db
     }
+}
+
+/// `error` (sled's, mostly) as the `io::Error` the store returns, noted if
+/// it says the filesystem is full. Every error the store passes on goes
+/// through here or [`Disk::sync`]: sled keeps its first I/O error and
+/// returns it from every later write, so the failure Raft stops on may come
+/// from any of them, and only here is its kind still known (openraft keeps
+/// a storage error's text, not its source).
+pub(crate) fn io_error<E>(error: E) -> io::Error
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let error = io::Error::other(error);
+    crate::disk::filesystem::note_write_error(&error);
+    error
 }

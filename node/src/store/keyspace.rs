@@ -55,6 +55,7 @@ pub use encoding::Version;
 
 use super::size::pair_bytes;
 use super::size::StoreSize;
+use crate::store::disk::io_error;
 
 /// The two trees of the key space.
 #[derive(Clone)]
@@ -74,7 +75,7 @@ struct Found {
 }
 
 fn sled_err(e: sled::Error) -> io::Error {
-    io::Error::other(e)
+    io_error(e)
 }
 
 impl KeySpace {

@@ -26,6 +26,7 @@
 //! When a lease expires is not stored anywhere: that is the leader's
 //! countdown (`crate::lease`), restarted in full by every new leader.
 
+use crate::store::disk::io_error;
 use std::io;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
@@ -127,11 +128,11 @@ fn read_u64(bytes: &[u8]) -> io::Result<u64> {
 impl LeaseTrees {
     /// Opens (or creates) both trees in `db`.
     pub fn open(db: &sled::Db) -> io::Result<LeaseTrees> {
-        let open = |name: &str| db.open_tree(name).map_err(io::Error::other);
+        let open = |name: &str| db.open_tree(name).map_err(io_error);
         let leases = open("leases")?;
         let mut live = 0;
         for item in leases.iter() {
-            let (_, info) = item.map_err(io::Error::other)?;
+            let (_, info) = item.map_err(io_error)?;
             if LeaseInfo::decode(&info)?.revoked == 0 {
                 live += 1;
             }
@@ -146,11 +147,7 @@ impl LeaseTrees {
 
     /// Lease `id` as stored, revoked or not.
     fn stored(&self, id: u64) -> io::Result<Option<LeaseInfo>> {
-        match self
-            .leases
-            .get(id.to_be_bytes())
-            .map_err(io::Error::other)?
-        {
+        match self.leases.get(id.to_be_bytes()).map_err(io_error)? {
             Some(info) => Ok(Some(LeaseInfo::decode(&info)?)),
             None => Ok(None),
         }
@@ -175,7 +172,7 @@ impl LeaseTrees {
     fn store(&self, id: u64, info: &LeaseInfo) -> io::Result<Option<sled::IVec>> {
         self.leases
             .insert(id.to_be_bytes(), &info.encode())
-            .map_err(io::Error::other)
+            .map_err(io_error)
     }
 
     /// Records lease `id` with `ttl_seconds` and no keys. Ids are the log
@@ -201,7 +198,7 @@ impl LeaseTrees {
         let added = self
             .keys
             .insert(index_key(id, key), &[])
-            .map_err(io::Error::other)?
+            .map_err(io_error)?
             .is_none();
         match self.stored(id)? {
             Some(mut info) if added => {
@@ -219,7 +216,7 @@ impl LeaseTrees {
         let removed = self
             .keys
             .remove(index_key(id, key))
-            .map_err(io::Error::other)?
+            .map_err(io_error)?
             .is_some();
         match self.stored(id)? {
             Some(mut info) if removed => {
@@ -247,7 +244,7 @@ impl LeaseTrees {
         self.store(id, &info)?;
         let mut keys = Vec::new();
         for item in self.keys.scan_prefix(id.to_be_bytes()) {
-            let (indexed, _) = item.map_err(io::Error::other)?;
+            let (indexed, _) = item.map_err(io_error)?;
             // Every entry under the prefix is longer than it.
             keys.push(indexed.get(8..).unwrap_or_default().to_vec());
         }
@@ -257,8 +254,8 @@ impl LeaseTrees {
     /// Removes what is left of lease `id`'s key index.
     pub fn forget_keys(&self, id: u64) -> io::Result<()> {
         for item in self.keys.scan_prefix(id.to_be_bytes()) {
-            let (indexed, _) = item.map_err(io::Error::other)?;
-            self.keys.remove(&indexed).map_err(io::Error::other)?;
+            let (indexed, _) = item.map_err(io_error)?;
+            self.keys.remove(&indexed).map_err(io_error)?;
         }
         Ok(())
     }
@@ -269,10 +266,10 @@ impl LeaseTrees {
     pub fn remove_revoked(&self, through: u64) -> io::Result<usize> {
         let mut removed = 0;
         for item in self.leases.iter() {
-            let (id, info) = item.map_err(io::Error::other)?;
+            let (id, info) = item.map_err(io_error)?;
             let revoked = LeaseInfo::decode(&info)?.revoked;
             if revoked != 0 && revoked <= through {
-                self.leases.remove(&id).map_err(io::Error::other)?;
+                self.leases.remove(&id).map_err(io_error)?;
                 removed += 1;
             }
         }
@@ -284,12 +281,12 @@ impl LeaseTrees {
     /// every lease's key counts zeroed, for the caller to attach the keys
     /// again from the key space.
     pub fn reset_to(&self, revision: u64) -> io::Result<()> {
-        self.keys.clear().map_err(io::Error::other)?;
+        self.keys.clear().map_err(io_error)?;
         let mut live = 0;
         for item in self.leases.iter() {
-            let (id, info) = item.map_err(io::Error::other)?;
+            let (id, info) = item.map_err(io_error)?;
             if read_u64(&id)? > revision {
-                self.leases.remove(&id).map_err(io::Error::other)?;
+                self.leases.remove(&id).map_err(io_error)?;
                 continue;
             }
             let info = LeaseInfo::decode(&info)?;
@@ -306,9 +303,7 @@ impl LeaseTrees {
             if info.revoked == 0 {
                 live += 1;
             }
-            self.leases
-                .insert(id, &info.encode())
-                .map_err(io::Error::other)?;
+            self.leases.insert(id, &info.encode()).map_err(io_error)?;
         }
         self.count.store(live, Ordering::Relaxed);
         Ok(())
@@ -322,7 +317,7 @@ impl LeaseTrees {
             return Ok((keys, false));
         }
         for item in self.keys.scan_prefix(id.to_be_bytes()) {
-            let (indexed, _) = item.map_err(io::Error::other)?;
+            let (indexed, _) = item.map_err(io_error)?;
             if keys.len() == limit {
                 return Ok((keys, true));
             }
@@ -335,7 +330,7 @@ impl LeaseTrees {
     pub fn all(&self) -> io::Result<Vec<(u64, u64)>> {
         let mut all = Vec::new();
         for item in self.leases.iter() {
-            let (id, info) = item.map_err(io::Error::other)?;
+            let (id, info) = item.map_err(io_error)?;
             let info = LeaseInfo::decode(&info)?;
             if info.revoked == 0 {
                 all.push((read_u64(&id)?, info.ttl));
@@ -351,16 +346,16 @@ impl LeaseTrees {
 
     /// Removes every lease and the whole index.
     pub fn clear(&self) -> io::Result<()> {
-        self.leases.clear().map_err(io::Error::other)?;
+        self.leases.clear().map_err(io_error)?;
         self.count.store(0, Ordering::Relaxed);
-        self.keys.clear().map_err(io::Error::other)
+        self.keys.clear().map_err(io_error)
     }
 }
 
 /// A lease table as snapshot data carries it: `u32 count (BE)`, then per
 /// lease `u64 id, u64 TTL seconds` (BE), in strictly increasing id order.
 pub fn encode_table(leases: &[(u64, u64)], data: &mut Vec<u8>) -> io::Result<()> {
-    let count = u32::try_from(leases.len()).map_err(io::Error::other)?;
+    let count = u32::try_from(leases.len()).map_err(io_error)?;
     data.extend_from_slice(&count.to_be_bytes());
     for (id, ttl) in leases {
         data.extend_from_slice(&id.to_be_bytes());

@@ -41,6 +41,7 @@ use super::size::StoreSize;
 use super::vote::VoteFile;
 use crate::codec::decode;
 use crate::codec::encode;
+use crate::store::disk::io_error;
 use crate::types::LogId;
 use crate::types::TypeConfig;
 
@@ -144,11 +145,11 @@ impl LogStore {
             else {
                 continue;
             };
-            let number = u64::from_str_radix(number, 16).map_err(io::Error::other)?;
-            segments.insert(number, db.open_tree(&name).map_err(io::Error::other)?);
+            let number = u64::from_str_radix(number, 16).map_err(io_error)?;
+            segments.insert(number, db.open_tree(&name).map_err(io_error)?);
         }
-        let meta = db.open_tree("raft_meta").map_err(io::Error::other)?;
-        let last_purged = match meta.get(LAST_PURGED).map_err(io::Error::other)? {
+        let meta = db.open_tree("raft_meta").map_err(io_error)?;
+        let last_purged = match meta.get(LAST_PURGED).map_err(io_error)? {
             Some(bytes) => Some(decode(&bytes)?),
             None => None,
         };
@@ -161,8 +162,8 @@ impl LogStore {
         let mut entry_bytes = EntryBytes::default();
         for tree in segments.values() {
             for item in tree.range(index_key(first_kept)..) {
-                let (key, value) = item.map_err(io::Error::other)?;
-                let index = u64::from_be_bytes(key.as_ref().try_into().map_err(io::Error::other)?);
+                let (key, value) = item.map_err(io_error)?;
+                let index = u64::from_be_bytes(key.as_ref().try_into().map_err(io_error)?);
                 let bytes = pair_bytes(&key, &value);
                 size.change_log(bytes, entry_bytes.set(index, bytes));
             }
@@ -191,7 +192,7 @@ impl LogStore {
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
-        match self.inner.meta.get(key).map_err(io::Error::other)? {
+        match self.inner.meta.get(key).map_err(io_error)? {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
@@ -201,7 +202,7 @@ impl LogStore {
         self.inner
             .meta
             .insert(key, encode(value)?)
-            .map_err(io::Error::other)?;
+            .map_err(io_error)?;
         Ok(())
     }
 
@@ -234,7 +235,7 @@ impl LogStore {
             .inner
             .db
             .open_tree(segment_name(segment))
-            .map_err(io::Error::other)?;
+            .map_err(io_error)?;
         segments.insert(segment, tree.clone());
         Ok(tree)
     }
@@ -252,7 +253,7 @@ impl LogStore {
         self.inner
             .db
             .drop_tree(segment_name(segment))
-            .map_err(io::Error::other)?;
+            .map_err(io_error)?;
         Ok(())
     }
 }

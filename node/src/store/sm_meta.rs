@@ -10,6 +10,7 @@ use std::io;
 
 use crate::codec::decode;
 use crate::codec::encode;
+use crate::store::disk::io_error;
 use crate::types::LogId;
 use crate::types::StoredMembership;
 
@@ -61,7 +62,7 @@ impl Applied {
 /// `applied`: `compacted u64 (BE), keys u64 (BE)`, then the encoded log id.
 /// Before it existed, the three were values of their own.
 pub(super) fn read_applied(meta: &sled::Tree) -> io::Result<Applied> {
-    if let Some(bytes) = meta.get(APPLIED).map_err(io::Error::other)? {
+    if let Some(bytes) = meta.get(APPLIED).map_err(io_error)? {
         let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed applied state");
         let (compacted, rest) = bytes.split_first_chunk::<8>().ok_or_else(malformed)?;
         let (keys, rest) = rest.split_first_chunk::<8>().ok_or_else(malformed)?;
@@ -71,7 +72,7 @@ pub(super) fn read_applied(meta: &sled::Tree) -> io::Result<Applied> {
             keys: u64::from_be_bytes(*keys),
         });
     }
-    let log_id = match meta.get(LAST_APPLIED).map_err(io::Error::other)? {
+    let log_id = match meta.get(LAST_APPLIED).map_err(io_error)? {
         Some(bytes) => decode(&bytes)?,
         None => None,
     };
@@ -87,26 +88,26 @@ pub(super) fn write_applied(meta: &sled::Tree, applied: &Applied) -> io::Result<
     bytes.extend_from_slice(&applied.compacted.to_be_bytes());
     bytes.extend_from_slice(&applied.keys.to_be_bytes());
     bytes.extend_from_slice(&encode(&applied.log_id)?);
-    meta.insert(APPLIED, bytes).map_err(io::Error::other)?;
+    meta.insert(APPLIED, bytes).map_err(io_error)?;
     Ok(())
 }
 
 pub(super) fn read_alarms(meta: &sled::Tree) -> io::Result<BTreeSet<u64>> {
-    match meta.get(ALARMS).map_err(io::Error::other)? {
+    match meta.get(ALARMS).map_err(io_error)? {
         Some(bytes) => decode(&bytes),
         None => Ok(BTreeSet::new()),
     }
 }
 
 pub(super) fn read_membership(meta: &sled::Tree) -> io::Result<StoredMembership> {
-    match meta.get(MEMBERSHIP).map_err(io::Error::other)? {
+    match meta.get(MEMBERSHIP).map_err(io_error)? {
         Some(bytes) => decode(&bytes),
         None => Ok(StoredMembership::default()),
     }
 }
 
 pub(super) fn read_u64(meta: &sled::Tree, key: &[u8]) -> io::Result<u64> {
-    match meta.get(key).map_err(io::Error::other)? {
+    match meta.get(key).map_err(io_error)? {
         Some(bytes) => {
             let bytes: [u8; 8] = bytes.as_ref().try_into().map_err(|_| {
                 io::Error::new(
@@ -121,7 +122,6 @@ pub(super) fn read_u64(meta: &sled::Tree, key: &[u8]) -> io::Result<u64> {
 }
 
 pub(super) fn write_u64(meta: &sled::Tree, key: &[u8], value: u64) -> io::Result<()> {
-    meta.insert(key, &value.to_be_bytes())
-        .map_err(io::Error::other)?;
+    meta.insert(key, &value.to_be_bytes()).map_err(io_error)?;
     Ok(())
 }

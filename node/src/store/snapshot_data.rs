@@ -39,6 +39,7 @@ use super::keyspace::Version;
 use super::leases;
 use super::leases::LeaseTable;
 use super::record;
+use crate::store::disk::io_error;
 
 /// The first bytes of data with value headers: a key length no key can have,
 /// then the format number.
@@ -101,7 +102,7 @@ impl Encoder {
         let mut data = SNAPSHOT_V5.to_vec();
         data.extend_from_slice(&compacted.to_be_bytes());
         leases::encode_table(leases, &mut data)?;
-        let count = u32::try_from(alarms.len()).map_err(io::Error::other)?;
+        let count = u32::try_from(alarms.len()).map_err(io_error)?;
         data.extend_from_slice(&count.to_be_bytes());
         for member in alarms {
             data.extend_from_slice(&member.to_be_bytes());
@@ -122,8 +123,8 @@ impl Encoder {
     /// Appends `kv` (v4); keys must come in increasing order.
     pub fn push(&mut self, kv: &KeyValue) -> io::Result<()> {
         let data = &mut self.data;
-        let key_len = u32::try_from(kv.key.len()).map_err(io::Error::other)?;
-        let value_len = u32::try_from(V4_HEADER + kv.value.len()).map_err(io::Error::other)?;
+        let key_len = u32::try_from(kv.key.len()).map_err(io_error)?;
+        let value_len = u32::try_from(V4_HEADER + kv.value.len()).map_err(io_error)?;
         data.extend_from_slice(&key_len.to_be_bytes());
         data.extend_from_slice(&kv.key);
         data.extend_from_slice(&value_len.to_be_bytes());
@@ -138,8 +139,8 @@ impl Encoder {
     pub fn push_version(&mut self, version: &Version) -> io::Result<()> {
         let row = &version.row;
         let value = row.value.as_deref().unwrap_or_default();
-        let key_len = u32::try_from(row.key.len()).map_err(io::Error::other)?;
-        let value_len = u32::try_from(value.len()).map_err(io::Error::other)?;
+        let key_len = u32::try_from(row.key.len()).map_err(io_error)?;
+        let value_len = u32::try_from(value.len()).map_err(io_error)?;
         let kind = match (&row.value, version.live) {
             (None, _) => V5_DELETE,
             (Some(_), false) => V5_PUT,

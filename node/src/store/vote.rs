@@ -66,6 +66,12 @@ impl VoteFile {
 
     /// Replaces the vote; on stable storage when it returns. Blocks.
     pub fn write(&self, vote: &Vote) -> io::Result<()> {
+        // A full disk is waited out, not fatal (see `server::disk_full`).
+        self.replace(vote)
+            .inspect_err(crate::disk::filesystem::note_write_error)
+    }
+
+    fn replace(&self, vote: &Vote) -> io::Result<()> {
         let encoded = encode(vote)?;
         let temporary = self.dir.join(TEMPORARY);
         let mut file = File::create(&temporary)?;

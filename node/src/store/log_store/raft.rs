@@ -24,6 +24,7 @@ use super::LAST_PURGED;
 use super::VOTE;
 use crate::codec::decode;
 use crate::codec::encode;
+use crate::store::disk::io_error;
 use crate::store::size::pair_bytes;
 use crate::types::Entry;
 use crate::types::LogId;
@@ -74,7 +75,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut entries = Vec::new();
         for tree in trees {
             for value in tree.range(keys).values() {
-                entries.push(decode(&value.map_err(io::Error::other)?)?);
+                entries.push(decode(&value.map_err(io_error)?)?);
             }
         }
         Ok(entries)
@@ -97,7 +98,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let trees: Vec<sled::Tree> = self.segments().values().rev().cloned().collect();
         let mut last_log_id = last_purged_log_id;
         for tree in trees {
-            if let Some((_, bytes)) = tree.last().map_err(io::Error::other)? {
+            if let Some((_, bytes)) = tree.last().map_err(io_error)? {
                 let id = decode::<Entry>(&bytes)?.log_id();
                 if Some(id) > last_purged_log_id {
                     last_log_id = Some(id);
@@ -121,7 +122,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let vote = *vote;
         tokio::task::spawn_blocking(move || file.write(&vote))
             .await
-            .map_err(io::Error::other)?
+            .map_err(io_error)?
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
@@ -161,8 +162,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             };
             let key = index_key(entry.index());
             let value = encode(&entry)?;
-            tree.insert(key, value.as_slice())
-                .map_err(io::Error::other)?;
+            tree.insert(key, value.as_slice()).map_err(io_error)?;
             let bytes = pair_bytes(&key, &value);
             let dropped = self.entry_bytes().set(entry.index(), bytes);
             self.inner.size.change_log(bytes, dropped);
@@ -203,9 +203,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .range(index_key(from)..)
                 .keys()
                 .collect::<Result<_, _>>()
-                .map_err(io::Error::other)?;
+                .map_err(io_error)?;
             for key in keys.iter().rev() {
-                tree.remove(key).map_err(io::Error::other)?;
+                tree.remove(key).map_err(io_error)?;
             }
         }
         Ok(())

@@ -10,6 +10,7 @@ use std::sync::MutexGuard;
 
 use super::StateMachineStore;
 use crate::codec::encode;
+use crate::store::disk::io_error;
 use crate::store::keyspace::Version;
 use crate::store::sm_meta::read_applied;
 use crate::store::sm_meta::write_applied;
@@ -93,12 +94,10 @@ impl StateMachineStore {
         let compacted = decoder.compacted().unwrap_or(index).min(index);
         write_u64(sm_meta, COMPACT_DONE, compacted)?;
         let alarms: BTreeSet<u64> = decoder.alarms().iter().copied().collect();
-        sm_meta
-            .insert(ALARMS, encode(&alarms)?)
-            .map_err(io::Error::other)?;
+        sm_meta.insert(ALARMS, encode(&alarms)?).map_err(io_error)?;
         sm_meta
             .insert(MEMBERSHIP, encode(&meta.last_membership)?)
-            .map_err(io::Error::other)?;
+            .map_err(io_error)?;
         write_applied(
             sm_meta,
             &Applied {
@@ -127,7 +126,7 @@ impl StateMachineStore {
         self.reader
             .meta
             .insert(INSTALLING, encode(&(meta, name))?)
-            .map_err(io::Error::other)?;
+            .map_err(io_error)?;
         self.disk.sync()?;
         received.keep();
         crate::crash_point!("snapshot-install-before-load");
@@ -143,10 +142,7 @@ impl StateMachineStore {
             self.disk.sync()?;
             self.publish()?;
         }
-        self.reader
-            .meta
-            .remove(INSTALLING)
-            .map_err(io::Error::other)?;
+        self.reader.meta.remove(INSTALLING).map_err(io_error)?;
         received.remove()
     }
 
@@ -168,7 +164,7 @@ impl StateMachineStore {
         self.reader
             .meta
             .insert(MEMBERSHIP, encode(&meta.last_membership)?)
-            .map_err(io::Error::other)?;
+            .map_err(io_error)?;
         applied.log_id = meta.last_log_id;
         write_applied(&self.reader.meta, &applied)?;
         drop(gate);

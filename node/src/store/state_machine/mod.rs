@@ -70,6 +70,7 @@ use super::sm_meta::write_u64;
 use super::sm_meta::CLEAN;
 use super::sm_meta::COMPACT_DONE;
 use super::sm_meta::SPACE_BYTES;
+use crate::store::disk::io_error;
 
 /// The state machine: applies committed entries, builds and installs snapshots.
 #[derive(Clone)]
@@ -123,10 +124,7 @@ impl StateMachineStore {
         let mut gate = self.write_gate()?;
         *gate = true;
         write_u64(&self.reader.meta, SPACE_BYTES, self.size.key_space())?;
-        self.reader
-            .meta
-            .insert(CLEAN, &[])
-            .map_err(io::Error::other)?;
+        self.reader.meta.insert(CLEAN, &[]).map_err(io_error)?;
         self.disk.sync()
     }
 

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use super::StateMachineStore;
 use crate::codec::decode;
+use crate::store::disk::io_error;
 use crate::store::disk::Disk;
 use crate::store::keyspace::KeySpace;
 use crate::store::keyspace::Row;
@@ -56,9 +57,9 @@ impl StateMachineStore {
         disk: Arc<Disk>,
         size: Arc<StoreSize>,
     ) -> io::Result<StateMachineStore> {
-        let open = |name: &str| db.open_tree(name).map_err(io::Error::other);
+        let open = |name: &str| db.open_tree(name).map_err(io_error);
         let meta = open("sm_meta")?;
-        let format = meta.get(STORE_FORMAT).map_err(io::Error::other)?;
+        let format = meta.get(STORE_FORMAT).map_err(io_error)?;
         let format = match format.as_deref() {
             None => None,
             Some([f]) if *f == REVISIONED || *f == REVISIONED_V2 => Some(*f),
@@ -89,13 +90,13 @@ impl StateMachineStore {
             size,
         };
         let meta = &store.reader.meta;
-        let clean = meta.remove(CLEAN).map_err(io::Error::other)?.is_some();
+        let clean = meta.remove(CLEAN).map_err(io_error)?.is_some();
         // On disk before anything is rewritten: a crash during the rewrite
         // must not find the marker that vouches for the trees.
         store.disk.sync()?;
         let old_kv = db.tree_names().iter().any(|name| name.as_ref() == b"kv");
         let stored = store.stored_snapshot()?;
-        let installing = meta.get(INSTALLING).map_err(io::Error::other)?;
+        let installing = meta.get(INSTALLING).map_err(io_error)?;
         match format {
             // An install cut short by a crash: its data file is complete and
             // synced, the key-value state may be half replaced.
@@ -109,23 +110,22 @@ impl StateMachineStore {
             None => store.convert_kv(db)?,
         }
         if old_kv {
-            db.drop_tree("kv").map_err(io::Error::other)?;
+            db.drop_tree("kv").map_err(io_error)?;
         }
         // In this version's layout from here on; a crash before the sync
         // below redoes the conversion.
         write_applied(meta, &read_applied(meta)?)?;
         for old in [LAST_APPLIED, COMPACTED, KEY_COUNT] {
-            meta.remove(old).map_err(io::Error::other)?;
+            meta.remove(old).map_err(io_error)?;
         }
-        meta.insert(STORE_FORMAT, &[REVISIONED])
-            .map_err(io::Error::other)?;
+        meta.insert(STORE_FORMAT, &[REVISIONED]).map_err(io_error)?;
         store.disk.sync()?;
         store.forget_stored_snapshot()?;
         store.remove_incoming_files()?;
         // The key space's count: from the clean stop that wrote it when the
         // trees are as that stop left them, else counted again.
         let trusted = clean && format == Some(REVISIONED) && installing.is_none();
-        match meta.get(SPACE_BYTES).map_err(io::Error::other)? {
+        match meta.get(SPACE_BYTES).map_err(io_error)? {
             Some(_) if trusted => store.size.set_key_space(read_u64(meta, SPACE_BYTES)?),
             _ => {
                 let started = std::time::Instant::now();
@@ -184,17 +184,12 @@ impl StateMachineStore {
     /// midway leaves no `store_format`, and no `clean` marker: the next open
     /// rebuilds from the snapshot.
     fn convert_kv(&self, db: &sled::Db) -> io::Result<()> {
-        let kv = db.open_tree("kv").map_err(io::Error::other)?;
-        let headers = self
-            .reader
-            .meta
-            .get(KV_FORMAT)
-            .map_err(io::Error::other)?
-            .is_some();
+        let kv = db.open_tree("kv").map_err(io_error)?;
+        let headers = self.reader.meta.get(KV_FORMAT).map_err(io_error)?.is_some();
         self.reader.space.clear()?;
         let mut count: u32 = 0;
         for item in kv.iter() {
-            let (key, stored) = item.map_err(io::Error::other)?;
+            let (key, stored) = item.map_err(io_error)?;
             let (lease, value) = if headers {
                 let record = record::decode(&stored)?;
                 (record.lease, record.value.to_vec())
@@ -286,7 +281,7 @@ impl StateMachineStore {
 
     /// A stored snapshot's meta, and its data as sled holds it (not copied).
     fn stored_snapshot(&self) -> io::Result<Option<(SnapshotMeta, sled::IVec)>> {
-        let get = |key| self.snapshot.get(key).map_err(io::Error::other);
+        let get = |key| self.snapshot.get(key).map_err(io_error);
         if let Some(stored) = get(SNAPSHOT)? {
             let malformed =
                 || io::Error::new(io::ErrorKind::InvalidData, "malformed stored snapshot");
@@ -310,11 +305,7 @@ impl StateMachineStore {
     fn forget_stored_snapshot(&self) -> io::Result<()> {
         let mut removed = false;
         for key in [SNAPSHOT, OLD_SNAPSHOT_META, OLD_SNAPSHOT_DATA] {
-            removed |= self
-                .snapshot
-                .remove(key)
-                .map_err(io::Error::other)?
-                .is_some();
+            removed |= self.snapshot.remove(key).map_err(io_error)?.is_some();
         }
         if removed {
             // sled frees the removed value through crossbeam-epoch, which

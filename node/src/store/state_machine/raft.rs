@@ -19,6 +19,7 @@ use openraft::RaftSnapshotBuilder;
 use super::StateMachineStore;
 use crate::codec::encode;
 use crate::store::apply::EntryApply;
+use crate::store::disk::io_error;
 use crate::store::sm_meta::write_applied;
 use crate::store::sm_meta::Applied;
 use crate::store::sm_meta::ALARMS;
@@ -55,7 +56,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let disk = self.store.disk.clone();
         tokio::task::spawn_blocking(move || disk.sync())
             .await
-            .map_err(io::Error::other)??;
+            .map_err(io_error)??;
         let metrics = crate::metrics::global();
         crate::metrics::observe_since(&metrics.snapshot_build, started);
         let (meta, state) = state;
@@ -125,8 +126,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         };
                         // Replayed after a crash, the same entries end in
                         // the same set, whatever part of this was kept.
-                        meta.insert(ALARMS, encode(&*set)?)
-                            .map_err(io::Error::other)?;
+                        meta.insert(ALARMS, encode(&*set)?).map_err(io_error)?;
                     }
                     // Rows of this entry written, `applied` not yet.
                     crate::crash_point!("apply-after-entry");
@@ -135,7 +135,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Membership(membership) => {
                     let stored = StoredMembership::new(Some(entry.log_id), membership);
                     meta.insert(MEMBERSHIP, encode(&stored)?)
-                        .map_err(io::Error::other)?;
+                        .map_err(io_error)?;
                     CommandResult::Done
                 }
             };
@@ -208,7 +208,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             Ok(())
         })
         .await
-        .map_err(io::Error::other)?
+        .map_err(io_error)?
     }
 
     /// The state now: a snapshot covers the last applied entry, and there
