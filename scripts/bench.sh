@@ -44,7 +44,9 @@ machine's cores with it. Builds the release binaries first.
                   default settings) and the gRPC ceiling (hammer noop-server:
                   etcd's KV.Put/Range answered at once, nothing stored), with
                   ratios. Rows: writes/s at 64 and at 1 client, linearizable
-                  reads/s at 64 clients, write p99 at 64 clients; the failover
+                  reads/s at 64 clients, write p99 at 64 clients, and the CPU
+                  time one write at 64 clients cost the leader and, on
+                  average, a follower (from /proc, around each cell); the failover
                   rows only with --failover too. Cells of 8 s, medians of
                   --rounds rounds; within a round every measure runs against
                   raftkv, etcd, the ceiling in turn (A/B/C, A/B/C)
@@ -341,6 +343,31 @@ fi
 
 # --- raftkv, etcd and the ceiling, alternating ----------------------------------
 
+# CPU time (user + system, clock ticks) a process has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+# member_pids TARGET: sets PIDS to TARGET's three members, the leader first
+# (none for the ceiling, or when the leader is not known).
+member_pids() {
+  local leader i pid
+  PIDS=()
+  case $1 in
+    raftkv)
+      leader=$(cluster leader) || return 0
+      for i in "$leader" 1 2 3; do
+        [ "${#PIDS[@]}" -gt 0 ] && [ "$i" = "$leader" ] && continue
+        pid=$(node_pid "$DATA/raftkv" "$i") || { PIDS=(); return 0; }
+        PIDS+=("$pid")
+      done ;;
+    etcd)
+      leader=$(etcd_leader "$ETCD_ENDPOINTS")
+      [ -n "$leader" ] || return 0
+      PIDS+=("${ETCD_PID[leader]}")
+      for i in 1 2 3; do [ "$i" != "$leader" ] && PIDS+=("${ETCD_PID[i]}"); done ;;
+  esac
+  return 0
+}
+
 if [ "$VS_ETCD" = 1 ]; then
   log "raftkv / etcd / gRPC ceiling, ${COMPARE_SECONDS} s per cell, rounds: $ROUNDS"
   for round in $(seq 1 "$ROUNDS"); do
@@ -356,12 +383,22 @@ if [ "$VS_ETCD" = 1 ]; then
         esac
         log "  round $round/$ROUNDS: $target, ${measure%-*}-only, clients=$clients…"
         report="$DATA/compare-$round-$measure-$target.json"
+        member_pids "$target"
+        before=(); for pid in "${PIDS[@]}"; do before+=("$(cpu_ticks "$pid")"); done
         hammer_cell "$report" "${flags[@]}" --clients "$clients" --duration "${COMPARE_SECONDS}s" \
           --read-ratio "$ratio"
+        used=(); for i in "${!PIDS[@]}"; do used+=($(($(cpu_ticks "${PIDS[i]}") - before[i]))); done
         jq -c --argjson round "$round" --arg measure "$measure" --arg target "$target" \
-          '{round: $round, measure: $measure, target: $target, writes_per_s: .by_kind.put.throughput,
+          --argjson used "[$(IFS=,; echo "${used[*]}")]" --argjson tick_us "$TICK_US" \
+          '(.by_kind.put.count // 0) as $writes
+          | {round: $round, measure: $measure, target: $target, writes_per_s: .by_kind.put.throughput,
             reads_per_s: .by_kind.get.throughput, write_p99_ms: .by_kind.put.p99_ms,
-            errors: ([.errors[]] | add // 0)}' "$report" >>"$DATA/compare.jsonl"
+            errors: ([.errors[]] | add // 0),
+            leader_cpu_us_per_write: (if $writes > 0 and ($used | length) == 3
+              then $used[0] * $tick_us / $writes else null end),
+            follower_cpu_us_per_write: (if $writes > 0 and ($used | length) == 3
+              then ($used[1] + $used[2]) * $tick_us / 2 / $writes else null end)}' \
+          "$report" >>"$DATA/compare.jsonl"
         # Lets what a run leaves behind (flushes, log purges) settle before the next one.
         sleep 1
       done
@@ -678,11 +715,14 @@ def bounded_median(gaps, threshold=10):
 
 # The table's throughput and latency rows: (label, measure, field of compare.jsonl).
 ROWS = [("writes/s, 64 clients", "write-64", "writes_per_s"), ("writes/s, 1 client", "write-1", "writes_per_s"),
-        ("linearizable reads/s, 64 clients", "read-64", "reads_per_s"), ("write p99 ms, 64 clients", "write-64", "write_p99_ms")]
+        ("linearizable reads/s, 64 clients", "read-64", "reads_per_s"), ("write p99 ms, 64 clients", "write-64", "write_p99_ms"),
+        ("leader CPU µs per write, 64 clients", "write-64", "leader_cpu_us_per_write"),
+        ("follower CPU µs per write, 64 clients", "write-64", "follower_cpu_us_per_write")]
 table = []
 if compare:
     for label, measure, field in ROWS:
-        cells = {t: [c[field] for c in compare if c["measure"] == measure and c["target"] == t] for t in ("raftkv", "etcd", "ceiling")}
+        cells = {t: [c.get(field) for c in compare if c["measure"] == measure and c["target"] == t and c.get(field) is not None]
+                 for t in ("raftkv", "etcd", "ceiling")}
         table.append({"measure": label, **{t: median(v) for t, v in cells.items()}, "rounds": cells})
 kills = {t: [r for r in failover if r["kind"] == "kill" and r["target"] == t] for t in ("raftkv", "etcd")}
 transfers = [r for r in failover if r["kind"] == "transfer"]
@@ -740,7 +780,7 @@ if table:
     if compare:
         print(f"\nmedians over rounds: {max(c['round'] for c in compare)}; every round: raftkv, etcd, ceiling in turn for each measure. Each round's values:")
         for row in table:
-            if "writes/s" in row["measure"] or "reads/s" in row["measure"] or "p99" in row["measure"]:
+            if any(w in row["measure"] for w in ("writes/s", "reads/s", "p99", "CPU")):
                 digits = 1 if "p99" in row["measure"] else 0
                 print(f"  {row['measure']}: " + "; ".join(f"{t} {', '.join(f(v, digits) for v in vs)}" for t, vs in row["rounds"].items() if vs))
         errors = sum(c["errors"] for c in compare)
