@@ -238,7 +238,7 @@ async fn disk_full_driver() {
     );
     let mut cluster = TestCluster::new();
     let small = cluster.dir().join("small");
-    small_disk(&small, 24);
+    let _disk = small_disk(&small, 24);
 
     cluster.bootstrap(cluster.node_spec(1)).await;
     cluster.add_voter(2).await;
@@ -307,7 +307,8 @@ async fn disk_full_everywhere() {
 }
 
 /// Mounts a tmpfs of `megabytes` at a new directory `dir`.
-fn small_disk(dir: &std::path::Path, megabytes: u32) {
+#[must_use = "the disk is unmounted when this is dropped"]
+fn small_disk(dir: &std::path::Path, megabytes: u32) -> SmallDisk {
     std::fs::create_dir(dir).expect("mount point");
     let mounted = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
@@ -315,6 +316,22 @@ fn small_disk(dir: &std::path::Path, megabytes: u32) {
         .status()
         .expect("mount");
     assert!(mounted.success(), "cannot mount a tmpfs");
+    SmallDisk(dir.to_path_buf())
+}
+
+/// A small disk mounted for a test; unmounted when dropped. Declared after
+/// the cluster, it is dropped first, so the cluster's directory (the mount
+/// point inside it included) can be removed: a lazy unmount detaches it
+/// although the nodes, stopped after it, still hold files open there.
+struct SmallDisk(std::path::PathBuf);
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("--lazy")
+            .arg(&self.0)
+            .status();
+    }
 }
 
 /// Fills the filesystem of `dir` to the last byte; returns the file to
@@ -363,9 +380,7 @@ async fn disk_full_everywhere_driver() {
     let disks: Vec<_> = (1..=3)
         .map(|id| cluster.dir().join(format!("small-{id}")))
         .collect();
-    for disk in &disks {
-        small_disk(disk, 24);
-    }
+    let _mounted: Vec<SmallDisk> = disks.iter().map(|disk| small_disk(disk, 24)).collect();
     let spec = |cluster: &TestCluster, id: u64| {
         cluster
             .node_spec(id)
