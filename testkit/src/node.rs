@@ -282,11 +282,17 @@ impl TestNode {
             .unwrap_or_default()
     }
 
-    /// The last lines of the node's log, for failure messages.
+    /// The last lines of the node's log, for failure messages. A node that
+    /// exits on an error ends its log with the error's backtrace: the lines
+    /// shown are those before it, which say what went wrong.
     pub fn log_tail(&self) -> String {
         let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        let end = lines
+            .iter()
+            .rposition(|line| line.trim().eq_ignore_ascii_case("stack backtrace:"))
+            .unwrap_or(lines.len());
+        lines[end.saturating_sub(30)..end].join("\n")
     }
 
     /// `kill -9`: no chance to flush or say goodbye.
