@@ -117,9 +117,10 @@ impl ClusterClient {
 
     /// Asks every endpoint (concurrently) who leads; returns the leader's
     /// address. It answers as soon as a majority of the endpoints have
-    /// answered and one of them names a leader, so a node that hangs (paused,
-    /// a stalled disk) never holds it up: two majorities share a node, so the
-    /// highest term among a majority's answers is the newest election's.
+    /// answered, so a node that hangs (paused, a stalled disk) never holds it
+    /// up: two majorities share a node, so the highest term among a
+    /// majority's answers is the newest election's, and when none of them
+    /// knows a leader an election is under way (the caller asks again).
     /// Callers that may not read a node's status (a certificate for
     /// raftkv.KV only) find the leader among the endpoints through the health
     /// service instead.
@@ -141,7 +142,7 @@ impl ClusterClient {
             answers.push(answer);
             let statuses = answers.iter().filter(|(_, a)| a.is_ok()).count();
             found = best_leader(&answers);
-            if found.is_some() && statuses >= majority {
+            if statuses >= majority {
                 break;
             }
         }
