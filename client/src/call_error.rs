@@ -34,16 +34,8 @@ impl CallError {
 
     /// No answer within `timeout`: a write may have been applied.
     pub(crate) fn timed_out(timeout: Duration, may_repeat: bool) -> CallError {
-        let failure = if may_repeat {
-            Failure::Retry {
-                leader: None,
-                kind: "timeout",
-            }
-        } else {
-            Failure::Unknown("timeout")
-        };
         CallError {
-            failure,
+            failure: unanswered("timeout", may_repeat),
             error: ClientError::Timeout(timeout),
         }
     }
@@ -53,16 +45,8 @@ impl CallError {
     /// out before it learns it was deposed, or its entry is already in the
     /// new leader's log).
     pub(crate) fn leader_moved(from: String, to: String, may_repeat: bool) -> CallError {
-        let failure = if may_repeat {
-            Failure::Retry {
-                leader: None,
-                kind: "leader_moved",
-            }
-        } else {
-            Failure::Unknown("leader_moved")
-        };
         CallError {
-            failure,
+            failure: unanswered("leader_moved", may_repeat),
             error: ClientError::LeaderMoved { from, to },
         }
     }
@@ -106,5 +90,15 @@ impl CallError {
     /// Whether the call may have taken effect although it failed.
     pub fn is_unknown(&self) -> bool {
         matches!(self.failure, Failure::Unknown(_))
+    }
+}
+
+/// A call given up before any answer (`kind` says why): sent again if it
+/// `may_repeat`, else its outcome is unknown.
+fn unanswered(kind: &'static str, may_repeat: bool) -> Failure {
+    if may_repeat {
+        Failure::Retry { leader: None, kind }
+    } else {
+        Failure::Unknown(kind)
     }
 }
