@@ -137,16 +137,16 @@ impl ClusterClient {
             })
             .collect();
         let mut answers = Vec::new();
-        let mut found = None;
+        let mut statuses = 0;
         while let Some(answer) = asks.next().await {
+            statuses += usize::from(answer.1.is_ok());
             answers.push(answer);
-            let statuses = answers.iter().filter(|(_, a)| a.is_ok()).count();
-            found = best_leader(&answers);
             if statuses >= majority {
                 break;
             }
         }
         drop(asks);
+        let mut found = best_leader(&answers);
         let mut details = Vec::new();
         // Nodes whose status this client may not read (a key-value-only
         // certificate): asked through the health service instead.
