@@ -12,6 +12,7 @@
 //! forward).
 
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -102,6 +103,8 @@ struct Shared {
     last_discovery_error: Mutex<Option<String>>,
     /// Node ids by address, from status answers and redirects.
     node_ids: Mutex<HashMap<String, u64>>,
+    /// The nodes that answered the last round of discovery.
+    heard: Mutex<HashSet<String>>,
     retry_pause: (Duration, Duration),
     max_message_bytes: Option<usize>,
     leader_check: Option<Duration>,
@@ -166,6 +169,7 @@ impl Client {
                 discoveries: AtomicU64::new(0),
                 last_discovery_error: Mutex::new(None),
                 node_ids: Mutex::new(HashMap::new()),
+                heard: Mutex::new(HashSet::new()),
                 retry_pause: options.retry_pause,
                 max_message_bytes: options.max_message_bytes,
                 leader_check: options.leader_check,

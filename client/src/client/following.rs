@@ -82,6 +82,7 @@ impl Client {
                 .iter()
                 .map(|(address, id)| (address.clone(), *id)),
         );
+        lock(&self.shared.heard).clone_from(discovery.heard());
         *lock(&self.shared.last_discovery_error) = found.as_ref().err().map(|e| match e {
             ClientError::NoLeader { details, .. } => details.clone(),
             e => e.to_string(),
@@ -91,8 +92,10 @@ impl Client {
     }
 
     /// Waits for `attempt`, sent to `leader`. While it is pending, every
-    /// `leader_check` it asks the nodes who leads: when another node does,
-    /// the attempt is given up and that node's address returned.
+    /// `leader_check` it asks the nodes who leads: when another node does
+    /// and `leader` did not answer (it hangs), the attempt is given up and
+    /// that node's address returned. A leader that answers finishes its own
+    /// calls, even one that hands leadership over (a demotion of itself).
     pub(super) async fn awaiting<T>(
         &self,
         leader: &str,
@@ -113,7 +116,8 @@ impl Client {
                 answer = &mut attempt => return Ok(answer),
                 found = self.look_again() => found,
             };
-            if let Some(found) = found.filter(|found| found != leader) {
+            let silent = !lock(&self.shared.heard).contains(leader);
+            if let Some(found) = found.filter(|found| found != leader && silent) {
                 return Err(found);
             }
         }
