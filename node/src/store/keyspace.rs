@@ -1,25 +1,23 @@
-//! The revisioned key space: every version of every key, on two sled trees.
+//! The revisioned key space: every version of every key, in one sled tree
+//! and an index in memory.
 //!
 //! A revision is the log index of the entry that wrote it; the writes of one
 //! entry are told apart by a sub-revision, their order within it.
 //!
 //! ```text
-//! tree `revs`       revision u64 BE ++ sub u32 BE  →  row (see `Row`)
-//! tree `key_index`  escaped key ++ !revision u64 BE →  sub u32 BE ++ kind u8
-//!                     ++ create_revision, version, lease (u64 BE each)
+//! tree `revs`   revision u64 BE ++ sub u32 BE  →  row (see `Row`)
+//! key index     key → its versions: revision, sub, put or delete,
+//!                 create_revision, version, lease (see `index`)
 //! ```
 //!
-//! The index repeats a version's numbers so the apply decides a put or a
-//! delete (and a lease's budget) from the index alone, without reading the
-//! value.
-//!
 //! `revs` holds each version once, in the order it was written: that is the
-//! history watchers read. `key_index` finds, for a key and a revision `R`,
-//! the newest version at or before `R` as the first entry of a forward range:
-//! a key's versions sort newest first (the revision is stored inverted), so
-//! no lookup iterates backwards. Keys are escaped so that index keys sort by
-//! user key first (see `escape`); a prefix of a user key escapes to a
-//! prefix of its index keys.
+//! history watchers read, and all that is on disk. The index finds, for a
+//! key and a revision `R`, the newest version at or before `R`. It repeats
+//! a version's numbers so the apply decides a put or a delete (and a
+//! lease's budget) from the index alone, without reading the value. It is
+//! rebuilt from `revs` when the store opens, as etcd rebuilds its key index
+//! from its backend, so a write costs one tree insert and no index can be
+//! left out of step by a crash.
 //!
 //! Visibility: the apply writes an entry's rows before it publishes the
 //! entry's revision (see `state_machine`), and readers never look past the
@@ -35,105 +33,97 @@
 //! when they are trusted (see `state_machine`).
 
 mod encoding;
+mod index;
 
 use std::io;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use encoding::escape;
-use encoding::index_key;
-use encoding::index_value;
-use encoding::parse_index_value;
+use encoding::row_entry;
 pub use encoding::row_key;
-use encoding::split_index_key;
 use encoding::split_row_key;
 pub use encoding::KeyValue;
 pub use encoding::Numbers;
 pub use encoding::ReadError;
 pub use encoding::Row;
 pub use encoding::Version;
+use index::Entry;
+use index::KeyIndex;
 
 use super::size::pair_bytes;
 use super::size::StoreSize;
 use crate::store::disk::io_error;
 
-/// The two trees of the key space.
+/// The rows and their index.
 #[derive(Clone)]
 pub struct KeySpace {
     revs: sled::Tree,
-    index: sled::Tree,
-    /// Counted bytes of both trees (see `size`).
+    index: Arc<KeyIndex>,
+    /// Counted bytes of `revs` (see `size`).
     size: Arc<StoreSize>,
 }
 
-/// One version found through the index.
-struct Found {
-    revision: u64,
-    sub: u32,
-    deleted: bool,
-    numbers: Numbers,
-}
+/// Keys a scan looks at under one hold of the index's lock.
+const SCAN_STEP: usize = 1024;
 
 fn sled_err(e: sled::Error) -> io::Error {
     io_error(e)
 }
 
 impl KeySpace {
-    /// Opens (or creates) the trees in `db`; their bytes are counted in
-    /// `size` from here on.
+    /// Opens (or creates) the rows in `db` and builds their index (a walk
+    /// of every row); their bytes are counted in `size` from here on.
     pub fn open(db: &sled::Db, size: Arc<StoreSize>) -> io::Result<KeySpace> {
-        Ok(KeySpace {
+        let space = KeySpace {
             revs: db.open_tree("revs").map_err(sled_err)?,
-            index: db.open_tree("key_index").map_err(sled_err)?,
+            index: Arc::default(),
             size,
-        })
+        };
+        let started = std::time::Instant::now();
+        let mut rows = 0u64;
+        for item in space.revs.iter() {
+            let (key, value) = item.map_err(sled_err)?;
+            let (revision, sub) = split_row_key(&key)?;
+            let (key, entry) = row_entry(&value, revision, sub)?;
+            space.index.insert(key, entry);
+            rows += 1;
+        }
+        if rows > 0 {
+            tracing::info!(rows, elapsed = ?started.elapsed(), "key index built");
+        }
+        Ok(space)
     }
 
-    /// Inserts into `tree`, counting the bytes.
-    fn insert(&self, tree: &sled::Tree, key: &[u8], value: &[u8]) -> io::Result<()> {
-        let old = tree.insert(key, value).map_err(sled_err)?;
+    /// Inserts a row, counting the bytes.
+    fn insert_row(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        let old = self.revs.insert(key, value).map_err(sled_err)?;
         let removed = old.map_or(0, |old| pair_bytes(key, &old));
         self.size.change_key_space(pair_bytes(key, value), removed);
         Ok(())
     }
 
-    /// Removes from `tree`, counting the bytes.
-    fn remove(&self, tree: &sled::Tree, key: &[u8]) -> io::Result<()> {
-        if let Some(old) = tree.remove(key).map_err(sled_err)? {
+    /// Removes a row, counting the bytes.
+    fn remove_row(&self, key: &[u8]) -> io::Result<()> {
+        if let Some(old) = self.revs.remove(key).map_err(sled_err)? {
             self.size.change_key_space(0, pair_bytes(key, &old));
         }
         Ok(())
     }
 
-    /// Counts the bytes of both trees again (a walk of both: after a crash).
+    /// Counts the bytes of the rows again (a walk of them: after a crash).
     pub fn recount(&self) -> io::Result<u64> {
         let mut bytes = 0;
-        for tree in [&self.revs, &self.index] {
-            for item in tree.iter() {
-                let (key, value) = item.map_err(sled_err)?;
-                bytes += pair_bytes(&key, &value);
-            }
+        for item in self.revs.iter() {
+            let (key, value) = item.map_err(sled_err)?;
+            bytes += pair_bytes(&key, &value);
         }
         self.size.set_key_space(bytes);
         Ok(bytes)
     }
 
     /// The newest version of `key` at or before `revision`, tombstones included.
-    fn find(&self, key: &[u8], revision: u64) -> io::Result<Option<Found>> {
-        // Versions at or before `revision`, newest first.
-        let range = index_key(key, revision)..=index_key(key, 0);
-        let Some(item) = self.index.range(range).next() else {
-            return Ok(None);
-        };
-        let (indexed, value) = item.map_err(sled_err)?;
-        let (_, found_at) = split_index_key(&indexed)?;
-        let (sub, deleted, numbers) = parse_index_value(&value, found_at)?;
-        Ok(Some(Found {
-            revision: found_at,
-            sub,
-            deleted,
-            numbers,
-        }))
+    fn find(&self, key: &[u8], revision: u64) -> io::Result<Option<Entry>> {
+        Ok(self.index.find(key, revision))
     }
 
     /// The numbers of `key`'s version as of `revision`, unless it is absent
@@ -142,7 +132,7 @@ impl KeySpace {
         Ok(self
             .find(key, revision)?
             .filter(|found| !found.deleted)
-            .map(|found| found.numbers))
+            .map(|found| found.numbers()))
     }
 
     fn row(&self, revision: u64, sub: u32) -> io::Result<Option<Row>> {
@@ -171,7 +161,8 @@ impl KeySpace {
     }
 
     /// Up to `limit` keys starting with `prefix` and greater than
-    /// `start_after` as of `revision`, in key order, and whether more follow.
+    /// `start_after` as of `revision`, in key order, whether more follow,
+    /// and whether a version was lost to a compaction that raced the scan.
     pub fn scan(
         &self,
         prefix: &[u8],
@@ -179,37 +170,37 @@ impl KeySpace {
         limit: usize,
         revision: u64,
     ) -> io::Result<(Vec<KeyValue>, bool, bool)> {
-        let mut escaped_prefix = Vec::with_capacity(prefix.len() + 2);
-        escape(prefix, &mut escaped_prefix);
-        let mut from = Bound::Included(escaped_prefix.clone());
-        if !start_after.is_empty() {
-            let past = index_key(start_after, 0);
-            if past > escaped_prefix {
-                from = Bound::Excluded(past);
-            }
-        }
+        // Keys after `start_after`, when that is not before the prefix.
+        let mut from = if !start_after.is_empty() && start_after >= prefix {
+            Bound::Excluded(start_after.to_vec())
+        } else {
+            Bound::Included(prefix.to_vec())
+        };
         let mut pairs = Vec::new();
         let mut lost = false;
         loop {
-            let Some(item) = self.index.range((from.clone(), Bound::Unbounded)).next() else {
-                return Ok((pairs, false, lost));
-            };
-            let (indexed, _) = item.map_err(sled_err)?;
-            if !indexed.starts_with(&escaped_prefix) {
-                return Ok((pairs, false, lost));
-            }
-            let (key, _) = split_index_key(&indexed)?;
-            // Past every version of this key, whatever happens below.
-            from = Bound::Excluded(index_key(&key, 0));
-            match self.get(&key, revision)? {
-                Lookup::Absent => {}
-                Lookup::Lost => lost = true,
-                Lookup::Found(kv) => {
-                    if pairs.len() == limit {
-                        return Ok((pairs, true, lost));
-                    }
-                    pairs.push(kv);
+            // One more than wanted, to say whether more follow.
+            let wanted = limit.saturating_add(1) - pairs.len();
+            let (found, last) = self.index.live_keys(
+                prefix,
+                from.as_ref().map(Vec::as_slice),
+                revision,
+                wanted.min(SCAN_STEP),
+                SCAN_STEP,
+            );
+            for entry in found {
+                match self.row(entry.revision, entry.sub)? {
+                    Some(row) => match row.into_key_value(entry.revision) {
+                        Some(_) if pairs.len() == limit => return Ok((pairs, true, lost)),
+                        Some(kv) => pairs.push(kv),
+                        None => {}
+                    },
+                    None => lost = true,
                 }
+            }
+            match last {
+                Some(last) => from = Bound::Excluded(last),
+                None => return Ok((pairs, false, lost)),
             }
         }
     }
@@ -217,12 +208,17 @@ impl KeySpace {
     /// Writes one version of `row.key` at `revision`/`sub`. Writing the
     /// same row twice (a replay) leaves one.
     pub fn write(&self, revision: u64, sub: u32, row: &Row) -> io::Result<()> {
-        self.insert(&self.revs, &row_key(revision, sub), &row.encode())?;
-        self.insert(
-            &self.index,
-            &index_key(&row.key, revision),
-            &index_value(sub, row),
-        )
+        self.insert_row(&row_key(revision, sub), &row.encode())?;
+        let entry = Entry {
+            revision,
+            sub,
+            deleted: row.value.is_none(),
+            create_revision: row.create_revision,
+            version: row.version,
+            lease: row.lease,
+        };
+        self.index.insert(&row.key, entry);
+        Ok(())
     }
 
     /// Rows from revision `from` through `through`, in order, whole
@@ -284,7 +280,7 @@ impl KeySpace {
             let (key, value) = item.map_err(sled_err)?;
             let (revision, sub) = split_row_key(&key)?;
             let row = Row::decode(&value)?;
-            let is = |found: &Option<Found>| {
+            let is = |found: &Option<Entry>| {
                 found
                     .as_ref()
                     .is_some_and(|f| f.revision == revision && f.sub == sub)
@@ -333,29 +329,22 @@ impl KeySpace {
                 // A later version at or before `compact` replaces it; the
                 // index entry may already name that later sub (same revision).
                 if newest.as_ref().is_none_or(|n| n.revision != revision) {
-                    self.remove(&self.index, &index_key(&row.key, revision))?;
+                    self.index.remove(&row.key, revision);
                 }
-                self.remove(&self.revs, &key)?;
+                self.remove_row(&key)?;
                 removed += 1;
                 continue;
             }
             // The newest version at `compact`: every older one goes (those
             // before `done` survived earlier compactions as the newest then).
-            let older = (
-                Bound::Excluded(index_key(&row.key, revision)),
-                Bound::Included(index_key(&row.key, 0)),
-            );
-            for old in self.index.range::<Vec<u8>, _>(older) {
-                let (indexed, old_value) = old.map_err(sled_err)?;
-                let (_, old_revision) = split_index_key(&indexed)?;
-                let (old_sub, _, _) = parse_index_value(&old_value, old_revision)?;
-                self.remove(&self.revs, &row_key(old_revision, old_sub))?;
-                self.remove(&self.index, &indexed)?;
+            for old in self.index.older(&row.key, revision) {
+                self.remove_row(&row_key(old.revision, old.sub))?;
+                self.index.remove(&row.key, old.revision);
                 removed += 1;
             }
             if row.value.is_none() {
-                self.remove(&self.revs, &key)?;
-                self.remove(&self.index, &index_key(&row.key, revision))?;
+                self.remove_row(&key)?;
+                self.index.remove(&row.key, revision);
                 removed += 1;
             }
         }
@@ -366,16 +355,11 @@ impl KeySpace {
     /// (walks the whole index: for recovery, not for the running store).
     /// Returns how many rows went.
     pub fn truncate_after(&self, revision: u64) -> io::Result<usize> {
-        for item in self.index.iter() {
-            let (indexed, _) = item.map_err(sled_err)?;
-            if split_index_key(&indexed)?.1 > revision {
-                self.remove(&self.index, &indexed)?;
-            }
-        }
+        self.index.truncate_after(revision);
         let mut removed = 0;
         for item in self.revs.range(row_key(revision + 1, 0)..) {
             let (key, _) = item.map_err(sled_err)?;
-            self.remove(&self.revs, &key)?;
+            self.remove_row(&key)?;
             removed += 1;
         }
         Ok(removed)
@@ -384,7 +368,7 @@ impl KeySpace {
     /// Removes every row and index entry.
     pub fn clear(&self) -> io::Result<()> {
         self.revs.clear().map_err(sled_err)?;
-        self.index.clear().map_err(sled_err)?;
+        self.index.clear();
         self.size.set_key_space(0);
         Ok(())
     }

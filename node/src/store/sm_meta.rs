@@ -24,8 +24,12 @@ pub(super) const KV_FORMAT: &[u8] = b"kv_format";
 /// The layout of the key-value state; absent before revisions.
 pub(super) const STORE_FORMAT: &[u8] = b"store_format";
 /// What this version writes and reads: `applied` in one value, leases
-/// marked at their revoke (see `leases`), trusted after a crash.
-pub(super) const REVISIONED: u8 = 3;
+/// marked at their revoke (see `leases`), trusted after a crash, the key
+/// index in memory only (see `keyspace`).
+pub(super) const REVISIONED: u8 = 4;
+/// As [`REVISIONED`], with the key index also kept in tree `key_index`,
+/// which is dropped when read; its `SPACE_BYTES` counted that tree too.
+pub(super) const REVISIONED_DISK_INDEX: u8 = 3;
 /// The first revisioned format: `last_applied`, `compacted` and
 /// `key_count` apart, state rebuilt from a stored snapshot after a crash.
 pub(super) const REVISIONED_V2: u8 = 2;

@@ -1,11 +1,11 @@
 //! The key space in bytes: what a version holds ([`KeyValue`], [`Row`],
 //! [`Version`], [`Numbers`]), why a read at a revision fails
-//! ([`ReadError`]), and the encodings of `revs` rows, `key_index` keys and
-//! values (see the layout in `keyspace`). The escaping here is what makes
-//! index keys sort by user key, which every read and compaction step in
-//! `keyspace` relies on.
+//! ([`ReadError`]), and the encoding of `revs` rows and their keys (see the
+//! layout in `keyspace`).
 
 use std::io;
+
+use super::index::Entry;
 
 /// A key's version as reads return it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,31 +74,6 @@ impl From<ReadError> for io::Error {
 pub(super) const ROW_FORMAT: u8 = 1;
 pub(super) const KIND_PUT: u8 = 0;
 pub(super) const KIND_DELETE: u8 = 1;
-/// Ends an escaped key; sorts below the escape of a 0 byte (`0x00 0xff`).
-pub(super) const TERMINATOR: [u8; 2] = [0x00, 0x01];
-
-/// The key with every 0 byte written as `0x00 0xff`, so no escaped key
-/// contains the terminator and escaped keys sort as the keys do.
-pub(super) fn escape(key: &[u8], out: &mut Vec<u8>) {
-    for &byte in key {
-        out.push(byte);
-        if byte == 0 {
-            out.push(0xff);
-        }
-    }
-}
-
-/// `key_index`'s key for `key` at `revision`: the revision inverted, so a
-/// key's newest version sorts first. `index_key(key, u64::MAX)` is the
-/// smallest index key of `key`, `index_key(key, 0)` the largest.
-pub(super) fn index_key(key: &[u8], revision: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + 12);
-    escape(key, &mut out);
-    out.extend_from_slice(&TERMINATOR);
-    out.extend_from_slice(&(!revision).to_be_bytes());
-    out
-}
-
 /// `revs`' key of one row.
 pub fn row_key(revision: u64, sub: u32) -> [u8; 12] {
     let mut out = [0; 12];
@@ -109,22 +84,6 @@ pub fn row_key(revision: u64, sub: u32) -> [u8; 12] {
 
 pub(super) fn malformed(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("malformed {what}"))
-}
-
-/// The user key and revision of an index key.
-pub(super) fn split_index_key(indexed: &[u8]) -> io::Result<(Vec<u8>, u64)> {
-    let bad = || malformed("key index entry");
-    let (escaped, revision) = indexed.split_last_chunk::<8>().ok_or_else(bad)?;
-    let escaped = escaped.strip_suffix(&TERMINATOR).ok_or_else(bad)?;
-    let mut key = Vec::with_capacity(escaped.len());
-    let mut bytes = escaped.iter();
-    while let Some(&byte) = bytes.next() {
-        key.push(byte);
-        if byte == 0 && bytes.next() != Some(&0xff) {
-            return Err(bad());
-        }
-    }
-    Ok((key, !u64::from_be_bytes(*revision)))
 }
 
 pub(super) fn split_row_key(key: &[u8]) -> io::Result<(u64, u32)> {
@@ -161,30 +120,13 @@ impl Row {
 
     /// Reads what [`Row::encode`] wrote; anything else is `InvalidData`.
     pub fn decode(bytes: &[u8]) -> io::Result<Row> {
-        let bad = || malformed("stored row");
-        let (&[format, kind], rest) = bytes.split_first_chunk::<2>().ok_or_else(bad)?;
-        if format != ROW_FORMAT || kind > KIND_DELETE {
-            return Err(bad());
-        }
-        let mut numbers = [0u64; 3];
-        let mut rest = rest;
-        for number in &mut numbers {
-            let (bytes, tail) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
-            *number = u64::from_be_bytes(*bytes);
-            rest = tail;
-        }
-        let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
-        let len = u32::from_be_bytes(*len) as usize;
-        if rest.len() < len || (kind == KIND_DELETE && rest.len() != len) {
-            return Err(bad());
-        }
-        let (key, value) = rest.split_at(len);
+        let (head, key, value) = split_row(bytes)?;
         Ok(Row {
             key: key.to_vec(),
-            value: (kind == KIND_PUT).then(|| value.to_vec()),
-            create_revision: numbers[0],
-            version: numbers[1],
-            lease: numbers[2],
+            value: (!head.deleted).then(|| value.to_vec()),
+            create_revision: head.create_revision,
+            version: head.version,
+            lease: head.lease,
         })
     }
 
@@ -215,37 +157,43 @@ pub struct Numbers {
     pub lease: u64,
 }
 
-pub(super) const INDEX_VALUE_BYTES: usize = 29;
-
-pub(super) fn index_value(sub: u32, row: &Row) -> [u8; INDEX_VALUE_BYTES] {
-    let mut value = [0u8; INDEX_VALUE_BYTES];
-    value[..4].copy_from_slice(&sub.to_be_bytes());
-    value[4] = if row.value.is_some() {
-        KIND_PUT
-    } else {
-        KIND_DELETE
-    };
-    value[5..13].copy_from_slice(&row.create_revision.to_be_bytes());
-    value[13..21].copy_from_slice(&row.version.to_be_bytes());
-    value[21..].copy_from_slice(&row.lease.to_be_bytes());
-    value
+/// A stored row's index entry at `revision`/`sub` and its key, read
+/// without copying the value (the index is built from every row at open).
+pub(super) fn row_entry(bytes: &[u8], revision: u64, sub: u32) -> io::Result<(&[u8], Entry)> {
+    let (mut head, key, _) = split_row(bytes)?;
+    head.revision = revision;
+    head.sub = sub;
+    Ok((key, head))
 }
 
-/// The sub-revision, whether it is a delete, and the numbers.
-pub(super) fn parse_index_value(value: &[u8], revision: u64) -> io::Result<(u32, bool, Numbers)> {
-    let bytes: &[u8; INDEX_VALUE_BYTES] =
-        value.try_into().map_err(|_| malformed("key index value"))?;
-    let number = |at: usize| {
-        let mut n = [0; 8];
-        n.copy_from_slice(&bytes[at..at + 8]);
-        u64::from_be_bytes(n)
+/// A row's numbers (revision and sub left 0: they are its tree key), key
+/// and value.
+fn split_row(bytes: &[u8]) -> io::Result<(Entry, &[u8], &[u8])> {
+    let bad = || malformed("stored row");
+    let (&[format, kind], rest) = bytes.split_first_chunk::<2>().ok_or_else(bad)?;
+    if format != ROW_FORMAT || kind > KIND_DELETE {
+        return Err(bad());
+    }
+    let mut numbers = [0u64; 3];
+    let mut rest = rest;
+    for number in &mut numbers {
+        let (bytes, tail) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+        *number = u64::from_be_bytes(*bytes);
+        rest = tail;
+    }
+    let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len || (kind == KIND_DELETE && rest.len() != len) {
+        return Err(bad());
+    }
+    let (key, value) = rest.split_at(len);
+    let head = Entry {
+        revision: 0,
+        sub: 0,
+        deleted: kind == KIND_DELETE,
+        create_revision: numbers[0],
+        version: numbers[1],
+        lease: numbers[2],
     };
-    let sub = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    let numbers = Numbers {
-        create_revision: number(5),
-        mod_revision: revision,
-        version: number(13),
-        lease: number(21),
-    };
-    Ok((sub, bytes[4] == KIND_DELETE, numbers))
+    Ok((head, key, value))
 }

@@ -32,6 +32,7 @@ use crate::store::sm_meta::KEY_COUNT;
 use crate::store::sm_meta::KV_FORMAT;
 use crate::store::sm_meta::LAST_APPLIED;
 use crate::store::sm_meta::REVISIONED;
+use crate::store::sm_meta::REVISIONED_DISK_INDEX;
 use crate::store::sm_meta::REVISIONED_V2;
 use crate::store::sm_meta::SPACE_BYTES;
 use crate::store::sm_meta::STORE_FORMAT;
@@ -62,7 +63,7 @@ impl StateMachineStore {
         let format = meta.get(STORE_FORMAT).map_err(io_error)?;
         let format = match format.as_deref() {
             None => None,
-            Some([f]) if *f == REVISIONED || *f == REVISIONED_V2 => Some(*f),
+            Some([f]) if [REVISIONED, REVISIONED_DISK_INDEX, REVISIONED_V2].contains(f) => Some(*f),
             Some(other) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -95,6 +96,9 @@ impl StateMachineStore {
         // must not find the marker that vouches for the trees.
         store.disk.sync()?;
         let old_kv = db.tree_names().iter().any(|name| name.as_ref() == b"kv");
+        // The same rows; only the index moved to memory (built by `KeySpace::open`).
+        let disk_index = format == Some(REVISIONED_DISK_INDEX);
+        let format = if disk_index { Some(REVISIONED) } else { format };
         let stored = store.stored_snapshot()?;
         let installing = meta.get(INSTALLING).map_err(io_error)?;
         match format {
@@ -112,6 +116,9 @@ impl StateMachineStore {
         if old_kv {
             db.drop_tree("kv").map_err(io_error)?;
         }
+        if disk_index {
+            db.drop_tree("key_index").map_err(io_error)?;
+        }
         // In this version's layout from here on; a crash before the sync
         // below redoes the conversion.
         write_applied(meta, &read_applied(meta)?)?;
@@ -124,7 +131,7 @@ impl StateMachineStore {
         store.remove_incoming_files()?;
         // The key space's count: from the clean stop that wrote it when the
         // trees are as that stop left them, else counted again.
-        let trusted = clean && format == Some(REVISIONED) && installing.is_none();
+        let trusted = clean && format == Some(REVISIONED) && !disk_index && installing.is_none();
         match meta.get(SPACE_BYTES).map_err(io_error)? {
             Some(_) if trusted => store.size.set_key_space(read_u64(meta, SPACE_BYTES)?),
             _ => {

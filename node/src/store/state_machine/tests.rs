@@ -15,6 +15,8 @@ use crate::store::sm_meta::Applied;
 use crate::store::sm_meta::INSTALLING;
 use crate::store::sm_meta::KV_FORMAT;
 use crate::store::sm_meta::LAST_APPLIED;
+use crate::store::sm_meta::REVISIONED;
+use crate::store::sm_meta::SPACE_BYTES;
 use crate::store::sm_meta::STORE_FORMAT;
 use crate::store::snapshot::Incoming;
 use crate::store::snapshot::StateAt;
@@ -589,4 +591,41 @@ fn the_state_of_the_version_before_revisions_is_converted_on_open() {
         .err()
         .unwrap();
     assert!(refused.to_string().contains("newer raftkv"), "{refused}");
+}
+
+#[test]
+fn the_key_index_is_rebuilt_from_the_rows_on_open_and_an_index_tree_on_disk_is_dropped() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = open_in(dir.path());
+    apply_at(&store, put("a", "1"), 2);
+    apply_at(&store, put("b", "1"), 3);
+    apply_at(&store, put("a", "2"), 4);
+    apply_at(&store, Command::Delete { key: "b".into() }, 5);
+    // As the version that kept the index on disk left it after a clean stop:
+    // format 3, a `key_index` tree, and a count that included that tree.
+    let db = store.database();
+    db.open_tree("key_index").unwrap().insert(b"stale", b"x").unwrap();
+    store.close_cleanly().unwrap();
+    store.reader.meta.insert(STORE_FORMAT, &[3]).unwrap();
+    store.reader.meta.insert(SPACE_BYTES, &u64::MAX.to_be_bytes()).unwrap();
+    db.flush().unwrap();
+    drop((store, db));
+
+    let store = open_in(dir.path());
+    assert_eq!(keys(&store), vec![b"a".to_vec()]);
+    let value_at = |revision| {
+        let (found, _) = store.reader.get(b"a", Some(revision)).unwrap();
+        found.map(|kv| kv.value)
+    };
+    assert_eq!(value_at(3), Some(b"1".to_vec()));
+    assert_eq!(value_at(5), Some(b"2".to_vec()));
+    let (b_at_3, _) = store.reader.get(b"b", Some(3)).unwrap();
+    assert!(b_at_3.is_some());
+    let db = store.database();
+    assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"key_index"));
+    let format = store.reader.meta.get(STORE_FORMAT).unwrap().unwrap();
+    assert_eq!(format.as_ref(), &[REVISIONED]);
+    // The stale count was not trusted.
+    let counted = store.size.key_space();
+    assert_eq!(store.reader.space.recount().unwrap(), counted);
 }
