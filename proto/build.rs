@@ -21,5 +21,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".raftkv.RaftPayload.data")
         .bytes(".raftkv.SnapshotChunk.chunk")
         .compile_fds(descriptors)?;
+
+    // etcd's v3 API, served beside raftkv's (see `etcd/NOTICE.md`).
+    let etcd = ["etcd/etcdserverpb/rpc.proto"];
+    println!("cargo:rerun-if-changed=etcd");
+    let descriptors = protox::compile(etcd, ["etcd"])?;
+    std::fs::write(
+        out_dir.join("etcd_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
     Ok(())
 }

@@ -33,6 +33,7 @@ pub mod codec;
 pub mod config;
 pub mod disk;
 pub mod error;
+pub mod etcd;
 pub mod failpoint;
 pub mod grpc;
 pub mod history;

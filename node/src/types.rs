@@ -91,6 +91,9 @@ pub enum Command {
     /// no member clears every member's (added last: older entries decode
     /// unchanged).
     Alarm { member: Option<u64>, raise: bool },
+    /// etcd's transaction, put or delete-range (added last: older entries
+    /// decode unchanged).
+    Etcd(crate::etcd::txn::EtcdTxn),
 }
 
 /// One comparison of a transaction.
@@ -190,6 +193,9 @@ pub enum CommandResult {
     /// A compaction: the compaction point after it (unchanged when the
     /// revision asked was not after it).
     Compacted { revision: u64 },
+    /// etcd's transaction: its outcome (an `EtcdOpResult::Txn`), or why it
+    /// wrote nothing.
+    Etcd(Result<crate::etcd::txn::EtcdOpResult, crate::etcd::txn::EtcdRefusal>),
 }
 
 /// Short form for logs: the kind of command and the key's size, never the data.
@@ -229,6 +235,13 @@ impl std::fmt::Display for Command {
             Command::Alarm { member, raise } => {
                 write!(f, "alarm(member {member:?}, raise: {raise})")
             }
+            Command::Etcd(txn) => write!(
+                f,
+                "etcd-txn({} compares, {}+{} ops)",
+                txn.compares.len(),
+                txn.success.len(),
+                txn.failure.len()
+            ),
         }
     }
 }

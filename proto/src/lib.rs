@@ -11,6 +11,26 @@ pub mod pb {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/raftkv_descriptor.bin"));
 
+/// etcd's v3 API (v3.5's `etcdserverpb`, `mvccpb` and `authpb`), which a
+/// node serves beside its own so etcd's clients and tools work unchanged.
+/// Generated from the copies in `proto/etcd` (Apache-2.0, see its `NOTICE.md`).
+pub mod etcd {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    pub mod authpb {
+        tonic::include_proto!("authpb");
+    }
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+
+    /// The encoded file-descriptor set of etcd's services, for reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/etcd_descriptor.bin"));
+}
+
 /// Health-service name that is SERVING only on the current leader.
 pub const LEADER_HEALTH_SERVICE: &str = "raftkv.Leader";
 

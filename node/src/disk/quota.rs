@@ -66,9 +66,8 @@ pub fn default_quota(dir: &Path) -> Option<u64> {
 /// stop: deletes, revokes, compaction, alarms.
 pub fn growth(command: &Command) -> Option<u64> {
     // Per key written: the log entry and the row each carry the key and the
-    // value; the index holds the key again, plus fixed parts.
-    let put =
-        |key: &[u8], value: &[u8]| 2 * (key.len() + value.len()) as u64 + key.len() as u64 + 128;
+    // value, plus fixed parts (the key index is in memory).
+    let put = |key: &[u8], value: &[u8]| 2 * (key.len() + value.len()) as u64 + 128;
     match command {
         Command::Put { key, value } | Command::PutLeased { key, value, .. } => {
             Some(put(key, value))
@@ -89,6 +88,10 @@ pub fn growth(command: &Command) -> Option<u64> {
                 })
                 .collect();
             (!puts.is_empty()).then(|| puts.iter().sum())
+        }
+        Command::Etcd(txn) => {
+            let puts = txn.puts();
+            (!puts.is_empty()).then(|| puts.iter().map(|(key, value)| put(key, value)).sum())
         }
         Command::LeaseGrant { .. } => Some(64),
         Command::Delete { .. }

@@ -1,11 +1,12 @@
 //! The gRPC services a node serves on its one port, with the layers in
 //! front of them: call tracking for every service; for `raftkv.Admin` and
-//! `raftkv.Raft`, the role check; behind it, for `raftkv.KV` and
-//! `raftkv.Admin`, route-and-forward (see `grpc::routing`).
+//! `raftkv.Raft`, the role check; behind it, for `raftkv.KV`,
+//! `raftkv.Admin` and etcd's `KV`, route-and-forward (see `grpc::routing`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use raftkv_proto::etcd::etcdserverpb::kv_server::KvServer as EtcdKvServer;
 use raftkv_proto::pb::admin_server::AdminServer;
 use raftkv_proto::pb::kv_server::KvServer;
 use raftkv_proto::pb::raft_server::RaftServer;
@@ -16,6 +17,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::cluster::failover::LeaderLink;
 use crate::config::NodeConfig;
+use crate::etcd::kv::EtcdKv;
 use crate::grpc::admin::AdminService;
 use crate::grpc::kv::KvService;
 use crate::grpc::raft::RaftService;
@@ -66,6 +68,13 @@ pub fn build(
         node.clone(),
         crate::grpc::kv::placement,
     );
+    let etcd_kv = routed(
+        EtcdKvServer::new(EtcdKv::new(node.clone()))
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message),
+        node.clone(),
+        crate::etcd::kv::placement,
+    );
     let admin = InterceptedService::new(
         routed(
             AdminServer::new(AdminService::new(node.clone())),
@@ -95,6 +104,7 @@ pub fn build(
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(TrackCalls)
         .add_service(kv)
+        .add_service(etcd_kv)
         .add_service(admin)
         .add_service(raft)
         .add_service(health)
@@ -108,5 +118,6 @@ pub fn build(
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(raftkv_proto::etcd::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }

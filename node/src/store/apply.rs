@@ -367,9 +367,11 @@ impl<'a> EntryApply<'a> {
                 self.effects.alarm = Some((member, raise));
                 CommandResult::Done
             }
+            Command::Etcd(txn) => self.etcd_txn(txn)?,
         })
     }
 }
 
+mod etcd;
 #[cfg(test)]
 mod tests;

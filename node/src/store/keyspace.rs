@@ -63,7 +63,7 @@ pub struct KeySpace {
     size: Arc<StoreSize>,
 }
 
-/// Keys a scan looks at under one hold of the index's lock.
+/// Keys a range looks at under one hold of the index's lock.
 const SCAN_STEP: usize = 1024;
 
 fn sled_err(e: sled::Error) -> io::Error {
@@ -171,38 +171,64 @@ impl KeySpace {
         revision: u64,
     ) -> io::Result<(Vec<KeyValue>, bool, bool)> {
         // Keys after `start_after`, when that is not before the prefix.
-        let mut from = if !start_after.is_empty() && start_after >= prefix {
-            Bound::Excluded(start_after.to_vec())
+        let from = if !start_after.is_empty() && start_after >= prefix {
+            Bound::Excluded(start_after)
         } else {
-            Bound::Included(prefix.to_vec())
+            Bound::Included(prefix)
         };
-        let mut pairs = Vec::new();
-        let mut lost = false;
+        let end = prefix_end(prefix);
+        let to = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let range = self.range((from, to), revision, limit.saturating_add(1), false)?;
+        let mut pairs = range.pairs;
+        let more = pairs.len() > limit;
+        pairs.truncate(limit);
+        Ok((pairs, more, range.lost))
+    }
+
+    /// The live keys in `keys` as of `revision`, in key order: the first
+    /// `limit` with their values, and how many there are in all when
+    /// `count` is set (else how many were returned).
+    pub fn range(
+        &self,
+        keys: (Bound<&[u8]>, Bound<&[u8]>),
+        revision: u64,
+        limit: usize,
+        count: bool,
+    ) -> io::Result<Ranged> {
+        let (mut from, to) = (keys.0.map(<[u8]>::to_vec), keys.1);
+        let mut ranged = Ranged::default();
         loop {
-            // One more than wanted, to say whether more follow.
-            let wanted = limit.saturating_add(1) - pairs.len();
+            let wanted = if count {
+                SCAN_STEP
+            } else {
+                (limit - ranged.pairs.len()).min(SCAN_STEP)
+            };
+            if wanted == 0 {
+                break;
+            }
             let (found, last) = self.index.live_keys(
-                prefix,
                 from.as_ref().map(Vec::as_slice),
+                to,
                 revision,
-                wanted.min(SCAN_STEP),
+                wanted,
                 SCAN_STEP,
             );
             for entry in found {
+                ranged.count += 1;
+                if ranged.pairs.len() == limit {
+                    continue;
+                }
                 match self.row(entry.revision, entry.sub)? {
-                    Some(row) => match row.into_key_value(entry.revision) {
-                        Some(_) if pairs.len() == limit => return Ok((pairs, true, lost)),
-                        Some(kv) => pairs.push(kv),
-                        None => {}
-                    },
-                    None => lost = true,
+                    Some(row) => ranged.pairs.extend(row.into_key_value(entry.revision)),
+                    None => ranged.lost = true,
                 }
             }
             match last {
                 Some(last) => from = Bound::Excluded(last),
-                None => return Ok((pairs, false, lost)),
+                None => break,
             }
         }
+        Ok(ranged)
     }
 
     /// Writes one version of `row.key` at `revision`/`sub`. Writing the
@@ -377,6 +403,29 @@ impl KeySpace {
     pub fn row_count(&self) -> usize {
         self.revs.len()
     }
+}
+
+/// What [`KeySpace::range`] found.
+#[derive(Debug, Default)]
+pub struct Ranged {
+    pub pairs: Vec<KeyValue>,
+    /// Live keys in the range (see `range`).
+    pub count: u64,
+    /// A version was removed by a compaction that raced the read.
+    pub lost: bool,
+}
+
+/// The first key after every key that starts with `prefix` (`None`: no
+/// such key, every key from the prefix on starts with it).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// The outcome of a point lookup.

@@ -8,12 +8,14 @@
 
 use std::collections::BTreeSet;
 use std::io;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::Mutex;
 
 use super::keyspace::KeySpace;
 use super::keyspace::KeyValue;
 use super::keyspace::Lookup;
+use super::keyspace::Ranged;
 use super::keyspace::ReadError;
 use super::keyspace::Row;
 use super::keyspace::Version;
@@ -100,6 +102,26 @@ impl KvReader {
             more,
             revision,
         })
+    }
+
+    /// The live keys in `keys` at revision `at` (`None`: the newest): the
+    /// first `limit` with their values, and how many there are in all;
+    /// and the revision read at.
+    pub fn range(
+        &self,
+        keys: (Bound<&[u8]>, Bound<&[u8]>),
+        at: Option<u64>,
+        limit: usize,
+    ) -> Result<(Ranged, u64), ReadError> {
+        let epoch = self.revisions.epoch()?;
+        let revision = self.revisions.read_at(at)?;
+        let ranged = self.space.range(keys, revision, limit, true)?;
+        self.revisions.check_epoch(epoch)?;
+        self.revisions.check_kept(revision)?;
+        if ranged.lost {
+            return Err(missing_version());
+        }
+        Ok((ranged, revision))
     }
 
     /// The rows written from revision `from` through the newest, whole

@@ -65,6 +65,7 @@ fn size_of(entry: &Entry) -> usize {
                 });
                 compares.chain(ops).map(|bytes| bytes + 16).sum()
             }
+            EntryPayload::Normal(Command::Etcd(txn)) => txn.bytes(),
             EntryPayload::Normal(
                 Command::LeaseGrant { .. }
                 | Command::LeaseRevoke { .. }

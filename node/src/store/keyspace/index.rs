@@ -86,14 +86,14 @@ impl KeyIndex {
         at(self.read().get(key)?, revision)
     }
 
-    /// The versions at `revision` of the keys from `from` on that start
-    /// with `prefix` (absent keys and deletes left out): up to `max` of them,
-    /// looking at no more than `max_looked` keys under one lock; and the
-    /// last key looked at, to continue after (`None`: no key is left).
+    /// The versions at `revision` of the keys between `from` and `to`
+    /// (absent keys and deletes left out): up to `max` of them, looking at
+    /// no more than `max_looked` keys under one lock; and the last key
+    /// looked at, to continue after (`None`: no key is left).
     pub fn live_keys(
         &self,
-        prefix: &[u8],
         from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
         revision: u64,
         max: usize,
         max_looked: usize,
@@ -101,11 +101,18 @@ impl KeyIndex {
         let keys = self.read();
         let mut found = Vec::new();
         let mut last: Option<&Vec<u8>> = None;
-        let range = keys.range::<[u8], _>((from, Bound::Unbounded));
+        // An empty range (`to` before `from`) would make `range` panic.
+        let empty = match (from, to) {
+            (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b)) => a >= b,
+            (Bound::Included(a), Bound::Included(b)) => a > b,
+            (Bound::Excluded(a), Bound::Included(b)) => a >= b,
+            _ => false,
+        };
+        if empty {
+            return (found, None);
+        }
+        let range = keys.range::<[u8], _>((from, to));
         for (looked, (key, versions)) in range.enumerate() {
-            if !key.starts_with(prefix) {
-                return (found, None);
-            }
             if found.len() == max || looked == max_looked {
                 return (found, last.cloned());
             }
@@ -220,17 +227,26 @@ mod tests {
             index.insert(key, leased(lease, deleted));
         }
         let names = |found: Vec<Entry>| found.iter().map(|e| e.lease).collect::<Vec<_>>();
-        let (found, last) = index.live_keys(b"a", Bound::Unbounded, 2, 10, 10);
+        let a = (Bound::Included(&b"a"[..]), Bound::Excluded(&b"b"[..]));
+        let (found, last) = index.live_keys(a.0, a.1, 2, 10, 10);
         assert_eq!((names(found), last), (vec![1, 3], None));
         // Nothing at an earlier revision.
-        let (found, _) = index.live_keys(b"a", Bound::Unbounded, 1, 10, 10);
+        let (found, _) = index.live_keys(a.0, a.1, 1, 10, 10);
         assert!(found.is_empty());
         // Two keys looked at: one found, continue after "a2".
-        let (found, last) = index.live_keys(b"a", Bound::Unbounded, 2, 10, 2);
+        let (found, last) = index.live_keys(a.0, a.1, 2, 10, 2);
         assert_eq!((names(found), last), (vec![1], Some(b"a2".to_vec())));
-        let (found, last) = index.live_keys(b"a", Bound::Excluded(b"a2"), 2, 1, 10);
+        let (found, last) = index.live_keys(Bound::Excluded(b"a2"), a.1, 2, 1, 10);
         assert_eq!((names(found), last), (vec![3], None));
-        let (found, last) = index.live_keys(b"", Bound::Unbounded, 2, 1, 10);
+        let (found, last) = index.live_keys(Bound::Unbounded, Bound::Unbounded, 2, 1, 10);
         assert_eq!((names(found), last), (vec![1], Some(b"a1".to_vec())));
+        let (found, _) = index.live_keys(Bound::Unbounded, Bound::Unbounded, 2, 10, 10);
+        assert_eq!(names(found), vec![1, 3, 4]);
+        // Empty and reversed ranges hold nothing.
+        let (found, last) =
+            index.live_keys(Bound::Included(b"b"), Bound::Excluded(b"a"), 2, 10, 10);
+        assert_eq!((names(found), last), (vec![], None));
+        let (found, _) = index.live_keys(Bound::Included(b"a3"), Bound::Included(b"a3"), 2, 10, 10);
+        assert_eq!(names(found), vec![3]);
     }
 }

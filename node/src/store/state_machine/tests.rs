@@ -604,10 +604,17 @@ fn the_key_index_is_rebuilt_from_the_rows_on_open_and_an_index_tree_on_disk_is_d
     // As the version that kept the index on disk left it after a clean stop:
     // format 3, a `key_index` tree, and a count that included that tree.
     let db = store.database();
-    db.open_tree("key_index").unwrap().insert(b"stale", b"x").unwrap();
+    db.open_tree("key_index")
+        .unwrap()
+        .insert(b"stale", b"x")
+        .unwrap();
     store.close_cleanly().unwrap();
     store.reader.meta.insert(STORE_FORMAT, &[3]).unwrap();
-    store.reader.meta.insert(SPACE_BYTES, &u64::MAX.to_be_bytes()).unwrap();
+    store
+        .reader
+        .meta
+        .insert(SPACE_BYTES, &u64::MAX.to_be_bytes())
+        .unwrap();
     db.flush().unwrap();
     drop((store, db));
 

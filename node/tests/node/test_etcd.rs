@@ -1,0 +1,306 @@
+//! etcd's `KV` service on a raftkv cluster, through etcd's own generated
+//! client: put, range, delete-range, txn and compact with etcd's
+//! semantics, answered by a follower as well as by the leader, and etcd's
+//! errors with etcd's exact text.
+
+use raftkv_proto::etcd::etcdserverpb as pb;
+use raftkv_proto::etcd::etcdserverpb::compare::CompareResult;
+use raftkv_proto::etcd::etcdserverpb::compare::CompareTarget;
+use raftkv_proto::etcd::etcdserverpb::compare::TargetUnion;
+use raftkv_proto::etcd::etcdserverpb::kv_client::KvClient;
+use raftkv_proto::etcd::etcdserverpb::range_request::SortOrder;
+use raftkv_proto::etcd::etcdserverpb::range_request::SortTarget;
+use raftkv_proto::etcd::etcdserverpb::request_op::Request;
+use raftkv_proto::etcd::etcdserverpb::response_op::Response as OpResponse;
+use raftkv_testkit::TestCluster;
+use tonic::transport::Channel;
+use tonic::Code;
+
+async fn put(kv: &mut KvClient<Channel>, key: &str, value: &str) -> pb::PutResponse {
+    kv.put(pb::PutRequest {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("put")
+    .into_inner()
+}
+
+fn prefix(key: &str) -> pb::RangeRequest {
+    let mut end = key.as_bytes().to_vec();
+    *end.last_mut().expect("a prefix") += 1;
+    pb::RangeRequest {
+        key: key.into(),
+        range_end: end,
+        ..Default::default()
+    }
+}
+
+fn keys(response: &pb::RangeResponse) -> Vec<String> {
+    response
+        .kvs
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn etcds_kv_calls_keep_etcds_rules_on_a_follower_and_the_leader() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let mut kv = KvClient::new(cluster.node(follower).channel());
+
+    // Put: each write a revision; prev_kv returns what it replaced.
+    let first = put(&mut kv, "app/a", "1").await;
+    let header = first.header.expect("a header");
+    // The follower passed the write on: the leader answered it.
+    assert_eq!(header.member_id, leader);
+    assert!(header.raft_term > 0);
+    let created = header.revision;
+    put(&mut kv, "app/b", "2").await;
+    put(&mut kv, "app/c", "3").await;
+    put(&mut kv, "other", "x").await;
+    let replaced = kv
+        .put(pb::PutRequest {
+            key: "app/a".into(),
+            value: "1b".into(),
+            prev_kv: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let prev = replaced.prev_kv.expect("the value replaced");
+    assert_eq!(
+        (prev.value.as_slice(), prev.mod_revision),
+        (&b"1"[..], created)
+    );
+    let now = replaced.header.unwrap().revision;
+    assert!(now > created);
+
+    // Range: a prefix, with a limit, count and more; keys only; sorted.
+    let page = kv
+        .range(pb::RangeRequest {
+            limit: 2,
+            ..prefix("app/")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (keys(&page), page.more, page.count),
+        (vec!["app/a".into(), "app/b".into()], true, 3)
+    );
+    let a = &page.kvs[0];
+    assert_eq!(
+        (a.create_revision, a.mod_revision, a.version),
+        (created, now, 2)
+    );
+    let sorted = kv
+        .range(pb::RangeRequest {
+            keys_only: true,
+            sort_order: SortOrder::Descend as i32,
+            sort_target: SortTarget::Mod as i32,
+            ..prefix("app/")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(keys(&sorted), vec!["app/a", "app/c", "app/b"]);
+    assert!(sorted.kvs.iter().all(|kv| kv.value.is_empty()));
+    // "\0" as the end: every key from the key on.
+    let from_b = kv
+        .range(pb::RangeRequest {
+            key: "app/b".into(),
+            range_end: vec![0],
+            count_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((from_b.kvs.len(), from_b.count), (0, 3));
+    // At an older revision, serializable (this follower's own state).
+    let old = kv
+        .range(pb::RangeRequest {
+            key: "app/a".into(),
+            revision: created,
+            serializable: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(old.kvs[0].value, b"1");
+    assert!(
+        old.header.unwrap().revision >= now,
+        "the header names the store's revision"
+    );
+
+    // Txn: compares read the state before it; the branch runs at one revision.
+    let txn = |compare_mod: i64| pb::TxnRequest {
+        compare: vec![pb::Compare {
+            key: "app/a".into(),
+            target: CompareTarget::Mod as i32,
+            result: CompareResult::Equal as i32,
+            target_union: Some(TargetUnion::ModRevision(compare_mod)),
+            ..Default::default()
+        }],
+        success: vec![
+            pb::RequestOp {
+                request: Some(Request::RequestPut(pb::PutRequest {
+                    key: "app/d".into(),
+                    value: "4".into(),
+                    ..Default::default()
+                })),
+            },
+            pb::RequestOp {
+                request: Some(Request::RequestRange(prefix("app/"))),
+            },
+        ],
+        failure: vec![pb::RequestOp {
+            request: Some(Request::RequestRange(pb::RangeRequest {
+                key: "app/a".into(),
+                ..Default::default()
+            })),
+        }],
+    };
+    let lost = kv.txn(txn(created)).await.unwrap().into_inner();
+    assert!(!lost.succeeded);
+    let Some(OpResponse::ResponseRange(found)) = &lost.responses[0].response else {
+        panic!("the failure branch's range: {lost:?}");
+    };
+    assert_eq!(found.kvs[0].mod_revision, now);
+    let won = kv.txn(txn(now)).await.unwrap().into_inner();
+    assert!(won.succeeded);
+    let Some(OpResponse::ResponseRange(seen)) = &won.responses[1].response else {
+        panic!("the success branch's range: {won:?}");
+    };
+    // The range sees the put before it in the same transaction.
+    assert_eq!(keys(seen), vec!["app/a", "app/b", "app/c", "app/d"]);
+    let txn_revision = won.header.unwrap().revision;
+    assert_eq!(seen.kvs[3].mod_revision, txn_revision);
+
+    // DeleteRange over the prefix, with what it deleted.
+    let deleted = kv
+        .delete_range(pb::DeleteRangeRequest {
+            key: "app/".into(),
+            range_end: prefix("app/").range_end,
+            prev_kv: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.deleted, 4);
+    assert_eq!(deleted.prev_kvs.len(), 4);
+    let gone = kv.range(prefix("app/")).await.unwrap().into_inner();
+    assert_eq!((gone.kvs.len(), gone.count), (0, 0));
+    let still = kv
+        .range(pb::RangeRequest {
+            key: "other".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(still.kvs[0].value, b"x");
+
+    // etcd's errors, with etcd's text.
+    let missing = kv
+        .put(pb::PutRequest {
+            key: "nothing-here".into(),
+            ignore_value: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (missing.code(), missing.message()),
+        (Code::InvalidArgument, "etcdserver: key not found")
+    );
+    let no_lease = kv
+        .put(pb::PutRequest {
+            key: "k".into(),
+            value: "v".into(),
+            lease: 987_654,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (no_lease.code(), no_lease.message()),
+        (Code::NotFound, "etcdserver: requested lease not found")
+    );
+    let empty = kv.range(pb::RangeRequest::default()).await.unwrap_err();
+    assert_eq!(empty.message(), "etcdserver: key is not provided");
+    let twice = kv
+        .txn(pb::TxnRequest {
+            success: vec![
+                pb::RequestOp {
+                    request: Some(Request::RequestPut(pb::PutRequest {
+                        key: "k".into(),
+                        ..Default::default()
+                    })),
+                };
+                2
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        twice.message(),
+        "etcdserver: duplicate key given in txn request"
+    );
+    let future = kv
+        .range(pb::RangeRequest {
+            key: "other".into(),
+            revision: txn_revision + 1_000_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (future.code(), future.message()),
+        (
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision is a future revision"
+        )
+    );
+
+    // Compact, then the history before it is refused as etcd refuses it.
+    kv.compact(pb::CompactionRequest {
+        revision: txn_revision,
+        physical: false,
+    })
+    .await
+    .unwrap();
+    let compacted = kv
+        .range(pb::RangeRequest {
+            key: "other".into(),
+            revision: created,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (compacted.code(), compacted.message()),
+        (
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted"
+        )
+    );
+    let again = kv
+        .compact(pb::CompactionRequest {
+            revision: created,
+            physical: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        again.message(),
+        "etcdserver: mvcc: required revision has been compacted"
+    );
+}
