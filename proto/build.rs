@@ -30,6 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("etcd_descriptor.bin"),
         descriptors.encode_to_vec(),
     )?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // Methods not served yet answer UNIMPLEMENTED.
+    tonic_prost_build::configure()
+        .generate_default_stubs(true)
+        .compile_fds(descriptors)?;
     Ok(())
 }

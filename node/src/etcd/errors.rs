@@ -33,10 +33,12 @@ pub enum EtcdError {
     TimeoutDueToLeaderFail,
     Unhealthy,
     AuthNotEnabled,
+    BadLeaderTransferee,
+    MemberNotFound,
 }
 
 /// Every row, for the tests.
-pub const ALL: [EtcdError; 21] = [
+pub const ALL: [EtcdError; 23] = [
     EtcdError::EmptyKey,
     EtcdError::KeyNotFound,
     EtcdError::ValueProvided,
@@ -58,6 +60,8 @@ pub const ALL: [EtcdError; 21] = [
     EtcdError::TimeoutDueToLeaderFail,
     EtcdError::Unhealthy,
     EtcdError::AuthNotEnabled,
+    EtcdError::BadLeaderTransferee,
+    EtcdError::MemberNotFound,
 ];
 
 impl EtcdError {
@@ -107,6 +111,11 @@ impl EtcdError {
                 Code::FailedPrecondition,
                 "etcdserver: authentication is not enabled",
             ),
+            BadLeaderTransferee => (
+                Code::FailedPrecondition,
+                "etcdserver: bad leader transferee",
+            ),
+            MemberNotFound => (Code::NotFound, "etcdserver: member not found"),
         }
     }
 }

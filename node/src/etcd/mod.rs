@@ -7,8 +7,10 @@
 //! They grow with every write, as etcd's do, but also skip the indexes of
 //! entries that write no key (leader changes, lease grants, membership).
 
+pub mod cluster;
 pub mod errors;
 pub mod kv;
+pub mod maintenance;
 pub mod range;
 pub mod txn;
 

@@ -14,6 +14,7 @@ pub mod certificate;
 pub mod roles;
 pub mod tls;
 
+pub use roles::require;
 pub use roles::Authorize;
 pub use roles::Caller;
 pub use roles::Identity;

@@ -107,34 +107,50 @@ pub struct Caller(pub Option<std::sync::Arc<Identity>>);
 
 impl Interceptor for Authorize {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        // A call that did not come through the connection layer has no
-        // caller at all: refused, so a change in how the server is layered
-        // cannot open it up. A caller without identity: TLS is off, nobody
-        // is authenticated.
-        let identity = match request.extensions().get::<Caller>() {
-            None => {
-                return Err(Status::permission_denied(
-                    "the caller of this call is unknown; refused",
-                ))
-            }
-            Some(Caller(None)) => return Ok(request),
-            Some(Caller(Some(identity))) => identity,
-        };
-        if identity.role >= self.required {
-            return Ok(request);
-        }
-        Err(Status::permission_denied(format!(
-            "{} needs the {} role (a certificate with common name {}); this certificate ({}) has the {} role",
-            self.service,
+        require(
+            request.extensions().get::<Caller>(),
             self.required,
-            self.policy.names_for(self.required),
-            identity
-                .common_name
-                .as_deref()
-                .map_or_else(|| "no common name".to_string(), |name| format!("common name {name:?}")),
-            identity.role,
-        )))
+            self.service,
+            &self.policy,
+        )?;
+        Ok(request)
     }
+}
+
+/// Whether the caller of a call to `what` (a service or a method) has the
+/// role `required`; refusals are `PERMISSION_DENIED`, naming the role and
+/// certificate names needed. For services whose methods need different
+/// roles, called by the handler; [`Authorize`] makes it for a whole service.
+pub fn require(
+    caller: Option<&Caller>,
+    required: Role,
+    what: &str,
+    policy: &RolePolicy,
+) -> Result<(), Status> {
+    // A call that did not come through the connection layer has no caller
+    // at all: refused, so a change in how the server is layered cannot open
+    // it up. A caller without identity: TLS is off, nobody is authenticated.
+    let identity = match caller {
+        None => {
+            return Err(Status::permission_denied(
+                "the caller of this call is unknown; refused",
+            ))
+        }
+        Some(Caller(None)) => return Ok(()),
+        Some(Caller(Some(identity))) => identity,
+    };
+    if identity.role >= required {
+        return Ok(());
+    }
+    Err(Status::permission_denied(format!(
+        "{what} needs the {required} role (a certificate with common name {}); this certificate ({}) has the {} role",
+        policy.names_for(required),
+        identity
+            .common_name
+            .as_deref()
+            .map_or_else(|| "no common name".to_string(), |name| format!("common name {name:?}")),
+        identity.role,
+    )))
 }
 
 #[cfg(test)]

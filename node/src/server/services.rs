@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use raftkv_proto::etcd::etcdserverpb::cluster_server::ClusterServer as EtcdClusterServer;
 use raftkv_proto::etcd::etcdserverpb::kv_server::KvServer as EtcdKvServer;
+use raftkv_proto::etcd::etcdserverpb::maintenance_server::MaintenanceServer as EtcdMaintenanceServer;
 use raftkv_proto::pb::admin_server::AdminServer;
 use raftkv_proto::pb::kv_server::KvServer;
 use raftkv_proto::pb::raft_server::RaftServer;
@@ -17,7 +19,9 @@ use tonic_health::server::HealthReporter;
 
 use crate::cluster::failover::LeaderLink;
 use crate::config::NodeConfig;
+use crate::etcd::cluster::EtcdCluster;
 use crate::etcd::kv::EtcdKv;
+use crate::etcd::maintenance::EtcdMaintenance;
 use crate::grpc::admin::AdminService;
 use crate::grpc::kv::KvService;
 use crate::grpc::raft::RaftService;
@@ -75,6 +79,16 @@ pub fn build(
         node.clone(),
         crate::etcd::kv::placement,
     );
+    let etcd_maintenance = routed(
+        EtcdMaintenanceServer::new(EtcdMaintenance::new(node.clone(), policy.clone())),
+        node.clone(),
+        crate::etcd::maintenance::placement,
+    );
+    let etcd_cluster = routed(
+        EtcdClusterServer::new(EtcdCluster::new(node.clone(), config.tls_cert.is_some())),
+        node.clone(),
+        crate::etcd::cluster::placement,
+    );
     let admin = InterceptedService::new(
         routed(
             AdminServer::new(AdminService::new(node.clone())),
@@ -105,6 +119,8 @@ pub fn build(
         .layer(TrackCalls)
         .add_service(kv)
         .add_service(etcd_kv)
+        .add_service(etcd_maintenance)
+        .add_service(etcd_cluster)
         .add_service(admin)
         .add_service(raft)
         .add_service(health)

@@ -1,13 +1,16 @@
-//! etcd's `KV` service on a raftkv cluster, through etcd's own generated
-//! client: put, range, delete-range, txn and compact with etcd's
-//! semantics, answered by a follower as well as by the leader, and etcd's
-//! errors with etcd's exact text.
+//! etcd's API on a raftkv cluster, through etcd's own generated clients:
+//! put, range, delete-range, txn and compact with etcd's semantics,
+//! answered by a follower as well as by the leader, and etcd's errors with
+//! etcd's exact text; the status, member list, hash and leader moves that
+//! `etcdctl endpoint` and `member` use.
 
 use raftkv_proto::etcd::etcdserverpb as pb;
+use raftkv_proto::etcd::etcdserverpb::cluster_client::ClusterClient;
 use raftkv_proto::etcd::etcdserverpb::compare::CompareResult;
 use raftkv_proto::etcd::etcdserverpb::compare::CompareTarget;
 use raftkv_proto::etcd::etcdserverpb::compare::TargetUnion;
 use raftkv_proto::etcd::etcdserverpb::kv_client::KvClient;
+use raftkv_proto::etcd::etcdserverpb::maintenance_client::MaintenanceClient;
 use raftkv_proto::etcd::etcdserverpb::range_request::SortOrder;
 use raftkv_proto::etcd::etcdserverpb::range_request::SortTarget;
 use raftkv_proto::etcd::etcdserverpb::request_op::Request;
@@ -303,4 +306,80 @@ async fn etcds_kv_calls_keep_etcds_rules_on_a_follower_and_the_leader() {
         again.message(),
         "etcdserver: mvcc: required revision has been compacted"
     );
+}
+
+#[tokio::test]
+async fn etcds_status_member_list_hash_and_move_leader_describe_and_steer_the_cluster() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let mut kv = KvClient::new(cluster.node(follower).channel());
+    put(&mut kv, "k", "v").await;
+
+    let mut hashes = Vec::new();
+    for id in 1..=3 {
+        let channel = cluster.node(id).channel();
+        let mut maintenance = MaintenanceClient::new(channel.clone());
+        let status = maintenance
+            .status(pb::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(status.header.as_ref().unwrap().member_id, id);
+        assert_eq!(status.leader, leader);
+        assert_eq!(status.version, "3.5.13");
+        assert!(!status.is_learner);
+        assert!(status.raft_term >= 1 && status.raft_index >= status.raft_applied_index);
+        assert!(status.db_size > 0 && status.errors.is_empty());
+        let members = ClusterClient::new(channel)
+            .member_list(pb::MemberListRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .members;
+        let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        let address = cluster.node(id).address.clone();
+        let own = &members[usize::try_from(id).unwrap() - 1];
+        assert_eq!(own.client_ur_ls, vec![format!("http://{address}")]);
+        let hash = loop {
+            // A member that has not applied the put yet hashes an older state.
+            let answer = maintenance
+                .hash_kv(pb::HashKvRequest { revision: 0 })
+                .await
+                .unwrap()
+                .into_inner();
+            if answer.header.as_ref().unwrap().revision >= status.raft_applied_index as i64 {
+                break answer.hash;
+            }
+        };
+        hashes.push(hash);
+    }
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+
+    let alarms = MaintenanceClient::new(cluster.node(follower).channel())
+        .alarm(pb::AlarmRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(alarms.alarms.is_empty());
+
+    // MoveLeader, sent to a follower, moves leadership to that follower.
+    MaintenanceClient::new(cluster.node(follower).channel())
+        .move_leader(pb::MoveLeaderRequest {
+            target_id: follower,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        cluster
+            .leader_within(raftkv_testkit::PATIENCE, Some(leader))
+            .await,
+        follower
+    );
+    let unknown = MaintenanceClient::new(cluster.node(follower).channel())
+        .move_leader(pb::MoveLeaderRequest { target_id: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.message(), "etcdserver: bad leader transferee");
 }

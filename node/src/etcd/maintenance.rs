@@ -1,0 +1,221 @@
+//! etcd's `Maintenance` service, mapped onto what a node already does:
+//!
+//! - `Status`: this node's view (leader, log and applied index, term);
+//!   `dbSize` and `dbSizeInUse` are both the bytes the store counts against
+//!   its quota (sled's files are not one database file), and `errors`
+//!   names the raised NOSPACE alarms as etcd does.
+//! - `Alarm`: the NOSPACE alarms (etcd's quota alarm); CORRUPT is never
+//!   raised here.
+//! - `HashKV`: the node's state digest, folded to 32 bits, at the applied
+//!   revision only (members with the same state answer the same hash).
+//! - `MoveLeader`: a leadership transfer.
+//! - `Defragment`: nothing to do (sled has no free-page file to compact);
+//!   answered with success.
+//!
+//! Reads are open to every caller; changes (`MoveLeader`, raising or
+//! clearing an alarm, `Defragment`) need the admin role under TLS.
+//! `Snapshot`, `Hash` and `Downgrade` are not served yet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use raftkv_proto::etcd::etcdserverpb as pb;
+use raftkv_proto::etcd::etcdserverpb::alarm_request::AlarmAction;
+use raftkv_proto::etcd::etcdserverpb::maintenance_server::Maintenance;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use super::errors::status;
+use super::header;
+use super::signed;
+use crate::error::NodeError;
+use crate::grpc::routing::Placement;
+use crate::node::RaftNode;
+use crate::security::require;
+use crate::security::Caller;
+use crate::security::Role;
+use crate::security::RolePolicy;
+
+/// How long a `MoveLeader` waits for the new leader.
+const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// etcd's version this API answers as. Clients gate features on it
+/// (Kubernetes asks for 3.5.13 or later before it sends watch progress
+/// requests).
+pub const ETCD_VERSION: &str = "3.5.13";
+
+/// Where each `etcdserverpb.Maintenance` method runs: a transfer and an
+/// alarm change on the leader, the rest on the node asked.
+pub fn placement(method: &str) -> Placement {
+    match method {
+        "MoveLeader" => Placement::Leader,
+        "Alarm" => Placement::LeaderUnless(|message| {
+            pb::AlarmRequest::decode(message)
+                .is_ok_and(|request| request.action == AlarmAction::Get as i32)
+        }),
+        _ => Placement::Here,
+    }
+}
+
+/// etcd's maintenance API of one node.
+pub struct EtcdMaintenance {
+    node: Arc<RaftNode>,
+    policy: RolePolicy,
+}
+
+impl EtcdMaintenance {
+    pub fn new(node: Arc<RaftNode>, policy: RolePolicy) -> EtcdMaintenance {
+        EtcdMaintenance { node, policy }
+    }
+
+    fn admin<T>(&self, request: &Request<T>, method: &str) -> Result<(), Status> {
+        let what = format!("etcdserverpb.Maintenance/{method}");
+        require(
+            request.extensions().get::<Caller>(),
+            Role::Admin,
+            &what,
+            &self.policy,
+        )
+    }
+
+    fn alarms(&self) -> Vec<pb::AlarmMember> {
+        self.node
+            .kv()
+            .alarms()
+            .into_iter()
+            .map(|member_id| pb::AlarmMember {
+                member_id,
+                alarm: pb::AlarmType::Nospace.into(),
+            })
+            .collect()
+    }
+
+    fn current(&self) -> u64 {
+        self.node.revisions().current()
+    }
+}
+
+#[tonic::async_trait]
+impl Maintenance for EtcdMaintenance {
+    async fn alarm(
+        &self,
+        request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        let action = AlarmAction::try_from(request.get_ref().action)
+            .map_err(|_| Status::from(NodeError::BadRequest("unknown alarm action".into())))?;
+        let alarm = pb::AlarmType::try_from(request.get_ref().alarm).unwrap_or(pb::AlarmType::None);
+        if action != AlarmAction::Get {
+            self.admin(&request, "Alarm")?;
+            // Only NOSPACE exists here; CORRUPT (or an unknown kind) is refused.
+            if !matches!(alarm, pb::AlarmType::Nospace | pb::AlarmType::None) {
+                return Err(NodeError::BadRequest(
+                    "only the NOSPACE alarm exists on raftkv".into(),
+                )
+                .into());
+            }
+            let member = match request.get_ref().member_id {
+                0 => None,
+                id => Some(id),
+            };
+            let raise = action == AlarmAction::Activate;
+            let member = match (raise, member) {
+                (true, None) => Some(self.node.id()),
+                (_, member) => member,
+            };
+            self.node
+                .propose_alarm(member, raise)
+                .await
+                .map_err(status)?;
+        }
+        Ok(Response::new(pb::AlarmResponse {
+            header: header(&self.node, self.current()),
+            alarms: self.alarms(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let metrics = self.node.metrics();
+        let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+        let bytes = signed(self.node.kv().store_bytes());
+        let errors = self
+            .alarms()
+            .iter()
+            .map(|alarm| format!("memberID:{} alarm:NOSPACE ", alarm.member_id))
+            .collect();
+        Ok(Response::new(pb::StatusResponse {
+            header: header(&self.node, self.current()),
+            version: ETCD_VERSION.into(),
+            db_size: bytes,
+            leader: metrics.current_leader.unwrap_or(0),
+            raft_index: metrics.last_log_index.unwrap_or(0),
+            raft_term: metrics.current_term,
+            raft_applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            errors,
+            db_size_in_use: bytes,
+            is_learner: !voters.contains(&self.node.id()),
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        request: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.admin(&request, "Defragment")?;
+        Ok(Response::new(pb::DefragmentResponse {
+            header: header(&self.node, self.current()),
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        if request.get_ref().revision != 0 {
+            return Err(NodeError::BadRequest(
+                "HashKV answers at the applied revision only: ask with revision 0".into(),
+            )
+            .into());
+        }
+        let node = self.node.clone();
+        let digest = tokio::task::spawn_blocking(move || node.state_digest())
+            .await
+            .map_err(|e| Status::from(NodeError::task(e)))?
+            .map_err(|e| status(NodeError::Storage(e)))?
+            .ok_or_else(|| {
+                Status::from(NodeError::Busy(
+                    "the state changed during every attempt to hash it; retry when writes pause"
+                        .into(),
+                ))
+            })?;
+        let revision = digest.applied_index.unwrap_or(0);
+        Ok(Response::new(pb::HashKvResponse {
+            header: header(&self.node, revision),
+            // Both halves, so no bit of the 64-bit digest is lost for nothing.
+            hash: (digest.digest ^ (digest.digest >> 32)) as u32,
+            compact_revision: signed(self.node.compacted()),
+        }))
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.admin(&request, "MoveLeader")?;
+        let target = request.get_ref().target_id;
+        if target == 0 {
+            return Err(super::errors::EtcdError::BadLeaderTransferee.into());
+        }
+        self.node
+            .transfer_leader(Some(target), MOVE_LEADER_TIMEOUT)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: header(&self.node, self.current()),
+        }))
+    }
+}
