@@ -13,11 +13,8 @@ use crate::op::Op;
 use crate::op::Outcome;
 use crate::op::Reply;
 
-/// Generated etcd v3 KV client and server (the subset in `proto/etcd.proto`).
-pub mod pb {
-    #![allow(clippy::all, clippy::pedantic, missing_docs)]
-    tonic::include_proto!("etcdserverpb");
-}
+/// etcd's v3 API, as raftkv's own protocol crate carries it.
+pub use raftkv_proto::etcd::etcdserverpb as pb;
 
 /// Channels to the etcd members.
 pub struct Etcd {

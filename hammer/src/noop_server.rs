@@ -91,6 +91,7 @@ impl Kv for NoopKv {
     ) -> Result<Response<pb::PutResponse>, Status> {
         Ok(Response::new(pb::PutResponse {
             header: Some(HEADER),
+            prev_kv: None,
         }))
     }
 }

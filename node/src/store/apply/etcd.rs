@@ -184,14 +184,22 @@ impl EntryApply<'_> {
                     lease,
                     prev_kv,
                 } => {
-                    let previous = self.current(&key)?;
-                    let (value, lease) = match &previous {
-                        Some(kv) => (
-                            value.unwrap_or_else(|| kv.value.clone()),
-                            lease.unwrap_or(kv.lease),
-                        ),
+                    // The value is read only when it is returned or kept:
+                    // the index has the rest.
+                    let previous = if prev_kv || value.is_none() {
+                        self.current(&key)?
+                    } else {
+                        None
+                    };
+                    let value = match (value, &previous) {
+                        (Some(value), _) => value,
+                        (None, Some(kv)) => kv.value.clone(),
                         // Refused before anything ran (see `refusal`).
-                        None => (value.unwrap_or_default(), lease.unwrap_or(0)),
+                        (None, None) => Vec::new(),
+                    };
+                    let lease = match lease {
+                        Some(lease) => lease,
+                        None => self.current_numbers(&key)?.map_or(0, |n| n.lease),
                     };
                     self.put(key, value, lease)?;
                     EtcdOpResult::Put {
