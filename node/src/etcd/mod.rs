@@ -13,6 +13,7 @@ pub mod kv;
 pub mod maintenance;
 pub mod range;
 pub mod txn;
+pub mod watch;
 
 use raftkv_proto::etcd::etcdserverpb::ResponseHeader;
 use raftkv_proto::etcd::mvccpb;

@@ -19,6 +19,11 @@ pub struct Change {
     pub key: Vec<u8>,
     /// The new value; `None`: the key was deleted.
     pub value: Option<Vec<u8>>,
+    /// The version's numbers (0 for a delete): when the key was created,
+    /// its writes since, its lease.
+    pub create_revision: u64,
+    pub version: u64,
+    pub lease: u64,
 }
 
 /// The changes one log entry made, in the order it made them.
@@ -89,6 +94,9 @@ impl WatchHub {
             let change = Change {
                 key: row.key,
                 value: row.value,
+                create_revision: row.create_revision,
+                version: row.version,
+                lease: row.lease,
             };
             match entries.last_mut() {
                 Some(last) if last.index == revision => last.changes.push(change),
@@ -105,6 +113,11 @@ impl WatchHub {
     /// Waits until something after `revision` is applied.
     pub async fn applied_beyond(&self, revision: u64) {
         self.reader.revisions().beyond(revision).await;
+    }
+
+    /// Read access to the applied state (a watch's previous values).
+    pub fn reader(&self) -> &KvReader {
+        &self.reader
     }
 
     /// The oldest start revision served, and the newest applied revision.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use raftkv_proto::etcd::etcdserverpb::cluster_server::ClusterServer as EtcdClusterServer;
 use raftkv_proto::etcd::etcdserverpb::kv_server::KvServer as EtcdKvServer;
 use raftkv_proto::etcd::etcdserverpb::maintenance_server::MaintenanceServer as EtcdMaintenanceServer;
+use raftkv_proto::etcd::etcdserverpb::watch_server::WatchServer as EtcdWatchServer;
 use raftkv_proto::pb::admin_server::AdminServer;
 use raftkv_proto::pb::kv_server::KvServer;
 use raftkv_proto::pb::raft_server::RaftServer;
@@ -22,6 +23,7 @@ use crate::config::NodeConfig;
 use crate::etcd::cluster::EtcdCluster;
 use crate::etcd::kv::EtcdKv;
 use crate::etcd::maintenance::EtcdMaintenance;
+use crate::etcd::watch::EtcdWatch;
 use crate::grpc::admin::AdminService;
 use crate::grpc::kv::KvService;
 use crate::grpc::raft::RaftService;
@@ -79,6 +81,13 @@ pub fn build(
         node.clone(),
         crate::etcd::kv::placement,
     );
+    let etcd_watch = routed(
+        EtcdWatchServer::new(EtcdWatch::new(node.clone(), watches.clone()))
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message),
+        node.clone(),
+        |_| crate::grpc::routing::Placement::Here,
+    );
     let etcd_maintenance = routed(
         EtcdMaintenanceServer::new(EtcdMaintenance::new(node.clone(), policy.clone())),
         node.clone(),
@@ -119,6 +128,7 @@ pub fn build(
         .layer(TrackCalls)
         .add_service(kv)
         .add_service(etcd_kv)
+        .add_service(etcd_watch)
         .add_service(etcd_maintenance)
         .add_service(etcd_cluster)
         .add_service(admin)

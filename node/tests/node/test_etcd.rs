@@ -15,6 +15,10 @@ use raftkv_proto::etcd::etcdserverpb::range_request::SortOrder;
 use raftkv_proto::etcd::etcdserverpb::range_request::SortTarget;
 use raftkv_proto::etcd::etcdserverpb::request_op::Request;
 use raftkv_proto::etcd::etcdserverpb::response_op::Response as OpResponse;
+use raftkv_proto::etcd::etcdserverpb::watch_client::WatchClient;
+use raftkv_proto::etcd::etcdserverpb::watch_create_request::FilterType;
+use raftkv_proto::etcd::etcdserverpb::watch_request::RequestUnion;
+use raftkv_proto::etcd::mvccpb;
 use raftkv_testkit::TestCluster;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -382,4 +386,125 @@ async fn etcds_status_member_list_hash_and_move_leader_describe_and_steer_the_cl
         .await
         .unwrap_err();
     assert_eq!(unknown.message(), "etcdserver: bad leader transferee");
+}
+
+/// The stream's next answer (within the test kit's patience).
+async fn next(answers: &mut tonic::Streaming<pb::WatchResponse>) -> pb::WatchResponse {
+    tokio::time::timeout(raftkv_testkit::PATIENCE, answers.message())
+        .await
+        .expect("an answer in time")
+        .unwrap()
+        .expect("the stream goes on")
+}
+
+fn create(key: &str, range_end: &[u8], start: i64, id: i64) -> pb::WatchRequest {
+    pb::WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(pb::WatchCreateRequest {
+            key: key.into(),
+            range_end: range_end.to_vec(),
+            start_revision: start,
+            watch_id: id,
+            ..Default::default()
+        })),
+    }
+}
+
+#[tokio::test]
+async fn etcds_watch_stream_carries_many_watches_from_a_revision_and_cancels_compacted_ones() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let channel = cluster.node(follower).channel();
+    let mut kv = KvClient::new(channel.clone());
+    let start = put(&mut kv, "w/a", "1").await.header.unwrap().revision;
+    put(&mut kv, "w/b", "2").await;
+
+    let (requests, rx) = tokio::sync::mpsc::channel(8);
+    let mut answers = WatchClient::new(channel)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    // A prefix watch from the first put, with previous values.
+    let mut prefix_watch = create("w/", &prefix("w/").range_end, start, 7);
+    if let Some(RequestUnion::CreateRequest(c)) = &mut prefix_watch.request_union {
+        c.prev_kv = true;
+    }
+    requests.send(prefix_watch).await.unwrap();
+    let created = next(&mut answers).await;
+    assert!(created.created && created.watch_id == 7);
+    let history = next(&mut answers).await;
+    assert_eq!(history.events[0].kv.as_ref().unwrap().key, b"w/a");
+    let b = next(&mut answers).await;
+    assert_eq!(b.events[0].kv.as_ref().unwrap().value, b"2");
+
+    // A second watch on the same stream: deletes of w/a only (NOPUT), an id
+    // chosen by the server.
+    let mut deletes = create("w/a", b"", 0, 0);
+    if let Some(RequestUnion::CreateRequest(c)) = &mut deletes.request_union {
+        c.filters = vec![FilterType::Noput as i32];
+    }
+    requests.send(deletes).await.unwrap();
+    let second = next(&mut answers).await;
+    assert!(second.created);
+    let second_id = second.watch_id;
+    assert_ne!(second_id, 7);
+    put(&mut kv, "w/a", "3").await;
+    kv.delete_range(pb::DeleteRangeRequest {
+        key: "w/a".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let answer = next(&mut answers).await;
+        for event in answer.events {
+            seen.push((
+                answer.watch_id,
+                event.r#type,
+                event.prev_kv.map(|kv| kv.value),
+            ));
+        }
+    }
+    let delete = mvccpb::event::EventType::Delete as i32;
+    let put_event = mvccpb::event::EventType::Put as i32;
+    assert!(
+        seen.contains(&(7, put_event, Some(b"1".to_vec()))),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&(7, delete, Some(b"3".to_vec()))), "{seen:?}");
+    assert!(seen.contains(&(second_id, delete, None)), "{seen:?}");
+
+    // Cancel, progress, and a start the compaction passed.
+    requests
+        .send(pb::WatchRequest {
+            request_union: Some(RequestUnion::CancelRequest(pb::WatchCancelRequest {
+                watch_id: second_id,
+            })),
+        })
+        .await
+        .unwrap();
+    let cancelled = next(&mut answers).await;
+    assert!(cancelled.canceled && cancelled.watch_id == second_id);
+    requests
+        .send(pb::WatchRequest {
+            request_union: Some(RequestUnion::ProgressRequest(pb::WatchProgressRequest {})),
+        })
+        .await
+        .unwrap();
+    let progress = next(&mut answers).await;
+    assert_eq!(progress.watch_id, -1);
+    let now = progress.header.unwrap().revision;
+    kv.compact(pb::CompactionRequest {
+        revision: now,
+        physical: false,
+    })
+    .await
+    .unwrap();
+    requests.send(create("w/", b"", start, 9)).await.unwrap();
+    assert!(next(&mut answers).await.created);
+    let refused = next(&mut answers).await;
+    assert!(refused.canceled && refused.watch_id == 9, "{refused:?}");
+    assert!(refused.compact_revision >= now - 1, "{refused:?}");
 }

@@ -1,0 +1,313 @@
+//! etcd's `Watch` service: one bidirectional stream carries many watches.
+//! Each watch is a task that reads the node's history (see
+//! `history::hub`) from its start revision and sends the events in its key
+//! range, whole revisions at a time, into the stream's one queue; a slow
+//! client makes the tasks wait, and they carry on from disk. Watches are
+//! served by the node asked, from its applied state.
+//!
+//! As in etcd: a watch created with no start revision starts after the
+//! newest revision; one that starts at or before the compaction point, or
+//! that a compaction passes, is cancelled with `compact_revision`; the
+//! NOPUT and NODELETE filters and `prev_kv` apply per watch; a progress
+//! request is answered at once with the node's revision and watch id -1.
+//! Events are not fragmented: a revision's events travel in one message
+//! (a revision's writes are bounded by the message limit when proposed).
+//! `progress_notify` watches get an empty message after
+//! [`PROGRESS_NOTIFY_EVERY`] without events, etcd's default interval.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use futures::StreamExt;
+use raftkv_proto::etcd::etcdserverpb as pb;
+use raftkv_proto::etcd::etcdserverpb::watch_create_request::FilterType;
+use raftkv_proto::etcd::etcdserverpb::watch_request::RequestUnion;
+use raftkv_proto::etcd::etcdserverpb::watch_server::Watch;
+use raftkv_proto::etcd::mvccpb;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+use tonic::Streaming;
+
+use super::header;
+use super::key_value;
+use super::signed;
+use super::txn::KeyRange;
+use crate::grpc::watch::Watches;
+use crate::history::hub::Applied;
+use crate::history::hub::Behind;
+use crate::node::RaftNode;
+
+/// Messages queued for one stream.
+const QUEUED_MESSAGES: usize = 16;
+/// History read at a time by one watch.
+const READ_BYTES: usize = 256 << 10;
+/// etcd's default `--experimental-watch-progress-notify-interval`.
+pub const PROGRESS_NOTIFY_EVERY: Duration = Duration::from_secs(600);
+
+/// The answers of one stream (the generated service's stream type).
+pub type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static>>;
+
+/// etcd's watch API of one node.
+pub struct EtcdWatch {
+    node: Arc<RaftNode>,
+    watches: Watches,
+}
+
+impl EtcdWatch {
+    pub fn new(node: Arc<RaftNode>, watches: Watches) -> EtcdWatch {
+        EtcdWatch { node, watches }
+    }
+}
+
+/// What one watch sends.
+struct WatchSpec {
+    id: i64,
+    keys: KeyRange,
+    no_put: bool,
+    no_delete: bool,
+    prev_kv: bool,
+    progress_notify: bool,
+}
+
+type Sender = mpsc::Sender<Result<pb::WatchResponse, Status>>;
+
+#[tonic::async_trait]
+impl Watch for EtcdWatch {
+    async fn watch(
+        &self,
+        request: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let requests = request.into_inner();
+        let (tx, rx) = mpsc::channel(QUEUED_MESSAGES);
+        tokio::spawn(serve(self.node.clone(), self.watches.clone(), requests, tx));
+        // A stopping node ends the stream even if the client reads nothing.
+        let mut stopping = self.watches.stopping.clone();
+        let stop = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).take_until(stop);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Answers the requests of one stream until the client ends it.
+async fn serve(
+    node: Arc<RaftNode>,
+    watches: Watches,
+    mut requests: Streaming<pb::WatchRequest>,
+    tx: Sender,
+) {
+    let mut running: HashMap<i64, JoinHandle<()>> = HashMap::new();
+    let mut next_id = 0i64;
+    loop {
+        let request = tokio::select! {
+            request = requests.message() => request,
+            () = tx.closed() => break,
+        };
+        let Ok(Some(request)) = request else { break };
+        running.retain(|_, task| !task.is_finished());
+        let answer = match request.request_union {
+            Some(RequestUnion::CreateRequest(create)) => {
+                let id = match create.watch_id {
+                    0 => {
+                        while running.contains_key(&next_id) {
+                            next_id += 1;
+                        }
+                        next_id
+                    }
+                    id => id,
+                };
+                if running.contains_key(&id) || id < 0 {
+                    pb::WatchResponse {
+                        header: header(&node, node.revisions().current()),
+                        watch_id: id,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: "etcdserver: duplicate watch ID".into(),
+                        ..Default::default()
+                    }
+                } else {
+                    let spec = WatchSpec {
+                        id,
+                        keys: KeyRange {
+                            key: create.key.clone(),
+                            end: create.range_end.clone(),
+                        },
+                        no_put: create.filters.contains(&(FilterType::Noput as i32)),
+                        no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),
+                        prev_kv: create.prev_kv,
+                        progress_notify: create.progress_notify,
+                    };
+                    let start = u64::try_from(create.start_revision).unwrap_or(0);
+                    // Created first, so the client knows the id before any event.
+                    let created = pb::WatchResponse {
+                        header: header(&node, node.revisions().current()),
+                        watch_id: id,
+                        created: true,
+                        ..Default::default()
+                    };
+                    if tx.send(Ok(created)).await.is_err() {
+                        break;
+                    }
+                    let task =
+                        tokio::spawn(feed(node.clone(), watches.clone(), spec, start, tx.clone()));
+                    running.insert(id, task);
+                    continue;
+                }
+            }
+            Some(RequestUnion::CancelRequest(cancel)) => {
+                let Some(task) = running.remove(&cancel.watch_id) else {
+                    continue;
+                };
+                task.abort();
+                pb::WatchResponse {
+                    header: header(&node, node.revisions().current()),
+                    watch_id: cancel.watch_id,
+                    canceled: true,
+                    ..Default::default()
+                }
+            }
+            Some(RequestUnion::ProgressRequest(_)) => pb::WatchResponse {
+                header: header(&node, node.revisions().current()),
+                watch_id: -1,
+                ..Default::default()
+            },
+            None => continue,
+        };
+        if tx.send(Ok(answer)).await.is_err() {
+            break;
+        }
+    }
+    for task in running.into_values() {
+        task.abort();
+    }
+}
+
+/// The events of `entries` that `spec` sends, each revision's together.
+fn events(
+    node: &RaftNode,
+    spec: &WatchSpec,
+    entries: Vec<Applied>,
+) -> Vec<(u64, Vec<mvccpb::Event>)> {
+    let reader = node.kv();
+    entries
+        .into_iter()
+        .map(|entry| {
+            let revision = entry.index;
+            let events = entry
+                .changes
+                .into_iter()
+                .filter(|change| spec.keys.contains(&change.key))
+                .filter(|change| !(change.value.is_some() && spec.no_put))
+                .filter(|change| !(change.value.is_none() && spec.no_delete))
+                .map(|change| {
+                    let prev_kv = spec
+                        .prev_kv
+                        .then(|| reader.get(&change.key, Some(revision - 1)).ok())
+                        .flatten()
+                        .and_then(|(found, _)| found)
+                        .map(|stored| key_value(change.key.clone(), stored));
+                    let deleted = change.value.is_none();
+                    let kv = mvccpb::KeyValue {
+                        key: change.key,
+                        create_revision: signed(change.create_revision),
+                        mod_revision: signed(revision),
+                        version: signed(change.version),
+                        value: change.value.unwrap_or_default(),
+                        lease: signed(change.lease),
+                    };
+                    let kind = if deleted {
+                        mvccpb::event::EventType::Delete
+                    } else {
+                        mvccpb::event::EventType::Put
+                    };
+                    mvccpb::Event {
+                        r#type: kind.into(),
+                        kv: Some(kv),
+                        prev_kv,
+                    }
+                })
+                .collect();
+            (revision, events)
+        })
+        .collect()
+}
+
+/// Sends watch `spec`'s events from `start` (0: after the newest revision)
+/// until it is cancelled, a compaction passes it, or the client goes.
+async fn feed(node: Arc<RaftNode>, watches: Watches, spec: WatchSpec, start: u64, tx: Sender) {
+    let cancel = |compacted: u64| pb::WatchResponse {
+        header: header(&node, node.revisions().current()),
+        watch_id: spec.id,
+        canceled: true,
+        compact_revision: signed(compacted),
+        ..Default::default()
+    };
+    let mut cursor = match watches.hub.start_at(start) {
+        Ok(cursor) => cursor,
+        Err(Behind::Compacted { oldest }) => {
+            let _ = tx.send(Ok(cancel(oldest - 1))).await;
+            return;
+        }
+        Err(Behind::Storage(message)) => {
+            let _ = tx.send(Err(Status::unavailable(message))).await;
+            return;
+        }
+    };
+    let mut quiet_since = tokio::time::Instant::now();
+    loop {
+        let (entries, next, read_all) = match watches.hub.read(cursor, READ_BYTES) {
+            Ok(read) => read,
+            Err(Behind::Compacted { oldest }) => {
+                let _ = tx.send(Ok(cancel(oldest - 1))).await;
+                return;
+            }
+            Err(Behind::Storage(message)) => {
+                let _ = tx.send(Err(Status::unavailable(message))).await;
+                return;
+            }
+        };
+        for (revision, events) in events(&node, &spec, entries) {
+            if events.is_empty() {
+                continue;
+            }
+            let message = pb::WatchResponse {
+                header: header(&node, revision),
+                watch_id: spec.id,
+                events,
+                ..Default::default()
+            };
+            if tx.send(Ok(message)).await.is_err() {
+                return;
+            }
+            quiet_since = tokio::time::Instant::now();
+        }
+        cursor = next;
+        if !read_all {
+            continue;
+        }
+        if spec.progress_notify && quiet_since.elapsed() >= PROGRESS_NOTIFY_EVERY {
+            let progress = pb::WatchResponse {
+                header: header(&node, cursor.saturating_sub(1)),
+                watch_id: spec.id,
+                ..Default::default()
+            };
+            if tx.send(Ok(progress)).await.is_err() {
+                return;
+            }
+            quiet_since = tokio::time::Instant::now();
+        }
+        tokio::select! {
+            () = watches.hub.applied_beyond(cursor.saturating_sub(1)) => {}
+            () = tokio::time::sleep(PROGRESS_NOTIFY_EVERY) => {}
+            () = tx.closed() => return,
+        }
+    }
+}
