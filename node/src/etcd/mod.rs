@@ -10,6 +10,7 @@
 pub mod cluster;
 pub mod errors;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod range;
 pub mod txn;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use raftkv_proto::etcd::etcdserverpb::cluster_server::ClusterServer as EtcdClusterServer;
 use raftkv_proto::etcd::etcdserverpb::kv_server::KvServer as EtcdKvServer;
+use raftkv_proto::etcd::etcdserverpb::lease_server::LeaseServer as EtcdLeaseServer;
 use raftkv_proto::etcd::etcdserverpb::maintenance_server::MaintenanceServer as EtcdMaintenanceServer;
 use raftkv_proto::etcd::etcdserverpb::watch_server::WatchServer as EtcdWatchServer;
 use raftkv_proto::pb::admin_server::AdminServer;
@@ -22,6 +23,7 @@ use crate::cluster::failover::LeaderLink;
 use crate::config::NodeConfig;
 use crate::etcd::cluster::EtcdCluster;
 use crate::etcd::kv::EtcdKv;
+use crate::etcd::lease::EtcdLease;
 use crate::etcd::maintenance::EtcdMaintenance;
 use crate::etcd::watch::EtcdWatch;
 use crate::grpc::admin::AdminService;
@@ -88,6 +90,11 @@ pub fn build(
         node.clone(),
         |_| crate::grpc::routing::Placement::Here,
     );
+    let etcd_lease = routed(
+        EtcdLeaseServer::new(EtcdLease::new(node.clone())),
+        node.clone(),
+        crate::etcd::lease::placement,
+    );
     let etcd_maintenance = routed(
         EtcdMaintenanceServer::new(EtcdMaintenance::new(node.clone(), policy.clone())),
         node.clone(),
@@ -129,6 +136,7 @@ pub fn build(
         .add_service(kv)
         .add_service(etcd_kv)
         .add_service(etcd_watch)
+        .add_service(etcd_lease)
         .add_service(etcd_maintenance)
         .add_service(etcd_cluster)
         .add_service(admin)

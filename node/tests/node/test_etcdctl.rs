@@ -1,7 +1,8 @@
 //! etcd's own command-line client, `etcdctl` (Debian's `etcd-client`, which
 //! `.ci/run` installs), against raftkv clusters: a script of the commands
-//! an operator runs, sent to a follower, across a leader kill, and over
-//! mutual TLS with the roles its certificates carry.
+//! an operator runs (keys, transactions, leases, the cluster's state and
+//! leadership), sent to a follower, across a leader kill, and over mutual
+//! TLS with the roles its certificates carry.
 
 use std::io::Write;
 use std::process::Command;
@@ -135,6 +136,25 @@ async fn an_etcdctl_script_runs_against_a_follower_and_through_a_leader_kill() {
         refused.contains("required revision has been compacted"),
         "{refused}"
     );
+
+    // Leases: grant, attach a key, look, renew, revoke (which deletes the key).
+    let granted = ok(&one, &["lease", "grant", "60"]);
+    let id = granted
+        .split_whitespace()
+        .nth(1)
+        .expect("the lease id")
+        .to_string();
+    assert!(granted.contains("granted with TTL(60s)"), "{granted}");
+    ok(&one, &["put", "leased", "v", &format!("--lease={id}")]);
+    let ttl = ok(&one, &["lease", "timetolive", &id, "--keys"]);
+    assert!(ttl.contains("attached keys([leased])"), "{ttl}");
+    assert!(ok(&one, &["lease", "list"]).contains(&id));
+    assert!(ok(&one, &["lease", "keep-alive", "--once", &id]).contains("keepalived with TTL(60)"));
+    assert!(ok(&one, &["lease", "revoke", &id]).contains("revoked"));
+    assert_eq!(ok(&one, &["get", "leased"]), "");
+    assert!(ok(&one, &["lease", "timetolive", &id]).contains("already expired"));
+    let gone = etcdctl(&one, &["lease", "keep-alive", "--once", &id], "").unwrap_err();
+    assert!(gone.contains("requested lease not found"), "{gone}");
 
     // Leadership moved by etcdctl, then the new leader killed: etcdctl goes on.
     let moved = ok(&all, &["move-leader", &follower.to_string()]);
