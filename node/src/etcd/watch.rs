@@ -13,7 +13,9 @@
 //! Events are not fragmented: a revision's events travel in one message
 //! (a revision's writes are bounded by the message limit when proposed).
 //! `progress_notify` watches get an empty message after
-//! [`PROGRESS_NOTIFY_EVERY`] without events, etcd's default interval.
+//! [`PROGRESS_NOTIFY_EVERY`] without events, etcd's default interval. A
+//! watch whose call carries `hasleader: true` is refused with etcd's "no
+//! leader" when the node knows no leader.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -47,6 +49,8 @@ use crate::node::RaftNode;
 const QUEUED_MESSAGES: usize = 16;
 /// History read at a time by one watch.
 const READ_BYTES: usize = 256 << 10;
+/// The request metadata etcd's clients set to need a member with a leader.
+pub const HAS_LEADER_METADATA: &str = "hasleader";
 /// etcd's default `--experimental-watch-progress-notify-interval`.
 pub const PROGRESS_NOTIFY_EVERY: Duration = Duration::from_secs(600);
 
@@ -84,6 +88,16 @@ impl Watch for EtcdWatch {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
+        // etcd's clients ask for a member that has a leader this way
+        // (clientv3.WithRequireLeader), so a watch on a cut-off member fails
+        // rather than going silent.
+        let requires_leader = request
+            .metadata()
+            .get(HAS_LEADER_METADATA)
+            .is_some_and(|value| value == "true");
+        if requires_leader && self.node.metrics().current_leader.is_none() {
+            return Err(super::errors::EtcdError::NoLeader.into());
+        }
         let requests = request.into_inner();
         let (tx, rx) = mpsc::channel(QUEUED_MESSAGES);
         tokio::spawn(serve(self.node.clone(), self.watches.clone(), requests, tx));

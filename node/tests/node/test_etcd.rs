@@ -508,3 +508,32 @@ async fn etcds_watch_stream_carries_many_watches_from_a_revision_and_cancels_com
     assert!(refused.canceled && refused.watch_id == 9, "{refused:?}");
     assert!(refused.compact_revision >= now - 1, "{refused:?}");
 }
+
+#[tokio::test]
+async fn a_watch_that_needs_a_leader_is_refused_by_a_node_without_one() {
+    // A node that was never bootstrapped or joined knows no leader.
+    let mut cluster = TestCluster::new();
+    let spec = cluster.node_spec(1);
+    let channel = cluster.start_node(spec).channel();
+    let (_requests, rx) = tokio::sync::mpsc::channel::<pb::WatchRequest>(1);
+    let mut call = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    call.metadata_mut()
+        .insert("hasleader", "true".parse().unwrap());
+    let refused = WatchClient::new(channel.clone())
+        .watch(call)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (Code::Unavailable, "etcdserver: no leader")
+    );
+    // Without the requirement the node serves the watch from its own state.
+    let (requests, rx) = tokio::sync::mpsc::channel(1);
+    let mut answers = WatchClient::new(channel)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    requests.send(create("k", b"", 0, 0)).await.unwrap();
+    assert!(next(&mut answers).await.created);
+}

@@ -254,3 +254,156 @@ fn compaction_moves_forward_only_and_never_past_the_state_before_it() {
         assert_eq!(f.compacted, expected);
     }
 }
+
+mod etcd {
+    use super::*;
+    use crate::etcd::txn::CompareResult;
+    use crate::etcd::txn::CompareTarget;
+    use crate::etcd::txn::EtcdCompare;
+    use crate::etcd::txn::EtcdOp;
+    use crate::etcd::txn::EtcdOpResult;
+    use crate::etcd::txn::EtcdRefusal;
+    use crate::etcd::txn::EtcdTxn;
+    use crate::etcd::txn::KeyRange;
+
+    fn put(key: &str, value: &str) -> EtcdOp {
+        EtcdOp::Put {
+            key: key.into(),
+            value: Some(value.into()),
+            lease: Some(0),
+            prev_kv: false,
+        }
+    }
+
+    fn mod_is(key: &str, revision: i64) -> EtcdCompare {
+        EtcdCompare {
+            keys: KeyRange {
+                key: key.into(),
+                end: Vec::new(),
+            },
+            result: CompareResult::Equal,
+            target: CompareTarget::Mod(revision),
+        }
+    }
+
+    #[test]
+    fn nested_compares_read_the_state_before_the_transaction() {
+        let mut f = Fixture::new();
+        f.apply(
+            2,
+            Command::Put {
+                key: "a".into(),
+                value: "1".into(),
+            },
+        );
+        // The outer branch writes a; the nested compare still sees a at 2.
+        let txn = EtcdTxn {
+            compares: vec![],
+            success: vec![
+                put("a", "2"),
+                EtcdOp::Txn(EtcdTxn {
+                    compares: vec![mod_is("a", 2)],
+                    success: vec![put("b", "seen-before")],
+                    failure: vec![put("b", "seen-after")],
+                }),
+            ],
+            failure: vec![],
+        };
+        let CommandResult::Etcd(Ok(EtcdOpResult::Txn { succeeded, results })) =
+            f.apply(3, Command::Etcd(txn))
+        else {
+            panic!("a transaction result");
+        };
+        assert!(succeeded);
+        assert!(matches!(
+            results[1],
+            EtcdOpResult::Txn {
+                succeeded: true,
+                ..
+            }
+        ));
+        assert_eq!(f.at("b", 3).unwrap().0, "seen-before");
+        assert_eq!(f.at("a", 3).unwrap().0, "2");
+    }
+
+    #[test]
+    fn a_refused_branch_writes_nothing_and_a_range_sees_earlier_writes() {
+        let mut f = Fixture::new();
+        f.apply(
+            2,
+            Command::Put {
+                key: "a".into(),
+                value: "1".into(),
+            },
+        );
+        // A put on a lease that does not exist, after a put that would have
+        // run first: nothing is written.
+        let refused = EtcdTxn {
+            success: vec![
+                put("c", "x"),
+                EtcdOp::Put {
+                    key: "d".into(),
+                    value: Some("y".into()),
+                    lease: Some(99),
+                    prev_kv: false,
+                },
+            ],
+            ..EtcdTxn::default()
+        };
+        assert_eq!(
+            f.apply(3, Command::Etcd(refused)),
+            CommandResult::Etcd(Err(EtcdRefusal::LeaseNotFound(99)))
+        );
+        assert_eq!(f.at("c", 3), None);
+        // Keeping the value of a key that does not exist is refused too.
+        let keep = EtcdTxn {
+            success: vec![EtcdOp::Put {
+                key: "missing".into(),
+                value: None,
+                lease: Some(0),
+                prev_kv: false,
+            }],
+            ..EtcdTxn::default()
+        };
+        assert_eq!(
+            f.apply(4, Command::Etcd(keep)),
+            CommandResult::Etcd(Err(EtcdRefusal::KeyNotFound))
+        );
+        // A range after a put and a delete in the same transaction.
+        let txn = EtcdTxn {
+            success: vec![
+                put("b", "2"),
+                EtcdOp::DeleteRange {
+                    keys: KeyRange {
+                        key: "a".into(),
+                        end: Vec::new(),
+                    },
+                    prev_kv: true,
+                },
+                EtcdOp::Range {
+                    keys: KeyRange {
+                        key: "a".into(),
+                        end: vec![0],
+                    },
+                    limit: 0,
+                    count_only: false,
+                },
+            ],
+            ..EtcdTxn::default()
+        };
+        let CommandResult::Etcd(Ok(EtcdOpResult::Txn { results, .. })) =
+            f.apply(5, Command::Etcd(txn))
+        else {
+            panic!("a transaction result");
+        };
+        let EtcdOpResult::DeleteRange { deleted, prev } = &results[1] else {
+            panic!("{results:?}");
+        };
+        assert_eq!((*deleted, prev[0].1.value.as_slice()), (1, &b"1"[..]));
+        let EtcdOpResult::Range { pairs, count } = &results[2] else {
+            panic!("{results:?}");
+        };
+        let keys: Vec<&[u8]> = pairs.iter().map(|(key, _)| key.as_slice()).collect();
+        assert_eq!((keys, *count), (vec![&b"b"[..]], 1));
+    }
+}
