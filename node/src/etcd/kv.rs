@@ -171,6 +171,27 @@ impl EtcdKv {
         })
     }
 
+    /// `request` alone, as a transaction of it (a put or a delete-range is
+    /// one): its answer.
+    async fn single(&self, request: Request) -> Result<OpResponse, Status> {
+        let txn_request = pb::TxnRequest {
+            success: vec![pb::RequestOp {
+                request: Some(request),
+            }],
+            ..pb::TxnRequest::default()
+        };
+        let txn = self.txn(&txn_request)?;
+        let (result, revision) = self.propose(txn).await?;
+        let mut response = self.txn_response(&txn_request, result, revision);
+        response
+            .responses
+            .pop()
+            .and_then(|op| op.response)
+            .ok_or_else(|| {
+                NodeError::Internal("an operation came back without its result".into()).into()
+            })
+    }
+
     /// The answer to transaction `r` from its outcome.
     fn txn_response(
         &self,
@@ -224,6 +245,11 @@ impl EtcdKv {
             responses,
         }
     }
+}
+
+/// An answer of another kind than the operation asked.
+fn unexpected(response: &OpResponse) -> Status {
+    NodeError::Internal(format!("an operation answered as {response:?}")).into()
 }
 
 /// A compare as the log keeps it.
@@ -342,53 +368,26 @@ impl Kv for EtcdKv {
         &self,
         request: Call<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let op = self.put_op(request.get_ref())?;
-        let txn = EtcdTxn {
-            success: vec![op],
-            ..EtcdTxn::default()
-        };
-        let (result, revision) = self.propose(txn).await?;
-        let prev_kv = match result {
-            EtcdOpResult::Txn { mut results, .. } => match results.pop() {
-                Some(EtcdOpResult::Put { prev }) => prev,
-                _ => None,
-            },
-            _ => None,
-        };
-        Ok(Response::new(pb::PutResponse {
-            header: header(&self.node, revision),
-            prev_kv: prev_kv.map(|(key, stored)| key_value(key, stored)),
-        }))
+        match self
+            .single(Request::RequestPut(request.into_inner()))
+            .await?
+        {
+            OpResponse::ResponsePut(response) => Ok(Response::new(response)),
+            other => Err(unexpected(&other)),
+        }
     }
 
     async fn delete_range(
         &self,
         request: Call<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        let r = request.into_inner();
-        let op = self.op(&pb::RequestOp {
-            request: Some(Request::RequestDeleteRange(r)),
-        })?;
-        let txn = EtcdTxn {
-            success: vec![op],
-            ..EtcdTxn::default()
-        };
-        let (result, revision) = self.propose(txn).await?;
-        let (deleted, prev) = match result {
-            EtcdOpResult::Txn { mut results, .. } => match results.pop() {
-                Some(EtcdOpResult::DeleteRange { deleted, prev }) => (deleted, prev),
-                _ => (0, Vec::new()),
-            },
-            _ => (0, Vec::new()),
-        };
-        Ok(Response::new(pb::DeleteRangeResponse {
-            header: header(&self.node, revision),
-            deleted: super::signed(deleted),
-            prev_kvs: prev
-                .into_iter()
-                .map(|(key, stored)| key_value(key, stored))
-                .collect(),
-        }))
+        match self
+            .single(Request::RequestDeleteRange(request.into_inner()))
+            .await?
+        {
+            OpResponse::ResponseDeleteRange(response) => Ok(Response::new(response)),
+            other => Err(unexpected(&other)),
+        }
     }
 
     async fn txn(

@@ -257,21 +257,22 @@ fn events(
 /// Sends watch `spec`'s events from `start` (0: after the newest revision)
 /// until it is cancelled, a compaction passes it, or the client goes.
 async fn feed(node: Arc<RaftNode>, watches: Watches, spec: WatchSpec, start: u64, tx: Sender) {
-    let cancel = |compacted: u64| pb::WatchResponse {
-        header: header(&node, node.revisions().current()),
-        watch_id: spec.id,
-        canceled: true,
-        compact_revision: signed(compacted),
-        ..Default::default()
+    // Why the watch cannot go on, as its last message: etcd's cancel with
+    // the compaction point, or the stream's end.
+    let ended = |behind: Behind| match behind {
+        Behind::Compacted { oldest } => Ok(pb::WatchResponse {
+            header: header(&node, node.revisions().current()),
+            watch_id: spec.id,
+            canceled: true,
+            compact_revision: signed(oldest - 1),
+            ..Default::default()
+        }),
+        Behind::Storage(message) => Err(Status::unavailable(message)),
     };
     let mut cursor = match watches.hub.start_at(start) {
         Ok(cursor) => cursor,
-        Err(Behind::Compacted { oldest }) => {
-            let _ = tx.send(Ok(cancel(oldest - 1))).await;
-            return;
-        }
-        Err(Behind::Storage(message)) => {
-            let _ = tx.send(Err(Status::unavailable(message))).await;
+        Err(behind) => {
+            let _ = tx.send(ended(behind)).await;
             return;
         }
     };
@@ -279,12 +280,8 @@ async fn feed(node: Arc<RaftNode>, watches: Watches, spec: WatchSpec, start: u64
     loop {
         let (entries, next, read_all) = match watches.hub.read(cursor, READ_BYTES) {
             Ok(read) => read,
-            Err(Behind::Compacted { oldest }) => {
-                let _ = tx.send(Ok(cancel(oldest - 1))).await;
-                return;
-            }
-            Err(Behind::Storage(message)) => {
-                let _ = tx.send(Err(Status::unavailable(message))).await;
+            Err(behind) => {
+                let _ = tx.send(ended(behind)).await;
                 return;
             }
         };
