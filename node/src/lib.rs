@@ -13,6 +13,8 @@
 //!   certificate gives, checked before a call runs;
 //! - [`grpc`]: the services; route-and-forward (`grpc::routing`) sends a
 //!   call that must run on the leader there before any handler sees it;
+//! - [`etcd`]: etcd's v3 API, the same node seen through etcd's services,
+//!   errors and revisions (behind the same routing);
 //! - [`node`]: what a node does (reads and writes, membership, leadership,
 //!   backups), with openraft's errors translated into [`error::NodeError`];
 //! - [`lease`]: leases, in one place (calls, countdowns, expiry);
