@@ -35,10 +35,11 @@ pub enum EtcdError {
     AuthNotEnabled,
     BadLeaderTransferee,
     MemberNotFound,
+    MemberNotLearner,
 }
 
 /// Every row, for the tests.
-pub const ALL: [EtcdError; 23] = [
+pub const ALL: [EtcdError; 24] = [
     EtcdError::EmptyKey,
     EtcdError::KeyNotFound,
     EtcdError::ValueProvided,
@@ -62,6 +63,7 @@ pub const ALL: [EtcdError; 23] = [
     EtcdError::AuthNotEnabled,
     EtcdError::BadLeaderTransferee,
     EtcdError::MemberNotFound,
+    EtcdError::MemberNotLearner,
 ];
 
 impl EtcdError {
@@ -116,6 +118,10 @@ impl EtcdError {
                 "etcdserver: bad leader transferee",
             ),
             MemberNotFound => (Code::NotFound, "etcdserver: member not found"),
+            MemberNotLearner => (
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member",
+            ),
         }
     }
 }

@@ -101,7 +101,11 @@ pub fn build(
         crate::etcd::maintenance::placement,
     );
     let etcd_cluster = routed(
-        EtcdClusterServer::new(EtcdCluster::new(node.clone(), config.tls_cert.is_some())),
+        EtcdClusterServer::new(EtcdCluster::new(
+            node.clone(),
+            config.tls_cert.is_some(),
+            policy.clone(),
+        )),
         node.clone(),
         crate::etcd::cluster::placement,
     );

@@ -537,3 +537,73 @@ async fn a_watch_that_needs_a_leader_is_refused_by_a_node_without_one() {
     requests.send(create("k", b"", 0, 0)).await.unwrap();
     assert!(next(&mut answers).await.created);
 }
+
+#[tokio::test]
+async fn etcds_member_promote_and_remove_change_the_membership() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let spec = cluster.node_spec(4);
+    let address = cluster.start_node(spec).address.clone();
+    cluster
+        .node(leader)
+        .admin()
+        .add_learner(raftkv_proto::pb::AddNodeRequest {
+            node_id: 4,
+            address,
+            previous_index: 0,
+        })
+        .await
+        .expect("node 4 joins as a learner");
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let mut members = ClusterClient::new(cluster.node(follower).channel());
+    let learners = |list: &[pb::Member]| {
+        list.iter()
+            .filter(|m| m.is_learner)
+            .map(|m| m.id)
+            .collect::<Vec<_>>()
+    };
+    let listed = members
+        .member_list(pb::MemberListRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    assert_eq!(learners(&listed), vec![4]);
+
+    // Promoted through a follower: every member a voter.
+    let promoted = members
+        .member_promote(pb::MemberPromoteRequest { id: 4 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(promoted.members.len(), 4);
+    assert!(learners(&promoted.members).is_empty());
+    let again = members
+        .member_promote(pb::MemberPromoteRequest { id: 4 })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (again.code(), again.message()),
+        (
+            Code::FailedPrecondition,
+            "etcdserver: can only promote a learner member"
+        )
+    );
+
+    // Removed: three members again; an unknown id is etcd's "member not found".
+    let removed = members
+        .member_remove(pb::MemberRemoveRequest { id: 4 })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<u64> = removed.members.iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    let unknown = members
+        .member_remove(pb::MemberRemoveRequest { id: 99 })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (unknown.code(), unknown.message()),
+        (Code::NotFound, "etcdserver: member not found")
+    );
+}
