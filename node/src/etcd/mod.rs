@@ -28,7 +28,7 @@ pub fn header(node: &RaftNode, revision: u64) -> Option<ResponseHeader> {
         cluster_id: 0,
         member_id: node.id(),
         revision: signed(revision),
-        raft_term: node.metrics().current_term,
+        raft_term: node.current_term(),
     })
 }
 

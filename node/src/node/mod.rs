@@ -163,6 +163,11 @@ impl RaftNode {
         self.raft.metrics().borrow_watched().clone()
     }
 
+    /// The term this node is in (read in place: no copy of the metrics).
+    pub fn current_term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
     /// The effective membership as this node knows it.
     pub fn membership(&self) -> StoredMembership {
         self.raft

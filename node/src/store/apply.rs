@@ -106,7 +106,7 @@ impl<'a> EntryApply<'a> {
         if let Some(written) = self.written.get(key) {
             return Ok(written.as_ref().map(|(numbers, _)| *numbers));
         }
-        self.space.numbers(key, self.revision.saturating_sub(1))
+        Ok(self.space.numbers(key, self.revision.saturating_sub(1)))
     }
 
     fn write_row(&mut self, row: &Row) -> io::Result<()> {

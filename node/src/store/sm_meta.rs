@@ -28,7 +28,7 @@ pub(super) const STORE_FORMAT: &[u8] = b"store_format";
 /// index in memory only (see `keyspace`).
 pub(super) const REVISIONED: u8 = 4;
 /// As [`REVISIONED`], with the key index also kept in tree `key_index`,
-/// which is dropped when read; its `SPACE_BYTES` counted that tree too.
+/// which is dropped when read.
 pub(super) const REVISIONED_DISK_INDEX: u8 = 3;
 /// The first revisioned format: `last_applied`, `compacted` and
 /// `key_count` apart, state rebuilt from a stored snapshot after a crash.
@@ -45,7 +45,8 @@ pub(super) const KEY_COUNT: &[u8] = b"key_count";
 pub(super) const INSTALLING: &[u8] = b"installing";
 /// Members whose NOSPACE alarm is raised (an encoded `BTreeSet<u64>`).
 pub(super) const ALARMS: &[u8] = b"alarms";
-/// The key space's counted bytes, written at a clean stop (see `size`).
+/// Written by earlier versions at a clean stop: the key space's counted
+/// bytes (now counted when the store opens).
 pub(super) const SPACE_BYTES: &[u8] = b"space_bytes";
 
 /// The last applied log id with the compaction point and the live key

@@ -69,7 +69,6 @@ use super::sm_meta::read_u64;
 use super::sm_meta::write_u64;
 use super::sm_meta::CLEAN;
 use super::sm_meta::COMPACT_DONE;
-use super::sm_meta::SPACE_BYTES;
 use crate::store::disk::io_error;
 
 /// The state machine: applies committed entries, builds and installs snapshots.
@@ -123,7 +122,6 @@ impl StateMachineStore {
     pub fn close_cleanly(&self) -> io::Result<()> {
         let mut gate = self.write_gate()?;
         *gate = true;
-        write_u64(&self.reader.meta, SPACE_BYTES, self.size.key_space())?;
         self.reader.meta.insert(CLEAN, &[]).map_err(io_error)?;
         self.disk.sync()
     }

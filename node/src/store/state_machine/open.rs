@@ -20,7 +20,6 @@ use crate::store::record;
 use crate::store::revisions::Revisions;
 use crate::store::size::StoreSize;
 use crate::store::sm_meta::read_applied;
-use crate::store::sm_meta::read_u64;
 use crate::store::sm_meta::write_applied;
 use crate::store::sm_meta::write_u64;
 use crate::store::sm_meta::Applied;
@@ -122,24 +121,15 @@ impl StateMachineStore {
         // In this version's layout from here on; a crash before the sync
         // below redoes the conversion.
         write_applied(meta, &read_applied(meta)?)?;
-        for old in [LAST_APPLIED, COMPACTED, KEY_COUNT] {
+        // The key space's count is made by `KeySpace::open` (and kept through
+        // the recovery above); earlier versions stored it at a clean stop.
+        for old in [LAST_APPLIED, COMPACTED, KEY_COUNT, SPACE_BYTES] {
             meta.remove(old).map_err(io_error)?;
         }
         meta.insert(STORE_FORMAT, &[REVISIONED]).map_err(io_error)?;
         store.disk.sync()?;
         store.forget_stored_snapshot()?;
         store.remove_incoming_files()?;
-        // The key space's count: from the clean stop that wrote it when the
-        // trees are as that stop left them, else counted again.
-        let trusted = clean && format == Some(REVISIONED) && !disk_index && installing.is_none();
-        match meta.get(SPACE_BYTES).map_err(io_error)? {
-            Some(_) if trusted => store.size.set_key_space(read_u64(meta, SPACE_BYTES)?),
-            _ => {
-                let started = std::time::Instant::now();
-                let bytes = store.reader.space.recount()?;
-                tracing::info!(bytes, elapsed = ?started.elapsed(), "store size counted");
-            }
-        }
         store.publish()?;
         Ok(store)
     }
