@@ -33,13 +33,14 @@ pub enum EtcdError {
     TimeoutDueToLeaderFail,
     Unhealthy,
     AuthNotEnabled,
+    RootUserNotExist,
     BadLeaderTransferee,
     MemberNotFound,
     MemberNotLearner,
 }
 
 /// Every row, for the tests.
-pub const ALL: [EtcdError; 24] = [
+pub const ALL: [EtcdError; 25] = [
     EtcdError::EmptyKey,
     EtcdError::KeyNotFound,
     EtcdError::ValueProvided,
@@ -61,6 +62,7 @@ pub const ALL: [EtcdError; 24] = [
     EtcdError::TimeoutDueToLeaderFail,
     EtcdError::Unhealthy,
     EtcdError::AuthNotEnabled,
+    EtcdError::RootUserNotExist,
     EtcdError::BadLeaderTransferee,
     EtcdError::MemberNotFound,
     EtcdError::MemberNotLearner,
@@ -112,6 +114,10 @@ impl EtcdError {
             AuthNotEnabled => (
                 Code::FailedPrecondition,
                 "etcdserver: authentication is not enabled",
+            ),
+            RootUserNotExist => (
+                Code::FailedPrecondition,
+                "etcdserver: root user does not exist",
             ),
             BadLeaderTransferee => (
                 Code::FailedPrecondition,

@@ -56,14 +56,24 @@ pub fn placement(method: &str) -> Placement {
     }
 }
 
+/// Room left in a `Range` answer for its header and the framing of each
+/// pair beyond its key and value.
+const RANGE_HEADROOM_BYTES: usize = 64 << 10;
+
 /// etcd's key-value API of one node.
 pub struct EtcdKv {
     node: Arc<RaftNode>,
+    /// The most a `Range` answer may carry: what the node can send in one
+    /// message, less room for the header.
+    max_range_bytes: usize,
 }
 
 impl EtcdKv {
-    pub fn new(node: Arc<RaftNode>) -> EtcdKv {
-        EtcdKv { node }
+    pub fn new(node: Arc<RaftNode>, max_message_bytes: usize) -> EtcdKv {
+        EtcdKv {
+            node,
+            max_range_bytes: max_message_bytes.saturating_sub(RANGE_HEADROOM_BYTES),
+        }
     }
 
     /// Proposes `txn`; its outcome and revision.
@@ -342,8 +352,16 @@ impl Kv for EtcdKv {
         let (ranged, revision) = self
             .node
             .kv()
-            .range(keys.bounds(), at, limit)
+            .range(keys.bounds(), at, limit, self.max_range_bytes)
             .map_err(|e| status(e.into()))?;
+        if ranged.too_large {
+            // etcd's server fails such an answer in gRPC's encoder, after
+            // reading it all; this one stops reading at the budget.
+            return Err(Status::resource_exhausted(format!(
+                "the range's values pass the {} bytes one answer may carry; ask for fewer keys (limit) and page",
+                self.max_range_bytes
+            )));
+        }
         let pairs = ranged
             .pairs
             .into_iter()

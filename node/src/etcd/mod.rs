@@ -7,6 +7,7 @@
 //! They grow with every write, as etcd's do, but also skip the indexes of
 //! entries that write no key (leader changes, lease grants, membership).
 
+pub mod auth;
 pub mod cluster;
 pub mod errors;
 pub mod kv;

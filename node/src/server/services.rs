@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use raftkv_proto::etcd::etcdserverpb::auth_server::AuthServer as EtcdAuthServer;
 use raftkv_proto::etcd::etcdserverpb::cluster_server::ClusterServer as EtcdClusterServer;
 use raftkv_proto::etcd::etcdserverpb::kv_server::KvServer as EtcdKvServer;
 use raftkv_proto::etcd::etcdserverpb::lease_server::LeaseServer as EtcdLeaseServer;
@@ -21,6 +22,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::cluster::failover::LeaderLink;
 use crate::config::NodeConfig;
+use crate::etcd::auth::EtcdAuth;
 use crate::etcd::cluster::EtcdCluster;
 use crate::etcd::kv::EtcdKv;
 use crate::etcd::lease::EtcdLease;
@@ -77,7 +79,7 @@ pub fn build(
         crate::grpc::kv::placement,
     );
     let etcd_kv = routed(
-        EtcdKvServer::new(EtcdKv::new(node.clone()))
+        EtcdKvServer::new(EtcdKv::new(node.clone(), max_message))
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message),
         node.clone(),
@@ -143,6 +145,7 @@ pub fn build(
         .add_service(etcd_lease)
         .add_service(etcd_maintenance)
         .add_service(etcd_cluster)
+        .add_service(EtcdAuthServer::new(EtcdAuth::new(node.clone())))
         .add_service(admin)
         .add_service(raft)
         .add_service(health)

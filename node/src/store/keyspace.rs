@@ -178,7 +178,13 @@ impl KeySpace {
         };
         let end = prefix_end(prefix);
         let to = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-        let range = self.range((from, to), revision, limit.saturating_add(1), false)?;
+        let range = self.range(
+            (from, to),
+            revision,
+            limit.saturating_add(1),
+            false,
+            usize::MAX,
+        )?;
         let mut pairs = range.pairs;
         let more = pairs.len() > limit;
         pairs.truncate(limit);
@@ -187,13 +193,16 @@ impl KeySpace {
 
     /// The live keys in `keys` as of `revision`, in key order: the first
     /// `limit` with their values, and how many there are in all when
-    /// `count` is set (else how many were returned).
+    /// `count` is set (else how many were returned). Values stop once
+    /// they would pass `max_bytes` (as a message), which the answer says
+    /// (`too_large`): a reader need not hold more than it can send.
     pub fn range(
         &self,
         keys: (Bound<&[u8]>, Bound<&[u8]>),
         revision: u64,
         limit: usize,
         count: bool,
+        max_bytes: usize,
     ) -> io::Result<Ranged> {
         let (mut from, to) = (keys.0.map(<[u8]>::to_vec), keys.1);
         let mut ranged = Ranged::default();
@@ -215,11 +224,17 @@ impl KeySpace {
             );
             for entry in found {
                 ranged.count += 1;
-                if ranged.pairs.len() == limit {
+                if ranged.pairs.len() == limit || ranged.too_large {
                     continue;
                 }
                 match self.row(entry.revision, entry.sub)? {
-                    Some(row) => ranged.pairs.extend(row.into_key_value(entry.revision)),
+                    Some(row) if ranged.bytes.saturating_add(row.bytes()) > max_bytes => {
+                        ranged.too_large = true;
+                    }
+                    Some(row) => {
+                        ranged.bytes += row.bytes();
+                        ranged.pairs.extend(row.into_key_value(entry.revision));
+                    }
                     None => ranged.lost = true,
                 }
             }
@@ -413,6 +428,10 @@ pub struct Ranged {
     pub count: u64,
     /// A version was removed by a compaction that raced the read.
     pub lost: bool,
+    /// What `pairs` would take in a message.
+    pub bytes: usize,
+    /// Values were left out to stay within the byte budget.
+    pub too_large: bool,
 }
 
 /// The first key after every key that starts with `prefix` (`None`: no

@@ -105,17 +105,19 @@ impl KvReader {
     }
 
     /// The live keys in `keys` at revision `at` (`None`: the newest): the
-    /// first `limit` with their values, and how many there are in all;
-    /// and the revision read at.
+    /// first `limit` with their values, at most `max_bytes` of them (see
+    /// [`Ranged::too_large`]), and how many there are in all; and the
+    /// revision read at.
     pub fn range(
         &self,
         keys: (Bound<&[u8]>, Bound<&[u8]>),
         at: Option<u64>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<(Ranged, u64), ReadError> {
         let epoch = self.revisions.epoch()?;
         let revision = self.revisions.read_at(at)?;
-        let ranged = self.space.range(keys, revision, limit, true)?;
+        let ranged = self.space.range(keys, revision, limit, true, max_bytes)?;
         self.revisions.check_epoch(epoch)?;
         self.revisions.check_kept(revision)?;
         if ranged.lost {

@@ -5,6 +5,7 @@
 //! `etcdctl endpoint` and `member` use.
 
 use raftkv_proto::etcd::etcdserverpb as pb;
+use raftkv_proto::etcd::etcdserverpb::auth_client::AuthClient;
 use raftkv_proto::etcd::etcdserverpb::cluster_client::ClusterClient;
 use raftkv_proto::etcd::etcdserverpb::compare::CompareResult;
 use raftkv_proto::etcd::etcdserverpb::compare::CompareTarget;
@@ -606,4 +607,100 @@ async fn etcds_member_promote_and_remove_change_the_membership() {
         (unknown.code(), unknown.message()),
         (Code::NotFound, "etcdserver: member not found")
     );
+}
+
+#[tokio::test]
+async fn a_range_larger_than_one_answer_is_refused_and_a_limited_one_pages_through_it() {
+    let mut cluster = TestCluster::start(1).await;
+    let leader = cluster.wait_for_leader().await;
+    let mut kv = KvClient::new(cluster.node(leader).channel());
+    // Five values of 1 MiB: more than the 4 MiB a node sends in one
+    // message by default.
+    let value = vec![b'v'; 1 << 20];
+    for i in 0..5 {
+        kv.put(pb::PutRequest {
+            key: format!("big/{i}").into(),
+            value: value.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("put");
+    }
+    let refused = kv.range(prefix("big/")).await.expect_err("too large");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    // Counting them, or asking for fewer, is answered.
+    let counted = kv
+        .range(pb::RangeRequest {
+            count_only: true,
+            ..prefix("big/")
+        })
+        .await
+        .expect("count")
+        .into_inner();
+    assert_eq!(counted.count, 5);
+    let page = kv
+        .range(pb::RangeRequest {
+            limit: 2,
+            ..prefix("big/")
+        })
+        .await
+        .expect("a page")
+        .into_inner();
+    assert_eq!(keys(&page), ["big/0", "big/1"]);
+    assert!(page.more);
+    assert_eq!(page.count, 5);
+    assert!(page.kvs.iter().all(|kv| kv.value == value));
+}
+
+#[tokio::test]
+async fn etcds_auth_is_disabled_and_its_calls_are_refused_with_etcds_errors() {
+    let mut cluster = TestCluster::start(1).await;
+    let leader = cluster.wait_for_leader().await;
+    let mut auth = AuthClient::new(cluster.node(leader).channel());
+    let status = auth
+        .auth_status(pb::AuthStatusRequest {})
+        .await
+        .expect("auth status")
+        .into_inner();
+    assert!(!status.enabled);
+    assert_eq!(status.header.expect("a header").member_id, leader);
+    // Disabling what is disabled is a no-op, as in etcd.
+    auth.auth_disable(pb::AuthDisableRequest {})
+        .await
+        .expect("auth disable");
+    let enable = auth
+        .auth_enable(pb::AuthEnableRequest {})
+        .await
+        .expect_err("no root user");
+    assert_eq!(
+        (enable.code(), enable.message()),
+        (
+            Code::FailedPrecondition,
+            "etcdserver: root user does not exist"
+        )
+    );
+    let user = auth
+        .user_add(pb::AuthUserAddRequest {
+            name: "root".into(),
+            password: "secret".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("auth is not enabled");
+    let token = auth
+        .authenticate(pb::AuthenticateRequest {
+            name: "root".into(),
+            password: "secret".into(),
+        })
+        .await
+        .expect_err("auth is not enabled");
+    for refused in [user, token] {
+        assert_eq!(
+            (refused.code(), refused.message()),
+            (
+                Code::FailedPrecondition,
+                "etcdserver: authentication is not enabled"
+            )
+        );
+    }
 }

@@ -44,7 +44,9 @@ impl EntryApply<'_> {
             .filter(|key| keys.contains(key))
             .collect();
         let read = |limit| {
-            let ranged = self.space.range(bounds, before, limit, true)?;
+            // Not capped here: every replica applies this, and the answer
+            // is only the leader's to send.
+            let ranged = self.space.range(bounds, before, limit, true, usize::MAX)?;
             if ranged.lost {
                 // Compaction never passes the applied revision.
                 return Err(io::Error::other(format!(
