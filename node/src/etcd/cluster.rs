@@ -2,9 +2,18 @@
 //! name is that id in decimal; its peer and client URLs are both its one
 //! address (raftkv serves clients and peers on one port), with `https://`
 //! when the node serves TLS and `http://` otherwise, because clients dial
-//! them. `MemberList` is open to every caller. `MemberPromote` (a learner
-//! that has caught up becomes a voter) and `MemberRemove` need the admin
-//! role under TLS; `MemberAdd` and `MemberUpdate` are not served yet.
+//! them. `MemberList` is open to every caller; changes need the admin role
+//! under TLS.
+//!
+//! `MemberAdd` picks the id, as etcd does, before the member starts: one
+//! above every member's id. The operator then starts the node with that id
+//! (`etcdctl` prints it in hexadecimal; `--id` takes decimal) and the URL's
+//! host and port as its address, without `--bootstrap` or `--join`: the
+//! leader reaches it. A learner is added as asked. A voter is added as a
+//! learner and promoted once it has started and caught up (within
+//! `add_voter`'s catch-up time), where etcd would count it in the quorum at
+//! once; if that time passes, it stays a learner until `MemberPromote`.
+//! `MemberUpdate` is not served yet.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -18,6 +27,7 @@ use tonic::Status;
 use super::errors::status;
 use super::errors::EtcdError;
 use super::header;
+use crate::error::NodeError;
 use crate::grpc::routing::Placement;
 use crate::node::RaftNode;
 use crate::security::require;
@@ -93,8 +103,73 @@ pub fn members(membership: &StoredMembership, scheme: &str) -> Vec<pb::Member> {
         .collect()
 }
 
+/// The one address of a new member from etcd's peer URLs: a single
+/// `http://` or `https://` URL of a host and port, nothing after them.
+fn member_address(urls: &[String]) -> Result<String, Status> {
+    let [url] = urls else {
+        return Err(if urls.is_empty() {
+            EtcdError::MemberBadUrls.into()
+        } else {
+            NodeError::BadRequest(
+                "a raftkv member has one address for peers and clients: give one peer URL".into(),
+            )
+            .into()
+        });
+    };
+    let address = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or(EtcdError::MemberBadUrls)?;
+    if address.contains('/') || raftkv_client::check_address(address).is_err() {
+        return Err(EtcdError::MemberBadUrls.into());
+    }
+    Ok(address.to_string())
+}
+
 #[tonic::async_trait]
 impl Cluster for EtcdCluster {
+    async fn member_add(
+        &self,
+        request: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        self.admin(&request, "MemberAdd")?;
+        let r = request.into_inner();
+        let address = member_address(&r.peer_ur_ls)?;
+        if self
+            .node
+            .membership()
+            .membership()
+            .nodes()
+            .any(|(_, node)| node.addr == address)
+        {
+            return Err(EtcdError::PeerUrlExist.into());
+        }
+        let (id, index) = self.node.add_member(&address).await.map_err(status)?;
+        if !r.is_learner {
+            // A voter that has not started yet would count against the
+            // quorum (etcd takes that risk); this one votes once it has
+            // started and caught up.
+            let node = self.node.clone();
+            tokio::spawn(async move {
+                match node.add_voter(id, &address, None).await {
+                    Ok(index) => {
+                        tracing::info!(id, index, "a member added through etcd's API now votes")
+                    }
+                    Err(e) => {
+                        tracing::warn!(id, cause = %e, "a member added through etcd's API stays a learner; promote it once it runs")
+                    }
+                }
+            });
+        }
+        let (header, members) = self.members_at(index);
+        let member = members.iter().find(|m| m.id == id).cloned();
+        Ok(Response::new(pb::MemberAddResponse {
+            header,
+            member,
+            members,
+        }))
+    }
+
     async fn member_promote(
         &self,
         request: Request<pb::MemberPromoteRequest>,

@@ -37,10 +37,12 @@ pub enum EtcdError {
     BadLeaderTransferee,
     MemberNotFound,
     MemberNotLearner,
+    PeerUrlExist,
+    MemberBadUrls,
 }
 
 /// Every row, for the tests.
-pub const ALL: [EtcdError; 25] = [
+pub const ALL: [EtcdError; 27] = [
     EtcdError::EmptyKey,
     EtcdError::KeyNotFound,
     EtcdError::ValueProvided,
@@ -66,6 +68,8 @@ pub const ALL: [EtcdError; 25] = [
     EtcdError::BadLeaderTransferee,
     EtcdError::MemberNotFound,
     EtcdError::MemberNotLearner,
+    EtcdError::PeerUrlExist,
+    EtcdError::MemberBadUrls,
 ];
 
 impl EtcdError {
@@ -127,6 +131,14 @@ impl EtcdError {
             MemberNotLearner => (
                 Code::FailedPrecondition,
                 "etcdserver: can only promote a learner member",
+            ),
+            PeerUrlExist => (
+                Code::FailedPrecondition,
+                "etcdserver: Peer URLs already exists",
+            ),
+            MemberBadUrls => (
+                Code::InvalidArgument,
+                "etcdserver: given member URLs are invalid",
             ),
         }
     }

@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -174,6 +176,37 @@ impl RaftNode {
             }))
         })
         .await
+    }
+
+    /// Adds a learner known only by its address (etcd's `MemberAdd`, which
+    /// picks the id before the member starts): its id is one above every
+    /// member's, chosen against the configuration the change is made on.
+    /// Returns the id and the change's index.
+    pub async fn add_member(&self, address: &str) -> Result<(NodeId, u64), NodeError> {
+        self.require_leader()?;
+        let chosen = AtomicU64::new(0);
+        let index = self
+            .change_membership(None, |membership| {
+                let id = membership
+                    .membership()
+                    .nodes()
+                    .map(|(id, _)| *id)
+                    .max()
+                    .unwrap_or(0)
+                    .checked_add(1)
+                    .ok_or_else(|| NodeError::MembershipRefused("no node id is left".into()))?;
+                check_join(membership, id, address)?;
+                chosen.store(id, Ordering::Relaxed);
+                let node = Node {
+                    addr: address.to_string(),
+                };
+                Ok(Some((
+                    ChangeMembers::AddNodes(BTreeMap::from([(id, node)])),
+                    true,
+                )))
+            })
+            .await?;
+        Ok((chosen.load(Ordering::Relaxed), index))
     }
 
     /// Adds node `id` as a voter: as a learner first, then, once it has caught

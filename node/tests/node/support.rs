@@ -62,3 +62,10 @@ pub async fn wait_for_voters(cluster: &TestCluster, expected: &[u64]) {
     })
     .await;
 }
+
+/// A free port on 127.0.0.1 that nobody listens on (yet), for a node whose
+/// address must be known before it starts.
+pub fn unused_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").to_string()
+}

@@ -20,6 +20,9 @@ use raftkv_proto::etcd::etcdserverpb::watch_client::WatchClient;
 use raftkv_proto::etcd::etcdserverpb::watch_create_request::FilterType;
 use raftkv_proto::etcd::etcdserverpb::watch_request::RequestUnion;
 use raftkv_proto::etcd::mvccpb;
+use raftkv_testkit::wait_for;
+
+use crate::support::unused_address;
 use raftkv_testkit::TestCluster;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -703,4 +706,113 @@ async fn etcds_auth_is_disabled_and_its_calls_are_refused_with_etcds_errors() {
             )
         );
     }
+}
+
+#[tokio::test]
+async fn etcds_member_add_picks_the_next_id_for_a_member_started_later() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let mut members = ClusterClient::new(cluster.node(follower).channel());
+    // The address of the node to come: reserved by starting it later
+    // under the id MemberAdd picks (one above every member's).
+    let spec = cluster.node_spec(4);
+    let url = |address: &str| vec![format!("http://{address}")];
+    let bad = |urls: Vec<String>, is_learner| pb::MemberAddRequest {
+        peer_ur_ls: urls,
+        is_learner,
+    };
+    for urls in [
+        vec![],
+        vec!["ftp://127.0.0.1:1".to_string()],
+        url("127.0.0.1:1/path"),
+    ] {
+        let refused = members
+            .member_add(bad(urls.clone(), true))
+            .await
+            .expect_err("bad URLs");
+        assert_eq!(
+            (refused.code(), refused.message()),
+            (
+                Code::InvalidArgument,
+                "etcdserver: given member URLs are invalid"
+            ),
+            "{urls:?}"
+        );
+    }
+    let taken = cluster.node(leader).address.clone();
+    let refused = members
+        .member_add(bad(url(&taken), true))
+        .await
+        .expect_err("an address in use");
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (
+            Code::FailedPrecondition,
+            "etcdserver: Peer URLs already exists"
+        )
+    );
+
+    let node = cluster.start_node(spec);
+    let address = node.address.clone();
+    let added = members
+        .member_add(bad(url(&address), true))
+        .await
+        .expect("member add --learner")
+        .into_inner();
+    let member = added.member.expect("the new member");
+    assert_eq!(member.id, 4);
+    assert!(member.is_learner);
+    assert_eq!(member.peer_ur_ls, url(&address));
+    assert_eq!(added.members.len(), 4);
+    // The learner receives the log: a write through etcd's API reaches it.
+    let mut kv = KvClient::new(cluster.node(leader).channel());
+    let written = put(&mut kv, "joined", "yes").await;
+    let index = u64::try_from(written.header.expect("a header").revision).expect("a revision");
+    cluster.wait_applied(index).await;
+    let promoted = members
+        .member_promote(pb::MemberPromoteRequest { id: 4 })
+        .await
+        .expect("member promote")
+        .into_inner();
+    assert!(promoted.members.iter().all(|m| !m.is_learner));
+}
+
+#[tokio::test]
+async fn etcds_member_add_of_a_voter_makes_it_vote_once_it_has_started_and_caught_up() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let mut members = ClusterClient::new(cluster.node(leader).channel());
+    let address = unused_address();
+    let spec = cluster.node_spec(4).listen(&address);
+    // Added before it runs: a learner, so the quorum does not wait for it.
+    let added = members
+        .member_add(pb::MemberAddRequest {
+            peer_ur_ls: vec![format!("http://{address}")],
+            is_learner: false,
+        })
+        .await
+        .expect("member add")
+        .into_inner();
+    let member = added.member.expect("the new member");
+    assert_eq!(member.id, 4);
+    assert!(member.is_learner, "not a voter before it has started");
+    let mut kv = KvClient::new(cluster.node(leader).channel());
+    put(&mut kv, "before", "it started").await;
+    cluster.start_node(spec);
+    wait_for("node 4 votes", || {
+        let mut members = members.clone();
+        async move {
+            let list = members
+                .member_list(pb::MemberListRequest::default())
+                .await
+                .ok()?
+                .into_inner();
+            list.members
+                .iter()
+                .any(|m| m.id == 4 && !m.is_learner)
+                .then_some(())
+        }
+    })
+    .await;
 }

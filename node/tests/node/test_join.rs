@@ -3,20 +3,14 @@
 //! join that gives up (the node exits with the reason instead of running on
 //! outside the cluster).
 
-use std::net::TcpListener;
 
 use raftkv_testkit::wait_for;
 use raftkv_testkit::TestCluster;
 use raftkv_testkit::TestNode;
 
 use crate::support::committed_voters;
+use crate::support::unused_address;
 use crate::support::wait_for_voters;
-
-/// A free port on 127.0.0.1 that nobody listens on (yet).
-fn unused_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_booting_together_all_become_voters() {
