@@ -15,7 +15,9 @@ use crate::node::Raft;
 /// Keeps `raftkv.Leader` in step with this node's role until Raft stops.
 pub async fn track_leadership(raft: Raft, reporter: HealthReporter) {
     reporter.set_serving::<KvServer<KvService>>().await;
-    let mut metrics = raft.metrics();
+    // The server metrics change with role and leader only, not with
+    // every write as `Raft::metrics` does: no wake-up per write.
+    let mut metrics = raft.server_metrics();
     let mut serving = None;
     loop {
         let leading = {

@@ -61,7 +61,8 @@ fn refresh(exported: &Metrics, raft: &Raft, db: &sled::Db, revisions: &crate::st
 /// first leader this node learns of counts too, even if it was known before
 /// this task ran (a bootstrapped node may lead already).
 pub async fn count_leader_changes(raft: Raft) {
-    let mut watched = raft.metrics();
+    // Role and leader only: no wake-up per write (see `track_leadership`).
+    let mut watched = raft.server_metrics();
     let mut leader = None;
     loop {
         let now = watched.borrow_watched().current_leader;

@@ -369,13 +369,18 @@ pub async fn run(
 /// error): then the run ends with the reason. A full disk is waited out by
 /// the caller (see `disk_full`); any other failure stops the process, so a
 /// supervisor restarts it once the cause is fixed.
+///
+/// Raft reports a failure in its metrics and then stops, which closes its
+/// metrics channels. This waits on the server metrics (role and leader),
+/// which change rarely, not on `Raft::metrics`, which change with every
+/// write and woke this task, on the main thread, once per write.
 async fn raft_failed(raft: &Raft) {
-    let mut metrics = raft.metrics();
+    let mut server = raft.server_metrics();
     loop {
-        if metrics.borrow_watched().running_state.is_err() {
+        if raft.metrics().borrow_watched().running_state.is_err() {
             return;
         }
-        if metrics.changed().await.is_err() {
+        if server.changed().await.is_err() {
             return;
         }
     }

@@ -26,6 +26,10 @@ pub struct Disk {
     blob_dir: PathBuf,
     /// Highest blob file name (a log sequence number) already synced; serialises syncs.
     synced_blob: Mutex<u64>,
+    /// `sled::blobs_written` at the last complete listing of `blob_dir`
+    /// (`None`: never listed): the listing, a directory read per sync,
+    /// is skipped while no blob has been written since.
+    blobs_listed: Mutex<Option<u64>>,
     /// When the sync in flight began (the oldest, if several): a sync that
     /// never ends is a hung disk (see `hung_disk`).
     syncing_since: Mutex<Option<std::time::Instant>>,
@@ -43,6 +47,7 @@ impl Disk {
             dir: dir.to_path_buf(),
             blob_dir: dir.join("blobs"),
             synced_blob: Mutex::new(0),
+            blobs_listed: Mutex::new(None),
             syncing_since: Mutex::new(None),
         })
     }
@@ -69,6 +74,14 @@ impl Disk {
         let mut synced_blob = self.synced_blob.lock().unwrap_or_else(|e| e.into_inner());
         self.db.flush().map_err(io_error)?;
         self.db_file.sync_data()?;
+        // Read after the flush: a blob that anything just flushed points at
+        // was written, and counted, before the flush began. Unchanged since
+        // the last complete listing: no blob file is new, skip the listing.
+        let blobs_written = sled::blobs_written();
+        let mut listed = self.blobs_listed.lock().unwrap_or_else(|e| e.into_inner());
+        if *listed == Some(blobs_written) {
+            return Ok(());
+        }
         let mut newest = *synced_blob;
         let mut any_new = false;
         match std::fs::read_dir(&self.blob_dir) {
@@ -101,6 +114,7 @@ impl Disk {
             File::open(&self.blob_dir)?.sync_all()?;
             *synced_blob = newest;
         }
+        *listed = Some(blobs_written);
         Ok(())
     }
 

@@ -6,6 +6,11 @@ pub mod constants;
 pub mod logger;
 
 mod blob_io;
+
+/// raftkv: see `crate::blobs_written`.
+pub(crate) fn blobs_written() -> u64 {
+    blob_io::BLOBS_WRITTEN.load(std::sync::atomic::Ordering::SeqCst)
+}
 mod disk_pointer;
 mod header;
 mod iobuf;
