@@ -106,6 +106,11 @@ impl<W: Write> BackupWriter<W> {
         })
     }
 
+    /// What it writes to, to take the bytes written so far from a buffer.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// Appends a piece of the data.
     pub fn write_data(&mut self, data: &[u8]) -> io::Result<()> {
         self.written += data.len() as u64;

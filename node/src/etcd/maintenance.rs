@@ -11,18 +11,29 @@
 //! - `MoveLeader`: a leadership transfer.
 //! - `Defragment`: nothing to do (sled has no free-page file to compact);
 //!   answered with success.
+//! - `Snapshot`: a raftkv backup file (what `raft-admin backup` writes and
+//!   `raftkv-node restore --from` reads), not etcd's bbolt file, taken on
+//!   the leader with every write committed before the call. Its last 32
+//!   bytes are a SHA-256 of the rest, as in etcd's.
 //!
 //! Reads are open to every caller; changes (`MoveLeader`, raising or
-//! clearing an alarm, `Defragment`) need the admin role under TLS.
-//! `Snapshot`, `Hash` and `Downgrade` are not served yet.
+//! clearing an alarm, `Defragment`) and `Snapshot` (all the data) need the
+//! admin role under TLS. `Hash` and `Downgrade` are not served.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::Stream;
+use futures::StreamExt as _;
 use prost::Message;
+use raftkv_files::backup::BackupWriter;
+use raftkv_files::backup::DataHash;
 use raftkv_proto::etcd::etcdserverpb as pb;
 use raftkv_proto::etcd::etcdserverpb::alarm_request::AlarmAction;
 use raftkv_proto::etcd::etcdserverpb::maintenance_server::Maintenance;
+use raftkv_proto::pb::backup_chunk;
+use tokio::sync::mpsc;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
@@ -31,6 +42,8 @@ use super::errors::status;
 use super::header;
 use super::signed;
 use crate::error::NodeError;
+use crate::grpc::backup::backup_stream;
+use crate::grpc::backup::BackupStream;
 use crate::grpc::routing::Placement;
 use crate::node::RaftNode;
 use crate::security::require;
@@ -50,7 +63,7 @@ pub const ETCD_VERSION: &str = "3.5.13";
 /// alarm change on the leader, the rest on the node asked.
 pub fn placement(method: &str) -> Placement {
     match method {
-        "MoveLeader" => Placement::Leader,
+        "MoveLeader" | "Snapshot" => Placement::Leader,
         "Alarm" => Placement::LeaderUnless(|message| {
             pb::AlarmRequest::decode(message)
                 .is_ok_and(|request| request.action == AlarmAction::Get as i32)
@@ -97,8 +110,117 @@ impl EtcdMaintenance {
     }
 }
 
+/// The answers of one `Snapshot` call.
+pub type SnapshotStream =
+    Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send + 'static>>;
+
+/// A backup file's magic, format version and header length.
+const FILE_PREFIX_BYTES: u64 = 8 + 4 + 4;
+
+/// etcdctl's `snapshot save` refuses a file whose length, less the 32
+/// bytes of its checksum, is not a multiple of 512 (etcd's are whole bbolt
+/// pages). The zeros that make a backup file with `header` such a length.
+fn etcd_padding(header: &raftkv_proto::pb::BackupHeader) -> Vec<u8> {
+    let mut padded = header.clone();
+    padded.padding.clear();
+    // The field's tag and length prefix grow with it: settle by trying.
+    for extra in 0..1100 {
+        padded.padding = vec![0; extra];
+        let length = FILE_PREFIX_BYTES + padded.encoded_len() as u64 + header.data_bytes;
+        if length.is_multiple_of(512) {
+            return std::mem::take(&mut padded.padding);
+        }
+    }
+    Vec::new()
+}
+
+/// A backup stream's parts as the bytes of a backup file, in etcd's
+/// snapshot messages; each says how many bytes follow it.
+async fn snapshot_messages(
+    mut parts: BackupStream,
+    header: Option<pb::ResponseHeader>,
+    tx: mpsc::Sender<Result<pb::SnapshotResponse, Status>>,
+) {
+    use backup_chunk::Part;
+    let mut file: Option<BackupWriter<Vec<u8>>> = None;
+    let mut data_hash = DataHash::default();
+    let (mut total, mut sent) = (0u64, 0u64);
+    let message = |bytes: Vec<u8>, total: u64, sent: &mut u64| {
+        *sent += bytes.len() as u64;
+        pb::SnapshotResponse {
+            header,
+            remaining_bytes: total.saturating_sub(*sent),
+            blob: bytes,
+        }
+    };
+    while let Some(part) = parts.next().await {
+        let answer = match part.map(|chunk| chunk.part) {
+            Err(e) => Err(e),
+            Ok(Some(Part::Header(mut backup))) => {
+                backup.padding = etcd_padding(&backup);
+                let header_bytes = backup.encoded_len() as u64;
+                total = FILE_PREFIX_BYTES + header_bytes + backup.data_bytes + 32;
+                match BackupWriter::new(Vec::new(), &backup) {
+                    Ok(writer) => {
+                        let writer = file.insert(writer);
+                        Ok(message(std::mem::take(writer.get_mut()), total, &mut sent))
+                    }
+                    Err(e) => Err(Status::internal(format!(
+                        "cannot encode the backup header: {e}"
+                    ))),
+                }
+            }
+            Ok(Some(Part::Data(data))) => match file.as_mut() {
+                Some(writer) => {
+                    data_hash.update(&data);
+                    match writer.write_data(&data) {
+                        Ok(()) => Ok(message(std::mem::take(writer.get_mut()), total, &mut sent)),
+                        Err(e) => Err(Status::internal(format!("the backup's data: {e}"))),
+                    }
+                }
+                None => Err(Status::internal("the backup's data came before its header")),
+            },
+            Ok(Some(Part::DataSha256(sum))) => {
+                let data_sum = std::mem::take(&mut data_hash).finish();
+                match file.take() {
+                    Some(_) if sum != data_sum => Err(Status::data_loss(
+                        "the backup's data does not match its checksum",
+                    )),
+                    Some(writer) => match writer.finish() {
+                        Ok((_, last)) => Ok(message(last, total, &mut sent)),
+                        Err(e) => Err(Status::internal(format!("the backup's end: {e}"))),
+                    },
+                    None => Err(Status::internal(
+                        "the backup's checksum came before its header",
+                    )),
+                }
+            }
+            Ok(None) => continue,
+        };
+        let failed = answer.is_err();
+        if tx.send(answer).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Maintenance for EtcdMaintenance {
+    async fn snapshot(
+        &self,
+        request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
+        self.admin(&request, "Snapshot")?;
+        let backup = self.node.backup().await.map_err(status)?;
+        let header = header(&self.node, self.node.revisions().current());
+        let parts = backup_stream(self.node.id(), backup)?;
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(snapshot_messages(parts, header, tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn alarm(
         &self,
         request: Request<pb::AlarmRequest>,

@@ -18,7 +18,7 @@ pub type BackupStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
 
 /// `backup` as the messages of a backup stream: header, data, checksum.
-pub(super) fn backup_stream(
+pub(crate) fn backup_stream(
     source: NodeId,
     backup: BackupSnapshot,
 ) -> Result<BackupStream, Status> {
@@ -38,6 +38,7 @@ pub(super) fn backup_stream(
         data_bytes: backup.data.len(),
         created_unix_ms,
         source_node_id: source,
+        padding: Vec::new(),
     };
     tracing::info!(
         index = last.index,

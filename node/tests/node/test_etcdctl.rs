@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::process::Stdio;
 
+use raftkv_testkit::node_binary;
 use raftkv_testkit::TestCerts;
 use raftkv_testkit::TestCluster;
 use raftkv_testkit::PATIENCE;
@@ -147,6 +148,39 @@ async fn script(ctl: &Etcdctl) {
     let answer = ctl.out(&one, &["txn"], txn).expect("txn");
     assert!(answer.starts_with("SUCCESS"), "{answer}");
     assert_eq!(ctl.ok(&one, &["get", "app/c", "--print-value-only"]), "4\n");
+
+    // A snapshot is a raftkv backup file, which raftkv-node restores.
+    let saved = cluster.dir().join("snapshot.db");
+    let saved = saved.to_str().expect("a UTF-8 path");
+    let answer = ctl
+        .run(&one, &["snapshot", "save", saved], "")
+        .expect("snapshot save");
+    assert!(
+        format!("{answer:?}").contains("Snapshot saved"),
+        "{answer:?}"
+    );
+    let restored = cluster.dir().join("restored");
+    let restore = Command::new(node_binary())
+        .args([
+            "restore",
+            "--from",
+            saved,
+            "--id",
+            "1",
+            "--advertise",
+            "127.0.0.1:1",
+        ])
+        .arg("--data-dir")
+        .arg(&restored)
+        .output()
+        .expect("raftkv-node restore runs");
+    let told = String::from_utf8_lossy(&restore.stdout);
+    assert!(
+        restore.status.success(),
+        "{told}{}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    assert!(told.starts_with("restored 3 keys"), "{told}");
 
     let deleted = ctl.ok(&one, &["del", "app/", "--prefix", "--prev-kv"]);
     assert!(
