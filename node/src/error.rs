@@ -42,6 +42,12 @@ pub enum NodeError {
     /// nothing was changed.
     #[error("lease {id} not found: it expired, was revoked or never existed; nothing was written")]
     LeaseNotFound { id: u64 },
+    /// A grant asked for a lease id that a lease holds (or a revoked one
+    /// whose row is kept until compaction passes it): nothing was written.
+    #[error(
+        "lease {id} exists (or was revoked too recently to reuse its id); nothing was written"
+    )]
+    LeaseExists { id: u64 },
     /// A write would attach more keys to a lease than one may carry:
     /// nothing was written.
     #[error(
@@ -136,6 +142,7 @@ impl NodeError {
             | NodeError::NothingApplied
             | NodeError::LeaseFull { .. } => Code::FailedPrecondition,
             NodeError::UnknownMember(_) | NodeError::LeaseNotFound { .. } => Code::NotFound,
+            NodeError::LeaseExists { .. } => Code::AlreadyExists,
             NodeError::TooManyLeases { .. } | NodeError::NoSpace { .. } => Code::ResourceExhausted,
             NodeError::NotLeader { .. }
             | NodeError::NoQuorum(_)

@@ -94,6 +94,10 @@ pub enum Command {
     /// etcd's transaction, put or delete-range (added last: older entries
     /// decode unchanged).
     Etcd(crate::etcd::txn::EtcdTxn),
+    /// Grant lease `id`, chosen by the client (etcd's `LeaseGrant` with an
+    /// ID), of `ttl_seconds`, if no lease row holds `id` (added last: older
+    /// entries decode unchanged).
+    LeaseGrantId { id: u64, ttl_seconds: u64 },
 }
 
 /// One comparison of a transaction.
@@ -196,6 +200,12 @@ pub enum CommandResult {
     /// etcd's transaction: its outcome (an `EtcdOpResult::Txn`), or why it
     /// wrote nothing.
     Etcd(Result<crate::etcd::txn::EtcdOpResult, crate::etcd::txn::EtcdRefusal>),
+    /// A lease was granted as `id` (a server-chosen id whose revision a
+    /// client's lease held, or a client's).
+    LeaseGrantedAs { id: u64 },
+    /// A grant asked for lease `id`, which a lease row holds: nothing was
+    /// written.
+    LeaseExists { id: u64 },
 }
 
 /// Short form for logs: the kind of command and the key's size, never the data.
@@ -219,6 +229,9 @@ impl std::fmt::Display for Command {
                 failure.len()
             ),
             Command::LeaseGrant { ttl_seconds } => write!(f, "lease-grant({ttl_seconds}s)"),
+            Command::LeaseGrantId { id, ttl_seconds } => {
+                write!(f, "lease-grant({id}, {ttl_seconds}s)")
+            }
             Command::LeaseRevoke { id, expired } => {
                 write!(f, "lease-revoke({id}, expired: {expired})")
             }

@@ -93,7 +93,7 @@ pub fn growth(command: &Command) -> Option<u64> {
             let puts = txn.puts();
             (!puts.is_empty()).then(|| puts.iter().map(|(key, value)| put(key, value)).sum())
         }
-        Command::LeaseGrant { .. } => Some(64),
+        Command::LeaseGrant { .. } | Command::LeaseGrantId { .. } => Some(64),
         Command::Delete { .. }
         | Command::LeaseRevoke { .. }
         | Command::Compact { .. }

@@ -159,6 +159,7 @@ pub fn status(e: NodeError) -> Status {
         NodeError::FutureRevision { .. } => EtcdError::FutureRev,
         NodeError::NoSpace { .. } => EtcdError::NoSpace,
         NodeError::LeaseNotFound { .. } => EtcdError::LeaseNotFound,
+        NodeError::LeaseExists { .. } => EtcdError::LeaseExist,
         NodeError::NotLeader { leader: None } | NodeError::NoQuorum(_) => EtcdError::NoLeader,
         NodeError::Stopping(_) => EtcdError::Stopped,
         NodeError::Timeout(_) => EtcdError::Timeout,

@@ -1,6 +1,7 @@
-//! etcd's `Lease` service over raftkv's leases. A lease's id is the log
-//! index of its grant, chosen by the cluster: a grant that asks for an id of
-//! its own is refused for now (etcd lets the client choose). Keep-alives
+//! etcd's `Lease` service over raftkv's leases. A grant with ID 0 gets an
+//! id the cluster chooses (its log index, or the next free id above it); a
+//! grant with an ID of its own gets that id, or etcd's "lease already
+//! exists" when a lease holds it (see `store::leases`). Keep-alives
 //! and the countdowns run on the leader, as raftkv's own do; the TTL is
 //! raised to the shortest raftkv grants (1 s), and one over a year is
 //! refused as etcd refuses a TTL too large.
@@ -67,17 +68,25 @@ impl Lease for EtcdLease {
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let r = request.into_inner();
-        if r.id != 0 {
-            return Err(NodeError::BadRequest(
-                "raftkv chooses lease ids (the grant's log index): grant with ID 0".into(),
-            )
-            .into());
-        }
+        // etcd's ids are positive int64s; 0 asks the cluster to choose.
+        let chosen = match u64::try_from(r.id) {
+            Ok(0) => None,
+            Ok(id) => Some(id),
+            Err(_) => return Err(NodeError::BadRequest(format!(
+                "lease ID {} is negative; etcd's lease ids are positive (0: the cluster chooses)",
+                r.id
+            ))
+            .into()),
+        };
         let ttl = u64::try_from(r.ttl).unwrap_or(0).max(MIN_TTL_SECONDS);
         if ttl > MAX_TTL_SECONDS {
             return Err(EtcdError::LeaseTtlTooLarge.into());
         }
-        let id = self.node.lease_grant(signed(ttl)).await.map_err(status)?;
+        let id = self
+            .node
+            .lease_grant(signed(ttl), chosen)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::LeaseGrantResponse {
             header: header(&self.node, id),
             id: signed(id),

@@ -213,7 +213,7 @@ impl Kv for KvService {
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let ttl = request.into_inner().ttl;
-        let id = self.node.lease_grant(ttl).await?;
+        let id = self.node.lease_grant(ttl, None).await?;
         Ok(Response::new(pb::LeaseGrantResponse { id, ttl }))
     }
 

@@ -50,8 +50,10 @@ fn not_counting() -> NodeError {
 }
 
 impl RaftNode {
-    /// Grants a lease of `ttl` seconds; returns its id (the grant's log index).
-    pub async fn lease_grant(&self, ttl: i64) -> Result<u64, NodeError> {
+    /// Grants a lease of `ttl` seconds as lease `id`, or (`None`) under an
+    /// id the cluster chooses: the grant's log index, unless a client's
+    /// lease holds that (see `store::leases`). Returns the id.
+    pub async fn lease_grant(&self, ttl: i64, id: Option<u64>) -> Result<u64, NodeError> {
         let ttl = u64::try_from(ttl)
             .ok()
             .filter(|ttl| (MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(ttl))
@@ -71,8 +73,17 @@ impl RaftNode {
                 limit: self.limits().max_leases,
             });
         }
-        match self.write(Command::LeaseGrant { ttl_seconds: ttl }).await? {
+        let command = match id {
+            Some(id) => Command::LeaseGrantId {
+                id,
+                ttl_seconds: ttl,
+            },
+            None => Command::LeaseGrant { ttl_seconds: ttl },
+        };
+        match self.write(command).await? {
             (index, CommandResult::LeaseGranted) => Ok(index),
+            (_, CommandResult::LeaseGrantedAs { id }) => Ok(id),
+            (_, CommandResult::LeaseExists { id }) => Err(NodeError::LeaseExists { id }),
             (_, other) => Err(NodeError::unexpected(&other)),
         }
     }

@@ -325,9 +325,25 @@ impl<'a> EntryApply<'a> {
                 // log anyway is clamped, so the table holds only what
                 // snapshots accept.
                 let ttl = ttl_seconds.clamp(leases::MIN_TTL_SECONDS, leases::MAX_TTL_SECONDS);
-                self.leases.grant(self.revision, ttl)?;
+                let id = self.leases.server_chosen_id(self.revision)?;
+                self.leases.grant(id, ttl, self.revision)?;
                 self.effects.leases_changed = true;
-                CommandResult::LeaseGranted
+                if id == self.revision {
+                    CommandResult::LeaseGranted
+                } else {
+                    CommandResult::LeaseGrantedAs { id }
+                }
+            }
+            Command::LeaseGrantId { id, ttl_seconds } => {
+                // Id 0 asks the cluster to choose; the leader sends that as
+                // `LeaseGrant`, and one that reached the log anyway is refused.
+                if id == 0 || !self.leases.is_free(id)? {
+                    return Ok(CommandResult::LeaseExists { id });
+                }
+                let ttl = ttl_seconds.clamp(leases::MIN_TTL_SECONDS, leases::MAX_TTL_SECONDS);
+                self.leases.grant(id, ttl, self.revision)?;
+                self.effects.leases_changed = true;
+                CommandResult::LeaseGrantedAs { id }
             }
             Command::LeaseRevoke { id, expired } => {
                 let Some(keys) = self.leases.revoke(id, self.revision)? else {

@@ -1,8 +1,18 @@
 //! Leases as the state machine stores them.
 //!
 //! Tree `leases`: lease id (u64, big-endian) → the TTL it was granted with
-//! in seconds, how many keys it carries, their weight (see [`key_weight`])
-//! and the revision that revoked it (0: live), four u64 big-endian. Tree
+//! in seconds, how many keys it carries, their weight (see [`key_weight`]),
+//! the revision that revoked it (0: live) and the revision that granted it
+//! (0: loaded from a snapshot), five u64 big-endian. Rows of earlier
+//! versions lack the last one or two: they were live, and their id was
+//! their grant's revision.
+//!
+//! Ids: a server-chosen lease's id is its grant's revision, or the next id
+//! above it that no lease row holds (a client may have taken it); a client
+//! may choose any id that no lease row holds (etcd's `LeaseGrant` with an
+//! ID). Both decisions read only the table, the same on every replica at
+//! that revision. An id whose revoked row is still kept (until compaction
+//! passes the revoke) is not free yet. Tree
 //! `lease_keys`: lease id ++ user key → nothing, the keys each lease
 //! carries, kept in step with the lease of each key's newest version so a
 //! revoke finds its keys without walking every key.
@@ -57,31 +67,38 @@ pub struct LeaseInfo {
     pub key_bytes: u64,
     /// The revision of the revoke that ended it; 0 while it is live.
     pub revoked: u64,
+    /// The revision of the grant; 0 for a lease loaded from a snapshot
+    /// (granted before it).
+    pub granted: u64,
 }
 
 impl LeaseInfo {
-    fn encode(&self) -> [u8; 32] {
-        let mut bytes = [0; 32];
+    fn encode(&self) -> [u8; 40] {
+        let mut bytes = [0; 40];
         bytes[..8].copy_from_slice(&self.ttl.to_be_bytes());
         bytes[8..16].copy_from_slice(&self.keys.to_be_bytes());
         bytes[16..24].copy_from_slice(&self.key_bytes.to_be_bytes());
-        bytes[24..].copy_from_slice(&self.revoked.to_be_bytes());
+        bytes[24..32].copy_from_slice(&self.revoked.to_be_bytes());
+        bytes[32..].copy_from_slice(&self.granted.to_be_bytes());
         bytes
     }
 
-    /// Also reads the 24-byte rows of earlier versions (live leases).
-    fn decode(bytes: &[u8]) -> io::Result<LeaseInfo> {
-        if bytes.len() != 24 && bytes.len() != 32 {
+    /// Lease `id`'s row. Also reads the 24-byte rows (live leases) and
+    /// 32-byte rows (no grant revision: it was the id) of earlier versions.
+    fn decode(id: u64, bytes: &[u8]) -> io::Result<LeaseInfo> {
+        if ![24, 32, 40].contains(&bytes.len()) {
             return Err(malformed());
         }
+        let field = |at: usize| match bytes.get(at..at + 8) {
+            Some(field) => read_u64(field).map(Some),
+            None => Ok(None),
+        };
         Ok(LeaseInfo {
             ttl: read_u64(&bytes[..8])?,
             keys: read_u64(&bytes[8..16])?,
             key_bytes: read_u64(&bytes[16..24])?,
-            revoked: match bytes.get(24..) {
-                Some(revoked) if !revoked.is_empty() => read_u64(revoked)?,
-                _ => 0,
-            },
+            revoked: field(24)?.unwrap_or(0),
+            granted: field(32)?.unwrap_or(id),
         })
     }
 
@@ -132,8 +149,8 @@ impl LeaseTrees {
         let leases = open("leases")?;
         let mut live = 0;
         for item in leases.iter() {
-            let (_, info) = item.map_err(io_error)?;
-            if LeaseInfo::decode(&info)?.revoked == 0 {
+            let (id, info) = item.map_err(io_error)?;
+            if LeaseInfo::decode(read_u64(&id)?, &info)?.revoked == 0 {
                 live += 1;
             }
         }
@@ -148,7 +165,7 @@ impl LeaseTrees {
     /// Lease `id` as stored, revoked or not.
     fn stored(&self, id: u64) -> io::Result<Option<LeaseInfo>> {
         match self.leases.get(id.to_be_bytes()).map_err(io_error)? {
-            Some(info) => Ok(Some(LeaseInfo::decode(&info)?)),
+            Some(info) => Ok(Some(LeaseInfo::decode(id, &info)?)),
             None => Ok(None),
         }
     }
@@ -171,20 +188,40 @@ impl LeaseTrees {
 
     fn store(&self, id: u64, info: &LeaseInfo) -> io::Result<Option<sled::IVec>> {
         self.leases
-            .insert(id.to_be_bytes(), &info.encode())
+            .insert(id.to_be_bytes(), &info.encode()[..])
             .map_err(io_error)
     }
 
-    /// Records lease `id` with `ttl_seconds` and no keys. Ids are the log
-    /// indexes of grants, so only a replay finds one stored already.
-    pub fn grant(&self, id: u64, ttl_seconds: u64) -> io::Result<()> {
+    /// Whether no lease row holds `id`, live or revoked: a client may take
+    /// it.
+    pub fn is_free(&self, id: u64) -> io::Result<bool> {
+        Ok(self.stored(id)?.is_none())
+    }
+
+    /// The id a server-chosen grant at `revision` takes: `revision`, or
+    /// the next id above it that no lease row holds.
+    pub fn server_chosen_id(&self, revision: u64) -> io::Result<u64> {
+        let mut id = revision;
+        while !self.is_free(id)? {
+            id = id.checked_add(1).ok_or_else(|| {
+                io::Error::other("no lease id is free above the grant's revision")
+            })?;
+        }
+        Ok(id)
+    }
+
+    /// Records lease `id` with `ttl_seconds` and no keys, granted at
+    /// `granted` (0: loaded from a snapshot). Apply grants only free ids,
+    /// so only a replay finds the row stored already.
+    pub fn grant(&self, id: u64, ttl_seconds: u64, granted: u64) -> io::Result<()> {
         let info = LeaseInfo {
             ttl: ttl_seconds,
+            granted,
             ..LeaseInfo::default()
         };
         let before = self.store(id, &info)?;
         let was_live = match before {
-            Some(before) => LeaseInfo::decode(&before)?.revoked == 0,
+            Some(before) => LeaseInfo::decode(id, &before)?.revoked == 0,
             None => false,
         };
         if !was_live {
@@ -267,7 +304,7 @@ impl LeaseTrees {
         let mut removed = 0;
         for item in self.leases.iter() {
             let (id, info) = item.map_err(io_error)?;
-            let revoked = LeaseInfo::decode(&info)?.revoked;
+            let revoked = LeaseInfo::decode(read_u64(&id)?, &info)?.revoked;
             if revoked != 0 && revoked <= through {
                 self.leases.remove(&id).map_err(io_error)?;
                 removed += 1;
@@ -285,11 +322,11 @@ impl LeaseTrees {
         let mut live = 0;
         for item in self.leases.iter() {
             let (id, info) = item.map_err(io_error)?;
-            if read_u64(&id)? > revision {
+            let info = LeaseInfo::decode(read_u64(&id)?, &info)?;
+            if info.granted > revision {
                 self.leases.remove(&id).map_err(io_error)?;
                 continue;
             }
-            let info = LeaseInfo::decode(&info)?;
             let info = LeaseInfo {
                 keys: 0,
                 key_bytes: 0,
@@ -303,7 +340,9 @@ impl LeaseTrees {
             if info.revoked == 0 {
                 live += 1;
             }
-            self.leases.insert(id, &info.encode()).map_err(io_error)?;
+            self.leases
+                .insert(id, &info.encode()[..])
+                .map_err(io_error)?;
         }
         self.count.store(live, Ordering::Relaxed);
         Ok(())
@@ -331,9 +370,10 @@ impl LeaseTrees {
         let mut all = Vec::new();
         for item in self.leases.iter() {
             let (id, info) = item.map_err(io_error)?;
-            let info = LeaseInfo::decode(&info)?;
+            let id = read_u64(&id)?;
+            let info = LeaseInfo::decode(id, &info)?;
             if info.revoked == 0 {
-                all.push((read_u64(&id)?, info.ttl));
+                all.push((id, info.ttl));
             }
         }
         Ok(all)

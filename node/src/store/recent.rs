@@ -68,6 +68,7 @@ fn size_of(entry: &Entry) -> usize {
             EntryPayload::Normal(Command::Etcd(txn)) => txn.bytes(),
             EntryPayload::Normal(
                 Command::LeaseGrant { .. }
+                | Command::LeaseGrantId { .. }
                 | Command::LeaseRevoke { .. }
                 | Command::Compact { .. }
                 | Command::Alarm { .. },

@@ -24,9 +24,13 @@ pub(super) const KV_FORMAT: &[u8] = b"kv_format";
 /// The layout of the key-value state; absent before revisions.
 pub(super) const STORE_FORMAT: &[u8] = b"store_format";
 /// What this version writes and reads: `applied` in one value, leases
-/// marked at their revoke (see `leases`), trusted after a crash, the key
-/// index in memory only (see `keyspace`).
-pub(super) const REVISIONED: u8 = 4;
+/// marked at their revoke and stored with the revision that granted them
+/// (see `leases`), trusted after a crash, the key index in memory only
+/// (see `keyspace`).
+pub(super) const REVISIONED: u8 = 5;
+/// As [`REVISIONED`], with lease rows that do not name their grant's
+/// revision (their id is it): read as they are.
+pub(super) const REVISIONED_LEASE_BY_ID: u8 = 4;
 /// As [`REVISIONED`], with the key index also kept in tree `key_index`,
 /// which is dropped when read.
 pub(super) const REVISIONED_DISK_INDEX: u8 = 3;

@@ -517,20 +517,12 @@ pub fn decode(data: &[u8]) -> io::Result<Decoded> {
 }
 
 /// Checks that the snapshot data `input` yields is data this state machine
-/// can load, for a snapshot up to log index `last_index`: no lease granted,
-/// no key written and no compaction point after it. Returns the number of
-/// live keys.
+/// can load, for a snapshot up to log index `last_index`: no key written
+/// and no compaction point after it. (A lease's id says nothing about when
+/// it was granted: a client may choose it.) Returns the number of live
+/// keys.
 pub fn check_from(input: impl Read, last_index: u64) -> io::Result<usize> {
     let mut decoder = Decoder::new(input)?;
-    if decoder
-        .leases()
-        .last()
-        .is_some_and(|(id, _)| *id > last_index)
-    {
-        return Err(invalid(
-            "snapshot data holds a lease granted after the snapshot's last index",
-        ));
-    }
     if decoder.compacted().is_some_and(|c| c > last_index) {
         return Err(invalid(
             "snapshot data is compacted past the snapshot's last index",

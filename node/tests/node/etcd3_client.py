@@ -8,6 +8,7 @@ import sys
 import threading
 
 import etcd3
+import etcd3.exceptions
 
 
 def client(endpoint):
@@ -78,6 +79,16 @@ def main():
     assert c.get("/py/leased")[0] == b"v"
     lease.revoke()
     assert c.get("/py/leased") == (None, None)
+
+    # a lease whose id the client chooses, granted once
+    chosen = leader.lease(30, lease_id=4242)
+    assert chosen.id == 4242, chosen.id
+    try:
+        leader.lease(30, lease_id=4242)
+        raise AssertionError("lease 4242 was granted twice")
+    except etcd3.exceptions.PreconditionFailedError:
+        pass
+    chosen.revoke()
 
     # delete a prefix
     assert c.delete_prefix("/py/").deleted == 2

@@ -407,3 +407,74 @@ mod etcd {
         assert_eq!((keys, *count), (vec![&b"b"[..]], 1));
     }
 }
+
+#[test]
+fn a_client_chosen_lease_id_is_granted_once_and_server_chosen_ids_step_around_it() {
+    let mut f = Fixture::new();
+    let grant_id = |id| Command::LeaseGrantId {
+        id,
+        ttl_seconds: 10,
+    };
+    // A client takes id 5, before the log reaches index 5.
+    assert_eq!(
+        f.apply(2, grant_id(5)),
+        CommandResult::LeaseGrantedAs { id: 5 }
+    );
+    assert_eq!(
+        f.apply(3, grant_id(5)),
+        CommandResult::LeaseExists { id: 5 }
+    );
+    assert_eq!(
+        f.apply(4, grant_id(0)),
+        CommandResult::LeaseExists { id: 0 }
+    );
+    // A server-chosen grant at index 4 keeps its index; at index 5 the id
+    // is taken, so it gets the next free one (6), and the grant at index 6
+    // then gets 7: the same on every replica, since only the table decides.
+    let grant = || Command::LeaseGrant { ttl_seconds: 10 };
+    assert_eq!(f.apply(4, grant()), CommandResult::LeaseGranted);
+    assert_eq!(f.apply(5, grant()), CommandResult::LeaseGrantedAs { id: 6 });
+    assert_eq!(f.apply(6, grant()), CommandResult::LeaseGrantedAs { id: 7 });
+    let ids: Vec<u64> = f
+        .leases
+        .all()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids, [4, 5, 6, 7]);
+    // A key attached to the client's lease goes with its revoke.
+    f.apply(
+        8,
+        Command::PutLeased {
+            key: "k".into(),
+            value: b"v".to_vec(),
+            lease: 5,
+        },
+    );
+    assert_eq!(
+        f.apply(
+            9,
+            Command::LeaseRevoke {
+                id: 5,
+                expired: false
+            }
+        ),
+        CommandResult::LeaseRevoked {
+            found: true,
+            keys_deleted: 1
+        }
+    );
+    assert!(f.at("k", 9).is_none());
+    // Its row is kept (marked) until compaction passes the revoke: the id
+    // is not free again before.
+    assert_eq!(
+        f.apply(10, grant_id(5)),
+        CommandResult::LeaseExists { id: 5 }
+    );
+    assert_eq!(f.leases.remove_revoked(9).unwrap(), 1);
+    assert_eq!(
+        f.apply(11, grant_id(5)),
+        CommandResult::LeaseGrantedAs { id: 5 }
+    );
+}

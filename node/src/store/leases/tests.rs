@@ -33,8 +33,8 @@ fn a_revoke_returns_exactly_its_keys_and_replays_alike() {
     let dir = tempfile::TempDir::new().unwrap();
     let db = sled::open(dir.path()).unwrap();
     let trees = LeaseTrees::open(&db).unwrap();
-    trees.grant(7, 5).unwrap();
-    trees.grant(8, 5).unwrap();
+    trees.grant(7, 5, 7).unwrap();
+    trees.grant(8, 5, 8).unwrap();
     for key in [&b"a"[..], b"b", b"c"] {
         trees.attach(7, key).unwrap();
     }
@@ -66,8 +66,8 @@ fn a_revoke_returns_exactly_its_keys_and_replays_alike() {
     assert_eq!(trees.revoke(7, 20).unwrap(), None);
     // Back to revision 10: lease 12 was granted after it, lease 9's
     // revoke at 11 had not happened; the index starts from no keys.
-    trees.grant(9, 5).unwrap();
-    trees.grant(12, 5).unwrap();
+    trees.grant(9, 5, 9).unwrap();
+    trees.grant(12, 5, 12).unwrap();
     trees.revoke(9, 11).unwrap();
     trees.revoke(12, 13).unwrap();
     trees.reset_to(10).unwrap();
@@ -80,4 +80,38 @@ fn a_revoke_returns_exactly_its_keys_and_replays_alike() {
     old[..8].copy_from_slice(&30u64.to_be_bytes());
     trees.leases.insert(9u64.to_be_bytes(), &old).unwrap();
     assert_eq!(trees.ttl(9).unwrap(), Some(30));
+}
+
+#[test]
+fn recovery_drops_leases_by_the_revision_that_granted_them_not_by_their_id() {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let trees = LeaseTrees::open(&db).unwrap();
+    // A client's id far above the revisions, granted at revision 3; a
+    // server-chosen one granted at 9; one loaded from a snapshot.
+    trees.grant(1 << 40, 5, 3).unwrap();
+    trees.grant(9, 5, 9).unwrap();
+    trees.grant(2, 5, 0).unwrap();
+    trees.reset_to(5).unwrap();
+    let ids: Vec<u64> = trees.all().unwrap().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, [2, 1 << 40]);
+    assert_eq!(trees.count(), 2);
+}
+
+#[test]
+fn lease_rows_of_earlier_versions_read_with_their_id_as_their_grant() {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let leases = db.open_tree("leases").unwrap();
+    // 32 bytes: TTL 5, no keys, live; no grant revision.
+    let mut row = [0u8; 32];
+    row[..8].copy_from_slice(&5u64.to_be_bytes());
+    leases.insert(7u64.to_be_bytes(), &row).unwrap();
+    leases.insert(12u64.to_be_bytes(), &row).unwrap();
+    let trees = LeaseTrees::open(&db).unwrap();
+    trees.reset_to(10).unwrap();
+    let ids: Vec<u64> = trees.all().unwrap().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        ids,
+        [7],
+        "the lease granted at 12 (its id) is after revision 10"
+    );
 }

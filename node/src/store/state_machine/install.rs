@@ -70,7 +70,7 @@ impl StateMachineStore {
         space.clear()?;
         lease_trees.clear()?;
         for (id, ttl) in decoder.leases() {
-            lease_trees.grant(*id, *ttl)?;
+            lease_trees.grant(*id, *ttl, 0)?;
         }
         let mut keys = 0;
         while let Some(Version {

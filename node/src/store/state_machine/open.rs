@@ -32,6 +32,7 @@ use crate::store::sm_meta::KV_FORMAT;
 use crate::store::sm_meta::LAST_APPLIED;
 use crate::store::sm_meta::REVISIONED;
 use crate::store::sm_meta::REVISIONED_DISK_INDEX;
+use crate::store::sm_meta::REVISIONED_LEASE_BY_ID;
 use crate::store::sm_meta::REVISIONED_V2;
 use crate::store::sm_meta::SPACE_BYTES;
 use crate::store::sm_meta::STORE_FORMAT;
@@ -62,7 +63,17 @@ impl StateMachineStore {
         let format = meta.get(STORE_FORMAT).map_err(io_error)?;
         let format = match format.as_deref() {
             None => None,
-            Some([f]) if [REVISIONED, REVISIONED_DISK_INDEX, REVISIONED_V2].contains(f) => Some(*f),
+            Some([f])
+                if [
+                    REVISIONED,
+                    REVISIONED_LEASE_BY_ID,
+                    REVISIONED_DISK_INDEX,
+                    REVISIONED_V2,
+                ]
+                .contains(f) =>
+            {
+                Some(*f)
+            }
             Some(other) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -97,7 +108,13 @@ impl StateMachineStore {
         let old_kv = db.tree_names().iter().any(|name| name.as_ref() == b"kv");
         // The same rows; only the index moved to memory (built by `KeySpace::open`).
         let disk_index = format == Some(REVISIONED_DISK_INDEX);
-        let format = if disk_index { Some(REVISIONED) } else { format };
+        // Lease rows of format 4 decode with their id as their grant's
+        // revision, which is what their ids were.
+        let format = if disk_index || format == Some(REVISIONED_LEASE_BY_ID) {
+            Some(REVISIONED)
+        } else {
+            format
+        };
         let stored = store.stored_snapshot()?;
         let installing = meta.get(INSTALLING).map_err(io_error)?;
         match format {
