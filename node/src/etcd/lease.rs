@@ -72,11 +72,13 @@ impl Lease for EtcdLease {
         let chosen = match u64::try_from(r.id) {
             Ok(0) => None,
             Ok(id) => Some(id),
-            Err(_) => return Err(NodeError::BadRequest(format!(
+            Err(_) => {
+                return Err(NodeError::BadRequest(format!(
                 "lease ID {} is negative; etcd's lease ids are positive (0: the cluster chooses)",
                 r.id
             ))
-            .into()),
+                .into())
+            }
         };
         let ttl = u64::try_from(r.ttl).unwrap_or(0).max(MIN_TTL_SECONDS);
         if ttl > MAX_TTL_SECONDS {
