@@ -9,7 +9,9 @@
 //! as forwarded and with the caller's deadline (or [`FORWARD_TIMEOUT`]). A
 //! call that was already forwarded once is never forwarded again: it gets the
 //! not-leader answer with the leader hint, so a stale view of who leads
-//! cannot loop.
+//! cannot loop. For etcd's services the layer's own answers are etcd's
+//! (`etcdserver: no leader`, `etcdserver: not leader`): etcd's clients
+//! decide on their text.
 //!
 //! The layer sits inside the role check (`security::Authorize`): the leader
 //! sees a forwarded call arrive with the forwarding node's certificate, so
@@ -34,6 +36,7 @@ use tonic::Status;
 use tower_service::Service;
 
 use crate::error::NodeError;
+use crate::etcd::errors::EtcdError;
 use crate::node::RaftNode;
 
 /// Deadline of a forwarded call when the caller set none.
@@ -109,7 +112,36 @@ where
         let node = self.node.clone();
         let method = request.uri().path().rsplit('/').next().unwrap_or_default();
         let placement = (self.placements)(method);
-        Box::pin(async move { Ok(route(inner, &node, placement, request).await) })
+        let speaks = Speaks::of(&request);
+        Box::pin(async move { Ok(route(inner, &node, placement, speaks, request).await) })
+    }
+}
+
+/// Whose protocol a call speaks, which decides how this layer's own
+/// answers read: etcd's clients match etcd's error texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Speaks {
+    Raftkv,
+    Etcd,
+}
+
+impl Speaks {
+    fn of(request: &http::Request<Body>) -> Speaks {
+        if request.uri().path().starts_with("/etcdserverpb.") {
+            Speaks::Etcd
+        } else {
+            Speaks::Raftkv
+        }
+    }
+
+    /// The answer when the call cannot reach a leader: none known (or it
+    /// did not take the call), or `leader`, which this node already asked.
+    fn not_leader(self, leader: Option<(u64, String)>) -> Answer {
+        match (self, leader) {
+            (Speaks::Etcd, None) => Status::from(EtcdError::NoLeader).into_http(),
+            (Speaks::Etcd, Some(_)) => Status::from(EtcdError::NotLeader).into_http(),
+            (Speaks::Raftkv, leader) => Status::from(NodeError::NotLeader { leader }).into_http(),
+        }
     }
 }
 
@@ -118,6 +150,7 @@ async fn route<S>(
     mut inner: S,
     node: &RaftNode,
     placement: Placement,
+    speaks: Speaks,
     request: http::Request<Body>,
 ) -> Answer
 where
@@ -127,7 +160,7 @@ where
     match placement {
         Placement::Here => serve(&mut inner, request).await,
         Placement::Leader if leads => serve(&mut inner, request).await,
-        Placement::Leader => forward(node, request).await,
+        Placement::Leader => forward(node, speaks, request).await,
         Placement::LeaderUnless(here) => {
             if leads {
                 return serve(&mut inner, request).await;
@@ -140,10 +173,10 @@ where
                 Some(bytes) if grpc_message(&bytes).is_some_and(here) => {
                     serve(&mut inner, request).await
                 }
-                _ => forward(node, request).await,
+                _ => forward(node, speaks, request).await,
             }
         }
-        Placement::LeaderThenSuccessor if !leads => forward(node, request).await,
+        Placement::LeaderThenSuccessor if !leads => forward(node, speaks, request).await,
         Placement::LeaderThenSuccessor => {
             let (request, message) = match buffered(request).await {
                 Ok(buffered) => buffered,
@@ -157,7 +190,7 @@ where
             match handed_over_to(&answer) {
                 Some(successor) if !is_forwarded(&again) => {
                     tracing::debug!(%successor, "leadership was handed over: the new leader finishes the call");
-                    send(node, &successor, again).await
+                    send(node, speaks, &successor, again).await
                 }
                 _ => answer,
             }
@@ -178,19 +211,24 @@ where
 
 /// Sends the call to the leader, or answers not-leader when there is none
 /// to send it to (none known, or the call was forwarded once already).
-async fn forward(node: &RaftNode, request: http::Request<Body>) -> Answer {
+async fn forward(node: &RaftNode, speaks: Speaks, request: http::Request<Body>) -> Answer {
     let leader = node.leader().filter(|(id, _)| *id != node.id());
     match leader {
         Some((id, address)) if !is_forwarded(&request) => {
             tracing::debug!(leader = id, %address, "forwarding to the leader");
-            send(node, &address, request).await
+            send(node, speaks, &address, request).await
         }
-        leader => Status::from(NodeError::NotLeader { leader }).into_http(),
+        leader => speaks.not_leader(leader),
     }
 }
 
 /// Passes the call to the node at `address`, marked as forwarded.
-async fn send(node: &RaftNode, address: &str, request: http::Request<Body>) -> Answer {
+async fn send(
+    node: &RaftNode,
+    speaks: Speaks,
+    address: &str,
+    request: http::Request<Body>,
+) -> Answer {
     let mut channel = match node.channel_to(address) {
         Ok(channel) => channel,
         Err(e) => return Status::internal(e.to_string()).into_http(),
@@ -221,7 +259,7 @@ async fn send(node: &RaftNode, address: &str, request: http::Request<Body>) -> A
             status.set_source(Arc::new(e));
             // Nothing reached the leader: the caller may send the call again.
             if raftkv_client::never_sent(&status) {
-                return Status::from(NodeError::NotLeader { leader: None }).into_http();
+                return speaks.not_leader(None);
             }
             status.into_http()
         }

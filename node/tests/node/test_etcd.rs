@@ -11,6 +11,7 @@ use raftkv_proto::etcd::etcdserverpb::compare::CompareResult;
 use raftkv_proto::etcd::etcdserverpb::compare::CompareTarget;
 use raftkv_proto::etcd::etcdserverpb::compare::TargetUnion;
 use raftkv_proto::etcd::etcdserverpb::kv_client::KvClient;
+use raftkv_proto::etcd::etcdserverpb::lease_client::LeaseClient;
 use raftkv_proto::etcd::etcdserverpb::maintenance_client::MaintenanceClient;
 use raftkv_proto::etcd::etcdserverpb::range_request::SortOrder;
 use raftkv_proto::etcd::etcdserverpb::range_request::SortTarget;
@@ -815,4 +816,31 @@ async fn etcds_member_add_of_a_voter_makes_it_vote_once_it_has_started_and_caugh
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_call_for_the_leader_on_a_node_without_one_gets_etcds_no_leader() {
+    // A node that was never initialised knows no leader.
+    let mut cluster = raftkv_testkit::TestCluster::new();
+    let spec = cluster.node_spec(1);
+    let node = cluster.start_node(spec);
+    let mut kv = KvClient::new(node.channel());
+    let refused = kv
+        .put(pb::PutRequest {
+            key: "k".into(),
+            value: "v".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no leader");
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (Code::Unavailable, "etcdserver: no leader")
+    );
+    let mut leases = LeaseClient::new(node.channel());
+    let refused = leases
+        .lease_grant(pb::LeaseGrantRequest { ttl: 10, id: 0 })
+        .await
+        .expect_err("no leader");
+    assert_eq!(refused.message(), "etcdserver: no leader");
 }
