@@ -6,8 +6,9 @@
 //!   names the raised NOSPACE alarms as etcd does.
 //! - `Alarm`: the NOSPACE alarms (etcd's quota alarm); CORRUPT is never
 //!   raised here.
-//! - `HashKV`: the node's state digest, folded to 32 bits, at the applied
-//!   revision only (members with the same state answer the same hash).
+//! - `HashKV` and `Hash`: the node's state digest, folded to 32 bits, at
+//!   the applied revision only (members with the same state answer the same
+//!   hash).
 //! - `MoveLeader`: a leadership transfer.
 //! - `Defragment`: nothing to do (sled has no free-page file to compact);
 //!   answered with success.
@@ -18,7 +19,7 @@
 //!
 //! Reads are open to every caller; changes (`MoveLeader`, raising or
 //! clearing an alarm, `Defragment`) and `Snapshot` (all the data) need the
-//! admin role under TLS. `Hash` and `Downgrade` are not served.
+//! admin role under TLS. `Downgrade` is not served.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -107,6 +108,25 @@ impl EtcdMaintenance {
 
     fn current(&self) -> u64 {
         self.node.revisions().current()
+    }
+
+    /// The node's state digest folded to 32 bits, and the revision it
+    /// covers.
+    async fn digest(&self) -> Result<(u32, u64), Status> {
+        let node = self.node.clone();
+        let digest = tokio::task::spawn_blocking(move || node.state_digest())
+            .await
+            .map_err(|e| Status::from(NodeError::task(e)))?
+            .map_err(|e| status(NodeError::Storage(e)))?
+            .ok_or_else(|| {
+                Status::from(NodeError::Busy(
+                    "the state changed during every attempt to hash it; retry when writes pause"
+                        .into(),
+                ))
+            })?;
+        // Both halves, so no bit of the 64-bit digest is lost for nothing.
+        let hash = (digest.digest ^ (digest.digest >> 32)) as u32;
+        Ok((hash, digest.applied_index.unwrap_or(0)))
     }
 }
 
@@ -303,23 +323,23 @@ impl Maintenance for EtcdMaintenance {
             )
             .into());
         }
-        let node = self.node.clone();
-        let digest = tokio::task::spawn_blocking(move || node.state_digest())
-            .await
-            .map_err(|e| Status::from(NodeError::task(e)))?
-            .map_err(|e| status(NodeError::Storage(e)))?
-            .ok_or_else(|| {
-                Status::from(NodeError::Busy(
-                    "the state changed during every attempt to hash it; retry when writes pause"
-                        .into(),
-                ))
-            })?;
-        let revision = digest.applied_index.unwrap_or(0);
+        let (hash, revision) = self.digest().await?;
         Ok(Response::new(pb::HashKvResponse {
             header: header(&self.node, revision),
-            // Both halves, so no bit of the 64-bit digest is lost for nothing.
-            hash: (digest.digest ^ (digest.digest >> 32)) as u32,
+            hash,
             compact_revision: signed(self.node.compacted()),
+        }))
+    }
+
+    /// etcd's older whole-database hash: here the same digest as `HashKV`.
+    async fn hash(
+        &self,
+        _: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        let (hash, revision) = self.digest().await?;
+        Ok(Response::new(pb::HashResponse {
+            header: header(&self.node, revision),
+            hash,
         }))
     }
 

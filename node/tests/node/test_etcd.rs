@@ -362,6 +362,13 @@ async fn etcds_status_member_list_hash_and_move_leader_describe_and_steer_the_cl
                 break answer.hash;
             }
         };
+        // etcd's older Hash is the same digest here.
+        let older = maintenance
+            .hash(pb::HashRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(older.hash, hash);
         hashes.push(hash);
     }
     assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
