@@ -34,20 +34,22 @@ async fn main() -> anyhow::Result<()> {
 /// the latter's regular-expression engine costs the device build about
 /// 300 KiB, and per-span field filters are not needed here.
 fn init_logging() {
+    use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     const DEFAULT: &str = "info,openraft=warn,sled=warn";
-    let (filter, bad) = match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.trim().is_empty() => match spec.parse() {
-            Ok(filter) => (filter, None),
-            Err(e) => (
-                DEFAULT.parse().expect("the default filter parses"),
-                Some((spec, e)),
-            ),
-        },
-        _ => (DEFAULT.parse().expect("the default filter parses"), None),
+    let default = || {
+        DEFAULT
+            .parse::<Targets>()
+            .expect("the default filter parses")
     };
-    let filter: tracing_subscriber::filter::Targets = filter;
+    let (filter, bad) = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => match spec.parse::<Targets>() {
+            Ok(filter) => (filter, None),
+            Err(e) => (default(), Some((spec, e))),
+        },
+        _ => (default(), None),
+    };
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()

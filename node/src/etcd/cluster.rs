@@ -27,12 +27,10 @@ use tonic::Status;
 use super::errors::status;
 use super::errors::EtcdError;
 use super::header;
+use super::require_admin;
 use crate::error::NodeError;
 use crate::grpc::routing::Placement;
 use crate::node::RaftNode;
-use crate::security::require;
-use crate::security::Caller;
-use crate::security::Role;
 use crate::security::RolePolicy;
 use crate::types::StoredMembership;
 
@@ -66,13 +64,7 @@ impl EtcdCluster {
     }
 
     fn admin<T>(&self, request: &Request<T>, method: &str) -> Result<(), Status> {
-        let what = format!("etcdserverpb.Cluster/{method}");
-        require(
-            request.extensions().get::<Caller>(),
-            Role::Admin,
-            &what,
-            &self.policy,
-        )
+        require_admin(request, "Cluster", method, &self.policy)
     }
 
     /// The members now, with a header at the change's index.

@@ -41,15 +41,13 @@ use tonic::Status;
 
 use super::errors::status;
 use super::header;
+use super::require_admin;
 use super::signed;
 use crate::error::NodeError;
 use crate::grpc::backup::backup_stream;
 use crate::grpc::backup::BackupStream;
 use crate::grpc::routing::Placement;
 use crate::node::RaftNode;
-use crate::security::require;
-use crate::security::Caller;
-use crate::security::Role;
 use crate::security::RolePolicy;
 
 /// How long a `MoveLeader` waits for the new leader.
@@ -85,13 +83,7 @@ impl EtcdMaintenance {
     }
 
     fn admin<T>(&self, request: &Request<T>, method: &str) -> Result<(), Status> {
-        let what = format!("etcdserverpb.Maintenance/{method}");
-        require(
-            request.extensions().get::<Caller>(),
-            Role::Admin,
-            &what,
-            &self.policy,
-        )
+        require_admin(request, "Maintenance", method, &self.policy)
     }
 
     fn alarms(&self) -> Vec<pb::AlarmMember> {

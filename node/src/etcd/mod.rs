@@ -21,7 +21,29 @@ use raftkv_proto::etcd::etcdserverpb::ResponseHeader;
 use raftkv_proto::etcd::mvccpb;
 
 use crate::node::RaftNode;
+use crate::security::require;
+use crate::security::Caller;
+use crate::security::Role;
+use crate::security::RolePolicy;
 use crate::types::Stored;
+
+/// Refuses `request` unless its caller holds the admin role (under TLS;
+/// without it every caller does): the changes etcd's `Cluster` and
+/// `Maintenance` services make, and a snapshot of all the data. `service`
+/// and `method` name the call in the refusal.
+pub fn require_admin<T>(
+    request: &tonic::Request<T>,
+    service: &str,
+    method: &str,
+    policy: &RolePolicy,
+) -> Result<(), tonic::Status> {
+    require(
+        request.extensions().get::<Caller>(),
+        Role::Admin,
+        &format!("etcdserverpb.{service}/{method}"),
+        policy,
+    )
+}
 
 /// The header of every answer: who answered, at which revision and term.
 pub fn header(node: &RaftNode, revision: u64) -> Option<ResponseHeader> {

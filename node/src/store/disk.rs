@@ -24,15 +24,22 @@ pub struct Disk {
     dir: PathBuf,
     /// `<dir>/blobs`, where sled puts large values.
     blob_dir: PathBuf,
-    /// Highest blob file name (a log sequence number) already synced; serialises syncs.
-    synced_blob: Mutex<u64>,
-    /// `sled::blobs_written` at the last complete listing of `blob_dir`
-    /// (`None`: never listed): the listing, a directory read per sync,
-    /// is skipped while no blob has been written since.
-    blobs_listed: Mutex<Option<u64>>,
+    /// What the syncs know of the blob files; serialises syncs.
+    blobs: Mutex<BlobsSynced>,
     /// When the sync in flight began (the oldest, if several): a sync that
     /// never ends is a hung disk (see `hung_disk`).
     syncing_since: Mutex<Option<std::time::Instant>>,
+}
+
+/// What the syncs know of sled's blob files.
+#[derive(Debug, Default)]
+struct BlobsSynced {
+    /// Highest blob file name (a log sequence number) already synced.
+    newest_synced: u64,
+    /// `sled::blobs_written` at the last complete listing of the blob
+    /// directory (`None`: never listed): the listing, a directory read per
+    /// sync, is skipped while no blob has been written since.
+    listed_at: Option<u64>,
 }
 
 impl Disk {
@@ -46,8 +53,7 @@ impl Disk {
             db_file,
             dir: dir.to_path_buf(),
             blob_dir: dir.join("blobs"),
-            synced_blob: Mutex::new(0),
-            blobs_listed: Mutex::new(None),
+            blobs: Mutex::default(),
             syncing_since: Mutex::new(None),
         })
     }
@@ -71,18 +77,18 @@ impl Disk {
     }
 
     fn sync_all_written(&self) -> io::Result<()> {
-        let mut synced_blob = self.synced_blob.lock().unwrap_or_else(|e| e.into_inner());
+        let mut blobs = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
         self.db.flush().map_err(io_error)?;
         self.db_file.sync_data()?;
         // Read after the flush: a blob that anything just flushed points at
         // was written, and counted, before the flush began. Unchanged since
         // the last complete listing: no blob file is new, skip the listing.
         let blobs_written = sled::blobs_written();
-        let mut listed = self.blobs_listed.lock().unwrap_or_else(|e| e.into_inner());
-        if *listed == Some(blobs_written) {
+        if blobs.listed_at == Some(blobs_written) {
             return Ok(());
         }
-        let mut newest = *synced_blob;
+        let synced_blob = blobs.newest_synced;
+        let mut newest = synced_blob;
         let mut any_new = false;
         match std::fs::read_dir(&self.blob_dir) {
             Ok(entries) => {
@@ -95,7 +101,7 @@ impl Disk {
                     else {
                         continue;
                     };
-                    if lsn > *synced_blob {
+                    if lsn > synced_blob {
                         // A blob removed by sled's garbage collection meanwhile needs no sync.
                         match File::open(entry.path()) {
                             Ok(f) => f.sync_data()?,
@@ -112,9 +118,9 @@ impl Disk {
         }
         if any_new {
             File::open(&self.blob_dir)?.sync_all()?;
-            *synced_blob = newest;
+            blobs.newest_synced = newest;
         }
-        *listed = Some(blobs_written);
+        blobs.listed_at = Some(blobs_written);
         Ok(())
     }
 

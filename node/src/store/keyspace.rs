@@ -206,6 +206,8 @@ impl KeySpace {
     ) -> io::Result<Ranged> {
         let (mut from, to) = (keys.0.map(<[u8]>::to_vec), keys.1);
         let mut ranged = Ranged::default();
+        // What `ranged.pairs` would take in a message.
+        let mut bytes = 0usize;
         loop {
             let wanted = if count {
                 SCAN_STEP
@@ -228,11 +230,11 @@ impl KeySpace {
                     continue;
                 }
                 match self.row(entry.revision, entry.sub)? {
-                    Some(row) if ranged.bytes.saturating_add(row.bytes()) > max_bytes => {
+                    Some(row) if bytes.saturating_add(row.bytes()) > max_bytes => {
                         ranged.too_large = true;
                     }
                     Some(row) => {
-                        ranged.bytes += row.bytes();
+                        bytes += row.bytes();
                         ranged.pairs.extend(row.into_key_value(entry.revision));
                     }
                     None => ranged.lost = true,
@@ -428,8 +430,6 @@ pub struct Ranged {
     pub count: u64,
     /// A version was removed by a compaction that raced the read.
     pub lost: bool,
-    /// What `pairs` would take in a message.
-    pub bytes: usize,
     /// Values were left out to stay within the byte budget.
     pub too_large: bool,
 }
