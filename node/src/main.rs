@@ -7,8 +7,17 @@ use clap::Parser;
 use raftkv_node::cluster::restore::RestoreArgs;
 use raftkv_node::NodeConfig;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before the runtime starts its threads: see `allocator`.
+    let allocator_set = raftkv_node::server::allocator::return_large_blocks_to_the_system();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(allocator_set))
+}
+
+async fn run(allocator_set: bool) -> anyhow::Result<()> {
     // `restore` is a step before a node runs, not a mode of it: it has its
     // own flags, and the node's required ones do not apply.
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -25,7 +34,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = NodeConfig::parse_from(args);
     init_logging();
-    raftkv_node::server::allocator::return_large_blocks_to_the_system();
+    if !allocator_set {
+        tracing::warn!(
+            "the C library refused an allocator setting; memory may stay high after load"
+        );
+    }
     run_node(config).await
 }
 
