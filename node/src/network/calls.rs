@@ -3,12 +3,16 @@
 //! every call's status code and latency (for the metrics), and puts the
 //! [`Caller`] on each call for the role check.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::RwLock;
 use std::task::Context;
 use std::task::Poll;
 
 use futures::future::BoxFuture;
 use http_body_util::BodyExt;
+use prometheus_client::metrics::counter::Counter;
 
 use super::connection::Activity;
 use super::connection::PeerInfo;
@@ -59,31 +63,111 @@ impl Drop for CallGuard {
         if let Some(activity) = &self.activity {
             activity.end();
         }
-        let path = self.path.path().trim_start_matches('/');
-        let (service, method) = path.split_once('/').unwrap_or((path, ""));
-        let code = match self.code {
-            Some(tonic::Code::Ok) => "OK".to_string(),
-            Some(code) => format!("{code:?}"),
-            // The response ended without a status: the caller went away.
-            None => "Cancelled".to_string(),
-        };
-        let metrics = crate::metrics::global();
-        metrics
-            .grpc_requests
-            .get_or_create(&crate::metrics::CallLabels {
-                service: service.to_string(),
-                method: method.to_string(),
-                code,
-            })
-            .inc();
-        metrics
-            .grpc_latency
-            .get_or_create(&crate::metrics::MethodLabels {
-                service: service.to_string(),
-                method: method.to_string(),
-            })
-            .observe(self.started.elapsed().as_secs_f64());
+        // The response ended without a status: the caller went away.
+        let code = self.code.unwrap_or(tonic::Code::Cancelled);
+        let elapsed = self.started.elapsed().as_secs_f64();
+        match method_metrics(self.path.path()) {
+            Some(method) => {
+                method.calls(code).inc();
+                method.latency.observe(elapsed);
+            }
+            None => {
+                let (service, method) = split_path(self.path.path());
+                let metrics = crate::metrics::global();
+                metrics
+                    .grpc_requests
+                    .get_or_create(&call_labels(service, method, code))
+                    .inc();
+                metrics
+                    .grpc_latency
+                    .get_or_create(&method_labels(service, method))
+                    .observe(elapsed);
+            }
+        }
     }
+}
+
+/// `/service/method` → (`service`, `method`).
+fn split_path(path: &str) -> (&str, &str) {
+    let path = path.trim_start_matches('/');
+    path.split_once('/').unwrap_or((path, ""))
+}
+
+fn call_labels(service: &str, method: &str, code: tonic::Code) -> crate::metrics::CallLabels {
+    crate::metrics::CallLabels {
+        service: service.to_string(),
+        method: method.to_string(),
+        code: match code {
+            tonic::Code::Ok => "OK".to_string(),
+            code => format!("{code:?}"),
+        },
+    }
+}
+
+fn method_labels(service: &str, method: &str) -> crate::metrics::MethodLabels {
+    crate::metrics::MethodLabels {
+        service: service.to_string(),
+        method: method.to_string(),
+    }
+}
+
+/// One method's series, found by its path without building labels: the
+/// label strings and the families' lookups were a handful of allocations
+/// and hashes on every call.
+struct MethodMetrics {
+    service: String,
+    method: String,
+    latency: prometheus_client::metrics::histogram::Histogram,
+    /// The counter of each status code, made on the code's first call.
+    by_code: [OnceLock<Counter>; CODES],
+}
+
+/// tonic's status codes, 0 (`Ok`) to 16 (`Unauthenticated`).
+const CODES: usize = 17;
+
+/// Paths kept in [`method_metrics`]' table. The paths a client sends are
+/// its own choice: past this many, calls are counted the slow way instead
+/// of growing the table.
+const MAX_PATHS: usize = 512;
+
+impl MethodMetrics {
+    fn calls(&self, code: tonic::Code) -> &Counter {
+        self.by_code[(code as usize).min(CODES - 1)].get_or_init(|| {
+            crate::metrics::global()
+                .grpc_requests
+                .get_or_create(&call_labels(&self.service, &self.method, code))
+                .clone()
+        })
+    }
+}
+
+/// The series of the method at `path` (`None` once the table is full).
+fn method_metrics(path: &str) -> Option<Arc<MethodMetrics>> {
+    type Table = RwLock<HashMap<Box<str>, Arc<MethodMetrics>>>;
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    let table = TABLE.get_or_init(Table::default);
+    if let Some(found) = table.read().unwrap_or_else(|e| e.into_inner()).get(path) {
+        return Some(found.clone());
+    }
+    let mut table = table.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = table.get(path) {
+        return Some(found.clone());
+    }
+    if table.len() >= MAX_PATHS {
+        return None;
+    }
+    let (service, method) = split_path(path);
+    let found = Arc::new(MethodMetrics {
+        service: service.to_string(),
+        method: method.to_string(),
+        latency: crate::metrics::global()
+            .grpc_latency
+            .get_or_create(&method_labels(service, method))
+            .clone(),
+        by_code: Default::default(),
+    });
+    table.insert(path.into(), found.clone());
+    Some(found)
 }
 
 impl<S, B, R> tower_service::Service<http::Request<B>> for CallTracker<S>
@@ -137,5 +221,44 @@ where
                 }))
             }))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_methods_cached_series_are_the_ones_prometheus_reads() {
+        let path = "/test.Calls/Cached";
+        let method = method_metrics(path).expect("room in the table");
+        method.calls(tonic::Code::Ok).inc();
+        method.calls(tonic::Code::NotFound).inc();
+        method.calls(tonic::Code::NotFound).inc();
+        method.latency.observe(0.5);
+        let again = method_metrics(path).expect("found again");
+        assert!(Arc::ptr_eq(&method, &again));
+
+        let metrics = crate::metrics::global();
+        let count = |code: &str| {
+            metrics
+                .grpc_requests
+                .get_or_create(&crate::metrics::CallLabels {
+                    service: "test.Calls".into(),
+                    method: "Cached".into(),
+                    code: code.into(),
+                })
+                .get()
+        };
+        assert_eq!(count("OK"), 1);
+        assert_eq!(count("NotFound"), 2);
+        assert_eq!(count("Unavailable"), 0);
+    }
+
+    #[test]
+    fn paths_split_into_service_and_method() {
+        assert_eq!(split_path("/raftkv.KV/Put"), ("raftkv.KV", "Put"));
+        assert_eq!(split_path("/nomethod"), ("nomethod", ""));
+        assert_eq!(split_path(""), ("", ""));
     }
 }
