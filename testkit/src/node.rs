@@ -390,6 +390,14 @@ impl TestNode {
         self.spawn(&address, &extra, None);
     }
 
+    /// Starts the node again on its data at a new `address` (a node moved
+    /// to another address), with its flags.
+    pub fn restart_at(&mut self, address: &str) {
+        assert!(!self.is_running(), "restart of running node {}", self.id);
+        *self.child() = None;
+        self.spawn(address, &[], None);
+    }
+
     /// `GET path` on the node's metrics endpoint: the status code and body
     /// (`None`: no endpoint, or it does not answer).
     pub fn http_get(&self, path: &str) -> Option<(u16, String)> {

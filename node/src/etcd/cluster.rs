@@ -13,7 +13,11 @@
 //! learner and promoted once it has started and caught up (within
 //! `add_voter`'s catch-up time), where etcd would count it in the quorum at
 //! once; if that time passes, it stays a learner until `MemberPromote`.
-//! `MemberUpdate` is not served yet.
+//!
+//! `MemberUpdate` changes a member's one address (its peer URL, which must
+//! be a single URL as at `MemberAdd`). Start the node at its new address
+//! first: the leader moves its connections to the new address on their
+//! next call.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -160,6 +164,33 @@ impl Cluster for EtcdCluster {
             member,
             members,
         }))
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        self.admin(&request, "MemberUpdate")?;
+        let r = request.into_inner();
+        let address = member_address(&r.peer_ur_ls)?;
+        let membership = self.node.membership();
+        let config = membership.membership();
+        if config.get_node(&r.id).is_none() {
+            return Err(EtcdError::MemberNotFound.into());
+        }
+        if config
+            .nodes()
+            .any(|(id, node)| *id != r.id && node.addr == address)
+        {
+            return Err(EtcdError::PeerUrlExist.into());
+        }
+        let index = self
+            .node
+            .update_address(r.id, &address)
+            .await
+            .map_err(status)?;
+        let (header, members) = self.members_at(index);
+        Ok(Response::new(pb::MemberUpdateResponse { header, members }))
     }
 
     async fn member_promote(

@@ -1,8 +1,10 @@
 //! The node's network: the connections it accepts ([`connection`]: bounded,
 //! TLS-handshaken, each knowing who is at its other end and when it
 //! closes) and the Raft traffic it sends to its peers ([`transport`], with
-//! snapshots streamed by `snapshot_stream`).
+//! snapshots streamed by `snapshot_stream`, and each peer's current address
+//! from [`addresses`]).
 
+pub mod addresses;
 pub mod calls;
 pub mod connection;
 mod snapshot_stream;

@@ -38,6 +38,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+use super::addresses::PeerAddresses;
 use super::snapshot_stream::snapshot_messages;
 use super::snapshot_stream::stream_file;
 use super::snapshot_stream::stream_state;
@@ -68,17 +69,38 @@ const PIPELINE_DEPTH: usize = 2;
 #[derive(Clone)]
 pub struct Network {
     channels: Channels,
+    /// Each peer's address now (see `addresses`).
+    addresses: Arc<PeerAddresses>,
     /// Largest gRPC message a peer may send us (AppendEntries batches, answers).
     max_message_bytes: usize,
 }
 
 impl Network {
-    /// A network sharing `channels` with the rest of the node.
-    pub fn new(channels: Channels, max_message_bytes: usize) -> Network {
+    /// A network sharing `channels` with the rest of the node, finding its
+    /// peers at `addresses` once they are known there.
+    pub fn new(
+        channels: Channels,
+        addresses: Arc<PeerAddresses>,
+        max_message_bytes: usize,
+    ) -> Network {
         Network {
             channels,
+            addresses,
             max_message_bytes,
         }
+    }
+
+    /// A client of the Raft service at `address`; `Err` when the address is
+    /// unusable.
+    fn client_at(&self, address: &str) -> Result<RaftClient<Channel>, String> {
+        self.channels
+            .get(address)
+            .map_err(|e| e.to_string())
+            .map(|channel| {
+                RaftClient::new(channel)
+                    .max_decoding_message_size(self.max_message_bytes)
+                    .max_encoding_message_size(self.max_message_bytes)
+            })
     }
 }
 
@@ -86,19 +108,16 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerConnection {
-        let client = self
-            .channels
-            .get(&node.addr)
-            .map_err(|e| e.to_string())
-            .map(|channel| {
-                RaftClient::new(channel)
-                    .max_decoding_message_size(self.max_message_bytes)
-                    .max_encoding_message_size(self.max_message_bytes)
-            });
+        // openraft's address is the newest it has; the book catches up.
+        let generation = self.addresses.generation();
         PeerConnection {
             target,
-            address: node.addr.clone(),
-            client,
+            current: Mutex::new(Dialled {
+                client: self.client_at(&node.addr),
+                address: node.addr.clone(),
+                generation,
+            }),
+            network: self.clone(),
         }
     }
 }
@@ -106,9 +125,17 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// The Raft RPCs to one peer.
 pub struct PeerConnection {
     target: NodeId,
+    current: Mutex<Dialled>,
+    network: Network,
+}
+
+/// The address a connection calls, and the client for it.
+struct Dialled {
     address: String,
-    /// `Err` when the peer's address in the membership is unusable.
+    /// `Err` when the address is unusable.
     client: Result<RaftClient<Channel>, String>,
+    /// The address book's generation last read.
+    generation: u64,
 }
 
 /// A failed call: unreachable peers make openraft back off, other failures are retried.
@@ -126,10 +153,34 @@ fn decode_error(e: &std::io::Error) -> RPCError<TypeConfig> {
 }
 
 impl PeerConnection {
+    /// The client for the peer's address now: a new one when the address
+    /// book says the peer has moved since the last call.
     fn client(&self) -> Result<RaftClient<Channel>, RPCError<TypeConfig>> {
-        self.client
+        let book = &self.network.addresses;
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = book.generation();
+        if current.generation != generation {
+            current.generation = generation;
+            if let Some(address) = book.get(self.target) {
+                if address != current.address {
+                    tracing::info!(target = self.target, from = %current.address, to = %address, "peer address changed");
+                    current.client = self.network.client_at(&address);
+                    current.address = address;
+                }
+            }
+        }
+        current
+            .client
             .clone()
             .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+    }
+
+    fn address(&self) -> String {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .address
+            .clone()
     }
 
     /// One unary `action` call with `request` encoded, the answer decoded, within `ttl`.
@@ -403,7 +454,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         };
         let messages = snapshot_messages(pb::SnapshotHeader { vote, meta }, chunks);
         let mut client = self.client().map_err(|e| to_network(&e))?;
-        tracing::info!(target = self.target, address = %self.address, revision, "sending snapshot");
+        tracing::info!(target = self.target, address = %self.address(), revision, "sending snapshot");
         let ttl = option.hard_ttl();
         let send = tokio::time::timeout(ttl, client.install_snapshot(messages));
         tokio::select! {

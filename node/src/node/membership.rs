@@ -209,6 +209,41 @@ impl RaftNode {
         Ok((chosen.load(Ordering::Relaxed), index))
     }
 
+    /// Gives member `id` a new `address` (etcd's `MemberUpdate`), keeping
+    /// its suffrage. The node must already listen there: the leader's
+    /// connections move to it on their next call. Returns the index of the
+    /// change (of the configuration, if nothing changed).
+    pub async fn update_address(&self, id: NodeId, address: &str) -> Result<u64, NodeError> {
+        self.require_leader()?;
+        self.change_membership(None, |membership| {
+            member_suffrage(membership, id)?;
+            check_new_member(id, address)?;
+            let config = membership.membership();
+            if let Some((other, _)) = config
+                .nodes()
+                .find(|(other, node)| **other != id && node.addr == address)
+            {
+                return Err(NodeError::MembershipRefused(format!(
+                    "address {address} already belongs to node {other}"
+                )));
+            }
+            if config
+                .get_node(&id)
+                .is_some_and(|node| node.addr == address)
+            {
+                return Ok(None);
+            }
+            let node = Node {
+                addr: address.to_string(),
+            };
+            Ok(Some((
+                ChangeMembers::SetNodes(BTreeMap::from([(id, node)])),
+                true,
+            )))
+        })
+        .await
+    }
+
     /// Adds node `id` as a voter: as a learner first, then, once it has caught
     /// up with the log, promoted. A no-op for an existing voter. With
     /// `previous_index`, only if the configuration is still at that index.

@@ -41,6 +41,7 @@ use crate::cluster::join::JoinError;
 use crate::config::advertise_address;
 use crate::config::NodeConfig;
 use crate::grpc::watch::Watches;
+use crate::network::addresses::PeerAddresses;
 use crate::network::connection;
 use crate::network::connection::Acceptor;
 use crate::network::connection::ConnectionLimits;
@@ -137,7 +138,12 @@ pub async fn run(
         keep_alive: Some((Duration::from_secs(10), Duration::from_secs(5))),
         tls: peer_tls,
     });
-    let network = Network::new(peers.clone(), config.max_message_bytes());
+    let peer_addresses = Arc::new(PeerAddresses::default());
+    let network = Network::new(
+        peers.clone(),
+        peer_addresses.clone(),
+        config.max_message_bytes(),
+    );
 
     // 4. Raft and the node over it.
     if config.force_new_cluster {
@@ -206,6 +212,11 @@ pub async fn run(
             }
         });
     }
+    tasks.spawn(
+        "peer addresses",
+        Stop::Abort,
+        crate::network::addresses::follow_membership(raft.clone(), peer_addresses),
+    );
     tasks.spawn(
         "count leader changes",
         Stop::Abort,

@@ -851,3 +851,88 @@ async fn a_call_for_the_leader_on_a_node_without_one_gets_etcds_no_leader() {
         .expect_err("no leader");
     assert_eq!(refused.message(), "etcdserver: no leader");
 }
+
+#[tokio::test]
+async fn etcds_member_update_moves_a_member_and_the_leader_follows_it() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let moved = (1..=3).find(|id| *id != leader).expect("a follower");
+    let mut members = ClusterClient::new(cluster.node(leader).channel());
+    let url = |address: &str| vec![format!("http://{address}")];
+    let update = |id, address: &str| pb::MemberUpdateRequest {
+        id,
+        peer_ur_ls: url(address),
+    };
+
+    // Refused, changing nothing: an unknown member, another member's
+    // address, a URL that is not one host and port.
+    let taken = cluster.node(leader).address.clone();
+    let refusals = [
+        (
+            update(99, "127.0.0.1:1"),
+            (Code::NotFound, "etcdserver: member not found"),
+        ),
+        (
+            update(moved, &taken),
+            (
+                Code::FailedPrecondition,
+                "etcdserver: Peer URLs already exists",
+            ),
+        ),
+        (
+            pb::MemberUpdateRequest {
+                id: moved,
+                peer_ur_ls: vec!["127.0.0.1:1".into()],
+            },
+            (
+                Code::InvalidArgument,
+                "etcdserver: given member URLs are invalid",
+            ),
+        ),
+    ];
+    for (request, expected) in refusals {
+        let refused = members
+            .member_update(request.clone())
+            .await
+            .expect_err("refused");
+        assert_eq!((refused.code(), refused.message()), expected, "{request:?}");
+    }
+
+    // The follower moves: stopped, started on its data at a new address,
+    // then updated. The leader's replication to it, made for the old
+    // address, must find it at the new one.
+    let old = cluster.node(moved).address.clone();
+    assert!(cluster.node(moved).stop(), "a clean stop");
+    let new = unused_address();
+    cluster.node(moved).restart_at(&new);
+    let mut kv = KvClient::new(cluster.node(leader).channel());
+    put(&mut kv, "before", "the move").await;
+    let updated = members
+        .member_update(update(moved, &new))
+        .await
+        .expect("member update")
+        .into_inner();
+    let member = updated
+        .members
+        .iter()
+        .find(|m| m.id == moved)
+        .expect("still a member");
+    assert_eq!(member.peer_ur_ls, url(&new));
+    assert_eq!(member.client_ur_ls, url(&new));
+    assert!(!member.is_learner, "a voter stays a voter");
+    assert!(updated.members.iter().all(|m| m.peer_ur_ls != url(&old)));
+    let written = put(&mut kv, "after", "the move").await;
+    let index = u64::try_from(written.header.expect("a header").revision).expect("a revision");
+    cluster.wait_applied(index).await;
+    let listed = ClusterClient::new(cluster.node(moved).channel())
+        .member_list(pb::MemberListRequest::default())
+        .await
+        .expect("member list on the moved node")
+        .into_inner();
+    let member = listed
+        .members
+        .iter()
+        .find(|m| m.id == moved)
+        .expect("listed");
+    assert_eq!(member.peer_ur_ls, url(&new));
+}
