@@ -7,6 +7,7 @@ mod test_bad_input;
 mod test_cluster;
 mod test_etcd;
 mod test_etcd_python;
+mod test_etcd_rust;
 mod test_etcdctl;
 mod test_fuzz;
 mod test_join;
