@@ -10,8 +10,11 @@
 //! that a compaction passes, is cancelled with `compact_revision`; the
 //! NOPUT and NODELETE filters and `prev_kv` apply per watch; a progress
 //! request is answered at once with the node's revision and watch id -1.
-//! Events are not fragmented: a revision's events travel in one message
-//! (a revision's writes are bounded by the message limit when proposed).
+//! A revision's events travel in one message; for a watch created with
+//! `fragment`, a message over the message limit is split as etcd splits it
+//! (see [`fragments`]). A revision's writes are bounded by the message
+//! limit when proposed, and a lease's revoke by its key budget (see
+//! `store::leases`), which the stream's limit allows for.
 //! `progress_notify` watches get an empty message after
 //! [`PROGRESS_NOTIFY_EVERY`] without events, etcd's default interval. A
 //! watch whose call carries `hasleader: true` is refused with etcd's "no
@@ -62,11 +65,19 @@ pub type WatchStream =
 pub struct EtcdWatch {
     node: Arc<RaftNode>,
     watches: Watches,
+    /// Largest message a `fragment` watch is sent (see [`fragments`]).
+    fragment_bytes: usize,
 }
 
 impl EtcdWatch {
-    pub fn new(node: Arc<RaftNode>, watches: Watches) -> EtcdWatch {
-        EtcdWatch { node, watches }
+    /// The service, splitting `fragment` watches' messages at
+    /// `fragment_bytes`.
+    pub fn new(node: Arc<RaftNode>, watches: Watches, fragment_bytes: usize) -> EtcdWatch {
+        EtcdWatch {
+            node,
+            watches,
+            fragment_bytes,
+        }
     }
 }
 
@@ -78,6 +89,8 @@ struct WatchSpec {
     no_delete: bool,
     prev_kv: bool,
     progress_notify: bool,
+    /// Split messages over this many bytes (`None`: send them whole).
+    fragment: Option<usize>,
 }
 
 type Sender = mpsc::Sender<Result<pb::WatchResponse, Status>>;
@@ -100,7 +113,13 @@ impl Watch for EtcdWatch {
         }
         let requests = request.into_inner();
         let (tx, rx) = mpsc::channel(QUEUED_MESSAGES);
-        tokio::spawn(serve(self.node.clone(), self.watches.clone(), requests, tx));
+        tokio::spawn(serve(
+            self.node.clone(),
+            self.watches.clone(),
+            self.fragment_bytes,
+            requests,
+            tx,
+        ));
         // A stopping node ends the stream even if the client reads nothing.
         let mut stopping = self.watches.stopping.clone();
         let stop = async move {
@@ -115,6 +134,7 @@ impl Watch for EtcdWatch {
 async fn serve(
     node: Arc<RaftNode>,
     watches: Watches,
+    fragment_bytes: usize,
     mut requests: Streaming<pb::WatchRequest>,
     tx: Sender,
 ) {
@@ -158,6 +178,7 @@ async fn serve(
                         no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),
                         prev_kv: create.prev_kv,
                         progress_notify: create.progress_notify,
+                        fragment: create.fragment.then_some(fragment_bytes),
                     };
                     let start = u64::try_from(create.start_revision).unwrap_or(0);
                     // Created first, so the client knows the id before any event.
@@ -254,6 +275,46 @@ fn events(
         .collect()
 }
 
+/// `message` in the parts it is sent in: whole, unless a limit is given,
+/// it is over that limit and it has more than one event; then in parts
+/// each within the limit (or of one event, if that event alone is over
+/// it), every part but the last marked `fragment`. The rule of etcd's
+/// `sendFragments`, so its clients put the revision back together.
+fn fragments(message: pb::WatchResponse, limit: Option<usize>) -> Vec<pb::WatchResponse> {
+    use prost::Message;
+    let Some(limit) = limit else {
+        return vec![message];
+    };
+    if message.encoded_len() <= limit || message.events.len() < 2 {
+        return vec![message];
+    }
+    // An event's bytes in the message: its field tag (events = 11, one
+    // byte), its length, itself.
+    let event_bytes = |event: &mvccpb::Event| {
+        let len = event.encoded_len();
+        1 + prost::length_delimiter_len(len) + len
+    };
+    let mut rest = message;
+    let events = std::mem::take(&mut rest.events);
+    rest.fragment = true;
+    let empty = rest.encoded_len();
+    let mut parts = Vec::new();
+    let mut part = rest.clone();
+    let mut bytes = empty;
+    for event in events {
+        let more = event_bytes(&event);
+        if !part.events.is_empty() && bytes + more > limit {
+            parts.push(std::mem::replace(&mut part, rest.clone()));
+            bytes = empty;
+        }
+        bytes += more;
+        part.events.push(event);
+    }
+    part.fragment = false;
+    parts.push(part);
+    parts
+}
+
 /// Sends watch `spec`'s events from `start` (0: after the newest revision)
 /// until it is cancelled, a compaction passes it, or the client goes.
 async fn feed(node: Arc<RaftNode>, watches: Watches, spec: WatchSpec, start: u64, tx: Sender) {
@@ -295,8 +356,10 @@ async fn feed(node: Arc<RaftNode>, watches: Watches, spec: WatchSpec, start: u64
                 events,
                 ..Default::default()
             };
-            if tx.send(Ok(message)).await.is_err() {
-                return;
+            for part in fragments(message, spec.fragment) {
+                if tx.send(Ok(part)).await.is_err() {
+                    return;
+                }
             }
             quiet_since = tokio::time::Instant::now();
         }
@@ -320,5 +383,63 @@ async fn feed(node: Arc<RaftNode>, watches: Watches, spec: WatchSpec, start: u64
             () = tokio::time::sleep(PROGRESS_NOTIFY_EVERY) => {}
             () = tx.closed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    fn message(values: &[usize]) -> pb::WatchResponse {
+        let events = values
+            .iter()
+            .enumerate()
+            .map(|(i, len)| mvccpb::Event {
+                r#type: mvccpb::event::EventType::Delete.into(),
+                kv: Some(mvccpb::KeyValue {
+                    key: format!("k{i}").into_bytes(),
+                    mod_revision: 9,
+                    ..Default::default()
+                }),
+                prev_kv: Some(mvccpb::KeyValue {
+                    key: format!("k{i}").into_bytes(),
+                    value: vec![b'v'; *len],
+                    ..Default::default()
+                }),
+            })
+            .collect();
+        pb::WatchResponse {
+            watch_id: 3,
+            events,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_split_as_etcd_splits_it() {
+        let whole = message(&[400, 400, 400, 400, 400]);
+        // Whole: no limit asked, under the limit, or a single event.
+        assert_eq!(fragments(whole.clone(), None), vec![whole.clone()]);
+        assert_eq!(fragments(whole.clone(), Some(1 << 20)), vec![whole.clone()]);
+        let single = message(&[5000]);
+        assert_eq!(fragments(single.clone(), Some(100)), vec![single]);
+
+        let parts = fragments(whole.clone(), Some(1000));
+        assert_eq!(parts.len(), 3, "two events of ~420 bytes per part");
+        for part in &parts {
+            assert!(part.encoded_len() <= 1000, "{}", part.encoded_len());
+            assert_eq!(part.watch_id, 3);
+        }
+        let marks: Vec<bool> = parts.iter().map(|p| p.fragment).collect();
+        assert_eq!(marks, [true, true, false]);
+        let events: Vec<_> = parts.into_iter().flat_map(|p| p.events).collect();
+        assert_eq!(events, whole.events, "every event once, in order");
+
+        // An event larger than the limit travels alone.
+        let parts = fragments(message(&[100, 5000, 100]), Some(1000));
+        let sizes: Vec<usize> = parts.iter().map(|p| p.events.len()).collect();
+        assert_eq!(sizes, [1, 1, 1]);
     }
 }

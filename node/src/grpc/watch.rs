@@ -276,3 +276,67 @@ fn stopping(cursor: u64) -> Status {
         &[(RESUME_INDEX_METADATA, cursor)],
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::history::hub::Change;
+    use crate::store::key_weight;
+    use crate::store::MAX_LEASE_KEY_BYTES;
+
+    /// The smallest message limit a node has (`NodeConfig::max_message_bytes`
+    /// with the smallest key and value limits).
+    const SMALLEST_MESSAGE_LIMIT: usize = (4 << 20) + (64 << 10);
+
+    /// The revoke of a lease carrying its whole budget of `key_len`-byte keys.
+    fn full_lease_revoke(key_len: usize) -> Applied {
+        let mut changes = Vec::new();
+        let mut weight = 0;
+        let mut i = 0u64;
+        loop {
+            let mut key = vec![b'k'; key_len];
+            let tail = i.to_be_bytes();
+            let n = key_len.min(8);
+            key[key_len - n..].copy_from_slice(&tail[8 - n..]);
+            if weight + key_weight(&key) > MAX_LEASE_KEY_BYTES {
+                break;
+            }
+            weight += key_weight(&key);
+            changes.push(Change {
+                key,
+                value: None,
+                create_revision: 0,
+                version: 0,
+                lease: 0,
+            });
+            i += 1;
+        }
+        Applied {
+            index: u64::MAX,
+            changes,
+        }
+    }
+
+    #[test]
+    fn a_full_leases_revoke_fits_one_watch_message() {
+        // 3-byte keys are the shortest that can fill the budget with
+        // distinct keys; the longest index makes the largest events.
+        for key_len in [3, 16, 100, 4096] {
+            let entry = full_lease_revoke(key_len);
+            let keys = entry.changes.len();
+            let (events, next) = events(&[entry], b"", u64::MAX);
+            assert_eq!(events.len(), keys, "one message carries every delete");
+            let message = pb::WatchResponse {
+                events,
+                resume_index: next,
+            };
+            let bytes = message.encoded_len();
+            assert!(
+                bytes <= SMALLEST_MESSAGE_LIMIT,
+                "{keys} keys of {key_len} bytes: {bytes} bytes"
+            );
+        }
+    }
+}

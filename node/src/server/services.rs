@@ -85,10 +85,15 @@ pub fn build(
         node.clone(),
         crate::etcd::kv::placement,
     );
+    // One revision's events travel in one message unless the watch asks
+    // for fragments: room for a full lease's revoke (its delete events take
+    // at most 1.4 times the lease's key weight, for 3-byte keys) beyond
+    // the largest write.
+    let watch_message = max_message + 2 * crate::store::MAX_LEASE_KEY_BYTES as usize;
     let etcd_watch = routed(
-        EtcdWatchServer::new(EtcdWatch::new(node.clone(), watches.clone()))
+        EtcdWatchServer::new(EtcdWatch::new(node.clone(), watches.clone(), max_message))
             .max_decoding_message_size(max_message)
-            .max_encoding_message_size(max_message),
+            .max_encoding_message_size(watch_message),
         node.clone(),
         |_| crate::grpc::routing::Placement::Here,
     );

@@ -29,9 +29,15 @@
 //! crash and whenever a snapshot is loaded, so snapshots carry only the
 //! lease table.
 //!
-//! A lease carries at most [`MAX_LEASE_KEY_BYTES`] of key weight: its revoke
-//! is one log entry whose deletes a watcher receives in one message, and
-//! which the node holds in memory at once.
+//! A lease carries at most [`MAX_LEASE_KEY_BYTES`] of key weight (tens of
+//! thousands of keys: Kubernetes attaches every event of a minute to one
+//! lease). Its revoke is one log entry whose deletes the node holds in
+//! memory at once, and which a raftkv watcher receives in one message: the
+//! budget keeps that message inside the smallest message limit a node has
+//! (4 MiB + 64 KiB, more with larger `--max-value-bytes`), whatever the
+//! keys' sizes.
+//! An etcd watcher that asks for `fragment` gets it in several messages.
+//! The snapshot check refuses a lease carrying more.
 //!
 //! When a lease expires is not stored anywhere: that is the leader's
 //! countdown (`crate::lease`), restarted in full by every new leader.
@@ -46,9 +52,12 @@ use std::sync::Arc;
 pub const MIN_TTL_SECONDS: u64 = 1;
 /// The longest TTL a lease may be granted with, in seconds (a year).
 pub const MAX_TTL_SECONDS: u64 = 365 * 24 * 3600;
-/// The most key weight one lease may carry: 1 MiB, well inside one gRPC
-/// message whatever `--max-key-bytes` says.
-pub const MAX_LEASE_KEY_BYTES: u64 = 1 << 20;
+/// The most key weight one lease may carry: 3 MiB, about 27,000 keys of
+/// 100 bytes. A delete event takes at most its key plus 17 bytes in a
+/// raftkv watch message, one more than its weight, so a full lease's
+/// revoke takes at most 3.2 MiB there, inside the 4 MiB + 64 KiB a node's
+/// messages may always take (checked by a test in `grpc::watch`).
+pub const MAX_LEASE_KEY_BYTES: u64 = 3 << 20;
 
 /// What attaching `key` costs a lease: its bytes plus about what its delete
 /// takes in a watch message.

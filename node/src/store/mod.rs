@@ -35,6 +35,7 @@ use std::sync::Arc;
 
 pub use disk::Disk;
 pub use keyspace::ReadError;
+pub use leases::key_weight;
 pub use leases::MAX_LEASE_KEY_BYTES;
 pub use leases::MAX_TTL_SECONDS;
 pub use leases::MIN_TTL_SECONDS;

@@ -514,6 +514,26 @@ async fn etcds_watch_stream_carries_many_watches_from_a_revision_and_cancels_com
     })
     .await
     .unwrap();
+    // The call returns once the leader has applied it: the watch's node (a
+    // follower) must have too, or the watch is valid there and, on a key
+    // never written, silent.
+    wait_for("the follower applies the compaction", || {
+        let mut kv = kv.clone();
+        async move {
+            let refused = kv
+                .range(pb::RangeRequest {
+                    key: "w/a".into(),
+                    revision: start,
+                    serializable: true,
+                    ..Default::default()
+                })
+                .await
+                .err()?;
+            (refused.message() == "etcdserver: mvcc: required revision has been compacted")
+                .then_some(())
+        }
+    })
+    .await;
     requests.send(create("w/", b"", start, 9)).await.unwrap();
     assert!(next(&mut answers).await.created);
     let refused = next(&mut answers).await;
@@ -935,4 +955,98 @@ async fn etcds_member_update_moves_a_member_and_the_leader_follows_it() {
         .find(|m| m.id == moved)
         .expect("listed");
     assert_eq!(member.peer_ur_ls, url(&new));
+}
+
+#[tokio::test]
+async fn a_revoke_larger_than_one_message_reaches_a_fragment_watch_in_parts_and_others_whole() {
+    let mut cluster = TestCluster::start(1).await;
+    let leader = cluster.wait_for_leader().await;
+    let channel = cluster.node(leader).channel();
+    // 80 keys of 64 KiB on one lease: their revoke's events with previous
+    // values take 5 MiB, over the 4 MiB + 64 KiB message limit.
+    let lease = LeaseClient::new(channel.clone())
+        .lease_grant(pb::LeaseGrantRequest { ttl: 60, id: 0 })
+        .await
+        .expect("lease grant")
+        .into_inner()
+        .id;
+    let mut kv = KvClient::new(channel.clone());
+    const KEYS: usize = 80;
+    for i in 0..KEYS {
+        kv.put(pb::PutRequest {
+            key: format!("big/{i:03}").into_bytes(),
+            value: vec![b'v'; 64 << 10],
+            lease,
+            ..Default::default()
+        })
+        .await
+        .expect("put");
+    }
+
+    let (requests, rx) = tokio::sync::mpsc::channel(8);
+    let mut answers = WatchClient::new(channel.clone())
+        .max_decoding_message_size(usize::MAX)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for (id, fragment) in [(1, true), (2, false)] {
+        let mut watch = create("big/", &prefix("big/").range_end, 0, id);
+        if let Some(RequestUnion::CreateRequest(c)) = &mut watch.request_union {
+            c.prev_kv = true;
+            c.fragment = fragment;
+        }
+        requests.send(watch).await.unwrap();
+        let created = next(&mut answers).await;
+        assert!(created.created && created.watch_id == id);
+    }
+    let revoked = LeaseClient::new(channel)
+        .lease_revoke(pb::LeaseRevokeRequest { id: lease })
+        .await
+        .expect("lease revoke")
+        .into_inner();
+    let revision = revoked.header.expect("a header").revision;
+
+    let (mut parts, mut whole) = (Vec::new(), Vec::new());
+    while parts
+        .iter()
+        .map(|p: &pb::WatchResponse| p.events.len())
+        .sum::<usize>()
+        < KEYS
+        || whole.is_empty()
+    {
+        let answer = next(&mut answers).await;
+        assert_eq!(answer.header.as_ref().unwrap().revision, revision);
+        match answer.watch_id {
+            1 => parts.push(answer),
+            2 => whole.push(answer),
+            other => panic!("an answer for watch {other}"),
+        }
+    }
+    assert!(
+        parts.len() >= 2,
+        "the fragment watch got {} parts",
+        parts.len()
+    );
+    let marks: Vec<bool> = parts.iter().map(|p| p.fragment).collect();
+    let mut expected = vec![true; parts.len() - 1];
+    expected.push(false);
+    assert_eq!(marks, expected);
+    let [whole] = whole.as_slice() else {
+        panic!("the other watch got {} messages", whole.len())
+    };
+    assert!(!whole.fragment);
+    let keys = |events: &[mvccpb::Event]| -> Vec<Vec<u8>> {
+        events
+            .iter()
+            .map(|e| {
+                assert_eq!(e.r#type, mvccpb::event::EventType::Delete as i32);
+                assert_eq!(e.prev_kv.as_ref().expect("prev_kv").value.len(), 64 << 10);
+                e.kv.as_ref().unwrap().key.clone()
+            })
+            .collect()
+    };
+    let pieced: Vec<mvccpb::Event> = parts.iter().flat_map(|p| p.events.clone()).collect();
+    assert_eq!(keys(&pieced), keys(&whole.events));
+    assert_eq!(keys(&whole.events).len(), KEYS);
 }

@@ -240,6 +240,55 @@ fn a_lease_revoke_deletes_its_keys_at_one_revision() {
 }
 
 #[test]
+fn a_lease_takes_keys_up_to_its_budget_and_refuses_more_changing_nothing() {
+    let mut f = Fixture::new();
+    f.apply(2, Command::LeaseGrant { ttl_seconds: 10 });
+    // Keys of 4,080 bytes weigh 4,096: the budget holds exactly this many.
+    let fits = usize::try_from(leases::MAX_LEASE_KEY_BYTES / 4096).unwrap();
+    let key = |i: usize| format!("{i:04080}");
+    let leased = |key: String| Command::PutLeased {
+        key: key.into_bytes(),
+        value: b"v".to_vec(),
+        lease: 2,
+    };
+    let mut revision = 3;
+    for i in 0..fits {
+        assert_eq!(f.apply(revision, leased(key(i))), CommandResult::Done);
+        revision += 1;
+    }
+    assert_eq!(
+        f.apply(revision, leased(key(fits))),
+        CommandResult::LeaseFull { id: 2 }
+    );
+    assert!(f.at(&key(fits), revision).is_none(), "nothing written");
+    // A key it carries already costs nothing more.
+    assert_eq!(f.apply(revision, leased(key(0))), CommandResult::Done);
+    // Moved off the lease, a key frees its weight.
+    assert_eq!(
+        f.apply(revision + 1, put(&key(1), "off")),
+        CommandResult::Done
+    );
+    assert_eq!(
+        f.apply(revision + 2, leased(key(fits))),
+        CommandResult::Done
+    );
+    let revoked = f.apply(
+        revision + 3,
+        Command::LeaseRevoke {
+            id: 2,
+            expired: false,
+        },
+    );
+    assert_eq!(
+        revoked,
+        CommandResult::LeaseRevoked {
+            found: true,
+            keys_deleted: u64::try_from(fits).unwrap()
+        }
+    );
+}
+
+#[test]
 fn compaction_moves_forward_only_and_never_past_the_state_before_it() {
     let mut f = Fixture::new();
     f.apply(2, put("a", "1"));
