@@ -98,6 +98,10 @@ pub enum Command {
     /// ID), of `ttl_seconds`, if no lease row holds `id` (added last: older
     /// entries decode unchanged).
     LeaseGrantId { id: u64, ttl_seconds: u64 },
+    /// Name the cluster `id`, unless it has a name already: the first such
+    /// entry wins on every replica (added last: older entries decode
+    /// unchanged). Proposed by a leader that finds the cluster unnamed.
+    ClusterId { id: u64 },
 }
 
 /// One comparison of a transaction.
@@ -245,6 +249,7 @@ impl std::fmt::Display for Command {
                 write!(f, "cas({}B key, lease {lease})", key.len())
             }
             Command::Compact { revision } => write!(f, "compact({revision})"),
+            Command::ClusterId { id } => write!(f, "cluster-id({id:x})"),
             Command::Alarm { member, raise } => {
                 write!(f, "alarm(member {member:?}, raise: {raise})")
             }

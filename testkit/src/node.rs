@@ -306,6 +306,12 @@ impl TestNode {
     /// SIGTERM, then waits for the process to exit; returns whether it
     /// exited successfully within [`CLEAN_STOP`] (a clean stop). A process
     /// still running then is killed, and the stop was not clean.
+    ///
+    /// It blocks. A node's graceful stop waits for its clients' connections
+    /// to answer its goodbye, so a test holding a connection to the node
+    /// (a channel it called through) must call this off its runtime's
+    /// threads (`tokio::task::block_in_place` on a multi-thread runtime),
+    /// or the stop waits for the kill.
     pub fn stop(&mut self) -> bool {
         let Some(mut child) = self.child().take() else {
             return true;

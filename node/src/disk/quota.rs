@@ -97,7 +97,8 @@ pub fn growth(command: &Command) -> Option<u64> {
         Command::Delete { .. }
         | Command::LeaseRevoke { .. }
         | Command::Compact { .. }
-        | Command::Alarm { .. } => None,
+        | Command::Alarm { .. }
+        | Command::ClusterId { .. } => None,
     }
 }
 

@@ -48,7 +48,7 @@ pub fn require_admin<T>(
 /// The header of every answer: who answered, at which revision and term.
 pub fn header(node: &RaftNode, revision: u64) -> Option<ResponseHeader> {
     Some(ResponseHeader {
-        cluster_id: 0,
+        cluster_id: node.kv().cluster_id(),
         member_id: node.id(),
         revision: signed(revision),
         raft_term: node.current_term(),

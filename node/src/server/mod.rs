@@ -257,6 +257,11 @@ pub async fn run(
         crate::history::compaction::remove(state_machine.clone(), stopping.clone()),
     );
     tasks.spawn(
+        "cluster id",
+        Stop::Abort,
+        crate::cluster::identity::name_the_cluster(node.clone(), stopping.clone()),
+    );
+    tasks.spawn(
         "quota",
         Stop::Signalled,
         crate::disk::quota::watch_usage(node.clone(), stopping.clone()),

@@ -38,6 +38,8 @@ pub struct Effects {
     /// A NOSPACE alarm raised (`true`) or cleared for a member (`None`:
     /// every member's, when cleared).
     pub alarm: Option<(Option<u64>, bool)>,
+    /// The cluster's id, if this entry names it (see `Command::ClusterId`).
+    pub cluster_id: Option<u64>,
 }
 
 /// One entry being applied at `revision`.
@@ -381,6 +383,10 @@ impl<'a> EntryApply<'a> {
             }
             Command::Alarm { member, raise } => {
                 self.effects.alarm = Some((member, raise));
+                CommandResult::Done
+            }
+            Command::ClusterId { id } => {
+                self.effects.cluster_id = Some(id);
                 CommandResult::Done
             }
             Command::Etcd(txn) => self.etcd_txn(txn)?,

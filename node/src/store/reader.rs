@@ -43,6 +43,9 @@ pub struct KvReader {
     /// Members whose NOSPACE alarm is raised, as of the last applied entry
     /// (stored in `sm_meta` under `alarms`).
     pub(super) alarms: Arc<Mutex<BTreeSet<u64>>>,
+    /// The cluster's id as of the last applied entry (0: not named yet;
+    /// stored in `sm_meta` under `cluster_id`).
+    pub(super) cluster_id: Arc<std::sync::atomic::AtomicU64>,
     /// What the store holds, counted (shared with the log).
     pub(super) size: Arc<StoreSize>,
 }
@@ -241,6 +244,11 @@ impl KvReader {
                 _ => return Ok(()),
             }
         }
+    }
+
+    /// The cluster's id (0: not named yet).
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Members whose NOSPACE alarm is raised.

@@ -71,7 +71,8 @@ fn size_of(entry: &Entry) -> usize {
                 | Command::LeaseGrantId { .. }
                 | Command::LeaseRevoke { .. }
                 | Command::Compact { .. }
-                | Command::Alarm { .. },
+                | Command::Alarm { .. }
+                | Command::ClusterId { .. },
             ) => 16,
             EntryPayload::Blank | EntryPayload::Membership(_) => 0,
         }

@@ -49,6 +49,9 @@ pub(super) const KEY_COUNT: &[u8] = b"key_count";
 pub(super) const INSTALLING: &[u8] = b"installing";
 /// Members whose NOSPACE alarm is raised (an encoded `BTreeSet<u64>`).
 pub(super) const ALARMS: &[u8] = b"alarms";
+/// The cluster's id (u64 BE; absent or 0: not named yet), set once by the
+/// first `Command::ClusterId` applied or by a snapshot that carries it.
+pub(super) const CLUSTER_ID: &[u8] = b"cluster_id";
 /// Written by earlier versions at a clean stop: the key space's counted
 /// bytes (now counted when the store opens).
 pub(super) const SPACE_BYTES: &[u8] = b"space_bytes";

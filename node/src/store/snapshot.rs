@@ -59,6 +59,8 @@ pub struct StateAt {
     leases: LeaseTable,
     /// Members whose NOSPACE alarm was raised.
     alarms: BTreeSet<u64>,
+    /// The cluster's id (0: not named yet).
+    cluster_id: u64,
 }
 
 impl StateAt {
@@ -69,6 +71,7 @@ impl StateAt {
         epoch: u64,
         leases: LeaseTable,
         alarms: BTreeSet<u64>,
+        cluster_id: u64,
     ) -> StateAt {
         StateAt {
             reader,
@@ -77,6 +80,7 @@ impl StateAt {
             epoch,
             leases,
             alarms,
+            cluster_id,
         }
     }
 
@@ -96,7 +100,7 @@ impl StateAt {
     }
 
     /// Encodes it with its history in the format a follower receives
-    /// (`SNAPSHOT_V5`), handing `out` pieces of about `chunk_bytes` (at
+    /// (`SNAPSHOT_V6`), handing `out` pieces of about `chunk_bytes` (at
     /// least one record each) in order. One pass over the rows. Blocks:
     /// call it off the async threads.
     pub fn encode_with_history(
@@ -105,7 +109,8 @@ impl StateAt {
         mut out: impl FnMut(Vec<u8>) -> io::Result<()>,
     ) -> Result<(), ReadError> {
         let alarms: Vec<u64> = self.alarms.iter().copied().collect();
-        let mut encoder = Encoder::with_history(&self.leases, &alarms, self.compacted())?;
+        let mut encoder =
+            Encoder::with_history(&self.leases, &alarms, self.cluster_id, self.compacted())?;
         self.reader.walk_versions_pinned(
             self.compacted(),
             self.revision(),

@@ -4,7 +4,11 @@
 //! One file over the usual length: one format, whose encoder, decoder and
 //! checker must be read together to stay in agreement.
 //!
-//! [`SNAPSHOT_V5`] (what a leader sends a follower): the marker, the
+//! [`SNAPSHOT_V6`] (what a leader sends a follower): [`SNAPSHOT_V5`] with
+//! the marker 6 and the cluster's id (u64 BE, 0: not named yet) after the
+//! alarms.
+//!
+//! [`SNAPSHOT_V5`] (what earlier leaders sent): the marker, the
 //! compaction point (u64 BE), the lease table (see `leases::encode_table`),
 //! the members whose NOSPACE alarm is raised (u32 count, then u64 ids in
 //! increasing order, all BE), then every version a read or watch at the compaction point or later can
@@ -48,8 +52,10 @@ const SNAPSHOT_V2: &[u8] = &[0xff, 0xff, 0xff, 0xff, 2];
 const SNAPSHOT_V3: &[u8] = &[0xff, 0xff, 0xff, 0xff, 3];
 /// With revisions: the state alone (backups).
 pub const SNAPSHOT_V4: &[u8] = &[0xff, 0xff, 0xff, 0xff, 4];
-/// With revisions and history: what a leader sends a follower.
+/// With revisions and history: what earlier leaders sent a follower.
 pub const SNAPSHOT_V5: &[u8] = &[0xff, 0xff, 0xff, 0xff, 5];
+/// v5 and the cluster's id: what a leader sends a follower.
+pub const SNAPSHOT_V6: &[u8] = &[0xff, 0xff, 0xff, 0xff, 6];
 /// The revisions given to keys loaded from formats without them.
 pub const BEFORE_REVISIONS: u64 = 1;
 /// Bytes of a v4 value before the value itself.
@@ -67,6 +73,7 @@ pub struct Decoded {
     /// v5: where the history starts.
     pub compacted: Option<u64>,
     pub alarms: Vec<u64>,
+    pub cluster_id: u64,
     pub leases: LeaseTable,
     /// Live keys (in key order for data without history).
     pub keys: Vec<KeyValue>,
@@ -92,14 +99,16 @@ impl Encoder {
         Ok(Encoder { data })
     }
 
-    /// The state with its history back to `compacted` and the raised
-    /// alarms ([`SNAPSHOT_V5`], for followers): then [`Encoder::push_version`].
+    /// The state with its history back to `compacted`, the raised alarms
+    /// and the cluster's id ([`SNAPSHOT_V6`], for followers): then
+    /// [`Encoder::push_version`].
     pub fn with_history(
         leases: &[(u64, u64)],
         alarms: &[u64],
+        cluster_id: u64,
         compacted: u64,
     ) -> io::Result<Encoder> {
-        let mut data = SNAPSHOT_V5.to_vec();
+        let mut data = SNAPSHOT_V6.to_vec();
         data.extend_from_slice(&compacted.to_be_bytes());
         leases::encode_table(leases, &mut data)?;
         let count = u32::try_from(alarms.len()).map_err(io_error)?;
@@ -107,6 +116,7 @@ impl Encoder {
         for member in alarms {
             data.extend_from_slice(&member.to_be_bytes());
         }
+        data.extend_from_slice(&cluster_id.to_be_bytes());
         Ok(Encoder { data })
     }
 
@@ -196,6 +206,8 @@ pub struct Decoder<R> {
     leases: LeaseTable,
     /// v5: members whose NOSPACE alarm is raised.
     alarms: Vec<u64>,
+    /// v6: the cluster's id (0 for earlier versions: not carried).
+    cluster_id: u64,
     /// Key weight attached to each lease so far (same order as `leases`).
     weights: Vec<u64>,
     /// v1–v4: the last key, which the next must follow.
@@ -212,8 +224,9 @@ impl<R: Read> Decoder<R> {
     pub fn new(input: R) -> io::Result<Decoder<io::Chain<io::Cursor<Vec<u8>>, R>>> {
         let mut input = input;
         let start = read_up_to(&mut input, SNAPSHOT_V4.len())?;
+        let has_cluster_id = start.as_slice() == SNAPSHOT_V6;
         let (layout, has_table, unread) = match start.as_slice() {
-            s if s == SNAPSHOT_V5 => (Layout::History, true, Vec::new()),
+            s if s == SNAPSHOT_V6 || s == SNAPSHOT_V5 => (Layout::History, true, Vec::new()),
             s if s == SNAPSHOT_V4 => (Layout::Revisions, true, Vec::new()),
             s if s == SNAPSHOT_V3 => (Layout::Headers, true, Vec::new()),
             s if s == SNAPSHOT_V2 => (Layout::Headers, false, Vec::new()),
@@ -267,11 +280,21 @@ impl<R: Read> Decoder<R> {
                 alarms.push(member);
             }
         }
+        let cluster_id = if has_cluster_id {
+            let bytes = read_up_to(&mut input, 8)?;
+            if bytes.len() != 8 {
+                return Err(invalid("malformed snapshot cluster id"));
+            }
+            u64_at(&bytes, 0)
+        } else {
+            0
+        };
         Ok(Decoder {
             input,
             layout,
             compacted,
             alarms,
+            cluster_id,
             weights: vec![0; leases.len()],
             leases,
             last_key: None,
@@ -290,6 +313,11 @@ impl<R: Read> Decoder<R> {
     /// Members whose NOSPACE alarm is raised (none for data without history).
     pub fn alarms(&self) -> &[u64] {
         &self.alarms
+    }
+
+    /// The cluster's id (0: not named, or data of an earlier version).
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
     }
 
     /// The compaction point the data's history starts at; `None` for data
@@ -509,6 +537,7 @@ pub fn decode(data: &[u8]) -> io::Result<Decoded> {
         .collect();
     Ok(Decoded {
         alarms: decoder.alarms.clone(),
+        cluster_id: decoder.cluster_id,
         compacted: decoder.compacted,
         leases: decoder.leases,
         keys,

@@ -1050,3 +1050,66 @@ async fn a_revoke_larger_than_one_message_reaches_a_fragment_watch_in_parts_and_
     assert_eq!(keys(&pieced), keys(&whole.events));
     assert_eq!(keys(&whole.events).len(), KEYS);
 }
+
+/// The `cluster_id` node `id` answers in etcd's headers, once it has one.
+async fn cluster_id(cluster: &mut TestCluster, id: u64) -> u64 {
+    let channel = cluster.node(id).channel();
+    wait_for("the node knows the cluster's id", || {
+        let mut maintenance = MaintenanceClient::new(channel.clone());
+        async move {
+            let status = maintenance
+                .status(pb::StatusRequest::default())
+                .await
+                .ok()?
+                .into_inner();
+            Some(status.header?.cluster_id).filter(|id| *id != 0)
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_member_answers_one_cluster_id_for_the_clusters_life() {
+    let flags = ["--snapshot-after", "20", "--snapshot-keep", "0"];
+    let mut cluster = TestCluster::builder().flags(&flags).start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let named = cluster_id(&mut cluster, leader).await;
+    for id in 1..=3 {
+        assert_eq!(cluster_id(&mut cluster, id).await, named, "node {id}");
+    }
+    // Another cluster is another id.
+    let mut other = TestCluster::start(1).await;
+    let other_leader = other.wait_for_leader().await;
+    assert_ne!(cluster_id(&mut other, other_leader).await, named);
+
+    // A member that joins once the log is purged gets it in the snapshot;
+    // a restarted one reads it back; a new leader keeps it.
+    let mut kv = KvClient::new(cluster.node(leader).channel());
+    for i in 0..100 {
+        put(&mut kv, &format!("fill/{i}"), "x").await;
+    }
+    let leader_node = &*cluster.node(leader);
+    wait_for("the leader purges its log", || async move {
+        let status = leader_node.status().await?;
+        (status.purged_index.unwrap_or(0) > 0).then_some(())
+    })
+    .await;
+    cluster.add_voter(4).await;
+    let status = cluster.node(4).status().await.expect("status of node 4");
+    assert!(
+        status.snapshot_index.unwrap_or(0) > 0,
+        "node 4 did not install a snapshot: {status:?}"
+    );
+    assert_eq!(cluster_id(&mut cluster, 4).await, named);
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    // The test's own connection to the node must answer the node's
+    // goodbye while `stop` blocks: off the runtime's threads.
+    let stopped = tokio::task::block_in_place(|| cluster.node(follower).stop());
+    assert!(stopped, "a clean stop");
+    cluster.node(follower).restart();
+    assert_eq!(cluster_id(&mut cluster, follower).await, named);
+    cluster.node(leader).kill();
+    let next = cluster.wait_for_leader().await;
+    assert_ne!(next, leader);
+    assert_eq!(cluster_id(&mut cluster, next).await, named);
+}

@@ -39,7 +39,7 @@ fn version(revision: u64, sub: u32, key: &[u8], value: Option<&[u8]>, live: bool
 }
 
 fn encode_history(leases: &[(u64, u64)], compacted: u64, versions: &[Version]) -> Vec<u8> {
-    let mut encoder = Encoder::with_history(leases, &[3, 7], compacted).unwrap();
+    let mut encoder = Encoder::with_history(leases, &[3, 7], 0xc1, compacted).unwrap();
     for version in versions {
         encoder.push_version(version).unwrap();
     }
@@ -60,8 +60,18 @@ fn history_round_trips_with_its_compaction_point() {
     let decoded = decode(&data).unwrap();
     assert_eq!(decoded.compacted, Some(3));
     assert_eq!(decoded.alarms, vec![3, 7]);
+    assert_eq!(decoded.cluster_id, 0xc1);
     assert_eq!(decoded.leases, vec![(5, 30)]);
     assert_eq!(decoded.versions, versions);
+    // What earlier leaders sent: v5, the same without the cluster id.
+    let cluster_id_at = SNAPSHOT_V6.len() + 8 + (4 + 16) + (4 + 2 * 8);
+    let mut v5 = SNAPSHOT_V5.to_vec();
+    v5.extend_from_slice(&data[SNAPSHOT_V6.len()..cluster_id_at]);
+    v5.extend_from_slice(&data[cluster_id_at + 8..]);
+    let earlier = decode(&v5).unwrap();
+    assert_eq!(earlier.cluster_id, 0, "not carried");
+    assert_eq!(earlier.versions, versions);
+    assert_eq!(earlier.alarms, vec![3, 7]);
     assert_eq!(decoded.keys.len(), 2);
     assert_eq!(check(&data, 6).unwrap(), 2, "live keys");
     assert!(check(&data, 5).is_err(), "written after the snapshot");
@@ -123,7 +133,9 @@ fn history_refuses_impossible_rows() {
         );
     }
     let mut data = encode_history(&[], 0, &[version(3, 0, b"a", Some(b"1"), true)]);
-    data[SNAPSHOT_V5.len() + 8 + 4 + 4 + 16 + 12] = 7;
+    // marker, compaction point, empty lease table, two alarms, cluster id,
+    // then the record's revision and sub.
+    data[SNAPSHOT_V6.len() + 8 + 4 + 4 + 16 + 8 + 12] = 7;
     assert!(decode(&data).is_err(), "an unknown kind");
 }
 

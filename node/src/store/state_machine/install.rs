@@ -17,6 +17,7 @@ use crate::store::sm_meta::write_applied;
 use crate::store::sm_meta::write_u64;
 use crate::store::sm_meta::Applied;
 use crate::store::sm_meta::ALARMS;
+use crate::store::sm_meta::CLUSTER_ID;
 use crate::store::sm_meta::COMPACT_DONE;
 use crate::store::sm_meta::INSTALLING;
 use crate::store::sm_meta::MEMBERSHIP;
@@ -46,6 +47,7 @@ impl StateMachineStore {
             epoch,
             reader.leases.all()?,
             reader.alarms(),
+            reader.cluster_id(),
         );
         let meta = SnapshotMeta {
             last_log_id,
@@ -95,6 +97,11 @@ impl StateMachineStore {
         write_u64(sm_meta, COMPACT_DONE, compacted)?;
         let alarms: BTreeSet<u64> = decoder.alarms().iter().copied().collect();
         sm_meta.insert(ALARMS, encode(&alarms)?).map_err(io_error)?;
+        // Data of earlier versions names no cluster: the id this node has
+        // stays (a cluster keeps its id; a new leader names one if none).
+        if decoder.cluster_id() != 0 {
+            write_u64(sm_meta, CLUSTER_ID, decoder.cluster_id())?;
+        }
         sm_meta
             .insert(MEMBERSHIP, encode(&meta.last_membership)?)
             .map_err(io_error)?;

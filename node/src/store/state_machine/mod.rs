@@ -68,6 +68,7 @@ use super::sm_meta::read_applied;
 use super::sm_meta::read_u64;
 use super::sm_meta::write_u64;
 use super::sm_meta::CLEAN;
+use super::sm_meta::CLUSTER_ID;
 use super::sm_meta::COMPACT_DONE;
 use crate::store::disk::io_error;
 
@@ -95,10 +96,15 @@ impl StateMachineStore {
         self.disk.db().clone()
     }
 
-    /// Publishes the stored revision, compaction point and alarms to readers.
+    /// Publishes the stored revision, compaction point, alarms and cluster
+    /// id to readers.
     pub(super) fn publish(&self) -> io::Result<()> {
         let alarms = read_alarms(&self.reader.meta)?;
         *self.reader.alarms.lock().unwrap_or_else(|e| e.into_inner()) = alarms;
+        let cluster_id = read_u64(&self.reader.meta, CLUSTER_ID)?;
+        self.reader
+            .cluster_id
+            .store(cluster_id, std::sync::atomic::Ordering::Release);
         let applied = read_applied(&self.reader.meta)?;
         self.reader
             .revisions

@@ -92,6 +92,7 @@ impl StateMachineStore {
                 leases: LeaseTrees::open(db)?,
                 revisions: Arc::new(Revisions::new()),
                 alarms: Arc::default(),
+                cluster_id: Arc::default(),
                 size: size.clone(),
             },
             snapshot: open("snapshot")?,

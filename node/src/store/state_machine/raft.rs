@@ -21,8 +21,10 @@ use crate::codec::encode;
 use crate::store::apply::EntryApply;
 use crate::store::disk::io_error;
 use crate::store::sm_meta::write_applied;
+use crate::store::sm_meta::write_u64;
 use crate::store::sm_meta::Applied;
 use crate::store::sm_meta::ALARMS;
+use crate::store::sm_meta::CLUSTER_ID;
 use crate::store::sm_meta::MEMBERSHIP;
 use crate::store::snapshot::Incoming;
 use crate::store::snapshot::Snapshot;
@@ -101,6 +103,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut keys = reader.revisions.key_count();
         // Alarms changed by this batch, published with it.
         let mut alarms: Option<BTreeSet<u64>> = None;
+        // The cluster's id, named by this batch (published with it) or before.
+        let mut cluster_id = reader.cluster_id();
+        let named_before = cluster_id;
         for (entry, responder) in batch {
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::Done,
@@ -128,6 +133,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         // the same set, whatever part of this was kept.
                         meta.insert(ALARMS, encode(&*set)?).map_err(io_error)?;
                     }
+                    if let Some(id) = apply.effects.cluster_id {
+                        // The first name wins; replayed after a crash, the
+                        // entry finds its own name stored and keeps it.
+                        if cluster_id == 0 {
+                            cluster_id = id;
+                            write_u64(meta, CLUSTER_ID, id)?;
+                        }
+                    }
                     // Rows of this entry written, `applied` not yet.
                     crate::crash_point!("apply-after-entry");
                     result
@@ -154,6 +167,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // client that saw its write applied at `i` and watches from `i` sees it.
         if let Some(alarms) = alarms {
             *reader.alarms.lock().unwrap_or_else(|e| e.into_inner()) = alarms;
+        }
+        if cluster_id != named_before {
+            reader
+                .cluster_id
+                .store(cluster_id, std::sync::atomic::Ordering::Release);
         }
         reader.revisions.publish(last.index, compacted, keys);
         if leases_changed {
