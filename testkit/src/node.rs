@@ -309,9 +309,10 @@ impl TestNode {
     ///
     /// It blocks. A node's graceful stop waits for its clients' connections
     /// to answer its goodbye, so a test holding a connection to the node
-    /// (a channel it called through) must call this off its runtime's
-    /// threads (`tokio::task::block_in_place` on a multi-thread runtime),
-    /// or the stop waits for the kill.
+    /// (a channel it called through) on a runtime this blocks makes the
+    /// node wait out its drain time (3 s). Calling it off the runtime's
+    /// threads (`tokio::task::block_in_place` on a multi-thread runtime)
+    /// avoids the wait.
     pub fn stop(&mut self) -> bool {
         let Some(mut child) = self.child().take() else {
             return true;

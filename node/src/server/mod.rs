@@ -59,6 +59,9 @@ use tls::reload_on_hangup;
 
 /// Longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopping node waits for its calls to end and its clients to
+/// answer its goodbye before it closes their connections.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -349,9 +352,24 @@ pub async fn run(
     };
     // The listener is bound and Raft runs: connections are served from here on.
     crate::server::systemd::ready(&address);
-    let served = served
-        .serve_with_incoming_shutdown(incoming, stop_requested)
-        .await;
+    // Once stopping, calls get DRAIN_TIMEOUT to end and clients to answer
+    // the goodbye (GOAWAY and a PING); a client that never answers (a
+    // stalled process, a dead network path) must not hold the node.
+    let mut draining = stopping.clone();
+    let drain_limit = async move {
+        let _ = draining.wait_for(|stop| *stop).await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    let served = tokio::select! {
+        served = served.serve_with_incoming_shutdown(incoming, stop_requested) => served,
+        () = drain_limit => {
+            tracing::warn!(
+                after = ?DRAIN_TIMEOUT,
+                "connections still open after the drain time; closing them"
+            );
+            Ok(())
+        }
+    };
 
     // Stopping, in order: the calls have ended (above); then the background
     // tasks; then Raft; then the state machine is marked clean.

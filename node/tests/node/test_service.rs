@@ -101,3 +101,27 @@ fn the_packaged_unit_is_a_hardened_notify_service() {
         println!("SKIPPED systemd-analyze verify: systemd is not installed");
     }
 }
+
+#[tokio::test]
+async fn a_client_that_never_answers_does_not_hold_a_stopping_node() {
+    use std::io::Write;
+    let mut cluster = raftkv_testkit::TestCluster::start(1).await;
+    cluster.wait_for_leader().await;
+    // An HTTP/2 client that opens a connection and then reads nothing: the
+    // node's goodbye (GOAWAY and a PING) is never answered.
+    let mut silent = std::net::TcpStream::connect(&cluster.node(1).address).expect("connect");
+    silent
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .expect("preface");
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    silent
+        .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .expect("settings");
+    let node = cluster.node(1);
+    assert!(
+        node.stop(),
+        "the node did not stop cleanly:\n{}",
+        node.log_tail()
+    );
+    drop(silent);
+}
