@@ -478,6 +478,16 @@ impl TestNode {
         self.client_within(STATUS_TIMEOUT).status().await.ok()
     }
 
+    /// Waits until the node has purged a prefix of its log (so a member
+    /// that needs that prefix gets a snapshot instead).
+    pub async fn wait_log_purged(&self) {
+        crate::wait_for("the node purges a prefix of its log", || async {
+            let status = self.status().await?;
+            (status.purged_index.unwrap_or(0) > 0).then_some(())
+        })
+        .await;
+    }
+
     /// Whether the health service reports `raftkv.Leader` as SERVING here
     /// (`None`: the node does not answer).
     pub async fn serves_leader_health(&self) -> Option<bool> {

@@ -262,12 +262,7 @@ async fn a_new_node_catches_up_from_a_snapshot() {
         index = put(&kv, &format!("key-{i:03}"), &format!("value-{i}")).await;
     }
     // The leader's log no longer starts at 1: a newcomer needs the snapshot.
-    let leader_node = &*cluster.node(leader);
-    wait_for("the leader compacts its log", || async move {
-        let status = leader_node.status().await?;
-        (status.purged_index.unwrap_or(0) > 0).then_some(())
-    })
-    .await;
+    cluster.node(leader).wait_log_purged().await;
 
     cluster.add_voter(4).await;
     cluster.wait_applied(index).await;

@@ -1088,12 +1088,7 @@ async fn every_member_answers_one_cluster_id_for_the_clusters_life() {
     for i in 0..100 {
         put(&mut kv, &format!("fill/{i}"), "x").await;
     }
-    let leader_node = &*cluster.node(leader);
-    wait_for("the leader purges its log", || async move {
-        let status = leader_node.status().await?;
-        (status.purged_index.unwrap_or(0) > 0).then_some(())
-    })
-    .await;
+    cluster.node(leader).wait_log_purged().await;
     cluster.add_voter(4).await;
     let status = cluster.node(4).status().await.expect("status of node 4");
     assert!(
