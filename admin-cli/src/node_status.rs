@@ -54,6 +54,7 @@ fn status_json(status: &pb::NodeStatus) -> serde_json::Value {
     let config = status.configuration.clone().unwrap_or_default();
     json!({
         "id": status.id,
+        "cluster_id": format!("{:x}", status.cluster_id),
         "address": status.address,
         "role": role_name(status.role),
         "term": status.term,
@@ -149,6 +150,7 @@ fn print_last_contact(status: &pb::NodeStatus, json: bool) -> anyhow::Result<()>
 fn print_stats(status: &pb::NodeStatus) {
     let config = status.configuration.clone().unwrap_or_default();
     println!("id:                 {}", status.id);
+    println!("cluster:            {:x}", status.cluster_id);
     println!("address:            {}", status.address);
     println!("state:              {}", role_title(status.role));
     println!("term:               {}", status.term);

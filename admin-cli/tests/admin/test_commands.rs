@@ -125,6 +125,17 @@ async fn grow_steer_and_shrink_a_cluster() {
     }
     let stats = raft_admin(&[a1, "stats", "--json"]).await.ok().json();
     assert_eq!(stats["id"], 1);
+    // The cluster's id is named by its first leader and shared.
+    let cluster = stats["cluster_id"]
+        .as_str()
+        .expect("a cluster id")
+        .to_string();
+    assert_ne!(cluster, "0", "{stats}");
+    let on_n3 = raft_admin(&[&n3.address, "stats", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(on_n3["cluster_id"].as_str(), Some(cluster.as_str()));
     raft_admin(&[a1, "put", "k", "v"]).await.ok();
     assert_eq!(
         raft_admin(&[&n3.address, "get", "k"])

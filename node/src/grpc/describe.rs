@@ -119,5 +119,6 @@ pub(super) fn status(node: &RaftNode, metrics: &RaftMetrics<TypeConfig>) -> pb::
         vote_term: vote.term,
         voted_for: vote.node_id,
         compact_revision: node.compacted(),
+        cluster_id: node.kv().cluster_id(),
     }
 }
