@@ -10,6 +10,7 @@ use std::process::Command;
 use std::process::Stdio;
 
 use raftkv_testkit::node_binary;
+use raftkv_testkit::wait_for;
 use raftkv_testkit::TestCerts;
 use raftkv_testkit::TestCluster;
 use raftkv_testkit::PATIENCE;
@@ -220,6 +221,40 @@ async fn script(ctl: &Etcdctl) {
         )),
         "{listed}"
     );
+    // Moved: started on its data at a new address, then updated; the
+    // leader's writes reach it there.
+    cluster.node(4).kill();
+    let moved = unused_address();
+    cluster.node(4).restart_at(&moved);
+    let updated = ctl.ok(
+        &one,
+        &[
+            "member",
+            "update",
+            "4",
+            &format!("--peer-urls=http://{moved}"),
+        ],
+    );
+    assert!(updated.contains("updated"), "{updated}");
+    let listed = ctl.ok(&one, &["member", "list"]);
+    assert!(
+        listed.contains(&format!(
+            "4, started, 4, http://{moved}, http://{moved}, false"
+        )),
+        "{listed}"
+    );
+    ctl.ok(&one, &["put", "moved", "yes"]);
+    wait_for("the moved member has the write", || {
+        let got = ctl
+            .out(
+                &moved,
+                &["get", "moved", "--print-value-only", "--consistency=s"],
+                "",
+            )
+            .ok();
+        std::future::ready(got.filter(|value| value == "yes\n"))
+    })
+    .await;
     let removed = ctl.ok(&one, &["member", "remove", "4"]);
     assert!(removed.contains("removed"), "{removed}");
     cluster.node(4).kill();
