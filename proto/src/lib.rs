@@ -94,3 +94,9 @@ pub const QUOTA_BYTES_METADATA: &str = "raftkv-quota-bytes";
 /// Request-metadata key a node sets when it forwards a request to the leader,
 /// so that the receiver answers instead of forwarding again.
 pub const FORWARDED_METADATA: &str = "raftkv-forwarded";
+
+/// Request-metadata key a node sets on a request it forwards: the role of
+/// the client that sent it (`client`, `admin` or `node`), which the leader
+/// checks instead of the forwarding node's own. Honoured only on a call
+/// from a node's certificate; a node replaces whatever a client sent.
+pub const CALLER_ROLE_METADATA: &str = "raftkv-caller-role";

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use raftkv_proto::CALLER_ROLE_METADATA;
 use raftkv_proto::FORWARDED_METADATA;
 use raftkv_proto::REASON_METADATA;
 use raftkv_proto::REASON_NOT_LEADER;
@@ -38,6 +39,7 @@ use tower_service::Service;
 use crate::error::NodeError;
 use crate::etcd::errors::EtcdError;
 use crate::node::RaftNode;
+use crate::security::Caller;
 
 /// Deadline of a forwarded call when the caller set none.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -241,6 +243,15 @@ async fn send(
         let timeout = format!("{}S", FORWARD_TIMEOUT.as_secs());
         if let Ok(value) = http::HeaderValue::from_str(&timeout) {
             parts.headers.insert("grpc-timeout", value);
+        }
+    }
+    // The leader sees this node's certificate: it is told the caller's
+    // role, so checks made in handlers (etcd's admin-only calls) judge the
+    // caller, not this node. Under TLS only; a value the client sent goes.
+    parts.headers.remove(CALLER_ROLE_METADATA);
+    if let Some(Caller(Some(identity))) = parts.extensions.get::<Caller>() {
+        if let Ok(role) = http::HeaderValue::from_str(&identity.role.to_string()) {
+            parts.headers.insert(CALLER_ROLE_METADATA, role);
         }
     }
     // What the server attached for this node's own handlers (the caller's

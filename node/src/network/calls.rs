@@ -87,6 +87,31 @@ impl Drop for CallGuard {
     }
 }
 
+/// The client a node forwarded this call for, when a node (by its
+/// certificate) forwarded it and named the client's role: that role (the
+/// client role if it names none this node knows), with no common name.
+/// `None` for every other call.
+fn forwarded_caller(
+    headers: &http::HeaderMap,
+    sender: Option<&crate::security::Identity>,
+) -> Option<crate::security::Identity> {
+    use crate::security::Role;
+    if sender?.role != Role::Node {
+        return None;
+    }
+    let named = headers.get(raftkv_proto::CALLER_ROLE_METADATA)?;
+    // A role this node cannot read gets the least one.
+    let role = named
+        .to_str()
+        .ok()
+        .and_then(Role::from_name)
+        .unwrap_or(Role::Client);
+    Some(crate::security::Identity {
+        common_name: None,
+        role,
+    })
+}
+
 /// `/service/method` → (`service`, `method`).
 fn split_path(path: &str) -> (&str, &str) {
     let path = path.trim_start_matches('/');
@@ -192,9 +217,14 @@ where
             peer.activity.clone()
         });
         // Who the caller is, on its own: the role check
-        // (`security::Authorize`) reads it from here.
+        // (`security::Authorize`) reads it from here. A call another node
+        // forwarded is judged by the role of the client that sent it there.
         if let Some(peer) = peer {
-            request.extensions_mut().insert(Caller(peer.identity));
+            let caller = forwarded_caller(request.headers(), peer.identity.as_deref())
+                .map_or(Caller(peer.identity), |identity| {
+                    Caller(Some(Arc::new(identity)))
+                });
+            request.extensions_mut().insert(caller);
         }
         let mut guard = CallGuard {
             activity,
@@ -253,6 +283,35 @@ mod tests {
         assert_eq!(count("OK"), 1);
         assert_eq!(count("NotFound"), 2);
         assert_eq!(count("Unavailable"), 0);
+    }
+
+    #[test]
+    fn only_a_node_may_name_the_role_of_the_client_it_forwards_for() {
+        use crate::security::Identity;
+        use crate::security::Role;
+        let who = |role| Identity {
+            common_name: Some("x".into()),
+            role,
+        };
+        let mut named = http::HeaderMap::new();
+        named.insert(
+            raftkv_proto::CALLER_ROLE_METADATA,
+            http::HeaderValue::from_static("client"),
+        );
+        let from_node = forwarded_caller(&named, Some(&who(Role::Node))).expect("honoured");
+        assert_eq!(from_node.role, Role::Client);
+        assert!(forwarded_caller(&named, Some(&who(Role::Admin))).is_none());
+        assert!(forwarded_caller(&named, Some(&who(Role::Client))).is_none());
+        assert!(forwarded_caller(&named, None).is_none(), "TLS off");
+        let unnamed = http::HeaderMap::new();
+        assert!(forwarded_caller(&unnamed, Some(&who(Role::Node))).is_none());
+        let mut garbage = http::HeaderMap::new();
+        garbage.insert(
+            raftkv_proto::CALLER_ROLE_METADATA,
+            http::HeaderValue::from_static("root"),
+        );
+        let least = forwarded_caller(&garbage, Some(&who(Role::Node))).expect("honoured");
+        assert_eq!(least.role, Role::Client, "an unknown role is the least one");
     }
 
     #[test]

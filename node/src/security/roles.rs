@@ -27,6 +27,18 @@ pub enum Role {
     Node,
 }
 
+impl Role {
+    /// The role named as [`fmt::Display`] writes it.
+    pub fn from_name(name: &str) -> Option<Role> {
+        match name {
+            "client" => Some(Role::Client),
+            "admin" => Some(Role::Admin),
+            "node" => Some(Role::Node),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -360,6 +360,30 @@ async fn etcdctl_works_over_mutual_tls_and_changes_need_the_admin_role() {
     );
     let moved = run(&admin, &["move-leader", &target]).unwrap();
     assert!(moved.contains(&format!("to {target}")), "{moved}");
+    // So does moving a member, also through a follower, which forwards it
+    // to the leader with the caller's role (the leader sees the follower's
+    // node certificate).
+    let follower = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id.to_string() != target)
+        .expect("a follower of the new leader")
+        .address
+        .clone();
+    let mut args: Vec<&str> = client.iter().map(String::as_str).collect();
+    args.extend([
+        "member",
+        "update",
+        &target,
+        "--peer-urls=https://127.0.0.1:1",
+    ]);
+    let refused = ctl.out(&follower, &args, "").unwrap_err();
+    assert!(
+        refused.contains("PermissionDenied") || refused.contains("admin role"),
+        "{refused}"
+    );
+    let members = run(&client, &["member", "list"]).unwrap();
+    assert!(!members.contains("127.0.0.1:1,"), "{members}");
     // No certificate: refused by the TLS handshake itself.
     let anonymous = ctl
         .out(
