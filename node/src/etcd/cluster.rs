@@ -122,6 +122,14 @@ fn member_address(urls: &[String]) -> Result<String, Status> {
     Ok(address.to_string())
 }
 
+/// Whether a member other than `except` has `address`.
+fn address_taken(membership: &StoredMembership, address: &str, except: Option<u64>) -> bool {
+    membership
+        .membership()
+        .nodes()
+        .any(|(id, node)| Some(*id) != except && node.addr == address)
+}
+
 #[tonic::async_trait]
 impl Cluster for EtcdCluster {
     async fn member_add(
@@ -131,13 +139,7 @@ impl Cluster for EtcdCluster {
         self.admin(&request, "MemberAdd")?;
         let r = request.into_inner();
         let address = member_address(&r.peer_ur_ls)?;
-        if self
-            .node
-            .membership()
-            .membership()
-            .nodes()
-            .any(|(_, node)| node.addr == address)
-        {
+        if address_taken(&self.node.membership(), &address, None) {
             return Err(EtcdError::PeerUrlExist.into());
         }
         let (id, index) = self.node.add_member(&address).await.map_err(status)?;
@@ -174,14 +176,10 @@ impl Cluster for EtcdCluster {
         let r = request.into_inner();
         let address = member_address(&r.peer_ur_ls)?;
         let membership = self.node.membership();
-        let config = membership.membership();
-        if config.get_node(&r.id).is_none() {
+        if membership.membership().get_node(&r.id).is_none() {
             return Err(EtcdError::MemberNotFound.into());
         }
-        if config
-            .nodes()
-            .any(|(id, node)| *id != r.id && node.addr == address)
-        {
+        if address_taken(&membership, &address, Some(r.id)) {
             return Err(EtcdError::PeerUrlExist.into());
         }
         let index = self

@@ -13,9 +13,12 @@
 //! (`etcdserver: no leader`, `etcdserver: not leader`): etcd's clients
 //! decide on their text.
 //!
-//! The layer sits inside the role check (`security::Authorize`): the leader
-//! sees a forwarded call arrive with the forwarding node's certificate, so
-//! the caller's own role must have been checked here first.
+//! The layer sits inside the role check (`security::Authorize`), so a
+//! service's role is checked here before a call is forwarded. The leader
+//! sees a forwarded call arrive with the forwarding node's certificate: the
+//! call carries the caller's role (`CALLER_ROLE_METADATA`), by which the
+//! leader's connection layer judges it, so the checks handlers make (etcd's
+//! admin-only calls) judge the caller too.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -34,7 +34,8 @@ impl PeerAddresses {
 
     /// The address of `id`, if it is a member.
     pub fn get(&self, id: NodeId) -> Option<String> {
-        self.read().get(&id).cloned()
+        let book = self.addresses.read().unwrap_or_else(|e| e.into_inner());
+        book.get(&id).cloned()
     }
 
     /// Replaces the book with `addresses`, if they differ.
@@ -44,10 +45,6 @@ impl PeerAddresses {
             *book = addresses;
             self.generation.fetch_add(1, Ordering::Release);
         }
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<NodeId, String>> {
-        self.addresses.read().unwrap_or_else(|e| e.into_inner())
     }
 }
 

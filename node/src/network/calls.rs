@@ -66,24 +66,9 @@ impl Drop for CallGuard {
         // The response ended without a status: the caller went away.
         let code = self.code.unwrap_or(tonic::Code::Cancelled);
         let elapsed = self.started.elapsed().as_secs_f64();
-        match method_metrics(self.path.path()) {
-            Some(method) => {
-                method.calls(code).inc();
-                method.latency.observe(elapsed);
-            }
-            None => {
-                let (service, method) = split_path(self.path.path());
-                let metrics = crate::metrics::global();
-                metrics
-                    .grpc_requests
-                    .get_or_create(&call_labels(service, method, code))
-                    .inc();
-                metrics
-                    .grpc_latency
-                    .get_or_create(&method_labels(service, method))
-                    .observe(elapsed);
-            }
-        }
+        let method = method_metrics(self.path.path());
+        method.calls(code).inc();
+        method.latency.observe(elapsed);
     }
 }
 
@@ -151,11 +136,25 @@ struct MethodMetrics {
 const CODES: usize = 17;
 
 /// Paths kept in [`method_metrics`]' table. The paths a client sends are
-/// its own choice: past this many, calls are counted the slow way instead
-/// of growing the table.
+/// its own choice: past this many, a call's series are looked up afresh
+/// instead of growing the table.
 const MAX_PATHS: usize = 512;
 
 impl MethodMetrics {
+    /// The method at `path`'s series, looked up in the metric families.
+    fn new(path: &str) -> MethodMetrics {
+        let (service, method) = split_path(path);
+        MethodMetrics {
+            service: service.to_string(),
+            method: method.to_string(),
+            latency: crate::metrics::global()
+                .grpc_latency
+                .get_or_create(&method_labels(service, method))
+                .clone(),
+            by_code: Default::default(),
+        }
+    }
+
     fn calls(&self, code: tonic::Code) -> &Counter {
         self.by_code[(code as usize).min(CODES - 1)].get_or_init(|| {
             crate::metrics::global()
@@ -166,33 +165,24 @@ impl MethodMetrics {
     }
 }
 
-/// The series of the method at `path` (`None` once the table is full).
-fn method_metrics(path: &str) -> Option<Arc<MethodMetrics>> {
+/// The series of the method at `path`: kept in a table, or made afresh
+/// once the table is full.
+fn method_metrics(path: &str) -> Arc<MethodMetrics> {
     type Table = RwLock<HashMap<Box<str>, Arc<MethodMetrics>>>;
     static TABLE: OnceLock<Table> = OnceLock::new();
     let table = TABLE.get_or_init(Table::default);
     if let Some(found) = table.read().unwrap_or_else(|e| e.into_inner()).get(path) {
-        return Some(found.clone());
+        return found.clone();
     }
     let mut table = table.write().unwrap_or_else(|e| e.into_inner());
     if let Some(found) = table.get(path) {
-        return Some(found.clone());
+        return found.clone();
     }
-    if table.len() >= MAX_PATHS {
-        return None;
+    let found = Arc::new(MethodMetrics::new(path));
+    if table.len() < MAX_PATHS {
+        table.insert(path.into(), found.clone());
     }
-    let (service, method) = split_path(path);
-    let found = Arc::new(MethodMetrics {
-        service: service.to_string(),
-        method: method.to_string(),
-        latency: crate::metrics::global()
-            .grpc_latency
-            .get_or_create(&method_labels(service, method))
-            .clone(),
-        by_code: Default::default(),
-    });
-    table.insert(path.into(), found.clone());
-    Some(found)
+    found
 }
 
 impl<S, B, R> tower_service::Service<http::Request<B>> for CallTracker<S>
@@ -261,12 +251,12 @@ mod tests {
     #[test]
     fn a_methods_cached_series_are_the_ones_prometheus_reads() {
         let path = "/test.Calls/Cached";
-        let method = method_metrics(path).expect("room in the table");
+        let method = method_metrics(path);
         method.calls(tonic::Code::Ok).inc();
         method.calls(tonic::Code::NotFound).inc();
         method.calls(tonic::Code::NotFound).inc();
         method.latency.observe(0.5);
-        let again = method_metrics(path).expect("found again");
+        let again = method_metrics(path);
         assert!(Arc::ptr_eq(&method, &again));
 
         let metrics = crate::metrics::global();

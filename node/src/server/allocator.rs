@@ -20,11 +20,11 @@
 ///
 /// Other C libraries (musl on device builds) have one heap and map large
 /// blocks on their own.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
 ///
 /// Call it first in `main`, before any thread starts. Returns whether the
 /// C library took both settings.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
 pub fn return_large_blocks_to_the_system() -> bool {
     const THRESHOLD: libc::c_int = 128 * 1024;
     const ARENAS: libc::c_int = 2;

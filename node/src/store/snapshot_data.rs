@@ -180,6 +180,15 @@ fn read_up_to(input: &mut impl Read, len: usize) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Reads one u64 (BE); data cut short is `InvalidData` saying `malformed`.
+fn read_u64(input: &mut impl Read, malformed: &str) -> io::Result<u64> {
+    let bytes = read_up_to(input, 8)?;
+    if bytes.len() != 8 {
+        return Err(invalid(malformed));
+    }
+    Ok(u64_at(&bytes, 0))
+}
+
 /// Which layout the records have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Layout {
@@ -235,11 +244,7 @@ impl<R: Read> Decoder<R> {
         };
         let mut input = io::Cursor::new(unread).chain(input);
         let compacted = if layout == Layout::History {
-            let bytes = read_up_to(&mut input, 8)?;
-            if bytes.len() != 8 {
-                return Err(invalid("malformed snapshot data"));
-            }
-            Some(u64_at(&bytes, 0))
+            Some(read_u64(&mut input, "malformed snapshot data")?)
         } else {
             None
         };
@@ -281,11 +286,7 @@ impl<R: Read> Decoder<R> {
             }
         }
         let cluster_id = if has_cluster_id {
-            let bytes = read_up_to(&mut input, 8)?;
-            if bytes.len() != 8 {
-                return Err(invalid("malformed snapshot cluster id"));
-            }
-            u64_at(&bytes, 0)
+            read_u64(&mut input, "malformed snapshot cluster id")?
         } else {
             0
         };

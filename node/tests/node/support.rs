@@ -148,3 +148,26 @@ pub fn python_tools() -> Result<PythonTools, String> {
     result?;
     locate()
 }
+
+/// Runs `check`, a program of client calls against etcd's API, on a new
+/// 3-node cluster, with a follower's address and then the leader's as its
+/// last arguments; it must succeed and say "all checks passed".
+pub async fn run_client_check(mut check: std::process::Command) {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let follower = cluster.node(follower).address.clone();
+    let leader = cluster.node(leader).address.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        check
+            .args([follower, leader])
+            .output()
+            .expect("the check runs")
+    })
+    .await
+    .expect("the check ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("all checks passed"), "{stdout}{stderr}");
+}

@@ -7,9 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use raftkv_testkit::TestCluster;
-
 use crate::support::python_tools;
+use crate::support::run_client_check;
 
 #[tokio::test]
 async fn pythons_etcd3_client_works_against_a_follower_and_the_leader() {
@@ -20,23 +19,8 @@ async fn pythons_etcd3_client_works_against_a_follower_and_the_leader() {
             return;
         }
     };
-    let mut cluster = TestCluster::start(3).await;
-    let leader = cluster.wait_for_leader().await;
-    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
-    let follower = cluster.node(follower).address.clone();
-    let leader = cluster.node(leader).address.clone();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/etcd3_client.py");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .args([follower, leader])
-            .output()
-            .expect("python runs")
-    })
-    .await
-    .expect("the script ends");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("all checks passed"), "{stdout}{stderr}");
+    let mut check = Command::new(python);
+    check.arg(script);
+    run_client_check(check).await;
 }

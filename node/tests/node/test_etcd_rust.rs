@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use raftkv_testkit::TestCluster;
+use crate::support::run_client_check;
 
 /// `protoc`, as `etcd-client`'s build finds it: `$PROTOC`, else on `PATH`.
 fn protoc() -> Result<(), String> {
@@ -58,23 +58,5 @@ async fn rusts_etcd_client_works_against_a_follower_and_the_leader() {
         manifest.display(),
         String::from_utf8_lossy(&built.stderr)
     );
-
-    let mut cluster = TestCluster::start(3).await;
-    let leader = cluster.wait_for_leader().await;
-    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
-    let follower = cluster.node(follower).address.clone();
-    let leader = cluster.node(leader).address.clone();
-    let program = target.join("debug/etcd-client-check");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(program)
-            .args([follower, leader])
-            .output()
-            .expect("the check runs")
-    })
-    .await
-    .expect("the check ends");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("all checks passed"), "{stdout}{stderr}");
+    run_client_check(Command::new(target.join("debug/etcd-client-check"))).await;
 }

@@ -105,7 +105,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut alarms: Option<BTreeSet<u64>> = None;
         // The cluster's id, named by this batch (published with it) or before.
         let mut cluster_id = reader.cluster_id();
-        let named_before = cluster_id;
         for (entry, responder) in batch {
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::Done,
@@ -168,11 +167,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if let Some(alarms) = alarms {
             *reader.alarms.lock().unwrap_or_else(|e| e.into_inner()) = alarms;
         }
-        if cluster_id != named_before {
-            reader
-                .cluster_id
-                .store(cluster_id, std::sync::atomic::Ordering::Release);
-        }
+        reader
+            .cluster_id
+            .store(cluster_id, std::sync::atomic::Ordering::Release);
         reader.revisions.publish(last.index, compacted, keys);
         if leases_changed {
             self.lease_changes.send_modify(|count| *count += 1);
