@@ -5,6 +5,7 @@
 mod support;
 mod test_bad_input;
 mod test_cluster;
+mod test_dashboard;
 mod test_etcd;
 mod test_etcd_python;
 mod test_etcd_rust;
