@@ -171,3 +171,55 @@ async fn an_operator_raises_and_disarms_alarms() {
     assert!(listed.nospace_members.is_empty(), "{listed:?}");
     assert!(listed.store_bytes > 0 && listed.quota_bytes > listed.store_bytes);
 }
+
+/// Writes in `etcdctl check perf --load=l`: 8,000 a second for 60 s.
+const CHECK_PERF_L_WRITES: u64 = 8_000 * 60;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_quota_holds_what_etcds_check_perf_l_writes() {
+    // etcdctl's check perf puts 1 KiB values under 256-byte random keys
+    // below `/etcdctl-check-perf/`, a new key each time. Measured here: the
+    // store's own count of a sample of such writes, log entries included
+    // (a run purges its log at each snapshot, so this overestimates),
+    // scaled to the 480,000 writes of `--load=l`.
+    let mut cluster = TestCluster::start(1).await;
+    let leader = cluster.wait_for_leader().await;
+    let node = cluster.node(leader);
+    let before = alarms(node).await.expect("the node answers").store_bytes;
+    let sample: u64 = 2_000;
+    let writers = 16;
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let client = node.client();
+        tasks.push(tokio::spawn(async move {
+            for i in (writer..sample).step_by(writers as usize) {
+                let mut key = b"/etcdctl-check-perf/".to_vec();
+                let mut random = [0u8; 256];
+                random[..8].copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+                key.extend_from_slice(&random);
+                client
+                    .put(key, vec![0u8; 1024])
+                    .await
+                    .unwrap_or_else(|e| panic!("put {i}: {e}"));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("a writer");
+    }
+    let answer = alarms(node).await.expect("the node answers");
+    let per_write = (answer.store_bytes - before) as f64 / sample as f64;
+    let projected = (per_write * CHECK_PERF_L_WRITES as f64) as u64;
+    let default = raftkv_node::disk::quota::DEFAULT_QUOTA_BYTES;
+    println!(
+        "check perf -l: {per_write:.0} counted bytes a write, {projected} for \
+         {CHECK_PERF_L_WRITES} writes; default quota {default}, this node's {}",
+        answer.quota_bytes
+    );
+    assert!(per_write >= 1024.0 + 256.0, "{per_write} bytes a write");
+    // Below the line where a raised alarm clears, with room to spare.
+    assert!(
+        projected < default / 10 * 9,
+        "{projected} bytes would not fit the default quota of {default}"
+    );
+}
