@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".raftkv.RaftPayload.data")
         .bytes(".raftkv.SnapshotChunk.chunk")
+        .bytes(".raftkv.ForwardedCall.body")
+        .bytes(".raftkv.ForwardedAnswer.body")
         .compile_fds(descriptors)?;
 
     // etcd's v3 API, served beside raftkv's (see `etcd/NOTICE.md`).

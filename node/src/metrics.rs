@@ -43,6 +43,13 @@ pub struct PeerLabels {
     pub peer: String,
 }
 
+/// How a follower passed a call on to the leader: `stream` (on its
+/// forwarding stream) or `call` (as a call of its own).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwardLabels {
+    pub way: String,
+}
+
 fn seconds_histogram() -> Histogram {
     // 50 µs … ~13 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 19))
@@ -78,6 +85,7 @@ pub struct Metrics {
     pub grpc_requests: Family<CallLabels, Counter>,
     pub grpc_latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
     pub db_bytes: Gauge,
+    pub forwarded_calls: Family<ForwardLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -118,6 +126,7 @@ impl Metrics {
             grpc_requests: Family::default(),
             grpc_latency: Family::new_with_constructor(seconds_histogram),
             db_bytes: Gauge::default(),
+            forwarded_calls: Family::default(),
         };
         let r = &mut registry;
         r.register(
@@ -260,6 +269,11 @@ impl Metrics {
             "Size of the database on disk",
             Unit::Bytes,
             metrics.db_bytes.clone(),
+        );
+        r.register(
+            "forwarded_calls",
+            "Calls this node passed on to the leader, by way: on its forwarding stream, or as calls of their own",
+            metrics.forwarded_calls.clone(),
         );
         Metrics {
             registry,

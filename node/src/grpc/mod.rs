@@ -6,6 +6,7 @@ pub mod admin;
 pub mod backup;
 pub mod convert;
 pub mod describe;
+pub mod forwarding;
 pub mod health;
 pub mod kv;
 pub mod raft;

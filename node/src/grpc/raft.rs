@@ -22,10 +22,12 @@ use std::sync::Arc;
 use crate::cluster::failover::LeaderLink;
 use crate::codec::decode;
 use crate::codec::encode;
+use crate::grpc::forwarding::ForwardTargets;
 use crate::grpc::raft_guard;
 use crate::grpc::raft_guard::Local;
 use crate::network::connection::PeerInfo;
 use crate::node::Raft;
+use crate::security::Caller;
 use crate::store::check_snapshot_from;
 use crate::store::Incoming;
 use crate::store::Snapshot;
@@ -50,6 +52,8 @@ pub struct RaftService {
     /// for every call to end: without this a stopping node (SIGTERM, a failed
     /// disk) stayed up as long as its leader was connected.
     stopping: watch::Receiver<bool>,
+    /// Where the calls followers forward on their streams run.
+    forward_targets: ForwardTargets,
 }
 
 impl RaftService {
@@ -60,6 +64,7 @@ impl RaftService {
         snapshot_dir: PathBuf,
         leader_link: Arc<LeaderLink>,
         stopping: watch::Receiver<bool>,
+        forward_targets: ForwardTargets,
     ) -> RaftService {
         RaftService {
             raft,
@@ -67,6 +72,7 @@ impl RaftService {
             snapshot_dir,
             leader_link,
             stopping,
+            forward_targets,
         }
     }
 }
@@ -108,12 +114,41 @@ fn stopped(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("raft is stopping: {e}"))
 }
 
+/// The answers of one `Forward` call.
+type ForwardAnswers = Pin<Box<dyn Stream<Item = Result<pb::ForwardedAnswer, Status>> + Send>>;
+
 /// The answers of one `StreamAppend` call.
 type AppendResults = Pin<Box<dyn Stream<Item = Result<pb::RaftPayload, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
     type StreamAppendStream = AppendResults;
+    type ForwardStream = ForwardAnswers;
+
+    /// A follower's forwarded calls (see `forwarding`). Once this node
+    /// stops, it reads no more calls; those running are answered, then the
+    /// stream ends. A message that cannot be read ends the input too.
+    async fn forward(
+        &self,
+        request: Request<Streaming<pb::ForwardedCall>>,
+    ) -> Result<Response<ForwardAnswers>, Status> {
+        let sender = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller(None));
+        let mut stopping = self.stopping.clone();
+        let stopped = async move {
+            // An error means the node dropped the sender: it is stopping too.
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        let calls = request
+            .into_inner()
+            .take_until(stopped)
+            .scan((), |_, call| std::future::ready(call.ok()));
+        let answers = self.forward_targets.clone().serve(calls, sender).map(Ok);
+        Ok(Response::new(Box::pin(answers)))
+    }
 
     /// openraft's pipelined receiver: each request goes to Raft as soon as it
     /// arrives, its result comes back in request order. An undecodable request

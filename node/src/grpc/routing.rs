@@ -227,18 +227,66 @@ async fn forward(node: &RaftNode, speaks: Speaks, request: http::Request<Body>) 
     }
 }
 
-/// Passes the call to the node at `address`, marked as forwarded.
+/// Passes the call to the node at `address`, marked as forwarded: on the
+/// forwarding stream if it can travel there (see `forwarding`), else as a
+/// call of its own.
 async fn send(
     node: &RaftNode,
     speaks: Speaks,
     address: &str,
     request: http::Request<Body>,
 ) -> Answer {
+    let (mut parts, body) = request.into_parts();
+    mark_forwarded(&mut parts);
+    let request = http::Request::from_parts(parts, body);
+    let request = match node.forwarder().send(address, request).await {
+        Ok(answer) => {
+            forwarded("stream").inc();
+            return answer;
+        }
+        Err(on_its_own) => on_its_own,
+    };
+    forwarded("call").inc();
     let mut channel = match node.channel_to(address) {
         Ok(channel) => channel,
         Err(e) => return Status::internal(e.to_string()).into_http(),
     };
-    let (mut parts, body) = request.into_parts();
+    let sent = async {
+        std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
+        channel.call(request).await
+    };
+    match sent.await {
+        Ok(answer) => answer,
+        Err(e) => {
+            let mut status =
+                Status::unavailable(format!("cannot reach the leader at {address}: {e}"));
+            status.set_source(Arc::new(e));
+            // Nothing reached the leader: the caller may send the call again.
+            if raftkv_client::never_sent(&status) {
+                return speaks.not_leader(None);
+            }
+            status.into_http()
+        }
+    }
+}
+
+/// The count of calls forwarded one `way`, found once.
+fn forwarded(way: &'static str) -> &'static prometheus_client::metrics::counter::Counter {
+    use std::sync::OnceLock;
+    static STREAM: OnceLock<prometheus_client::metrics::counter::Counter> = OnceLock::new();
+    static CALL: OnceLock<prometheus_client::metrics::counter::Counter> = OnceLock::new();
+    let cell = if way == "stream" { &STREAM } else { &CALL };
+    cell.get_or_init(|| {
+        crate::metrics::global()
+            .forwarded_calls
+            .get_or_create(&crate::metrics::ForwardLabels { way: way.into() })
+            .clone()
+    })
+}
+
+/// Marks a call as forwarded by this node: with a deadline, and with its
+/// client's role for the leader to judge it by.
+fn mark_forwarded(parts: &mut http::request::Parts) {
     parts
         .headers
         .insert(FORWARDED_METADATA, http::HeaderValue::from_static("1"));
@@ -260,24 +308,6 @@ async fn send(
     // What the server attached for this node's own handlers (the caller's
     // certificate, …) is not the leader's business.
     parts.extensions = http::Extensions::new();
-    let request = http::Request::from_parts(parts, body);
-    let sent = async {
-        std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
-        channel.call(request).await
-    };
-    match sent.await {
-        Ok(answer) => answer,
-        Err(e) => {
-            let mut status =
-                Status::unavailable(format!("cannot reach the leader at {address}: {e}"));
-            status.set_source(Arc::new(e));
-            // Nothing reached the leader: the caller may send the call again.
-            if raftkv_client::never_sent(&status) {
-                return speaks.not_leader(None);
-            }
-            status.into_http()
-        }
-    }
 }
 
 /// Whether a node already forwarded this call.

@@ -76,7 +76,7 @@ impl Drop for CallGuard {
 /// certificate) forwarded it and named the client's role: that role (the
 /// client role if it names none this node knows), with no common name.
 /// `None` for every other call.
-fn forwarded_caller(
+pub(crate) fn forwarded_caller(
     headers: &http::HeaderMap,
     sender: Option<&crate::security::Identity>,
 ) -> Option<crate::security::Identity> {

@@ -38,6 +38,8 @@ pub struct KvLimits {
     /// What the store may hold before writes that add data are refused
     /// (`--quota-bytes`, see `quota`).
     pub quota_bytes: u64,
+    /// Largest gRPC message, either way (see `NodeConfig::max_message_bytes`).
+    pub max_message_bytes: usize,
 }
 
 /// One page of a scan: the keys found at one revision.

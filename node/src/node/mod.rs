@@ -37,6 +37,7 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use crate::error::NodeError;
+use crate::grpc::forwarding::Forwarder;
 use crate::lease::Countdowns;
 use crate::store::KvReader;
 use crate::store::StateMachineStore;
@@ -62,6 +63,8 @@ pub struct RaftNode {
     /// Cached channels to peers, for forwarding requests to the leader and
     /// for `--join`.
     peers: Channels,
+    /// The streams calls are forwarded to the leader on.
+    forwarder: Forwarder,
     /// Largest accepted key and value.
     limits: KvLimits,
     /// Set to `true` to stop the node (the admin `Shutdown` call); the server
@@ -104,6 +107,10 @@ impl RaftNode {
             address,
             raft,
             kv,
+            forwarder: Forwarder::new(
+                peers.clone(),
+                limits.max_message_bytes + crate::grpc::forwarding::FORWARD_OVERHEAD_BYTES,
+            ),
             peers,
             limits,
             stop: watch::Sender::new(false),
@@ -148,6 +155,11 @@ impl RaftNode {
     /// The cached channel to the peer at `address` (connected lazily).
     pub fn channel_to(&self, address: &str) -> Result<Channel, ClientError> {
         self.peers.get(address)
+    }
+
+    /// The streams this node forwards calls to the leader on.
+    pub fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
     }
 
     /// A client of the node at `address` over the peer channels (this

@@ -175,6 +175,7 @@ pub async fn run(
         max_value_bytes: config.max_value_bytes,
         max_leases: usize::try_from(config.max_leases).unwrap_or(usize::MAX),
         quota_bytes: config.quota(),
+        max_message_bytes: config.max_message_bytes(),
     };
     crate::metrics::global()
         .quota_bytes

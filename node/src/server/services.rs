@@ -29,6 +29,8 @@ use crate::etcd::lease::EtcdLease;
 use crate::etcd::maintenance::EtcdMaintenance;
 use crate::etcd::watch::EtcdWatch;
 use crate::grpc::admin::AdminService;
+use crate::grpc::forwarding::ForwardTargets;
+use crate::grpc::forwarding::FORWARD_OVERHEAD_BYTES;
 use crate::grpc::kv::KvService;
 use crate::grpc::raft::RaftService;
 use crate::grpc::routing::routed;
@@ -116,6 +118,12 @@ pub fn build(
         node.clone(),
         crate::etcd::cluster::placement,
     );
+    // Calls followers forward on their streams reach the same services.
+    let forward_targets = ForwardTargets {
+        kv: kv.clone(),
+        etcd_kv: etcd_kv.clone(),
+        max_answer_bytes: max_message + FORWARD_OVERHEAD_BYTES,
+    };
     let admin = InterceptedService::new(
         routed(
             AdminServer::new(AdminService::new(node.clone())),
@@ -131,9 +139,10 @@ pub fn build(
             config.data_dir.clone(),
             leader_link,
             watches.stopping,
+            forward_targets,
         ))
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message),
+        .max_decoding_message_size(max_message + FORWARD_OVERHEAD_BYTES)
+        .max_encoding_message_size(max_message + FORWARD_OVERHEAD_BYTES),
         Authorize::new("raftkv.Raft", Role::Node, policy),
     );
     let (health_reporter, health) = tonic_health::server::health_reporter();

@@ -151,3 +151,76 @@ async fn metrics_follow_the_cluster_and_readiness_tells_members_apart() {
     assert!(why.contains("not a member"), "{why}");
     assert_eq!(loner.http_get("/nothing").map(|r| r.0), Some(404));
 }
+
+/// The count of calls `node` forwarded one `way` (0 before the first).
+fn forwarded(node: &TestNode, way: &str) -> f64 {
+    let series = format!(r#"raftkv_forwarded_calls_total{{way="{way}"}}"#);
+    scrape(node).get(&series).copied().unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_forwards_calls_on_its_stream_and_large_ones_on_their_own() {
+    let mut cluster = TestCluster::builder()
+        .flags(&["--metrics-listen", "127.0.0.1:0"])
+        .start(3)
+        .await;
+    let leader = cluster.wait_for_leader().await;
+    let on_leader = cluster.node(leader).client();
+    let follower = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id != leader)
+        .expect("a follower");
+    let on_follower = follower.client();
+
+    // Small writes and linearizable reads travel on the stream, and their
+    // answers come back whole.
+    for i in 0..5 {
+        put(&on_follower, &format!("small{i}"), "v").await;
+    }
+    assert_eq!(
+        crate::support::get(&on_follower, "small4", false)
+            .await
+            .as_deref(),
+        Some(&b"v"[..])
+    );
+    assert_eq!(forwarded(follower, "stream"), 6.0);
+    assert_eq!(forwarded(follower, "call"), 0.0);
+    // So do refusals, with their code and metadata.
+    let refused = on_follower
+        .compare_and_swap("small0", Some("not this".into()), "w")
+        .await
+        .expect("a compare-and-swap answers");
+    assert!(!refused.succeeded);
+    assert_eq!(refused.current_value.as_deref(), Some(&b"v"[..]));
+    let too_long = "k".repeat(8 << 10);
+    let error = on_follower
+        .put(too_long, "v")
+        .await
+        .expect_err("a key over the limit is refused");
+    match error.error {
+        raftkv_client::ClientError::Rpc(status) => {
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}")
+        }
+        other => panic!("refused by the node, not {other}"),
+    }
+    assert_eq!(forwarded(follower, "stream"), 8.0);
+
+    // A write larger than a stream message goes as a call of its own.
+    let large = "x".repeat(300 << 10);
+    put(&on_follower, "large", &large).await;
+    assert_eq!(forwarded(follower, "call"), 1.0);
+    assert_eq!(
+        crate::support::get(&on_leader, "large", false)
+            .await
+            .map(|v| v.len()),
+        Some(large.len())
+    );
+    // The leader forwards nothing.
+    let leader = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id == leader)
+        .expect("the leader");
+    assert_eq!(forwarded(leader, "stream"), 0.0);
+}
