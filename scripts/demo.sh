@@ -14,10 +14,11 @@ BASE_PORT=27151
 DATA=""
 OUT="$ROOT/demo-out"
 KEEP=0
+TOP=0
 
 usage() {
   cat <<TXT
-Usage: scripts/demo.sh [--duration SECONDS] [--clients N] [--base-port PORT] [--dir DIR] [--out DIR] [--keep]
+Usage: scripts/demo.sh [--duration SECONDS] [--clients N] [--base-port PORT] [--dir DIR] [--out DIR] [--keep] [--top]
 
 Builds release binaries, starts 3 nodes on 127.0.0.1:PORT.., bootstraps node 1,
 adds nodes 2 and 3 with raft-admin add_voter, runs hammer in the background,
@@ -38,6 +39,10 @@ directory.
   --out DIR           report and chart (default: demo-out/ at the repo root);
                       only its report.json, report.txt and demo.svg are replaced
   --keep              keep the temporary data directory
+  --top               watch the run live with raft-admin top (roles, terms,
+                      replication, writes per second, and each election with
+                      how long it took) instead of the step-by-step log, which
+                      goes to DIR/events.log and is printed after the run
 
 If the restart of the killed leader fails, the demo goes on without it (two
 nodes keep the quorum), says so, and exits with status 1 after the report.
@@ -52,6 +57,7 @@ while [ $# -gt 0 ]; do
     --dir) DATA=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --top) TOP=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -63,7 +69,7 @@ if [ -z "$DATA" ]; then
   DATA=$(mktemp -d /tmp/raftkv-demo.XXXXXX)
   CREATED=1
 else
-  claim_dir "$DATA" demo 'node-*' hammer.err || exit 2
+  claim_dir "$DATA" demo 'node-*' hammer.err events.log killed || exit 2
   DATA=$(cd "$DATA" && pwd)
 fi
 mkdir -p "$OUT"
@@ -74,8 +80,11 @@ rm -f "$OUT/report.json" "$OUT/report.txt" "$OUT/demo.svg"
 cluster() { "$ROOT/scripts/cluster.sh" --dir "$DATA" --base-port "$BASE_PORT" "$@"; }
 BIN="$ROOT/target/release"
 HAMMER_PID=""
+EVENTS_PID=""
 cleanup() {
-  # hammer is this shell's child, not yet waited for: its pid cannot have been reused.
+  # hammer and the events are this shell's children, not yet waited for:
+  # their pids cannot have been reused.
+  [ -n "$EVENTS_PID" ] && kill "$EVENTS_PID" 2>/dev/null || true
   [ -n "$HAMMER_PID" ] && kill "$HAMMER_PID" 2>/dev/null || true
   cluster down >/dev/null 2>&1 || true
   if [ "$CREATED" = 1 ] && [ "$KEEP" = 0 ]; then rm -rf "$DATA"; else echo "node data and logs kept in $DATA"; fi
@@ -97,18 +106,38 @@ echo "== hammer: $CLIENTS clients for ${DURATION}s, holding 4 leases of 5s alive
 HAMMER_PID=$!
 START=$SECONDS
 
-sleep $((DURATION / 4))
-echo "== t=$((SECONDS - START))s: leadership_transfer"
-"$BIN/raft-admin" --leader "multi:///$ENDPOINTS" leadership_transfer
+# The faults, at a quarter and at half of the run; exits 1 if the killed
+# leader did not come back.
+faults() {
+  sleep $((DURATION / 4))
+  echo "== t=$((SECONDS - START))s: leadership_transfer"
+  "$BIN/raft-admin" --leader "multi:///$ENDPOINTS" leadership_transfer
 
-sleep $((DURATION / 4))
-LEADER=$(cluster leader)
-echo "== t=$((SECONDS - START))s: kill -9 the leader (node $LEADER)"
-cluster kill "$LEADER"
-sleep 2
-echo "== t=$((SECONDS - START))s: restart node $LEADER"
+  sleep $((DURATION / 4))
+  local leader
+  leader=$(cluster leader)
+  echo "== t=$((SECONDS - START))s: kill -9 the leader (node $leader)"
+  echo "$leader" >"$DATA/killed"
+  cluster kill "$leader"
+  sleep 2
+  echo "== t=$((SECONDS - START))s: restart node $leader"
+  cluster start "$leader" || { echo "== node $leader did not come back: the run goes on with two nodes" >&2; return 1; }
+}
+
 RESTART_FAILED=0
-cluster start "$LEADER" || { RESTART_FAILED=1; echo "== node $LEADER did not come back: the run goes on with two nodes" >&2; }
+if [ "$TOP" = 1 ]; then
+  faults >"$DATA/events.log" 2>&1 &
+  EVENTS_PID=$!
+  # Four refreshes a second until hammer's run is over.
+  "$BIN/raft-admin" --endpoints "$ENDPOINTS" top --interval 250ms --count $(((DURATION + 2) * 4)) || true
+  wait "$EVENTS_PID" || RESTART_FAILED=1
+  EVENTS_PID=""
+  echo
+  cat "$DATA/events.log"
+else
+  faults || RESTART_FAILED=1
+fi
+LEADER=$(cat "$DATA/killed" 2>/dev/null || echo "?")
 
 echo "== waiting for hammer to finish"
 set +e

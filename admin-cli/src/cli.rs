@@ -37,7 +37,7 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// Print the result as one JSON document (watch: one per refresh).
+    /// Print the result as one JSON document (top: one per refresh).
     #[arg(long, global = true)]
     pub json: bool,
 
@@ -163,14 +163,30 @@ pub enum Command {
     },
     /// One row per node: role, term, leader, indexes and lag behind the leader.
     Status,
-    /// The status table, refreshed every --interval (twice a second by default) until Ctrl-C.
-    Watch {
+    /// A live view of the cluster, refreshed every --interval (four times a second by
+    /// default) until Ctrl-C: each node's role, term, vote, indexes and lag; each peer's
+    /// match index and lag on the leader; writes per second and their mean latency on
+    /// the leader; and the latest leader changes with how long each took, as the nodes
+    /// recorded them (elections are often shorter than a refresh).
+    ///
+    /// Nodes that stop answering show why, and come back when they answer again. Give
+    /// every node with --endpoints, or one ADDR (its configuration names the others).
+    #[command(
+        visible_alias = "watch",
+        after_help = "Examples:\n  \
+        raft-admin --endpoints 127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053 top\n  \
+        raft-admin 127.0.0.1:50051 top --once --json"
+    )]
+    Top {
         /// Stop after this many refreshes (0: run until interrupted).
         #[arg(long, default_value_t = 0)]
         count: u64,
         /// Time between refreshes.
-        #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+        #[arg(long, default_value = "250ms", value_parser = parse_duration)]
         interval: Duration,
+        /// Print one view and stop (it takes two samples, --interval apart, for the rates).
+        #[arg(long, conflicts_with = "count")]
+        once: bool,
     },
     /// Print every change to keys under PREFIX as it is applied: `INDEX PUT KEY VALUE` or
     /// `INDEX DELETE KEY` (one JSON document per change with --json).

@@ -8,7 +8,7 @@
 //! Read in request order: `cli` (the flags), [`run`] here (which node,
 //! which command), `target` (how a call gets there), then one module per
 //! command family: `membership`, `leadership`, `configuration`,
-//! `node_status`, `operations`, `backup`, `status`, `kv`, `watch_keys`.
+//! `node_status`, `operations`, `backup`, `status`, `top`, `kv`, `watch_keys`.
 
 mod backup;
 mod certs;
@@ -22,6 +22,7 @@ mod node_status;
 mod operations;
 mod status;
 mod target;
+mod top;
 mod watch_keys;
 
 use anyhow::bail;
@@ -99,7 +100,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Shutdown => operations::shutdown(target).await,
         Command::Backup { file } => backup::backup(target, &file).await,
         Command::Status => status::status(target).await,
-        Command::Watch { count, interval } => status::watch(target, count, interval).await,
+        Command::Top {
+            count,
+            interval,
+            once,
+        } => top::top(target, count, interval, once).await,
         Command::Put { key, value, lease } => kv::put(target, key, value, lease).await,
         Command::LeaseGrant { ttl } => lease::grant(target, ttl).await,
         Command::LeaseRevoke { id } => lease::revoke(target, id).await,

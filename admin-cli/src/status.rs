@@ -1,10 +1,7 @@
-//! `status` (one row per node, like `etcdctl endpoint status` plus lag) and
-//! `watch` (the same table, live, with role and term changes highlighted).
+//! `status`: one row per node, like `etcdctl endpoint status` plus lag;
+//! and the collection of every node's status that `top` refreshes.
 
 use std::collections::BTreeMap;
-use std::collections::VecDeque;
-use std::io::IsTerminal;
-use std::time::Duration;
 use std::time::SystemTime;
 
 use raftkv_client::role_name;
@@ -16,16 +13,16 @@ use crate::configuration::configuration;
 use crate::target::Target;
 
 /// What one endpoint said.
-struct Row {
+pub(crate) struct Row {
     /// The address as given (or as the configuration lists it).
-    endpoint: String,
+    pub endpoint: String,
     /// Its status, or why it gave none.
-    status: Result<pb::NodeStatus, String>,
+    pub status: Result<pb::NodeStatus, String>,
 }
 
 /// The nodes to show: the given endpoints, or, for a single ADDR, every
 /// member of the configuration it knows.
-async fn endpoints(target: &mut Target) -> Vec<String> {
+pub(crate) async fn endpoints(target: &mut Target) -> Vec<String> {
     let mut endpoints = target.client.endpoints().to_vec();
     if !target.follow_leader {
         if let Ok(config) = configuration(target).await {
@@ -41,7 +38,7 @@ async fn endpoints(target: &mut Target) -> Vec<String> {
 
 /// Asks every endpoint for its status at once, each within `--timeout`; a
 /// node that does not answer becomes a row with the reason.
-async fn collect(target: &Target, endpoints: &[String]) -> Vec<Row> {
+pub(crate) async fn collect(target: &Target, endpoints: &[String]) -> Vec<Row> {
     let asks = endpoints.iter().map(|endpoint| async move {
         let status = match target.client.node(endpoint) {
             Ok(node) => node.status().await.map_err(|e| e.error),
@@ -173,8 +170,8 @@ pub async fn status(target: &mut Target) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The wall-clock time of day (UTC), to date watch's refreshes and events.
-fn clock() -> String {
+/// The wall-clock time of day (UTC), to date top's refreshes.
+pub(crate) fn clock() -> String {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
@@ -186,69 +183,4 @@ fn clock() -> String {
         secs % 60,
         now.subsec_millis()
     )
-}
-
-/// watch: the table every `interval` (`count` times, or until Ctrl-C),
-/// with the last ten role and term changes below it.
-pub async fn watch(target: &mut Target, count: u64, interval: Duration) -> anyhow::Result<()> {
-    let endpoints = endpoints(target).await;
-    let terminal = std::io::stdout().is_terminal();
-    let mut previous: BTreeMap<String, (i32, u64)> = BTreeMap::new();
-    let mut events: VecDeque<String> = VecDeque::new();
-    let mut ticks = tokio::time::interval(interval);
-    let mut shown = 0;
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        }
-        let rows = collect(target, &endpoints).await;
-        let mut changed = BTreeMap::new();
-        for row in &rows {
-            let Ok(s) = &row.status else { continue };
-            let now = (s.role, s.term);
-            if let Some(before) = previous.insert(row.endpoint.clone(), now) {
-                if before != now {
-                    changed.insert(row.endpoint.clone(), true);
-                    events.push_back(format!(
-                        "{} node {}: {} → {} (term {} → {})",
-                        clock(),
-                        s.id,
-                        role_name(before.0),
-                        role_name(now.0),
-                        before.1,
-                        now.1
-                    ));
-                }
-            }
-        }
-        while events.len() > 10 {
-            events.pop_front();
-        }
-        if target.json {
-            println!(
-                "{}",
-                json!({ "time": clock(), "status": rows_json(&rows), "events": events })
-            );
-        } else {
-            if terminal {
-                print!("\x1b[2J\x1b[H");
-            }
-            println!("raft-admin watch  {}  (Ctrl-C to stop)\n", clock());
-            print!("{}", table(&rows, &changed, terminal));
-            if !events.is_empty() {
-                println!("\nchanges:");
-                for event in &events {
-                    println!("  {event}");
-                }
-            }
-            if !terminal {
-                println!();
-            }
-        }
-        shown += 1;
-        if count != 0 && shown >= count {
-            return Ok(());
-        }
-    }
 }

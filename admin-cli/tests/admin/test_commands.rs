@@ -475,3 +475,97 @@ async fn lease_commands_grant_attach_keep_alive_inspect_and_revoke() {
         .await
         .failed("the refused put wrote nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn top_shows_the_new_leader_and_the_election_after_a_leader_kill() {
+    let mut cluster = TestCluster::start(3).await;
+    let old = cluster.wait_for_leader().await;
+    let endpoints = cluster.endpoints();
+    cluster
+        .client()
+        .put("before", "the kill")
+        .await
+        .expect("a write");
+    cluster.node(old).kill();
+    let new = cluster
+        .leader_within(std::time::Duration::from_secs(30), Some(old))
+        .await;
+    // The new leader's writes show on the rates.
+    cluster
+        .client()
+        .put("after", "the kill")
+        .await
+        .expect("a write");
+
+    let run = raft_admin(&[
+        "--endpoints",
+        &endpoints,
+        "--json",
+        "top",
+        "--once",
+        "--interval",
+        "100ms",
+    ])
+    .await
+    .ok();
+    let view: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("one JSON view");
+    assert_eq!(view["leader_id"].as_u64(), Some(new), "{view}");
+    let nodes = view["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{view}");
+    let killed = cluster.node(old).address.clone();
+    for node in nodes {
+        let is_killed = node["endpoint"].as_str() == Some(killed.as_str());
+        assert_eq!(node["error"].is_string(), is_killed, "{node}");
+    }
+    let peers = view["replication"].as_array().expect("replication");
+    assert_eq!(peers.len(), 2, "{view}");
+    // The election the kill caused, recorded by the survivors.
+    let changes = view["leader_changes"].as_array().expect("leader changes");
+    let election = changes
+        .iter()
+        .find(|c| {
+            c["leader_id"].as_u64() == Some(new) && c["previous_leader_id"].as_u64() == Some(old)
+        })
+        .unwrap_or_else(|| panic!("no change from {old} to {new} in {view}"));
+    let term = view["term"].as_u64().expect("a term");
+    assert_eq!(election["term"].as_u64(), Some(term));
+    let (started, ended) = (
+        election["started_unix_ms"].as_u64().expect("a start"),
+        election["ended_unix_ms"].as_u64().expect("an end"),
+    );
+    assert!(started > 0 && started <= ended, "{election}");
+    assert_eq!(election["took_ms"].as_u64(), Some(ended - started));
+    assert_eq!(
+        election["seen_by"].as_array().map(Vec::len),
+        Some(2),
+        "both survivors saw it: {election}"
+    );
+    let campaigned = election["campaigned"].as_array().expect("candidates");
+    assert!(
+        campaigned.iter().any(|id| id.as_u64() == Some(new)),
+        "the winner stood: {election}"
+    );
+
+    // The text view says the same.
+    let text = raft_admin(&[
+        "--endpoints",
+        &endpoints,
+        "top",
+        "--once",
+        "--interval",
+        "100ms",
+    ])
+    .await
+    .ok();
+    assert!(
+        text.stdout
+            .contains(&format!("leader {new} in term {term}")),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains(&format!("node {old} → node {new}")),
+        "{}",
+        text.stdout
+    );
+}

@@ -2,6 +2,7 @@
 //! the configuration, its members and their roles.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use openraft::Instant as _;
@@ -120,5 +121,9 @@ pub(super) fn status(node: &RaftNode, metrics: &RaftMetrics<TypeConfig>) -> pb::
         voted_for: vote.node_id,
         compact_revision: node.compacted(),
         cluster_id: node.kv().cluster_id(),
+        leader_changes: node.leader_changes().recent(),
+        writes_committed: node.writes.committed.load(Ordering::Relaxed),
+        writes_failed: node.writes.failed.load(Ordering::Relaxed),
+        write_micros: node.writes.micros.load(Ordering::Relaxed),
     }
 }

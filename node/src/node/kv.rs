@@ -5,6 +5,8 @@
 //! Validation lives here rather than in the gRPC handlers so every way into
 //! the node (client API, forwarded requests) enforces the same limits.
 
+use std::sync::atomic::Ordering;
+
 use openraft::ReadPolicy;
 
 use super::RaftNode;
@@ -97,6 +99,7 @@ impl RaftNode {
             // holds may differ from the leader's store.
             self.check_quota(&command)?;
         }
+        let started = std::time::Instant::now();
         let mut result = self.raft.client_write(command.clone()).await;
         if let Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) = &result {
             if self.names_itself_leader() {
@@ -111,6 +114,9 @@ impl RaftNode {
         match result {
             Ok(response) => {
                 metrics.proposals_committed.inc();
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.writes.committed.fetch_add(1, Ordering::Relaxed);
+                self.writes.micros.fetch_add(micros, Ordering::Relaxed);
                 // A refusal the state machine decided (at this revision, the
                 // same on every node) is an error like any other here.
                 match response.data {
@@ -121,6 +127,7 @@ impl RaftNode {
             }
             Err(e) => {
                 metrics.proposals_failed.inc();
+                self.writes.failed.fetch_add(1, Ordering::Relaxed);
                 Err(self.write_error(e))
             }
         }

@@ -23,6 +23,7 @@ pub use kv::ScanPage;
 pub use kv::StateDigest;
 pub use snapshot::BackupSnapshot;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ use raftkv_client::ClientOptions;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
+use crate::cluster::elections::LeaderChanges;
 use crate::error::NodeError;
 use crate::grpc::forwarding::Forwarder;
 use crate::lease::Countdowns;
@@ -84,6 +86,19 @@ pub struct RaftNode {
     /// Signalled when a write is refused for the quota, so the quota's
     /// watcher raises this node's alarm (see `quota`).
     pub(crate) quota_refused: tokio::sync::Notify,
+    /// The leader changes this node saw (`cluster::elections`).
+    leader_changes: Arc<LeaderChanges>,
+    /// Writes proposed here, for the status.
+    pub(crate) writes: WriteCounts,
+}
+
+/// Writes proposed through a node since it started.
+#[derive(Debug, Default)]
+pub struct WriteCounts {
+    pub committed: AtomicU64,
+    pub failed: AtomicU64,
+    /// The committed ones' summed time from proposal to answer.
+    pub micros: AtomicU64,
 }
 
 impl RaftNode {
@@ -119,7 +134,14 @@ impl RaftNode {
             lease_grants: tokio::sync::Mutex::new(()),
             data_dir,
             quota_refused: tokio::sync::Notify::new(),
+            leader_changes: Arc::default(),
+            writes: WriteCounts::default(),
         }
+    }
+
+    /// The leader changes this node saw, kept by `cluster::elections`.
+    pub fn leader_changes(&self) -> &Arc<LeaderChanges> {
+        &self.leader_changes
     }
 
     /// Read access to the applied state.

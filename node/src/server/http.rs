@@ -1,7 +1,7 @@
 //! The HTTP endpoint of `--metrics-listen`: `/metrics` in the Prometheus
 //! text format, `/healthz` (the process answers) and `/readyz` (a member of
 //! a cluster with a known leader, caught up to within [`READY_LAG`]
-//! entries); and the task that counts leader changes.
+//! entries).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -54,27 +54,6 @@ fn refresh(exported: &Metrics, raft: &Raft, db: &sled::Db, revisions: &crate::st
     }
     if let Ok(bytes) = db.size_on_disk() {
         exported.db_bytes.set(bytes as i64);
-    }
-}
-
-/// Counts leader changes as openraft reports them, until Raft stops. The
-/// first leader this node learns of counts too, even if it was known before
-/// this task ran (a bootstrapped node may lead already).
-pub async fn count_leader_changes(raft: Raft) {
-    // Role and leader only: no wake-up per write (see `track_leadership`).
-    let mut watched = raft.server_metrics();
-    let mut leader = None;
-    loop {
-        let now = watched.borrow_watched().current_leader;
-        if now != leader {
-            if now.is_some() {
-                global().leader_changes.inc();
-            }
-            leader = now;
-        }
-        if watched.changed().await.is_err() {
-            return;
-        }
     }
 }
 

@@ -222,9 +222,9 @@ pub async fn run(
         crate::network::addresses::follow_membership(raft.clone(), peer_addresses),
     );
     tasks.spawn(
-        "count leader changes",
+        "leader changes",
         Stop::Abort,
-        http::count_leader_changes(raft.clone()),
+        crate::cluster::elections::record(raft.clone(), node.leader_changes().clone()),
     );
     if let Some(listener) = metrics {
         let endpoint = http::Endpoint {
