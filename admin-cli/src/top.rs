@@ -63,10 +63,11 @@ struct Writes {
 }
 
 /// The leader's writes between `before` and `now`, if the same node led at
-/// both and did not restart (its counters only grow).
+/// both in the same term (a node that restarted and leads again counts
+/// afresh).
 fn writes(before: &Sample, now: &Sample) -> Option<Writes> {
     let (old, new) = (before.leader()?, now.leader()?);
-    if old.id != new.id || new.writes_committed < old.writes_committed {
+    if old.id != new.id || old.term != new.term || new.writes_committed < old.writes_committed {
         return None;
     }
     let seconds = now.at.duration_since(before.at).as_secs_f64();

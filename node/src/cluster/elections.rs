@@ -56,6 +56,8 @@ fn unix_ms(at: SystemTime) -> u64 {
 /// What the watcher knows between two looks at Raft.
 #[derive(Debug, Default)]
 struct Watcher {
+    /// This node.
+    me: NodeId,
     /// The leader known, and its term.
     leader: Option<(NodeId, u64)>,
     /// The last leader known before it was lost.
@@ -92,6 +94,11 @@ impl Watcher {
             }
             Some(new) if self.leader == Some((new, term)) => None,
             Some(new) => {
+                // A winner may be a candidate for less than one look (the
+                // metrics keep only the latest state): it stood all the same.
+                if new == self.me {
+                    self.campaigned = true;
+                }
                 let previous = self.leader.map(|(old, _)| old).or(self.previous);
                 let started = self.lost_at.take().unwrap_or(now);
                 let change = pb::LeaderChange {
@@ -119,19 +126,33 @@ pub async fn record(raft: Raft, changes: std::sync::Arc<LeaderChanges>) {
     // Role, vote and leader only: no wake-up per write.
     let mut watched = raft.server_metrics();
     let mut watcher = Watcher {
+        me: raft.server_metrics().borrow_watched().id,
         lost_at: Some(SystemTime::now()),
         ..Watcher::default()
     };
     loop {
-        let (leader, term, candidate) = {
+        let look = {
             let metrics = watched.borrow_watched();
-            (
-                metrics.current_leader,
-                metrics.vote.leader_id().term,
-                metrics.state == ServerState::Candidate,
-            )
+            let vote = &metrics.vote;
+            // openraft names the leader from its vote in memory, and reports
+            // the vote once stored: a leader is taken only once the stored
+            // vote is committed to it, so that no change is seen twice or
+            // in the wrong term.
+            let settled = metrics
+                .current_leader
+                .is_none_or(|leader| vote.is_committed() && vote.leader_id().node_id == leader);
+            settled.then(|| {
+                (
+                    metrics.current_leader,
+                    vote.leader_id().term,
+                    metrics.state == ServerState::Candidate,
+                )
+            })
         };
-        if let Some(change) = watcher.look(leader, term, candidate, SystemTime::now()) {
+        let change = look.and_then(|(leader, term, candidate)| {
+            watcher.look(leader, term, candidate, SystemTime::now())
+        });
+        if let Some(change) = change {
             tracing::info!(
                 term = change.term,
                 leader = change.leader_id,
@@ -198,6 +219,23 @@ mod tests {
         assert_eq!((third.leader_id, third.previous_leader_id), (2, 3));
         assert_eq!((third.started_unix_ms, third.ended_unix_ms), (2000, 2000));
         assert!(!third.campaigned, "campaigning is forgotten once counted");
+    }
+
+    #[test]
+    fn a_winner_stood_even_if_no_look_saw_it_stand() {
+        let mut watcher = Watcher {
+            me: 2,
+            leader: Some((1, 1)),
+            ..Watcher::default()
+        };
+        let won = watcher
+            .look(Some(2), 2, false, at(10))
+            .expect("a new leader");
+        assert!(won.campaigned);
+        let other = watcher
+            .look(Some(3), 3, false, at(20))
+            .expect("a new leader");
+        assert!(!other.campaigned);
     }
 
     #[test]

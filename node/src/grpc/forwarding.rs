@@ -69,6 +69,10 @@ const IN_FLIGHT_PER_STREAM: usize = 1024;
 /// Calls queued on a follower for its stream before callers wait.
 const QUEUED_PER_STREAM: usize = 1024;
 
+/// The deadline of a forwarded call that names none (the routing layer
+/// gives every forwarded call one, so this is a backstop).
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
 /// How long opening a stream may take before the call goes on its own.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -103,37 +107,94 @@ pub struct ForwardTargets {
 
 impl ForwardTargets {
     /// The answers to the calls of one follower's stream, `sender` being
-    /// the follower's identity on its connection; each call runs as soon as
-    /// it arrives and is answered when done.
+    /// the follower's identity on its connection.
+    ///
+    /// Each call runs in a task of its own as soon as it arrives, at most
+    /// [`IN_FLIGHT_PER_STREAM`] at once, and is answered when done. The
+    /// calls run whether or not the follower reads its answers: a follower
+    /// that stalls holds up its own answers, never the calls (nor what they
+    /// hold, such as the lease-grant guard). The answers end once the calls
+    /// end and every call read was answered: a clean end tells the
+    /// follower that what it sent and got no answer for was never read. If
+    /// a call read got no answer (its task failed), the answers end with an
+    /// error instead: the outcome of what is unanswered is unknown.
     pub fn serve(
         self,
         calls: impl futures::Stream<Item = pb::ForwardedCall> + Send + 'static,
         sender: Caller,
-    ) -> impl futures::Stream<Item = pb::ForwardedAnswer> + Send + 'static {
-        calls
-            .map(move |call| {
-                let targets = self.clone();
-                let sender = sender.clone();
-                async move { targets.run(call, &sender).await }
+    ) -> impl futures::Stream<Item = Result<pb::ForwardedAnswer, Status>> + Send + 'static {
+        let (answers, answered) = mpsc::channel(IN_FLIGHT_PER_STREAM);
+        let running = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_PER_STREAM));
+        let read = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(AtomicU64::new(0));
+        let (reader_read, reader_sent) = (read.clone(), sent.clone());
+        tokio::spawn(async move {
+            let mut calls = std::pin::pin!(calls);
+            while let Some(call) = calls.next().await {
+                reader_read.fetch_add(1, Ordering::AcqRel);
+                let Ok(permit) = running.clone().acquire_owned().await else {
+                    break;
+                };
+                let (targets, sender) = (self.clone(), sender.clone());
+                let (answers, sent) = (answers.clone(), reader_sent.clone());
+                tokio::spawn(async move {
+                    let answer = targets.run(call, &sender).await;
+                    // The follower went away: nobody waits for it.
+                    if answers.send(answer).await.is_ok() {
+                        sent.fetch_add(1, Ordering::AcqRel);
+                    }
+                    drop(permit);
+                });
+            }
+        });
+        // Every sender is gone once the answers end: the counts are final.
+        let end = futures::stream::once(async move {
+            let (read, sent) = (read.load(Ordering::Acquire), sent.load(Ordering::Acquire));
+            (read != sent).then(|| {
+                Status::internal(format!(
+                    "{} forwarded calls read were not answered",
+                    read.saturating_sub(sent)
+                ))
             })
-            .buffer_unordered(IN_FLIGHT_PER_STREAM)
+        })
+        .filter_map(|failed| std::future::ready(failed.map(Err)));
+        tokio_stream::wrappers::ReceiverStream::new(answered)
+            .map(Ok)
+            .chain(end)
     }
 
-    /// Runs one forwarded call here.
+    /// Runs one forwarded call here, within its deadline (the caller's, or
+    /// [`DEFAULT_DEADLINE`]): the server's own deadline layer does not see
+    /// these calls.
     async fn run(&self, call: pb::ForwardedCall, sender: &Caller) -> pb::ForwardedAnswer {
         let id = call.id;
         let answer = match request_of(call, sender) {
             Err(status) => status.into_http(),
             Ok(request) => {
+                let deadline = grpc_timeout(request.headers()).unwrap_or(DEFAULT_DEADLINE);
                 let path = request.uri().path();
-                if path.starts_with("/raftkv.KV/") {
-                    call_once(TrackCalls.layer(self.kv.clone()), request).await
+                let answer = if path.starts_with("/raftkv.KV/") {
+                    tokio::time::timeout(
+                        deadline,
+                        call_once(TrackCalls.layer(self.kv.clone()), request),
+                    )
+                    .await
                 } else if path.starts_with("/etcdserverpb.KV/") {
-                    call_once(TrackCalls.layer(self.etcd_kv.clone()), request).await
+                    tokio::time::timeout(
+                        deadline,
+                        call_once(TrackCalls.layer(self.etcd_kv.clone()), request),
+                    )
+                    .await
                 } else {
-                    Status::unimplemented(format!("{path} is not served on the forwarding stream"))
+                    Ok(Status::unimplemented(format!(
+                        "{path} is not served on the forwarding stream"
+                    ))
+                    .into_http())
+                };
+                answer.unwrap_or_else(|_| {
+                    Status::deadline_exceeded("the forwarded call's deadline passed on the leader")
                         .into_http()
-                }
+                })
             }
         };
         let answer = message_of(id, answer).await;
@@ -239,11 +300,15 @@ pub struct Forwarder {
     peers: Channels,
     /// Largest message either way on a stream.
     max_message_bytes: usize,
-    streams: tokio::sync::Mutex<HashMap<String, Slot>>,
+    /// Held only to look up or change a slot, never across an await.
+    streams: std::sync::Mutex<HashMap<String, Slot>>,
 }
 
 enum Slot {
     Open(Arc<Outbound>),
+    /// A stream is being opened: calls meanwhile go on their own rather
+    /// than queue behind an open that may hang (a stalled leader).
+    Opening,
     /// Calls to this address go on their own until the instant given: the
     /// leader has no stream (an older node), or opening one failed.
     OnTheirOwn(Instant),
@@ -258,7 +323,15 @@ struct Outbound {
     ended: Arc<AtomicBool>,
 }
 
-type Waiting = HashMap<u64, oneshot::Sender<pb::ForwardedAnswer>>;
+/// What a call sent on a stream hears back.
+enum Reply {
+    Answer(pb::ForwardedAnswer),
+    /// The stream ended cleanly before the leader read the call: it never
+    /// ran there.
+    Unread,
+}
+
+type Waiting = HashMap<u64, oneshot::Sender<Reply>>;
 
 impl Forwarder {
     /// A forwarder over the peer channels `peers`, whose stream messages are
@@ -267,7 +340,7 @@ impl Forwarder {
         Forwarder {
             peers,
             max_message_bytes,
-            streams: tokio::sync::Mutex::new(HashMap::new()),
+            streams: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -283,65 +356,77 @@ impl Forwarder {
         if !carried(request.uri().path()) {
             return Err(request);
         }
+        let deadline = tokio::time::Instant::now()
+            + grpc_timeout(request.headers()).unwrap_or(DEFAULT_DEADLINE);
         let (parts, body) = request.into_parts();
         let body = match read_up_to(body, MAX_STREAMED_BODY).await {
             Read::Whole(body) => body,
             Read::TooLarge(body) => return Err(http::Request::from_parts(parts, body)),
             Read::Broken(status) => return Ok(status.into_http()),
         };
-        let Some(stream) = self.stream_to(address).await else {
+        let on_its_own = |parts, body| {
             let body = Body::new(http_body_util::Full::new(body));
-            return Err(http::Request::from_parts(parts, body));
+            http::Request::from_parts(parts, body)
         };
-        let timeout = grpc_timeout(&parts.headers).unwrap_or(Duration::from_secs(30));
+        let Some(stream) = self.stream_to(address).await else {
+            return Err(on_its_own(parts, body));
+        };
         let call = pb::ForwardedCall {
             id: stream.next_id.fetch_add(1, Ordering::Relaxed),
             path: parts.uri.path().to_string(),
             headers: headers_of(&parts.headers),
-            body,
+            // A cheap copy: the same bytes, counted twice.
+            body: body.clone(),
         };
-        stream.call(call, timeout).await.map_err(|call| {
-            // Never sent: it goes on its own.
-            let body = Body::new(http_body_util::Full::new(call.body));
-            http::Request::from_parts(parts, body)
-        })
+        match stream.call(call, deadline).await {
+            Some(answer) => Ok(answer),
+            // Never run on the leader: it goes on its own.
+            None => Err(on_its_own(parts, body)),
+        }
     }
 
     /// The open stream to `address`, opened if there is none; `None` when
-    /// calls to it go on their own.
+    /// calls to it go on their own for now.
     async fn stream_to(&self, address: &str) -> Option<Arc<Outbound>> {
-        let mut streams = self.streams.lock().await;
-        match streams.get(address) {
-            Some(Slot::Open(stream)) if !stream.ended.load(Ordering::Acquire) => {
-                return Some(stream.clone())
+        {
+            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            match streams.get(address) {
+                Some(Slot::Open(stream)) if !stream.ended.load(Ordering::Acquire) => {
+                    return Some(stream.clone())
+                }
+                Some(Slot::Opening) => return None,
+                Some(Slot::OnTheirOwn(until)) if Instant::now() < *until => return None,
+                _ => {}
             }
-            Some(Slot::OnTheirOwn(until)) if Instant::now() < *until => return None,
-            _ => {}
+            // A new leader: the streams to earlier ones end once their
+            // calls are answered, instead of holding their connections open.
+            streams.clear();
+            streams.insert(address.to_string(), Slot::Opening);
         }
-        // A new leader: the streams to earlier ones end once their calls
-        // are answered, instead of holding their connections open.
-        streams.clear();
-        let retry_after = match tokio::time::timeout(OPEN_TIMEOUT, self.open(address)).await {
-            Ok(Ok(stream)) => {
-                streams.insert(address.to_string(), Slot::Open(stream.clone()));
-                return Some(stream);
-            }
-            Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
-                tracing::info!(%address, "the leader has no forwarding stream; forwarding call by call");
-                UNSUPPORTED_RETRY
-            }
+        let opened = tokio::time::timeout(OPEN_TIMEOUT, self.open(address)).await;
+        let (slot, stream) = match opened {
+            Ok(Ok(stream)) => (Slot::Open(stream.clone()), Some(stream)),
             Ok(Err(status)) => {
-                tracing::debug!(%address, %status, "cannot open the forwarding stream");
-                FAILED_OPEN_RETRY
+                let retry_after = if status.code() == tonic::Code::Unimplemented {
+                    tracing::info!(%address, "the leader has no forwarding stream; forwarding call by call");
+                    UNSUPPORTED_RETRY
+                } else {
+                    tracing::debug!(%address, %status, "cannot open the forwarding stream");
+                    FAILED_OPEN_RETRY
+                };
+                (Slot::OnTheirOwn(Instant::now() + retry_after), None)
             }
             Err(_) => {
                 tracing::debug!(%address, "opening the forwarding stream timed out");
-                FAILED_OPEN_RETRY
+                (Slot::OnTheirOwn(Instant::now() + FAILED_OPEN_RETRY), None)
             }
         };
-        let until = Instant::now() + retry_after;
-        streams.insert(address.to_string(), Slot::OnTheirOwn(until));
-        None
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the slot this open claimed: a newer leader's may be there now.
+        if matches!(streams.get(address), Some(Slot::Opening)) {
+            streams.insert(address.to_string(), slot);
+        }
+        stream
     }
 
     async fn open(&self, address: &str) -> Result<Arc<Outbound>, Status> {
@@ -362,7 +447,7 @@ impl Forwarder {
         let (reader_waiting, reader_ended) = (waiting.clone(), ended.clone());
         let address = address.to_string();
         tokio::spawn(async move {
-            loop {
+            let clean = loop {
                 match answers.message().await {
                     Ok(Some(answer)) => {
                         let mut waiting = reader_waiting.lock().unwrap_or_else(|e| e.into_inner());
@@ -370,23 +455,30 @@ impl Forwarder {
                         drop(waiting);
                         // A caller that gave up waiting is gone: nothing to do.
                         if let Some(caller) = caller {
-                            let _ = caller.send(answer);
+                            let _ = caller.send(Reply::Answer(answer));
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => break true,
                     Err(status) => {
                         tracing::debug!(%address, %status, "the forwarding stream broke off");
-                        break;
+                        break false;
                     }
                 }
-            }
+            };
             reader_ended.store(true, Ordering::Release);
-            // Dropping the waiting calls' senders tells each its outcome is
-            // unknown.
-            reader_waiting
+            let left = reader_waiting
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .take();
+                .take()
+                .unwrap_or_default();
+            // A clean end comes once the leader answered every call it read:
+            // those left were never read. After a break, dropping their
+            // senders tells each its outcome is unknown.
+            if clean {
+                for (_, caller) in left {
+                    let _ = caller.send(Reply::Unread);
+                }
+            }
         });
         Ok(Arc::new(Outbound {
             calls,
@@ -397,59 +489,82 @@ impl Forwarder {
     }
 }
 
-impl Outbound {
-    /// Sends `call` and waits for its answer, at most `timeout`; hands the
-    /// call back if the stream had ended before it was sent.
-    async fn call(
-        &self,
-        call: pb::ForwardedCall,
-        timeout: Duration,
-    ) -> Result<Answer, pb::ForwardedCall> {
-        let id = call.id;
-        let (answered, answer) = oneshot::channel();
-        {
-            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-            match waiting.as_mut() {
-                Some(waiting) => waiting.insert(id, answered),
-                None => return Err(call),
-            };
-        }
-        if let Err(unsent) = self.calls.send(call).await {
-            self.forget(id);
-            return Err(unsent.0);
-        }
-        Ok(match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(answer)) => answer_of(answer),
-            Ok(Err(_)) => Status::unavailable(
-                "the stream to the leader broke off before it answered: the call's outcome is unknown",
-            )
-            .into_http(),
-            Err(_) => {
-                self.forget(id);
-                Status::deadline_exceeded("the leader did not answer in time").into_http()
-            }
-        })
-    }
+/// A call waiting for its answer; forgotten when dropped (answered, timed
+/// out, or its caller went away), so the waiting calls never leak.
+struct Pending<'a> {
+    stream: &'a Outbound,
+    id: u64,
+}
 
-    fn forget(&self, id: u64) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self
+            .stream
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(waiting) = waiting.as_mut() {
-            waiting.remove(&id);
+            waiting.remove(&self.id);
         }
     }
 }
 
-/// The leader's answer as the response to the client's call.
+impl Outbound {
+    /// Sends `call` and waits for its answer until `deadline`; `None` if the
+    /// leader never ran it (the stream had ended, or ended cleanly before
+    /// the leader read it).
+    async fn call(
+        &self,
+        call: pb::ForwardedCall,
+        deadline: tokio::time::Instant,
+    ) -> Option<Answer> {
+        let id = call.id;
+        let (answered, answer) = oneshot::channel();
+        {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            waiting.as_mut()?.insert(id, answered);
+        }
+        let _pending = Pending { stream: self, id };
+        match tokio::time::timeout_at(deadline, self.calls.send(call)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return None,
+            Err(_) => {
+                return Some(
+                    Status::deadline_exceeded(
+                        "the call's deadline passed before it was sent to the leader",
+                    )
+                    .into_http(),
+                )
+            }
+        }
+        Some(match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(Reply::Answer(answer))) => answer_of(answer),
+            Ok(Ok(Reply::Unread)) => return None,
+            Ok(Err(_)) => Status::unavailable(
+                "the stream to the leader broke off before it answered: the call's outcome is unknown",
+            )
+            .into_http(),
+            Err(_) => Status::deadline_exceeded("the leader did not answer in time").into_http(),
+        })
+    }
+}
+
+/// The leader's answer as the response to the client's call; an answer
+/// whose headers do not read is an internal error, not a broken response.
 fn answer_of(answer: pb::ForwardedAnswer) -> Answer {
-    let headers = header_map(answer.headers).unwrap_or_default();
+    let (headers, trailers) = match (header_map(answer.headers), header_map(answer.trailers)) {
+        (Ok(headers), Ok(trailers)) => (headers, trailers),
+        (Err(status), _) | (_, Err(status)) => {
+            return Status::internal(format!("the leader's answer: {}", status.message()))
+                .into_http()
+        }
+    };
     let mut frames: Vec<Result<Frame<Bytes>, Infallible>> = Vec::with_capacity(2);
     if !answer.body.is_empty() {
         frames.push(Ok(Frame::data(answer.body)));
     }
-    if !answer.trailers.is_empty() {
-        frames.push(Ok(Frame::trailers(
-            header_map(answer.trailers).unwrap_or_default(),
-        )));
+    if !trailers.is_empty() {
+        frames.push(Ok(Frame::trailers(trailers)));
     }
     let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
     let mut response = http::Response::new(Body::new(body));

@@ -146,7 +146,7 @@ impl raft_server::Raft for RaftService {
             .into_inner()
             .take_until(stopped)
             .scan((), |_, call| std::future::ready(call.ok()));
-        let answers = self.forward_targets.clone().serve(calls, sender).map(Ok);
+        let answers = self.forward_targets.clone().serve(calls, sender);
         Ok(Response::new(Box::pin(answers)))
     }
 
