@@ -559,15 +559,23 @@ fn answer_of(answer: pb::ForwardedAnswer) -> Answer {
                 .into_http()
         }
     };
-    let mut frames: Vec<Result<Frame<Bytes>, Infallible>> = Vec::with_capacity(2);
-    if !answer.body.is_empty() {
-        frames.push(Ok(Frame::data(answer.body)));
-    }
-    if !trailers.is_empty() {
-        frames.push(Ok(Frame::trailers(trailers)));
-    }
-    let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
-    let mut response = http::Response::new(Body::new(body));
+    // A status alone (gRPC's trailers-only answer) must end the stream with
+    // its headers: gRPC-Go refuses headers followed by an empty end.
+    let body = if answer.body.is_empty() && trailers.is_empty() {
+        Body::empty()
+    } else {
+        let mut frames: Vec<Result<Frame<Bytes>, Infallible>> = Vec::with_capacity(2);
+        if !answer.body.is_empty() {
+            frames.push(Ok(Frame::data(answer.body)));
+        }
+        if !trailers.is_empty() {
+            frames.push(Ok(Frame::trailers(trailers)));
+        }
+        Body::new(http_body_util::StreamBody::new(futures::stream::iter(
+            frames,
+        )))
+    };
+    let mut response = http::Response::new(body);
     *response.headers_mut() = headers;
     response
 }
@@ -690,6 +698,24 @@ mod tests {
         let collected = again.into_body().collect().await.expect("a body");
         assert_eq!(collected.trailers(), Some(&trailers));
         assert_eq!(collected.to_bytes(), Bytes::from_static(b"\0\0\0\0\x02hi"));
+    }
+
+    #[test]
+    fn a_status_alone_ends_the_answer_with_its_headers() {
+        use http_body::Body as _;
+        let refused = message_of_now(Status::not_found("x").into_http());
+        assert!(refused.body.is_empty() && refused.trailers.is_empty());
+        let again = answer_of(refused);
+        assert_eq!(again.headers()["grpc-status"], "5");
+        assert!(
+            again.body().is_end_stream(),
+            "gRPC-Go reads headers without an end as a broken stream"
+        );
+    }
+
+    /// `message_of` for an answer whose body is already complete.
+    fn message_of_now(answer: Answer) -> pb::ForwardedAnswer {
+        futures::executor::block_on(message_of(1, answer))
     }
 
     #[tokio::test]
