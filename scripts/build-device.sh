@@ -221,8 +221,11 @@ for target in $TARGETS; do
   fi
   rm -f "$ROOT/target/device-builds/$target"
   echo "building $built…" >&2
+  # The node on its own: its `device` feature (debug and trace logging
+  # compiled out) reaches the libraries only when it is built alone.
   if ! (cd "$ROOT" && "${build[@]}" "${cargo[@]}" build -q --profile device --target "$built" "${std[@]}" \
-    -p raftkv-node -p raft-admin); then
+    -p raftkv-node --features device \
+    && "${build[@]}" "${cargo[@]}" build -q --profile device --target "$built" "${std[@]}" -p raft-admin); then
     echo "$built: the build failed" >&2
     status=1; continue
   fi
