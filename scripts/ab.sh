@@ -15,16 +15,22 @@ CLIENTS_LIST="64 1"
 VALUE_SIZE=256
 KEYS=10000
 BASE_PORT=27351
+TARGET=raftkv
 
 usage() {
   cat <<TXT
 Usage: scripts/ab.sh [--rounds N] [--seconds N] [--clients "64 1"]
-                     [--value-size BYTES] [--keys N] VARIANT...
+                     [--value-size BYTES] [--keys N] [--target raftkv|etcd] VARIANT...
 
 A VARIANT is LABEL=DIR (the directory holding that build's raftkv-node) or
 LABEL=DIR+tls (the same build serving mutual TLS, with certificates made by
 this tree's raft-admin). Write-only hammer cells, 256-byte values over 10,000
 keys by default. Builds this tree's release binaries first (hammer, raft-admin).
+
+--target etcd loads the nodes through etcd's API instead of raftkv's
+(hammer --target etcd, each client on one node: two in three calls are
+forwarded to the leader, as with etcd's own clients); raftkv (the default)
+sends every write to the leader.
 
 The load of bench.sh --growth, where the store's size matters (each cell
 starts from an empty cluster):
@@ -46,6 +52,9 @@ while [ $# -gt 0 ]; do
     --clients) CLIENTS_LIST=${2-}; shift 2 ;;
     --value-size) positive "$1" "${2-}"; VALUE_SIZE=$2; shift 2 ;;
     --keys) positive "$1" "${2-}"; KEYS=$2; shift 2 ;;
+    --target)
+      case "${2-}" in raftkv|etcd) TARGET=$2 ;; *) echo "--target is raftkv or etcd, not '${2-}'" >&2; exit 2 ;; esac
+      shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *=*) variants+=("$1"); shift ;;
     *) echo "unknown argument '$1'" >&2; usage >&2; exit 2 ;;
@@ -118,7 +127,7 @@ for round in $(seq 1 "$ROUNDS"); do
       [ "$tls" = 1 ] && client=("${CLIENT_TLS[@]}")
       # Node 1 bootstrapped the cluster and leads it through the cell.
       before=(); for pid in "${PIDS[@]}"; do before+=("$(cpu_ticks "$pid")"); done
-      "$BIN/hammer" --endpoints "$ENDPOINTS" "${client[@]}" --clients "$clients" \
+      "$BIN/hammer" --target "$TARGET" --endpoints "$ENDPOINTS" "${client[@]}" --clients "$clients" \
         --duration "${SECONDS_PER_CELL}s" --read-ratio 0 --value-size "$VALUE_SIZE" --keys "$KEYS" --json \
         >"$data/report.json" 2>"$data/hammer.err" \
         || { echo "hammer failed on $label:" >&2; cat "$data/hammer.err" >&2; exit 1; }
