@@ -1,7 +1,6 @@
 //! `status`: one row per node, like `etcdctl endpoint status` plus lag;
 //! and the collection of every node's status that `top` refreshes.
 
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use raftkv_client::role_name;
@@ -70,7 +69,7 @@ fn lag(rows: &[Row], status: &pb::NodeStatus) -> Option<u64> {
 }
 
 /// A table cell for an index that may not exist yet.
-fn cell(value: Option<u64>) -> String {
+pub(crate) fn cell(value: Option<u64>) -> String {
     value.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
@@ -99,8 +98,8 @@ fn rows_json(rows: &[Row]) -> serde_json::Value {
     json!({ "endpoints": endpoints })
 }
 
-/// Renders the table; `changed` marks (by endpoint) rows whose role or term moved.
-fn table(rows: &[Row], changed: &BTreeMap<String, bool>, highlight: bool) -> String {
+/// Renders the table.
+fn table(rows: &[Row]) -> String {
     let mut out = format!(
         "{:<22} {:>4} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6}  {}\n",
         "ENDPOINT",
@@ -139,16 +138,8 @@ fn table(rows: &[Row], changed: &BTreeMap<String, bool>, highlight: bool) -> Str
                 row.endpoint, "-", "-", "-", "-", "-", "-", "-", "-", "-"
             ),
         };
-        if changed.get(&row.endpoint).copied().unwrap_or(false) {
-            if highlight {
-                out.push_str(&format!("\x1b[1;7m{line}\x1b[0m\n"));
-            } else {
-                out.push_str(&format!("{line}  *changed*\n"));
-            }
-        } else {
-            out.push_str(&line);
-            out.push('\n');
-        }
+        out.push_str(&line);
+        out.push('\n');
     }
     out
 }
@@ -161,7 +152,7 @@ pub async fn status(target: &mut Target) -> anyhow::Result<()> {
     if target.json {
         println!("{}", rows_json(&rows));
     } else {
-        print!("{}", table(&rows, &BTreeMap::new(), false));
+        print!("{}", table(&rows));
     }
     let failed = rows.iter().filter(|r| r.status.is_err()).count();
     if failed > 0 {

@@ -25,6 +25,7 @@ use raftkv_client::role_name;
 use raftkv_proto::pb;
 use serde_json::json;
 
+use crate::status::cell;
 use crate::status::clock;
 use crate::status::collect;
 use crate::status::endpoints;
@@ -147,10 +148,6 @@ fn changes(sample: &Sample) -> Vec<Change> {
 fn lag(leader: Option<&pb::NodeStatus>, status: &pb::NodeStatus) -> Option<u64> {
     let last = leader?.last_log_index?;
     Some(last.saturating_sub(status.last_log_index.unwrap_or(0)))
-}
-
-fn cell(value: Option<u64>) -> String {
-    value.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
 fn ids(set: &BTreeSet<u64>) -> String {
