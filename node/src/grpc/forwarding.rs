@@ -12,13 +12,16 @@
 //!   the first call. Each call gets an id; a reader task hands each answer
 //!   to the call waiting for it. A call whose stream breaks before its
 //!   answer came has an unknown outcome, as a call cut off on its own
-//!   connection has; one that was not sent yet goes on its own. Calls too large for one message, of services not
-//!   carried (those with streaming methods), or to a leader without the
-//!   stream (an older node) go as calls of their own, as before.
+//!   connection has; one the leader never read (not sent yet, or left when
+//!   the stream ended cleanly) goes on its own. Calls too large for one
+//!   message, of services not carried (those with streaming methods), or to
+//!   a leader without the stream (an older node) go as calls of their own,
+//!   as before.
 //! - **Leader** ([`ForwardTargets`]): each message becomes a request to the
 //!   same service a client reaches, behind the same routing layer, marked
-//!   forwarded and judged by the role the follower names for its client.
-//!   Its answer goes back whole: headers, body and trailers.
+//!   forwarded and judged by the role the follower names for its client. It
+//!   runs in a task of its own, within its deadline. Its answer goes back
+//!   whole: headers, body and trailers.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
