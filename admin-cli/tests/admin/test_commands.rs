@@ -508,7 +508,7 @@ async fn top_shows_the_new_leader_and_the_election_after_a_leader_kill() {
     ])
     .await
     .ok();
-    let view: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("one JSON view");
+    let view = run.json();
     assert_eq!(view["leader_id"].as_u64(), Some(new), "{view}");
     let nodes = view["nodes"].as_array().expect("nodes");
     assert_eq!(nodes.len(), 3, "{view}");
