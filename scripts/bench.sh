@@ -223,20 +223,11 @@ IDLE_RSS=$(node_rss)
 
 # --- etcd and the gRPC ceiling -------------------------------------------------
 
-ETCD_CLUSTER=""
-for i in 1 2 3; do ETCD_CLUSTER+="e$i=http://127.0.0.1:$((BASE_PORT + 100 + i)),"; done
-ETCD_CLUSTER=${ETCD_CLUSTER%,}
 ETCD_ENDPOINTS="127.0.0.1:$((BASE_PORT + 111)),127.0.0.1:$((BASE_PORT + 112)),127.0.0.1:$((BASE_PORT + 113))"
 # start_etcd I: starts member I (again, from its data directory if it has one).
 start_etcd() {
-  local i=$1
-  etcd --name "e$i" --data-dir "$DATA/etcd-$i" \
-    --listen-client-urls "http://127.0.0.1:$((BASE_PORT + 110 + i))" \
-    --advertise-client-urls "http://127.0.0.1:$((BASE_PORT + 110 + i))" \
-    --listen-peer-urls "http://127.0.0.1:$((BASE_PORT + 100 + i))" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$((BASE_PORT + 100 + i))" \
-    --initial-cluster "$ETCD_CLUSTER" --initial-cluster-state new >>"$DATA/etcd-$i.log" 2>&1 &
-  ETCD_PID[i]=$!
+  start_etcd_member "$DATA" "$BASE_PORT" "$1"
+  ETCD_PID[$1]=$!
 }
 etcdctl_on() { ETCDCTL_API=3 etcdctl --dial-timeout=1s --command-timeout=2s --endpoints="$1" "${@:2}"; }
 # etcd_leader ENDPOINTS: the member number of the leader, as the members that

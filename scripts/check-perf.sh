@@ -97,15 +97,8 @@ for load in $LOADS; do
         rm -rf "$DIR/raftkv"
         ;;
       etcd)
-        initial=""
-        for i in 1 2 3; do initial+="e$i=http://127.0.0.1:$((BASE_PORT + 100 + i)),"; done
         for i in 1 2 3; do
-          etcd --name "e$i" --data-dir "$DIR/etcd-$i" \
-            --listen-client-urls "http://127.0.0.1:$((BASE_PORT + 110 + i))" \
-            --advertise-client-urls "http://127.0.0.1:$((BASE_PORT + 110 + i))" \
-            --listen-peer-urls "http://127.0.0.1:$((BASE_PORT + 100 + i))" \
-            --initial-advertise-peer-urls "http://127.0.0.1:$((BASE_PORT + 100 + i))" \
-            --initial-cluster "${initial%,}" --initial-cluster-state new >"$DIR/etcd-$i.log" 2>&1 &
+          start_etcd_member "$DIR" "$BASE_PORT" "$i"
           ETCD_PIDS+=($!)
         done
         endpoints="127.0.0.1:$((BASE_PORT + 111)),127.0.0.1:$((BASE_PORT + 112)),127.0.0.1:$((BASE_PORT + 113))"

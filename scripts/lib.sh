@@ -104,3 +104,18 @@ claim_dir() {
   fi
   echo "$script run directory (written $(date -u +%FT%TZ)); the next run with --dir here replaces that run's files" >"$dir/$marker"
 }
+
+# start_etcd_member DIR BASE_PORT I: starts member eI of a 3-member etcd on
+# loopback in the background (again, from DIR/etcd-I if it holds its data):
+# peers on BASE_PORT+101.., clients on BASE_PORT+111.., its log appended to
+# DIR/etcd-I.log. $! is its pid afterwards.
+start_etcd_member() {
+  local dir=$1 base=$2 i=$3 j initial=""
+  for j in 1 2 3; do initial+="e$j=http://127.0.0.1:$((base + 100 + j)),"; done
+  etcd --name "e$i" --data-dir "$dir/etcd-$i" \
+    --listen-client-urls "http://127.0.0.1:$((base + 110 + i))" \
+    --advertise-client-urls "http://127.0.0.1:$((base + 110 + i))" \
+    --listen-peer-urls "http://127.0.0.1:$((base + 100 + i))" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$((base + 100 + i))" \
+    --initial-cluster "${initial%,}" --initial-cluster-state new >>"$dir/etcd-$i.log" 2>&1 &
+}
