@@ -47,6 +47,7 @@ pub mod security;
 pub mod server;
 pub mod store;
 pub mod types;
+pub mod version;
 
 pub use config::NodeConfig;
 pub use server::run;

@@ -7,6 +7,8 @@
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::version::Version;
+
 /// Node ids are plain integers chosen by the operator (`--id`).
 pub type NodeId = u64;
 
@@ -102,6 +104,31 @@ pub enum Command {
     /// entry wins on every replica (added last: older entries decode
     /// unchanged). Proposed by a leader that finds the cluster unnamed.
     ClusterId { id: u64 },
+    // The kinds above are the first release's (0.1), which wrote entries as
+    // bincode of this enum: their order and fields are that format and never
+    // change (see `entry`). The kinds below exist only in the versioned
+    // encoding, and a leader proposes them only once every member reads it.
+    /// Delete every live key that starts with `prefix`.
+    DeletePrefix { prefix: Vec<u8> },
+    /// Raise the cluster version to `version`: every member runs it or a
+    /// newer release. Never lowers it.
+    ClusterVersion { version: Version },
+}
+
+/// How many of [`Command`]'s kinds the first release's encoding has.
+pub const FIRST_RELEASE_KINDS: u32 = 14;
+
+impl Command {
+    /// The lowest cluster version whose members all apply this command
+    /// alike: before it, the leader refuses to propose it.
+    pub fn requires(&self) -> Version {
+        match self {
+            Command::DeletePrefix { .. } | Command::ClusterVersion { .. } => {
+                Version::VERSIONED_ENTRIES
+            }
+            _ => Version::FIRST,
+        }
+    }
 }
 
 /// One comparison of a transaction.
@@ -210,6 +237,8 @@ pub enum CommandResult {
     /// A grant asked for lease `id`, which a lease row holds: nothing was
     /// written.
     LeaseExists { id: u64 },
+    /// A prefix delete: how many live keys it deleted.
+    DeletedPrefix { deleted: u64 },
 }
 
 /// Short form for logs: the kind of command and the key's size, never the data.
@@ -250,6 +279,10 @@ impl std::fmt::Display for Command {
             }
             Command::Compact { revision } => write!(f, "compact({revision})"),
             Command::ClusterId { id } => write!(f, "cluster-id({id:x})"),
+            Command::DeletePrefix { prefix } => {
+                write!(f, "delete-prefix({}B prefix)", prefix.len())
+            }
+            Command::ClusterVersion { version } => write!(f, "cluster-version({version})"),
             Command::Alarm { member, raise } => {
                 write!(f, "alarm(member {member:?}, raise: {raise})")
             }

@@ -98,7 +98,9 @@ pub fn growth(command: &Command) -> Option<u64> {
         | Command::LeaseRevoke { .. }
         | Command::Compact { .. }
         | Command::Alarm { .. }
-        | Command::ClusterId { .. } => None,
+        | Command::ClusterId { .. }
+        | Command::DeletePrefix { .. }
+        | Command::ClusterVersion { .. } => None,
     }
 }
 

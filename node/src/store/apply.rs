@@ -40,6 +40,8 @@ pub struct Effects {
     pub alarm: Option<(Option<u64>, bool)>,
     /// The cluster's id, if this entry names it (see `Command::ClusterId`).
     pub cluster_id: Option<u64>,
+    /// The cluster version this entry raises to (see `Command::ClusterVersion`).
+    pub cluster_version: Option<crate::version::Version>,
 }
 
 /// One entry being applied at `revision`.
@@ -390,6 +392,13 @@ impl<'a> EntryApply<'a> {
                 CommandResult::Done
             }
             Command::Etcd(txn) => self.etcd_txn(txn)?,
+            Command::DeletePrefix { prefix } => CommandResult::DeletedPrefix {
+                deleted: self.delete_prefix(&prefix)?,
+            },
+            Command::ClusterVersion { version } => {
+                self.effects.cluster_version = Some(version);
+                CommandResult::Done
+            }
         })
     }
 }

@@ -66,13 +66,15 @@ fn size_of(entry: &Entry) -> usize {
                 compares.chain(ops).map(|bytes| bytes + 16).sum()
             }
             EntryPayload::Normal(Command::Etcd(txn)) => txn.bytes(),
+            EntryPayload::Normal(Command::DeletePrefix { prefix }) => prefix.len(),
             EntryPayload::Normal(
                 Command::LeaseGrant { .. }
                 | Command::LeaseGrantId { .. }
                 | Command::LeaseRevoke { .. }
                 | Command::Compact { .. }
                 | Command::Alarm { .. }
-                | Command::ClusterId { .. },
+                | Command::ClusterId { .. }
+                | Command::ClusterVersion { .. },
             ) => 16,
             EntryPayload::Blank | EntryPayload::Membership(_) => 0,
         }

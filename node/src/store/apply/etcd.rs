@@ -225,6 +225,20 @@ impl EntryApply<'_> {
         Ok(EtcdOpResult::Txn { succeeded, results })
     }
 
+    /// Deletes every live key that starts with `prefix`; returns how many.
+    pub(super) fn delete_prefix(&mut self, prefix: &[u8]) -> io::Result<u64> {
+        let keys = KeyRange {
+            key: prefix.to_vec(),
+            // "\0": every key from the prefix on, when no key follows them.
+            end: crate::store::keyspace::prefix_end(prefix).unwrap_or_else(|| vec![0]),
+        };
+        let (pairs, deleted) = self.range_now(&keys, 0)?;
+        for kv in pairs {
+            self.delete(kv.key)?;
+        }
+        Ok(deleted)
+    }
+
     /// Applies etcd's transaction `txn`: its outcome, or why it wrote nothing.
     pub(super) fn etcd_txn(&mut self, txn: EtcdTxn) -> io::Result<CommandResult> {
         let mut path = Path::new();
