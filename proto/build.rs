@@ -24,6 +24,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".raftkv.ForwardedAnswer.body")
         .compile_fds(descriptors)?;
 
+    // The log's commands: messages only, kept out of the services' set
+    // above, which is what reflection lists.
+    let entry = ["proto/entry.proto"];
+    for file in entry {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    tonic_prost_build::configure().compile_fds(protox::compile(entry, ["proto"])?)?;
+
     // etcd's v3 API, served beside raftkv's (see `etcd/NOTICE.md`).
     let etcd = ["etcd/etcdserverpb/rpc.proto"];
     println!("cargo:rerun-if-changed=etcd");

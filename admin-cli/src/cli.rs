@@ -265,10 +265,14 @@ pub enum Command {
         #[arg(long)]
         revision: Option<u64>,
     },
-    /// Delete KEY.
+    /// Delete KEY, or with --prefix every key starting with it.
     Delete {
         /// The key (UTF-8 text).
         key: String,
+        /// Delete every key starting with KEY, at one revision (needs every
+        /// member to run raftkv 0.2 or newer).
+        #[arg(long)]
+        prefix: bool,
     },
     /// List keys starting with PREFIX.
     Scan {

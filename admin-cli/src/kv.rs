@@ -79,6 +79,23 @@ pub async fn delete(target: &mut Target, key: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// delete --prefix.
+pub async fn delete_prefix(target: &mut Target, prefix: String) -> anyhow::Result<()> {
+    let answer = target.client.delete_prefix(prefix.clone()).await?;
+    if target.json {
+        println!(
+            "{}",
+            json!({ "index": answer.index, "deleted": answer.deleted })
+        );
+    } else {
+        println!(
+            "deleted {} key(s) starting with {prefix:?} (index {})",
+            answer.deleted, answer.index
+        );
+    }
+    Ok(())
+}
+
 /// scan.
 pub async fn scan(
     target: &mut Target,

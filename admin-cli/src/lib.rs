@@ -115,7 +115,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             stale,
             revision,
         } => kv::get(target, key, stale, revision).await,
-        Command::Delete { key } => kv::delete(target, key).await,
+        Command::Delete { key, prefix: false } => kv::delete(target, key).await,
+        Command::Delete { key, prefix: true } => kv::delete_prefix(target, key).await,
         Command::Scan {
             prefix,
             limit,

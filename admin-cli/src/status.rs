@@ -68,6 +68,25 @@ fn lag(rows: &[Row], status: &pb::NodeStatus) -> Option<u64> {
     )
 }
 
+/// The release a node runs: what it says, or 0.1 for a node that says
+/// nothing (releases before 0.2 did not).
+fn version(status: &pb::NodeStatus) -> &str {
+    if status.version.is_empty() {
+        "0.1"
+    } else {
+        &status.version
+    }
+}
+
+/// The cluster version a node applied (`-` from a 0.1 node, which has none).
+fn cluster_version(status: &pb::NodeStatus) -> &str {
+    if status.cluster_version.is_empty() {
+        "-"
+    } else {
+        &status.cluster_version
+    }
+}
+
 /// A table cell for an index that may not exist yet.
 pub(crate) fn cell(value: Option<u64>) -> String {
     value.map_or_else(|| "-".into(), |v| v.to_string())
@@ -90,6 +109,8 @@ fn rows_json(rows: &[Row]) -> serde_json::Value {
                 "applied_index": s.applied_index,
                 "snapshot_index": s.snapshot_index,
                 "lag": lag(rows, s),
+                "version": version(s),
+                "cluster_version": (!s.cluster_version.is_empty()).then_some(&s.cluster_version),
                 "error": null,
             }),
             Err(e) => json!({ "endpoint": row.endpoint, "error": e }),
@@ -101,7 +122,7 @@ fn rows_json(rows: &[Row]) -> serde_json::Value {
 /// Renders the table.
 fn table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<22} {:>4} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6}  {}\n",
+        "{:<22} {:>4} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7} {:>7}  {}\n",
         "ENDPOINT",
         "ID",
         "ROLE",
@@ -112,12 +133,14 @@ fn table(rows: &[Row]) -> String {
         "APPLIED",
         "SNAPSHOT",
         "LAG",
+        "VERSION",
+        "CLUSTER",
         "ERROR"
     );
     for row in rows {
         let line = match &row.status {
             Ok(s) => format!(
-                "{:<22} {:>4} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6}",
+                "{:<22} {:>4} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7} {:>7}",
                 row.endpoint,
                 s.id,
                 role_name(s.role),
@@ -132,10 +155,12 @@ fn table(rows: &[Row]) -> String {
                 cell(s.applied_index),
                 cell(s.snapshot_index),
                 cell(lag(rows, s)),
+                version(s),
+                cluster_version(s),
             ),
             Err(e) => format!(
-                "{:<22} {:>4} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6}  {e}",
-                row.endpoint, "-", "-", "-", "-", "-", "-", "-", "-", "-"
+                "{:<22} {:>4} {:<10} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7} {:>7}  {e}",
+                row.endpoint, "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-"
             ),
         };
         out.push_str(&line);

@@ -151,6 +151,18 @@ impl Call<pb::DeleteResponse> {
     }
 }
 
+impl Call<pb::DeletePrefixResponse> {
+    /// `DeletePrefix`: every key starting with `prefix`.
+    pub fn delete_prefix(prefix: impl Into<Vec<u8>>) -> Self {
+        let message = pb::DeletePrefixRequest {
+            prefix: prefix.into(),
+        };
+        kv(WRITE, message, |mut kv, r| async move {
+            kv.delete_prefix(r).await
+        })
+    }
+}
+
 impl Call<pb::ScanResponse> {
     /// `Scan`, as `message` asks.
     pub fn scan(message: pb::ScanRequest) -> Self {

@@ -63,6 +63,14 @@ impl Client {
         self.call(Call::delete(key)).await
     }
 
+    /// Deletes every key starting with `prefix` (needs cluster version 0.2).
+    pub async fn delete_prefix(
+        &self,
+        prefix: impl Into<Vec<u8>>,
+    ) -> Result<pb::DeletePrefixResponse, CallError> {
+        self.call(Call::delete_prefix(prefix)).await
+    }
+
     /// Lists keys as `request` says (prefix, limit, paging, revision).
     pub async fn scan(&self, request: pb::ScanRequest) -> Result<pb::ScanResponse, CallError> {
         self.call(Call::scan(request)).await

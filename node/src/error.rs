@@ -1,10 +1,13 @@
 //! The errors a node answers requests with, and their one mapping to gRPC statuses.
 
+use raftkv_proto::CLUSTER_VERSION_METADATA;
 use raftkv_proto::COMPACT_REVISION_METADATA;
 use raftkv_proto::CURRENT_REVISION_METADATA;
 use raftkv_proto::LEADER_ADDR_METADATA;
 use raftkv_proto::LEADER_ID_METADATA;
+use raftkv_proto::NEEDS_VERSION_METADATA;
 use raftkv_proto::QUOTA_BYTES_METADATA;
+use raftkv_proto::REASON_CLUSTER_VERSION;
 use raftkv_proto::REASON_COMPACTED;
 use raftkv_proto::REASON_FUTURE_REVISION;
 use raftkv_proto::REASON_METADATA;
@@ -112,6 +115,16 @@ pub enum NodeError {
         /// Members whose alarm is raised.
         alarmed: Vec<NodeId>,
     },
+    /// A write whose kind some member's release cannot apply: nothing was
+    /// written. It works once the cluster version reaches `needs`.
+    #[error(
+        "this call needs cluster version {needs}, and the cluster is at {cluster}: \
+         some member runs an older release; upgrade every member, then retry"
+    )]
+    ClusterVersionTooOld {
+        needs: crate::version::Version,
+        cluster: crate::version::Version,
+    },
     /// A read at a revision this node has not applied yet.
     #[error("revision {asked} is in the future: the newest revision here is {current}")]
     FutureRevision { asked: u64, current: u64 },
@@ -140,7 +153,8 @@ impl NodeError {
             NodeError::BadRequest(_) => Code::InvalidArgument,
             NodeError::MembershipRefused(_)
             | NodeError::NothingApplied
-            | NodeError::LeaseFull { .. } => Code::FailedPrecondition,
+            | NodeError::LeaseFull { .. }
+            | NodeError::ClusterVersionTooOld { .. } => Code::FailedPrecondition,
             NodeError::UnknownMember(_) | NodeError::LeaseNotFound { .. } => Code::NotFound,
             NodeError::LeaseExists { .. } => Code::AlreadyExists,
             NodeError::TooManyLeases { .. } | NodeError::NoSpace { .. } => Code::ResourceExhausted,
@@ -209,6 +223,21 @@ impl From<NodeError> for Status {
             );
             for (key, value) in [(STORE_BYTES_METADATA, used), (QUOTA_BYTES_METADATA, quota)] {
                 if let Ok(value) = value.to_string().parse() {
+                    metadata.insert(key, value);
+                }
+            }
+        }
+        if let NodeError::ClusterVersionTooOld { needs, cluster } = &e {
+            let metadata = status.metadata_mut();
+            metadata.insert(
+                REASON_METADATA,
+                tonic::metadata::MetadataValue::from_static(REASON_CLUSTER_VERSION),
+            );
+            for (key, version) in [
+                (CLUSTER_VERSION_METADATA, cluster),
+                (NEEDS_VERSION_METADATA, needs),
+            ] {
+                if let Ok(value) = version.to_string().parse() {
                     metadata.insert(key, value);
                 }
             }

@@ -34,6 +34,7 @@ pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod disk;
+pub mod entry;
 pub mod error;
 pub mod etcd;
 pub mod failpoint;

@@ -13,10 +13,11 @@ use crate::version::Version;
 pub type NodeId = u64;
 
 openraft::declare_raft_types!(
-    /// raftkv's Raft types: commands are [`Command`], results [`CommandResult`];
+    /// raftkv's Raft types: commands are [`Command`]s with their encoding
+    /// ([`crate::entry::LogCommand`]), results [`CommandResult`];
     /// nodes are known by their gRPC address ([`openraft::BasicNode`]).
     pub TypeConfig:
-        D = Command,
+        D = crate::entry::LogCommand,
         R = CommandResult,
 );
 

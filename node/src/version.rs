@@ -36,6 +36,19 @@ impl Version {
         Version { major, minor }
     }
 
+    /// Packed into one number (major in the high half), as stored.
+    pub const fn to_u64(self) -> u64 {
+        ((self.major as u64) << 32) | self.minor as u64
+    }
+
+    /// Unpacks [`Version::to_u64`]; 0 (nothing stored) is [`Version::FIRST`].
+    pub const fn from_u64(packed: u64) -> Version {
+        if packed == 0 {
+            return Version::FIRST;
+        }
+        Version::new((packed >> 32) as u32, packed as u32)
+    }
+
     /// The version of this build.
     pub const fn ours() -> Version {
         Version::new(

@@ -1,10 +1,18 @@
 //! raftkv's wire protocol: the client (`KV`), admin (`Admin`) and node-to-node
-//! (`Raft`) gRPC services, generated from `proto/*.proto` at build time.
+//! (`Raft`) gRPC services, and the encoding of the Raft log's commands,
+//! generated from `proto/*.proto` at build time.
 
 /// Generated messages and service stubs, package `raftkv`.
 pub mod pb {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("raftkv");
+}
+
+/// The Raft log's commands as nodes store and replicate them, package
+/// `raftkv.entry` (messages only, no service).
+pub mod entry {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("raftkv.entry");
 }
 
 /// The encoded file-descriptor set of every raftkv service, for gRPC server reflection.
@@ -100,3 +108,15 @@ pub const FORWARDED_METADATA: &str = "raftkv-forwarded";
 /// checks instead of the forwarding node's own. Honoured only on a call
 /// from a node's certificate; a node replaces whatever a client sent.
 pub const CALLER_ROLE_METADATA: &str = "raftkv-caller-role";
+
+/// [`REASON_METADATA`] value: the call needs a newer cluster version than
+/// the cluster has (some member runs an older release): nothing was
+/// written. The versions follow in [`CLUSTER_VERSION_METADATA`] and
+/// [`NEEDS_VERSION_METADATA`]; the call works once every member is upgraded.
+pub const REASON_CLUSTER_VERSION: &str = "cluster-version";
+
+/// On a "cluster-version" refusal: the cluster version (`major.minor`).
+pub const CLUSTER_VERSION_METADATA: &str = "raftkv-cluster-version";
+
+/// On a "cluster-version" refusal: the cluster version the call needs.
+pub const NEEDS_VERSION_METADATA: &str = "raftkv-needs-version";

@@ -24,6 +24,8 @@ pub struct ClusterBuilder {
     client_tls: Option<tonic::transport::ClientTlsConfig>,
     /// Node id and the crash points armed for its first start.
     crash_points: Option<(u64, String)>,
+    /// The `raftkv-node` binary every node runs (`None`: this build's).
+    binary: Option<std::path::PathBuf>,
 }
 
 impl ClusterBuilder {
@@ -38,6 +40,12 @@ impl ClusterBuilder {
     pub fn tls(mut self, certs: &crate::TestCerts) -> ClusterBuilder {
         self.flags.extend(certs.node_flags("node"));
         self.client_tls = Some(certs.client("node"));
+        self
+    }
+
+    /// Every node runs `binary` (another release's node) instead of this build's.
+    pub fn binary(mut self, binary: impl Into<std::path::PathBuf>) -> ClusterBuilder {
+        self.binary = Some(binary.into());
         self
     }
 
@@ -58,6 +66,10 @@ impl ClusterBuilder {
         };
         let spec = |cluster: &TestCluster, id: u64| {
             let spec = cluster.node_spec(id);
+            let spec = match &self.binary {
+                Some(binary) => spec.binary(binary),
+                None => spec,
+            };
             match &self.crash_points {
                 Some((crashing, points)) if *crashing == id => spec.crash_points(points),
                 _ => spec,

@@ -82,6 +82,8 @@ pub struct NodeSpec {
     env: Vec<(String, String)>,
     /// How the test's own clients connect (TLS with this identity, or plain).
     client_tls: Option<ClientTlsConfig>,
+    /// The `raftkv-node` binary to run (`None`: [`node_binary`]).
+    binary: Option<PathBuf>,
 }
 
 impl NodeSpec {
@@ -97,7 +99,14 @@ impl NodeSpec {
             crash_points: None,
             env: Vec::new(),
             client_tls: None,
+            binary: None,
         }
+    }
+
+    /// Runs `binary` instead of this build's node (another release's).
+    pub fn binary(mut self, binary: impl Into<PathBuf>) -> NodeSpec {
+        self.binary = Some(binary.into());
+        self
     }
 
     /// Sets the environment variable `key` to `value` for every start.
@@ -166,6 +175,7 @@ impl NodeSpec {
             child: Mutex::new(None),
             channels: Channels::default(),
             client_tls: self.client_tls,
+            binary: self.binary,
         };
         node.spawn(&self.listen, &self.once, self.crash_points.as_deref());
         node
@@ -194,6 +204,8 @@ pub struct TestNode {
     channels: Channels,
     /// How those channels connect.
     client_tls: Option<ClientTlsConfig>,
+    /// The binary it runs (`None`: [`node_binary`]), kept across restarts.
+    binary: Option<PathBuf>,
 }
 
 impl TestNode {
@@ -208,7 +220,11 @@ impl TestNode {
             .append(true)
             .open(&self.log)
             .unwrap_or_else(|e| panic!("node log {}: {e}", self.log.display()));
-        let mut command = Command::new(node_binary());
+        let binary = self
+            .binary
+            .clone()
+            .unwrap_or_else(|| node_binary().to_path_buf());
+        let mut command = Command::new(&binary);
         command
             .args(["--id", &self.id.to_string(), "--listen", listen])
             .arg("--data-dir")
@@ -233,7 +249,7 @@ impl TestNode {
         command.env_remove("NOTIFY_SOCKET");
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut child = command.spawn().unwrap_or_else(|e| {
-            panic!("cannot start {}: {e}", node_binary().display());
+            panic!("cannot start {}: {e}", binary.display());
         });
         // The node's line on stdout: "raftkv-node <id> listening on <address>",
         // after "… serving metrics on <address>" with --metrics-listen.
@@ -380,6 +396,12 @@ impl TestNode {
         poll_within(limit, || std::future::ready(self.exited()))
             .await
             .is_some()
+    }
+
+    /// From the next start on, runs `binary` (`None`: this build's node),
+    /// as an upgrade or a downgrade does.
+    pub fn set_binary(&mut self, binary: Option<PathBuf>) {
+        self.binary = binary;
     }
 
     /// Starts the node again on its address and data, with its flags.

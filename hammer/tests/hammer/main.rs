@@ -12,3 +12,4 @@ mod test_partition;
 mod test_slow_disk;
 mod test_storage_faults;
 mod test_tls;
+mod test_upgrade;

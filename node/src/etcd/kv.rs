@@ -45,6 +45,11 @@ use crate::types::CommandResult;
 /// default `--max-txn-ops`).
 pub const MAX_TXN_OPS: usize = 128;
 
+/// Most levels of transactions nested in one. The log's versioned encoding
+/// spends two levels of protobuf's 100 on the envelope and its key ranges;
+/// a deeper transaction would be committed and then unreadable.
+pub const MAX_TXN_DEPTH: usize = 32;
+
 /// Where each `etcdserverpb.KV` method runs: a serializable range here,
 /// everything else on the leader.
 pub fn placement(method: &str) -> Placement {
@@ -126,7 +131,7 @@ impl EtcdKv {
                     prev_kv: r.prev_kv,
                 }
             }
-            Some(Request::RequestTxn(r)) => EtcdOp::Txn(self.txn(r)?),
+            Some(Request::RequestTxn(r)) => EtcdOp::Txn(self.txn_within(r)?),
             None => {
                 return Err(NodeError::BadRequest("a transaction operation is empty".into()).into())
             }
@@ -152,6 +157,16 @@ impl EtcdKv {
     }
 
     fn txn(&self, r: &pb::TxnRequest) -> Result<EtcdTxn, Status> {
+        if txn_depth(r) > MAX_TXN_DEPTH {
+            return Err(Status::invalid_argument(format!(
+                "transactions are nested more than {MAX_TXN_DEPTH} deep"
+            )));
+        }
+        self.txn_within(r)
+    }
+
+    /// [`EtcdKv::txn`] once its depth is checked.
+    fn txn_within(&self, r: &pb::TxnRequest) -> Result<EtcdTxn, Status> {
         if r.compare.len() > MAX_TXN_OPS
             || r.success.len() > MAX_TXN_OPS
             || r.failure.len() > MAX_TXN_OPS
@@ -301,6 +316,21 @@ fn compare(c: &pb::Compare) -> EtcdCompare {
     }
 }
 
+/// How many levels of transactions `r` is (1: none nested in it).
+fn txn_depth(r: &pb::TxnRequest) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(r, 1)];
+    while let Some((txn, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        for op in txn.success.iter().chain(&txn.failure) {
+            if let Some(Request::RequestTxn(inner)) = &op.request {
+                stack.push((inner, depth + 1));
+            }
+        }
+    }
+    deepest
+}
+
 /// Whether a branch writes one key twice: two puts of it, or a put of a
 /// key a delete-range of the branch covers (etcd refuses both), nested
 /// transactions' branches included.
@@ -428,5 +458,34 @@ impl Kv for EtcdKv {
         Ok(Response::new(pb::CompactionResponse {
             header: header(&self.node, index),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> pb::TxnRequest {
+        let mut txn = pb::TxnRequest::default();
+        for _ in 1..depth {
+            txn = pb::TxnRequest {
+                failure: vec![pb::RequestOp {
+                    request: Some(Request::RequestTxn(txn)),
+                }],
+                ..pb::TxnRequest::default()
+            };
+        }
+        txn
+    }
+
+    #[test]
+    fn a_transactions_depth_counts_the_deepest_branch() {
+        assert_eq!(txn_depth(&pb::TxnRequest::default()), 1);
+        assert_eq!(txn_depth(&nested(MAX_TXN_DEPTH)), MAX_TXN_DEPTH);
+        let mut wide = nested(3);
+        wide.success.push(pb::RequestOp {
+            request: Some(Request::RequestTxn(nested(5))),
+        });
+        assert_eq!(txn_depth(&wide), 6);
     }
 }

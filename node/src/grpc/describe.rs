@@ -91,6 +91,13 @@ pub(super) fn status(node: &RaftNode, metrics: &RaftMetrics<TypeConfig>) -> pb::
                 .as_ref()
                 .and_then(|h| h.get(id).cloned().flatten())
                 .map(|at| millis(at.elapsed())),
+            version: node
+                .member_versions()
+                .get(id)
+                .copied()
+                .flatten()
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
         })
         .collect();
     let leader_id = metrics.current_leader.unwrap_or(0);
@@ -125,5 +132,7 @@ pub(super) fn status(node: &RaftNode, metrics: &RaftMetrics<TypeConfig>) -> pb::
         writes_committed: node.writes.committed.load(Ordering::Relaxed),
         writes_failed: node.writes.failed.load(Ordering::Relaxed),
         write_micros: node.writes.micros.load(Ordering::Relaxed),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        cluster_version: node.cluster_version().to_string(),
     }
 }

@@ -116,6 +116,29 @@ impl Kv for KvService {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn delete_prefix(
+        &self,
+        request: Request<pb::DeletePrefixRequest>,
+    ) -> Result<Response<pb::DeletePrefixResponse>, Status> {
+        let prefix = request.into_inner().prefix;
+        if prefix.is_empty() {
+            return Err(NodeError::BadRequest(
+                "the prefix is empty; name at least one byte (delete keys one by one, or by \
+                 prefix, to empty the store)"
+                    .into(),
+            )
+            .into());
+        }
+        self.node.check_key(&prefix)?;
+        match self.node.write(Command::DeletePrefix { prefix }).await? {
+            (index, CommandResult::DeletedPrefix { deleted }) => {
+                Ok(Response::new(pb::DeletePrefixResponse { index, deleted }))
+            }
+            (_, other) => Err(NodeError::unexpected(&other).into()),
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn scan(
         &self,
         request: Request<pb::ScanRequest>,

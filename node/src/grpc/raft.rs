@@ -1,7 +1,9 @@
 //! `raftkv.Raft`: inbound node-to-node RPCs, handed to openraft once decoded
 //! and checked ([`raft_guard`](super::raft_guard)). Garbage and forged
 //! messages on this service are answered with `INVALID_ARGUMENT`, never a
-//! panic.
+//! panic. Every call's Raft wire is checked and every answer names this
+//! node's release ([`versions`]); what a newer peer sent that this node
+//! cannot read is refused with `FAILED_PRECONDITION`, saying to upgrade.
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -26,6 +28,7 @@ use crate::grpc::forwarding::ForwardTargets;
 use crate::grpc::raft_guard;
 use crate::grpc::raft_guard::Local;
 use crate::network::connection::PeerInfo;
+use crate::network::versions;
 use crate::node::Raft;
 use crate::security::Caller;
 use crate::store::check_snapshot_from;
@@ -37,6 +40,7 @@ use crate::types::SnapshotMeta;
 use crate::types::TransferLeaderRequest;
 use crate::types::Vote;
 use crate::types::VoteRequest;
+use crate::version::Version;
 
 /// The Raft transport of one node.
 pub struct RaftService {
@@ -101,13 +105,35 @@ impl RaftService {
 fn decode_request<T: serde::de::DeserializeOwned>(
     request: Request<pb::RaftPayload>,
 ) -> Result<T, Status> {
-    decode(&request.into_inner().data)
-        .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+    versions::check_wire(request.metadata())?;
+    let peer = versions::version_of(request.metadata());
+    decode(&request.into_inner().data).map_err(|e| undecodable(peer, &e))
+}
+
+/// A message from a peer running `peer` that did not decode: garbage, or
+/// something a newer release wrote that this one cannot read.
+fn undecodable(peer: Version, e: &dyn std::fmt::Display) -> Status {
+    if peer > Version::ours() {
+        Status::failed_precondition(format!(
+            "cannot read a message from a peer running raftkv {peer} (this node runs {}): \
+             upgrade this node; {e}",
+            Version::ours()
+        ))
+    } else {
+        Status::invalid_argument(format!("undecodable raft message: {e}"))
+    }
+}
+
+/// `response`, naming this node's release and wire.
+fn stamped<T>(response: T) -> Response<T> {
+    let mut response = Response::new(response);
+    versions::stamp(response.metadata_mut());
+    response
 }
 
 fn encode_response<T: serde::Serialize>(value: &T) -> Result<Response<pb::RaftPayload>, Status> {
     let data = encode(value).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(pb::RaftPayload { data: data.into() }))
+    Ok(stamped(pb::RaftPayload { data: data.into() }))
 }
 
 fn stopped(e: impl std::fmt::Display) -> Status {
@@ -158,6 +184,8 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<Streaming<pb::RaftPayload>>,
     ) -> Result<Response<AppendResults>, Status> {
+        versions::check_wire(request.metadata())?;
+        let peer_version = versions::version_of(request.metadata());
         let peer = peer_of(&request);
         let leader_link = self.leader_link.clone();
         let failure: Arc<Mutex<Option<Status>>> = Arc::default();
@@ -165,9 +193,8 @@ impl raft_server::Raft for RaftService {
         let raft = self.raft.clone();
         let input = request.into_inner().scan((), move |_, message| {
             let decoded = message.and_then(|payload| {
-                let append = decode::<AppendEntriesRequest>(&payload.data).map_err(|e| {
-                    Status::invalid_argument(format!("undecodable raft message: {e}"))
-                })?;
+                let append = decode::<AppendEntriesRequest>(&payload.data)
+                    .map_err(|e| undecodable(peer_version, &e))?;
                 raft_guard::check_append(&append, &Local::of(&raft))?;
                 Ok(append)
             });
@@ -197,7 +224,7 @@ impl raft_server::Raft for RaftService {
             // An error means the node dropped the sender: it is stopping too.
             let _ = stopping.wait_for(|stop| *stop).await;
         };
-        Ok(Response::new(Box::pin(
+        Ok(stamped(Box::pin(
             results.chain(failure).take_until(stopped),
         )))
     }
@@ -254,6 +281,8 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
+        versions::check_wire(request.metadata())?;
+        let peer_version = versions::version_of(request.metadata());
         let mut chunks = request.into_inner();
         let header = match chunks.next().await {
             Some(Ok(pb::SnapshotChunk {
@@ -266,10 +295,8 @@ impl raft_server::Raft for RaftService {
                 ))
             }
         };
-        let vote: Vote = decode(&header.vote)
-            .map_err(|e| Status::invalid_argument(format!("undecodable vote: {e}")))?;
-        let meta: SnapshotMeta = decode(&header.meta)
-            .map_err(|e| Status::invalid_argument(format!("undecodable snapshot metadata: {e}")))?;
+        let vote: Vote = decode(&header.vote).map_err(|e| undecodable(peer_version, &e))?;
+        let meta: SnapshotMeta = decode(&header.meta).map_err(|e| undecodable(peer_version, &e))?;
         raft_guard::check_snapshot(&vote, &meta, &Local::of(&self.raft))?;
         // Written to a file as it arrives: memory holds a chunk at a time.
         let storage = |e: std::io::Error| {
@@ -330,6 +357,9 @@ impl raft_server::Raft for RaftService {
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData if peer_version > Version::ours() => {
+                undecodable(peer_version, &format!("refused snapshot: {e}"))
+            }
             std::io::ErrorKind::InvalidData => {
                 Status::invalid_argument(format!("refused snapshot: {e}"))
             }

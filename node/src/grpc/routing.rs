@@ -410,6 +410,7 @@ mod tests {
         for write in [
             "Put",
             "Delete",
+            "DeletePrefix",
             "CompareAndSwap",
             "Txn",
             "LeaseGrant",

@@ -44,6 +44,8 @@ use super::snapshot_stream::stream_file;
 use super::snapshot_stream::stream_state;
 use crate::codec::decode;
 use crate::codec::encode;
+use crate::network::versions;
+use crate::network::versions::PeerVersions;
 use crate::store::Snapshot;
 use crate::store::SnapshotData;
 use crate::types::Node;
@@ -73,6 +75,8 @@ pub struct Network {
     addresses: Arc<PeerAddresses>,
     /// Largest gRPC message a peer may send us (AppendEntries batches, answers).
     max_message_bytes: usize,
+    /// The release each peer named in its answers.
+    versions: Arc<PeerVersions>,
 }
 
 impl Network {
@@ -82,11 +86,13 @@ impl Network {
         channels: Channels,
         addresses: Arc<PeerAddresses>,
         max_message_bytes: usize,
+        versions: Arc<PeerVersions>,
     ) -> Network {
         Network {
             channels,
             addresses,
             max_message_bytes,
+            versions,
         }
     }
 
@@ -200,6 +206,7 @@ impl PeerConnection {
         let data = encode(request).map_err(|e| decode_error(&e))?;
         let mut grpc_request = tonic::Request::new(pb::RaftPayload { data: data.into() });
         grpc_request.set_timeout(ttl);
+        versions::stamp(grpc_request.metadata_mut());
         let answer = match tokio::time::timeout(ttl, send(self.client()?, grpc_request)).await {
             Ok(answer) => answer.map_err(|status| rpc_error(&status))?,
             Err(_) => {
@@ -211,6 +218,7 @@ impl PeerConnection {
                 }))
             }
         };
+        self.network.versions.note(self.target, answer.metadata());
         decode(&answer.into_inner().data).map_err(|e| decode_error(&e))
     }
 }
@@ -325,8 +333,14 @@ impl PeerConnection {
         let (answers_gone, requests_end) = tokio::sync::oneshot::channel::<()>();
         let requests = requests.take_until(requests_end);
         let mut client = self.client()?;
+        let mut requests = tonic::Request::new(requests);
+        versions::stamp(requests.metadata_mut());
         let answers = match tokio::time::timeout(ttl, client.stream_append(requests)).await {
-            Ok(answers) => answers.map_err(|status| rpc_error(&status))?.into_inner(),
+            Ok(answers) => {
+                let answers = answers.map_err(|status| rpc_error(&status))?;
+                self.network.versions.note(target, answers.metadata());
+                answers.into_inner()
+            }
             Err(_) => return Err(timeout()),
         };
         let results = stream::unfold(Some((answers, answers_gone)), move |state| {
@@ -456,6 +470,8 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         let mut client = self.client().map_err(|e| to_network(&e))?;
         tracing::info!(target = self.target, address = %self.address(), revision, "sending snapshot");
         let ttl = option.hard_ttl();
+        let mut messages = tonic::Request::new(messages);
+        versions::stamp(messages.metadata_mut());
         let send = tokio::time::timeout(ttl, client.install_snapshot(messages));
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
@@ -470,7 +486,10 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
                     Err(StreamingError::Unreachable(Unreachable::new(&status)))
                 }
                 Ok(Err(status)) => Err(StreamingError::Network(NetworkError::new(&status))),
-                Ok(Ok(answer)) => decode(&answer.into_inner().data).map_err(|e| to_network(&e).into()),
+                Ok(Ok(answer)) => {
+                    self.network.versions.note(self.target, answer.metadata());
+                    decode(&answer.into_inner().data).map_err(|e| to_network(&e).into())
+                }
             },
         }
     }

@@ -10,6 +10,8 @@ use std::sync::atomic::Ordering;
 use openraft::ReadPolicy;
 
 use super::RaftNode;
+use crate::entry::Encoding;
+use crate::entry::LogCommand;
 use crate::error::NodeError;
 use crate::types::Command;
 use crate::types::CommandResult;
@@ -94,11 +96,19 @@ impl RaftNode {
         use openraft::errors::ClientWriteError;
         use openraft::errors::RaftError;
         let metrics = crate::metrics::global();
+        // The cluster version only rises: a command that passes this gate
+        // stays one every member can apply.
+        let cluster = self.kv().cluster_version();
         if self.names_itself_leader() {
             // Only the leader decides: a follower forwards, and what it
             // holds may differ from the leader's store.
+            let needs = command.requires();
+            if needs > cluster {
+                return Err(NodeError::ClusterVersionTooOld { needs, cluster });
+            }
             self.check_quota(&command)?;
         }
+        let command = LogCommand::new(command, Encoding::for_cluster(cluster));
         let started = std::time::Instant::now();
         let mut result = self.raft.client_write(command.clone()).await;
         if let Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) = &result {

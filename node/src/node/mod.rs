@@ -9,6 +9,8 @@
 //!   change at a time;
 //! - `leadership`: handing leadership to another voter;
 //! - `snapshot`: building a snapshot on request, and the copy a backup takes;
+//! - `upgrade`: the cluster version, raised once every member runs a newer
+//!   release;
 //! - `errors`: how openraft's errors become a [`NodeError`].
 
 mod errors;
@@ -16,6 +18,7 @@ mod kv;
 mod leadership;
 mod membership;
 mod snapshot;
+pub mod upgrade;
 
 pub use kv::Consistency;
 pub use kv::KvLimits;
@@ -41,6 +44,7 @@ use crate::cluster::elections::LeaderChanges;
 use crate::error::NodeError;
 use crate::grpc::forwarding::Forwarder;
 use crate::lease::Countdowns;
+use crate::network::versions::PeerVersions;
 use crate::store::KvReader;
 use crate::store::StateMachineStore;
 use crate::types::NodeId;
@@ -90,6 +94,8 @@ pub struct RaftNode {
     leader_changes: Arc<LeaderChanges>,
     /// Writes proposed here, for the status.
     pub(crate) writes: WriteCounts,
+    /// The release each peer named in its answers to Raft calls.
+    peer_versions: Arc<PeerVersions>,
 }
 
 /// Writes proposed through a node since it started.
@@ -105,7 +111,8 @@ impl RaftNode {
     /// A node `id`, reached at `address`, over a started `raft` whose state
     /// machine `kv` reads; `peers` is the channel cache shared with the Raft
     /// network; `countdowns` are the lease countdowns `lease::run` keeps;
-    /// backups are staged in `data_dir`.
+    /// backups are staged in `data_dir`; `peer_versions` is filled by the
+    /// Raft network.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: NodeId,
@@ -116,6 +123,7 @@ impl RaftNode {
         limits: KvLimits,
         countdowns: Arc<Countdowns>,
         data_dir: std::path::PathBuf,
+        peer_versions: Arc<PeerVersions>,
     ) -> RaftNode {
         RaftNode {
             id,
@@ -136,6 +144,7 @@ impl RaftNode {
             quota_refused: tokio::sync::Notify::new(),
             leader_changes: Arc::default(),
             writes: WriteCounts::default(),
+            peer_versions,
         }
     }
 

@@ -142,10 +142,12 @@ pub async fn run(
         tls: peer_tls,
     });
     let peer_addresses = Arc::new(PeerAddresses::default());
+    let peer_versions = Arc::new(crate::network::versions::PeerVersions::default());
     let network = Network::new(
         peers.clone(),
         peer_addresses.clone(),
         config.max_message_bytes(),
+        peer_versions.clone(),
     );
 
     // 4. Raft and the node over it.
@@ -190,6 +192,7 @@ pub async fn run(
         limits,
         countdowns.clone(),
         config.data_dir.clone(),
+        peer_versions,
     ));
     tracing::info!(id = config.id, %address, data_dir = %config.data_dir.display(), "node started");
     if config.bootstrap {
@@ -242,6 +245,11 @@ pub async fn run(
         "lease expiry",
         Stop::Signalled,
         crate::lease::run(node.clone(), countdowns, lease_changes, stopping.clone()),
+    );
+    tasks.spawn(
+        "cluster version",
+        Stop::Signalled,
+        crate::node::upgrade::raise_cluster_version(node.clone(), stopping.clone()),
     );
     tasks.spawn(
         "compaction",

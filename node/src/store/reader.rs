@@ -46,6 +46,9 @@ pub struct KvReader {
     /// The cluster's id as of the last applied entry (0: not named yet;
     /// stored in `sm_meta` under `cluster_id`).
     pub(super) cluster_id: Arc<std::sync::atomic::AtomicU64>,
+    /// The cluster version as of the last applied entry (`Version::to_u64`;
+    /// stored in `sm_meta` under `cluster_version`).
+    pub(super) cluster_version: Arc<std::sync::atomic::AtomicU64>,
     /// What the store holds, counted (shared with the log).
     pub(super) size: Arc<StoreSize>,
 }
@@ -249,6 +252,14 @@ impl KvReader {
     /// The cluster's id (0: not named yet).
     pub fn cluster_id(&self) -> u64 {
         self.cluster_id.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The cluster version: every member runs it or a newer release.
+    pub fn cluster_version(&self) -> crate::version::Version {
+        crate::version::Version::from_u64(
+            self.cluster_version
+                .load(std::sync::atomic::Ordering::Acquire),
+        )
     }
 
     /// Members whose NOSPACE alarm is raised.

@@ -26,30 +26,31 @@ const MAX_BYTES: usize = 4 << 20;
 /// Rough memory use of one entry.
 fn size_of(entry: &Entry) -> usize {
     const OVERHEAD: usize = 96;
+    let EntryPayload::Normal(command) = &entry.payload else {
+        return OVERHEAD;
+    };
     OVERHEAD
-        + match &entry.payload {
-            EntryPayload::Normal(
-                Command::Put { key, value } | Command::PutLeased { key, value, .. },
-            ) => key.len() + value.len(),
-            EntryPayload::Normal(Command::Delete { key }) => key.len(),
-            EntryPayload::Normal(
-                Command::CompareAndSwap {
-                    key,
-                    expected,
-                    new_value,
-                }
-                | Command::CompareAndSwapLeased {
-                    key,
-                    expected,
-                    new_value,
-                    ..
-                },
-            ) => key.len() + expected.as_ref().map_or(0, Vec::len) + new_value.len(),
-            EntryPayload::Normal(Command::Txn {
+        + match &command.command {
+            Command::Put { key, value } | Command::PutLeased { key, value, .. } => {
+                key.len() + value.len()
+            }
+            Command::Delete { key } => key.len(),
+            Command::CompareAndSwap {
+                key,
+                expected,
+                new_value,
+            }
+            | Command::CompareAndSwapLeased {
+                key,
+                expected,
+                new_value,
+                ..
+            } => key.len() + expected.as_ref().map_or(0, Vec::len) + new_value.len(),
+            Command::Txn {
                 compares,
                 success,
                 failure,
-            }) => {
+            } => {
                 let compares = compares.iter().map(|c| {
                     c.key.len()
                         + match &c.check {
@@ -65,18 +66,15 @@ fn size_of(entry: &Entry) -> usize {
                 });
                 compares.chain(ops).map(|bytes| bytes + 16).sum()
             }
-            EntryPayload::Normal(Command::Etcd(txn)) => txn.bytes(),
-            EntryPayload::Normal(Command::DeletePrefix { prefix }) => prefix.len(),
-            EntryPayload::Normal(
-                Command::LeaseGrant { .. }
-                | Command::LeaseGrantId { .. }
-                | Command::LeaseRevoke { .. }
-                | Command::Compact { .. }
-                | Command::Alarm { .. }
-                | Command::ClusterId { .. }
-                | Command::ClusterVersion { .. },
-            ) => 16,
-            EntryPayload::Blank | EntryPayload::Membership(_) => 0,
+            Command::Etcd(txn) => txn.bytes(),
+            Command::DeletePrefix { prefix } => prefix.len(),
+            Command::LeaseGrant { .. }
+            | Command::LeaseGrantId { .. }
+            | Command::LeaseRevoke { .. }
+            | Command::Compact { .. }
+            | Command::Alarm { .. }
+            | Command::ClusterId { .. }
+            | Command::ClusterVersion { .. } => 16,
         }
 }
 
@@ -201,10 +199,13 @@ mod tests {
         let mut recent = RecentEntries::default();
         let big = |index| Entry {
             log_id: entry(index).log_id,
-            payload: EntryPayload::Normal(Command::Put {
-                key: b"k".to_vec(),
-                value: vec![0; 1 << 20],
-            }),
+            payload: EntryPayload::Normal(crate::entry::LogCommand::new(
+                Command::Put {
+                    key: b"k".to_vec(),
+                    value: vec![0; 1 << 20],
+                },
+                crate::entry::Encoding::Versioned,
+            )),
         };
         for i in 1..=10 {
             recent.push(big(i));

@@ -52,6 +52,9 @@ pub(super) const ALARMS: &[u8] = b"alarms";
 /// The cluster's id (u64 BE; absent or 0: not named yet), set once by the
 /// first `Command::ClusterId` applied or by a snapshot that carries it.
 pub(super) const CLUSTER_ID: &[u8] = b"cluster_id";
+/// The cluster version (`Version::to_u64`, BE; absent: the first
+/// release's), raised by `Command::ClusterVersion` or set by a snapshot.
+pub(super) const CLUSTER_VERSION: &[u8] = b"cluster_version";
 /// Written by earlier versions at a clean stop: the key space's counted
 /// bytes (now counted when the store opens).
 pub(super) const SPACE_BYTES: &[u8] = b"space_bytes";

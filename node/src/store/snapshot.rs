@@ -59,8 +59,8 @@ pub struct StateAt {
     leases: LeaseTable,
     /// Members whose NOSPACE alarm was raised.
     alarms: BTreeSet<u64>,
-    /// The cluster's id (0: not named yet).
-    cluster_id: u64,
+    /// The cluster's id (0: not named yet) and version.
+    cluster: (u64, crate::version::Version),
 }
 
 impl StateAt {
@@ -71,7 +71,7 @@ impl StateAt {
         epoch: u64,
         leases: LeaseTable,
         alarms: BTreeSet<u64>,
-        cluster_id: u64,
+        cluster: (u64, crate::version::Version),
     ) -> StateAt {
         StateAt {
             reader,
@@ -80,7 +80,7 @@ impl StateAt {
             epoch,
             leases,
             alarms,
-            cluster_id,
+            cluster,
         }
     }
 
@@ -110,7 +110,7 @@ impl StateAt {
     ) -> Result<(), ReadError> {
         let alarms: Vec<u64> = self.alarms.iter().copied().collect();
         let mut encoder =
-            Encoder::with_history(&self.leases, &alarms, self.cluster_id, self.compacted())?;
+            Encoder::with_history(&self.leases, &alarms, self.cluster, self.compacted())?;
         self.reader.walk_versions_pinned(
             self.compacted(),
             self.revision(),

@@ -4,7 +4,12 @@
 //! One file over the usual length: one format, whose encoder, decoder and
 //! checker must be read together to stay in agreement.
 //!
-//! [`SNAPSHOT_V6`] (what a leader sends a follower): [`SNAPSHOT_V5`] with
+//! [`SNAPSHOT_V7`] (what a leader sends once the cluster version is 0.2 or
+//! later): [`SNAPSHOT_V6`] with the marker 7 and the cluster version
+//! (major u32, minor u32, BE) after the cluster's id. A leader sends v6
+//! while the cluster version is older, since 0.1 nodes read only that.
+//!
+//! [`SNAPSHOT_V6`] (what a 0.1 leader sends a follower): [`SNAPSHOT_V5`] with
 //! the marker 6 and the cluster's id (u64 BE, 0: not named yet) after the
 //! alarms.
 //!
@@ -31,6 +36,9 @@
 //! with `create_revision` = `mod_revision` = 1 and version 1 for every key,
 //! the same on every replica, since they never recorded more.
 //!
+//! A marker of a format newer than these is refused, never read as data
+//! without a marker.
+//!
 //! Integrity in transit is the stream's job (a CRC-32 trailer, see the Raft
 //! service); this format checks structure only.
 
@@ -44,6 +52,7 @@ use super::leases;
 use super::leases::LeaseTable;
 use super::record;
 use crate::store::disk::io_error;
+use crate::version::Version as Release;
 
 /// The first bytes of data with value headers: a key length no key can have,
 /// then the format number.
@@ -54,8 +63,12 @@ const SNAPSHOT_V3: &[u8] = &[0xff, 0xff, 0xff, 0xff, 3];
 pub const SNAPSHOT_V4: &[u8] = &[0xff, 0xff, 0xff, 0xff, 4];
 /// With revisions and history: what earlier leaders sent a follower.
 pub const SNAPSHOT_V5: &[u8] = &[0xff, 0xff, 0xff, 0xff, 5];
-/// v5 and the cluster's id: what a leader sends a follower.
+/// v5 and the cluster's id: what a 0.1 leader sends a follower.
 pub const SNAPSHOT_V6: &[u8] = &[0xff, 0xff, 0xff, 0xff, 6];
+/// v6 and the cluster version.
+pub const SNAPSHOT_V7: &[u8] = &[0xff, 0xff, 0xff, 0xff, 7];
+/// The newest format this release reads (the marker's last byte).
+pub const NEWEST_FORMAT: u8 = 7;
 /// The revisions given to keys loaded from formats without them.
 pub const BEFORE_REVISIONS: u64 = 1;
 /// Bytes of a v4 value before the value itself.
@@ -74,6 +87,7 @@ pub struct Decoded {
     pub compacted: Option<u64>,
     pub alarms: Vec<u64>,
     pub cluster_id: u64,
+    pub cluster_version: Option<Release>,
     pub leases: LeaseTable,
     /// Live keys (in key order for data without history).
     pub keys: Vec<KeyValue>,
@@ -99,16 +113,23 @@ impl Encoder {
         Ok(Encoder { data })
     }
 
-    /// The state with its history back to `compacted`, the raised alarms
-    /// and the cluster's id ([`SNAPSHOT_V6`], for followers): then
-    /// [`Encoder::push_version`].
+    /// The state with its history back to `compacted`, the raised alarms,
+    /// the cluster's id and version ([`SNAPSHOT_V7`], or [`SNAPSHOT_V6`]
+    /// while the cluster version is the first release's), for followers:
+    /// then [`Encoder::push_version`].
     pub fn with_history(
         leases: &[(u64, u64)],
         alarms: &[u64],
-        cluster_id: u64,
+        cluster: (u64, Release),
         compacted: u64,
     ) -> io::Result<Encoder> {
-        let mut data = SNAPSHOT_V6.to_vec();
+        let (cluster_id, cluster_version) = cluster;
+        let versioned = cluster_version > Release::FIRST;
+        let mut data = if versioned {
+            SNAPSHOT_V7.to_vec()
+        } else {
+            SNAPSHOT_V6.to_vec()
+        };
         data.extend_from_slice(&compacted.to_be_bytes());
         leases::encode_table(leases, &mut data)?;
         let count = u32::try_from(alarms.len()).map_err(io_error)?;
@@ -117,6 +138,10 @@ impl Encoder {
             data.extend_from_slice(&member.to_be_bytes());
         }
         data.extend_from_slice(&cluster_id.to_be_bytes());
+        if versioned {
+            data.extend_from_slice(&cluster_version.major.to_be_bytes());
+            data.extend_from_slice(&cluster_version.minor.to_be_bytes());
+        }
         Ok(Encoder { data })
     }
 
@@ -217,6 +242,9 @@ pub struct Decoder<R> {
     alarms: Vec<u64>,
     /// v6: the cluster's id (0 for earlier versions: not carried).
     cluster_id: u64,
+    /// v7: the cluster version (`None` for earlier versions: the first
+    /// release's, which they do not carry).
+    cluster_version: Option<Release>,
     /// Key weight attached to each lease so far (same order as `leases`).
     weights: Vec<u64>,
     /// v1–v4: the last key, which the next must follow.
@@ -233,9 +261,20 @@ impl<R: Read> Decoder<R> {
     pub fn new(input: R) -> io::Result<Decoder<io::Chain<io::Cursor<Vec<u8>>, R>>> {
         let mut input = input;
         let start = read_up_to(&mut input, SNAPSHOT_V4.len())?;
-        let has_cluster_id = start.as_slice() == SNAPSHOT_V6;
+        let has_cluster_id = start.as_slice() == SNAPSHOT_V6 || start.as_slice() == SNAPSHOT_V7;
+        let has_cluster_version = start.as_slice() == SNAPSHOT_V7;
+        if let [0xff, 0xff, 0xff, 0xff, format] = start.as_slice() {
+            if *format > NEWEST_FORMAT {
+                return Err(invalid(&format!(
+                    "snapshot data of format {format}: this release reads up to {NEWEST_FORMAT}; \
+                     upgrade this node"
+                )));
+            }
+        }
         let (layout, has_table, unread) = match start.as_slice() {
-            s if s == SNAPSHOT_V6 || s == SNAPSHOT_V5 => (Layout::History, true, Vec::new()),
+            s if s == SNAPSHOT_V7 || s == SNAPSHOT_V6 || s == SNAPSHOT_V5 => {
+                (Layout::History, true, Vec::new())
+            }
             s if s == SNAPSHOT_V4 => (Layout::Revisions, true, Vec::new()),
             s if s == SNAPSHOT_V3 => (Layout::Headers, true, Vec::new()),
             s if s == SNAPSHOT_V2 => (Layout::Headers, false, Vec::new()),
@@ -290,12 +329,19 @@ impl<R: Read> Decoder<R> {
         } else {
             0
         };
+        let cluster_version = if has_cluster_version {
+            let packed = read_u64(&mut input, "malformed snapshot cluster version")?;
+            Some(Release::from_u64(packed))
+        } else {
+            None
+        };
         Ok(Decoder {
             input,
             layout,
             compacted,
             alarms,
             cluster_id,
+            cluster_version,
             weights: vec![0; leases.len()],
             leases,
             last_key: None,
@@ -319,6 +365,12 @@ impl<R: Read> Decoder<R> {
     /// The cluster's id (0: not named, or data of an earlier version).
     pub fn cluster_id(&self) -> u64 {
         self.cluster_id
+    }
+
+    /// The cluster version (`None`: data of a format without it, which a
+    /// cluster at the first release's version sends).
+    pub fn cluster_version(&self) -> Option<Release> {
+        self.cluster_version
     }
 
     /// The compaction point the data's history starts at; `None` for data
@@ -539,6 +591,7 @@ pub fn decode(data: &[u8]) -> io::Result<Decoded> {
     Ok(Decoded {
         alarms: decoder.alarms.clone(),
         cluster_id: decoder.cluster_id,
+        cluster_version: decoder.cluster_version,
         compacted: decoder.compacted,
         leases: decoder.leases,
         keys,

@@ -21,4 +21,5 @@ mod test_service;
 mod test_storage;
 mod test_tls;
 mod test_txn;
+mod test_versions;
 mod test_watch;

@@ -118,10 +118,18 @@ fn a_valid_append() -> Vec<u8> {
     let entries = (41..44)
         .map(|index| Entry {
             log_id: log_id(3, 2, index),
-            payload: openraft::EntryPayload::Normal(raftkv_node::types::Command::Put {
-                key: b"key".to_vec(),
-                value: b"value".to_vec(),
-            }),
+            payload: openraft::EntryPayload::Normal(raftkv_node::entry::LogCommand::new(
+                raftkv_node::types::Command::Put {
+                    key: b"key".to_vec(),
+                    value: b"value".to_vec(),
+                },
+                // Both encodings, one entry each.
+                if index % 2 == 0 {
+                    raftkv_node::entry::Encoding::Versioned
+                } else {
+                    raftkv_node::entry::Encoding::FirstRelease
+                },
+            )),
         })
         .collect();
     encode(&AppendEntriesRequest {

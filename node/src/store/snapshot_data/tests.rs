@@ -39,11 +39,45 @@ fn version(revision: u64, sub: u32, key: &[u8], value: Option<&[u8]>, live: bool
 }
 
 fn encode_history(leases: &[(u64, u64)], compacted: u64, versions: &[Version]) -> Vec<u8> {
-    let mut encoder = Encoder::with_history(leases, &[3, 7], 0xc1, compacted).unwrap();
+    encode_history_at(Release::FIRST, leases, compacted, versions)
+}
+
+fn encode_history_at(
+    cluster_version: Release,
+    leases: &[(u64, u64)],
+    compacted: u64,
+    versions: &[Version],
+) -> Vec<u8> {
+    let mut encoder =
+        Encoder::with_history(leases, &[3, 7], (0xc1, cluster_version), compacted).unwrap();
     for version in versions {
         encoder.push_version(version).unwrap();
     }
     encoder.take()
+}
+
+#[test]
+fn the_cluster_version_travels_from_0_2_on_and_older_formats_stay_what_0_1_reads() {
+    let versions = vec![version(3, 0, b"a", Some(b"1"), true)];
+    // At the first release's cluster version: v6, which 0.1 nodes read.
+    let v6 = encode_history_at(Release::FIRST, &[], 2, &versions);
+    assert_eq!(&v6[..SNAPSHOT_V6.len()], SNAPSHOT_V6);
+    assert_eq!(decode(&v6).unwrap().cluster_version, None);
+    // From 0.2 on: v7, the same with the version after the cluster id.
+    let v7 = encode_history_at(Release::new(0, 2), &[], 2, &versions);
+    assert_eq!(&v7[..SNAPSHOT_V7.len()], SNAPSHOT_V7);
+    assert_eq!(v7.len(), v6.len() + 8);
+    let decoded = decode(&v7).unwrap();
+    assert_eq!(decoded.cluster_version, Some(Release::new(0, 2)));
+    assert_eq!(decoded.cluster_id, 0xc1);
+    assert_eq!(decoded.versions, versions);
+    assert_eq!(check(&v7, 3).unwrap(), 1);
+    // A format newer than this release reads is refused, not read as
+    // records without a marker.
+    let mut v8 = v7.clone();
+    v8[4] = NEWEST_FORMAT + 1;
+    let refused = decode(&v8).unwrap_err();
+    assert!(refused.to_string().contains("upgrade"), "{refused}");
 }
 
 #[test]

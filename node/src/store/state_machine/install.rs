@@ -18,6 +18,7 @@ use crate::store::sm_meta::write_u64;
 use crate::store::sm_meta::Applied;
 use crate::store::sm_meta::ALARMS;
 use crate::store::sm_meta::CLUSTER_ID;
+use crate::store::sm_meta::CLUSTER_VERSION;
 use crate::store::sm_meta::COMPACT_DONE;
 use crate::store::sm_meta::INSTALLING;
 use crate::store::sm_meta::MEMBERSHIP;
@@ -47,7 +48,7 @@ impl StateMachineStore {
             epoch,
             reader.leases.all()?,
             reader.alarms(),
-            reader.cluster_id(),
+            (reader.cluster_id(), reader.cluster_version()),
         );
         let meta = SnapshotMeta {
             last_log_id,
@@ -101,6 +102,14 @@ impl StateMachineStore {
         // stays (a cluster keeps its id; a new leader names one if none).
         if decoder.cluster_id() != 0 {
             write_u64(sm_meta, CLUSTER_ID, decoder.cluster_id())?;
+        }
+        // The state at the snapshot's index had this version; entries after
+        // it raise it again. Data without one was sent at the first release's.
+        match decoder.cluster_version() {
+            Some(version) => write_u64(sm_meta, CLUSTER_VERSION, version.to_u64())?,
+            None => {
+                sm_meta.remove(CLUSTER_VERSION).map_err(io_error)?;
+            }
         }
         sm_meta
             .insert(MEMBERSHIP, encode(&meta.last_membership)?)

@@ -69,6 +69,7 @@ use super::sm_meta::read_u64;
 use super::sm_meta::write_u64;
 use super::sm_meta::CLEAN;
 use super::sm_meta::CLUSTER_ID;
+use super::sm_meta::CLUSTER_VERSION;
 use super::sm_meta::COMPACT_DONE;
 use crate::store::disk::io_error;
 
@@ -96,8 +97,8 @@ impl StateMachineStore {
         self.disk.db().clone()
     }
 
-    /// Publishes the stored revision, compaction point, alarms and cluster
-    /// id to readers.
+    /// Publishes the stored revision, compaction point, alarms, cluster id
+    /// and cluster version to readers.
     pub(super) fn publish(&self) -> io::Result<()> {
         let alarms = read_alarms(&self.reader.meta)?;
         *self.reader.alarms.lock().unwrap_or_else(|e| e.into_inner()) = alarms;
@@ -105,6 +106,10 @@ impl StateMachineStore {
         self.reader
             .cluster_id
             .store(cluster_id, std::sync::atomic::Ordering::Release);
+        let cluster_version = read_u64(&self.reader.meta, CLUSTER_VERSION)?;
+        self.reader
+            .cluster_version
+            .store(cluster_version, std::sync::atomic::Ordering::Release);
         let applied = read_applied(&self.reader.meta)?;
         self.reader
             .revisions

@@ -93,6 +93,7 @@ impl StateMachineStore {
                 revisions: Arc::new(Revisions::new()),
                 alarms: Arc::default(),
                 cluster_id: Arc::default(),
+                cluster_version: Arc::default(),
                 size: size.clone(),
             },
             snapshot: open("snapshot")?,

@@ -25,6 +25,7 @@ use crate::store::sm_meta::write_u64;
 use crate::store::sm_meta::Applied;
 use crate::store::sm_meta::ALARMS;
 use crate::store::sm_meta::CLUSTER_ID;
+use crate::store::sm_meta::CLUSTER_VERSION;
 use crate::store::sm_meta::MEMBERSHIP;
 use crate::store::snapshot::Incoming;
 use crate::store::snapshot::Snapshot;
@@ -105,13 +106,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut alarms: Option<BTreeSet<u64>> = None;
         // The cluster's id, named by this batch (published with it) or before.
         let mut cluster_id = reader.cluster_id();
+        // The cluster version, raised by this batch or before.
+        let mut cluster_version = reader.cluster_version();
         for (entry, responder) in batch {
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::Done,
                 EntryPayload::Normal(command) => {
                     let mut apply =
                         EntryApply::new(&reader.space, &reader.leases, entry.log_id.index);
-                    let result = apply.command(command, compacted)?;
+                    let result = apply.command(command.command, compacted)?;
                     leases_changed |= apply.effects.leases_changed;
                     if let Some(at) = apply.effects.compact {
                         compacted = at;
@@ -138,6 +141,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         if cluster_id == 0 {
                             cluster_id = id;
                             write_u64(meta, CLUSTER_ID, id)?;
+                        }
+                    }
+                    if let Some(version) = apply.effects.cluster_version {
+                        // Never lowered: an entry proposed before a higher
+                        // one applied changes nothing.
+                        if version > cluster_version {
+                            cluster_version = version;
+                            write_u64(meta, CLUSTER_VERSION, version.to_u64())?;
+                            tracing::info!(%version, "cluster version raised");
                         }
                     }
                     // Rows of this entry written, `applied` not yet.
@@ -170,6 +182,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         reader
             .cluster_id
             .store(cluster_id, std::sync::atomic::Ordering::Release);
+        reader.cluster_version.store(
+            cluster_version.to_u64(),
+            std::sync::atomic::Ordering::Release,
+        );
         reader.revisions.publish(last.index, compacted, keys);
         if leases_changed {
             self.lease_changes.send_modify(|count| *count += 1);

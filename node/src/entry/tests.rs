@@ -1,0 +1,122 @@
+use super::*;
+use crate::codec::decode;
+use crate::codec::encode;
+use crate::types::Entry;
+use crate::types::LogId;
+
+fn entry(command: Command, encoding: Encoding) -> Entry {
+    Entry {
+        log_id: LogId {
+            leader_id: openraft::vote::RaftLeaderId::new(3, 1),
+            index: 7,
+        },
+        payload: openraft::EntryPayload::Normal(LogCommand::new(command, encoding)),
+    }
+}
+
+#[test]
+fn the_first_releases_encoding_is_bincode_of_the_command_as_it_declared_it() {
+    // A put as 0.1 wrote it: kind 0 (u32 LE), then key and value, each a
+    // u64 LE length and the bytes. Changing this breaks every 0.1 log.
+    let put = LogCommand::new(
+        Command::Put {
+            key: b"k".to_vec(),
+            value: b"vv".to_vec(),
+        },
+        Encoding::FirstRelease,
+    );
+    let bytes = encode(&put).unwrap();
+    assert_eq!(
+        bytes,
+        [
+            &[0, 0, 0, 0][..],
+            &[1, 0, 0, 0, 0, 0, 0, 0],
+            b"k",
+            &[2, 0, 0, 0, 0, 0, 0, 0],
+            b"vv",
+        ]
+        .concat()
+    );
+    assert_eq!(decode::<LogCommand>(&bytes).unwrap(), put);
+}
+
+#[test]
+fn entries_read_back_in_the_encoding_they_were_written_in() {
+    let commands = [
+        Command::Put {
+            key: b"a".to_vec(),
+            value: vec![7; 300],
+        },
+        Command::Delete { key: b"a".to_vec() },
+        Command::Compact { revision: 9 },
+        Command::ClusterId { id: 0xc1 },
+    ];
+    for command in commands {
+        for encoding in [Encoding::FirstRelease, Encoding::Versioned] {
+            let written = entry(command.clone(), encoding);
+            let read: Entry = decode(&encode(&written).unwrap()).unwrap();
+            assert_eq!(read, written, "{command} in {encoding:?}");
+        }
+    }
+}
+
+#[test]
+fn kinds_the_first_release_lacks_are_written_only_in_the_versioned_encoding() {
+    for command in [
+        Command::DeletePrefix {
+            prefix: b"p/".to_vec(),
+        },
+        Command::ClusterVersion {
+            version: Version::VERSIONED_ENTRIES,
+        },
+    ] {
+        assert!(encode(&entry(command.clone(), Encoding::FirstRelease)).is_err());
+        let written = entry(command, Encoding::Versioned);
+        let read: Entry = decode(&encode(&written).unwrap()).unwrap();
+        assert_eq!(read, written);
+    }
+    // Read as the first release's, kind 14 would be a kind 0.1 never wrote.
+    let mut bytes = 14u32.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&2u64.to_le_bytes());
+    bytes.extend_from_slice(b"p/");
+    assert!(decode::<LogCommand>(&bytes).is_err());
+}
+
+#[test]
+fn a_versioned_entry_starts_with_a_kind_number_the_first_release_refuses() {
+    let bytes = encode(&LogCommand::new(
+        Command::Delete { key: b"k".to_vec() },
+        Encoding::Versioned,
+    ))
+    .unwrap();
+    assert_eq!(bytes[..4], VERSIONED_KIND.to_le_bytes());
+    assert!(VERSIONED_KIND >= FIRST_RELEASE_KINDS);
+}
+
+#[test]
+fn no_cut_or_garbage_input_panics() {
+    let bytes = encode(&entry(
+        Command::Put {
+            key: b"key".to_vec(),
+            value: b"value".to_vec(),
+        },
+        Encoding::Versioned,
+    ))
+    .unwrap();
+    for end in 0..bytes.len() {
+        assert!(decode::<Entry>(&bytes[..end]).is_err(), "cut at {end}");
+    }
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..2000 {
+        let len = (state % 64) as usize;
+        let garbage: Vec<u8> = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let _ = decode::<LogCommand>(&garbage);
+    }
+}

@@ -1,0 +1,140 @@
+//! Which release each peer runs, and the version every Raft call carries.
+//!
+//! Every Raft call and every answer to one names the sender's release in
+//! [`VERSION_METADATA`] and the encoding of its Raft messages in
+//! [`RAFT_WIRE_METADATA`]. A 0.1 node names neither: it runs
+//! [`Version::FIRST`] and speaks wire 1.
+//!
+//! - A node refuses a call in a wire it does not know (`FAILED_PRECONDITION`)
+//!   instead of misreading it, and says so when a newer peer sent something
+//!   it cannot decode (see `grpc::raft`).
+//! - The leader learns each member's release from their answers
+//!   ([`PeerVersions`]); the cluster version follows from them
+//!   (`node::upgrade`).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+use crate::types::NodeId;
+use crate::version::Version;
+use crate::version::VERSION_METADATA;
+
+/// Request and response metadata on every Raft call: the encoding of the
+/// Raft messages it carries ([`RAFT_WIRE`] for this release).
+pub const RAFT_WIRE_METADATA: &str = "raftkv-raft-wire";
+
+/// The Raft wire this release speaks and reads: bincode of openraft 0.10's
+/// messages, entries as `entry` encodes them. A change a peer could misread
+/// takes a new number.
+pub const RAFT_WIRE: u32 = 1;
+
+/// Names this node's release and wire in `metadata`.
+pub fn stamp(metadata: &mut MetadataMap) {
+    if let Ok(value) = Version::ours().to_string().parse() {
+        metadata.insert(VERSION_METADATA, value);
+    }
+    metadata.insert(RAFT_WIRE_METADATA, RAFT_WIRE.into());
+}
+
+/// The release `metadata` names; none (or one that does not parse) is a
+/// 0.1 node's.
+pub fn version_of(metadata: &MetadataMap) -> Version {
+    metadata
+        .get(VERSION_METADATA)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(Version::FIRST)
+}
+
+/// Refuses a call in a Raft wire this release does not read.
+pub fn check_wire(metadata: &MetadataMap) -> Result<(), Status> {
+    let Some(value) = metadata.get(RAFT_WIRE_METADATA) else {
+        return Ok(());
+    };
+    match value
+        .to_str()
+        .ok()
+        .and_then(|text| text.parse::<u32>().ok())
+    {
+        Some(RAFT_WIRE) => Ok(()),
+        wire => Err(Status::failed_precondition(format!(
+            "the peer (raftkv {}) speaks Raft wire {}; this node (raftkv {}) reads wire \
+             {RAFT_WIRE}: upgrade this node",
+            version_of(metadata),
+            wire.map_or_else(|| "?".to_string(), |w| w.to_string()),
+            Version::ours()
+        ))),
+    }
+}
+
+/// The release each peer named in its last answer to a Raft call.
+#[derive(Debug, Default)]
+pub struct PeerVersions {
+    seen: Mutex<BTreeMap<NodeId, Version>>,
+}
+
+impl PeerVersions {
+    /// `peer` answered a call with `metadata`.
+    pub fn note(&self, peer: NodeId, metadata: &MetadataMap) {
+        let version = version_of(metadata);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.insert(peer, version) != Some(version) {
+            tracing::info!(peer, %version, "peer runs raftkv {version}");
+        }
+    }
+
+    /// What `peer` last said it runs; `None`: it has not answered yet.
+    pub fn get(&self, peer: NodeId) -> Option<Version> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&peer)
+            .copied()
+    }
+
+    /// Every peer that answered, with its release.
+    pub fn all(&self) -> BTreeMap<NodeId, Version> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_that_names_nothing_runs_the_first_release_and_speaks_wire_1() {
+        let empty = MetadataMap::new();
+        assert_eq!(version_of(&empty), Version::FIRST);
+        assert!(check_wire(&empty).is_ok());
+        let mut ours = MetadataMap::new();
+        stamp(&mut ours);
+        assert_eq!(version_of(&ours), Version::ours());
+        assert!(check_wire(&ours).is_ok());
+        let versions = PeerVersions::default();
+        assert_eq!(versions.get(2), None);
+        versions.note(2, &empty);
+        versions.note(3, &ours);
+        assert_eq!(versions.get(2), Some(Version::FIRST));
+        assert_eq!(versions.get(3), Some(Version::ours()));
+    }
+
+    #[test]
+    fn a_wire_this_release_does_not_read_is_refused_with_what_to_do() {
+        let mut newer = MetadataMap::new();
+        newer.insert(RAFT_WIRE_METADATA, (RAFT_WIRE + 1).into());
+        newer.insert(VERSION_METADATA, "9.9".parse().unwrap());
+        let refused = check_wire(&newer).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            refused.message().contains("upgrade this node"),
+            "{refused:?}"
+        );
+        assert!(refused.message().contains("raftkv 9.9"), "{refused:?}");
+        newer.insert(RAFT_WIRE_METADATA, "x".parse().unwrap());
+        assert!(check_wire(&newer).is_err());
+    }
+}

@@ -1,0 +1,116 @@
+//! Rolling upgrades: the cluster version, and what it lets the leader write.
+//!
+//! The cluster version is the lowest release among all members, voters and
+//! learners. The leader works it out from the releases its peers name in
+//! their answers (`network::versions`) and, once every member has named one
+//! above it, raises it through the log (`Command::ClusterVersion`), so every
+//! node switches at the same entry. It never goes down.
+//!
+//! Until it is raised, the leader writes entries in the first release's
+//! encoding (`entry`) and snapshots in the format 0.1 reads, and refuses
+//! commands that need more ([`crate::error::NodeError::ClusterVersionTooOld`]).
+//! Hence the rules the README gives operators: upgrade one node at a time,
+//! in any order; new calls work once the last member runs the new release;
+//! a node can be downgraded only while the cluster version is still at or
+//! below the release it goes back to.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::type_config::async_runtime::WatchReceiver as _;
+use tokio::sync::watch;
+
+use super::RaftNode;
+use crate::types::Command;
+use crate::types::NodeId;
+use crate::version::Version;
+
+/// How often the leader looks at its members' releases.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+impl RaftNode {
+    /// The cluster version as of the last entry this node applied.
+    pub fn cluster_version(&self) -> Version {
+        self.kv.cluster_version()
+    }
+
+    /// Every member (voters and learners) with the release it runs as this
+    /// node knows it: its own, and on a leader those its peers named
+    /// (`None`: not heard from yet).
+    pub fn member_versions(&self) -> BTreeMap<NodeId, Option<Version>> {
+        let membership = self.membership();
+        membership
+            .membership()
+            .nodes()
+            .map(|(id, _)| {
+                let version = if *id == self.id {
+                    Some(Version::ours())
+                } else {
+                    self.peer_versions.get(*id)
+                };
+                (*id, version)
+            })
+            .collect()
+    }
+
+    /// The version the cluster can move to: the lowest release among the
+    /// members, once every one of them has named its release.
+    pub fn next_cluster_version(&self) -> Option<Version> {
+        let versions = self.member_versions();
+        let lowest = versions.values().copied().collect::<Option<Vec<_>>>()?;
+        lowest.into_iter().min()
+    }
+}
+
+/// On the leader: raises the cluster version once every member runs a newer
+/// release. Ends when the node stops.
+pub async fn raise_cluster_version(node: Arc<RaftNode>, mut stopping: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(CHECK_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut waiting_on: Option<Vec<NodeId>> = None;
+    // A new leader looks at once: a cluster it starts alone is at its
+    // release before the first client's write.
+    let mut server = node.raft().server_metrics();
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            changed = server.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = stopping.wait_for(|stopping| *stopping) => return,
+        }
+        if !node.names_itself_leader() {
+            continue;
+        }
+        let cluster = node.cluster_version();
+        let Some(next) = node.next_cluster_version() else {
+            continue;
+        };
+        if next <= cluster {
+            // Say once which members hold the cluster back.
+            let older: Vec<NodeId> = node
+                .member_versions()
+                .into_iter()
+                .filter(|(_, version)| version.is_some_and(|v| v < Version::ours()))
+                .map(|(id, _)| id)
+                .collect();
+            if !older.is_empty() && waiting_on.as_ref() != Some(&older) {
+                tracing::info!(
+                    members = ?older,
+                    cluster_version = %cluster,
+                    "members run an older release: new calls wait until they are upgraded"
+                );
+            }
+            waiting_on = Some(older);
+            continue;
+        }
+        waiting_on = None;
+        match node.write(Command::ClusterVersion { version: next }).await {
+            Ok(_) => tracing::info!(from = %cluster, to = %next, "cluster version raised"),
+            Err(e) => tracing::debug!(cause = %e, to = %next, "cluster version not raised yet"),
+        }
+    }
+}
