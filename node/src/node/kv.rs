@@ -98,7 +98,12 @@ impl RaftNode {
         let metrics = crate::metrics::global();
         // The cluster version only rises: a command that passes this gate
         // stays one every member can apply.
-        let cluster = self.kv().cluster_version();
+        let cluster = match &command {
+            // Proposed once every member runs `version`: they all read what
+            // it needs, and the entry itself is the first of them.
+            Command::ClusterVersion { version } => self.kv().cluster_version().max(*version),
+            _ => self.kv().cluster_version(),
+        };
         if self.names_itself_leader() {
             // Only the leader decides: a follower forwards, and what it
             // holds may differ from the leader's store.
