@@ -115,8 +115,15 @@ async fn a_rolling_upgrade_under_load_loses_nothing_and_opens_new_calls_last() {
     let Some(previous) = previous_release() else {
         return;
     };
-    let mut cluster = TestCluster::builder().binary(&previous).start(3).await;
-    let load = start_load(&cluster, 40, &[]);
+    // Snapshots often, logs purged behind them: a node that falls behind
+    // catches up from a snapshot.
+    let flags = ["--snapshot-after", "200", "--snapshot-keep", "0"];
+    let mut cluster = TestCluster::builder()
+        .binary(&previous)
+        .flags(&flags)
+        .start(3)
+        .await;
+    let load = start_load(&cluster, 50, &[]);
     let leader = cluster.wait_for_leader().await;
     let applied = cluster.applied_index(leader).await;
     cluster.wait_applied_beyond(leader, applied + 100).await;
@@ -151,8 +158,28 @@ async fn a_rolling_upgrade_under_load_loses_nothing_and_opens_new_calls_last() {
         cluster.wait_applied_beyond(id, before + 100).await;
     }
 
+    // A 0.1 node that joins once the new leader has purged its log gets a
+    // snapshot in the format 0.1 reads.
+    let new_leader = cluster.node(first);
+    let purged = new_leader.status().await.and_then(|s| s.purged_index);
+    wait_for("the new leader purges its log", || async {
+        let now = new_leader.status().await?.purged_index?;
+        (Some(now) > purged).then_some(())
+    })
+    .await;
+    let spec = cluster.node_spec(4).binary(&previous);
+    cluster.add_voter_from(spec).await;
+    let index = cluster.applied_index(first).await;
+    cluster.wait_applied_beyond(4, index).await;
+    let status = cluster.node(4).status().await.expect("status");
+    assert_eq!(status.version, "", "node 4 runs 0.1");
+    assert!(
+        status.snapshot_index.unwrap_or(0) > 0,
+        "node 4 caught up without a snapshot: {status:?}"
+    );
+
     // The others, one at a time (the old leader last).
-    for id in [1, 2, 3]
+    for id in [1, 2, 3, 4]
         .into_iter()
         .filter(|id| *id != first && *id != leader)
         .chain([leader])
@@ -166,7 +193,7 @@ async fn a_rolling_upgrade_under_load_loses_nothing_and_opens_new_calls_last() {
 
     // Every member runs 0.2: the cluster version follows through the log,
     // on every node, and the new call works.
-    for id in [1, 2, 3] {
+    for id in [1, 2, 3, 4] {
         wait_cluster_version(&mut cluster, id, "0.2").await;
         let status = cluster.node(id).status().await.expect("status");
         assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
