@@ -105,7 +105,7 @@ pub enum Command {
     /// entry wins on every replica (added last: older entries decode
     /// unchanged). Proposed by a leader that finds the cluster unnamed.
     ClusterId { id: u64 },
-    // The kinds above are the first release's (0.1), which wrote entries as
+    // The thirteen kinds above are the first release's (0.1), which wrote entries as
     // bincode of this enum: their order and fields are that format and never
     // change (see `entry`). The kinds below exist only in the versioned
     // encoding, and a leader proposes them only once every member reads it.
@@ -117,16 +117,16 @@ pub enum Command {
 }
 
 /// How many of [`Command`]'s kinds the first release's encoding has.
-pub const FIRST_RELEASE_KINDS: u32 = 14;
+pub const FIRST_RELEASE_KINDS: u32 = 13;
 
 impl Command {
     /// The lowest cluster version whose members all apply this command
     /// alike: before it, the leader refuses to propose it.
     pub fn requires(&self) -> Version {
         match self {
-            Command::DeletePrefix { .. } | Command::ClusterVersion { .. } => {
-                Version::VERSIONED_ENTRIES
-            }
+            Command::DeletePrefix { .. } => Version::VERSIONED_ENTRIES,
+            // A node older than the version it raises to must not apply it.
+            Command::ClusterVersion { version } => Version::VERSIONED_ENTRIES.max(*version),
             _ => Version::FIRST,
         }
     }

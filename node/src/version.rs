@@ -26,7 +26,7 @@ pub struct Version {
 
 impl Version {
     /// Releases before versions were named (0.1): their log entries are
-    /// bincode of `Command`'s first fourteen kinds, their snapshots format 6.
+    /// bincode of `Command`'s first thirteen kinds, their snapshots format 6.
     pub const FIRST: Version = Version::new(0, 1);
     /// Log entries in the versioned (protobuf) encoding, the cluster version
     /// in the log and in snapshots (format 7), `DeletePrefix`.

@@ -1,6 +1,6 @@
 //! A log entry's command and the two encodings it may be stored and sent in.
 //!
-//! - **First release (0.1).** bincode of [`Command`]'s first fourteen kinds,
+//! - **First release (0.1).** bincode of [`Command`]'s first thirteen kinds,
 //!   as that release declared them: a `u32` kind number, then the fields in
 //!   order. Nothing can be added to it, and a node of that release refuses
 //!   anything else (it cannot decode the entry, so it never applies it).
@@ -11,9 +11,12 @@
 //!
 //! Which one an entry uses is decided once, when the leader proposes it (see
 //! `node::upgrade`): the first release's until every member reads the
-//! versioned one, which the cluster version says. The entry keeps it from
-//! then on, whoever stores or sends it, so every copy of the log says the
-//! same bytes to the nodes that read it.
+//! versioned one, which the cluster version says. The entry keeps its
+//! encoding from then on, whoever stores or sends it, so a node that reads
+//! only the first release's never meets one it cannot read. (A node may
+//! drop fields it does not know when it writes an entry again; any field
+//! that changes what an entry does raises the entry's `requires`, so no
+//! node that would drop it ever applies it.)
 
 pub mod protobuf;
 
@@ -139,6 +142,13 @@ impl<'de> de::Visitor<'de> for LogCommandVisitor {
         // The kind number is read; hand it and the fields still to read to
         // the enum's own decoding.
         let command = Command::deserialize(KindRead { kind, variant })?;
+        if command.requires() > Version::FIRST {
+            // The kinds are counted above; this keeps a miscount from ever
+            // letting in an entry that cannot be written back.
+            return Err(de::Error::custom(format!(
+                "{command} is not a kind of the first release's encoding"
+            )));
+        }
         Ok(LogCommand::new(command, Encoding::FirstRelease))
     }
 }

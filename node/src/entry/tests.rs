@@ -75,11 +75,75 @@ fn kinds_the_first_release_lacks_are_written_only_in_the_versioned_encoding() {
         let read: Entry = decode(&encode(&written).unwrap()).unwrap();
         assert_eq!(read, written);
     }
-    // Read as the first release's, kind 14 would be a kind 0.1 never wrote.
-    let mut bytes = 14u32.to_le_bytes().to_vec();
-    bytes.extend_from_slice(&2u64.to_le_bytes());
-    bytes.extend_from_slice(b"p/");
-    assert!(decode::<LogCommand>(&bytes).is_err());
+    // Read as the first release's, kind 13 (DeletePrefix in the enum) is
+    // one 0.1 never wrote, and no later kind is either.
+    for kind in [FIRST_RELEASE_KINDS, FIRST_RELEASE_KINDS + 1, 1000] {
+        let mut bytes = kind.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&2u64.to_le_bytes());
+        bytes.extend_from_slice(b"p/");
+        assert!(decode::<LogCommand>(&bytes).is_err(), "kind {kind}");
+    }
+}
+
+#[test]
+fn the_first_releases_kinds_keep_their_numbers() {
+    use crate::etcd::txn::EtcdTxn;
+    // 0.1's declaration order: the kind number each was written with.
+    let kinds = [
+        Command::Put {
+            key: vec![],
+            value: vec![],
+        },
+        Command::Delete { key: vec![] },
+        Command::CompareAndSwap {
+            key: vec![],
+            expected: None,
+            new_value: vec![],
+        },
+        Command::Txn {
+            compares: vec![],
+            success: vec![],
+            failure: vec![],
+        },
+        Command::LeaseGrant { ttl_seconds: 1 },
+        Command::LeaseRevoke {
+            id: 1,
+            expired: false,
+        },
+        Command::PutLeased {
+            key: vec![],
+            value: vec![],
+            lease: 1,
+        },
+        Command::CompareAndSwapLeased {
+            key: vec![],
+            expected: None,
+            new_value: vec![],
+            lease: 1,
+        },
+        Command::Compact { revision: 1 },
+        Command::Alarm {
+            member: None,
+            raise: true,
+        },
+        Command::Etcd(EtcdTxn::default()),
+        Command::LeaseGrantId {
+            id: 1,
+            ttl_seconds: 1,
+        },
+        Command::ClusterId { id: 1 },
+    ];
+    assert_eq!(kinds.len() as u32, FIRST_RELEASE_KINDS);
+    for (number, command) in kinds.into_iter().enumerate() {
+        assert_eq!(command.requires(), Version::FIRST, "{command}");
+        let bytes = encode(&LogCommand::new(command.clone(), Encoding::FirstRelease)).unwrap();
+        assert_eq!(bytes[..4], (number as u32).to_le_bytes(), "{command}");
+        assert_eq!(
+            decode::<LogCommand>(&bytes).unwrap().command,
+            command,
+            "{command}"
+        );
+    }
 }
 
 #[test]

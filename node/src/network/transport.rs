@@ -189,11 +189,12 @@ impl PeerConnection {
             .clone()
     }
 
-    /// One unary `action` call with `request` encoded, the answer decoded, within `ttl`.
+    /// One unary `action` call of `term` with `request` encoded, the answer
+    /// decoded, within `ttl`.
     async fn call<Req, Resp, F, Fut>(
         &self,
         action: RPCTypes,
-        request: &Req,
+        (request, term): (&Req, u64),
         ttl: Duration,
         send: F,
     ) -> Result<Resp, RPCError<TypeConfig>>
@@ -207,18 +208,23 @@ impl PeerConnection {
         let mut grpc_request = tonic::Request::new(pb::RaftPayload { data: data.into() });
         grpc_request.set_timeout(ttl);
         versions::stamp(grpc_request.metadata_mut());
+        let versions = &self.network.versions;
         let answer = match tokio::time::timeout(ttl, send(self.client()?, grpc_request)).await {
-            Ok(answer) => answer.map_err(|status| rpc_error(&status))?,
+            Ok(answer) => answer.map_err(|status| {
+                versions.forget(self.target);
+                rpc_error(&status)
+            })?,
             Err(_) => {
+                versions.forget(self.target);
                 return Err(RPCError::Timeout(Timeout {
                     action,
                     id: 0,
                     target: self.target,
                     timeout: ttl,
-                }))
+                }));
             }
         };
-        self.network.versions.note(self.target, answer.metadata());
+        versions.note(self.target, answer.metadata(), term);
         decode(&answer.into_inner().data).map_err(|e| decode_error(&e))
     }
 }
@@ -305,6 +311,7 @@ impl PeerConnection {
         let Some(first) = input.next().await else {
             return Ok(Box::pin(stream::empty()));
         };
+        let term = first.vote.leader_id.term;
         let input = stream::once(std::future::ready(first)).chain(input);
         let in_flight = Arc::new(InFlight::default());
         let requests = stream::unfold(
@@ -335,16 +342,24 @@ impl PeerConnection {
         let mut client = self.client()?;
         let mut requests = tonic::Request::new(requests);
         versions::stamp(requests.metadata_mut());
+        let versions = self.network.versions.clone();
         let answers = match tokio::time::timeout(ttl, client.stream_append(requests)).await {
             Ok(answers) => {
-                let answers = answers.map_err(|status| rpc_error(&status))?;
-                self.network.versions.note(target, answers.metadata());
+                let answers = answers.map_err(|status| {
+                    versions.forget(target);
+                    rpc_error(&status)
+                })?;
+                versions.note(target, answers.metadata(), term);
                 answers.into_inner()
             }
-            Err(_) => return Err(timeout()),
+            Err(_) => {
+                versions.forget(target);
+                return Err(timeout());
+            }
         };
         let results = stream::unfold(Some((answers, answers_gone)), move |state| {
             let in_flight = in_flight.clone();
+            let versions = versions.clone();
             async move {
                 let (mut answers, answers_gone) = state?;
                 loop {
@@ -352,6 +367,7 @@ impl PeerConnection {
                     let answer = tokio::select! {
                         answer = answers.message() => answer,
                         _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                            versions.forget(target);
                             return Some((Err(timeout()), None));
                         }
                         _ = in_flight.sent_one.notified(), if deadline.is_none() => continue,
@@ -364,8 +380,13 @@ impl PeerConnection {
                                 Err(e) => Some((Err(decode_error(&e)), None)),
                             }
                         }
+                        // A stream also ends when openraft is done with it:
+                        // the next one names the peer's release again.
                         Ok(None) => None,
-                        Err(status) => Some((Err(rpc_error(&status)), None)),
+                        Err(status) => {
+                            versions.forget(target);
+                            Some((Err(rpc_error(&status)), None))
+                        }
                     };
                 }
             }
@@ -402,7 +423,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(
             RPCTypes::AppendEntries,
-            &rpc,
+            (&rpc, rpc.vote.leader_id.term),
             option.hard_ttl().max(MIN_APPEND_TIMEOUT),
             |mut c, r| async move { c.append_entries(r).await },
         )
@@ -416,7 +437,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(
             RPCTypes::Vote,
-            &rpc,
+            (&rpc, rpc.vote.leader_id.term),
             option.hard_ttl(),
             |mut c, r| async move { c.vote(r).await },
         )
@@ -430,7 +451,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(
             RPCTypes::Vote,
-            &rpc,
+            (&rpc, rpc.vote.leader_id.term),
             option.hard_ttl(),
             |mut c, r| async move { c.pre_vote(r).await },
         )
@@ -444,7 +465,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(
             RPCTypes::TransferLeader,
-            &req,
+            (&req, req.from_leader().leader_id.term),
             option.hard_ttl().max(MIN_APPEND_TIMEOUT),
             |mut c, r| async move { c.transfer_leader(r).await },
         )
@@ -459,6 +480,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let to_network = |e: &dyn std::error::Error| NetworkError::from_string(e.to_string());
+        let term = vote.leader_id.term;
         let vote = encode(&vote).map_err(|e| to_network(&e))?;
         let meta = encode(&snapshot.meta).map_err(|e| to_network(&e))?;
         let revision = snapshot.meta.last_log_id.map_or(0, |l| l.index);
@@ -487,7 +509,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
                 }
                 Ok(Err(status)) => Err(StreamingError::Network(NetworkError::new(&status))),
                 Ok(Ok(answer)) => {
-                    self.network.versions.note(self.target, answer.metadata());
+                    self.network.versions.note(self.target, answer.metadata(), term);
                     decode(&answer.into_inner().data).map_err(|e| to_network(&e).into())
                 }
             },

@@ -70,34 +70,44 @@ pub fn check_wire(metadata: &MetadataMap) -> Result<(), Status> {
     }
 }
 
-/// The release each peer named in its last answer to a Raft call.
+/// The release each peer named in its last answer to a Raft call, and the
+/// term of that call. A failed call forgets it: the peer may come back as
+/// another release.
 #[derive(Debug, Default)]
 pub struct PeerVersions {
-    seen: Mutex<BTreeMap<NodeId, Version>>,
+    seen: Mutex<BTreeMap<NodeId, (Version, u64)>>,
 }
 
 impl PeerVersions {
-    /// `peer` answered a call with `metadata`.
-    pub fn note(&self, peer: NodeId, metadata: &MetadataMap) {
+    /// `peer` answered a call of `term` with `metadata`.
+    pub fn note(&self, peer: NodeId, metadata: &MetadataMap, term: u64) {
         let version = version_of(metadata);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.insert(peer, version) != Some(version) {
+        let before = seen.insert(peer, (version, term));
+        if before.map(|(v, _)| v) != Some(version) {
             tracing::info!(peer, %version, "peer runs raftkv {version}");
         }
     }
 
-    /// What `peer` last said it runs; `None`: it has not answered yet.
-    pub fn get(&self, peer: NodeId) -> Option<Version> {
+    /// A call to `peer` failed: what it runs is unknown until it answers.
+    pub fn forget(&self, peer: NodeId) {
         self.seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&peer)
-            .copied()
+            .remove(&peer);
     }
 
-    /// Every peer that answered, with its release.
-    pub fn all(&self) -> BTreeMap<NodeId, Version> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// What `peer` last said it runs; `None`: not since its last failure.
+    pub fn get(&self, peer: NodeId) -> Option<Version> {
+        self.heard_in(peer, None)
+    }
+
+    /// What `peer` said it runs in answer to a call of `term` (`None`: of
+    /// any term).
+    pub fn heard_in(&self, peer: NodeId, term: Option<u64>) -> Option<Version> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (version, heard) = seen.get(&peer)?;
+        term.is_none_or(|term| *heard == term).then_some(*version)
     }
 }
 
@@ -116,10 +126,17 @@ mod tests {
         assert!(check_wire(&ours).is_ok());
         let versions = PeerVersions::default();
         assert_eq!(versions.get(2), None);
-        versions.note(2, &empty);
-        versions.note(3, &ours);
+        versions.note(2, &empty, 4);
+        versions.note(3, &ours, 4);
         assert_eq!(versions.get(2), Some(Version::FIRST));
         assert_eq!(versions.get(3), Some(Version::ours()));
+        // Only what was heard in the term asked counts, and a failed call
+        // forgets.
+        assert_eq!(versions.heard_in(3, Some(5)), None);
+        versions.note(3, &ours, 5);
+        assert_eq!(versions.heard_in(3, Some(5)), Some(Version::ours()));
+        versions.forget(3);
+        assert_eq!(versions.get(3), None);
     }
 
     #[test]

@@ -104,13 +104,16 @@ impl RaftNode {
             Command::ClusterVersion { version } => self.kv().cluster_version().max(*version),
             _ => self.kv().cluster_version(),
         };
+        // Checked wherever it is proposed (a follower proposes nothing, but
+        // may lead by the time it retries below): an entry in an encoding
+        // the cluster cannot read must never reach the log.
+        let needs = command.requires();
+        if needs > cluster {
+            return Err(NodeError::ClusterVersionTooOld { needs, cluster });
+        }
         if self.names_itself_leader() {
             // Only the leader decides: a follower forwards, and what it
             // holds may differ from the leader's store.
-            let needs = command.requires();
-            if needs > cluster {
-                return Err(NodeError::ClusterVersionTooOld { needs, cluster });
-            }
             self.check_quota(&command)?;
         }
         let command = LogCommand::new(command, Encoding::for_cluster(cluster));

@@ -36,9 +36,15 @@ impl RaftNode {
     }
 
     /// Every member (voters and learners) with the release it runs as this
-    /// node knows it: its own, and on a leader those its peers named
-    /// (`None`: not heard from yet).
+    /// node knows it: its own, and those its peers named in their answers
+    /// since their last failed call (`None`: not heard from since).
     pub fn member_versions(&self) -> BTreeMap<NodeId, Option<Version>> {
+        self.member_versions_in(None)
+    }
+
+    /// [`RaftNode::member_versions`], counting only answers to calls of
+    /// `term`.
+    fn member_versions_in(&self, term: Option<u64>) -> BTreeMap<NodeId, Option<Version>> {
         let membership = self.membership();
         membership
             .membership()
@@ -47,7 +53,7 @@ impl RaftNode {
                 let version = if *id == self.id {
                     Some(Version::ours())
                 } else {
-                    self.peer_versions.get(*id)
+                    self.peer_versions.heard_in(*id, term)
                 };
                 (*id, version)
             })
@@ -55,9 +61,10 @@ impl RaftNode {
     }
 
     /// The version the cluster can move to: the lowest release among the
-    /// members, once every one of them has named its release.
-    pub fn next_cluster_version(&self) -> Option<Version> {
-        let versions = self.member_versions();
+    /// members, once every one of them has named its release in answer to
+    /// a call of `term`.
+    fn next_cluster_version(&self, term: u64) -> Option<Version> {
+        let versions = self.member_versions_in(Some(term));
         let lowest = versions.values().copied().collect::<Option<Vec<_>>>()?;
         lowest.into_iter().min()
     }
@@ -85,14 +92,22 @@ pub async fn raise_cluster_version(node: Arc<RaftNode>, mut stopping: watch::Rec
         if !node.names_itself_leader() {
             continue;
         }
+        // Only answers to this term's calls count: one heard before may be
+        // from a release the peer has since left.
+        let term = node.current_term();
+        // No member joins between counting the members and proposing: a
+        // membership change waits, or this waits for the next tick.
+        let Ok(_members) = node.membership_changes.try_lock() else {
+            continue;
+        };
         let cluster = node.cluster_version();
-        let Some(next) = node.next_cluster_version() else {
+        let Some(next) = node.next_cluster_version(term) else {
             continue;
         };
         if next <= cluster {
             // Say once which members hold the cluster back.
             let older: Vec<NodeId> = node
-                .member_versions()
+                .member_versions_in(Some(term))
                 .into_iter()
                 .filter(|(_, version)| version.is_some_and(|v| v < Version::ours()))
                 .map(|(id, _)| id)

@@ -44,7 +44,15 @@ async fn a_new_cluster_runs_at_its_release_and_the_leader_knows_each_members() {
 async fn delete_prefix_removes_the_keys_under_it_at_one_revision() {
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
-    let client = cluster.node(leader).client();
+    let node = cluster.node(leader);
+    let ours = env!("CARGO_PKG_VERSION");
+    let major_minor = ours.rsplit_once('.').expect("major.minor.patch").0;
+    wait_for("the cluster version", || async {
+        let status = node.status().await?;
+        (status.cluster_version == major_minor).then_some(())
+    })
+    .await;
+    let client = node.client();
     let start = put(&client, "dir/a", "1").await;
     put(&client, "dir/b/c", "2").await;
     put(&client, "dir", "kept: the prefix itself is not under dir/").await;
