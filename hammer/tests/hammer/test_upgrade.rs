@@ -202,6 +202,9 @@ async fn a_rolling_upgrade_under_load_loses_nothing_and_opens_new_calls_last() {
             [tonic::Code::FailedPrecondition, tonic::Code::Unimplemented].contains(&code),
             "before node {id}: {code:?}"
         );
+        // And the first node upgraded still says 0.1, whoever leads.
+        let status = cluster.node(first).status().await.expect("status");
+        assert_eq!(status.cluster_version, "0.1", "before node {id}");
         upgrade(&mut cluster, id).await;
     }
 

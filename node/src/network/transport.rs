@@ -209,7 +209,10 @@ impl PeerConnection {
         grpc_request.set_timeout(ttl);
         versions::stamp(grpc_request.metadata_mut());
         let versions = &self.network.versions;
-        let answer = match tokio::time::timeout(ttl, send(self.client()?, grpc_request)).await {
+        let client = self
+            .client()
+            .inspect_err(|_| versions.forget(self.target))?;
+        let answer = match tokio::time::timeout(ttl, send(client, grpc_request)).await {
             Ok(answer) => answer.map_err(|status| {
                 versions.forget(self.target);
                 rpc_error(&status)
@@ -495,24 +498,30 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         let mut messages = tonic::Request::new(messages);
         versions::stamp(messages.metadata_mut());
         let send = tokio::time::timeout(ttl, client.install_snapshot(messages));
-        tokio::select! {
-            closed = cancel => Err(StreamingError::Closed(closed)),
-            answer = send => match answer {
-                Err(_) => Err(StreamingError::Timeout(Timeout {
-                    action: RPCTypes::InstallSnapshot,
-                    id: 0,
-                    target: self.target,
-                    timeout: ttl,
-                })),
-                Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-                    Err(StreamingError::Unreachable(Unreachable::new(&status)))
-                }
-                Ok(Err(status)) => Err(StreamingError::Network(NetworkError::new(&status))),
-                Ok(Ok(answer)) => {
-                    self.network.versions.note(self.target, answer.metadata(), term);
-                    decode(&answer.into_inner().data).map_err(|e| to_network(&e).into())
-                }
-            },
+        let answer = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            answer = send => answer,
+        };
+        if !matches!(answer, Ok(Ok(_))) {
+            self.network.versions.forget(self.target);
+        }
+        match answer {
+            Err(_) => Err(StreamingError::Timeout(Timeout {
+                action: RPCTypes::InstallSnapshot,
+                id: 0,
+                target: self.target,
+                timeout: ttl,
+            })),
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                Err(StreamingError::Unreachable(Unreachable::new(&status)))
+            }
+            Ok(Err(status)) => Err(StreamingError::Network(NetworkError::new(&status))),
+            Ok(Ok(answer)) => {
+                self.network
+                    .versions
+                    .note(self.target, answer.metadata(), term);
+                decode(&answer.into_inner().data).map_err(|e| to_network(&e).into())
+            }
         }
     }
 }

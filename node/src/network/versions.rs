@@ -83,6 +83,11 @@ impl PeerVersions {
     pub fn note(&self, peer: NodeId, metadata: &MetadataMap, term: u64) {
         let version = version_of(metadata);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.get(&peer).is_some_and(|(_, heard)| *heard > term) {
+            // A late answer to an older term's call says less than one
+            // already heard.
+            return;
+        }
         let before = seen.insert(peer, (version, term));
         if before.map(|(v, _)| v) != Some(version) {
             tracing::info!(peer, %version, "peer runs raftkv {version}");
@@ -135,6 +140,12 @@ mod tests {
         assert_eq!(versions.heard_in(3, Some(5)), None);
         versions.note(3, &ours, 5);
         assert_eq!(versions.heard_in(3, Some(5)), Some(Version::ours()));
+        versions.note(3, &empty, 4);
+        assert_eq!(
+            versions.get(3),
+            Some(Version::ours()),
+            "an older term's answer"
+        );
         versions.forget(3);
         assert_eq!(versions.get(3), None);
     }

@@ -28,6 +28,8 @@ use crate::version::Version;
 
 /// How often the leader looks at its members' releases.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long a raise may hold membership changes off.
+const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl RaftNode {
     /// The cluster version as of the last entry this node applied.
@@ -123,9 +125,13 @@ pub async fn raise_cluster_version(node: Arc<RaftNode>, mut stopping: watch::Rec
             continue;
         }
         waiting_on = None;
-        match node.write(Command::ClusterVersion { version: next }).await {
-            Ok(_) => tracing::info!(from = %cluster, to = %next, "cluster version raised"),
-            Err(e) => tracing::debug!(cause = %e, to = %next, "cluster version not raised yet"),
+        // Bounded, since membership changes wait meanwhile: without a
+        // quorum the proposal could wait until leadership moves.
+        let proposal = node.write(Command::ClusterVersion { version: next });
+        match tokio::time::timeout(PROPOSAL_TIMEOUT, proposal).await {
+            Ok(Ok(_)) => tracing::info!(from = %cluster, to = %next, "cluster version raised"),
+            Ok(Err(e)) => tracing::debug!(cause = %e, to = %next, "cluster version not raised yet"),
+            Err(_) => tracing::debug!(to = %next, "cluster version not raised in time; retrying"),
         }
     }
 }
