@@ -231,3 +231,38 @@ async fn a_rolling_upgrade_under_load_loses_nothing_and_opens_new_calls_last() {
 
     finish(load, &cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_older_than_the_cluster_version_is_refused_and_not_kept() {
+    let Some(previous) = previous_release() else {
+        return;
+    };
+    let mut cluster = TestCluster::start(1).await;
+    wait_cluster_version(&mut cluster, 1, "0.2").await;
+    let spec = cluster.node_spec(2).binary(&previous);
+    let old = cluster.start_node(spec);
+    let (id, address) = (old.id, old.address.clone());
+    let client = cluster.node(1).client();
+    let refused = client
+        .add_voter(id, address, 0)
+        .await
+        .expect_err("a 0.1 node added to a cluster at 0.2");
+    match &refused.error {
+        raftkv_client::ClientError::Rpc(status) => {
+            assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+            assert!(status.message().contains("runs raftkv 0.1"), "{status:?}");
+        }
+        other => panic!("expected the node's refusal, got {other}"),
+    }
+    // The configuration is as it was, and writes go on.
+    let members: Vec<u64> = client
+        .configuration()
+        .await
+        .expect("configuration")
+        .members
+        .iter()
+        .map(|member| member.id)
+        .collect();
+    assert_eq!(members, [1]);
+    client.put("after", "1").await.expect("put");
+}

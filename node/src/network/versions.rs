@@ -76,6 +76,9 @@ pub fn check_wire(metadata: &MetadataMap) -> Result<(), Status> {
 #[derive(Debug, Default)]
 pub struct PeerVersions {
     seen: Mutex<BTreeMap<NodeId, (Version, u64)>>,
+    /// The release each peer named last, kept across failed calls: a peer
+    /// that cannot read the log fails every call after naming it.
+    named: Mutex<BTreeMap<NodeId, Version>>,
 }
 
 impl PeerVersions {
@@ -88,6 +91,10 @@ impl PeerVersions {
             // already heard.
             return;
         }
+        self.named
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer, version);
         let before = seen.insert(peer, (version, term));
         if before.map(|(v, _)| v) != Some(version) {
             tracing::info!(peer, %version, "peer runs raftkv {version}");
@@ -100,6 +107,15 @@ impl PeerVersions {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&peer);
+    }
+
+    /// What `peer` named in its last answer, even if calls failed since.
+    pub fn last_named(&self, peer: NodeId) -> Option<Version> {
+        self.named
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&peer)
+            .copied()
     }
 
     /// What `peer` last said it runs; `None`: not since its last failure.
@@ -148,6 +164,7 @@ mod tests {
         );
         versions.forget(3);
         assert_eq!(versions.get(3), None);
+        assert_eq!(versions.last_named(3), Some(Version::ours()));
     }
 
     #[test]

@@ -256,26 +256,39 @@ impl RaftNode {
         self.require_leader()?;
         let membership = self.membership();
         check_previous_index(&membership, previous_index)?;
-        if let Some(Suffrage::Voter) = check_join(&membership, id, address)? {
+        let was = check_join(&membership, id, address)?;
+        if let Some(Suffrage::Voter) = was {
             return Ok(index_of(&membership));
         }
         self.add_learner(id, address, previous_index).await?;
         // Caught up: the learner holds at least what the leader had when it
         // joined. Several learners catch up at once; only the changes queue.
         let target = self.metrics().last_log_index.unwrap_or(0);
-        self.raft
-            .wait(Some(CATCH_UP_TIMEOUT))
-            .metrics(
-                |m| {
-                    m.replication
-                        .as_ref()
-                        .and_then(|r| r.get(&id).cloned().flatten())
-                        .is_some_and(|matched| matched.index >= target)
-                },
-                format!("node {id} catches up to index {target}"),
-            )
-            .await
-            .map_err(|e| wait_error(&format!("node {id} did not catch up with the log"), e))?;
+        let waiter = self.raft.wait(Some(CATCH_UP_TIMEOUT));
+        let caught_up = waiter.metrics(
+            |m| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).cloned().flatten())
+                    .is_some_and(|matched| matched.index >= target)
+            },
+            format!("node {id} catches up to index {target}"),
+        );
+        tokio::select! {
+            caught_up = caught_up => {
+                caught_up.map_err(|e| wait_error(&format!("node {id} did not catch up with the log"), e))?;
+            }
+            older = self.runs_older_than_the_cluster(id) => {
+                // It would never catch up: a learner added for this is
+                // taken out again, so the configuration is as it was.
+                if was.is_none() {
+                    if let Err(e) = self.remove_node(id, None).await {
+                        tracing::warn!(node = id, cause = %e, "could not remove a learner too old for the log");
+                    }
+                }
+                return Err(older);
+            }
+        }
         // previous_index was checked when the learner was added; the
         // configuration may have moved since.
         self.change_membership(None, |membership| {
@@ -283,6 +296,25 @@ impl RaftNode {
             Ok((!is_voter).then(|| (ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)))
         })
         .await
+    }
+
+    /// Waits until learner `id` has named a release older than the cluster
+    /// version, which cannot read the log; the refusal to answer with.
+    async fn runs_older_than_the_cluster(&self, id: NodeId) -> NodeError {
+        loop {
+            let cluster = self.cluster_version();
+            if let Some(runs) = self.peer_versions.last_named(id) {
+                if runs < cluster {
+                    return NodeError::MembershipRefused(format!(
+                        "node {id} runs raftkv {runs}, older than the cluster version {cluster}: \
+                         it cannot read the log, so it was not made a voter (nor kept as a \
+                         learner, unless it was one before); start it with raftkv {cluster} \
+                         or newer and add it again"
+                    ));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Turns voter `id` into a learner. With `previous_index`, only if the
