@@ -87,6 +87,15 @@ fn cluster_version(status: &pb::NodeStatus) -> &str {
     }
 }
 
+/// A table cell for the leader a node knows (`-`: none).
+pub(crate) fn leader_cell(status: &pb::NodeStatus) -> String {
+    if status.leader_id == 0 {
+        "-".into()
+    } else {
+        status.leader_id.to_string()
+    }
+}
+
 /// A table cell for an index that may not exist yet.
 pub(crate) fn cell(value: Option<u64>) -> String {
     value.map_or_else(|| "-".into(), |v| v.to_string())
@@ -145,11 +154,7 @@ fn table(rows: &[Row]) -> String {
                 s.id,
                 role_name(s.role),
                 s.term,
-                if s.leader_id == 0 {
-                    "-".into()
-                } else {
-                    s.leader_id.to_string()
-                },
+                leader_cell(s),
                 cell(s.last_log_index),
                 cell(s.committed_index),
                 cell(s.applied_index),

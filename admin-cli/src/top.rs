@@ -29,6 +29,7 @@ use crate::status::cell;
 use crate::status::clock;
 use crate::status::collect;
 use crate::status::endpoints;
+use crate::status::leader_cell;
 use crate::status::Row;
 use crate::target::Target;
 
@@ -296,11 +297,7 @@ fn view_text(
                 } else {
                     format!("{}@{}", s.voted_for, s.vote_term)
                 },
-                if s.leader_id == 0 {
-                    "-".into()
-                } else {
-                    s.leader_id.to_string()
-                },
+                leader_cell(s),
                 cell(s.last_log_index),
                 cell(s.committed_index),
                 cell(s.applied_index),

@@ -15,6 +15,13 @@ use std::str::FromStr;
 /// Request and response metadata on every Raft call: the sender's version.
 pub const VERSION_METADATA: &str = "raftkv-version";
 
+/// [`Version::ours`] as text, as [`VERSION_METADATA`] carries it.
+pub const OURS_TEXT: &str = concat!(
+    env!("CARGO_PKG_VERSION_MAJOR"),
+    ".",
+    env!("CARGO_PKG_VERSION_MINOR")
+);
+
 /// A release's `major.minor`; ordered as releases are.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
@@ -112,6 +119,11 @@ mod tests {
         for bad in ["", "1", "a.b", "1.2.x", "1.2.3.4", "-1.2"] {
             assert!(bad.parse::<Version>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn our_version_reads_back_from_its_text() {
+        assert_eq!(OURS_TEXT.parse::<Version>().unwrap(), Version::ours());
     }
 
     #[test]

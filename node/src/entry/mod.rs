@@ -79,7 +79,7 @@ impl fmt::Display for LogCommand {
 }
 
 /// Bytes that serialize as one length-prefixed run (not a sequence of
-/// numbers, which would cost a call per byte).
+/// numbers, which would cost a call per byte); read back by [`Versioned`].
 struct RawBytes<'a>(&'a [u8]);
 
 impl Serialize for RawBytes<'_> {
@@ -130,8 +130,7 @@ impl<'de> de::Visitor<'de> for LogCommandVisitor {
     fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<LogCommand, A::Error> {
         let (kind, variant): (u32, A::Variant) = data.variant()?;
         if kind == VERSIONED_KIND {
-            let bytes: ByteBuf = de::VariantAccess::newtype_variant(variant)?;
-            let command = protobuf::decode(&bytes.0, Version::ours()).map_err(de::Error::custom)?;
+            let Versioned(command) = de::VariantAccess::newtype_variant(variant)?;
             return Ok(LogCommand::new(command, Encoding::Versioned));
         }
         if kind >= FIRST_RELEASE_KINDS {
@@ -153,32 +152,32 @@ impl<'de> de::Visitor<'de> for LogCommandVisitor {
     }
 }
 
-/// Owned bytes, read as one run.
-struct ByteBuf(Vec<u8>);
+/// A versioned command, decoded straight from the bytes that carry it
+/// (borrowed from the input where the format allows, never copied first).
+struct Versioned(Command);
 
-impl<'de> Deserialize<'de> for ByteBuf {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ByteBuf, D::Error> {
+impl<'de> Deserialize<'de> for Versioned {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Versioned, D::Error> {
         struct Bytes;
         impl<'de> de::Visitor<'de> for Bytes {
-            type Value = ByteBuf;
+            type Value = Versioned;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("bytes")
+                f.write_str("an encoded raftkv.entry.Command")
             }
-            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<ByteBuf, E> {
-                Ok(ByteBuf(bytes.to_vec()))
+            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Versioned, E> {
+                protobuf::decode(bytes, Version::ours())
+                    .map(Versioned)
+                    .map_err(E::custom)
             }
-            fn visit_byte_buf<E: de::Error>(self, bytes: Vec<u8>) -> Result<ByteBuf, E> {
-                Ok(ByteBuf(bytes))
-            }
-            fn visit_seq<S: de::SeqAccess<'de>>(self, mut seq: S) -> Result<ByteBuf, S::Error> {
+            fn visit_seq<S: de::SeqAccess<'de>>(self, mut seq: S) -> Result<Versioned, S::Error> {
                 let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
                 while let Some(byte) = seq.next_element()? {
                     bytes.push(byte);
                 }
-                Ok(ByteBuf(bytes))
+                self.visit_bytes(&bytes)
             }
         }
-        deserializer.deserialize_byte_buf(Bytes)
+        deserializer.deserialize_bytes(Bytes)
     }
 }
 

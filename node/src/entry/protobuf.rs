@@ -107,15 +107,18 @@ fn encode_put(requires: Version, key: &[u8], value: &[u8], lease: Option<u64>) -
 
 /// Decodes an encoded command. `ours` is this node's version.
 pub fn decode(bytes: &[u8], ours: Version) -> Result<Command, DecodeError> {
-    // The header alone first: what a newer release wrote after it may not
-    // decode here at all, and that must read as "too new", not as garbage.
-    let needs = pb::Header::decode(bytes)?
-        .requires
-        .map_or(Version::FIRST, version_from_pb);
+    let message = pb::Command::decode(bytes);
+    // What a newer release wrote may not decode here at all: its header
+    // alone says whether that is "too new" rather than garbage.
+    let requires = match &message {
+        Ok(message) => message.requires,
+        Err(_) => pb::Header::decode(bytes)?.requires,
+    };
+    let needs = requires.map_or(Version::FIRST, version_from_pb);
     if needs > ours {
         return Err(DecodeError::TooNew { needs, ours });
     }
-    let kind = pb::Command::decode(bytes)?
+    let kind = message?
         .kind
         .ok_or(DecodeError::Invalid("a command without a kind"))?;
     kind_from_pb(kind)

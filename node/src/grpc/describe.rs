@@ -74,6 +74,7 @@ pub(super) fn millis(elapsed: Duration) -> u64 {
 pub(super) fn status(node: &RaftNode, metrics: &RaftMetrics<TypeConfig>) -> pb::NodeStatus {
     let membership = metrics.membership_config.membership();
     let voters: BTreeSet<_> = membership.voter_ids().collect();
+    let versions = node.member_versions();
     let peers = membership
         .nodes()
         .filter(|(id, _)| **id != node.id())
@@ -91,8 +92,7 @@ pub(super) fn status(node: &RaftNode, metrics: &RaftMetrics<TypeConfig>) -> pb::
                 .as_ref()
                 .and_then(|h| h.get(id).cloned().flatten())
                 .map(|at| millis(at.elapsed())),
-            version: node
-                .member_versions()
+            version: versions
                 .get(id)
                 .copied()
                 .flatten()

@@ -16,10 +16,12 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use tonic::metadata::MetadataMap;
+use tonic::metadata::MetadataValue;
 use tonic::Status;
 
 use crate::types::NodeId;
 use crate::version::Version;
+use crate::version::OURS_TEXT;
 use crate::version::VERSION_METADATA;
 
 /// Request and response metadata on every Raft call: the encoding of the
@@ -33,9 +35,7 @@ pub const RAFT_WIRE: u32 = 1;
 
 /// Names this node's release and wire in `metadata`.
 pub fn stamp(metadata: &mut MetadataMap) {
-    if let Ok(value) = Version::ours().to_string().parse() {
-        metadata.insert(VERSION_METADATA, value);
-    }
+    metadata.insert(VERSION_METADATA, MetadataValue::from_static(OURS_TEXT));
     metadata.insert(RAFT_WIRE_METADATA, RAFT_WIRE.into());
 }
 
@@ -70,15 +70,20 @@ pub fn check_wire(metadata: &MetadataMap) -> Result<(), Status> {
     }
 }
 
-/// The release each peer named in its last answer to a Raft call, and the
-/// term of that call. A failed call forgets it: the peer may come back as
-/// another release.
+/// The release each peer named in its last answer to a Raft call, the term
+/// of that call, and whether a call to it failed since (the peer may come
+/// back as another release).
 #[derive(Debug, Default)]
 pub struct PeerVersions {
-    seen: Mutex<BTreeMap<NodeId, (Version, u64)>>,
-    /// The release each peer named last, kept across failed calls: a peer
-    /// that cannot read the log fails every call after naming it.
-    named: Mutex<BTreeMap<NodeId, Version>>,
+    seen: Mutex<BTreeMap<NodeId, Heard>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Heard {
+    version: Version,
+    term: u64,
+    /// No call to the peer failed since.
+    current: bool,
 }
 
 impl PeerVersions {
@@ -86,36 +91,41 @@ impl PeerVersions {
     pub fn note(&self, peer: NodeId, metadata: &MetadataMap, term: u64) {
         let version = version_of(metadata);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.get(&peer).is_some_and(|(_, heard)| *heard > term) {
+        let before = seen.get(&peer).copied();
+        if before.is_some_and(|heard| heard.term > term) {
             // A late answer to an older term's call says less than one
             // already heard.
             return;
         }
-        self.named
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(peer, version);
-        let before = seen.insert(peer, (version, term));
-        if before.map(|(v, _)| v) != Some(version) {
+        seen.insert(
+            peer,
+            Heard {
+                version,
+                term,
+                current: true,
+            },
+        );
+        if before.map(|heard| heard.version) != Some(version) {
             tracing::info!(peer, %version, "peer runs raftkv {version}");
         }
     }
 
     /// A call to `peer` failed: what it runs is unknown until it answers.
     pub fn forget(&self, peer: NodeId) {
-        self.seen
+        if let Some(heard) = self
+            .seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&peer);
+            .get_mut(&peer)
+        {
+            heard.current = false;
+        }
     }
 
-    /// What `peer` named in its last answer, even if calls failed since.
+    /// What `peer` named in its last answer, even if calls failed since: a
+    /// peer that cannot read the log fails every call after naming it.
     pub fn last_named(&self, peer: NodeId) -> Option<Version> {
-        self.named
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&peer)
-            .copied()
+        self.heard(peer).map(|heard| heard.version)
     }
 
     /// What `peer` last said it runs; `None`: not since its last failure.
@@ -124,11 +134,18 @@ impl PeerVersions {
     }
 
     /// What `peer` said it runs in answer to a call of `term` (`None`: of
-    /// any term).
+    /// any term), with no call to it failed since.
     pub fn heard_in(&self, peer: NodeId, term: Option<u64>) -> Option<Version> {
-        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (version, heard) = seen.get(&peer)?;
-        term.is_none_or(|term| *heard == term).then_some(*version)
+        let heard = self.heard(peer)?;
+        (heard.current && term.is_none_or(|term| heard.term == term)).then_some(heard.version)
+    }
+
+    fn heard(&self, peer: NodeId) -> Option<Heard> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&peer)
+            .copied()
     }
 }
 

@@ -61,15 +61,17 @@ impl RaftNode {
             })
             .collect()
     }
+}
 
-    /// The version the cluster can move to: the lowest release among the
-    /// members, once every one of them has named its release in answer to
-    /// a call of `term`.
-    fn next_cluster_version(&self, term: u64) -> Option<Version> {
-        let versions = self.member_versions_in(Some(term));
-        let lowest = versions.values().copied().collect::<Option<Vec<_>>>()?;
-        lowest.into_iter().min()
-    }
+/// The version the cluster can move to: the lowest release among the
+/// members, once every one of them has named its release.
+fn lowest(versions: &BTreeMap<NodeId, Option<Version>>) -> Option<Version> {
+    versions
+        .values()
+        .copied()
+        .collect::<Option<Vec<_>>>()?
+        .into_iter()
+        .min()
 }
 
 /// On the leader: raises the cluster version once every member runs a newer
@@ -103,13 +105,13 @@ pub async fn raise_cluster_version(node: Arc<RaftNode>, mut stopping: watch::Rec
             continue;
         };
         let cluster = node.cluster_version();
-        let Some(next) = node.next_cluster_version(term) else {
+        let versions = node.member_versions_in(Some(term));
+        let Some(next) = lowest(&versions) else {
             continue;
         };
         if next <= cluster {
             // Say once which members hold the cluster back.
-            let older: Vec<NodeId> = node
-                .member_versions_in(Some(term))
+            let older: Vec<NodeId> = versions
                 .into_iter()
                 .filter(|(_, version)| version.is_some_and(|v| v < Version::ours()))
                 .map(|(id, _)| id)
