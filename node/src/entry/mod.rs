@@ -13,14 +13,17 @@
 //! `node::upgrade`): the first release's until every member reads the
 //! versioned one, which the cluster version says. The entry keeps its
 //! encoding from then on, whoever stores or sends it, so a node that reads
-//! only the first release's never meets one it cannot read. (A node may
-//! drop fields it does not know when it writes an entry again; any field
-//! that changes what an entry does raises the entry's `requires`, so no
-//! node that would drop it ever applies it.)
+//! only the first release's never meets one it cannot read. A versioned
+//! entry is written again in the bytes it was read from, fields this node
+//! does not know included. (Were it encoded again, those fields would be
+//! dropped; but any field that changes what an entry does raises the
+//! entry's `requires`, so no node that would drop it ever applies it.)
 
 pub mod protobuf;
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::OnceLock;
 
 use serde::de;
 use serde::de::IntoDeserializer;
@@ -60,21 +63,84 @@ impl Encoding {
 
 /// The application data of raftkv's log entries: a command and the
 /// encoding it travels in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogCommand {
-    pub command: Command,
-    pub encoding: Encoding,
+///
+/// Shared, not copied: the leader hands one entry to its log, to each
+/// follower's replication and to the apply, and each clone is a reference
+/// count. The versioned bytes are made once, on first use, or kept from
+/// the bytes the entry was decoded from, and every later write of the
+/// entry (to the log, to each follower) reuses them.
+#[derive(Clone)]
+pub struct LogCommand(Arc<Shared>);
+
+struct Shared {
+    command: Command,
+    encoding: Encoding,
+    /// The command in the versioned encoding, once made or read.
+    versioned: OnceLock<Vec<u8>>,
 }
 
 impl LogCommand {
     pub fn new(command: Command, encoding: Encoding) -> LogCommand {
-        LogCommand { command, encoding }
+        LogCommand(Arc::new(Shared {
+            command,
+            encoding,
+            versioned: OnceLock::new(),
+        }))
+    }
+
+    /// A versioned command with the bytes it was decoded from.
+    fn decoded(command: Command, bytes: &[u8]) -> LogCommand {
+        LogCommand(Arc::new(Shared {
+            command,
+            encoding: Encoding::Versioned,
+            versioned: OnceLock::from(bytes.to_vec()),
+        }))
+    }
+
+    pub fn command(&self) -> &Command {
+        &self.0.command
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        self.0.encoding
+    }
+
+    /// The command, owned: moved out of the last handle, copied otherwise.
+    pub fn into_command(self) -> Command {
+        match Arc::try_unwrap(self.0) {
+            Ok(shared) => shared.command,
+            Err(shared) => shared.command.clone(),
+        }
+    }
+
+    /// The versioned encoding of the command, made on first use.
+    fn versioned(&self) -> &[u8] {
+        self.0
+            .versioned
+            .get_or_init(|| protobuf::encode(&self.0.command))
+    }
+}
+
+impl PartialEq for LogCommand {
+    fn eq(&self, other: &LogCommand) -> bool {
+        self.command() == other.command() && self.encoding() == other.encoding()
+    }
+}
+
+impl Eq for LogCommand {}
+
+impl fmt::Debug for LogCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogCommand")
+            .field("command", self.command())
+            .field("encoding", &self.encoding())
+            .finish()
     }
 }
 
 impl fmt::Display for LogCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.command, f)
+        fmt::Display::fmt(self.command(), f)
     }
 }
 
@@ -90,23 +156,23 @@ impl Serialize for RawBytes<'_> {
 
 impl Serialize for LogCommand {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.encoding {
+        match self.encoding() {
             Encoding::FirstRelease => {
                 // A kind the first release does not know cannot be written
                 // in its encoding; the leader never asks for that.
-                if self.command.requires() > Version::FIRST {
+                if self.command().requires() > Version::FIRST {
                     return Err(ser::Error::custom(format!(
                         "{} needs the versioned entry encoding",
-                        self.command
+                        self.command()
                     )));
                 }
-                self.command.serialize(serializer)
+                self.command().serialize(serializer)
             }
             Encoding::Versioned => serializer.serialize_newtype_variant(
                 "Command",
                 VERSIONED_KIND,
                 "Versioned",
-                &RawBytes(&protobuf::encode(&self.command)),
+                &RawBytes(self.versioned()),
             ),
         }
     }
@@ -131,7 +197,7 @@ impl<'de> de::Visitor<'de> for LogCommandVisitor {
         let (kind, variant): (u32, A::Variant) = data.variant()?;
         if kind == VERSIONED_KIND {
             let Versioned(command) = de::VariantAccess::newtype_variant(variant)?;
-            return Ok(LogCommand::new(command, Encoding::Versioned));
+            return Ok(command);
         }
         if kind >= FIRST_RELEASE_KINDS {
             return Err(de::Error::custom(format!(
@@ -153,8 +219,9 @@ impl<'de> de::Visitor<'de> for LogCommandVisitor {
 }
 
 /// A versioned command, decoded straight from the bytes that carry it
-/// (borrowed from the input where the format allows, never copied first).
-struct Versioned(Command);
+/// (borrowed from the input where the format allows, never copied first),
+/// which it keeps.
+struct Versioned(LogCommand);
 
 impl<'de> Deserialize<'de> for Versioned {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Versioned, D::Error> {
@@ -166,7 +233,7 @@ impl<'de> Deserialize<'de> for Versioned {
             }
             fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Versioned, E> {
                 protobuf::decode(bytes, Version::ours())
-                    .map(Versioned)
+                    .map(|command| Versioned(LogCommand::decoded(command, bytes)))
                     .map_err(E::custom)
             }
             fn visit_seq<S: de::SeqAccess<'de>>(self, mut seq: S) -> Result<Versioned, S::Error> {

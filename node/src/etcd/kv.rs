@@ -139,6 +139,15 @@ impl EtcdKv {
     }
 
     fn put_op(&self, r: &pb::PutRequest) -> Result<EtcdOp, Status> {
+        self.owned_put_op(pb::PutRequest {
+            key: r.key.clone(),
+            value: r.value.clone(),
+            ..*r
+        })
+    }
+
+    /// [`EtcdKv::put_op`] of a request it may take the key and value from.
+    fn owned_put_op(&self, r: pb::PutRequest) -> Result<EtcdOp, Status> {
         self.key(&r.key)?;
         if r.ignore_value && !r.value.is_empty() {
             return Err(EtcdError::ValueProvided.into());
@@ -149,8 +158,8 @@ impl EtcdKv {
         self.node.check_value(&r.value).map_err(status)?;
         let lease = u64::try_from(r.lease).map_err(|_| Status::from(EtcdError::LeaseNotFound))?;
         Ok(EtcdOp::Put {
-            key: r.key.clone(),
-            value: (!r.ignore_value).then(|| r.value.clone()),
+            key: r.key,
+            value: (!r.ignore_value).then_some(r.value),
             lease: (!r.ignore_lease).then_some(lease),
             prev_kv: r.prev_kv,
         })
@@ -416,12 +425,23 @@ impl Kv for EtcdKv {
         &self,
         request: Call<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        match self
-            .single(Request::RequestPut(request.into_inner()))
-            .await?
-        {
-            OpResponse::ResponsePut(response) => Ok(Response::new(response)),
-            other => Err(unexpected(&other)),
+        // The most common call: the request's key and value move into the
+        // entry, where `single` would copy them.
+        let txn = EtcdTxn {
+            compares: Vec::new(),
+            success: vec![self.owned_put_op(request.into_inner())?],
+            failure: Vec::new(),
+        };
+        let (result, revision) = self.propose(txn).await?;
+        match result {
+            EtcdOpResult::Txn { mut results, .. } => match results.pop() {
+                Some(EtcdOpResult::Put { prev }) => Ok(Response::new(pb::PutResponse {
+                    header: header(&self.node, revision),
+                    prev_kv: prev.map(|(key, stored)| key_value(key, stored)),
+                })),
+                other => Err(NodeError::Internal(format!("a put answered as {other:?}")).into()),
+            },
+            other => Err(NodeError::Internal(format!("a put answered as {other:?}")).into()),
         }
     }
 

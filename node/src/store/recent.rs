@@ -30,7 +30,7 @@ fn size_of(entry: &Entry) -> usize {
         return OVERHEAD;
     };
     OVERHEAD
-        + match &command.command {
+        + match command.command() {
             Command::Put { key, value } | Command::PutLeased { key, value, .. } => {
                 key.len() + value.len()
             }

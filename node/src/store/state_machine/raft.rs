@@ -114,7 +114,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Normal(command) => {
                     let mut apply =
                         EntryApply::new(&reader.space, &reader.leases, entry.log_id.index);
-                    let result = apply.command(command.command, compacted)?;
+                    let result = apply.command(command.into_command(), compacted)?;
                     leases_changed |= apply.effects.leases_changed;
                     if let Some(at) = apply.effects.compact {
                         compacted = at;
