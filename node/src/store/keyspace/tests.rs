@@ -240,10 +240,11 @@ fn compaction_across_many_leaves_keeps_exactly_what_reads_need() {
     use std::collections::BTreeMap;
     let (_db, space) = space();
     // Per key, every version written: (revision, sub, value or delete).
-    let mut model: BTreeMap<Vec<u8>, Vec<(u64, u32, Option<Vec<u8>>)>> = BTreeMap::new();
+    type Versions = Vec<(u64, u32, Option<Vec<u8>>)>;
+    let mut model: BTreeMap<Vec<u8>, Versions> = BTreeMap::new();
     let mut next = 7u64;
     for revision in 1..=3000u64 {
-        let writes = if revision % 5 == 0 { 2 } else { 1 };
+        let writes = if revision.is_multiple_of(5) { 2 } else { 1 };
         for sub in 0..writes {
             next = next
                 .wrapping_mul(6364136223846793005)
@@ -253,7 +254,7 @@ fn compaction_across_many_leaves_keeps_exactly_what_reads_need() {
             if versions.last().is_some_and(|(r, _, _)| *r == revision) {
                 continue; // one write per key and revision
             }
-            if next % 7 == 0 {
+            if next.is_multiple_of(7) {
                 delete(&space, revision, sub, &key);
                 versions.push((revision, sub, None));
             } else {
