@@ -105,7 +105,9 @@ impl LogCommand {
         self.0.encoding
     }
 
-    /// The command, owned: moved out of the last handle, copied otherwise.
+    /// The command, owned: moved out of the last handle, copied otherwise
+    /// (the apply mostly copies: the log's in-memory tail still holds the
+    /// entry then).
     pub fn into_command(self) -> Command {
         match Arc::try_unwrap(self.0) {
             Ok(shared) => shared.command,

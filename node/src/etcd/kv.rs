@@ -433,16 +433,17 @@ impl Kv for EtcdKv {
             failure: Vec::new(),
         };
         let (result, revision) = self.propose(txn).await?;
-        match result {
-            EtcdOpResult::Txn { mut results, .. } => match results.pop() {
-                Some(EtcdOpResult::Put { prev }) => Ok(Response::new(pb::PutResponse {
-                    header: header(&self.node, revision),
-                    prev_kv: prev.map(|(key, stored)| key_value(key, stored)),
-                })),
-                other => Err(NodeError::Internal(format!("a put answered as {other:?}")).into()),
-            },
-            other => Err(NodeError::Internal(format!("a put answered as {other:?}")).into()),
-        }
+        let put = match result {
+            EtcdOpResult::Txn { mut results, .. } => results.pop(),
+            _ => None,
+        };
+        let Some(EtcdOpResult::Put { prev }) = put else {
+            return Err(NodeError::Internal("a put came back without its result".into()).into());
+        };
+        Ok(Response::new(pb::PutResponse {
+            header: header(&self.node, revision),
+            prev_kv: prev.map(|(key, stored)| key_value(key, stored)),
+        }))
     }
 
     async fn delete_range(

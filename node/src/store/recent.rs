@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use openraft::entry::RaftEntry;
 use openraft::EntryPayload;
 
+use crate::entry::Encoding;
 use crate::types::Check;
 use crate::types::Command;
 use crate::types::Entry;
@@ -20,62 +21,71 @@ use crate::types::TxnOp;
 /// Most entries kept.
 const MAX_ENTRIES: usize = 4096;
 
-/// Most bytes (roughly: keys, values and a fixed overhead per entry) kept.
+/// Most bytes (roughly: keys, values, their encoded copy and a fixed
+/// overhead per entry) kept.
 const MAX_BYTES: usize = 4 << 20;
 
-/// Rough memory use of one entry.
+/// Rough memory use of one entry. A versioned entry also holds its encoded
+/// bytes (made when it is appended, or kept from its decode), about as many
+/// as its keys and values: counted whether made yet or not, so an entry
+/// counts the same when it leaves as when it came.
 fn size_of(entry: &Entry) -> usize {
     const OVERHEAD: usize = 96;
     let EntryPayload::Normal(command) = &entry.payload else {
         return OVERHEAD;
     };
+    let copies = match command.encoding() {
+        Encoding::FirstRelease => 1,
+        Encoding::Versioned => 2,
+    };
     OVERHEAD
-        + match command.command() {
-            Command::Put { key, value } | Command::PutLeased { key, value, .. } => {
-                key.len() + value.len()
-            }
-            Command::Delete { key } => key.len(),
-            Command::CompareAndSwap {
-                key,
-                expected,
-                new_value,
-            }
-            | Command::CompareAndSwapLeased {
-                key,
-                expected,
-                new_value,
-                ..
-            } => key.len() + expected.as_ref().map_or(0, Vec::len) + new_value.len(),
-            Command::Txn {
-                compares,
-                success,
-                failure,
-            } => {
-                let compares = compares.iter().map(|c| {
-                    c.key.len()
-                        + match &c.check {
-                            Check::Value(value) => value.len(),
-                            Check::Exists(_) | Check::ModifiedIndex(_) => 8,
+        + copies
+            * match command.command() {
+                Command::Put { key, value } | Command::PutLeased { key, value, .. } => {
+                    key.len() + value.len()
+                }
+                Command::Delete { key } => key.len(),
+                Command::CompareAndSwap {
+                    key,
+                    expected,
+                    new_value,
+                }
+                | Command::CompareAndSwapLeased {
+                    key,
+                    expected,
+                    new_value,
+                    ..
+                } => key.len() + expected.as_ref().map_or(0, Vec::len) + new_value.len(),
+                Command::Txn {
+                    compares,
+                    success,
+                    failure,
+                } => {
+                    let compares = compares.iter().map(|c| {
+                        c.key.len()
+                            + match &c.check {
+                                Check::Value(value) => value.len(),
+                                Check::Exists(_) | Check::ModifiedIndex(_) => 8,
+                            }
+                    });
+                    let ops = success.iter().chain(failure).map(|op| match op {
+                        TxnOp::Put { key, value } | TxnOp::PutLeased { key, value, .. } => {
+                            key.len() + value.len()
                         }
-                });
-                let ops = success.iter().chain(failure).map(|op| match op {
-                    TxnOp::Put { key, value } | TxnOp::PutLeased { key, value, .. } => {
-                        key.len() + value.len()
-                    }
-                    TxnOp::Delete { key } | TxnOp::Get { key } => key.len(),
-                });
-                compares.chain(ops).map(|bytes| bytes + 16).sum()
+                        TxnOp::Delete { key } | TxnOp::Get { key } => key.len(),
+                    });
+                    compares.chain(ops).map(|bytes| bytes + 16).sum()
+                }
+                Command::Etcd(txn) => txn.bytes(),
+                Command::DeletePrefix { prefix } => prefix.len(),
+                Command::LeaseGrant { .. }
+                | Command::LeaseGrantId { .. }
+                | Command::LeaseRevoke { .. }
+                | Command::Compact { .. }
+                | Command::Alarm { .. }
+                | Command::ClusterId { .. }
+                | Command::ClusterVersion { .. } => 16,
             }
-            Command::Etcd(txn) => txn.bytes(),
-            Command::DeletePrefix { prefix } => prefix.len(),
-            Command::LeaseGrant { .. }
-            | Command::LeaseGrantId { .. }
-            | Command::LeaseRevoke { .. }
-            | Command::Compact { .. }
-            | Command::Alarm { .. }
-            | Command::ClusterId { .. }
-            | Command::ClusterVersion { .. } => 16,
-        }
 }
 
 /// A contiguous run of the log's newest entries, bounded in count and bytes.
@@ -196,22 +206,29 @@ mod tests {
         assert_eq!(recent.first_index(), Some(11));
         assert_eq!(indexes(recent.get(n, n + 1)), Some(vec![n]));
 
-        let mut recent = RecentEntries::default();
-        let big = |index| Entry {
-            log_id: entry(index).log_id,
-            payload: EntryPayload::Normal(crate::entry::LogCommand::new(
-                Command::Put {
-                    key: b"k".to_vec(),
-                    value: vec![0; 1 << 20],
-                },
-                crate::entry::Encoding::Versioned,
-            )),
-        };
-        for i in 1..=10 {
-            recent.push(big(i));
+        // 1 MiB values: three fit in 4 MiB; one when each also holds its
+        // encoded copy.
+        for (encoding, kept) in [
+            (crate::entry::Encoding::FirstRelease, 3),
+            (crate::entry::Encoding::Versioned, 1),
+        ] {
+            let mut recent = RecentEntries::default();
+            let big = |index| Entry {
+                log_id: entry(index).log_id,
+                payload: EntryPayload::Normal(crate::entry::LogCommand::new(
+                    Command::Put {
+                        key: b"k".to_vec(),
+                        value: vec![0; 1 << 20],
+                    },
+                    encoding,
+                )),
+            };
+            for i in 1..=10 {
+                recent.push(big(i));
+            }
+            assert!(recent.bytes <= MAX_BYTES, "{} bytes kept", recent.bytes);
+            assert_eq!(recent.entries.len(), kept, "{encoding:?}");
+            assert_eq!(recent.bytes, recent.entries.iter().map(size_of).sum());
         }
-        assert!(recent.bytes <= MAX_BYTES, "{} bytes kept", recent.bytes);
-        assert_eq!(recent.entries.len(), 3);
-        assert_eq!(recent.bytes, recent.entries.iter().map(size_of).sum());
     }
 }
