@@ -389,6 +389,27 @@ impl RaftNode {
         Err(self.not_leader())
     }
 
+    /// Waits until the metrics' configuration is the one at `index` or a
+    /// later one. The change is committed either way: past the deadline, or
+    /// when the node stops, this returns without it.
+    async fn membership_shown(&self, index: u64, deadline: Instant) {
+        let shown = self
+            .raft
+            .wait(Some(deadline.saturating_duration_since(Instant::now())))
+            .metrics(
+                |m| {
+                    m.membership_config
+                        .log_id()
+                        .is_some_and(|log_id| log_id.index >= index)
+                },
+                "the configuration shows the change",
+            )
+            .await;
+        if let Err(e) = shown {
+            tracing::debug!(index, cause = %e, "metrics did not show a configuration change");
+        }
+    }
+
     /// The effective configuration, once it is committed (openraft refuses
     /// a change while the previous one is not).
     async fn settled_membership(&self, deadline: Instant) -> Result<StoredMembership, NodeError> {
@@ -459,6 +480,12 @@ impl RaftNode {
                 Ok(response) => {
                     let index = response.log_id.index;
                     tracing::info!(change = %description, index, "configuration changed");
+                    // openraft answers from the apply and publishes its
+                    // metrics on its own schedule: wait for them, so that
+                    // what this node says of its configuration next (to the
+                    // caller's next call, or to the next change planned
+                    // here) includes this change.
+                    self.membership_shown(index, deadline).await;
                     if !finishing_joint {
                         return Ok(index);
                     }
