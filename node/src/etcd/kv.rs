@@ -34,6 +34,7 @@ use super::txn::EtcdOpResult;
 use super::txn::EtcdRefusal;
 use super::txn::EtcdTxn;
 use super::txn::KeyRange;
+use super::txn::Pair;
 use crate::error::NodeError;
 use crate::grpc::routing::Placement;
 use crate::node::Consistency;
@@ -226,6 +227,14 @@ impl EtcdKv {
             })
     }
 
+    /// The answer to a put of revision `revision` that replaced `prev`.
+    fn put_response(&self, prev: Option<Pair>, revision: u64) -> pb::PutResponse {
+        pb::PutResponse {
+            header: header(&self.node, revision),
+            prev_kv: prev.map(|(key, stored)| key_value(key, stored)),
+        }
+    }
+
     /// The answer to transaction `r` from its outcome.
     fn txn_response(
         &self,
@@ -251,10 +260,9 @@ impl EtcdKv {
                             count,
                         })
                     }
-                    (_, EtcdOpResult::Put { prev }) => OpResponse::ResponsePut(pb::PutResponse {
-                        header: header(&self.node, revision),
-                        prev_kv: prev.map(|(key, stored)| key_value(key, stored)),
-                    }),
+                    (_, EtcdOpResult::Put { prev }) => {
+                        OpResponse::ResponsePut(self.put_response(prev, revision))
+                    }
                     (_, EtcdOpResult::DeleteRange { deleted, prev }) => {
                         OpResponse::ResponseDeleteRange(pb::DeleteRangeResponse {
                             header: header(&self.node, revision),
@@ -440,10 +448,7 @@ impl Kv for EtcdKv {
         let Some(EtcdOpResult::Put { prev }) = put else {
             return Err(NodeError::Internal("a put came back without its result".into()).into());
         };
-        Ok(Response::new(pb::PutResponse {
-            header: header(&self.node, revision),
-            prev_kv: prev.map(|(key, stored)| key_value(key, stored)),
-        }))
+        Ok(Response::new(self.put_response(prev, revision)))
     }
 
     async fn delete_range(

@@ -38,54 +38,57 @@ fn size_of(entry: &Entry) -> usize {
         Encoding::FirstRelease => 1,
         Encoding::Versioned => 2,
     };
-    OVERHEAD
-        + copies
-            * match command.command() {
-                Command::Put { key, value } | Command::PutLeased { key, value, .. } => {
+    OVERHEAD + copies * command_bytes(command.command())
+}
+
+/// The bytes of keys and values `command` holds, roughly.
+fn command_bytes(command: &Command) -> usize {
+    match command {
+        Command::Put { key, value } | Command::PutLeased { key, value, .. } => {
+            key.len() + value.len()
+        }
+        Command::Delete { key } => key.len(),
+        Command::CompareAndSwap {
+            key,
+            expected,
+            new_value,
+        }
+        | Command::CompareAndSwapLeased {
+            key,
+            expected,
+            new_value,
+            ..
+        } => key.len() + expected.as_ref().map_or(0, Vec::len) + new_value.len(),
+        Command::Txn {
+            compares,
+            success,
+            failure,
+        } => {
+            let compares = compares.iter().map(|c| {
+                c.key.len()
+                    + match &c.check {
+                        Check::Value(value) => value.len(),
+                        Check::Exists(_) | Check::ModifiedIndex(_) => 8,
+                    }
+            });
+            let ops = success.iter().chain(failure).map(|op| match op {
+                TxnOp::Put { key, value } | TxnOp::PutLeased { key, value, .. } => {
                     key.len() + value.len()
                 }
-                Command::Delete { key } => key.len(),
-                Command::CompareAndSwap {
-                    key,
-                    expected,
-                    new_value,
-                }
-                | Command::CompareAndSwapLeased {
-                    key,
-                    expected,
-                    new_value,
-                    ..
-                } => key.len() + expected.as_ref().map_or(0, Vec::len) + new_value.len(),
-                Command::Txn {
-                    compares,
-                    success,
-                    failure,
-                } => {
-                    let compares = compares.iter().map(|c| {
-                        c.key.len()
-                            + match &c.check {
-                                Check::Value(value) => value.len(),
-                                Check::Exists(_) | Check::ModifiedIndex(_) => 8,
-                            }
-                    });
-                    let ops = success.iter().chain(failure).map(|op| match op {
-                        TxnOp::Put { key, value } | TxnOp::PutLeased { key, value, .. } => {
-                            key.len() + value.len()
-                        }
-                        TxnOp::Delete { key } | TxnOp::Get { key } => key.len(),
-                    });
-                    compares.chain(ops).map(|bytes| bytes + 16).sum()
-                }
-                Command::Etcd(txn) => txn.bytes(),
-                Command::DeletePrefix { prefix } => prefix.len(),
-                Command::LeaseGrant { .. }
-                | Command::LeaseGrantId { .. }
-                | Command::LeaseRevoke { .. }
-                | Command::Compact { .. }
-                | Command::Alarm { .. }
-                | Command::ClusterId { .. }
-                | Command::ClusterVersion { .. } => 16,
-            }
+                TxnOp::Delete { key } | TxnOp::Get { key } => key.len(),
+            });
+            compares.chain(ops).map(|bytes| bytes + 16).sum()
+        }
+        Command::Etcd(txn) => txn.bytes(),
+        Command::DeletePrefix { prefix } => prefix.len(),
+        Command::LeaseGrant { .. }
+        | Command::LeaseGrantId { .. }
+        | Command::LeaseRevoke { .. }
+        | Command::Compact { .. }
+        | Command::Alarm { .. }
+        | Command::ClusterId { .. }
+        | Command::ClusterVersion { .. } => 16,
+    }
 }
 
 /// A contiguous run of the log's newest entries, bounded in count and bytes.
