@@ -12,7 +12,6 @@
 //! forward).
 
 use std::collections::HashMap;
-use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -103,8 +102,12 @@ struct Shared {
     last_discovery_error: Mutex<Option<String>>,
     /// Node ids by address, from status answers and redirects.
     node_ids: Mutex<HashMap<String, u64>>,
-    /// The nodes that answered the last round of discovery.
-    heard: Mutex<HashSet<String>>,
+    /// When each node last answered a status call (in a round of discovery
+    /// or to a probe): a node that answers does not hang.
+    answered: Mutex<HashMap<String, Instant>>,
+    /// When each node was last probed: all the calls waiting on one leader
+    /// share a probe per check.
+    probed: Mutex<HashMap<String, Instant>>,
     retry_pause: (Duration, Duration),
     max_message_bytes: Option<usize>,
     leader_check: Option<Duration>,
@@ -169,7 +172,8 @@ impl Client {
                 discoveries: AtomicU64::new(0),
                 last_discovery_error: Mutex::new(None),
                 node_ids: Mutex::new(HashMap::new()),
-                heard: Mutex::new(HashSet::new()),
+                answered: Mutex::new(HashMap::new()),
+                probed: Mutex::new(HashMap::new()),
                 retry_pause: options.retry_pause,
                 max_message_bytes: options.max_message_bytes,
                 leader_check: options.leader_check,

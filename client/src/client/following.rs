@@ -3,15 +3,27 @@
 //! on a call that waits long, which gives it up once another node leads.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
+use raftkv_proto::pb;
+use raftkv_proto::pb::admin_client::AdminClient;
 use tokio::time::Instant;
+use tonic::Code;
 
 use super::lock;
 use super::Client;
+use crate::cluster::with_timeout;
 use crate::CallError;
 use crate::ClientError;
 use crate::ClusterClient;
+
+/// How long a leader whose call waits must have gone without answering
+/// before the call is given up for a newly elected one. A live leader
+/// answers each probe; a hung one has been silent longer than this by the
+/// time its followers elect another (its lease of 300 ms, then their
+/// election timeout).
+const HUNG_AFTER: Duration = Duration::from_millis(300);
 
 impl Client {
     pub(super) fn known_leader(&self) -> Option<String> {
@@ -82,7 +94,13 @@ impl Client {
                 .iter()
                 .map(|(address, id)| (address.clone(), *id)),
         );
-        lock(&self.shared.heard).clone_from(discovery.heard());
+        let now = Instant::now();
+        lock(&self.shared.answered).extend(
+            discovery
+                .heard()
+                .iter()
+                .map(|address| (address.clone(), now)),
+        );
         *lock(&self.shared.last_discovery_error) = found.as_ref().err().map(|e| match e {
             ClientError::NoLeader { details, .. } => details.clone(),
             e => e.to_string(),
@@ -92,10 +110,12 @@ impl Client {
     }
 
     /// Waits for `attempt`, sent to `leader`. While it is pending, every
-    /// `leader_check` it asks the nodes who leads: when another node does
-    /// and `leader` did not answer (it hangs), the attempt is given up and
-    /// that node's address returned. A leader that answers finishes its own
-    /// calls, even one that hands leadership over (a demotion of itself).
+    /// `leader_check` it probes `leader` and asks the nodes who leads: when
+    /// another node does and `leader` has not answered for a while (it
+    /// hangs), the attempt is given up and that node's address returned. A
+    /// leader that answers finishes its own calls, even one that hands
+    /// leadership over and is finished by its successor (a demotion of
+    /// itself): given up, such a call would run twice.
     pub(super) async fn awaiting<T>(
         &self,
         leader: &str,
@@ -105,22 +125,66 @@ impl Client {
         let Some(every) = self.shared.leader_check else {
             return Ok(attempt.await);
         };
+        let sent = Instant::now();
+        let hung_after = (every * 3).max(HUNG_AFTER);
         loop {
             tokio::select! {
                 biased;
                 answer = &mut attempt => return Ok(answer),
                 () = tokio::time::sleep(every) => {}
             }
+            self.probe(leader, every);
             let found = tokio::select! {
                 biased;
                 answer = &mut attempt => return Ok(answer),
                 found = self.look_again() => found,
             };
-            let silent = !lock(&self.shared.heard).contains(leader);
-            if let Some(found) = found.filter(|found| found != leader && silent) {
+            let last_answer = lock(&self.shared.answered)
+                .get(leader)
+                .map_or(sent, |at| (*at).max(sent));
+            let hangs = last_answer.elapsed() >= hung_after;
+            if let Some(found) = found.filter(|found| found != leader && hangs) {
                 return Err(found);
             }
         }
+    }
+
+    /// Asks the node at `address` for its status, within `timeout`, in the
+    /// background, unless it was asked less than `timeout` ago; an answer
+    /// is noted in `answered`. A round of discovery cannot tell: it ends
+    /// with the first majority's answers, which a busy live leader may miss.
+    fn probe(&self, address: &str, timeout: Duration) {
+        let now = Instant::now();
+        {
+            let mut probed = lock(&self.shared.probed);
+            if probed.get(address).is_some_and(|at| now < *at + timeout) {
+                return;
+            }
+            probed.insert(address.to_string(), now);
+        }
+        let Ok(channel) = self.shared.channels.get(address) else {
+            return;
+        };
+        let shared = Arc::clone(&self.shared);
+        let address = address.to_string();
+        tokio::spawn(async move {
+            let answer = with_timeout(timeout, |timeout| async move {
+                let mut request = tonic::Request::new(pb::Empty {});
+                request.set_timeout(timeout);
+                AdminClient::new(channel).status(request).await
+            })
+            .await;
+            // A certificate that may not read the status is refused by a
+            // node that is up as surely as it is answered.
+            let up = match answer {
+                Ok(_) => true,
+                Err(ClientError::Rpc(status)) => status.code() == Code::PermissionDenied,
+                Err(_) => false,
+            };
+            if up {
+                lock(&shared.answered).insert(address, Instant::now());
+            }
+        });
     }
 
     /// Finds the leader, through elections, within the client's timeout.

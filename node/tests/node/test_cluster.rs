@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use raftkv_client::Client;
 use raftkv_client::ClientError;
+use raftkv_client::ClientOptions;
 use raftkv_client::Failure;
 use raftkv_proto::pb;
 use raftkv_testkit::wait_for;
@@ -321,4 +323,50 @@ async fn a_call_to_a_paused_leader_moves_to_the_next_leader_before_its_deadline(
     kv.put("after", "3").await.expect("put to the new leader");
     assert_eq!(get(&kv, "before", false).await.as_deref(), Some(&b"1"[..]));
     paused.signal("CONT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_demotes_itself_finishes_the_call_through_its_successor() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_single_serving_leader().await;
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    // This client's rounds of discovery ask only the followers, so they
+    // never hear the leader answer; it must still not give up the call when
+    // a follower is elected, because the leader hands the change over to
+    // it. Given up and sent again, the demotion would run twice, and the
+    // second would be refused ("not a voter").
+    // It looks every 10 ms, so the check runs while the change is made.
+    let endpoints = followers
+        .iter()
+        .map(|id| {
+            cluster
+                .nodes
+                .iter()
+                .find(|n| n.id == *id)
+                .unwrap()
+                .address
+                .clone()
+        })
+        .collect();
+    let mut options = ClientOptions::new(endpoints, PATIENCE);
+    options.leader_check = Some(Duration::from_millis(10));
+    let client = Client::connect(options).expect("client");
+    let answer = client
+        .demote_voter(leader, 0)
+        .await
+        .expect("the leader's demotion of itself, finished by its successor");
+    let configuration = answer.configuration.expect("configuration");
+    let suffrage = |id: u64| {
+        configuration
+            .members
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.suffrage)
+    };
+    assert_eq!(suffrage(leader), Some(pb::Suffrage::Learner as i32));
+    for id in followers {
+        assert_eq!(suffrage(id), Some(pb::Suffrage::Voter as i32));
+    }
+    let new_leader = cluster.wait_for_single_serving_leader().await;
+    assert_ne!(new_leader, leader);
 }
