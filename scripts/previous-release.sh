@@ -35,6 +35,15 @@ if $check; then
   echo "not built yet: $binary"
   exit 1
 fi
+# One build at a time: the tests that need the binary run in parallel and
+# each calls this script. A caller that waited finds the binary built.
+mkdir -p target/previous-release
+exec 9>target/previous-release/.lock
+flock 9
+if [ -x "$binary" ]; then
+  echo "$binary"
+  exit 0
+fi
 if ! command -v git >/dev/null || ! git rev-parse --git-dir >/dev/null 2>&1; then
   echo "cannot build the previous release: no git repository here"
   exit 3
