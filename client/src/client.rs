@@ -48,14 +48,17 @@ pub struct ClientOptions {
     /// Largest message sent or accepted (`None`: tonic's default, 4 MiB).
     pub max_message_bytes: Option<usize>,
     /// While a call to the leader has waited this long, and again each time
-    /// this much longer, ask the nodes who leads (`None`: never). A leader
-    /// that hangs (paused, a stalled disk) keeps its connections open, so
-    /// only this finds out that another was elected before the call's
-    /// deadline passes. Default 100 ms: a round is a status call to each
-    /// node, one round at a time for all clones, and a new leader is found
-    /// within this long of its election (which takes raftkv's followers
-    /// about half a second: the old leader's tenure, 300 ms, then their
-    /// election timeout of 150-300 ms).
+    /// this much longer, probe the leader's status and ask the nodes who
+    /// leads (`None`: never). A leader that hangs (paused, a stalled disk)
+    /// keeps its connections open, so only this finds out that another was
+    /// elected before the call's deadline passes; the call is then given up
+    /// once the old leader has left its probes unanswered, or gone on
+    /// claiming to lead, for 300 ms (or three checks). Default 100 ms: a
+    /// round is a status call to each node, one round at a time for all
+    /// clones, and a new leader is found within this long of its election
+    /// (which takes raftkv's followers about half a second: 300 ms without
+    /// the old leader's heartbeats, then their election timeout of
+    /// 150-300 ms).
     pub leader_check: Option<Duration>,
 }
 
@@ -102,12 +105,10 @@ struct Shared {
     last_discovery_error: Mutex<Option<String>>,
     /// Node ids by address, from status answers and redirects.
     node_ids: Mutex<HashMap<String, u64>>,
-    /// When each node last answered a status call (in a round of discovery
-    /// or to a probe): a node that answers does not hang.
-    answered: Mutex<HashMap<String, Instant>>,
-    /// When each node was last probed: all the calls waiting on one leader
-    /// share a probe per check.
-    probed: Mutex<HashMap<String, Instant>>,
+    /// What probes of each node's status learned: whether a leader whose
+    /// call waits hangs, or has stepped down. All the calls waiting on one
+    /// leader share a probe per check.
+    probes: Mutex<HashMap<String, following::Probe>>,
     retry_pause: (Duration, Duration),
     max_message_bytes: Option<usize>,
     leader_check: Option<Duration>,
@@ -172,8 +173,7 @@ impl Client {
                 discoveries: AtomicU64::new(0),
                 last_discovery_error: Mutex::new(None),
                 node_ids: Mutex::new(HashMap::new()),
-                answered: Mutex::new(HashMap::new()),
-                probed: Mutex::new(HashMap::new()),
+                probes: Mutex::new(HashMap::new()),
                 retry_pause: options.retry_pause,
                 max_message_bytes: options.max_message_bytes,
                 leader_check: options.leader_check,

@@ -1,6 +1,7 @@
 //! Following the leader: which node a [`Client`]'s calls go to, the rounds
 //! of discovery that find it (one at a time for all clones), and the watch
-//! on a call that waits long, which gives it up once another node leads.
+//! on a call that waits long, which gives it up once another node leads and
+//! the old leader hangs or has not stepped down.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,12 +19,25 @@ use crate::CallError;
 use crate::ClientError;
 use crate::ClusterClient;
 
-/// How long a leader whose call waits must have gone without answering
-/// before the call is given up for a newly elected one. A live leader
-/// answers each probe; a hung one has been silent longer than this by the
-/// time its followers elect another (its lease of 300 ms, then their
-/// election timeout).
+/// How long a leader whose call waits may leave its probes unanswered, or
+/// go on claiming to lead once another was elected, before the call is
+/// given up for the new leader. With raftkv's default timings a hung leader
+/// has been silent longer than this by the time its followers elect another
+/// (300 ms without its heartbeats, the most an election timeout lasts, then
+/// an election), so failing over from it waits no longer than the election.
 const HUNG_AFTER: Duration = Duration::from_millis(300);
+
+/// What this client's probes learned of one node's status.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Probe {
+    /// When the last probe was sent.
+    sent: Option<Instant>,
+    /// When the newest answered probe was sent, and whether the node then
+    /// said it led.
+    answered: Option<(Instant, bool)>,
+    /// When the oldest probe still unanswered was sent.
+    unanswered_since: Option<Instant>,
+}
 
 impl Client {
     pub(super) fn known_leader(&self) -> Option<String> {
@@ -94,13 +108,6 @@ impl Client {
                 .iter()
                 .map(|(address, id)| (address.clone(), *id)),
         );
-        let now = Instant::now();
-        lock(&self.shared.answered).extend(
-            discovery
-                .heard()
-                .iter()
-                .map(|address| (address.clone(), now)),
-        );
         *lock(&self.shared.last_discovery_error) = found.as_ref().err().map(|e| match e {
             ClientError::NoLeader { details, .. } => details.clone(),
             e => e.to_string(),
@@ -110,12 +117,14 @@ impl Client {
     }
 
     /// Waits for `attempt`, sent to `leader`. While it is pending, every
-    /// `leader_check` it probes `leader` and asks the nodes who leads: when
-    /// another node does and `leader` has not answered for a while (it
-    /// hangs), the attempt is given up and that node's address returned. A
-    /// leader that answers finishes its own calls, even one that hands
-    /// leadership over and is finished by its successor (a demotion of
-    /// itself): given up, such a call would run twice.
+    /// `leader_check` it probes `leader` and asks the nodes who leads. Once
+    /// another node leads, the attempt is given up and that node's address
+    /// returned when `leader` hangs (its probes have gone unanswered for a
+    /// while) or, though it answers, has not stepped down within that while
+    /// (a stalled Raft core, or a leader cut off from its followers). A
+    /// leader that has stepped down finishes its calls, even one it hands to
+    /// its successor (a demotion of itself): given up and sent again, such a
+    /// call would run twice.
     pub(super) async fn awaiting<T>(
         &self,
         leader: &str,
@@ -125,42 +134,55 @@ impl Client {
         let Some(every) = self.shared.leader_check else {
             return Ok(attempt.await);
         };
-        let sent = Instant::now();
-        let hung_after = (every * 3).max(HUNG_AFTER);
+        let patience = (every * 3).max(HUNG_AFTER);
+        let mut deposed_since = None;
         loop {
             tokio::select! {
                 biased;
                 answer = &mut attempt => return Ok(answer),
                 () = tokio::time::sleep(every) => {}
             }
-            self.probe(leader, every);
+            self.probe(leader, every, patience);
             let found = tokio::select! {
                 biased;
                 answer = &mut attempt => return Ok(answer),
                 found = self.look_again() => found,
             };
-            let last_answer = lock(&self.shared.answered)
+            let Some(found) = found.filter(|found| found != leader) else {
+                deposed_since = None;
+                continue;
+            };
+            let since = *deposed_since.get_or_insert_with(Instant::now);
+            let probe = lock(&self.shared.probes)
                 .get(leader)
-                .map_or(sent, |at| (*at).max(sent));
-            let hangs = last_answer.elapsed() >= hung_after;
-            if let Some(found) = found.filter(|found| found != leader && hangs) {
+                .copied()
+                .unwrap_or_default();
+            let hangs = probe
+                .unanswered_since
+                .is_some_and(|sent| sent.elapsed() >= patience);
+            let stepped_down = probe
+                .answered
+                .is_some_and(|(sent, leads)| sent >= since && !leads);
+            if hangs || (!stepped_down && since.elapsed() >= patience) {
                 return Err(found);
             }
         }
     }
 
     /// Asks the node at `address` for its status, within `timeout`, in the
-    /// background, unless it was asked less than `timeout` ago; an answer
-    /// is noted in `answered`. A round of discovery cannot tell: it ends
-    /// with the first majority's answers, which a busy live leader may miss.
-    fn probe(&self, address: &str, timeout: Duration) {
-        let now = Instant::now();
+    /// background, unless it was asked less than `every` ago; what it
+    /// answers is noted in `probes`. A round of discovery cannot tell: it
+    /// ends with the first majority's answers, which a live leader may miss.
+    fn probe(&self, address: &str, every: Duration, timeout: Duration) {
+        let sent = Instant::now();
         {
-            let mut probed = lock(&self.shared.probed);
-            if probed.get(address).is_some_and(|at| now < *at + timeout) {
+            let mut probes = lock(&self.shared.probes);
+            let probe = probes.entry(address.to_string()).or_default();
+            if probe.sent.is_some_and(|at| sent < at + every) {
                 return;
             }
-            probed.insert(address.to_string(), now);
+            probe.sent = Some(sent);
+            probe.unanswered_since.get_or_insert(sent);
         }
         let Ok(channel) = self.shared.channels.get(address) else {
             return;
@@ -174,15 +196,22 @@ impl Client {
                 AdminClient::new(channel).status(request).await
             })
             .await;
-            // A certificate that may not read the status is refused by a
-            // node that is up as surely as it is answered.
-            let up = match answer {
-                Ok(_) => true,
-                Err(ClientError::Rpc(status)) => status.code() == Code::PermissionDenied,
-                Err(_) => false,
+            let leads = match answer {
+                Ok(status) => {
+                    status.role == pb::Role::Leader as i32 && status.leader_id == status.id
+                }
+                // A certificate that may not read the status is refused by
+                // a node that is up; whether it leads is not known.
+                Err(ClientError::Rpc(status)) if status.code() == Code::PermissionDenied => true,
+                Err(_) => return,
             };
-            if up {
-                lock(&shared.answered).insert(address, Instant::now());
+            let mut probes = lock(&shared.probes);
+            let probe = probes.entry(address).or_default();
+            if probe.answered.is_none_or(|(at, _)| at < sent) {
+                probe.answered = Some((sent, leads));
+            }
+            if probe.unanswered_since.is_some_and(|since| since <= sent) {
+                probe.unanswered_since = None;
             }
         });
     }
