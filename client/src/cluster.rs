@@ -3,7 +3,6 @@
 //! leader found here, and follows redirects and leader changes itself.
 
 use std::collections::HashMap;
-use std::collections::HashSet;
 use std::future::Future;
 use std::time::Duration;
 
@@ -27,8 +26,6 @@ pub struct ClusterClient {
     leader: Option<String>,
     /// Node ids by address, as status answers named them.
     ids: HashMap<String, u64>,
-    /// The endpoints that answered with their status in the last round.
-    heard: HashSet<String>,
     /// Longest wait for one node's status answer.
     pub timeout: Duration,
 }
@@ -66,7 +63,6 @@ impl ClusterClient {
             channels,
             leader: None,
             ids: HashMap::new(),
-            heard: HashSet::new(),
             timeout,
         })
     }
@@ -79,11 +75,6 @@ impl ClusterClient {
     /// The leader the last discovery found.
     pub fn leader(&self) -> Option<&str> {
         self.leader.as_deref()
-    }
-
-    /// The endpoints that answered with their status in the last round.
-    pub fn heard(&self) -> &HashSet<String> {
-        &self.heard
     }
 
     /// Node ids by address, as the status answers seen so far named them.
@@ -156,11 +147,6 @@ impl ClusterClient {
         }
         drop(asks);
         let mut found = best_leader(&answers);
-        self.heard = answers
-            .iter()
-            .filter(|(_, answer)| answer.is_ok())
-            .map(|(address, _)| address.to_string())
-            .collect();
         let mut details = Vec::new();
         // Nodes whose status this client may not read (a key-value-only
         // certificate): asked through the health service instead.
