@@ -89,13 +89,7 @@ impl ClusterClient {
 
     /// The status of the node at `address`, within the timeout.
     pub async fn status(&self, address: &str) -> Result<pb::NodeStatus, ClientError> {
-        let channel = self.channel(address)?;
-        with_timeout(self.timeout, |timeout| async move {
-            let mut request = tonic::Request::new(pb::Empty {});
-            request.set_timeout(timeout);
-            AdminClient::new(channel).status(request).await
-        })
-        .await
+        status_over(self.channel(address)?, self.timeout).await
     }
 
     /// Whether the node at `address` reports `raftkv.Leader` as SERVING on
@@ -221,6 +215,19 @@ fn best_leader(answers: &[(&String, Result<pb::NodeStatus, ClientError>)]) -> Op
         }
     }
     best.map(|(_, _, address)| address.to_string())
+}
+
+/// The status of the node at the other end of `channel`, within `timeout`.
+pub(crate) async fn status_over(
+    channel: Channel,
+    timeout: Duration,
+) -> Result<pb::NodeStatus, ClientError> {
+    with_timeout(timeout, |timeout| async move {
+        let mut request = tonic::Request::new(pb::Empty {});
+        request.set_timeout(timeout);
+        AdminClient::new(channel).status(request).await
+    })
+    .await
 }
 
 /// Runs one call (given its deadline) and gives up on it after `timeout`.

@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raftkv_proto::pb;
-use raftkv_proto::pb::admin_client::AdminClient;
 use tokio::time::Instant;
 use tonic::Code;
 
 use super::lock;
 use super::Client;
-use crate::cluster::with_timeout;
+use crate::cluster::status_over;
 use crate::CallError;
 use crate::ClientError;
 use crate::ClusterClient;
@@ -190,13 +189,7 @@ impl Client {
         let shared = Arc::clone(&self.shared);
         let address = address.to_string();
         tokio::spawn(async move {
-            let answer = with_timeout(timeout, |timeout| async move {
-                let mut request = tonic::Request::new(pb::Empty {});
-                request.set_timeout(timeout);
-                AdminClient::new(channel).status(request).await
-            })
-            .await;
-            let leads = match answer {
+            let leads = match status_over(channel, timeout).await {
                 Ok(status) => {
                     status.role == pb::Role::Leader as i32 && status.leader_id == status.id
                 }

@@ -336,17 +336,11 @@ async fn a_leader_that_demotes_itself_finishes_the_call_through_its_successor() 
     // it. Given up and sent again, the demotion would run twice, and the
     // second would be refused ("not a voter").
     // It looks every 10 ms, so the check runs while the change is made.
-    let endpoints = followers
+    let endpoints = cluster
+        .nodes
         .iter()
-        .map(|id| {
-            cluster
-                .nodes
-                .iter()
-                .find(|n| n.id == *id)
-                .unwrap()
-                .address
-                .clone()
-        })
+        .filter(|n| n.id != leader)
+        .map(|n| n.address.clone())
         .collect();
     let mut options = ClientOptions::new(endpoints, PATIENCE);
     options.leader_check = Some(Duration::from_millis(10));
