@@ -2,6 +2,11 @@ use std::{num::NonZeroU64, ops::Bound};
 
 use super::*;
 
+/// raftkv: an index node with more children than this is split when a
+/// lookup or a write next passes through it (upstream: 256). See
+/// `PATCHED.md`.
+const INDEX_FANOUT: usize = 64;
+
 #[derive(Default, Debug, Clone, PartialEq)]
 pub struct Node {
     pub(crate) prefix_len: u8,
@@ -764,7 +769,3 @@ fn merge_uneven_nodes() {
 
     left.receive_merge(&right);
 }
-
-/// raftkv: the most children an index node keeps before it splits
-/// (upstream: 256). See `PATCHED.md`.
-const INDEX_FANOUT: usize = 64;
