@@ -202,7 +202,7 @@ fn best_leader(answers: &[(&String, Result<pb::NodeStatus, ClientError>)]) -> Op
     let mut best: Option<(u64, bool, &str)> = None;
     for (address, answer) in answers {
         let Ok(status) = answer else { continue };
-        let candidate = if status.role == pb::Role::Leader as i32 && status.leader_id == status.id {
+        let candidate = if claims_to_lead(status) {
             // A claim beats a hint of the same term.
             (status.term, true, address.as_str())
         } else if status.leader_id != 0 && !status.leader_address.is_empty() {
@@ -215,6 +215,11 @@ fn best_leader(answers: &[(&String, Result<pb::NodeStatus, ClientError>)]) -> Op
         }
     }
     best.map(|(_, _, address)| address.to_string())
+}
+
+/// Whether `status` is a node's claim that it leads itself.
+pub(crate) fn claims_to_lead(status: &pb::NodeStatus) -> bool {
+    status.role == pb::Role::Leader as i32 && status.leader_id == status.id
 }
 
 /// The status of the node at the other end of `channel`, within `timeout`.

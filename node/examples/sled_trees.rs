@@ -16,6 +16,8 @@
 //! the node's mode and cache size. Prints the wall-clock time per write,
 //! which on a shared machine moves too much to compare builds by.
 
+use raftkv_node::store::keyspace::row_key;
+
 /// Entries per log segment tree (`store::log_store`'s `SEGMENT_BITS`).
 const SEGMENT_ENTRIES: u64 = 1 << 14;
 /// How far behind the newest write history rows and log segments go.
@@ -45,10 +47,9 @@ fn main() {
         }
         log.insert(index.to_be_bytes(), entry.as_slice())
             .expect("append");
-        revs.insert(row_key(index), row.as_slice()).expect("row");
-        if index >= KEPT {
-            revs.remove(row_key(index - KEPT)).expect("compaction");
-            let behind = index - KEPT;
+        revs.insert(row_key(index, 0), row.as_slice()).expect("row");
+        if let Some(behind) = index.checked_sub(KEPT) {
+            revs.remove(row_key(behind, 0)).expect("compaction");
             if behind % SEGMENT_ENTRIES == SEGMENT_ENTRIES - 1 {
                 db.drop_tree(segment(behind)).expect("purge");
             }
@@ -59,11 +60,4 @@ fn main() {
     }
     let micros = started.elapsed().as_secs_f64() * 1e6 / writes as f64;
     println!("{writes} writes, {micros:.1} µs each (wall clock)");
-}
-
-/// A history row's key: the revision, then the sub-revision (0 here).
-fn row_key(revision: u64) -> [u8; 12] {
-    let mut key = [0; 12];
-    key[..8].copy_from_slice(&revision.to_be_bytes());
-    key
 }

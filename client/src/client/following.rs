@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raftkv_proto::pb;
 use tokio::time::Instant;
 use tonic::Code;
 
 use super::lock;
 use super::Client;
+use crate::cluster::claims_to_lead;
 use crate::cluster::status_over;
 use crate::CallError;
 use crate::ClientError;
@@ -190,9 +190,7 @@ impl Client {
         let address = address.to_string();
         tokio::spawn(async move {
             let leads = match status_over(channel, timeout).await {
-                Ok(status) => {
-                    status.role == pb::Role::Leader as i32 && status.leader_id == status.id
-                }
+                Ok(status) => claims_to_lead(&status),
                 // A certificate that may not read the status is refused by
                 // a node that is up; whether it leads is not known.
                 Err(ClientError::Rpc(status)) if status.code() == Code::PermissionDenied => true,
