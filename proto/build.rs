@@ -22,6 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".raftkv.SnapshotChunk.chunk")
         .bytes(".raftkv.ForwardedCall.body")
         .bytes(".raftkv.ForwardedAnswer.body")
+        .bytes(".raftkv.ForwardedCall.command")
+        .bytes(".raftkv.ForwardedAnswer.outcome")
         .compile_fds(descriptors)?;
 
     // The log's commands: messages only, kept out of the services' set

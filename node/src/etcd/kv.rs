@@ -51,10 +51,12 @@ pub const MAX_TXN_OPS: usize = 128;
 /// a deeper transaction would be committed and then unreadable.
 pub const MAX_TXN_DEPTH: usize = 32;
 
-/// Where each `etcdserverpb.KV` method runs: a serializable range here,
-/// everything else on the leader.
+/// Where each `etcdserverpb.KV` method runs: a serializable range here; a
+/// write here too, proposed through the leader (`node::propose`); the rest
+/// on the leader.
 pub fn placement(method: &str) -> Placement {
     match method {
+        "Put" | "DeleteRange" | "Txn" => Placement::Proposes,
         "Range" => Placement::LeaderUnless(|message| {
             pb::RangeRequest::decode(message).is_ok_and(|request| request.serializable)
         }),
@@ -82,9 +84,15 @@ impl EtcdKv {
         }
     }
 
-    /// Proposes `txn`; its outcome and revision.
+    /// Proposes `txn` (through the leader, on a follower); its outcome and
+    /// revision.
     async fn propose(&self, txn: EtcdTxn) -> Result<(EtcdOpResult, u64), Status> {
-        match self.node.write(Command::Etcd(txn)).await.map_err(status)? {
+        match self
+            .node
+            .propose(Command::Etcd(txn))
+            .await
+            .map_err(status)?
+        {
             (revision, CommandResult::Etcd(Ok(result))) => Ok((result, revision)),
             (_, CommandResult::Etcd(Err(refusal))) => Err(match refusal {
                 EtcdRefusal::LeaseNotFound(_) => EtcdError::LeaseNotFound.into(),

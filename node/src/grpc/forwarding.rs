@@ -22,6 +22,10 @@
 //!   forwarded and judged by the role the follower names for its client. It
 //!   runs in a task of its own, within its deadline. Its answer goes back
 //!   whole: headers, body and trailers.
+//! - **Proposals** ([`Forwarder::propose`]): a message may carry a write's
+//!   command instead of a call, from a follower that served the client's
+//!   write itself. The leader proposes it and answers with its outcome
+//!   alone (see `node::propose`).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -49,10 +53,14 @@ use tonic::Status;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::error::NodeError;
 use crate::etcd::kv::EtcdKv;
 use crate::grpc::kv::KvService;
 use crate::grpc::routing::Routed;
 use crate::network::calls::TrackCalls;
+use crate::node::propose::encode_outcome;
+use crate::node::propose::Refusal;
+use crate::node::RaftNode;
 use crate::security::Caller;
 use crate::security::Identity;
 use crate::security::Role;
@@ -102,6 +110,8 @@ type Answer = http::Response<Body>;
 /// routing layer a client's call meets.
 #[derive(Clone)]
 pub struct ForwardTargets {
+    /// Where proposals are proposed.
+    pub node: Arc<RaftNode>,
     pub kv: Routed<KvServer<KvService>>,
     pub etcd_kv: Routed<EtcdKvServer<EtcdKv>>,
     /// Largest answer message the stream carries.
@@ -168,9 +178,12 @@ impl ForwardTargets {
 
     /// Runs one forwarded call here, within its deadline (the caller's, or
     /// [`DEFAULT_DEADLINE`]): the server's own deadline layer does not see
-    /// these calls.
+    /// these calls. A proposal (a call carrying a command) is proposed.
     async fn run(&self, call: pb::ForwardedCall, sender: &Caller) -> pb::ForwardedAnswer {
         let id = call.id;
+        if !call.command.is_empty() {
+            return self.propose(id, &call.command).await;
+        }
         let answer = match request_of(call, sender) {
             Err(status) => status.into_http(),
             Ok(request) => {
@@ -206,6 +219,26 @@ impl ForwardTargets {
             return message_of(id, status.into_http()).await;
         }
         answer
+    }
+}
+
+impl ForwardTargets {
+    /// Proposes a follower's `command` and answers with its outcome.
+    async fn propose(&self, id: u64, command: &[u8]) -> pb::ForwardedAnswer {
+        let proposed = self.node.propose_for_follower(command).await;
+        let mut outcome = encode_outcome(&proposed);
+        if outcome.len() > self.max_answer_bytes {
+            let index = proposed.map(|(index, _)| index).unwrap_or_default();
+            outcome = encode_outcome(&Err(Refusal::OutcomeUnknown(format!(
+                "the write was applied at revision {index}, but its result is too large \
+                 to pass back from the leader"
+            ))));
+        }
+        pb::ForwardedAnswer {
+            id,
+            outcome: outcome.into(),
+            ..Default::default()
+        }
     }
 }
 
@@ -272,6 +305,7 @@ async fn message_of(id: u64, answer: Answer) -> pb::ForwardedAnswer {
         headers: headers_of(&parts.headers),
         body,
         trailers: trailers.as_ref().map(headers_of).unwrap_or_default(),
+        outcome: Bytes::new(),
     }
 }
 
@@ -324,6 +358,20 @@ struct Outbound {
     waiting: Arc<std::sync::Mutex<Option<Waiting>>>,
     next_id: AtomicU64,
     ended: Arc<AtomicBool>,
+}
+
+/// How one exchange on a stream ended.
+enum Exchange {
+    Answered(pb::ForwardedAnswer),
+    /// The leader never read it: the stream had ended, or ended cleanly
+    /// before the leader read it.
+    NeverRan,
+    /// The stream broke off after it was sent: its outcome is unknown.
+    Broken,
+    /// Its deadline passed before it could be sent.
+    LateToSend,
+    /// Its deadline passed after it was sent, before its answer came.
+    LateToAnswer,
 }
 
 /// What a call sent on a stream hears back.
@@ -380,12 +428,62 @@ impl Forwarder {
             headers: headers_of(&parts.headers),
             // A cheap copy: the same bytes, counted twice.
             body: body.clone(),
+            command: Bytes::new(),
         };
         match stream.call(call, deadline).await {
             Some(answer) => Ok(answer),
             // Never run on the leader: it goes on its own.
             None => Err(on_its_own(parts, body)),
         }
+    }
+
+    /// Sends the encoded `command` (see `node::propose`) to the leader at
+    /// `address` for it to propose, and returns the outcome it sends back.
+    /// A command the leader never read goes once more, on a new stream.
+    pub async fn propose(
+        &self,
+        address: &str,
+        command: Vec<u8>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Bytes, NodeError> {
+        let command = Bytes::from(command);
+        for _ in 0..2 {
+            let Some(stream) = self.stream_to(address).await else {
+                break;
+            };
+            let call = pb::ForwardedCall {
+                id: stream.next_id.fetch_add(1, Ordering::Relaxed),
+                command: command.clone(),
+                ..Default::default()
+            };
+            return Err(match stream.exchange(call, deadline).await {
+                Exchange::Answered(answer) => {
+                    crate::grpc::routing::forwarded("proposal").inc();
+                    return Ok(answer.outcome);
+                }
+                Exchange::NeverRan => continue,
+                Exchange::Broken => NodeError::OutcomeUnknown(format!(
+                    "the stream to the leader at {address} broke off before it answered: \
+                     the write may have been applied"
+                )),
+                Exchange::LateToSend => NodeError::Timeout(
+                    "the call's deadline passed before it was sent to the leader".into(),
+                ),
+                Exchange::LateToAnswer => NodeError::Timeout(format!(
+                    "the leader at {address} did not answer in time; the write may have been applied"
+                )),
+            });
+        }
+        Err(NodeError::LeaderUnreachable(format!(
+            "no stream to the leader at {address} is open; nothing was written, retry"
+        )))
+    }
+
+    /// Whether a stream to `address` is open, as a proposal needs: opening
+    /// one is left to a call forwarded whole, which does not wait for it.
+    pub fn has_stream_to(&self, address: &str) -> bool {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        matches!(streams.get(address), Some(Slot::Open(stream)) if !stream.ended.load(Ordering::Acquire))
     }
 
     /// The open stream to `address`, opened if there is none; `None` when
@@ -521,34 +619,46 @@ impl Outbound {
         call: pb::ForwardedCall,
         deadline: tokio::time::Instant,
     ) -> Option<Answer> {
+        Some(match self.exchange(call, deadline).await {
+            Exchange::Answered(answer) => answer_of(answer),
+            Exchange::NeverRan => return None,
+            Exchange::Broken => Status::unavailable(
+                "the stream to the leader broke off before it answered: the call's outcome is unknown",
+            )
+            .into_http(),
+            Exchange::LateToSend => Status::deadline_exceeded(
+                "the call's deadline passed before it was sent to the leader",
+            )
+            .into_http(),
+            Exchange::LateToAnswer => {
+                Status::deadline_exceeded("the leader did not answer in time").into_http()
+            }
+        })
+    }
+
+    /// Sends `call` and waits for its answer until `deadline`.
+    async fn exchange(&self, call: pb::ForwardedCall, deadline: tokio::time::Instant) -> Exchange {
         let id = call.id;
         let (answered, answer) = oneshot::channel();
         {
             let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-            waiting.as_mut()?.insert(id, answered);
+            let Some(waiting) = waiting.as_mut() else {
+                return Exchange::NeverRan;
+            };
+            waiting.insert(id, answered);
         }
         let _pending = Pending { stream: self, id };
         match tokio::time::timeout_at(deadline, self.calls.send(call)).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return None,
-            Err(_) => {
-                return Some(
-                    Status::deadline_exceeded(
-                        "the call's deadline passed before it was sent to the leader",
-                    )
-                    .into_http(),
-                )
-            }
+            Ok(Err(_)) => return Exchange::NeverRan,
+            Err(_) => return Exchange::LateToSend,
         }
-        Some(match tokio::time::timeout_at(deadline, answer).await {
-            Ok(Ok(Reply::Answer(answer))) => answer_of(answer),
-            Ok(Ok(Reply::Unread)) => return None,
-            Ok(Err(_)) => Status::unavailable(
-                "the stream to the leader broke off before it answered: the call's outcome is unknown",
-            )
-            .into_http(),
-            Err(_) => Status::deadline_exceeded("the leader did not answer in time").into_http(),
-        })
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(Reply::Answer(answer))) => Exchange::Answered(answer),
+            Ok(Ok(Reply::Unread)) => Exchange::NeverRan,
+            Ok(Err(_)) => Exchange::Broken,
+            Err(_) => Exchange::LateToAnswer,
+        }
     }
 }
 
@@ -757,6 +867,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             body: Bytes::new(),
+            command: Bytes::new(),
         };
         let node = Caller(Some(Arc::new(Identity {
             common_name: Some("node".into()),

@@ -63,6 +63,11 @@ pub enum Placement {
     /// message that cannot be read runs on the leader, which serves every
     /// call.
     LeaderUnless(fn(&[u8]) -> bool),
+    /// A write whose handler builds a command: here, with the command
+    /// proposed through the leader (`node::propose`), when this node may do
+    /// so and has a stream to the leader open; on the leader otherwise
+    /// (which opens the stream), and for a call already forwarded once.
+    Proposes,
     /// On the leader; and if the leader hands leadership over while serving
     /// it (removing or demoting itself), once more on the new leader, which
     /// finishes it.
@@ -166,6 +171,10 @@ where
         Placement::Here => serve(&mut inner, request).await,
         Placement::Leader if leads => serve(&mut inner, request).await,
         Placement::Leader => forward(node, speaks, request).await,
+        Placement::Proposes if leads || proposes_here(node, &request) => {
+            serve(&mut inner, request).await
+        }
+        Placement::Proposes => forward(node, speaks, request).await,
         Placement::LeaderUnless(here) => {
             if leads {
                 return serve(&mut inner, request).await;
@@ -201,6 +210,16 @@ where
             }
         }
     }
+}
+
+/// Whether this follower serves a [`Placement::Proposes`] call itself.
+fn proposes_here(node: &RaftNode, request: &http::Request<Body>) -> bool {
+    !is_forwarded(request)
+        && node.proposes_through_leader()
+        && node
+            .leader()
+            .filter(|(id, _)| *id != node.id())
+            .is_some_and(|(_, address)| node.forwarder().has_stream_to(&address))
 }
 
 /// Runs the call here.
@@ -270,12 +289,20 @@ async fn send(
     }
 }
 
-/// The count of calls forwarded one `way`, found once.
-fn forwarded(way: &'static str) -> &'static prometheus_client::metrics::counter::Counter {
+/// The count of calls forwarded one `way` (`stream`, `call`, or `proposal`
+/// for a write passed on as its command), found once.
+pub(crate) fn forwarded(
+    way: &'static str,
+) -> &'static prometheus_client::metrics::counter::Counter {
     use std::sync::OnceLock;
     static STREAM: OnceLock<prometheus_client::metrics::counter::Counter> = OnceLock::new();
     static CALL: OnceLock<prometheus_client::metrics::counter::Counter> = OnceLock::new();
-    let cell = if way == "stream" { &STREAM } else { &CALL };
+    static PROPOSAL: OnceLock<prometheus_client::metrics::counter::Counter> = OnceLock::new();
+    let cell = match way {
+        "stream" => &STREAM,
+        "proposal" => &PROPOSAL,
+        _ => &CALL,
+    };
     cell.get_or_init(|| {
         crate::metrics::global()
             .forwarded_calls
@@ -385,7 +412,8 @@ mod tests {
     fn runs_here(placements: Placements, method: &str, message: &impl Message) -> bool {
         match placements(method) {
             Placement::Here => true,
-            Placement::Leader | Placement::LeaderThenSuccessor => false,
+            // A proposing write runs here only while the node can propose.
+            Placement::Leader | Placement::LeaderThenSuccessor | Placement::Proposes => false,
             Placement::LeaderUnless(here) => here(&message.encode_to_vec()),
         }
     }

@@ -17,6 +17,7 @@ mod errors;
 mod kv;
 mod leadership;
 mod membership;
+pub mod propose;
 mod snapshot;
 pub mod upgrade;
 

@@ -120,6 +120,7 @@ pub fn build(
     );
     // Calls followers forward on their streams reach the same services.
     let forward_targets = ForwardTargets {
+        node: node.clone(),
         kv: kv.clone(),
         etcd_kv: etcd_kv.clone(),
         max_answer_bytes: max_message + FORWARD_OVERHEAD_BYTES,

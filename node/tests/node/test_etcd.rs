@@ -67,11 +67,13 @@ async fn etcds_kv_calls_keep_etcds_rules_on_a_follower_and_the_leader() {
     // Put: each write a revision; prev_kv returns what it replaced.
     let first = put(&mut kv, "app/a", "1").await;
     let header = first.header.expect("a header");
-    // The follower passed the write on: the leader answered it.
+    // The follower passed the first write on whole: the leader answered
+    // it. Later ones it serves itself, proposing them through the leader.
     assert_eq!(header.member_id, leader);
     assert!(header.raft_term > 0);
     let created = header.revision;
-    put(&mut kv, "app/b", "2").await;
+    let second = put(&mut kv, "app/b", "2").await;
+    assert_eq!(second.header.expect("a header").member_id, follower);
     put(&mut kv, "app/c", "3").await;
     put(&mut kv, "other", "x").await;
     let replaced = kv

@@ -224,3 +224,118 @@ async fn a_follower_forwards_calls_on_its_stream_and_large_ones_on_their_own() {
         .expect("the leader");
     assert_eq!(forwarded(leader, "stream"), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_serves_etcds_writes_itself_and_proposes_them_through_the_leader() {
+    use raftkv_proto::etcd::etcdserverpb as pb;
+    use raftkv_proto::etcd::etcdserverpb::kv_client::KvClient;
+    use raftkv_proto::etcd::etcdserverpb::request_op::Request;
+    use raftkv_proto::etcd::etcdserverpb::response_op::Response;
+
+    let mut cluster = TestCluster::builder()
+        .flags(&["--metrics-listen", "127.0.0.1:0"])
+        .start(3)
+        .await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id != leader)
+        .expect("a follower");
+    let mut kv = KvClient::new(follower.channel());
+    let put = |key: &str, value: &str| pb::PutRequest {
+        key: key.into(),
+        value: value.into(),
+        prev_kv: true,
+        ..Default::default()
+    };
+
+    // The first write goes to the leader whole, which opens the stream;
+    // the leader answered it.
+    let first = kv.put(put("a", "1")).await.expect("a put").into_inner();
+    assert_eq!(first.header.expect("a header").member_id, leader);
+    assert_eq!(forwarded(follower, "stream"), 1.0);
+    assert_eq!(forwarded(follower, "proposal"), 0.0);
+
+    // Later ones are served here and proposed through the leader: this
+    // follower answers, with what the leader's state machine returned.
+    let second = kv.put(put("a", "2")).await.expect("a put").into_inner();
+    let header = second.header.expect("a header");
+    assert_eq!(header.member_id, follower.id);
+    assert!(header.revision > 0 && header.raft_term > 0);
+    let prev = second.prev_kv.expect("the value replaced");
+    assert_eq!((prev.value.as_slice(), prev.version), (&b"1"[..], 1));
+    let txn = kv
+        .txn(pb::TxnRequest {
+            compare: vec![pb::Compare {
+                key: "a".into(),
+                target: pb::compare::CompareTarget::Value as i32,
+                result: pb::compare::CompareResult::Equal as i32,
+                target_union: Some(pb::compare::TargetUnion::Value("2".into())),
+                ..Default::default()
+            }],
+            success: vec![
+                pb::RequestOp {
+                    request: Some(Request::RequestPut(put("b", "3"))),
+                },
+                pb::RequestOp {
+                    request: Some(Request::RequestRange(pb::RangeRequest {
+                        key: "a".into(),
+                        range_end: vec![0],
+                        ..Default::default()
+                    })),
+                },
+            ],
+            ..Default::default()
+        })
+        .await
+        .expect("a txn")
+        .into_inner();
+    assert!(txn.succeeded);
+    let read: Vec<_> = match &txn.responses[1].response {
+        Some(Response::ResponseRange(range)) => range.kvs.iter().map(|kv| kv.key.clone()).collect(),
+        other => panic!("a range's answer, not {other:?}"),
+    };
+    assert_eq!(read, vec![b"a".to_vec(), b"b".to_vec()]);
+    let deleted = kv
+        .delete_range(pb::DeleteRangeRequest {
+            key: "a".into(),
+            range_end: vec![0],
+            prev_kv: true,
+        })
+        .await
+        .expect("a delete")
+        .into_inner();
+    assert_eq!(deleted.deleted, 2);
+    assert_eq!(deleted.prev_kvs.len(), 2);
+    // What the state machine refuses comes back as etcd's error.
+    let refused = kv
+        .put(pb::PutRequest {
+            lease: 12345,
+            ..put("c", "4")
+        })
+        .await
+        .expect_err("no such lease");
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (
+            tonic::Code::NotFound,
+            "etcdserver: requested lease not found"
+        )
+    );
+    assert_eq!(forwarded(follower, "proposal"), 4.0);
+    assert_eq!(forwarded(follower, "stream"), 1.0);
+
+    // A write the follower proposed reads back on the leader.
+    let on_leader = cluster.node(leader).channel();
+    let got = KvClient::new(on_leader)
+        .range(pb::RangeRequest {
+            key: "b".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a range")
+        .into_inner();
+    assert!(got.kvs.is_empty(), "the delete removed it: {got:?}");
+    assert!(got.header.expect("a header").revision >= deleted.header.expect("a header").revision);
+}
