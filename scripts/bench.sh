@@ -40,7 +40,9 @@ machine's cores with it. Builds the release binaries first.
                   cluster, for every client count write-only, 50/50 and
                   read-only cells of 10 s; with --vs-etcd the same matrix
                   runs against etcd afterwards
-  --vs-etcd       one table: raftkv, etcd (Debian's etcd-server, 3 members,
+  --vs-etcd       one table: raftkv, raftkv through its etcd API (hammer's
+                  etcd target, clients spread over every member; plain text
+                  only), etcd (Debian's etcd-server, 3 members,
                   default settings) and the gRPC ceiling (hammer noop-server:
                   etcd's KV.Put/Range answered at once, nothing stored), with
                   ratios. Rows: writes/s at 64 and at 1 client, linearizable
@@ -49,7 +51,7 @@ machine's cores with it. Builds the release binaries first.
                   average, a follower (from /proc, around each cell); the failover
                   rows only with --failover too. Cells of 8 s, medians of
                   --rounds rounds; within a round every measure runs against
-                  raftkv, etcd, the ceiling in turn (A/B/C, A/B/C)
+                  raftkv, its etcd API, etcd, the ceiling in turn
   --failover      kill -9 of the leader under load (16 clients, write-only),
                   raftkv and etcd alternating, --failover-rounds rounds: the
                   median and every value of the write gap that begins at
@@ -343,7 +345,7 @@ member_pids() {
   local leader i pid
   PIDS=()
   case $1 in
-    raftkv)
+    raftkv | raftkv-etcd)
       leader=$(cluster leader) || return 0
       for i in "$leader" 1 2 3; do
         [ "${#PIDS[@]}" -gt 0 ] && [ "$i" = "$leader" ] && continue
@@ -365,9 +367,12 @@ if [ "$VS_ETCD" = 1 ]; then
     for measure in write-64 write-1 read-64; do
       clients=${measure#*-}
       ratio=0; [ "${measure%-*}" = read ] && ratio=1
-      for target in raftkv etcd ceiling; do
+      for target in raftkv raftkv-etcd etcd ceiling; do
         case $target in
           raftkv) flags=(--endpoints "$RAFTKV_ENDPOINTS" "${TLS_FLAGS[@]}") ;;
+          # etcd's API on the same raftkv cluster, clients spread over every
+          # member as etcd's are (hammer's etcd target speaks plain text).
+          raftkv-etcd) [ "$TLS" = 1 ] && continue; flags=(--target etcd --endpoints "$RAFTKV_ENDPOINTS") ;;
           etcd) flags=(--target etcd --endpoints "$ETCD_ENDPOINTS") ;;
           # The ceiling stores nothing: a read there measures no read.
           ceiling) [ "$ratio" = 1 ] && continue; flags=(--target etcd --endpoints "$NOOP_ENDPOINT") ;;
@@ -713,7 +718,7 @@ table = []
 if compare:
     for label, measure, field in ROWS:
         cells = {t: [c.get(field) for c in compare if c["measure"] == measure and c["target"] == t and c.get(field) is not None]
-                 for t in ("raftkv", "etcd", "ceiling")}
+                 for t in ("raftkv", "raftkv-etcd", "etcd", "ceiling")}
         table.append({"measure": label, **{t: median(v) for t, v in cells.items()}, "rounds": cells})
 kills = {t: [r for r in failover if r["kind"] == "kill" and r["target"] == t] for t in ("raftkv", "etcd")}
 transfers = [r for r in failover if r["kind"] == "transfer"]
@@ -747,6 +752,9 @@ if meta["etcd"]:
           f"defaults ({meta['etcd_timing']}); hammer spreads clients over all members")
     if compare:
         print("ceiling: hammer noop-server: etcd's KV.Put/Range answered at once, nothing stored, TCP_NODELAY")
+if compare:
+    print("etcd API: hammer's etcd target against the raftkv cluster, clients spread over every member "
+          "(raftkv's own target sends writes to the leader)")
 if matrix or compare or failover:
     print(f"client:  {meta['hammer']}, 256-byte values, 10,000 keys, linearizable reads, call timeout 2 s; "
           "same machine as the servers")
@@ -763,13 +771,16 @@ if matrix:
 
 if table:
     ratio = lambda a, b: "–" if a is None or not b or isinstance(a, str) else f"{a / b:.2f}"
-    print("\n| measure | raftkv | etcd | gRPC ceiling | raftkv/etcd | raftkv/ceiling |\n|---|---:|---:|---:|---:|---:|")
+    print("\n| measure | raftkv | raftkv, etcd API | etcd | gRPC ceiling | raftkv/etcd | raftkv/ceiling | etcd API/raftkv |"
+          "\n|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in table:
         digits = 1 if "p99" in row["measure"] else 0
-        print(f"| {row['measure']} | {f(row['raftkv'], digits)} | {f(row['etcd'], digits)} | {f(row['ceiling'], digits)} "
-              f"| {ratio(row['raftkv'], row['etcd'])} | {ratio(row['raftkv'], row['ceiling'])} |")
+        api = row.get("raftkv-etcd")
+        print(f"| {row['measure']} | {f(row['raftkv'], digits)} | {f(api, digits)} | {f(row['etcd'], digits)} "
+              f"| {f(row['ceiling'], digits)} | {ratio(row['raftkv'], row['etcd'])} | {ratio(row['raftkv'], row['ceiling'])} "
+              f"| {ratio(api, row['raftkv'])} |")
     if compare:
-        print(f"\nmedians over rounds: {max(c['round'] for c in compare)}; every round: raftkv, etcd, ceiling in turn for each measure. Each round's values:")
+        print(f"\nmedians over rounds: {max(c['round'] for c in compare)}; every round: raftkv, raftkv's etcd API, etcd, ceiling in turn for each measure. Each round's values:")
         for row in table:
             if any(w in row["measure"] for w in ("writes/s", "reads/s", "p99", "CPU")):
                 digits = 1 if "p99" in row["measure"] else 0
