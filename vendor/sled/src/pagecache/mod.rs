@@ -1037,7 +1037,9 @@ impl PageCache {
             }
         }
 
-        let mut node: Node = old.as_node().clone();
+        // raftkv: with room for the key the link may add (see
+        // `Node::clone_for_link`).
+        let mut node: Node = old.as_node().clone_for_link();
         node.apply(&new);
 
         // see if we should short-circuit replace
