@@ -11,6 +11,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DURATION=60
 INTERVAL=5
 CLIENTS=16
+TARGET=raftkv
 # Below the kernel's ephemeral port range (32768-60999 by default), clear of
 # cluster.sh (27051), demo.sh (27151) and bench.sh (27251, etcd 27352-27364).
 BASE_PORT=27451
@@ -23,7 +24,7 @@ BLKIO=/sys/fs/cgroup/blkio
 usage() {
   cat <<TXT
 Usage: scripts/chaos.sh [--duration SECONDS] [--interval SECONDS] [--clients N] [--long] [--dir DIR] [--keep]
-                        [--disk-faults [--disk-mb MB]]
+                        [--target raftkv|etcd] [--disk-faults [--disk-mb MB]]
 
 Starts a 3-node cluster on 127.0.0.1:$BASE_PORT-$((BASE_PORT + 2)), runs hammer (--verify --history)
 and injects one fault every INTERVAL seconds: kill -9 of the leader or of a
@@ -49,6 +50,10 @@ back. The summary lists every failed restart and any node still down.
                       earlier chaos.sh run (marker file .raftkv-chaos), whose
                       files this run replaces; any other DIR is refused
   --keep              keep the temporary data directory
+  --target T          the API hammer loads the cluster through: raftkv (the
+                      default; writes go to the leader) or etcd (etcd's API,
+                      each client on one node, so followers serve two writes
+                      in three and propose them through the leader)
   --disk-faults       also disk faults (as root): each node's data directory is
                       its own ext4 filesystem on a loop device (--disk-mb,
                       default 512), and every second fault is a disk fault,
@@ -76,12 +81,14 @@ while [ $# -gt 0 ]; do
     --long) DURATION=1800; INTERVAL=30; shift ;;
     --dir) DATA=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --target) TARGET=$2; shift 2 ;;
     --disk-faults) DISK_FAULTS=1; shift ;;
     --disk-mb) DISK_MB=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
 done
+[[ "$TARGET" =~ ^(raftkv|etcd)$ ]] || { echo "--target is raftkv or etcd" >&2; exit 2; }
 [[ "$DURATION" =~ ^[0-9]+$ && "$INTERVAL" =~ ^[0-9]+$ && "$INTERVAL" -ge 3 && "$DURATION" -gt "$INTERVAL" ]] \
   || { echo "--duration and --interval are whole seconds, interval >= 3, duration > interval" >&2; exit 2; }
 # A pause that ends before the next fault is due.
@@ -155,11 +162,11 @@ fi
 cluster up 3 >/dev/null
 # The addresses the nodes printed when they bound their ports.
 ENDPOINTS=$(cat "$DATA/node-1.addr" "$DATA/node-2.addr" "$DATA/node-3.addr" | paste -sd, -)
-echo "cluster up at $ENDPOINTS; hammer for ${DURATION}s with a fault every ${INTERVAL}s"
+echo "cluster up at $ENDPOINTS; hammer ($TARGET's API) for ${DURATION}s with a fault every ${INTERVAL}s"
 QUOTA=$("$BIN/raft-admin" --leader "multi:///$ENDPOINTS" alarm list 2>/dev/null | sed -n 's/^store: .* of \([0-9]*\) bytes.*/\1/p')
 echo "size quota the nodes chose: ${QUOTA:-unknown} bytes$([ "$DISK_FAULTS" = 1 ] && echo "; data directories on ${DISK_MB} MB filesystems")"
 
-"$BIN/hammer" --endpoints "$ENDPOINTS" --clients "$CLIENTS" --duration "${DURATION}s" --keys 10000 \
+"$BIN/hammer" --target "$TARGET" --endpoints "$ENDPOINTS" --clients "$CLIENTS" --duration "${DURATION}s" --keys 10000 \
   --verify --history "$DATA/history.jsonl" --json >"$DATA/report.json" 2>"$DATA/hammer.err" &
 HAMMER_PID=$!
 START=$(date +%s.%N)
