@@ -189,13 +189,36 @@ impl RaftNode {
         if self.names_itself_leader() {
             return self.write(command).await;
         }
-        let Some((_, address)) = self.leader().filter(|(id, _)| *id != self.id) else {
+        let Some((leader, address)) = self.leader().filter(|(id, _)| *id != self.id) else {
             return Err(NodeError::NotLeader { leader: None });
         };
         let bytes = crate::entry::protobuf::encode(&command);
         let deadline = tokio::time::Instant::now() + PROPOSAL_DEADLINE;
-        let outcome = self.forwarder().propose(&address, bytes, deadline).await?;
-        decode_outcome(&outcome)
+        tokio::select! {
+            outcome = self.forwarder().propose(&address, bytes, deadline) => decode_outcome(&outcome?),
+            // A leader that hangs (paused, its disk stalled) keeps its
+            // connections open: the answer would come at the client's
+            // deadline. Once this node stops following it, what was sent
+            // may or may not commit under the next leader, and waiting
+            // tells nothing more.
+            () = self.stops_following(leader) => Err(NodeError::OutcomeUnknown(format!(
+                "node {leader} stopped leading while the write was in flight; it may or may not \
+                 be applied"
+            ))),
+        }
+    }
+
+    /// Returns once this node no longer follows `leader` (an election
+    /// started, or another node leads), or Raft stopped.
+    async fn stops_following(&self, leader: NodeId) {
+        use openraft::type_config::async_runtime::WatchReceiver as _;
+        // Role, vote and leader only: no wake-up per write.
+        let mut server = self.raft.server_metrics();
+        while server.borrow_watched().current_leader == Some(leader) {
+            if server.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Proposes a command a follower sent (`bytes`, a `raftkv.entry.Command`)

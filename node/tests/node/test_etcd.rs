@@ -1110,3 +1110,59 @@ async fn every_member_answers_one_cluster_id_for_the_clusters_life() {
     assert_ne!(next, leader);
     assert_eq!(cluster_id(&mut cluster, next).await, named);
 }
+
+#[tokio::test]
+async fn a_follower_ends_a_write_to_a_hung_leader_once_it_stops_following_it() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let on = |id: u64| cluster.nodes.iter().find(|n| n.id == id).expect("a node");
+    let mut kv = KvClient::new(on(follower).channel());
+    // The first write opens the follower's stream; the second is proposed
+    // on it, so the one below is proposed too.
+    put(&mut kv, "k", "1").await;
+    let proposed = put(&mut kv, "k", "2").await;
+    assert_eq!(proposed.header.expect("a header").member_id, follower);
+
+    // A hung leader keeps its connections open. A write the follower
+    // proposed to it ends once the follower stops following it (an
+    // election starts), not at the client's deadline: its outcome is
+    // unknown. One that reached the follower after the election began is
+    // refused for want of a leader instead.
+    let hung = on(leader);
+    hung.signal("STOP");
+    let mut request = tonic::Request::new(pb::PutRequest {
+        key: "k".into(),
+        value: "3".into(),
+        ..Default::default()
+    });
+    request.set_timeout(std::time::Duration::from_secs(60));
+    let ended = kv.put(request).await;
+    hung.signal("CONT");
+    let status = ended.expect_err("no leader answered while it was stopped");
+    match status.code() {
+        Code::Unknown => assert!(status.message().contains("stopped leading"), "{status:?}"),
+        Code::Unavailable => {
+            assert_eq!(status.message(), "etcdserver: no leader", "{status:?}")
+        }
+        _ => panic!("the write waited for its deadline or failed otherwise: {status:?}"),
+    }
+    // The cluster goes on under a leader, and the key holds one of the
+    // values written.
+    cluster.wait_for_leader().await;
+    let value = wait_for("the key reads back", || {
+        let mut kv = kv.clone();
+        async move {
+            let range = kv
+                .range(pb::RangeRequest {
+                    key: "k".into(),
+                    ..Default::default()
+                })
+                .await
+                .ok()?;
+            range.into_inner().kvs.first().map(|kv| kv.value.clone())
+        }
+    })
+    .await;
+    assert!(value == b"2" || value == b"3", "{value:?}");
+}
