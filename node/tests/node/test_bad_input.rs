@@ -577,3 +577,78 @@ async fn connections_are_bounded_in_number_and_idle_time() {
     put(&cluster.node(1).client_as(None), "two", "2").await;
     assert!(cluster.node(1).log().contains("too many connections"));
 }
+
+#[tokio::test]
+async fn proposals_the_leader_does_not_take_are_refused_and_change_nothing() {
+    use raftkv_node::entry::protobuf::encode;
+    use raftkv_node::etcd::txn::EtcdOp;
+    use raftkv_node::etcd::txn::EtcdTxn;
+    use raftkv_node::node::propose::decode_outcome;
+    use raftkv_node::types::Command;
+
+    let mut cluster = TestCluster::start(1).await;
+    let node = cluster.node(1);
+    let mut raft = pb::raft_client::RaftClient::new(node.channel());
+    let etcd_put = |key: &str| {
+        Command::Etcd(EtcdTxn {
+            compares: Vec::new(),
+            success: vec![EtcdOp::Put {
+                key: key.into(),
+                value: Some(b"v".to_vec()),
+                lease: Some(0),
+                prev_kv: false,
+            }],
+            failure: Vec::new(),
+        })
+    };
+    let proposals = [
+        // Not a command at all.
+        vec![0xff, 0xff, 0xff],
+        // A command of raftkv's own API: it reaches the leader as a call.
+        encode(&Command::Put {
+            key: b"own".to_vec(),
+            value: b"v".to_vec(),
+        }),
+        // etcd's put, which a follower may propose.
+        encode(&etcd_put("etcd")),
+    ];
+    let calls = proposals
+        .into_iter()
+        .enumerate()
+        .map(|(id, command)| pb::ForwardedCall {
+            id: id as u64,
+            command: command.into(),
+            ..Default::default()
+        })
+        .collect::<Vec<_>>();
+    let mut answers = raft
+        .forward(futures::stream::iter(calls))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    let mut outcomes = std::collections::BTreeMap::new();
+    while let Some(answer) = answers.message().await.expect("an answer") {
+        outcomes.insert(answer.id, decode_outcome(&answer.outcome));
+    }
+    assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+    for refused in [0, 1] {
+        match &outcomes[&refused] {
+            Err(raftkv_node::error::NodeError::BadRequest(_)) => {}
+            other => panic!("proposal {refused}: {other:?}"),
+        }
+    }
+    assert!(
+        matches!(
+            outcomes[&2],
+            Ok((_, raftkv_node::types::CommandResult::Etcd(Ok(_))))
+        ),
+        "{:?}",
+        outcomes[&2]
+    );
+
+    // The refused ones wrote nothing; the node still serves.
+    assert!(node.is_running(), "the node died");
+    let client = node.client();
+    assert_eq!(get(&client, "own", true).await, None);
+    assert_eq!(get(&client, "etcd", true).await.as_deref(), Some(&b"v"[..]));
+}
