@@ -161,7 +161,6 @@ pub fn status(e: NodeError) -> Status {
         NodeError::LeaseNotFound { .. } => EtcdError::LeaseNotFound,
         NodeError::LeaseExists { .. } => EtcdError::LeaseExist,
         NodeError::NotLeader { leader: None } | NodeError::NoQuorum(_) => EtcdError::NoLeader,
-        NodeError::NotLeader { leader: Some(_) } => EtcdError::NotLeader,
         NodeError::Stopping(_) => EtcdError::Stopped,
         NodeError::Timeout(_) => EtcdError::Timeout,
         _ => return e.into(),
@@ -216,15 +215,6 @@ mod tests {
         assert_eq!(future.message(), EtcdError::FutureRev.parts().1);
         let lease = status(NodeError::LeaseNotFound { id: 7 });
         assert_eq!(lease.message(), EtcdError::LeaseNotFound.parts().1);
-        // A leader that stepped down while writing (for this node or for a
-        // follower's proposal) names who leads now; etcd says "not leader".
-        let moved = status(NodeError::NotLeader {
-            leader: Some((2, "127.0.0.1:1".into())),
-        });
-        assert_eq!(
-            (moved.code(), moved.message()),
-            EtcdError::NotLeader.parts()
-        );
         let none = status(NodeError::NotLeader { leader: None });
         assert_eq!(none.message(), EtcdError::NoLeader.parts().1);
         // Not etcd's: the node's own answer.

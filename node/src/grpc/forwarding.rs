@@ -25,7 +25,8 @@
 //! - **Proposals** ([`Forwarder::propose`]): a message may carry a write's
 //!   command instead of a call, from a follower that served the client's
 //!   write itself. The leader proposes it and answers with its outcome
-//!   alone (see `node::propose`).
+//!   alone (see `node::propose`). A command too large for one message goes
+//!   on a stream of its own.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -59,6 +60,7 @@ use crate::grpc::kv::KvService;
 use crate::grpc::routing::Routed;
 use crate::network::calls::TrackCalls;
 use crate::node::propose::encode_outcome;
+use crate::node::propose::Proposed;
 use crate::node::propose::Refusal;
 use crate::node::RaftNode;
 use crate::security::Caller;
@@ -69,8 +71,9 @@ use crate::security::Role;
 /// path, headers and trailers.
 pub const FORWARD_OVERHEAD_BYTES: usize = 64 << 10;
 
-/// Largest request body sent on the stream; a larger one goes as a call of
-/// its own, so one big write does not hold up the small ones behind it.
+/// Largest request body (or proposed command) sent on the stream; a larger
+/// one goes as a call (or on a stream) of its own, so one big write does not
+/// hold up the small ones behind it.
 const MAX_STREAMED_BODY: usize = 256 << 10;
 
 /// Calls one follower's stream may have running on the leader at once;
@@ -226,19 +229,21 @@ impl ForwardTargets {
     /// Proposes a follower's `command` and answers with its outcome.
     async fn propose(&self, id: u64, command: &[u8]) -> pb::ForwardedAnswer {
         let proposed = self.node.propose_for_follower(command).await;
-        let mut outcome = encode_outcome(&proposed);
-        if outcome.len() > self.max_answer_bytes {
-            let index = proposed.map(|(index, _)| index).unwrap_or_default();
-            outcome = encode_outcome(&Err(Refusal::OutcomeUnknown(format!(
-                "the write was applied at revision {index}, but its result is too large \
-                 to pass back from the leader"
-            ))));
-        }
-        pb::ForwardedAnswer {
+        let answer = |proposed: &Proposed| pb::ForwardedAnswer {
             id,
-            outcome: outcome.into(),
+            outcome: encode_outcome(proposed).into(),
             ..Default::default()
+        };
+        let whole = answer(&proposed);
+        // The whole message counts: its id and framing too.
+        if prost::Message::encoded_len(&whole) <= self.max_answer_bytes {
+            return whole;
         }
+        let index = proposed.map(|(index, _)| index).unwrap_or_default();
+        answer(&Err(Refusal::OutcomeUnknown(format!(
+            "the write was applied at revision {index}, but its result is too large \
+             to pass back from the leader"
+        ))))
     }
 }
 
@@ -447,6 +452,9 @@ impl Forwarder {
         deadline: tokio::time::Instant,
     ) -> Result<Bytes, NodeError> {
         let command = Bytes::from(command);
+        if command.len() > MAX_STREAMED_BODY {
+            return self.propose_alone(address, command, deadline).await;
+        }
         for _ in 0..2 {
             let Some(stream) = self.stream_to(address).await else {
                 break;
@@ -479,8 +487,60 @@ impl Forwarder {
         )))
     }
 
+    /// A proposal too large for the shared stream, on a stream of its own,
+    /// so that one big write does not hold up the small ones behind it.
+    async fn propose_alone(
+        &self,
+        address: &str,
+        command: Bytes,
+        deadline: tokio::time::Instant,
+    ) -> Result<Bytes, NodeError> {
+        let channel = self
+            .peers
+            .get(address)
+            .map_err(|e| NodeError::LeaderUnreachable(e.to_string()))?;
+        let mut client = RaftClient::new(channel)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes);
+        let call = pb::ForwardedCall {
+            id: 0,
+            command,
+            ..Default::default()
+        };
+        let exchange = async {
+            let mut answers = client
+                .forward(futures::stream::iter([call]))
+                .await?
+                .into_inner();
+            answers.message().await
+        };
+        match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(Ok(Some(answer))) => {
+                crate::grpc::routing::forwarded("proposal").inc();
+                Ok(answer.outcome)
+            }
+            // A clean end without an answer: the leader never read it.
+            Ok(Ok(None)) => Err(NodeError::LeaderUnreachable(format!(
+                "the leader at {address} did not take the proposal; nothing was written, retry"
+            ))),
+            Ok(Err(status)) if raftkv_client::never_sent(&status) => {
+                Err(NodeError::LeaderUnreachable(format!(
+                    "cannot reach the leader at {address}: {status}; nothing was written, retry"
+                )))
+            }
+            Ok(Err(status)) => Err(NodeError::OutcomeUnknown(format!(
+                "the proposal to the leader at {address} broke off ({status}): the write may \
+                 have been applied"
+            ))),
+            Err(_) => Err(NodeError::Timeout(format!(
+                "the leader at {address} did not answer in time; the write may have been applied"
+            ))),
+        }
+    }
+
     /// Whether a stream to `address` is open, as a proposal needs: opening
-    /// one is left to a call forwarded whole, which does not wait for it.
+    /// one is left to a call forwarded whole (which waits for the open, at
+    /// most [`OPEN_TIMEOUT`], or goes on its own).
     pub fn has_stream_to(&self, address: &str) -> bool {
         let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         matches!(streams.get(address), Some(Slot::Open(stream)) if !stream.ended.load(Ordering::Acquire))

@@ -42,8 +42,11 @@ pub const PROPOSAL_DEADLINE: Duration = Duration::from_secs(30);
 /// machine's result, or why it was refused.
 pub type Proposed = Result<(u64, CommandResult), Refusal>;
 
-/// Why a leader did not apply a follower's proposal: the [`NodeError`]s a
-/// write can end with, as data that reads back on the follower.
+/// Why a follower's proposal ended without its result: refused (nothing
+/// written), or with an outcome left open (`Stopping`, `Timeout`,
+/// `OutcomeUnknown`, `Failed`: it may have been applied). The
+/// [`NodeError`]s a write can end with, as data that reads back on the
+/// follower.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Refusal {
     /// The node asked no longer leads (`leader` is who it thinks does).
@@ -192,6 +195,14 @@ impl RaftNode {
         let Some((leader, address)) = self.leader().filter(|(id, _)| *id != self.id) else {
             return Err(NodeError::NotLeader { leader: None });
         };
+        // A call that routing served here as leader, or as a follower, while
+        // some member's release takes no proposals: the leader may not read
+        // one. Nothing was written.
+        if !self.proposes_through_leader() {
+            return Err(NodeError::NotLeader {
+                leader: Some((leader, address)),
+            });
+        }
         let bytes = crate::entry::protobuf::encode(&command);
         let deadline = tokio::time::Instant::now() + PROPOSAL_DEADLINE;
         tokio::select! {

@@ -325,6 +325,11 @@ async fn a_follower_serves_etcds_writes_itself_and_proposes_them_through_the_lea
     );
     assert_eq!(forwarded(follower, "proposal"), 4.0);
     assert_eq!(forwarded(follower, "stream"), 1.0);
+    // A write too large for the shared stream is proposed on one of its own.
+    let large = "x".repeat(300 << 10);
+    kv.put(put("large", &large)).await.expect("a large put");
+    assert_eq!(forwarded(follower, "proposal"), 5.0);
+    assert_eq!(forwarded(follower, "call"), 0.0);
 
     // A write the follower proposed reads back on the leader.
     let on_leader = cluster.node(leader).channel();
