@@ -495,13 +495,7 @@ impl Forwarder {
         command: Bytes,
         deadline: tokio::time::Instant,
     ) -> Result<Bytes, NodeError> {
-        let channel = self
-            .peers
-            .get(address)
-            .map_err(|e| NodeError::LeaderUnreachable(e.to_string()))?;
-        let mut client = RaftClient::new(channel)
-            .max_decoding_message_size(self.max_message_bytes)
-            .max_encoding_message_size(self.max_message_bytes);
+        let mut client = self.client(address).map_err(NodeError::LeaderUnreachable)?;
         let call = pb::ForwardedCall {
             id: 0,
             command,
@@ -590,14 +584,17 @@ impl Forwarder {
         stream
     }
 
-    async fn open(&self, address: &str) -> Result<Arc<Outbound>, Status> {
-        let channel = self
-            .peers
-            .get(address)
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        let mut client = RaftClient::new(channel)
+    /// A Raft client to `address`, over the cached peer channel, with the
+    /// stream's message limits, or why there is none.
+    fn client(&self, address: &str) -> Result<RaftClient<tonic::transport::Channel>, String> {
+        let channel = self.peers.get(address).map_err(|e| e.to_string())?;
+        Ok(RaftClient::new(channel)
             .max_decoding_message_size(self.max_message_bytes)
-            .max_encoding_message_size(self.max_message_bytes);
+            .max_encoding_message_size(self.max_message_bytes))
+    }
+
+    async fn open(&self, address: &str) -> Result<Arc<Outbound>, Status> {
+        let mut client = self.client(address).map_err(Status::unavailable)?;
         let (calls, queued) = mpsc::channel(QUEUED_PER_STREAM);
         let mut answers = client
             .forward(tokio_stream::wrappers::ReceiverStream::new(queued))
