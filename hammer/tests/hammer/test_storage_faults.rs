@@ -238,7 +238,7 @@ async fn disk_full_driver() {
     );
     let mut cluster = TestCluster::new();
     let small = cluster.dir().join("small");
-    let _disk = small_disk(&small, 24);
+    let _disk = small_disk(&small, SMALL_DISK_MIB);
 
     cluster.bootstrap(cluster.node_spec(1)).await;
     cluster.add_voter(2).await;
@@ -255,6 +255,11 @@ async fn disk_full_driver() {
     cluster.wait_applied_beyond(leader, applied + 200).await;
 
     let filler = fill(&small);
+    let small_node = cluster.nodes.iter().find(|n| n.id == 3).expect("node 3");
+    write_until(&cluster, || async move {
+        says_disk_full(small_node).await.is_some()
+    })
+    .await;
     // Node 3 does not exit: it says why it stopped serving, to clients and
     // in its log, and waits for room.
     wait_disk_full(&mut cluster, 3).await;
@@ -266,11 +271,14 @@ async fn disk_full_driver() {
         "node 3 did not say why it stopped:\n{text}"
     );
     // The other two keep a leader and keep writing.
-    let remaining = cluster
+    cluster
         .leader_within(crate::test_faults::LEADER_BACK, Some(3))
         .await;
-    let applied = cluster.applied_index(remaining).await;
-    cluster.wait_applied_beyond(remaining, applied + 100).await;
+    cluster
+        .client()
+        .put("after-disk-full", "written by two")
+        .await
+        .expect("the other two take a write");
 
     // Space is freed: node 3 reopens its store by itself, with no restart,
     // and catches up.
@@ -308,7 +316,7 @@ async fn disk_full_everywhere() {
 
 /// Mounts a tmpfs of `megabytes` at a new directory `dir`.
 #[must_use = "the disk is unmounted when this is dropped"]
-fn small_disk(dir: &std::path::Path, megabytes: u32) -> SmallDisk {
+fn small_disk(dir: &std::path::Path, megabytes: usize) -> SmallDisk {
     std::fs::create_dir(dir).expect("mount point");
     let mounted = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
@@ -349,6 +357,34 @@ fn fill(dir: &std::path::Path) -> std::path::PathBuf {
     filler
 }
 
+/// The size of the small disks, in MiB.
+const SMALL_DISK_MIB: usize = 24;
+
+/// Writes values the small disks cannot hold, one at a time, until
+/// `noticed` says a node found its disk full, or twice a disk's size has
+/// been sent. The load alone does not do: it overwrites a few keys, sled
+/// reuses the room it freed, and on a slow machine it can end before a node
+/// needs a new page of its disk. Distinct keys of this size do need it,
+/// however slow the machine. An attempt may fail or never end (with every
+/// disk full no quorum can write): whether the disk filled is what
+/// `noticed` and the waits after it check.
+async fn write_until<F, Fut>(cluster: &TestCluster, mut noticed: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    const VALUE_BYTES: usize = 256 << 10;
+    let client = cluster.client();
+    let value = vec![0x5a_u8; VALUE_BYTES];
+    for round in 0..2 * (SMALL_DISK_MIB << 20) / VALUE_BYTES {
+        if noticed().await {
+            return;
+        }
+        let put = client.put(format!("bulk/{round}"), value.clone());
+        let _ = tokio::time::timeout(Duration::from_secs(2), put).await;
+    }
+}
+
 /// Whether `node` answers UNAVAILABLE with reason disk-full.
 async fn says_disk_full(node: &raftkv_testkit::TestNode) -> Option<()> {
     let refused = node.client().status().await.err()?;
@@ -380,7 +416,10 @@ async fn disk_full_everywhere_driver() {
     let disks: Vec<_> = (1..=3)
         .map(|id| cluster.dir().join(format!("small-{id}")))
         .collect();
-    let _mounted: Vec<SmallDisk> = disks.iter().map(|disk| small_disk(disk, 24)).collect();
+    let _mounted: Vec<SmallDisk> = disks
+        .iter()
+        .map(|disk| small_disk(disk, SMALL_DISK_MIB))
+        .collect();
     let spec = |cluster: &TestCluster, id: u64| {
         cluster
             .node_spec(id)
@@ -396,6 +435,16 @@ async fn disk_full_everywhere_driver() {
     cluster.wait_applied_beyond(leader, applied + 200).await;
 
     let fillers: Vec<_> = disks.iter().map(|disk| fill(disk)).collect();
+    let nodes = &cluster.nodes;
+    write_until(&cluster, || async move {
+        for node in nodes {
+            if says_disk_full(node).await.is_some() {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
     // Some node fails a write first and says so: which one depends on
     // whose sync runs out of room first (a follower syncs the same entries
     // as the leader). Once no quorum can write, the others may write
@@ -428,8 +477,11 @@ async fn disk_full_everywhere_driver() {
         })
         .await;
     }
-    let leader = cluster.wait_for_leader().await;
-    let applied = cluster.applied_index(leader).await;
-    cluster.wait_applied_beyond(leader, applied + 50).await;
+    cluster.wait_for_leader().await;
+    cluster
+        .client()
+        .put("after-disk-full", "written again")
+        .await
+        .expect("the cluster takes writes again");
     finish(load, &cluster).await;
 }
