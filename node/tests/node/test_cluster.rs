@@ -110,6 +110,49 @@ async fn three_nodes_replicate_and_followers_forward() {
     assert_eq!(distinct.len(), 1, "replicas differ: {digests:?}");
 }
 
+/// A commit that no later entry carries still reaches the followers: the
+/// leader sends it in a request of its own, at once or after waiting a
+/// moment for an entry to carry it. Heartbeats, which carry it too, are set
+/// far beyond the test's patience, so only that request can deliver it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_learn_a_commit_that_no_later_write_carries() {
+    let cluster = TestCluster::builder()
+        .flags(&[
+            "--heartbeat-ms",
+            "600000",
+            "--election-timeout-min-ms",
+            "1200000",
+            "--election-timeout-max-ms",
+            "1300000",
+        ])
+        .start(3)
+        .await;
+    let leader = cluster.wait_for_leader().await;
+    let leader_node = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id == leader)
+        .expect("leader");
+    // The leader raises the cluster version by itself once it knows every
+    // member's release: an entry after the put would carry its commit.
+    wait_for("the leader raises the cluster version", || async move {
+        let status = leader_node.status().await?;
+        let release: Vec<&str> = status.version.split('.').take(2).collect();
+        (status.cluster_version == release.join(".")).then_some(())
+    })
+    .await;
+    let index = put(&leader_node.client(), "last", "carried alone").await;
+    cluster.wait_applied(index).await;
+    for node in cluster.nodes.iter().filter(|n| n.id != leader) {
+        assert_eq!(
+            get(&node.client(), "last", true).await.as_deref(),
+            Some(&b"carried alone"[..]),
+            "stale read on {}",
+            node.id
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_moves_to_the_chosen_node() {
     let mut cluster = TestCluster::start(3).await;
