@@ -35,8 +35,31 @@ unsafe impl Send for AlignedBuf {}
 #[allow(unsafe_code)]
 unsafe impl Sync for AlignedBuf {}
 
+/// raftkv: the buffer of a segment written out, kept for the next segment
+/// (its address and length). Each segment's buffer was a fresh allocation
+/// of `segment_size`, above the C allocator's mmap threshold: the kernel
+/// mapped it, zeroed and faulted in each of its pages as the log filled
+/// it, and unmapped it once written, a page fault per 4 KiB of log. One
+/// spare is enough: the next segment's buffer is taken when a segment
+/// fills, and that segment's is given back once it is written. A reused
+/// buffer holds old bytes where a fresh one held undefined ones; only the
+/// ranges reservations wrote, and the padding `write_to_log` writes, ever
+/// reach the disk.
+static SPARE: std::sync::Mutex<Option<(usize, usize)>> =
+    std::sync::Mutex::new(None);
+
 impl AlignedBuf {
     fn new(len: usize) -> AlignedBuf {
+        {
+            let mut spare =
+                SPARE.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((ptr, spare_len)) = *spare {
+                if spare_len == len {
+                    *spare = None;
+                    return AlignedBuf(ptr as *mut u8, len);
+                }
+            }
+        }
         let layout = Layout::from_size_align(len, 8192).unwrap();
         let ptr = unsafe { alloc(layout) };
 
@@ -48,6 +71,12 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.is_none() {
+            *spare = Some((self.0 as usize, self.1));
+            return;
+        }
+        drop(spare);
         let layout = Layout::from_size_align(self.1, 8192).unwrap();
         unsafe {
             dealloc(self.0, layout);
