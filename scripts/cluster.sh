@@ -129,6 +129,9 @@ start_node() {
   local i=$1; shift
   local port=$((BASE_PORT + i - 1)) pid address="" status=0 log_size=0
   [ -f "$DATA/node-$i.log" ] && log_size=$(wc -c <"$DATA/node-$i.log")
+  # Made before the node starts: the background job opens it only when it
+  # runs, and the wait below may read it first.
+  : >"$DATA/node-$i.out"
   # shellcheck disable=SC2086
   "$BIN/raftkv-node" --id "$i" --listen "127.0.0.1:$port" --data-dir "$DATA/node-$i" \
     "$@" ${RAFTKV_NODE_FLAGS:-} >"$DATA/node-$i.out" 2>>"$DATA/node-$i.log" &
