@@ -106,8 +106,48 @@ pub enum EtcdOpResult {
     },
     Txn {
         succeeded: bool,
+        #[serde(deserialize_with = "nested_results")]
         results: Vec<EtcdOpResult>,
     },
+}
+
+/// Deepest nesting of transaction results that reads back. Results travel
+/// from the leader to the follower that proposed the write (bincode, see
+/// `node::propose`), and bincode reads nested values by recursion with no
+/// limit of its own: a peer's answer nested a hundred thousand deep would
+/// overflow the stack. The transactions themselves nest at most 48 deep
+/// (protobuf's decoder stops at 100 levels of messages, see
+/// `entry::protobuf`), so no result a leader makes comes near this.
+pub const MAX_NESTED_RESULTS: usize = 64;
+
+/// Reads a transaction's results, refusing them once they nest deeper than
+/// [`MAX_NESTED_RESULTS`].
+fn nested_results<'de, D>(deserializer: D) -> Result<Vec<EtcdOpResult>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    thread_local! {
+        /// How many transactions' results are being read on this thread.
+        static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+    /// Leaves a level, whether its results read or not.
+    struct Level;
+    impl Drop for Level {
+        fn drop(&mut self) {
+            DEPTH.with(|depth| depth.set(depth.get().saturating_sub(1)));
+        }
+    }
+    let depth = DEPTH.with(|depth| {
+        depth.set(depth.get() + 1);
+        depth.get()
+    });
+    let _level = Level;
+    if depth > MAX_NESTED_RESULTS {
+        return Err(serde::de::Error::custom(format!(
+            "transaction results nested more than {MAX_NESTED_RESULTS} deep"
+        )));
+    }
+    Vec::<EtcdOpResult>::deserialize(deserializer)
 }
 
 /// Why a transaction wrote nothing, as etcd refuses it.

@@ -308,4 +308,56 @@ mod tests {
         let e = decode_outcome(&huge).expect_err("a length past the message");
         assert!(matches!(e, NodeError::OutcomeUnknown(_)), "{e:?}");
     }
+
+    /// An outcome whose transaction results nest `depth` deep, built as
+    /// bytes: a value that deep could not be built, encoded or dropped
+    /// without overflowing the stack itself.
+    fn nested_outcome(depth: usize) -> Vec<u8> {
+        let nest = |inner: Vec<EtcdOpResult>| EtcdOpResult::Txn {
+            succeeded: true,
+            results: inner,
+        };
+        let outcome =
+            |result: EtcdOpResult| -> Proposed { Ok((9, CommandResult::Etcd(Ok(result)))) };
+        let one = encode_outcome(&outcome(nest(vec![])));
+        let two = encode_outcome(&outcome(nest(vec![nest(vec![])])));
+        // `two` is `one` with one level's bytes inserted where `one`'s
+        // results begin.
+        let level = two.len() - one.len();
+        let at = (0..one.len())
+            .find(|&at| two[..at] == one[..at] && two[at + level..] == one[at..])
+            .expect("one level's bytes");
+        let mut bytes = one[..at].to_vec();
+        for _ in 1..depth {
+            bytes.extend_from_slice(&two[at..at + level]);
+        }
+        bytes.extend_from_slice(&one[at..]);
+        bytes
+    }
+
+    #[test]
+    fn results_nested_past_the_limit_leave_the_write_open_without_recursing() {
+        use crate::etcd::txn::MAX_NESTED_RESULTS;
+        let deepest =
+            decode_outcome(&nested_outcome(MAX_NESTED_RESULTS)).expect("within the limit");
+        let mut levels = 0;
+        let mut result = match deepest.1 {
+            CommandResult::Etcd(Ok(result)) => result,
+            other => panic!("{other:?}"),
+        };
+        while let EtcdOpResult::Txn { mut results, .. } = result {
+            levels += 1;
+            match results.pop() {
+                Some(inner) => result = inner,
+                None => break,
+            }
+        }
+        assert_eq!(levels, MAX_NESTED_RESULTS);
+        for depth in [MAX_NESTED_RESULTS + 1, 200_000] {
+            let e = decode_outcome(&nested_outcome(depth)).expect_err("too deep");
+            assert!(matches!(e, NodeError::OutcomeUnknown(_)), "{e:?}");
+        }
+        // The count of levels is per read: a refused read leaves none behind.
+        decode_outcome(&nested_outcome(MAX_NESTED_RESULTS)).expect("within the limit again");
+    }
 }
