@@ -709,7 +709,7 @@ where
     /// This method is idempotent: calling it on an already running or stopped node has no effect.
     #[since(version = "0.10.0")]
     pub fn run(&self) {
-        let mut state = self.inner.core_state.lock().unwrap();
+        let mut state = self.inner.core_state.lock().unwrap_or_else(|e| e.into_inner());
         let CoreState::Unstarted(start) = &mut *state else {
             return;
         };

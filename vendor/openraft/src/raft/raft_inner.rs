@@ -196,7 +196,7 @@ where C: RaftTypeConfig
 
     #[allow(dead_code)]
     pub(in crate::raft) fn is_core_running(&self) -> bool {
-        let state = self.core_state.lock().unwrap();
+        let state = self.core_state.lock().unwrap_or_else(|e| e.into_inner());
         state.is_running()
     }
 
@@ -207,11 +207,15 @@ where C: RaftTypeConfig
 
         // Retrieve the result.
         let core_res = {
-            let state = self.core_state.lock().unwrap();
+            let state = self.core_state.lock().unwrap_or_else(|e| e.into_inner());
             if let CoreState::Done(core_task_res) = &*state {
                 core_task_res.clone()
             } else {
-                unreachable!("RaftCore should have already quit")
+                // raftkv: `join_core_task` returns only once the state is
+                // `Done`; were it not, say the core stopped rather than
+                // panic while holding the lock.
+                tracing::error!("RaftCore should have already quit");
+                Err(Fatal::Stopped)
             }
         };
 
@@ -234,70 +238,95 @@ where C: RaftTypeConfig
     }
 
     /// Wait for `RaftCore` task to finish and record the returned value from the task.
+    ///
+    /// raftkv: safe to cancel. The caller that takes the core's join handle
+    /// (moving the state to `Joining`) used to hold it only in its own
+    /// future: when that future was dropped before the core ended (a call
+    /// abandoned by its client, a `select!` that took another branch), the
+    /// state stayed `Joining` for good, every other waiter woke to a closed
+    /// channel, and `get_core_stop_error` then met a state that was not
+    /// `Done` and panicked (`unreachable!`), poisoning `core_state` for
+    /// every later caller. The handle now goes back into the state when
+    /// such a caller is dropped, and the waiters it leaves try again.
     #[tracing::instrument(level = "debug", skip_all)]
     pub(in crate::raft) async fn join_core_task(&self) {
-        // Get the Running state of RaftCore,
-        // or an error if RaftCore has been in Joining state.
-        let running_res = {
-            let mut state = self.core_state.lock().unwrap();
+        loop {
+            // Get the Running state of RaftCore,
+            // or an error if RaftCore has been in Joining state.
+            let running_res = {
+                let mut state = self.core_state.lock().unwrap_or_else(|e| e.into_inner());
 
-            match &*state {
-                CoreState::Unstarted(_) => {
-                    // Dropping the unstarted future drops RaftCore and closes all of its channels.
-                    *state = CoreState::Done(Err(Fatal::Stopped));
-                    return;
+                match &*state {
+                    CoreState::Unstarted(_) => {
+                        // Dropping the unstarted future drops RaftCore and closes all of its channels.
+                        *state = CoreState::Done(Err(Fatal::Stopped));
+                        return;
+                    }
+                    CoreState::Running(_) => {
+                        let (tx, rx) = C::watch_channel::<bool>(false);
+
+                        let prev = std::mem::replace(&mut *state, CoreState::Joining(rx));
+
+                        let CoreState::Running(join_handle) = prev else {
+                            unreachable!()
+                        };
+
+                        Ok((join_handle, tx))
+                    }
+                    CoreState::Joining(watch_rx) => Err(watch_rx.clone()),
+                    CoreState::Done(_) => {
+                        // RaftCore has already finished exiting, nothing to do
+                        return;
+                    }
                 }
-                CoreState::Running(_) => {
-                    let (tx, rx) = C::watch_channel::<bool>(false);
+            };
 
-                    let prev = std::mem::replace(&mut *state, CoreState::Joining(rx));
+            match running_res {
+                Ok((join_handle, tx)) => {
+                    let mut joining = Joining {
+                        inner: self,
+                        handle: Some(join_handle),
+                        _waiters: tx,
+                    };
+                    let join_res = match joining.handle.as_mut() {
+                        Some(handle) => handle.await,
+                        None => unreachable!(),
+                    };
+                    // Finished: nothing to give back.
+                    joining.handle = None;
 
-                    let CoreState::Running(join_handle) = prev else {
-                        unreachable!()
+                    tracing::info!("RaftCore exited: {:?}", join_res);
+
+                    let core_task_res = match join_res {
+                        Err(err) => {
+                            if AsyncRuntimeOf::<C>::is_panic(&err) {
+                                Err(Fatal::Panicked)
+                            } else {
+                                Err(Fatal::Stopped)
+                            }
+                        }
+                        Ok(returned_res) => returned_res,
                     };
 
-                    Ok((join_handle, tx))
-                }
-                CoreState::Joining(watch_rx) => Err(watch_rx.clone()),
-                CoreState::Done(_) => {
-                    // RaftCore has already finished exiting, nothing to do
+                    {
+                        let mut state = self.core_state.lock().unwrap_or_else(|e| e.into_inner());
+                        *state = CoreState::Done(core_task_res);
+                    }
+                    joining._waiters.send(true).ok();
                     return;
                 }
-            }
-        };
-
-        match running_res {
-            Ok((join_handle, tx)) => {
-                let join_res = join_handle.await;
-
-                tracing::info!("RaftCore exited: {:?}", join_res);
-
-                let core_task_res = match join_res {
-                    Err(err) => {
-                        if AsyncRuntimeOf::<C>::is_panic(&err) {
-                            Err(Fatal::Panicked)
-                        } else {
-                            Err(Fatal::Stopped)
+                Err(mut rx) => {
+                    // Another thread is waiting for the core to finish.
+                    loop {
+                        let res = rx.changed().await;
+                        if res.is_err() {
+                            // raftkv: the joiner went away before the core
+                            // ended (it gave the handle back): join again.
+                            break;
                         }
-                    }
-                    Ok(returned_res) => returned_res,
-                };
-
-                {
-                    let mut state = self.core_state.lock().unwrap();
-                    *state = CoreState::Done(core_task_res);
-                }
-                tx.send(true).ok();
-            }
-            Err(mut rx) => {
-                // Another thread is waiting for the core to finish.
-                loop {
-                    let res = rx.changed().await;
-                    if res.is_err() {
-                        break;
-                    }
-                    if *rx.borrow_watched() {
-                        break;
+                        if *rx.borrow_watched() {
+                            return;
+                        }
                     }
                 }
             }
@@ -308,6 +337,31 @@ where C: RaftTypeConfig
         Wait {
             timeout,
             rx: self.rx_metrics.clone(),
+        }
+    }
+}
+
+/// raftkv: the join handle of a `RaftCore` being joined, given back to
+/// `core_state` (as `Running`) if the joining future is dropped before the
+/// core ended. Dropping it also drops the joiner's watch sender, which
+/// wakes the other waiters to join again.
+struct Joining<'a, C>
+where C: RaftTypeConfig
+{
+    inner: &'a RaftInner<C>,
+    handle: Option<crate::type_config::alias::JoinHandleOf<C, Result<crate::errors::Infallible, Fatal<C>>>>,
+    /// Dropped after `drop` has given the handle back, so the waiters it
+    /// wakes find the core `Running` again.
+    _waiters: crate::type_config::alias::WatchSenderOf<C, bool>,
+}
+
+impl<C> Drop for Joining<'_, C>
+where C: RaftTypeConfig
+{
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            let mut state = self.inner.core_state.lock().unwrap_or_else(|e| e.into_inner());
+            *state = CoreState::Running(handle);
         }
     }
 }

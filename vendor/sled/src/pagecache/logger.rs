@@ -361,15 +361,6 @@ impl Log {
             let blob_id =
                 if over_blob_threshold { Some(reservation_lsn) } else { None };
 
-            self.iobufs.encapsulate(
-                item,
-                message_header,
-                destination,
-                blob_id,
-            )?;
-
-            M.log_reservation_success();
-
             let pointer = if let Some(blob_id) = blob_id {
                 DiskPtr::new_blob(reservation_lid, blob_id)
             } else if let Some(blob_rewrite) = blob_rewrite {
@@ -377,6 +368,44 @@ impl Log {
             } else {
                 DiskPtr::new_inline(reservation_lid)
             };
+            let header_len =
+                usize::try_from(message_header.serialized_size()).unwrap();
+
+            if let Err(e) = self.iobufs.encapsulate(
+                item,
+                message_header,
+                destination,
+                blob_id,
+            ) {
+                // raftkv: the slot is claimed (this thread counts as one
+                // of the buffer's writers), so leaving with `?` left the
+                // buffer waiting for a writer that never came: it was
+                // never written, the stable LSN stopped there, and every
+                // later flush waited forever, with no error stored to wake
+                // it. A blob file that could not be written (a full disk)
+                // did that. The slot is now given back as a canceled
+                // message, as an aborted reservation is, and the error
+                // returned.
+                for byte in destination[header_len..].iter_mut() {
+                    *byte = 0;
+                }
+                let claimed = Reservation {
+                    iobuf,
+                    log: self,
+                    buf: destination,
+                    flushed: false,
+                    lsn: reservation_lsn,
+                    pointer,
+                    is_blob_rewrite: blob_rewrite.is_some(),
+                    header_len,
+                };
+                // Removes the blob file if one was begun; if that fails,
+                // the reservation still exits on drop.
+                let _ = claimed.abort();
+                return Err(e);
+            }
+
+            M.log_reservation_success();
 
             return Ok(Reservation {
                 iobuf,
@@ -386,8 +415,7 @@ impl Log {
                 lsn: reservation_lsn,
                 pointer,
                 is_blob_rewrite: blob_rewrite.is_some(),
-                header_len: usize::try_from(message_header.serialized_size())
-                    .unwrap(),
+                header_len,
             });
         }
     }
@@ -442,6 +470,19 @@ impl Log {
                         lsn, e
                     );
                     iobufs.config.set_global_error(e);
+
+                    // raftkv: wake the threads waiting for this buffer to
+                    // become stable, as every other path that stores an
+                    // error does; they read the error and return it.
+                    // Without this, a flush already waiting (a tree's drop
+                    // flushes) waited forever once the disk was full.
+                    let intervals = iobufs.intervals.lock();
+
+                    // having held the mutex makes this linearized
+                    // with the notify below.
+                    drop(intervals);
+
+                    let _notified = iobufs.interval_updated.notify_all();
                 }
             })?;
 
@@ -463,8 +504,14 @@ impl Drop for Log {
             error!("failed to flush from IoBufs::drop: {}", e);
         }
 
+        // raftkv: a failed sync here (a full or failing disk) is reported,
+        // not a panic in whatever thread drops the last handle: what the
+        // log holds is recovered from the file at the next open, as after a
+        // crash.
         if !self.config.temporary {
-            self.config.file.sync_all().unwrap();
+            if let Err(e) = self.config.file.sync_all() {
+                error!("failed to sync the log file from IoBufs::drop: {}", e);
+            }
         }
 
         debug!("IoBufs dropped");
