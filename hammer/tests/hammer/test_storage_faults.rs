@@ -362,7 +362,7 @@ const SMALL_DISK_MIB: usize = 24;
 
 /// Writes values the small disks cannot hold, one at a time, until
 /// `noticed` says a node found its disk full, or twice a disk's size has
-/// been sent. The load alone does not do: it overwrites a few keys, sled
+/// been sent. The load alone is not enough: it overwrites a few keys, sled
 /// reuses the room it freed, and on a slow machine it can end before a node
 /// needs a new page of its disk. Distinct keys of this size do need it,
 /// however slow the machine. An attempt may fail or never end (with every
