@@ -170,7 +170,9 @@ impl TestCluster {
             .expect("no such node")
     }
 
-    fn get(&self, id: u64) -> &TestNode {
+    /// Node `id`, to read from or call (see [`TestCluster::node`] to stop,
+    /// restart or signal it).
+    pub fn get(&self, id: u64) -> &TestNode {
         self.nodes
             .iter()
             .find(|n| n.id == id)

@@ -126,11 +126,7 @@ async fn pause_the_leader_longer_than_the_election_timeout() {
     let leader = cluster.wait_for_leader().await;
     let applied = cluster.applied_index(leader).await;
     cluster.wait_applied_beyond(leader, applied + 200).await;
-    let paused = cluster
-        .nodes
-        .iter()
-        .find(|n| n.id == leader)
-        .expect("leader");
+    let paused = cluster.get(leader);
     paused.signal("STOP");
     let new_leader = cluster.leader_within(LEADER_BACK, Some(leader)).await;
     paused.signal("CONT");

@@ -103,7 +103,7 @@ async fn crash_between_a_snapshot_and_the_log_purge() {
 /// now can only catch up from a snapshot. (Waiting for a fixed amount of
 /// progress instead raced the six-second load on a slow machine.)
 async fn wait_until_purged(cluster: &TestCluster, id: u64) {
-    let node = cluster.nodes.iter().find(|n| n.id == id).unwrap();
+    let node = cluster.get(id);
     wait_for(&format!("node {id} purges part of its log"), || async {
         let purged = node.status().await?.purged_index?;
         (purged > 0).then_some(())
@@ -255,7 +255,7 @@ async fn disk_full_driver() {
     cluster.wait_applied_beyond(leader, applied + 200).await;
 
     let filler = fill(&small);
-    let small_node = cluster.nodes.iter().find(|n| n.id == 3).expect("node 3");
+    let small_node = cluster.get(3);
     write_until(&cluster, || async move {
         says_disk_full(small_node).await.is_some()
     })

@@ -128,11 +128,7 @@ async fn followers_learn_a_commit_that_no_later_write_carries() {
         .start(3)
         .await;
     let leader = cluster.wait_for_leader().await;
-    let leader_node = cluster
-        .nodes
-        .iter()
-        .find(|n| n.id == leader)
-        .expect("leader");
+    let leader_node = cluster.get(leader);
     // The leader raises the cluster version by itself once it knows every
     // member's release: an entry after the put would carry its commit.
     wait_for("the leader raises the cluster version", || async move {
@@ -347,7 +343,7 @@ async fn a_call_to_a_paused_leader_moves_to_the_next_leader_before_its_deadline(
     // check can end one sent to a paused leader while this test runs.
     let kv = cluster.client().patient(Duration::from_secs(3600));
     kv.put("before", "1").await.expect("put before the pause");
-    let paused = cluster.nodes.iter().find(|n| n.id == leader).unwrap();
+    let paused = cluster.get(leader);
     paused.signal("STOP");
 
     let write = tokio::time::timeout(PATIENCE, kv.put("during", "2")).await;

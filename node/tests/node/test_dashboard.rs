@@ -540,12 +540,7 @@ async fn every_metric_the_dashboard_queries_is_exported_by_a_live_cluster() {
         .flags(&["--metrics-listen", "127.0.0.1:0"])
         .start(3)
         .await;
-    let leader = cluster.wait_for_leader().await;
-    let leader = cluster
-        .nodes
-        .iter()
-        .find(|n| n.id == leader)
-        .expect("the leader");
+    let leader = cluster.get(cluster.wait_for_leader().await);
     for i in 0..10 {
         put(&leader.client(), &format!("k{i}"), "v").await;
     }

@@ -1116,8 +1116,7 @@ async fn a_follower_ends_a_write_to_a_hung_leader_once_it_stops_following_it() {
     let cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
-    let on = |id: u64| cluster.nodes.iter().find(|n| n.id == id).expect("a node");
-    let mut kv = KvClient::new(on(follower).channel());
+    let mut kv = KvClient::new(cluster.get(follower).channel());
     // The first write opens the follower's stream; the second is proposed
     // on it, so the one below is proposed too.
     put(&mut kv, "k", "1").await;
@@ -1129,7 +1128,7 @@ async fn a_follower_ends_a_write_to_a_hung_leader_once_it_stops_following_it() {
     // election starts), not at the client's deadline: its outcome is
     // unknown. One that reached the follower after the election began is
     // refused for want of a leader instead.
-    let hung = on(leader);
+    let hung = cluster.get(leader);
     hung.signal("STOP");
     let mut request = tonic::Request::new(pb::PutRequest {
         key: "k".into(),

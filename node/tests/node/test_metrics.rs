@@ -217,12 +217,7 @@ async fn a_follower_forwards_calls_on_its_stream_and_large_ones_on_their_own() {
         Some(large.len())
     );
     // The leader forwards nothing.
-    let leader = cluster
-        .nodes
-        .iter()
-        .find(|n| n.id == leader)
-        .expect("the leader");
-    assert_eq!(forwarded(leader, "stream"), 0.0);
+    assert_eq!(forwarded(cluster.get(leader), "stream"), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
