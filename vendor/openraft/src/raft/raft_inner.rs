@@ -286,7 +286,7 @@ where C: RaftTypeConfig
                     let mut joining = Joining {
                         inner: self,
                         handle: Some(join_handle),
-                        _waiters: tx,
+                        waiters: tx,
                     };
                     let join_res = match joining.handle.as_mut() {
                         Some(handle) => handle.await,
@@ -312,7 +312,7 @@ where C: RaftTypeConfig
                         let mut state = self.core_state.lock().unwrap_or_else(|e| e.into_inner());
                         *state = CoreState::Done(core_task_res);
                     }
-                    joining._waiters.send(true).ok();
+                    joining.waiters.send(true).ok();
                     return;
                 }
                 Err(mut rx) => {
@@ -352,7 +352,7 @@ where C: RaftTypeConfig
     handle: Option<crate::type_config::alias::JoinHandleOf<C, Result<crate::errors::Infallible, Fatal<C>>>>,
     /// Dropped after `drop` has given the handle back, so the waiters it
     /// wakes find the core `Running` again.
-    _waiters: crate::type_config::alias::WatchSenderOf<C, bool>,
+    waiters: crate::type_config::alias::WatchSenderOf<C, bool>,
 }
 
 impl<C> Drop for Joining<'_, C>

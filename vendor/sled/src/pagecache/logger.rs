@@ -386,9 +386,7 @@ impl Log {
                 // did that. The slot is now given back as a canceled
                 // message, as an aborted reservation is, and the error
                 // returned.
-                for byte in destination[header_len..].iter_mut() {
-                    *byte = 0;
-                }
+                destination[header_len..].fill(0);
                 let claimed = Reservation {
                     iobuf,
                     log: self,
