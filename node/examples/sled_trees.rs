@@ -24,10 +24,12 @@ const SEGMENT_ENTRIES: u64 = 1 << 14;
 const KEPT: u64 = 10_000;
 
 fn main() {
-    let writes: u64 = std::env::args()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(40_000);
+    let mut args = std::env::args().skip(1);
+    let writes: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(40_000);
+    // Writes per batch: 1 writes key by key (`insert`, `remove`), more
+    // writes each run of neighbouring keys with one `apply_sorted`, as a
+    // node does with an append, an applied batch and a compaction step.
+    let batch: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(1).max(1);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let db = sled::Config::new()
         .path(dir.path())
@@ -38,26 +40,53 @@ fn main() {
         .expect("open");
     let revs = db.open_tree("revs").expect("revision tree");
     let segment = |index: u64| format!("log-{:016x}", index / SEGMENT_ENTRIES);
-    let (entry, row) = (vec![7u8; 400], vec![9u8; 300]);
+    let (entry, row) = (
+        sled::IVec::from(vec![7u8; 400]),
+        sled::IVec::from(vec![9u8; 300]),
+    );
     let started = std::time::Instant::now();
     let mut log = db.open_tree(segment(0)).expect("log segment");
-    for index in 0..writes {
-        if index % SEGMENT_ENTRIES == 0 {
-            log = db.open_tree(segment(index)).expect("log segment");
+    let mut start = 0;
+    while start < writes {
+        // A batch never spans two log segments, as an append is split.
+        let end = (start + batch)
+            .min(writes)
+            .min((start / SEGMENT_ENTRIES + 1) * SEGMENT_ENTRIES);
+        if start % SEGMENT_ENTRIES == 0 {
+            log = db.open_tree(segment(start)).expect("log segment");
         }
-        log.insert(index.to_be_bytes(), entry.as_slice())
-            .expect("append");
-        revs.insert(row_key(index, 0), row.as_slice()).expect("row");
-        if let Some(behind) = index.checked_sub(KEPT) {
-            revs.remove(row_key(behind, 0)).expect("compaction");
-            if behind % SEGMENT_ENTRIES == SEGMENT_ENTRIES - 1 {
-                db.drop_tree(segment(behind)).expect("purge");
+        let behind: Vec<u64> = (start..end).filter_map(|i| i.checked_sub(KEPT)).collect();
+        if batch == 1 {
+            log.insert(start.to_be_bytes(), entry.clone())
+                .expect("append");
+            revs.insert(row_key(start, 0), row.clone()).expect("row");
+            for b in &behind {
+                revs.remove(row_key(*b, 0)).expect("compaction");
+            }
+        } else {
+            let entries: Vec<_> = (start..end)
+                .map(|i| (i.to_be_bytes(), Some(entry.clone())))
+                .collect();
+            log.apply_sorted(&entries).expect("append");
+            let rows: Vec<_> = (start..end)
+                .map(|i| (row_key(i, 0), Some(row.clone())))
+                .collect();
+            revs.apply_sorted(&rows).expect("rows");
+            let gone: Vec<_> = behind.iter().map(|b| (row_key(*b, 0), None)).collect();
+            revs.apply_sorted(&gone).expect("compaction");
+        }
+        for b in &behind {
+            if b % SEGMENT_ENTRIES == SEGMENT_ENTRIES - 1 {
+                db.drop_tree(segment(*b)).expect("purge");
             }
         }
-        if index % 64 == 63 {
-            db.flush().expect("flush");
+        for i in start..end {
+            if i % 64 == 63 {
+                db.flush().expect("flush");
+            }
         }
+        start = end;
     }
     let micros = started.elapsed().as_secs_f64() * 1e6 / writes as f64;
-    println!("{writes} writes, {micros:.1} µs each (wall clock)");
+    println!("{writes} writes in batches of {batch}, {micros:.1} µs each (wall clock)");
 }

@@ -211,7 +211,17 @@ impl Node {
         where
             T: Clone + Ord,
         {
-            let split_point = keys.len() / 2 + 1;
+            // raftkv: the rightmost node of a level keeps all but its last
+            // key. raftkv's trees grow at their right end (log entries and
+            // history rows are keyed by index), where upstream's split in
+            // the middle left every node half full for good and split the
+            // rightmost one every half a node's worth of inserts, each split
+            // writing three nodes (see `PATCHED.md`, change 9).
+            let split_point = if old_hi.is_empty() {
+                keys.len() - 1
+            } else {
+                keys.len() / 2 + 1
+            };
             let right_keys = keys.split_off(split_point);
             let right_values = values.split_off(split_point);
             let right_min = &right_keys[0];
@@ -661,8 +671,12 @@ impl Node {
 
         let size_checks = self.data.len() < threshold;
         let safety_checks = self.merging_child.is_none() && !self.merging;
+        // raftkv: the rightmost node of a level is never merged. Its split
+        // leaves it with one key (see `split`), which would merge straight
+        // back into the node it split from.
+        let rightmost = self.hi.is_empty();
 
-        size_checks && safety_checks
+        size_checks && safety_checks && !rightmost
     }
 
     pub(crate) fn can_merge_child(&self) -> bool {

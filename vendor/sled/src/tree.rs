@@ -229,6 +229,117 @@ impl Tree {
         }
     }
 
+    /// raftkv: sets (`Some`) or removes (`None`) every key of `ops`, whose
+    /// keys must be in strictly ascending order; returns each key's value
+    /// before, in the same order.
+    ///
+    /// Each op is atomic and they happen in order, as the same calls to
+    /// `insert` and `remove` would be; the batch as a whole is not atomic.
+    /// The difference is the cost: `insert` copies the key's whole leaf and
+    /// swaps the copy in, once per key, while this copies a leaf once for
+    /// every op that lands in it and writes the copy to the log whole (the
+    /// consolidating write `insert` makes every
+    /// `PAGE_CONSOLIDATION_THRESHOLD` links anyway). raftkv's trees take
+    /// their writes in runs of neighbouring keys: log entries and history
+    /// rows appended at one end, compacted rows removed from the other.
+    ///
+    /// A leaf takes ops until it is due to split, so leaves keep the size
+    /// one-at-a-time writes give them.
+    pub fn apply_sorted<K: AsRef<[u8]>>(
+        &self,
+        ops: &[(K, Option<IVec>)],
+    ) -> Result<Vec<Option<IVec>>> {
+        if ops.windows(2).any(|w| w[0].0.as_ref() >= w[1].0.as_ref()) {
+            return Err(Error::Unsupported(
+                "apply_sorted needs its keys in ascending order".into(),
+            ));
+        }
+        let mut previous = Vec::with_capacity(ops.len());
+        let _cc = concurrency_control::read();
+        while previous.len() < ops.len() {
+            let mut guard = pin();
+            self.apply_sorted_in_leaf(
+                &ops[previous.len()..],
+                &mut previous,
+                &mut guard,
+            )?;
+        }
+        Ok(previous)
+    }
+
+    /// raftkv: applies a prefix of `ops` to the leaf of the first one, in
+    /// one replace of that leaf, and appends their previous values to
+    /// `previous`. Appends nothing if the replace lost a race (the caller
+    /// tries again).
+    fn apply_sorted_in_leaf<K: AsRef<[u8]>>(
+        &self,
+        ops: &[(K, Option<IVec>)],
+        previous: &mut Vec<Option<IVec>>,
+        guard: &mut Guard,
+    ) -> Result<()> {
+        let _measure = Measure::new(&M.tree_set);
+        let View { node_view, pid, .. } =
+            self.view_for_key(ops[0].0.as_ref(), guard)?;
+        let mut node: Node = node_view.clone_for_link();
+        let mut olds: Vec<Option<IVec>> = Vec::new();
+        let mut changed = false;
+        for (key, value) in ops {
+            let key = key.as_ref();
+            if !olds.is_empty() {
+                let past_hi = !node.hi.is_empty() && key >= node.hi.as_ref();
+                if past_hi || node.should_split() {
+                    break;
+                }
+            }
+            let (encoded_key, old) = node.node_kv_pair(key);
+            if *value != old {
+                changed = true;
+                match value {
+                    Some(value) => node.set_leaf(encoded_key, value.clone()),
+                    None => node.del_leaf(&encoded_key),
+                }
+            }
+            olds.push(old);
+        }
+        let taken = &ops[..olds.len()];
+        // As `insert_inner` does, subscribers are reserved before the swap
+        // and told after it.
+        let mut reservations = Vec::new();
+        if changed {
+            for ((key, value), old) in taken.iter().zip(&olds) {
+                if value != old {
+                    reservations
+                        .push((self.subscribers.reserve(key), key, value));
+                }
+            }
+            let replaced = self.context.pagecache.replace(
+                pid,
+                node_view.0,
+                node,
+                guard,
+            )?;
+            if replaced.is_err() {
+                M.tree_looped();
+                return Ok(());
+            }
+            guard.writeset.push(pid);
+        }
+        for (reservation, key, value) in reservations {
+            if let Some(reservation) = reservation {
+                let key = key.as_ref().into();
+                let event = match value {
+                    Some(value) => {
+                        subscriber::Event::Insert { key, value: value.clone() }
+                    }
+                    None => subscriber::Event::Remove { key },
+                };
+                reservation.complete(&event);
+            }
+        }
+        previous.extend(olds);
+        Ok(())
+    }
+
     /// Perform a multi-key serializable transaction.
     ///
     /// # Examples
