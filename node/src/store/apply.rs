@@ -16,6 +16,7 @@ use super::keyspace::KeyValue;
 use super::keyspace::Lookup;
 use super::keyspace::Numbers;
 use super::keyspace::Row;
+use super::keyspace::RowBuffer;
 use super::leases;
 use super::leases::LeaseTrees;
 use crate::types::Check;
@@ -48,6 +49,8 @@ pub struct Effects {
 pub struct EntryApply<'a> {
     space: &'a KeySpace,
     leases: &'a LeaseTrees,
+    /// The rows written and not yet in sled, this entry's and its batch's.
+    rows: &'a mut RowBuffer,
     revision: u64,
     /// The next write's sub-revision.
     sub: u32,
@@ -70,10 +73,16 @@ impl From<KeyValue> for Stored {
 }
 
 impl<'a> EntryApply<'a> {
-    pub fn new(space: &'a KeySpace, leases: &'a LeaseTrees, revision: u64) -> Self {
+    pub fn new(
+        space: &'a KeySpace,
+        leases: &'a LeaseTrees,
+        rows: &'a mut RowBuffer,
+        revision: u64,
+    ) -> Self {
         EntryApply {
             space,
             leases,
+            rows,
             revision,
             sub: 0,
             written: HashMap::new(),
@@ -94,7 +103,10 @@ impl<'a> EntryApply<'a> {
                 lease: numbers.lease,
             }));
         }
-        match self.space.get(key, self.revision.saturating_sub(1))? {
+        match self
+            .space
+            .get_buffered(key, self.revision.saturating_sub(1), self.rows)?
+        {
             Lookup::Found(kv) => Ok(Some(kv)),
             Lookup::Absent => Ok(None),
             // Compaction never passes the applied revision.
@@ -114,7 +126,8 @@ impl<'a> EntryApply<'a> {
     }
 
     fn write_row(&mut self, row: &Row) -> io::Result<()> {
-        self.space.write(self.revision, self.sub, row)?;
+        self.space
+            .write_buffered(self.revision, self.sub, row, self.rows)?;
         self.sub += 1;
         Ok(())
     }

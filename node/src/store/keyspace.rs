@@ -97,11 +97,21 @@ impl KeySpace {
         Ok(space)
     }
 
-    /// Inserts a row, counting the bytes.
-    fn insert_row(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
-        let old = self.revs.insert(key, value).map_err(sled_err)?;
-        let removed = old.map_or(0, |old| pair_bytes(key, &old));
-        self.size.change_key_space(pair_bytes(key, value), removed);
+    /// Puts the rows of `rows` into sled, in one sorted write (sled copies
+    /// a leaf once for all the rows that land in it), counting the bytes.
+    pub fn flush_rows(&self, rows: &mut RowBuffer) -> io::Result<()> {
+        if rows.rows.is_empty() {
+            return Ok(());
+        }
+        let olds = self.revs.apply_sorted(&rows.rows).map_err(sled_err)?;
+        let (mut added, mut removed) = (0, 0);
+        for ((key, value), old) in rows.rows.iter().zip(olds) {
+            added += value.as_ref().map_or(0, |v| pair_bytes(key, v));
+            removed += old.map_or(0, |old| pair_bytes(key, &old));
+        }
+        self.size.change_key_space(added, removed);
+        rows.rows.clear();
+        rows.bytes = 0;
         Ok(())
     }
 
@@ -111,6 +121,24 @@ impl KeySpace {
             self.size.change_key_space(0, pair_bytes(key, &old));
         }
         Ok(())
+    }
+
+    /// Removes rows, counting the bytes: one sorted write, so sled copies
+    /// each leaf once for all the rows it loses, not once per row. Returns
+    /// how many distinct rows were named.
+    fn remove_rows(&self, mut keys: Vec<[u8; 12]>) -> io::Result<u64> {
+        keys.sort_unstable();
+        keys.dedup();
+        let ops: Vec<([u8; 12], Option<sled::IVec>)> =
+            keys.into_iter().map(|k| (k, None)).collect();
+        let olds = self.revs.apply_sorted(&ops).map_err(sled_err)?;
+        let removed: u64 = ops
+            .iter()
+            .zip(olds)
+            .filter_map(|((key, _), old)| old.map(|old| pair_bytes(key, &old)))
+            .sum();
+        self.size.change_key_space(0, removed);
+        Ok(ops.len() as u64)
     }
 
     /// Counts the bytes of the rows again (a walk of them), to check the
@@ -146,13 +174,27 @@ impl KeySpace {
     /// that is a delete. A version the index names but `revs` lacks was
     /// removed by a compaction meanwhile: `Ok(None)` with `lost` set.
     pub fn get(&self, key: &[u8], revision: u64) -> io::Result<Lookup> {
+        self.get_buffered(key, revision, &RowBuffer::default())
+    }
+
+    /// [`Self::get`], looking in `rows` (not yet in sled) first.
+    pub fn get_buffered(&self, key: &[u8], revision: u64, rows: &RowBuffer) -> io::Result<Lookup> {
         let Some(found) = self.index.find(key, revision) else {
             return Ok(Lookup::Absent);
         };
         if found.deleted {
             return Ok(Lookup::Absent);
         }
-        Ok(match self.row(found.revision, found.sub)? {
+        let buffered = rows
+            .rows
+            .binary_search_by(|(k, _)| k.as_slice().cmp(&row_key(found.revision, found.sub)))
+            .ok()
+            .and_then(|at| rows.rows[at].1.as_ref());
+        let row = match buffered {
+            Some(bytes) => Some(Row::decode(bytes)?),
+            None => self.row(found.revision, found.sub)?,
+        };
+        Ok(match row {
             Some(row) => row
                 .into_key_value(found.revision)
                 .map_or(Lookup::Absent, Lookup::Found),
@@ -251,7 +293,31 @@ impl KeySpace {
     /// Writes one version of `row.key` at `revision`/`sub`. Writing the
     /// same row twice (a replay) leaves one.
     pub fn write(&self, revision: u64, sub: u32, row: &Row) -> io::Result<()> {
-        self.insert_row(&row_key(revision, sub), &row.encode())?;
+        let mut rows = RowBuffer::default();
+        self.write_buffered(revision, sub, row, &mut rows)?;
+        self.flush_rows(&mut rows)
+    }
+
+    /// [`Self::write`], with the row kept in `rows` until
+    /// [`Self::flush_rows`]; the index names it at once. Rows must reach
+    /// sled before their revision is published: until then no reader other
+    /// than the writer's own (see [`Self::get_buffered`]) looks at them.
+    pub fn write_buffered(
+        &self,
+        revision: u64,
+        sub: u32,
+        row: &Row,
+        rows: &mut RowBuffer,
+    ) -> io::Result<()> {
+        let key = row_key(revision, sub);
+        // Kept in ascending order, which a sorted write and a lookup need;
+        // an apply writes in that order anyway.
+        if rows.rows.last().is_some_and(|(last, _)| *last >= key) || rows.is_full() {
+            self.flush_rows(rows)?;
+        }
+        let value = sled::IVec::from(row.encode());
+        rows.bytes += value.len();
+        rows.rows.push((key, Some(value)));
         let entry = Entry {
             revision,
             sub,
@@ -352,15 +418,22 @@ impl KeySpace {
         if done >= compact {
             return Ok((done, 0));
         }
-        let mut removed = 0;
+        // Rows go in one sorted write at the end of the step. Their index
+        // entries go first, as they are found, so no reader is sent to a
+        // row from then on; a row left until the end of the step (or by a
+        // crash) is one the index no longer names, and the index is rebuilt
+        // from the rows at open, where the next compaction finds it again.
+        let mut gone: Vec<[u8; 12]> = Vec::new();
         let range = row_key(done + 1, 0)..=row_key(compact, u32::MAX);
         let mut last_revision = done;
+        let mut through = compact;
         for (looked, item) in self.revs.range(range).enumerate() {
             let (key, value) = item.map_err(sled_err)?;
             let (revision, sub) = split_row_key(&key)?;
             // Whole revisions only, so what is returned is exact.
             if looked >= max_rows && revision != last_revision {
-                return Ok((last_revision, removed));
+                through = last_revision;
+                break;
             }
             last_revision = revision;
             let row = Row::decode(&value)?;
@@ -374,24 +447,22 @@ impl KeySpace {
                 if newest.as_ref().is_none_or(|n| n.revision != revision) {
                     self.index.remove(&row.key, revision);
                 }
-                self.remove_row(&key)?;
-                removed += 1;
+                gone.push(row_key(revision, sub));
                 continue;
             }
             // The newest version at `compact`: every older one goes (those
             // before `done` survived earlier compactions as the newest then).
             for old in self.index.older(&row.key, revision) {
-                self.remove_row(&row_key(old.revision, old.sub))?;
                 self.index.remove(&row.key, old.revision);
-                removed += 1;
+                gone.push(row_key(old.revision, old.sub));
             }
             if row.value.is_none() {
-                self.remove_row(&key)?;
                 self.index.remove(&row.key, revision);
-                removed += 1;
+                gone.push(row_key(revision, sub));
             }
         }
-        Ok((compact, removed))
+        let removed = self.remove_rows(gone)?;
+        Ok((through, removed))
     }
 
     /// Removes every row and index entry of a revision after `revision`
@@ -419,6 +490,25 @@ impl KeySpace {
     /// How many rows the history holds (walks the tree).
     pub fn row_count(&self) -> usize {
         self.revs.len()
+    }
+}
+
+/// Rows written but not yet in sled (see [`KeySpace::write_buffered`]), in
+/// ascending order.
+#[derive(Debug, Default)]
+pub struct RowBuffer {
+    rows: Vec<([u8; 12], Option<sled::IVec>)>,
+    bytes: usize,
+}
+
+impl RowBuffer {
+    /// Rows and bytes held before the next write flushes them: bounds the
+    /// memory of a long replay or a snapshot install.
+    const MAX_ROWS: usize = 1024;
+    const MAX_BYTES: usize = 4 << 20;
+
+    fn is_full(&self) -> bool {
+        self.rows.len() >= Self::MAX_ROWS || self.bytes >= Self::MAX_BYTES
     }
 }
 

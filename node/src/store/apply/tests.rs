@@ -21,11 +21,13 @@ impl Fixture {
     }
 
     fn apply(&mut self, revision: u64, command: Command) -> CommandResult {
-        let mut entry = EntryApply::new(&self.space, &self.leases, revision);
+        let mut rows = RowBuffer::default();
+        let mut entry = EntryApply::new(&self.space, &self.leases, &mut rows, revision);
         let result = entry.command(command, self.compacted).unwrap();
         if let Some(at) = entry.effects.compact {
             self.compacted = at;
         }
+        self.space.flush_rows(&mut rows).unwrap();
         result
     }
 

@@ -142,31 +142,45 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // Plain inserts, in log order, never `apply_batch`: a sled batch takes
-        // sled's global write lock (and from then on every sled operation of
-        // the process goes through a real RwLock) and forces out its write
-        // buffer, waking every idle sled I/O thread, once per append.
-        // Atomicity is not needed: sled recovers a prefix of its operations,
-        // so a crash before the sync leaves a prefix of this append, which
-        // Raft treats like any unflushed tail (the callback never fired).
+        // Sorted writes (`apply_sorted`), in log order, never `apply_batch`:
+        // a sled batch takes sled's global write lock (and from then on every
+        // sled operation of the process goes through a real RwLock) and
+        // forces out its write buffer, waking every idle sled I/O thread,
+        // once per append. Atomicity is not needed: sled recovers a prefix of
+        // its operations (a sorted write is one per leaf, in key order), so a
+        // crash before the sync leaves a prefix of this append, which Raft
+        // treats like any unflushed tail (the callback never fired).
         // In sled now, so readable as soon as this returns (openraft relies on
         // that); durable once the sync thread has run the callback.
         let started = std::time::Instant::now();
-        let mut tree: Option<(u64, sled::Tree)> = None;
-        let mut written = Vec::new();
-        for entry in entries {
-            let segment = segment_of(entry.index());
-            let tree = match &tree {
-                Some((s, t)) if *s == segment => t,
-                _ => &tree.insert((segment, self.segment_tree(segment)?)).1,
-            };
-            let key = index_key(entry.index());
-            let value = encode(&entry)?;
-            tree.insert(key, value.as_slice()).map_err(io_error)?;
-            let bytes = pair_bytes(&key, &value);
-            let dropped = self.entry_bytes().set(entry.index(), bytes);
-            self.inner.size.change_log(bytes, dropped);
-            written.push(entry);
+        let written: Vec<Entry> = entries.into_iter().collect();
+        // One sorted write per segment: sled copies a leaf once for all the
+        // entries that land in it, not once per entry.
+        let mut at = 0;
+        while at < written.len() {
+            let segment = segment_of(written[at].index());
+            let run = written[at..]
+                .iter()
+                .take_while(|e| segment_of(e.index()) == segment)
+                .count();
+            let mut ops = Vec::with_capacity(run);
+            for entry in &written[at..at + run] {
+                ops.push((
+                    index_key(entry.index()),
+                    Some(sled::IVec::from(encode(entry)?)),
+                ));
+            }
+            self.segment_tree(segment)?
+                .apply_sorted(&ops)
+                .map_err(io_error)?;
+            let mut entry_bytes = self.entry_bytes();
+            for (entry, (key, value)) in written[at..at + run].iter().zip(&ops) {
+                let bytes = value.as_ref().map_or(0, |v| pair_bytes(key, v));
+                let dropped = entry_bytes.set(entry.index(), bytes);
+                self.inner.size.change_log(bytes, dropped);
+            }
+            drop(entry_bytes);
+            at += run;
         }
         crate::metrics::observe_since(&crate::metrics::global().log_append, started);
         let mut recent = self.recent();

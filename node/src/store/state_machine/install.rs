@@ -11,6 +11,7 @@ use std::sync::MutexGuard;
 use super::StateMachineStore;
 use crate::codec::encode;
 use crate::store::disk::io_error;
+use crate::store::keyspace::RowBuffer;
 use crate::store::keyspace::Version;
 use crate::store::sm_meta::read_applied;
 use crate::store::sm_meta::write_applied;
@@ -76,6 +77,7 @@ impl StateMachineStore {
             lease_trees.grant(*id, *ttl, 0)?;
         }
         let mut keys = 0;
+        let mut rows = RowBuffer::default();
         while let Some(Version {
             revision,
             sub,
@@ -89,8 +91,9 @@ impl StateMachineStore {
                     lease_trees.attach(row.lease, &row.key)?;
                 }
             }
-            space.write(revision, sub, &row)?;
+            space.write_buffered(revision, sub, &row, &mut rows)?;
         }
+        space.flush_rows(&mut rows)?;
         self.lease_changes.send_modify(|count| *count += 1);
         let sm_meta = &self.reader.meta;
         let index = meta.last_log_id.map_or(0, |l| l.index);

@@ -20,6 +20,7 @@ use super::StateMachineStore;
 use crate::codec::encode;
 use crate::store::apply::EntryApply;
 use crate::store::disk::io_error;
+use crate::store::keyspace::RowBuffer;
 use crate::store::sm_meta::write_applied;
 use crate::store::sm_meta::write_u64;
 use crate::store::sm_meta::Applied;
@@ -108,12 +109,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut cluster_id = reader.cluster_id();
         // The cluster version, raised by this batch or before.
         let mut cluster_version = reader.cluster_version();
+        // The batch's rows go to sled together, before `applied` says so.
+        let mut rows = RowBuffer::default();
         for (entry, responder) in batch {
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::Done,
                 EntryPayload::Normal(command) => {
-                    let mut apply =
-                        EntryApply::new(&reader.space, &reader.leases, entry.log_id.index);
+                    let mut apply = EntryApply::new(
+                        &reader.space,
+                        &reader.leases,
+                        &mut rows,
+                        entry.log_id.index,
+                    );
                     let result = apply.command(command.into_command(), compacted)?;
                     leases_changed |= apply.effects.leases_changed;
                     if let Some(at) = apply.effects.compact {
@@ -152,7 +159,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             tracing::info!(%version, "cluster version raised");
                         }
                     }
-                    // Rows of this entry written, `applied` not yet.
+                    // Rows of this entry written or buffered, `applied`
+                    // not yet.
                     crate::crash_point!("apply-after-entry");
                     result
                 }
@@ -165,6 +173,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             results.push((responder, result));
         }
+        reader.space.flush_rows(&mut rows)?;
         write_applied(
             meta,
             &Applied {

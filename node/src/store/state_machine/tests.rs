@@ -9,6 +9,7 @@ use crate::codec::encode;
 use crate::store::apply::EntryApply;
 use crate::store::keyspace::Lookup;
 use crate::store::keyspace::ReadError;
+use crate::store::keyspace::RowBuffer;
 use crate::store::record;
 use crate::store::sm_meta::write_applied;
 use crate::store::sm_meta::Applied;
@@ -48,7 +49,8 @@ fn open_in(dir: &std::path::Path) -> StateMachineStore {
 /// Applies `command` at `revision` and publishes it, as `apply` does.
 fn apply_at(store: &StateMachineStore, command: Command, revision: u64) -> CommandResult {
     let reader = &store.reader;
-    let mut apply = EntryApply::new(&reader.space, &reader.leases, revision);
+    let mut rows = RowBuffer::default();
+    let mut apply = EntryApply::new(&reader.space, &reader.leases, &mut rows, revision);
     let result = apply
         .command(command, reader.revisions.compacted())
         .unwrap();
@@ -60,6 +62,7 @@ fn apply_at(store: &StateMachineStore, command: Command, revision: u64) -> Comma
         .revisions
         .key_count()
         .saturating_add_signed(apply.effects.keys_added);
+    reader.space.flush_rows(&mut rows).unwrap();
     let log_id = openraft::testing::log_id::<TypeConfig>(1, 1, revision);
     let applied = Applied {
         log_id: Some(log_id),
@@ -452,8 +455,10 @@ fn after_a_crash_the_state_rolls_back_to_the_applied_revision_and_replays_alike(
         }
         let reader = &store.reader;
         for revision in applied + 1..=8 {
-            let mut apply = EntryApply::new(&reader.space, &reader.leases, revision);
+            let mut rows = RowBuffer::default();
+            let mut apply = EntryApply::new(&reader.space, &reader.leases, &mut rows, revision);
             apply.command(script(revision), 0).unwrap();
+            reader.space.flush_rows(&mut rows).unwrap();
         }
         store.disk.sync().unwrap();
         drop(store);
