@@ -170,6 +170,15 @@ impl KeySpace {
         }
     }
 
+    /// [`Self::row`], looking in `rows` (not yet in sled) first.
+    fn row_buffered(&self, revision: u64, sub: u32, rows: &RowBuffer) -> io::Result<Option<Row>> {
+        let key = row_key(revision, sub);
+        match rows.rows.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(at) => rows.rows[at].1.as_deref().map(Row::decode).transpose(),
+            Err(_) => self.row(revision, sub),
+        }
+    }
+
     /// `key` as of `revision`: its newest version at or before it, unless
     /// that is a delete. A version the index names but `revs` lacks was
     /// removed by a compaction meanwhile: `Ok(None)` with `lost` set.
@@ -185,16 +194,7 @@ impl KeySpace {
         if found.deleted {
             return Ok(Lookup::Absent);
         }
-        let buffered = rows
-            .rows
-            .binary_search_by(|(k, _)| k.as_slice().cmp(&row_key(found.revision, found.sub)))
-            .ok()
-            .and_then(|at| rows.rows[at].1.as_ref());
-        let row = match buffered {
-            Some(bytes) => Some(Row::decode(bytes)?),
-            None => self.row(found.revision, found.sub)?,
-        };
-        Ok(match row {
+        Ok(match self.row_buffered(found.revision, found.sub, rows)? {
             Some(row) => row
                 .into_key_value(found.revision)
                 .map_or(Lookup::Absent, Lookup::Found),
@@ -246,6 +246,20 @@ impl KeySpace {
         count: bool,
         max_bytes: usize,
     ) -> io::Result<Ranged> {
+        let rows = RowBuffer::default();
+        self.range_buffered(keys, revision, limit, count, max_bytes, &rows)
+    }
+
+    /// [`Self::range`], looking in `rows` (not yet in sled) first.
+    pub fn range_buffered(
+        &self,
+        keys: (Bound<&[u8]>, Bound<&[u8]>),
+        revision: u64,
+        limit: usize,
+        count: bool,
+        max_bytes: usize,
+        rows: &RowBuffer,
+    ) -> io::Result<Ranged> {
         let (mut from, to) = (keys.0.map(<[u8]>::to_vec), keys.1);
         let mut ranged = Ranged::default();
         // What `ranged.pairs` would take in a message.
@@ -271,7 +285,7 @@ impl KeySpace {
                 if ranged.pairs.len() == limit || ranged.too_large {
                     continue;
                 }
-                match self.row(entry.revision, entry.sub)? {
+                match self.row_buffered(entry.revision, entry.sub, rows)? {
                     Some(row) if bytes.saturating_add(row.bytes()) > max_bytes => {
                         ranged.too_large = true;
                     }

@@ -46,7 +46,9 @@ impl EntryApply<'_> {
         let read = |limit| {
             // Not capped here: every replica applies this, and the answer
             // is only the leader's to send.
-            let ranged = self.space.range(bounds, before, limit, true, usize::MAX)?;
+            let ranged =
+                self.space
+                    .range_buffered(bounds, before, limit, true, usize::MAX, self.rows)?;
             if ranged.lost {
                 // Compaction never passes the applied revision.
                 return Err(io::Error::other(format!(

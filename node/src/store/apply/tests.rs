@@ -2,10 +2,13 @@
 //! what the key space holds after (no processes, a temporary sled).
 use super::*;
 
+/// The commands of one test apply as one batch does: their rows stay in
+/// one buffer, read back from there, until a check of the tree flushes it.
 struct Fixture {
     _db: sled::Db,
     space: KeySpace,
     leases: LeaseTrees,
+    rows: RowBuffer,
     compacted: u64,
 }
 
@@ -16,24 +19,33 @@ impl Fixture {
             space: KeySpace::open(&db, std::sync::Arc::default()).unwrap(),
             leases: LeaseTrees::open(&db).unwrap(),
             _db: db,
+            rows: RowBuffer::default(),
             compacted: 0,
         }
     }
 
     fn apply(&mut self, revision: u64, command: Command) -> CommandResult {
-        let mut rows = RowBuffer::default();
-        let mut entry = EntryApply::new(&self.space, &self.leases, &mut rows, revision);
+        let mut entry = EntryApply::new(&self.space, &self.leases, &mut self.rows, revision);
         let result = entry.command(command, self.compacted).unwrap();
         if let Some(at) = entry.effects.compact {
             self.compacted = at;
         }
-        self.space.flush_rows(&mut rows).unwrap();
         result
+    }
+
+    /// The history rows of `revision`, once every row is in the tree.
+    fn history(&mut self, revision: u64) -> (Vec<(u64, Row)>, bool) {
+        self.space.flush_rows(&mut self.rows).unwrap();
+        self.space.history(revision, revision, 1 << 20).unwrap()
     }
 
     /// (value, create, mod, version, lease) of `key` at `revision`.
     fn at(&self, key: &str, revision: u64) -> Option<(String, u64, u64, u64, u64)> {
-        let kv = self.space.get(key.as_bytes(), revision).unwrap().found()?;
+        let kv = self
+            .space
+            .get_buffered(key.as_bytes(), revision, &self.rows)
+            .unwrap()
+            .found()?;
         Some((
             String::from_utf8(kv.value).unwrap(),
             kv.create_revision,
@@ -92,7 +104,7 @@ fn versions_count_writes_since_creation() {
     assert_eq!(f.at("k", 3).unwrap().0, "b");
     assert_eq!(f.at("k", 4), None);
     // A delete of a missing key writes nothing.
-    assert_eq!(f.space.history(6, 6, 1 << 20).unwrap(), (vec![], true));
+    assert_eq!(f.history(6), (vec![], true));
 }
 
 #[test]
@@ -194,12 +206,12 @@ fn applying_an_entry_again_over_part_of_it_decides_and_writes_alike() {
         failure: vec![txn_put("c", "failed")],
     };
     let first = f.apply(3, txn());
-    let rows = f.space.history(3, 3, 1 << 20).unwrap();
+    let rows = f.history(3);
     // A crash after part of it, then the log replays it: the state at
     // revision 2 still says a = 1.
     let again = f.apply(3, txn());
     assert_eq!(first, again);
-    assert_eq!(f.space.history(3, 3, 1 << 20).unwrap(), rows);
+    assert_eq!(f.history(3), rows);
     assert_eq!(f.at("a", 3).unwrap().3, 2, "version counted once");
 }
 
