@@ -244,7 +244,9 @@ impl Tree {
     /// rows appended at one end, compacted rows removed from the other.
     ///
     /// A leaf takes ops until it is due to split, so leaves keep the size
-    /// one-at-a-time writes give them.
+    /// one-at-a-time writes give them. Where only a few ops land in a
+    /// fuller leaf (under one per `SPARSE_RUN` keys), they go one at a
+    /// time as links after all, which write only what changed.
     pub fn apply_sorted<K: AsRef<[u8]>>(
         &self,
         ops: &[(K, Option<IVec>)],
@@ -266,6 +268,10 @@ impl Tree {
         }
         Ok(previous)
     }
+
+    /// raftkv: below one op per this many keys of a leaf, `apply_sorted`
+    /// links ops one at a time instead of replacing the leaf.
+    const SPARSE_RUN: usize = 4;
 
     /// raftkv: applies a prefix of `ops` to the leaf of the first one, in
     /// one replace of that leaf, and appends their previous values to
@@ -300,6 +306,19 @@ impl Tree {
                 }
             }
             olds.push(old);
+        }
+        // A few ops in a fuller leaf (a compaction removing a row here and
+        // there) go as links, one at a time, as `insert` writes them: a
+        // replace would write the whole leaf to the log for a few small
+        // changes. The ops after the first find their leaf again.
+        if olds.len() * Self::SPARSE_RUN <= node_view.data.len() {
+            let (key, value) = &ops[0];
+            if let Ok(old) =
+                self.insert_inner(key.as_ref(), value.clone(), guard)?
+            {
+                previous.push(old);
+            }
+            return Ok(());
         }
         let taken = &ops[..olds.len()];
         // As `insert_inner` does, subscribers are reserved before the swap
