@@ -313,12 +313,12 @@ fn buffered_rows_read_back_before_and_after_they_reach_the_tree() {
         version,
         lease: 0,
     };
-    space
-        .write_buffered(2, 0, &row(b"two", 2), &mut rows)
-        .unwrap();
-    space
-        .write_buffered(3, 0, &row(b"three", 3), &mut rows)
-        .unwrap();
+    let write = |rows: &mut RowBuffer, revision, value: &[u8]| {
+        let row = row(value, revision);
+        space.write_buffered(revision, 0, &row, rows).unwrap();
+    };
+    write(&mut rows, 2, b"two");
+    write(&mut rows, 3, b"three");
     let value = |rows: &RowBuffer, revision| {
         space
             .get_buffered(b"a", revision, rows)
@@ -339,12 +339,8 @@ fn buffered_rows_read_back_before_and_after_they_reach_the_tree() {
     assert_eq!(space.recount().unwrap(), space.size.key_space());
     // A row written out of order (a replay of an earlier revision) sends
     // what was buffered to the tree first, and stays readable.
-    space
-        .write_buffered(5, 0, &row(b"five", 5), &mut rows)
-        .unwrap();
-    space
-        .write_buffered(4, 0, &row(b"four", 4), &mut rows)
-        .unwrap();
+    write(&mut rows, 5, b"five");
+    write(&mut rows, 4, b"four");
     assert_eq!(value_at(&space, b"a", 5), Some(b"five".to_vec()));
     space.flush_rows(&mut rows).unwrap();
     assert_eq!(value_at(&space, b"a", 4), Some(b"four".to_vec()));
