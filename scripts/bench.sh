@@ -714,6 +714,18 @@ ROWS = [("writes/s, 64 clients", "write-64", "writes_per_s"), ("writes/s, 1 clie
         ("linearizable reads/s, 64 clients", "read-64", "reads_per_s"), ("write p99 ms, 64 clients", "write-64", "write_p99_ms"),
         ("leader CPU µs per write, 64 clients", "write-64", "leader_cpu_us_per_write"),
         ("follower CPU µs per write, 64 clients", "write-64", "follower_cpu_us_per_write")]
+def quotient(a, b):
+    """a / b to two places; None where either is missing or not a number."""
+    if a is None or not b or isinstance(a, str) or isinstance(b, str):
+        return None
+    return round(a / b, 2)
+
+def ratios(row):
+    """The table's ratio columns of a row, by name."""
+    return {"raftkv/etcd": quotient(row.get("raftkv"), row.get("etcd")),
+            "raftkv/ceiling": quotient(row.get("raftkv"), row.get("ceiling")),
+            "etcd API/raftkv": quotient(row.get("raftkv-etcd"), row.get("raftkv"))}
+
 table = []
 if compare:
     for label, measure, field in ROWS:
@@ -736,6 +748,9 @@ if failover:
     gaps = [r["gap_ms"] for r in transfers if r["valid"]]
     table.append({"measure": "leadership transfer: write gap ms, 16 clients", "raftkv": bounded_median(gaps),
                   "etcd": None, "ceiling": None, "valid_rounds": {"raftkv": len(gaps)}, "rounds": rounds})
+
+for row in table:
+    row["ratios"] = ratios(row)
 
 if as_json:
     print(json.dumps({"cores": int(meta["cores"]), "run": meta, "cells": matrix, "comparison": table,
@@ -770,15 +785,15 @@ if matrix:
               f"{g(c['write_p50_ms']):>7} {g(c['write_p99_ms']):>7} {g(c['read_p50_ms']):>7} {g(c['read_p99_ms']):>7} {c['errors']:>6}")
 
 if table:
-    ratio = lambda a, b: "–" if a is None or not b or isinstance(a, str) else f"{a / b:.2f}"
+    shown = lambda q: "–" if q is None else f"{q:.2f}"
     print("\n| measure | raftkv | raftkv, etcd API | etcd | gRPC ceiling | raftkv/etcd | raftkv/ceiling | etcd API/raftkv |"
           "\n|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in table:
         digits = 1 if "p99" in row["measure"] else 0
-        api = row.get("raftkv-etcd")
-        print(f"| {row['measure']} | {f(row['raftkv'], digits)} | {f(api, digits)} | {f(row['etcd'], digits)} "
-              f"| {f(row['ceiling'], digits)} | {ratio(row['raftkv'], row['etcd'])} | {ratio(row['raftkv'], row['ceiling'])} "
-              f"| {ratio(api, row['raftkv'])} |")
+        q = row["ratios"]
+        print(f"| {row['measure']} | {f(row['raftkv'], digits)} | {f(row.get('raftkv-etcd'), digits)} | {f(row['etcd'], digits)} "
+              f"| {f(row['ceiling'], digits)} | {shown(q['raftkv/etcd'])} | {shown(q['raftkv/ceiling'])} "
+              f"| {shown(q['etcd API/raftkv'])} |")
     if compare:
         print(f"\nmedians over rounds: {max(c['round'] for c in compare)}; every round: raftkv, raftkv's etcd API, etcd, ceiling in turn for each measure. Each round's values:")
         for row in table:
