@@ -16,7 +16,7 @@
 //! a version's numbers so the apply decides a put or a delete (and a
 //! lease's budget) from the index alone, without reading the value. It is
 //! rebuilt from `revs` when the store opens, as etcd rebuilds its key index
-//! from its backend, so a write costs one tree insert and no index can be
+//! from its backend, so a write costs one row in the tree and no index can be
 //! left out of step by a crash.
 //!
 //! Visibility: the apply writes an entry's rows before it publishes the
@@ -29,7 +29,8 @@
 //! revision below `C` is refused from the moment `C` is decided, before any
 //! row goes (and checked again after the read, for reads that raced it).
 //!
-//! Durability: plain sled inserts, not synced; the state machine's rules say
+//! Durability: plain sled writes (an apply batch's rows together, see
+//! [`RowBuffer`]), not synced; the state machine's rules say
 //! when they are trusted (see `state_machine`).
 
 mod encoding;

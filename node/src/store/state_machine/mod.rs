@@ -14,11 +14,12 @@
 //! never wait for the apply, and the apply never waits for them.
 //!
 //! Durability rules:
-//! - `apply`: each entry's rows (see `apply`), then `membership`, then
-//!   `applied`, written with plain sled inserts and not synced. No sled batch
+//! - `apply`: each entry's rows (see `apply`; the batch's rows together in
+//!   one sorted write, see `keyspace::RowBuffer`), `membership`, then
+//!   `applied`, written with plain sled writes and not synced. No sled batch
 //!   or transaction: those take sled's global write lock and force out its
 //!   write buffer on every apply.
-//! - After a crash sled recovers a prefix of those inserts (it replays its
+//! - After a crash sled recovers a prefix of those writes (it replays its
 //!   own log up to the first buffer not fully written), so the trees hold
 //!   every batch through `applied` and perhaps part of later ones. `open`
 //!   then removes every row of a revision after `applied` and undoes later
