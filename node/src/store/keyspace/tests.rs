@@ -434,3 +434,83 @@ fn sorted_writes_and_removals_match_a_map_and_survive_a_reopen() {
     assert_eq!(backwards.len(), found.len());
     assert!(backwards.windows(2).all(|w| w[0] > w[1]));
 }
+
+/// Sorted writes racing, as the apply and the compaction race on `revs`:
+/// one thread appends runs at the right end while another removes runs
+/// (dense and sparse) behind it, so leaves split, empty and merge under
+/// both. Every key ends as exactly one of them left it, also after a
+/// reopen.
+#[test]
+fn sorted_appends_and_removals_racing_lose_nothing() {
+    const KEYS: u64 = 60_000;
+    let dir = tempfile::TempDir::new().unwrap();
+    let open = || sled::Config::new().path(dir.path()).open().unwrap();
+    // Dense runs (two keys in three) and sparse ones (one in eight) by turns.
+    let removed = |i: u64| {
+        i < KEYS - 2_000
+            && if (i / 64).is_multiple_of(2) {
+                !i.is_multiple_of(3)
+            } else {
+                i.is_multiple_of(8)
+            }
+    };
+    {
+        let db = open();
+        let tree = db.open_tree("t").unwrap();
+        let written = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut next = 0;
+                while next < KEYS {
+                    let end = (next + 1 + next % 29).min(KEYS);
+                    let ops: Vec<_> = (next..end)
+                        .map(|i| {
+                            (
+                                i.to_be_bytes(),
+                                Some(sled::IVec::from(&i.to_le_bytes()[..])),
+                            )
+                        })
+                        .collect();
+                    tree.apply_sorted(&ops).unwrap();
+                    next = end;
+                    written.store(next, std::sync::atomic::Ordering::Release);
+                }
+            });
+            scope.spawn(|| {
+                let mut from = 0;
+                while from < KEYS - 2_000 {
+                    let behind = written.load(std::sync::atomic::Ordering::Acquire);
+                    let to = behind.saturating_sub(100).min(KEYS - 2_000);
+                    if to <= from {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    let ops: Vec<_> = (from..to)
+                        .filter(|i| removed(*i))
+                        .map(|i| (i.to_be_bytes(), None))
+                        .collect();
+                    let before = tree.apply_sorted(&ops).unwrap();
+                    assert!(
+                        before.iter().all(Option::is_some),
+                        "removed what was written"
+                    );
+                    from = to;
+                }
+            });
+        });
+        db.flush().unwrap();
+    }
+    let db = open();
+    let tree = db.open_tree("t").unwrap();
+    let found: Vec<u64> = tree
+        .iter()
+        .map(|kv| {
+            let (key, value) = kv.unwrap();
+            let key = u64::from_be_bytes(key.as_ref().try_into().unwrap());
+            assert_eq!(value.as_ref(), key.to_le_bytes());
+            key
+        })
+        .collect();
+    let expected: Vec<u64> = (0..KEYS).filter(|i| !removed(*i)).collect();
+    assert_eq!(found, expected);
+}
