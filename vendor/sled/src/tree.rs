@@ -286,18 +286,34 @@ impl Tree {
         let _measure = Measure::new(&M.tree_set);
         let View { node_view, pid, .. } =
             self.view_for_key(ops[0].0.as_ref(), guard)?;
+        // The ops that land in this leaf: those below its `hi`.
+        let in_leaf = ops
+            .iter()
+            .take_while(|(key, _)| {
+                node_view.hi.is_empty() || key.as_ref() < node_view.hi.as_ref()
+            })
+            .count();
+        // A few ops in a fuller leaf (a compaction removing a row here and
+        // there) go as links, one at a time, as `insert` writes them: a
+        // replace would write the whole leaf to the log for a few small
+        // changes. The ops after the first find their leaf again.
+        if in_leaf * Self::SPARSE_RUN <= node_view.data.len() {
+            let (key, value) = &ops[0];
+            if let Ok(old) =
+                self.insert_inner(key.as_ref(), value.clone(), guard)?
+            {
+                previous.push(old);
+            }
+            return Ok(());
+        }
         let mut node: Node = node_view.clone_for_link();
         let mut olds: Vec<Option<IVec>> = Vec::new();
         let mut changed = false;
-        for (key, value) in ops {
-            let key = key.as_ref();
-            if !olds.is_empty() {
-                let past_hi = !node.hi.is_empty() && key >= node.hi.as_ref();
-                if past_hi || node.should_split() {
-                    break;
-                }
+        for (key, value) in &ops[..in_leaf] {
+            if !olds.is_empty() && node.should_split() {
+                break;
             }
-            let (encoded_key, old) = node.node_kv_pair(key);
+            let (encoded_key, old) = node.node_kv_pair(key.as_ref());
             if *value != old {
                 changed = true;
                 match value {
@@ -306,19 +322,6 @@ impl Tree {
                 }
             }
             olds.push(old);
-        }
-        // A few ops in a fuller leaf (a compaction removing a row here and
-        // there) go as links, one at a time, as `insert` writes them: a
-        // replace would write the whole leaf to the log for a few small
-        // changes. The ops after the first find their leaf again.
-        if olds.len() * Self::SPARSE_RUN <= node_view.data.len() {
-            let (key, value) = &ops[0];
-            if let Ok(old) =
-                self.insert_inner(key.as_ref(), value.clone(), guard)?
-            {
-                previous.push(old);
-            }
-            return Ok(());
         }
         let taken = &ops[..olds.len()];
         // As `insert_inner` does, subscribers are reserved before the swap
