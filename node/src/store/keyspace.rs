@@ -116,14 +116,6 @@ impl KeySpace {
         Ok(())
     }
 
-    /// Removes a row, counting the bytes.
-    fn remove_row(&self, key: &[u8]) -> io::Result<()> {
-        if let Some(old) = self.revs.remove(key).map_err(sled_err)? {
-            self.size.change_key_space(0, pair_bytes(key, &old));
-        }
-        Ok(())
-    }
-
     /// Removes rows, counting the bytes: one sorted write, so sled copies
     /// each leaf once for all the rows it loses, not once per row. Returns
     /// how many distinct rows were named.
@@ -305,8 +297,9 @@ impl KeySpace {
         Ok(ranged)
     }
 
-    /// Writes one version of `row.key` at `revision`/`sub`. Writing the
-    /// same row twice (a replay) leaves one.
+    /// Writes one version of `row.key` at `revision`/`sub` straight to the
+    /// tree. Writing the same row twice (a replay) leaves one.
+    #[cfg(test)]
     pub fn write(&self, revision: u64, sub: u32, row: &Row) -> io::Result<()> {
         let mut rows = RowBuffer::default();
         self.write_buffered(revision, sub, row, &mut rows)?;
@@ -485,13 +478,12 @@ impl KeySpace {
     /// Returns how many rows went.
     pub fn truncate_after(&self, revision: u64) -> io::Result<usize> {
         self.index.truncate_after(revision);
-        let mut removed = 0;
+        let mut gone = Vec::new();
         for item in self.revs.range(row_key(revision + 1, 0)..) {
             let (key, _) = item.map_err(sled_err)?;
-            self.remove_row(&key)?;
-            removed += 1;
+            gone.push(key.as_ref().try_into().map_err(io_error)?);
         }
-        Ok(removed)
+        Ok(self.remove_rows(gone)? as usize)
     }
 
     /// Removes every row and index entry.

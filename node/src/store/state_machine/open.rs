@@ -14,6 +14,7 @@ use crate::store::disk::io_error;
 use crate::store::disk::Disk;
 use crate::store::keyspace::KeySpace;
 use crate::store::keyspace::Row;
+use crate::store::keyspace::RowBuffer;
 use crate::store::leases::LeaseTrees;
 use crate::store::reader::KvReader;
 use crate::store::record;
@@ -204,6 +205,7 @@ impl StateMachineStore {
         let headers = self.reader.meta.get(KV_FORMAT).map_err(io_error)?.is_some();
         self.reader.space.clear()?;
         let mut count: u32 = 0;
+        let mut rows = RowBuffer::default();
         for item in kv.iter() {
             let (key, stored) = item.map_err(io_error)?;
             let (lease, value) = if headers {
@@ -219,11 +221,15 @@ impl StateMachineStore {
                 version: 1,
                 lease,
             };
-            self.reader
-                .space
-                .write(snapshot_data::BEFORE_REVISIONS, count, &row)?;
+            self.reader.space.write_buffered(
+                snapshot_data::BEFORE_REVISIONS,
+                count,
+                &row,
+                &mut rows,
+            )?;
             count += 1;
         }
+        self.reader.space.flush_rows(&mut rows)?;
         let log_id = read_applied(&self.reader.meta)?.log_id;
         let applied = log_id.map_or(0, |l| l.index);
         write_u64(&self.reader.meta, COMPACT_DONE, applied)?;
