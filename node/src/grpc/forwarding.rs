@@ -183,10 +183,17 @@ impl ForwardTargets {
     /// [`DEFAULT_DEADLINE`]): the server's own deadline layer does not see
     /// these calls. A proposal (a call carrying a command) is proposed.
     async fn run(&self, call: pb::ForwardedCall, sender: &Caller) -> pb::ForwardedAnswer {
-        let id = call.id;
         if !call.command.is_empty() {
-            return self.propose(id, &call.command).await;
+            return self.propose(call.id, &call.command).await;
         }
+        // Boxed: a call's future is large, and each proposal's task, the
+        // common case, would otherwise be as large.
+        Box::pin(self.call(call, sender)).await
+    }
+
+    /// Runs one forwarded call (not a proposal) here, as [`Self::run`] says.
+    async fn call(&self, call: pb::ForwardedCall, sender: &Caller) -> pb::ForwardedAnswer {
+        let id = call.id;
         let answer = match request_of(call, sender) {
             Err(status) => status.into_http(),
             Ok(request) => {

@@ -156,6 +156,11 @@ impl Speaks {
 }
 
 /// Serves `request` here or on the leader, as `placement` says.
+///
+/// The futures that pass a call on are boxed where they are awaited: they
+/// hold a forwarded call's state (kilobytes), and a future is as large as
+/// its largest state, so every call, even one served here, would otherwise
+/// allocate and move that much when it is boxed for the server.
 async fn route<S>(
     mut inner: S,
     node: &RaftNode,
@@ -170,45 +175,71 @@ where
     match placement {
         Placement::Here => serve(&mut inner, request).await,
         Placement::Leader if leads => serve(&mut inner, request).await,
-        Placement::Leader => forward(node, speaks, request).await,
+        Placement::Leader => Box::pin(forward(node, speaks, request)).await,
         Placement::Proposes if leads || proposes_here(node, &request) => {
             serve(&mut inner, request).await
         }
-        Placement::Proposes => forward(node, speaks, request).await,
+        Placement::Proposes => Box::pin(forward(node, speaks, request)).await,
+        Placement::LeaderUnless(_) if leads => serve(&mut inner, request).await,
         Placement::LeaderUnless(here) => {
-            if leads {
-                return serve(&mut inner, request).await;
-            }
-            let (request, message) = match buffered(request).await {
-                Ok(buffered) => buffered,
-                Err(status) => return status.into_http(),
-            };
-            match message {
-                Some(bytes) if grpc_message(&bytes).is_some_and(here) => {
-                    serve(&mut inner, request).await
-                }
-                _ => forward(node, speaks, request).await,
-            }
+            Box::pin(here_unless(inner, node, speaks, here, request)).await
         }
-        Placement::LeaderThenSuccessor if !leads => forward(node, speaks, request).await,
+        Placement::LeaderThenSuccessor if !leads => Box::pin(forward(node, speaks, request)).await,
         Placement::LeaderThenSuccessor => {
-            let (request, message) = match buffered(request).await {
-                Ok(buffered) => buffered,
-                Err(status) => return status.into_http(),
-            };
-            let Some(bytes) = message else {
-                return serve(&mut inner, request).await;
-            };
-            let again = copy(&request, &bytes);
-            let answer = serve(&mut inner, request).await;
-            match handed_over_to(&answer) {
-                Some(successor) if !is_forwarded(&again) => {
-                    tracing::debug!(%successor, "leadership was handed over: the new leader finishes the call");
-                    send(node, speaks, &successor, again).await
-                }
-                _ => answer,
-            }
+            Box::pin(then_successor(inner, node, speaks, request)).await
         }
+    }
+}
+
+/// On a follower, a [`Placement::LeaderUnless`] call: served here if its
+/// message says so, else passed to the leader.
+async fn here_unless<S>(
+    mut inner: S,
+    node: &RaftNode,
+    speaks: Speaks,
+    here: fn(&[u8]) -> bool,
+    request: http::Request<Body>,
+) -> Answer
+where
+    S: Service<http::Request<Body>, Response = Answer, Error = Infallible>,
+{
+    let (request, message) = match buffered(request).await {
+        Ok(buffered) => buffered,
+        Err(status) => return status.into_http(),
+    };
+    match message {
+        Some(bytes) if grpc_message(&bytes).is_some_and(here) => serve(&mut inner, request).await,
+        _ => forward(node, speaks, request).await,
+    }
+}
+
+/// On the leader, a [`Placement::LeaderThenSuccessor`] call: served here,
+/// and sent to the successor if this node handed leadership over to it
+/// meanwhile.
+async fn then_successor<S>(
+    mut inner: S,
+    node: &RaftNode,
+    speaks: Speaks,
+    request: http::Request<Body>,
+) -> Answer
+where
+    S: Service<http::Request<Body>, Response = Answer, Error = Infallible>,
+{
+    let (request, message) = match buffered(request).await {
+        Ok(buffered) => buffered,
+        Err(status) => return status.into_http(),
+    };
+    let Some(bytes) = message else {
+        return serve(&mut inner, request).await;
+    };
+    let again = copy(&request, &bytes);
+    let answer = serve(&mut inner, request).await;
+    match handed_over_to(&answer) {
+        Some(successor) if !is_forwarded(&again) => {
+            tracing::debug!(%successor, "leadership was handed over: the new leader finishes the call");
+            send(node, speaks, &successor, again).await
+        }
+        _ => answer,
     }
 }
 

@@ -118,7 +118,10 @@ impl RaftNode {
         }
         let command = LogCommand::new(command, Encoding::for_cluster(cluster));
         let started = std::time::Instant::now();
-        let mut result = self.raft.client_write(command.clone()).await;
+        // openraft's futures are boxed where they are awaited here: they are
+        // kilobytes large, and every future awaiting them, up to the one the
+        // gRPC server boxes per call, would hold (and move) that much.
+        let mut result = Box::pin(self.raft.client_write(command.clone())).await;
         if let Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) = &result {
             if self.names_itself_leader() {
                 // openraft refuses writes on a leader that no quorum has
@@ -126,7 +129,7 @@ impl RaftNode {
                 // the case right after an election. Nothing was proposed.
                 // Confirm leadership with a quorum, then write once more.
                 self.read_fence(Consistency::Linearizable).await?;
-                result = self.raft.client_write(command).await;
+                result = Box::pin(self.raft.client_write(command)).await;
             }
         }
         match result {
@@ -159,7 +162,8 @@ impl RaftNode {
         if consistency == Consistency::Stale {
             return Ok(());
         }
-        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        // Boxed, as in `write`.
+        match Box::pin(self.raft.ensure_linearizable(ReadPolicy::ReadIndex)).await {
             Ok(_) => Ok(()),
             Err(e) => Err(self.read_error(e)),
         }

@@ -205,18 +205,23 @@ impl RaftNode {
         }
         let bytes = crate::entry::protobuf::encode(&command);
         let deadline = tokio::time::Instant::now() + PROPOSAL_DEADLINE;
-        tokio::select! {
-            outcome = self.forwarder().propose(&address, bytes, deadline) => decode_outcome(&outcome?),
-            // A leader that hangs (paused, its disk stalled) keeps its
-            // connections open: the answer would come at the client's
-            // deadline. Once this node stops following it, what was sent
-            // may or may not commit under the next leader, and waiting
-            // tells nothing more.
-            () = self.stops_following(leader) => Err(NodeError::OutcomeUnknown(format!(
-                "node {leader} stopped leading while the write was in flight; it may or may not \
-                 be applied"
-            ))),
-        }
+        // Boxed, as openraft's futures are in `write`: the stream's and the
+        // leader watch's futures are large.
+        Box::pin(async {
+            tokio::select! {
+                outcome = self.forwarder().propose(&address, bytes, deadline) => decode_outcome(&outcome?),
+                // A leader that hangs (paused, its disk stalled) keeps its
+                // connections open: the answer would come at the client's
+                // deadline. Once this node stops following it, what was sent
+                // may or may not commit under the next leader, and waiting
+                // tells nothing more.
+                () = self.stops_following(leader) => Err(NodeError::OutcomeUnknown(format!(
+                    "node {leader} stopped leading while the write was in flight; it may or may \
+                     not be applied"
+                ))),
+            }
+        })
+        .await
     }
 
     /// Returns once this node no longer follows `leader` (an election
