@@ -161,8 +161,15 @@ impl StateMachineStore {
             self.disk.sync()?;
             self.publish()?;
         }
+        // The marker's removal is on disk before the file goes: sled keeps
+        // an unsynced removal in memory, so a crash after the file went
+        // would otherwise find a marker naming a file that is gone, and the
+        // node could not start.
         self.reader.meta.remove(INSTALLING).map_err(io_error)?;
-        received.remove()
+        self.disk.sync()?;
+        received.remove()?;
+        crate::crash_point!("snapshot-install-after-load");
+        Ok(())
     }
 
     /// "Installs" this node's own state at its applied revision under `meta`

@@ -33,8 +33,9 @@
 //! - `install_snapshot`: the received data is in a synced file in the data
 //!   directory (see `snapshot`); it is checked, then `installing` (its meta
 //!   and file name) is written and synced, then it replaces the key-value
-//!   state, which is synced, then the marker and the file go. A crash in
-//!   between finds the marker at the next open, which loads the file again.
+//!   state, which is synced, then the marker goes, synced, and only then the
+//!   file. A crash in between finds the marker at the next open, which loads
+//!   the file again; no crash finds a marker naming a file already gone.
 //! - Compaction's row removal (`compact_some`) runs beside the apply, in
 //!   bounded steps; it only removes versions no read at or after the
 //!   compaction point can see, so a step cut short by a crash is harmless and
