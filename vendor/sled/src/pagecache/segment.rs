@@ -96,7 +96,15 @@ pub(crate) struct SegmentAccountant {
     segment_cleaner: SegmentCleaner,
     ordering: BTreeMap<Lsn, LogOffset>,
     async_truncations: BTreeMap<LogOffset, OneShot<Result<()>>>,
+    // raftkv: the file is written (with zeros, if nothing else) up to here,
+    // ahead of the tip, and a zero fill under way: see `bump_tip`.
+    zeroed_to: LogOffset,
+    zero_fill: Option<(LogOffset, OneShot<Result<()>>)>,
 }
+
+/// raftkv: how far beyond the tip the file is written with zeros before
+/// segments are handed out there, in segments (see `bump_tip`).
+const ZERO_FILL_SEGMENTS: LogOffset = 16;
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SegmentCleaner {
@@ -485,6 +493,8 @@ impl SegmentAccountant {
             segment_cleaner,
             ordering: BTreeMap::default(),
             async_truncations: BTreeMap::default(),
+            zeroed_to: 0,
+            zero_fill: None,
         };
 
         ret.initialize_from_snapshot(snapshot)?;
@@ -997,7 +1007,73 @@ impl SegmentAccountant {
 
         trace!("advancing file tip from {} to {}", lid, self.tip);
 
+        self.zero_fill_ahead();
+
         Ok(lid)
+    }
+
+    /// raftkv: keeps the file written with zeros ahead of the tip.
+    ///
+    /// A segment beyond the end of the file is written as an append, and
+    /// each `fdatasync` after an append must also make the file's new size
+    /// and newly allocated blocks durable (a metadata commit); a write over
+    /// blocks already written and synced needs none of that. On ext4 one
+    /// appending 4 KiB write plus `fdatasync` took about 1.7x as long as
+    /// an overwrite, and 1.8-1.9x with three processes syncing at once. So the
+    /// region past the tip is written with zeros (`MessageKind::Corrupted`,
+    /// what sled itself writes over unused segments) and synced on the
+    /// thread pool, `ZERO_FILL_SEGMENTS` segments at a time, once the tip
+    /// comes within half of that of its end. A segment is only handed out
+    /// past the filled end after waiting for the fill under way, so a fill
+    /// never writes over a segment in use. At recovery, zeroed segments
+    /// past the tip read as free ones (their header fails its checksum),
+    /// are zeroed again and the file truncated as for any free segment at
+    /// its end. A fill that fails (a full disk) is dropped: segments are
+    /// then appended as before.
+    fn zero_fill_ahead(&mut self) {
+        let segment_size = self.config.segment_size as LogOffset;
+        let chunk = ZERO_FILL_SEGMENTS * segment_size;
+        if self.tip > self.zeroed_to {
+            // The segment just handed out [tip - segment, tip) is written
+            // from now on: a fill may start only at or past the tip.
+            self.finish_zero_fill();
+        }
+        if self.zero_fill.is_some() || self.zeroed_to >= self.tip + chunk / 2
+        {
+            return;
+        }
+        let from = self.zeroed_to.max(self.tip);
+        let to = self.tip + chunk;
+        let config = self.config.clone();
+        let fill = threadpool::spawn(move || -> Result<()> {
+            let zeros = vec![MessageKind::Corrupted.into(); 1 << 20];
+            let mut at = from;
+            while at < to {
+                let len = usize::try_from(to - at)
+                    .unwrap_or(usize::MAX)
+                    .min(zeros.len());
+                pwrite_all(&config.file, &zeros[..len], at)?;
+                at += len as LogOffset;
+            }
+            config.file.sync_all()?;
+            Ok(())
+        });
+        match fill {
+            Ok(promise) => self.zero_fill = Some((to, promise)),
+            Err(e) => debug!("could not start a zero fill: {:?}", e),
+        }
+    }
+
+    /// raftkv: waits for the zero fill under way, if any (see
+    /// `zero_fill_ahead`).
+    fn finish_zero_fill(&mut self) {
+        if let Some((to, promise)) = self.zero_fill.take() {
+            match promise.wait() {
+                Some(Ok(())) => self.zeroed_to = self.zeroed_to.max(to),
+                Some(Err(e)) => debug!("zero fill to {} failed: {:?}", to, e),
+                None => debug!("zero fill to {} was dropped", to),
+            }
+        }
     }
 
     /// Returns the next offset to write a new segment in.
@@ -1085,6 +1161,11 @@ impl SegmentAccountant {
             0,
             "new length must be io-buf-len aligned"
         );
+
+        // raftkv: a fill under way ends before the file is cut, and what
+        // is cut is no longer written (see `zero_fill_ahead`).
+        self.finish_zero_fill();
+        self.zeroed_to = self.zeroed_to.min(at);
 
         self.tip = at;
 
