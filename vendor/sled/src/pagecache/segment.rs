@@ -1021,8 +1021,8 @@ impl SegmentAccountant {
     /// appending 4 KiB write plus `fdatasync` took about 1.7x as long as
     /// an overwrite, and 1.8-1.9x with three processes syncing at once. So the
     /// region past the tip is written with zeros (`MessageKind::Corrupted`,
-    /// what sled itself writes over unused segments) and synced on the
-    /// thread pool, `ZERO_FILL_SEGMENTS` segments at a time, once the tip
+    /// what sled itself writes over unused segments) and synced on a
+    /// thread of its own, `ZERO_FILL_SEGMENTS` segments at a time, once the tip
     /// comes within half of that of its end. A segment is only handed out
     /// past the filled end after waiting for the fill under way, so a fill
     /// never writes over a segment in use. At recovery, zeroed segments
@@ -1045,7 +1045,7 @@ impl SegmentAccountant {
         let from = self.zeroed_to.max(self.tip);
         let to = self.tip + chunk;
         let config = self.config.clone();
-        let fill = threadpool::spawn(move || -> Result<()> {
+        let fill = move || -> Result<()> {
             let zeros = vec![MessageKind::Corrupted.into(); 1 << 20];
             let mut at = from;
             while at < to {
@@ -1057,9 +1057,17 @@ impl SegmentAccountant {
             }
             config.file.sync_all()?;
             Ok(())
-        });
-        match fill {
-            Ok(promise) => self.zero_fill = Some((to, promise)),
+        };
+        // A thread of its own, not the pool: `finish_zero_fill` waits for
+        // it under the accountant's lock, which the pool's workers take to
+        // write buffers (`sa_stabilize`), so a fill queued behind them
+        // would wait for ever.
+        let (filler, promise) = OneShot::pair();
+        let spawned = std::thread::Builder::new()
+            .name("sled-zero-fill".into())
+            .spawn(move || filler.fill(fill()));
+        match spawned {
+            Ok(_) => self.zero_fill = Some((to, promise)),
             Err(e) => debug!("could not start a zero fill: {:?}", e),
         }
     }
