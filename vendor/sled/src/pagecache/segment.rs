@@ -141,6 +141,10 @@ impl SegmentCleaner {
 
 impl Drop for SegmentAccountant {
     fn drop(&mut self) {
+        // raftkv: a zero fill under way holds the file open, and with it
+        // the directory's lock: it ends before the accountant goes, so a
+        // database dropped can be opened again at once, as before.
+        self.finish_zero_fill();
         for segment in &self.segments {
             let segment_utilization = match segment {
                 Segment::Free(_) | Segment::Draining(_) => 0,
