@@ -12,6 +12,7 @@ use crate::support::is_root;
 use crate::support::run_isolated_driver;
 use crate::test_faults::finish;
 use crate::test_faults::start_load;
+use crate::test_faults::wait_until_purged;
 
 const SNAPSHOT_FLAGS: [&str; 4] = ["--snapshot-after", "100", "--snapshot-keep", "0"];
 
@@ -97,18 +98,6 @@ async fn crash_inside_a_compaction_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_between_a_snapshot_and_the_log_purge() {
     crash_at("log-purge-before", 2).await;
-}
-
-/// Waits until node `id` has purged part of its log, so a node that joins
-/// now can only catch up from a snapshot. (Waiting for a fixed amount of
-/// progress instead raced the six-second load on a slow machine.)
-async fn wait_until_purged(cluster: &TestCluster, id: u64) {
-    let node = cluster.get(id);
-    wait_for(&format!("node {id} purges part of its log"), || async {
-        let purged = node.status().await?.purged_index?;
-        (purged > 0).then_some(())
-    })
-    .await;
 }
 
 /// Makes node 4 (at `address`) a voter through node `leader`, and checks
