@@ -11,6 +11,7 @@ use hammer::check;
 use hammer::history;
 use hammer::stats::Report;
 use raftkv_proto::pb;
+use raftkv_testkit::wait_for;
 use raftkv_testkit::TestCluster;
 use raftkv_testkit::TestNode;
 use tempfile::TempDir;
@@ -64,20 +65,20 @@ pub fn start_load(cluster: &TestCluster, seconds: u64, extra: &[&str]) -> Load {
     }
 }
 
-/// Waits for the load to end and checks everything that must hold.
 /// Waits until node `id` has purged part of its log, so a node that joins
 /// now can only catch up from a snapshot. (Waiting for a fixed amount of
 /// progress instead raced the six-second load on a slow machine: the load
 /// could end before the target was reached.)
 pub async fn wait_until_purged(cluster: &TestCluster, id: u64) {
     let node = cluster.get(id);
-    raftkv_testkit::wait_for(&format!("node {id} purges part of its log"), || async {
+    wait_for(&format!("node {id} purges part of its log"), || async {
         let purged = node.status().await?.purged_index?;
         (purged > 0).then_some(())
     })
     .await;
 }
 
+/// Waits for the load to end and checks everything that must hold.
 pub async fn finish(load: Load, cluster: &TestCluster) -> Report {
     let report = load.task.await.expect("join").expect("hammer run");
     let verify = report.verify.as_ref().unwrap_or_else(|| {

@@ -124,7 +124,7 @@ async fn the_file_is_written_ahead_of_the_log_and_reopens_over_the_zeros() {
         .unwrap();
     log.sync().unwrap();
 
-    // The fill runs on sled's thread pool.
+    // The fill runs on a thread of its own.
     let file_len = || std::fs::metadata(dir.path().join("db")).unwrap().len();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while file_len() < 8 << 20 {

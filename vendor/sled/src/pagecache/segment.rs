@@ -97,13 +97,13 @@ pub(crate) struct SegmentAccountant {
     ordering: BTreeMap<Lsn, LogOffset>,
     async_truncations: BTreeMap<LogOffset, OneShot<Result<()>>>,
     // raftkv: the file is written (with zeros, if nothing else) up to here,
-    // ahead of the tip, and a zero fill under way: see `bump_tip`.
+    // ahead of the tip, and a zero fill under way: see `zero_fill_ahead`.
     zeroed_to: LogOffset,
     zero_fill: Option<(LogOffset, OneShot<Result<()>>)>,
 }
 
 /// raftkv: how far beyond the tip the file is written with zeros before
-/// segments are handed out there, in segments (see `bump_tip`).
+/// segments are handed out there, in segments (see `zero_fill_ahead`).
 const ZERO_FILL_SEGMENTS: LogOffset = 16;
 
 #[derive(Debug, Clone, Default)]
