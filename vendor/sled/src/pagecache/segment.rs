@@ -1188,7 +1188,11 @@ impl SegmentAccountant {
         let config = self.config.clone();
 
         io_fail!(&config, "file truncation");
-        threadpool::spawn(move || {
+        // raftkv: a thread of its own, not the pool, for the reason the
+        // zero fill has one: `bump_tip` waits for this truncation under the
+        // accountant's lock, which the pool's workers take to write
+        // buffers, so a truncation queued behind them would wait for ever.
+        let truncation = move || {
             debug!("truncating file to length {}", at);
             let res = config
                 .file
@@ -1196,7 +1200,10 @@ impl SegmentAccountant {
                 .and_then(|_| config.file.sync_all())
                 .map_err(|e| e.into());
             completer.fill(res);
-        })?;
+        };
+        std::thread::Builder::new()
+            .name("sled-truncate".into())
+            .spawn(truncation)?;
 
         if self.async_truncations.insert(at, promise).is_some() {
             panic!(
