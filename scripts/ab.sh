@@ -43,7 +43,6 @@ Example, the working tree against an older build:
 TXT
 }
 
-positive() { [[ "$2" =~ ^[1-9][0-9]*$ ]] || { echo "$1 needs a positive whole number, not '$2'" >&2; exit 2; }; }
 variants=()
 while [ $# -gt 0 ]; do
   case "$1" in

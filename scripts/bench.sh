@@ -100,7 +100,6 @@ runs. Needs python3, jq and, for --vs-etcd, --failover and --growth, etcd
 TXT
 }
 
-positive() { [[ "$2" =~ ^[1-9][0-9]*$ ]] || { echo "$1 needs a positive whole number, not '$2'" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) positive "$1" "${2-}"; SECONDS_PER_CELL=$2; shift 2 ;;

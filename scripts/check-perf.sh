@@ -56,11 +56,7 @@ DIR=$(mktemp -d /tmp/raftkv-check-perf.XXXXXX)
 ETCD_PIDS=()
 cluster() { "$ROOT/scripts/cluster.sh" --dir "$DIR/raftkv" --base-port "$BASE_PORT" "$@"; }
 stop_etcd() {
-  local pid
-  for pid in "${ETCD_PIDS[@]}"; do
-    if is_process "$pid" etcd; then kill "$pid" 2>/dev/null || true; fi
-  done
-  for pid in "${ETCD_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_etcd_members "${ETCD_PIDS[@]}"
   ETCD_PIDS=()
 }
 cleanup() {

@@ -29,7 +29,6 @@ it on an otherwise quiet machine. Builds this tree's release binaries first.
 TXT
 }
 
-positive() { [[ "$2" =~ ^[1-9][0-9]*$ ]] || { echo "$1 needs a positive whole number, not '$2'" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --clients) CLIENTS_LIST=${2-}; shift 2 ;;
@@ -51,11 +50,7 @@ BIN="$ROOT/target/release"
 ETCD_PID=()
 cluster() { "$ROOT/scripts/cluster.sh" --dir "$DATA/raftkv" --base-port "$BASE_PORT" "$@"; }
 stop_etcd() {
-  local i
-  for i in "${!ETCD_PID[@]}"; do
-    if is_process "${ETCD_PID[i]}" etcd --name "e$i"; then kill "${ETCD_PID[i]}" 2>/dev/null || true; fi
-    wait "${ETCD_PID[i]}" 2>/dev/null || true
-  done
+  stop_etcd_members "${ETCD_PID[@]}"
   ETCD_PID=()
 }
 cleanup() {

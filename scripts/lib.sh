@@ -109,6 +109,18 @@ claim_dir() {
 # loopback in the background (again, from DIR/etcd-I if it holds its data):
 # peers on BASE_PORT+101.., clients on BASE_PORT+111.., its log appended to
 # DIR/etcd-I.log. $! is its pid afterwards.
+# positive FLAG VALUE: exits (status 2) unless VALUE is a positive whole number.
+positive() { [[ "$2" =~ ^[1-9][0-9]*$ ]] || { echo "$1 needs a positive whole number, not '$2'" >&2; exit 2; }; }
+
+# stop_etcd_members PID...: SIGTERM to each that is still an etcd, then waits for all.
+stop_etcd_members() {
+  local pid
+  for pid in "$@"; do
+    if is_process "$pid" etcd; then kill "$pid" 2>/dev/null || true; fi
+  done
+  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+}
+
 start_etcd_member() {
   local dir=$1 base=$2 i=$3 j initial=""
   for j in 1 2 3; do initial+="e$j=http://127.0.0.1:$((base + 100 + j)),"; done
