@@ -1062,16 +1062,9 @@ impl SegmentAccountant {
             config.file.sync_all()?;
             Ok(())
         };
-        // A thread of its own, not the pool: `finish_zero_fill` waits for
-        // it under the accountant's lock, which the pool's workers take to
-        // write buffers (`sa_stabilize`), so a fill queued behind them
-        // would wait for ever.
-        let (filler, promise) = OneShot::pair();
-        let spawned = std::thread::Builder::new()
-            .name("sled-zero-fill".into())
-            .spawn(move || filler.fill(fill()));
-        match spawned {
-            Ok(_) => self.zero_fill = Some((to, promise)),
+        // `finish_zero_fill` waits for it under the accountant's lock.
+        match spawn_outside_pool("sled-zero-fill", fill) {
+            Ok(promise) => self.zero_fill = Some((to, promise)),
             Err(e) => debug!("could not start a zero fill: {:?}", e),
         }
     }
@@ -1183,27 +1176,19 @@ impl SegmentAccountant {
 
         assert!(!self.free.contains(&at), "double-free of a segment occurred");
 
-        let (completer, promise) = OneShot::pair();
-
         let config = self.config.clone();
 
         io_fail!(&config, "file truncation");
-        // raftkv: a thread of its own, not the pool, for the reason the
-        // zero fill has one: `bump_tip` waits for this truncation under the
-        // accountant's lock, which the pool's workers take to write
-        // buffers, so a truncation queued behind them would wait for ever.
-        let truncation = move || {
+        // raftkv: `bump_tip` waits for this truncation under the
+        // accountant's lock.
+        let promise = spawn_outside_pool("sled-truncate", move || {
             debug!("truncating file to length {}", at);
-            let res = config
+            config
                 .file
                 .set_len(at)
                 .and_then(|_| config.file.sync_all())
-                .map_err(|e| e.into());
-            completer.fill(res);
-        };
-        std::thread::Builder::new()
-            .name("sled-truncate".into())
-            .spawn(truncation)?;
+                .map_err(|e| e.into())
+        })?;
 
         if self.async_truncations.insert(at, promise).is_some() {
             panic!(
@@ -1227,4 +1212,20 @@ impl SegmentAccountant {
 
         idx
     }
+}
+
+/// raftkv: runs `work` on a thread started for it, not on sled's pool, and
+/// returns the promise of its result. For work the segment accountant waits
+/// for while it holds its own lock (a zero fill, a truncation): the pool's
+/// workers take that lock to write buffers (`sa_stabilize`), so such work
+/// queued behind them would wait for ever.
+fn spawn_outside_pool<R: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> R + Send + 'static,
+) -> std::io::Result<OneShot<R>> {
+    let (filler, promise) = OneShot::pair();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || filler.fill(work()))?;
+    Ok(promise)
 }
