@@ -325,7 +325,7 @@ async fn etcds_status_member_list_hash_and_move_leader_describe_and_steer_the_cl
     let leader = cluster.wait_for_leader().await;
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
     let mut kv = KvClient::new(cluster.node(follower).channel());
-    put(&mut kv, "k", "v").await;
+    let written = put(&mut kv, "k", "v").await.header.unwrap().revision;
 
     let mut hashes = Vec::new();
     for id in 1..=3 {
@@ -353,23 +353,28 @@ async fn etcds_status_member_list_hash_and_move_leader_describe_and_steer_the_cl
         let address = cluster.node(id).address.clone();
         let own = &members[usize::try_from(id).unwrap() - 1];
         assert_eq!(own.client_ur_ls, vec![format!("http://{address}")]);
-        let hash = loop {
-            // A member that has not applied the put yet hashes an older state.
+        // A member that has not applied the put yet hashes an older state
+        // (its own applied index, as Status gave it, may be older too).
+        let (hash, revision) = loop {
             let answer = maintenance
                 .hash_kv(pb::HashKvRequest { revision: 0 })
                 .await
                 .unwrap()
                 .into_inner();
-            if answer.header.as_ref().unwrap().revision >= status.raft_applied_index as i64 {
-                break answer.hash;
+            let revision = answer.header.as_ref().unwrap().revision;
+            if revision >= written {
+                break (answer.hash, revision);
             }
+            tokio::task::yield_now().await;
         };
-        // etcd's older Hash is the same digest here.
+        // etcd's older Hash is the same digest here, of the same state: no
+        // write follows the put.
         let older = maintenance
             .hash(pb::HashRequest {})
             .await
             .unwrap()
             .into_inner();
+        assert_eq!(older.header.unwrap().revision, revision);
         assert_eq!(older.hash, hash);
         hashes.push(hash);
     }
