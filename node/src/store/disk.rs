@@ -1,12 +1,14 @@
 //! Making sled's writes durable.
 //!
-//! sled 0.34's `flush` writes its log buffers and calls `sync_file_range`,
-//! which pushes the data pages out but neither waits for the drive's cache nor
-//! writes the file's metadata: after a power loss the data may be gone. And
-//! values too large to live inline (over ~128 KiB) go to separate files under
-//! `blobs/` that sled never syncs. [`Disk::sync`] closes both gaps:
-//! `fdatasync` of the database file and of every blob file written since the
-//! previous sync, and of the blob directory.
+//! sled 0.34's `flush` only writes its log buffers to the file (the vendored
+//! sled dropped its `sync_file_range`, which waited for the drive to take
+//! the data but not for its cache); `flush_and_sync` adds the `fdatasync`
+//! that makes them durable, and that sled waits for before it reuses the
+//! room of data rewritten elsewhere (see `vendor/sled/PATCHED.md`, change
+//! 12). Values too large to live inline (over ~128 KiB) go to separate
+//! files under `blobs/` that sled never syncs. [`Disk::sync`] covers both:
+//! `flush_and_sync`, then an `fdatasync` of every blob file written since
+//! the previous sync, and of the blob directory.
 
 use std::fs::File;
 use std::io;
@@ -18,8 +20,6 @@ use std::sync::Mutex;
 #[derive(Debug)]
 pub struct Disk {
     db: sled::Db,
-    /// sled's single data file (`<dir>/db`); syncing any handle of it syncs the inode.
-    db_file: File,
     /// The data directory.
     dir: PathBuf,
     /// `<dir>/blobs`, where sled puts large values.
@@ -46,11 +46,9 @@ impl Disk {
     /// Wraps an open database living in `dir`, and syncs `dir` itself so a
     /// freshly created database file survives a crash.
     pub fn new(db: sled::Db, dir: &Path) -> io::Result<Disk> {
-        let db_file = File::open(dir.join("db"))?;
         File::open(dir)?.sync_all()?;
         Ok(Disk {
             db,
-            db_file,
             dir: dir.to_path_buf(),
             blob_dir: dir.join("blobs"),
             blobs: Mutex::default(),
@@ -78,8 +76,7 @@ impl Disk {
 
     fn sync_all_written(&self) -> io::Result<()> {
         let mut blobs = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
-        self.db.flush().map_err(io_error)?;
-        self.db_file.sync_data()?;
+        self.db.flush_and_sync().map_err(io_error)?;
         // Read after the flush: a blob that anything just flushed points at
         // was written, and counted, before the flush began. Unchanged since
         // the last complete listing: no blob file is new, skip the listing.

@@ -134,7 +134,9 @@ fn run(
                 && before.elapsed() < flush_every / 2
         } {}
 
-        if let Err(e) = pagecache.config.file.sync_all() {
+        // raftkv: the sync also marks what it covered as synced, which
+        // lets segments emptied meanwhile be reused (see `sync_stable`).
+        if let Err(e) = pagecache.sync_stable() {
             error!("failed to fsync from periodic flush thread: {}", e);
         }
 

@@ -932,6 +932,15 @@ impl Tree {
         self.context.pagecache.flush()
     }
 
+    /// raftkv: flushes like [`Tree::flush`], then `fdatasync`s the
+    /// database file: when it returns, every write made before the call, to
+    /// any tree, is on stable storage. sled writes its buffers without a
+    /// sync of their own, so this (or the periodic flush thread's sync) is
+    /// what makes them durable. Returns the number of bytes flushed.
+    pub fn flush_and_sync(&self) -> Result<usize> {
+        self.context.pagecache.flush_and_sync()
+    }
+
     /// Asynchronously flushes all dirty IO buffers
     /// and calls fsync. If this succeeds, it is
     /// guaranteed that all previous writes will

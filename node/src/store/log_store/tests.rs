@@ -145,3 +145,47 @@ async fn the_file_is_written_ahead_of_the_log_and_reopens_over_the_zeros() {
         assert_eq!(read.payload, written.payload, "entry {}", written.index());
     }
 }
+
+/// sled writes over a segment whose data was rewritten elsewhere only once
+/// an `fdatasync` covers the rewrite (the vendored sled's change 12): a
+/// power loss before that sync could keep the overwrite and lose the
+/// rewrite. With `flush` alone nothing is ever synced, so the file keeps
+/// growing; with `flush_and_sync` its segments are reused.
+#[test]
+fn sled_writes_over_a_segment_only_after_a_sync_covers_what_replaced_it() {
+    const ROUNDS: u32 = 128;
+    const KEYS: u32 = 32;
+    const VALUE: usize = 16 << 10;
+    let file_after = |sync: bool| {
+        let dir = tempfile::TempDir::new().unwrap();
+        // No periodic flush thread: it syncs too.
+        let db = sled::Config::new()
+            .path(dir.path())
+            .flush_every_ms(None)
+            .open()
+            .unwrap();
+        for round in 0..ROUNDS {
+            // A new value each round: every insert writes it to the log.
+            let value = vec![round as u8; VALUE];
+            for key in 0..KEYS {
+                db.insert(key.to_be_bytes(), value.clone()).unwrap();
+            }
+            if sync {
+                db.flush_and_sync().unwrap();
+            } else {
+                db.flush().unwrap();
+            }
+        }
+        std::fs::metadata(dir.path().join("db")).unwrap().len()
+    };
+    let written = u64::from(ROUNDS * KEYS) * VALUE as u64;
+    let (unsynced, synced) = (file_after(false), file_after(true));
+    assert!(
+        unsynced >= written,
+        "without a sync the file ({unsynced} bytes) holds every value written ({written}): no segment is written over"
+    );
+    assert!(
+        synced < written / 4,
+        "with syncs the file ({synced} bytes) reuses its segments instead of growing to {written}"
+    );
+}

@@ -338,6 +338,12 @@ pub(crate) struct IoBufs {
     // file, and there may be buffers that have been written out-of-order
     // to stable storage due to interesting thread interleavings.
     pub stable_lsn: AtomicLsn,
+    // raftkv: the highest LSN an `fdatasync` of the file has covered
+    // (everything at or below it was written before that sync began).
+    // Segment headers record it in place of `stable_lsn`, so segments are
+    // deactivated, and then freed and reused, only once the writes that
+    // replaced their pages are durable (see `sync_stable`).
+    pub synced_lsn: AtomicLsn,
     pub max_reserved_lsn: AtomicLsn,
     pub max_header_stable_lsn: Arc<AtomicLsn>,
     pub segment_accountant: Mutex<SegmentAccountant>,
@@ -415,6 +421,9 @@ impl IoBufs {
         // of our file has not yet been written.
         let stable = next_lsn - 1;
 
+        // raftkv: `PageCache::start` synced the file before recovery read
+        // it, so what was recovered starts out synced.
+
         // the tip offset is not completely full yet, reuse it
         let base = assert_usize(next_lid % segment_size as LogOffset);
 
@@ -441,6 +450,7 @@ impl IoBufs {
             interval_updated: Condvar::new(),
 
             stable_lsn: AtomicLsn::new(stable),
+            synced_lsn: AtomicLsn::new(stable),
             max_reserved_lsn: AtomicLsn::new(stable),
             max_header_stable_lsn: Arc::new(AtomicLsn::new(next_lsn)),
             segment_accountant: Mutex::new(segment_accountant),
@@ -548,6 +558,24 @@ impl IoBufs {
     pub(in crate::pagecache) fn stable(&self) -> Lsn {
         debug_delay();
         self.stable_lsn.load(Acquire)
+    }
+
+    /// raftkv: the highest LSN an `fdatasync` has covered (see `synced_lsn`).
+    pub(in crate::pagecache) fn synced(&self) -> Lsn {
+        self.synced_lsn.load(Acquire)
+    }
+
+    /// raftkv: makes every buffer written so far durable with one
+    /// `fdatasync` of the file, and records the stable LSN read before it
+    /// as synced. Buffers are written without a sync of their own (see
+    /// `write_to_log`): this is what makes them durable.
+    pub(in crate::pagecache) fn sync_stable(&self) -> Result<()> {
+        let stable = self.stable();
+        if !self.config.temporary {
+            self.config.file.sync_data()?;
+        }
+        bump_atomic_lsn(&self.synced_lsn, stable);
+        Ok(())
     }
 
     // Adds a header to the front of the buffer
@@ -756,34 +784,13 @@ impl IoBufs {
         #[cfg(not(feature = "io_uring"))]
         {
             let f = &self.config.file;
+            // raftkv: no `sync_file_range` after the write. It waited for
+            // the drive to take the data but not for its cache, so it made
+            // nothing durable; the `fdatasync` of `sync_stable` does, for
+            // every buffer written before it, in one wait instead of one per
+            // buffer. What the stable LSN still means: written to the file.
+            // What sled reuses a segment after: synced (see `synced_lsn`).
             pwrite_all(f, data, log_offset)?;
-            if !self.config.temporary {
-                #[cfg(target_os = "linux")]
-                {
-                    use std::os::unix::io::AsRawFd;
-                    let ret = unsafe {
-                        libc::sync_file_range(
-                            f.as_raw_fd(),
-                            i64::try_from(log_offset).unwrap(),
-                            i64::try_from(total_len).unwrap(),
-                            libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                                | libc::SYNC_FILE_RANGE_WRITE
-                                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                        )
-                    };
-                    if ret < 0 {
-                        let err = std::io::Error::last_os_error();
-                        if let Some(libc::ENOSYS) = err.raw_os_error() {
-                            f.sync_all()?;
-                        } else {
-                            return Err(err.into());
-                        }
-                    }
-                }
-
-                #[cfg(not(target_os = "linux"))]
-                f.sync_all()?;
-            }
         }
         io_fail!(self, "buffer write post");
 
@@ -1191,7 +1198,8 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf_on(
             stored_max_stable_lsn: -1,
         };
 
-        next_iobuf.store_segment_header(sealed, next_lsn, iobufs.stable());
+        // raftkv: the synced LSN, not the stable one (see `synced_lsn`).
+        next_iobuf.store_segment_header(sealed, next_lsn, iobufs.synced());
 
         next_iobuf
     } else {

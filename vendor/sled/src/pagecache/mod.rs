@@ -587,6 +587,15 @@ impl PageCache {
 
         config.reset_global_error();
 
+        // raftkv: what the last process wrote may still be only in the
+        // page cache (it was killed before a sync), since buffers are
+        // written without one (see `IoBufs::sync_stable`). Recovery trusts
+        // what it reads and records it in a synced snapshot file, so it is
+        // made durable first.
+        if !config.temporary {
+            config.file.sync_data()?;
+        }
+
         // try to pull any existing snapshot off disk, and
         // apply any new data to it to "catch-up" the
         // snapshot before loading it.
@@ -765,6 +774,20 @@ impl PageCache {
     /// Returns the number of bytes written during this call.
     pub(crate) fn flush(&self) -> Result<usize> {
         self.log.flush()
+    }
+
+    /// raftkv: [`Self::flush`], then one `fdatasync` of the file: every
+    /// write made before the call is on stable storage when it returns.
+    pub(crate) fn flush_and_sync(&self) -> Result<usize> {
+        let written = self.log.flush()?;
+        self.log.iobufs.sync_stable()?;
+        Ok(written)
+    }
+
+    /// raftkv: one `fdatasync` of the file, covering every buffer written
+    /// so far (see `IoBufs::sync_stable`).
+    pub(crate) fn sync_stable(&self) -> Result<()> {
+        self.log.iobufs.sync_stable()
     }
 
     /// Create a new page, trying to reuse old freed pages if possible
