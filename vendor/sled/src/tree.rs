@@ -918,11 +918,11 @@ impl Tree {
         self.subscribers.register(prefix.as_ref())
     }
 
-    /// Synchronously flushes all dirty IO buffers and calls
-    /// fsync. If this succeeds, it is guaranteed that all
-    /// previous writes will be recovered if the system
-    /// crashes. Returns the number of bytes flushed during
-    /// this call.
+    /// Synchronously writes all dirty IO buffers to the file.
+    /// raftkv: it no longer syncs them (change 12): after it,
+    /// previous writes survive the process crashing but not
+    /// the system; [`Tree::flush_and_sync`] also syncs.
+    /// Returns the number of bytes flushed during this call.
     ///
     /// Flushing can take quite a lot of time, and you should
     /// measure the performance impact of using it on

@@ -344,6 +344,13 @@ pub(crate) struct IoBufs {
     // deactivated, and then freed and reused, only once the writes that
     // replaced their pages are durable (see `sync_stable`).
     pub synced_lsn: AtomicLsn,
+    // raftkv: a file description of its own for `sync_stable`'s
+    // `fdatasync` (`None` for a temporary database, which is never synced).
+    // Linux reports a failed write-back once to each open file description
+    // at its next sync: the zero fill and the truncation sync sled's own
+    // description and only log a failure, so on that one an error could be
+    // taken and lost before the sync that acknowledges writes ran.
+    sync_file: Option<std::fs::File>,
     pub max_reserved_lsn: AtomicLsn,
     pub max_header_stable_lsn: Arc<AtomicLsn>,
     pub segment_accountant: Mutex<SegmentAccountant>,
@@ -423,6 +430,11 @@ impl IoBufs {
 
         // raftkv: `PageCache::start` synced the file before recovery read
         // it, so what was recovered starts out synced.
+        let sync_file = if config.temporary {
+            None
+        } else {
+            Some(std::fs::File::open(config.db_path())?)
+        };
 
         // the tip offset is not completely full yet, reuse it
         let base = assert_usize(next_lid % segment_size as LogOffset);
@@ -451,6 +463,7 @@ impl IoBufs {
 
             stable_lsn: AtomicLsn::new(stable),
             synced_lsn: AtomicLsn::new(stable),
+            sync_file,
             max_reserved_lsn: AtomicLsn::new(stable),
             max_header_stable_lsn: Arc::new(AtomicLsn::new(next_lsn)),
             segment_accountant: Mutex::new(segment_accountant),
@@ -569,10 +582,20 @@ impl IoBufs {
     /// `fdatasync` of the file, and records the stable LSN read before it
     /// as synced. Buffers are written without a sync of their own (see
     /// `write_to_log`): this is what makes them durable.
+    ///
+    /// A failed sync is kept as the global error, so every later sync (and
+    /// write) fails too: the kernel reports a failed write-back only once,
+    /// and the pages it lost may belong to writes a later sync would
+    /// otherwise pass as durable.
     pub(in crate::pagecache) fn sync_stable(&self) -> Result<()> {
+        self.config.global_error()?;
         let stable = self.stable();
-        if !self.config.temporary {
-            self.config.file.sync_data()?;
+        if let Some(file) = &self.sync_file {
+            if let Err(e) = file.sync_data() {
+                let error = Error::from(e);
+                self.config.set_global_error(error.clone());
+                return Err(error);
+            }
         }
         bump_atomic_lsn(&self.synced_lsn, stable);
         Ok(())
