@@ -1,8 +1,9 @@
 //! Making sled's writes durable.
 //!
 //! sled 0.34's `flush` only writes its log buffers to the file (the vendored
-//! sled dropped its `sync_file_range`, which waited for the drive to take
-//! the data but not for its cache); `flush_and_sync` adds the `fdatasync`
+//! sled dropped the `sync_file_range` after a flush's own buffer, which
+//! waited for the drive to take the data but not for its cache);
+//! `flush_and_sync` adds the `fdatasync`
 //! that makes them durable, and that sled waits for before it reuses the
 //! room of data rewritten elsewhere (see `vendor/sled/PATCHED.md`, change
 //! 12). Values too large to live inline (over ~128 KiB) go to separate

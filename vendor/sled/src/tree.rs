@@ -934,9 +934,9 @@ impl Tree {
 
     /// raftkv: flushes like [`Tree::flush`], then `fdatasync`s the
     /// database file: when it returns, every write made before the call, to
-    /// any tree, is on stable storage. sled writes its buffers without a
-    /// sync of their own, so this (or the periodic flush thread's sync) is
-    /// what makes them durable. Returns the number of bytes flushed.
+    /// any tree, is on stable storage. A flush writes its buffer without a
+    /// sync of its own, so this (or the periodic flush thread's sync) is
+    /// what makes it durable. Returns the number of bytes flushed.
     pub fn flush_and_sync(&self) -> Result<usize> {
         self.context.pagecache.flush_and_sync()
     }

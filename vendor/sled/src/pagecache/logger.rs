@@ -462,7 +462,9 @@ impl Log {
             let iobufs = self.iobufs.clone();
             let iobuf = iobuf.clone();
             threadpool::spawn(move || {
-                if let Err(e) = iobufs.write_to_log(&iobuf) {
+                if let Err(e) =
+                    iobufs.write_to_log(&iobuf, super::iobuf::WriteOn::ThreadPool)
+                {
                     error!(
                         "hit error while writing iobuf with lsn {}: {:?}",
                         lsn, e

@@ -588,7 +588,7 @@ impl PageCache {
         config.reset_global_error();
 
         // raftkv: what the last process wrote may still be only in the
-        // page cache (it was killed before a sync), since buffers are
+        // page cache (it was killed before a sync): a flush's buffer is
         // written without one (see `IoBufs::sync_stable`). Recovery trusts
         // what it reads and records it in a synced snapshot file, so it is
         // made durable first.
