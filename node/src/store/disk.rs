@@ -3,10 +3,9 @@
 //! sled 0.34's `flush` only writes its log buffers to the file (the vendored
 //! sled dropped the `sync_file_range` after a flush's own buffer, which
 //! waited for the drive to take the data but not for its cache);
-//! `flush_and_sync` adds the `fdatasync`
-//! that makes them durable, and that sled waits for before it reuses the
-//! room of data rewritten elsewhere (see `vendor/sled/PATCHED.md`, change
-//! 12). Values too large to live inline (over ~128 KiB) go to separate
+//! `flush_and_sync` adds the `fdatasync` that makes them durable, and that
+//! sled waits for before it reuses the room of data rewritten elsewhere
+//! (see `vendor/sled/PATCHED.md`, change 12). Values too large to live inline (over ~128 KiB) go to separate
 //! files under `blobs/` that sled never syncs. [`Disk::sync`] covers both:
 //! `flush_and_sync`, then an `fdatasync` of every blob file written since
 //! the previous sync, and of the blob directory.

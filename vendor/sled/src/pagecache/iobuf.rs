@@ -428,8 +428,7 @@ impl IoBufs {
         // of our file has not yet been written.
         let stable = next_lsn - 1;
 
-        // raftkv: `PageCache::start` synced the file before recovery read
-        // it, so what was recovered starts out synced.
+        // raftkv: see `sync_file`.
         let sync_file = if config.temporary {
             None
         } else {
@@ -462,6 +461,8 @@ impl IoBufs {
             interval_updated: Condvar::new(),
 
             stable_lsn: AtomicLsn::new(stable),
+            // raftkv: `PageCache::start` synced the file before recovery
+            // read it, so what was recovered starts out synced.
             synced_lsn: AtomicLsn::new(stable),
             sync_file,
             max_reserved_lsn: AtomicLsn::new(stable),

@@ -779,8 +779,8 @@ impl PageCache {
     /// raftkv: [`Self::flush`], then one `fdatasync` of the file: every
     /// write made before the call is on stable storage when it returns.
     pub(crate) fn flush_and_sync(&self) -> Result<usize> {
-        let written = self.log.flush()?;
-        self.log.iobufs.sync_stable()?;
+        let written = self.flush()?;
+        self.sync_stable()?;
         Ok(written)
     }
 
